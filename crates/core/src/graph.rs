@@ -1,0 +1,209 @@
+//! Building a live translator graph from a volfile, checked against a registry of types.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::options::{OptionSpec, Options};
+use crate::volfile::{Volfile, VolfileError};
+use crate::xlator::{Event, XlatorRef};
+
+/// What a translator type's constructor receives.
+pub struct XlatorInit {
+    /// The instance name from the volfile.
+    pub name: String,
+    /// Validated options, defaults filled in.
+    pub options: Options,
+    /// The already-built subvolumes, in volfile order.
+    pub children: Vec<XlatorRef>,
+}
+
+/// A kind of translator that volfiles can name in `type`.
+pub trait XlatorType: Send + Sync {
+    /// The name volfiles use, e.g. `storage/posix`.
+    fn type_name(&self) -> &'static str;
+    /// One line saying what it does.
+    fn description(&self) -> &'static str;
+    /// The options it accepts.
+    fn options(&self) -> &'static [OptionSpec];
+    /// How many subvolumes it accepts (inclusive bounds).
+    fn children(&self) -> (usize, usize);
+    /// Builds an instance; the error says why it cannot run (e.g. a bad brick directory).
+    fn build(&self, init: XlatorInit) -> Result<XlatorRef, String>;
+}
+
+/// The translator types a process knows, by name.
+#[derive(Default)]
+pub struct Registry {
+    types: HashMap<&'static str, Arc<dyn XlatorType>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Adds a type (replacing one of the same name).
+    pub fn register(&mut self, t: Arc<dyn XlatorType>) {
+        self.types.insert(t.type_name(), t);
+    }
+
+    /// The type called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn XlatorType>> {
+        self.types.get(name)
+    }
+
+    /// Every type name, sorted.
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v: Vec<_> = self.types.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// A built graph: every translator by name, and which is on top.
+pub struct Graph {
+    nodes: Vec<XlatorRef>,
+    parents: HashMap<String, Vec<usize>>,
+    top: usize,
+}
+
+impl Graph {
+    /// Checks `vf` against `registry` without starting anything: known types, subvolume
+    /// counts, option names and values, each refusal with its line.
+    pub fn check(vf: &Volfile, registry: &Registry) -> Result<(), VolfileError> {
+        vf.check_references()?;
+        for v in &vf.volumes {
+            check_one(v, registry)?;
+        }
+        Ok(())
+    }
+
+    /// Checks `vf` against `registry` and builds every translator, children first. Unknown
+    /// types, unknown options, bad values, wrong subvolume counts and translators that fail
+    /// to start are refused with the line they concern.
+    pub fn build(vf: &Volfile, registry: &Registry) -> Result<Graph, VolfileError> {
+        Graph::check(vf, registry)?;
+        let mut built: HashMap<&str, XlatorRef> = HashMap::new();
+        let mut order: Vec<usize> = Vec::new();
+        // Children before parents: repeat passes until everything is built (acyclic).
+        while order.len() < vf.volumes.len() {
+            let before = order.len();
+            for (i, v) in vf.volumes.iter().enumerate() {
+                if built.contains_key(v.name.as_str())
+                    || !v.subvolumes.iter().all(|s| built.contains_key(s.as_str()))
+                {
+                    continue;
+                }
+                let x = build_one(v, registry, &built)?;
+                built.insert(v.name.as_str(), x);
+                order.push(i);
+            }
+            if order.len() == before {
+                return Err(VolfileError { line: 1, reason: "graph has a cycle".into() });
+            }
+        }
+        let nodes: Vec<XlatorRef> =
+            vf.volumes.iter().map(|v| built[v.name.as_str()].clone()).collect();
+        let mut parents: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, v) in vf.volumes.iter().enumerate() {
+            for s in &v.subvolumes {
+                parents.entry(s.clone()).or_default().push(i);
+            }
+        }
+        Ok(Graph { top: nodes.len() - 1, nodes, parents })
+    }
+
+    /// The top translator, where front ends send FOPs.
+    pub fn top(&self) -> &XlatorRef {
+        &self.nodes[self.top]
+    }
+
+    /// The translator called `name`.
+    pub fn get(&self, name: &str) -> Option<&XlatorRef> {
+        self.nodes.iter().find(|x| x.name() == name)
+    }
+
+    /// Every translator in volfile order.
+    pub fn nodes(&self) -> &[XlatorRef] {
+        &self.nodes
+    }
+
+    /// Delivers `event` from translator `from` to its parents, and on upwards as long as
+    /// each parent passes it on.
+    pub async fn notify(&self, from: &str, event: Event) {
+        let mut queue = vec![(from.to_string(), event)];
+        while let Some((child, ev)) = queue.pop() {
+            for &p in self.parents.get(&child).map(Vec::as_slice).unwrap_or(&[]) {
+                let parent = &self.nodes[p];
+                if let Some(next) = parent.notify(&child, ev.clone()).await {
+                    queue.push((parent.name().to_string(), next));
+                }
+            }
+        }
+    }
+
+    /// A statedump: every translator's name and its `dump()`.
+    pub fn statedump(&self) -> String {
+        let mut out = String::new();
+        for x in self.nodes.iter().rev() {
+            out.push_str(&format!("[{}]\n", x.name()));
+            let d = x.dump();
+            if !d.is_empty() {
+                out.push_str(&d);
+                if !d.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// Tears the graph down, top first.
+    pub async fn fini(&self) {
+        for x in self.nodes.iter().rev() {
+            x.fini().await;
+        }
+    }
+}
+
+/// Checks one declaration against its type: known type, subvolume count, options.
+fn check_one(
+    v: &crate::volfile::VolumeDecl,
+    registry: &Registry,
+) -> Result<(Arc<dyn XlatorType>, Options), VolfileError> {
+    let e = |line: usize, reason: String| VolfileError { line, reason };
+    let t = registry.get(&v.type_name).ok_or_else(|| {
+        e(
+            v.type_line,
+            format!("unknown translator type {:?} (known: {})", v.type_name, registry.names().join(", ")),
+        )
+    })?;
+    let (min, max) = t.children();
+    let n = v.subvolumes.len();
+    if n < min || n > max {
+        let want = if min == max { format!("{min}") } else { format!("{min} to {max}") };
+        let line = if v.subvolumes_line > 0 { v.subvolumes_line } else { v.line };
+        return Err(e(line, format!("{} takes {want} subvolume(s), {:?} has {n}", v.type_name, v.name)));
+    }
+    let given: Vec<(String, String)> =
+        v.options.iter().map(|o| (o.key.clone(), o.value.clone())).collect();
+    let options = Options::validate(t.options(), &given).map_err(|(idx, msg)| {
+        let line = idx.map(|i| v.options[i].line).unwrap_or(v.line);
+        e(line, format!("volume {:?} ({}): {msg}", v.name, v.type_name))
+    })?;
+    Ok((t.clone(), options))
+}
+
+fn build_one(
+    v: &crate::volfile::VolumeDecl,
+    registry: &Registry,
+    built: &HashMap<&str, XlatorRef>,
+) -> Result<XlatorRef, VolfileError> {
+    let (t, options) = check_one(v, registry)?;
+    let children = v.subvolumes.iter().map(|s| built[s.as_str()].clone()).collect();
+    t.build(XlatorInit { name: v.name.clone(), options, children }).map_err(|msg| VolfileError {
+        line: v.line,
+        reason: format!("volume {:?} ({}): {msg}", v.name, v.type_name),
+    })
+}

@@ -1,0 +1,184 @@
+//! Inode attributes (`iatt`), directory entries and filesystem statistics as FOPs carry them.
+
+use crate::Gfid;
+
+/// The kind of an inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    /// A regular file.
+    Regular,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+    /// A unix-domain socket.
+    Socket,
+}
+
+impl FileType {
+    /// The type encoded in the `S_IFMT` bits of a mode; `None` for an unknown format.
+    pub fn from_mode(mode: u32) -> Option<FileType> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => FileType::Regular,
+            libc::S_IFDIR => FileType::Directory,
+            libc::S_IFLNK => FileType::Symlink,
+            libc::S_IFIFO => FileType::Fifo,
+            libc::S_IFCHR => FileType::CharDevice,
+            libc::S_IFBLK => FileType::BlockDevice,
+            libc::S_IFSOCK => FileType::Socket,
+            _ => return None,
+        })
+    }
+
+    /// The `S_IFMT` bits for this type.
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            FileType::Regular => libc::S_IFREG,
+            FileType::Directory => libc::S_IFDIR,
+            FileType::Symlink => libc::S_IFLNK,
+            FileType::Fifo => libc::S_IFIFO,
+            FileType::CharDevice => libc::S_IFCHR,
+            FileType::BlockDevice => libc::S_IFBLK,
+            FileType::Socket => libc::S_IFSOCK,
+        }
+    }
+}
+
+/// A timestamp with nanosecond precision (seconds since the epoch may be negative).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timespec {
+    /// Whole seconds since 1970-01-01T00:00:00Z.
+    pub sec: i64,
+    /// Nanoseconds, 0..1_000_000_000.
+    pub nsec: u32,
+}
+
+/// The attributes of one inode: a `struct stat` keyed by gfid instead of device and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Iatt {
+    /// The inode's identity.
+    pub gfid: Gfid,
+    /// The inode number clients show (derived from the gfid).
+    pub ino: u64,
+    /// Type and permission bits, as in `st_mode`.
+    pub mode: u32,
+    /// Number of names the inode has, as the application should see it.
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number for device files.
+    pub rdev: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Preferred I/O block size.
+    pub blksize: u32,
+    /// Allocated 512-byte blocks.
+    pub blocks: u64,
+    /// Last access.
+    pub atime: Timespec,
+    /// Last data change.
+    pub mtime: Timespec,
+    /// Last status change.
+    pub ctime: Timespec,
+}
+
+impl Iatt {
+    /// The attributes of `st`, given the gfid that identifies it.
+    pub fn from_stat(gfid: Gfid, st: &libc::stat) -> Iatt {
+        Iatt {
+            gfid,
+            ino: gfid.ino(),
+            mode: st.st_mode,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev,
+            size: st.st_size as u64,
+            blksize: st.st_blksize as u32,
+            blocks: st.st_blocks as u64,
+            atime: Timespec { sec: st.st_atime, nsec: st.st_atime_nsec as u32 },
+            mtime: Timespec { sec: st.st_mtime, nsec: st.st_mtime_nsec as u32 },
+            ctime: Timespec { sec: st.st_ctime, nsec: st.st_ctime_nsec as u32 },
+        }
+    }
+
+    /// The inode's type, `None` if the mode carries an unknown format.
+    pub fn file_type(&self) -> Option<FileType> {
+        FileType::from_mode(self.mode)
+    }
+
+    /// True when the inode is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+/// A new value for one timestamp in a setattr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetTime {
+    /// The server's current time.
+    Now,
+    /// This exact time.
+    At(Timespec),
+}
+
+/// The attributes a setattr changes; `None` fields are left as they are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// New permission bits (the file-type bits are ignored).
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size (a truncate).
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<SetTime>,
+    /// New modification time.
+    pub mtime: Option<SetTime>,
+}
+
+/// One directory entry from readdir or readdirp.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dirent {
+    /// The entry's name (no slashes; may be `.` or `..`).
+    pub name: Vec<u8>,
+    /// The cookie to pass as the offset of the next readdir to continue after this entry.
+    pub offset: u64,
+    /// The entry's type.
+    pub kind: FileType,
+    /// The entry's inode number as the brick reports it (only meaningful with `iatt: None`).
+    pub ino: u64,
+    /// Full attributes, filled by readdirp (never for `.` and `..`).
+    pub iatt: Option<Iatt>,
+}
+
+/// Filesystem statistics, as `statvfs` reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatVfs {
+    /// Block size for the block counts.
+    pub bsize: u64,
+    /// Fragment size.
+    pub frsize: u64,
+    /// Total blocks.
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Free blocks available to unprivileged users.
+    pub bavail: u64,
+    /// Total inodes.
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+    /// Longest file name.
+    pub namemax: u64,
+}

@@ -1,0 +1,48 @@
+//! Weft's translator core.
+//!
+//! Everything a translator, a front end or a graph needs and nothing that touches storage or
+//! the network: the FOP vocabulary ([`Iatt`], [`Dirent`], [`Loc`], [`Fd`], [`Flock`],
+//! [`Xdata`], [`Errno`]), the [`Xlator`] trait, typed [`options`], the [`volfile`] text
+//! form, the [`graph`] builder and the client-side [`inode`] table.
+//!
+//! ```
+//! use weft_core::volfile::Volfile;
+//! let vf = Volfile::parse("volume a\n type debug/trace\nend-volume\n").unwrap();
+//! assert_eq!(vf.top().unwrap().type_name, "debug/trace");
+//! ```
+
+pub mod errno;
+pub mod fd;
+pub mod gfid;
+pub mod graph;
+pub mod iatt;
+pub mod inode;
+pub mod loc;
+pub mod lock;
+pub mod options;
+pub mod volfile;
+pub mod xdata;
+pub mod xlator;
+
+pub use errno::Errno;
+pub use fd::{Fd, FdRef};
+pub use gfid::Gfid;
+pub use graph::{Graph, Registry, XlatorInit, XlatorType};
+pub use iatt::{Dirent, FileType, Iatt, SetAttr, SetTime, StatVfs, Timespec};
+pub use loc::{Ctx, Loc};
+pub use lock::{Checksum, EntrylkCmd, EntrylkType, Flock, LkCmd, LockType, SeekWhat, XattropOp};
+pub use xdata::Xdata;
+pub use xlator::{Event, Fop, Xlator, XlatorRef};
+
+/// Extended attributes by name.
+pub type XattrMap = std::collections::BTreeMap<String, Vec<u8>>;
+
+/// The xattr holding an inode's gfid on a brick.
+pub const GFID_XATTR: &str = "trusted.weft.gfid";
+
+/// The xdata key in which a client proposes the gfid of an inode it creates (mkdir, create,
+/// mknod, symlink), so every replica gives the new inode the same identity. 16 bytes.
+pub const GFID_REQ_KEY: &str = "gfid-req";
+
+/// The prefix of Weft's internal xattrs, never shown to clients.
+pub const INTERNAL_XATTR_PREFIX: &str = "trusted.weft.";

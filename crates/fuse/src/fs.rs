@@ -1,0 +1,419 @@
+//! fuser's `Filesystem` over [`Inner`]: each request becomes a tokio task, so many are in
+//! flight at once and a slow one never holds up the others.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fuser::{
+    AccessFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow,
+};
+use weft_core::{Ctx, Errno, Iatt, SetAttr};
+
+use crate::convert::{attr, errno, kind, set_time};
+use crate::inner::{Inner, SyncKind};
+
+/// The FUSE filesystem object handed to fuser.
+pub struct WeftFs {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) rt: tokio::runtime::Handle,
+    pub(crate) attr_ttl: Duration,
+    pub(crate) entry_ttl: Duration,
+    pub(crate) max_write: u32,
+}
+
+fn ctx(req: &Request, owner: Option<LockOwner>) -> Ctx {
+    Ctx { uid: req.uid(), gid: req.gid(), pid: req.pid(), lk_owner: owner.map(|o| o.0).unwrap_or(0) }
+}
+
+fn name_str(name: &OsStr) -> Result<&str, Errno> {
+    name.to_str().ok_or(Errno::EINVAL)
+}
+
+impl WeftFs {
+    fn go(&self, f: impl Future<Output = ()> + Send + 'static) {
+        self.rt.spawn(f);
+    }
+}
+
+macro_rules! spawn_entry {
+    ($self:ident, $reply:ident, |$inner:ident| $body:expr) => {{
+        let $inner = $self.inner.clone();
+        let (et, at) = ($self.entry_ttl, $self.attr_ttl);
+        $self.go(async move {
+            match $body.await {
+                Ok(ia) => $reply.entry_with_ttls(&et, &at, &attr(&ia), Generation(0)),
+                Err(e) => $reply.error(errno(e)),
+            }
+        });
+    }};
+}
+
+macro_rules! spawn_empty {
+    ($self:ident, $reply:ident, |$inner:ident| $body:expr) => {{
+        let $inner = $self.inner.clone();
+        $self.go(async move {
+            match $body.await {
+                Ok(()) => $reply.ok(),
+                Err(e) => $reply.error(errno(e)),
+            }
+        });
+    }};
+}
+
+impl Filesystem for WeftFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let want = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_ASYNC_DIO
+            | InitFlags::FUSE_MAX_PAGES;
+        let granted = want & config.capabilities();
+        if let Err(missing) = config.add_capabilities(granted) {
+            tracing::warn!("kernel refused FUSE capabilities {missing:?}");
+        }
+        if let Err(max) = config.set_max_write(self.max_write) {
+            tracing::info!("kernel caps max_write at {max} bytes");
+            let _ = config.set_max_write(max);
+        }
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let (c, name) = (ctx(req, None), name.to_owned());
+        spawn_entry!(self, reply, |me| async move { me.lookup(&c, parent.0, &name).await });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.inner.inodes.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let (me, c, ttl) = (self.inner.clone(), ctx(req, None), self.attr_ttl);
+        self.go(async move {
+            match me.getattr(&c, ino.0, fh.map(|f| f.0)).await {
+                Ok(ia) => reply.attr(&ttl, &attr(&ia)),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let a = SetAttr { mode, uid, gid, size, atime: set_time(atime), mtime: set_time(mtime) };
+        let (me, c, ttl) = (self.inner.clone(), ctx(req, None), self.attr_ttl);
+        self.go(async move {
+            match me.setattr(&c, ino.0, fh.map(|f| f.0), a).await {
+                Ok(ia) => reply.attr(&ttl, &attr(&ia)),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        let (me, c) = (self.inner.clone(), ctx(req, None));
+        self.go(async move {
+            match me.readlink(&c, ino.0).await {
+                Ok(t) => reply.data(&t),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let (c, name) = (ctx(req, None), name.to_owned());
+        spawn_entry!(self, reply, |me| async move { me.mknod(&c, parent.0, &name, mode, umask, rdev as u64).await });
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let (c, name) = (ctx(req, None), name.to_owned());
+        spawn_entry!(self, reply, |me| async move { me.mkdir(&c, parent.0, &name, mode, umask).await });
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (c, name) = (ctx(req, None), name.to_owned());
+        spawn_empty!(self, reply, |me| async move { me.remove(&c, parent.0, &name, false).await });
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (c, name) = (ctx(req, None), name.to_owned());
+        spawn_empty!(self, reply, |me| async move { me.remove(&c, parent.0, &name, true).await });
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let (c, name, target) = (ctx(req, None), link_name.to_owned(), target.to_owned());
+        spawn_entry!(self, reply, |me| async move { me.symlink(&c, parent.0, &name, &target).await });
+    }
+
+    fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
+        let (c, name, newname) = (ctx(req, None), name.to_owned(), newname.to_owned());
+        spawn_empty!(self, reply, |me| async move {
+            me.rename(&c, parent.0, &name, newparent.0, &newname, flags.bits()).await
+        });
+    }
+
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let (c, name) = (ctx(req, None), newname.to_owned());
+        spawn_entry!(self, reply, |me| async move { me.link(&c, ino.0, newparent.0, &name).await });
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (me, c) = (self.inner.clone(), ctx(req, None));
+        self.go(async move {
+            match me.open(&c, ino.0, flags.0, false).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn read(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, lock_owner: Option<LockOwner>, reply: ReplyData) {
+        let (me, c) = (self.inner.clone(), ctx(req, lock_owner));
+        self.go(async move {
+            match me.read(&c, fh.0, offset, size).await {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn write(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: fuser::WriteFlags, _flags: OpenFlags, lock_owner: Option<LockOwner>, reply: ReplyWrite) {
+        let (me, c, data) = (self.inner.clone(), ctx(req, lock_owner), Bytes::copy_from_slice(data));
+        self.go(async move {
+            match me.write(&c, fh.0, offset, data).await {
+                Ok(n) => reply.written(n as u32),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        let c = ctx(req, Some(lock_owner));
+        spawn_empty!(self, reply, |me| async move { me.sync(&c, fh.0, SyncKind::Flush).await });
+    }
+
+    fn release(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, lock_owner: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+        let c = ctx(req, lock_owner);
+        spawn_empty!(self, reply, |me| async move { me.release(&c, fh.0).await });
+    }
+
+    fn fsync(&self, req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let c = ctx(req, None);
+        spawn_empty!(self, reply, |me| async move { me.sync(&c, fh.0, SyncKind::File(datasync)).await });
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (me, c) = (self.inner.clone(), ctx(req, None));
+        self.go(async move {
+            match me.open(&c, ino.0, flags.0, true).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn readdir(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let (me, c) = (self.inner.clone(), ctx(req, None));
+        self.go(async move {
+            match me.readdir(&c, fh.0, offset, false).await {
+                Ok(ents) => {
+                    for d in ents {
+                        if reply.add(INodeNo(d.ino.max(1)), d.offset, kind(d.kind), OsStr::from_bytes(&d.name)) {
+                            break;
+                        }
+                    }
+                    reply.ok()
+                }
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let (me, c) = (self.inner.clone(), ctx(req, None));
+        let et = self.entry_ttl;
+        self.go(async move {
+            match me.readdir(&c, fh.0, offset, true).await {
+                Ok(ents) => {
+                    for d in ents {
+                        let name = OsStr::from_bytes(&d.name);
+                        let full = match &d.iatt {
+                            Some(ia) => attr(ia),
+                            None => {
+                                // "." and ".." (the kernel takes no reference on them) or an
+                                // entry that vanished while listing.
+                                let mut a = attr(&dummy_iatt(d.ino.max(1)));
+                                a.kind = kind(d.kind);
+                                a
+                            }
+                        };
+                        if reply.add(full.ino, d.offset, name, &et, &full, Generation(0)) {
+                            break;
+                        }
+                        if let Some(ia) = &d.iatt {
+                            me.remember(ia, ino.0, name);
+                        }
+                    }
+                    reply.ok()
+                }
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn releasedir(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        let c = ctx(req, None);
+        spawn_empty!(self, reply, |me| async move { me.release(&c, fh.0).await });
+    }
+
+    fn fsyncdir(&self, req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let c = ctx(req, None);
+        spawn_empty!(self, reply, |me| async move { me.sync(&c, fh.0, SyncKind::Dir(datasync)).await });
+    }
+
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (me, c) = (self.inner.clone(), ctx(req, None));
+        self.go(async move {
+            match me.statfs(&c).await {
+                Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize as u32, s.namemax as u32, s.frsize as u32),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn setxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        let (c, value) = (ctx(req, None), value.to_vec());
+        let name = match name_str(name) {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(errno(e)),
+        };
+        spawn_empty!(self, reply, |me| async move { me.setxattr(&c, ino.0, &name, &value, flags).await });
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let c = ctx(req, None);
+        let name = match name_str(name) {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(errno(e)),
+        };
+        let me = self.inner.clone();
+        self.go(async move {
+            match me.getxattr(&c, ino.0, Some(&name)).await {
+                Ok(m) => xattr_reply(reply, size, m.into_values().next().unwrap_or_default()),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let (me, c) = (self.inner.clone(), ctx(req, None));
+        self.go(async move {
+            match me.getxattr(&c, ino.0, None).await {
+                Ok(m) => {
+                    let mut list = Vec::new();
+                    for k in m.keys() {
+                        list.extend_from_slice(k.as_bytes());
+                        list.push(0);
+                    }
+                    xattr_reply(reply, size, list)
+                }
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let c = ctx(req, None);
+        let name = match name_str(name) {
+            Ok(n) => n.to_string(),
+            Err(e) => return reply.error(errno(e)),
+        };
+        spawn_empty!(self, reply, |me| async move { me.removexattr(&c, ino.0, &name).await });
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let c = ctx(req, None);
+        let mask = mask.bits() as u32;
+        spawn_empty!(self, reply, |me| async move { me.access(&c, ino.0, mask).await });
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+        let (me, c, name) = (self.inner.clone(), ctx(req, None), name.to_owned());
+        let et = self.entry_ttl;
+        self.go(async move {
+            match me.create(&c, parent.0, &name, mode, umask, flags).await {
+                Ok((ia, fh)) => reply.created(&et, &attr(&ia), Generation(0), FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn fallocate(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        let c = ctx(req, None);
+        spawn_empty!(self, reply, |me| async move { me.fallocate(&c, fh.0, offset, length, mode).await });
+    }
+
+    fn lseek(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        let (me, c) = (self.inner.clone(), ctx(req, None));
+        self.go(async move {
+            match me.lseek(&c, fh.0, offset, whence).await {
+                Ok(o) => reply.offset(o),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+}
+
+fn xattr_reply(reply: ReplyXattr, size: u32, data: Vec<u8>) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() > size as usize {
+        reply.error(fuser::Errno::from_i32(libc::ERANGE));
+    } else {
+        reply.data(&data);
+    }
+}
+
+fn dummy_iatt(ino: u64) -> Iatt {
+    Iatt {
+        gfid: weft_core::Gfid::NULL,
+        ino,
+        mode: libc::S_IFDIR | 0o755,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        size: 0,
+        blksize: 4096,
+        blocks: 0,
+        atime: Default::default(),
+        mtime: Default::default(),
+        ctime: Default::default(),
+    }
+}

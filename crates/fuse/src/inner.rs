@@ -1,0 +1,332 @@
+//! The FUSE front end's state and its FOP logic, independent of fuser's reply types.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use weft_core::inode::InodeTable;
+use weft_core::{
+    Ctx, Dirent, Errno, Fd, FdRef, Gfid, Graph, Iatt, Loc, SetAttr, StatVfs, XattrMap, Xdata,
+    XlatorRef, GFID_REQ_KEY,
+};
+
+/// The name of the virtual xattr on the mount root that returns a statedump of the graph.
+pub const STATEDUMP_XATTR: &str = "weft.statedump";
+
+/// Shared by every request of one mount.
+pub struct Inner {
+    /// The graph being served (kept for statedumps and teardown).
+    pub graph: Arc<Graph>,
+    top: XlatorRef,
+    /// Inodes the kernel holds.
+    pub inodes: InodeTable,
+    fds: Mutex<HashMap<u64, FdRef>>,
+}
+
+fn new_gfid_xdata() -> (Gfid, Xdata) {
+    let g = Gfid::random();
+    let mut xd = Xdata::new();
+    xd.set(GFID_REQ_KEY, g.0.to_vec());
+    (g, xd)
+}
+
+impl Inner {
+    /// State for serving `graph`.
+    pub fn new(graph: Arc<Graph>) -> Inner {
+        let top = graph.top().clone();
+        Inner { graph, top, inodes: InodeTable::new(), fds: Mutex::new(HashMap::new()) }
+    }
+
+    /// The location of inode `ino`.
+    pub fn inode_loc(&self, ino: u64) -> Result<Loc, Errno> {
+        let g = self.inodes.gfid(ino).ok_or(Errno(libc::ESTALE))?;
+        let mut loc = Loc::inode(g);
+        loc.path = self.inodes.path(ino);
+        Ok(loc)
+    }
+
+    /// The location of entry `name` in directory `parent`.
+    pub fn entry_loc(&self, parent: u64, name: &OsStr) -> Result<Loc, Errno> {
+        let pg = self.inodes.gfid(parent).ok_or(Errno(libc::ESTALE))?;
+        let mut loc = Loc::entry(pg, name);
+        loc.path = self.inodes.path(parent).map(|p| p.join(name));
+        Ok(loc)
+    }
+
+    /// Hands the kernel one more reference to `ia`, found as `name` in `parent`.
+    pub fn remember(&self, ia: &Iatt, parent: u64, name: &OsStr) {
+        if let Some(k) = ia.file_type() {
+            self.inodes.remember(ia.gfid, k, parent, name);
+        }
+    }
+
+    /// The open fd behind file handle `fh`.
+    pub fn fd(&self, fh: u64) -> Result<FdRef, Errno> {
+        self.fds.lock().get(&fh).cloned().ok_or(Errno::EBADF)
+    }
+
+    fn keep_fd(&self, fd: FdRef) -> u64 {
+        let id = fd.id;
+        self.fds.lock().insert(id, fd);
+        id
+    }
+
+    fn drop_fd(&self, fh: u64) -> Option<FdRef> {
+        self.fds.lock().remove(&fh)
+    }
+
+    /// Looks `name` up in `parent`.
+    pub async fn lookup(&self, ctx: &Ctx, parent: u64, name: &OsStr) -> Result<Iatt, Errno> {
+        let loc = self.entry_loc(parent, name)?;
+        let (ia, _) = self.top.lookup(ctx, &loc, Xdata::new()).await?;
+        self.remember(&ia, parent, name);
+        Ok(ia)
+    }
+
+    /// Attributes of `ino`, through the open fd `fh` when given.
+    pub async fn getattr(&self, ctx: &Ctx, ino: u64, fh: Option<u64>) -> Result<Iatt, Errno> {
+        if let Some(fd) = fh.and_then(|h| self.fd(h).ok()) {
+            return Ok(self.top.fstat(ctx, &fd, Xdata::new()).await?.0);
+        }
+        let loc = self.inode_loc(ino)?;
+        Ok(self.top.stat(ctx, &loc, Xdata::new()).await?.0)
+    }
+
+    /// setattr of `ino`, through the open fd `fh` when given.
+    pub async fn setattr(&self, ctx: &Ctx, ino: u64, fh: Option<u64>, a: SetAttr) -> Result<Iatt, Errno> {
+        if let Some(fd) = fh.and_then(|h| self.fd(h).ok()) {
+            return Ok(self.top.fsetattr(ctx, &fd, &a, Xdata::new()).await?.0);
+        }
+        let loc = self.inode_loc(ino)?;
+        Ok(self.top.setattr(ctx, &loc, &a, Xdata::new()).await?.0)
+    }
+
+    /// Target of symlink `ino`.
+    pub async fn readlink(&self, ctx: &Ctx, ino: u64) -> Result<Vec<u8>, Errno> {
+        use std::os::unix::ffi::OsStringExt;
+        let loc = self.inode_loc(ino)?;
+        let (p, _) = self.top.readlink(ctx, &loc, Xdata::new()).await?;
+        Ok(p.into_os_string().into_vec())
+    }
+
+    /// mknod in `parent`.
+    pub async fn mknod(&self, ctx: &Ctx, parent: u64, name: &OsStr, mode: u32, umask: u32, rdev: u64) -> Result<Iatt, Errno> {
+        let loc = self.entry_loc(parent, name)?;
+        let (_, xd) = new_gfid_xdata();
+        let (ia, _) = self.top.mknod(ctx, &loc, mode, rdev, umask, xd).await?;
+        self.remember(&ia, parent, name);
+        Ok(ia)
+    }
+
+    /// mkdir in `parent`.
+    pub async fn mkdir(&self, ctx: &Ctx, parent: u64, name: &OsStr, mode: u32, umask: u32) -> Result<Iatt, Errno> {
+        let loc = self.entry_loc(parent, name)?;
+        let (_, xd) = new_gfid_xdata();
+        let (ia, _) = self.top.mkdir(ctx, &loc, mode, umask, xd).await?;
+        self.remember(&ia, parent, name);
+        Ok(ia)
+    }
+
+    /// symlink `name` -> `target` in `parent`.
+    pub async fn symlink(&self, ctx: &Ctx, parent: u64, name: &OsStr, target: &std::path::Path) -> Result<Iatt, Errno> {
+        let loc = self.entry_loc(parent, name)?;
+        let (_, xd) = new_gfid_xdata();
+        let (ia, _) = self.top.symlink(ctx, target, &loc, 0, xd).await?;
+        self.remember(&ia, parent, name);
+        Ok(ia)
+    }
+
+    /// Hard link of `ino` as `name` in `parent`.
+    pub async fn link(&self, ctx: &Ctx, ino: u64, parent: u64, name: &OsStr) -> Result<Iatt, Errno> {
+        let old = self.inode_loc(ino)?;
+        let new = self.entry_loc(parent, name)?;
+        let (ia, _) = self.top.link(ctx, &old, &new, Xdata::new()).await?;
+        self.remember(&ia, parent, name);
+        Ok(ia)
+    }
+
+    /// unlink or rmdir of `name` in `parent`.
+    pub async fn remove(&self, ctx: &Ctx, parent: u64, name: &OsStr, dir: bool) -> Result<(), Errno> {
+        let loc = self.entry_loc(parent, name)?;
+        if dir {
+            self.top.rmdir(ctx, &loc, Xdata::new()).await?;
+        } else {
+            self.top.unlink(ctx, &loc, Xdata::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// rename with renameat2 `flags`.
+    pub async fn rename(&self, ctx: &Ctx, p: u64, name: &OsStr, np: u64, nname: &OsStr, flags: u32) -> Result<(), Errno> {
+        let old = self.entry_loc(p, name)?;
+        let new = self.entry_loc(np, nname)?;
+        self.top.rename(ctx, &old, &new, flags, Xdata::new()).await?;
+        Ok(())
+    }
+
+    /// Opens `ino`; returns the file handle.
+    pub async fn open(&self, ctx: &Ctx, ino: u64, flags: i32, dir: bool) -> Result<u64, Errno> {
+        let loc = self.inode_loc(ino)?;
+        let gfid = loc.gfid.ok_or(Errno(libc::ESTALE))?;
+        let fd = Fd::new(gfid, flags, dir);
+        if dir {
+            self.top.opendir(ctx, &loc, &fd, Xdata::new()).await?;
+        } else {
+            self.top.open(ctx, &loc, &fd, Xdata::new()).await?;
+        }
+        Ok(self.keep_fd(fd))
+    }
+
+    /// Creates and opens `name` in `parent`; returns its attributes and file handle.
+    pub async fn create(&self, ctx: &Ctx, parent: u64, name: &OsStr, mode: u32, umask: u32, flags: i32) -> Result<(Iatt, u64), Errno> {
+        let loc = self.entry_loc(parent, name)?;
+        let (g, xd) = new_gfid_xdata();
+        let fd = Fd::new(g, flags, false);
+        let (ia, _) = self.top.create(ctx, &loc, &fd, mode, umask, xd).await?;
+        let fd = if ia.gfid == g {
+            fd
+        } else {
+            // The name already existed (no O_EXCL): reopen under the inode's own gfid.
+            self.top.release(ctx, &fd, Xdata::new()).await.ok();
+            let fd2 = Fd::new(ia.gfid, flags & !(libc::O_CREAT | libc::O_EXCL), false);
+            self.top.open(ctx, &Loc::inode(ia.gfid), &fd2, Xdata::new()).await?;
+            fd2
+        };
+        self.remember(&ia, parent, name);
+        Ok((ia, self.keep_fd(fd)))
+    }
+
+    /// Reads from an open file.
+    pub async fn read(&self, ctx: &Ctx, fh: u64, offset: u64, size: u32) -> Result<Bytes, Errno> {
+        let fd = self.fd(fh)?;
+        Ok(self.top.readv(ctx, &fd, size, offset, Xdata::new()).await?.0)
+    }
+
+    /// Writes to an open file.
+    pub async fn write(&self, ctx: &Ctx, fh: u64, offset: u64, data: Bytes) -> Result<u64, Errno> {
+        let fd = self.fd(fh)?;
+        Ok(self.top.writev(ctx, &fd, data, offset, Xdata::new()).await?.0)
+    }
+
+    /// flush, fsync or fsyncdir.
+    pub async fn sync(&self, ctx: &Ctx, fh: u64, what: SyncKind) -> Result<(), Errno> {
+        let fd = self.fd(fh)?;
+        match what {
+            SyncKind::Flush => self.top.flush(ctx, &fd, Xdata::new()).await?,
+            SyncKind::File(ds) => self.top.fsync(ctx, &fd, ds, Xdata::new()).await?,
+            SyncKind::Dir(ds) => self.top.fsyncdir(ctx, &fd, ds, Xdata::new()).await?,
+        };
+        Ok(())
+    }
+
+    /// release or releasedir: the kernel is done with `fh`.
+    pub async fn release(&self, ctx: &Ctx, fh: u64) -> Result<(), Errno> {
+        let Some(fd) = self.drop_fd(fh) else { return Ok(()) };
+        if fd.is_dir {
+            self.top.releasedir(ctx, &fd, Xdata::new()).await?;
+        } else {
+            self.top.release(ctx, &fd, Xdata::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// Directory entries after `offset`.
+    pub async fn readdir(&self, ctx: &Ctx, fh: u64, offset: u64, plus: bool) -> Result<Vec<Dirent>, Errno> {
+        let fd = self.fd(fh)?;
+        let size = 4096;
+        let r = if plus {
+            self.top.readdirp(ctx, &fd, size, offset, Xdata::new()).await?
+        } else {
+            self.top.readdir(ctx, &fd, size, offset, Xdata::new()).await?
+        };
+        Ok(r.0)
+    }
+
+    /// statfs of the volume.
+    pub async fn statfs(&self, ctx: &Ctx) -> Result<StatVfs, Errno> {
+        Ok(self.top.statfs(ctx, &Loc::root(), Xdata::new()).await?.0)
+    }
+
+    /// One xattr's value, or all names (`None`), of `ino`.
+    pub async fn getxattr(&self, ctx: &Ctx, ino: u64, name: Option<&str>) -> Result<XattrMap, Errno> {
+        if ino == 1 && name == Some(STATEDUMP_XATTR) {
+            let mut m = XattrMap::new();
+            m.insert(STATEDUMP_XATTR.into(), self.graph.statedump().into_bytes());
+            return Ok(m);
+        }
+        let loc = self.inode_loc(ino)?;
+        Ok(self.top.getxattr(ctx, &loc, name, Xdata::new()).await?.0)
+    }
+
+    /// Sets one xattr of `ino`.
+    pub async fn setxattr(&self, ctx: &Ctx, ino: u64, name: &str, value: &[u8], flags: i32) -> Result<(), Errno> {
+        let loc = self.inode_loc(ino)?;
+        let mut m = XattrMap::new();
+        m.insert(name.to_string(), value.to_vec());
+        self.top.setxattr(ctx, &loc, &m, flags, Xdata::new()).await?;
+        Ok(())
+    }
+
+    /// Removes one xattr of `ino`.
+    pub async fn removexattr(&self, ctx: &Ctx, ino: u64, name: &str) -> Result<(), Errno> {
+        let loc = self.inode_loc(ino)?;
+        self.top.removexattr(ctx, &loc, name, Xdata::new()).await?;
+        Ok(())
+    }
+
+    /// access(2) check of `ino`.
+    pub async fn access(&self, ctx: &Ctx, ino: u64, mask: u32) -> Result<(), Errno> {
+        let loc = self.inode_loc(ino)?;
+        self.top.access(ctx, &loc, mask, Xdata::new()).await?;
+        Ok(())
+    }
+
+    /// fallocate on an open file; punch-hole and zero-range go to discard and zerofill.
+    pub async fn fallocate(&self, ctx: &Ctx, fh: u64, offset: u64, len: u64, mode: i32) -> Result<(), Errno> {
+        let fd = self.fd(fh)?;
+        self.top.fallocate(ctx, &fd, mode, offset, len, Xdata::new()).await?;
+        Ok(())
+    }
+
+    /// SEEK_DATA / SEEK_HOLE on an open file.
+    pub async fn lseek(&self, ctx: &Ctx, fh: u64, offset: i64, whence: i32) -> Result<i64, Errno> {
+        let fd = self.fd(fh)?;
+        let what = match whence {
+            libc::SEEK_DATA => weft_core::SeekWhat::Data,
+            libc::SEEK_HOLE => weft_core::SeekWhat::Hole,
+            _ => return Err(Errno::EINVAL),
+        };
+        if offset < 0 {
+            return Err(Errno::ENXIO);
+        }
+        Ok(self.top.seek(ctx, &fd, offset as u64, what, Xdata::new()).await?.0 as i64)
+    }
+
+    /// Drops every fd still open (at unmount) and tears the graph down.
+    pub async fn shutdown(&self) {
+        let fds: Vec<FdRef> = self.fds.lock().drain().map(|(_, f)| f).collect();
+        let ctx = Ctx::internal();
+        for fd in fds {
+            let _ = if fd.is_dir {
+                self.top.releasedir(&ctx, &fd, Xdata::new()).await
+            } else {
+                self.top.release(&ctx, &fd, Xdata::new()).await
+            };
+        }
+        self.graph.fini().await;
+    }
+
+}
+
+/// Which kind of sync a request asks for.
+#[derive(Clone, Copy, Debug)]
+pub enum SyncKind {
+    /// close(2) of one descriptor.
+    Flush,
+    /// fsync (true: fdatasync) of a file.
+    File(bool),
+    /// fsync of a directory.
+    Dir(bool),
+}

@@ -1,0 +1,195 @@
+//! Weft's FUSE front end: serves a translator [`Graph`] as a kernel mount through fuser.
+//!
+//! [`mount`] checks the mountpoint, mounts, and returns a [`Mount`] whose
+//! [`Mount::unmount`] ends it cleanly. Requests are answered concurrently on the tokio
+//! runtime given, with 1 MiB writes where the kernel allows, readdirplus, and the
+//! attribute and entry timeouts of [`MountConfig`]. Inode numbers are gfid-derived, so the
+//! root is inode 1. The virtual xattr [`STATEDUMP_XATTR`] on the mount root returns a
+//! statedump of the whole graph (`getfattr -n weft.statedump MOUNTPOINT`).
+
+mod convert;
+mod fs;
+mod inner;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use inner::STATEDUMP_XATTR;
+use weft_core::Graph;
+
+/// Why a mount could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MountError {
+    /// The mountpoint does not exist.
+    #[error("mountpoint {0} does not exist")]
+    Missing(PathBuf),
+    /// The mountpoint is not a directory.
+    #[error("mountpoint {0} is not a directory")]
+    NotADirectory(PathBuf),
+    /// Something is already mounted there.
+    #[error("mountpoint {0} is already mounted; unmount it first (umount {0})")]
+    AlreadyMounted(PathBuf),
+    /// The kernel or fuser refused.
+    #[error("cannot mount at {0}: {1}")]
+    Mount(PathBuf, std::io::Error),
+}
+
+/// How a mount behaves.
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    /// How long the kernel may cache attributes.
+    pub attr_timeout: Duration,
+    /// How long the kernel may cache name lookups.
+    pub entry_timeout: Duration,
+    /// Largest write request to ask the kernel for.
+    pub max_write: u32,
+    /// Threads reading requests from /dev/fuse (work itself runs on tokio).
+    pub reader_threads: usize,
+    /// Name shown as the mount's source in /proc/mounts.
+    pub fsname: String,
+    /// Let users other than the mounter use the mount (needs root or user_allow_other).
+    pub allow_other: bool,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig {
+            attr_timeout: Duration::from_secs(1),
+            entry_timeout: Duration::from_secs(1),
+            max_write: 1 << 20,
+            reader_threads: 2,
+            fsname: "weft".into(),
+            allow_other: true,
+        }
+    }
+}
+
+/// True when `path` is a mountpoint (the kernel's own list says so).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(canon) = path.canonicalize() else { return false };
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    text.lines().any(|l| {
+        l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(canon.as_os_str().to_str().unwrap_or(""))
+    })
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    // mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A live mount. Dropping it without [`Mount::unmount`] also unmounts.
+pub struct Mount {
+    mountpoint: PathBuf,
+    unmounter: Option<fuser::SessionUnmounter>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    inner: Arc<inner::Inner>,
+}
+
+/// Mounts `graph` at `mountpoint`, answering requests on `rt`.
+pub fn mount(graph: Arc<Graph>, mountpoint: &Path, cfg: &MountConfig, rt: tokio::runtime::Handle) -> Result<Mount, MountError> {
+    let mp = mountpoint.to_path_buf();
+    match std::fs::metadata(mountpoint) {
+        Err(_) => return Err(MountError::Missing(mp)),
+        Ok(m) if !m.is_dir() => return Err(MountError::NotADirectory(mp)),
+        Ok(_) => {}
+    }
+    if is_mounted(mountpoint) {
+        return Err(MountError::AlreadyMounted(mp));
+    }
+    let inner = Arc::new(inner::Inner::new(graph));
+    let fs = fs::WeftFs {
+        inner: inner.clone(),
+        rt,
+        attr_ttl: cfg.attr_timeout,
+        entry_ttl: cfg.entry_timeout,
+        max_write: cfg.max_write,
+    };
+    use fuser::MountOption as O;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![O::FSName(cfg.fsname.clone()), O::Subtype("weft".into()), O::DefaultPermissions, O::RW];
+    if cfg.allow_other {
+        config.acl = fuser::SessionACL::All;
+        config.mount_options.push(O::CUSTOM("allow_other".into()));
+    }
+    config.n_threads = Some(cfg.reader_threads.max(1));
+    config.clone_fd = cfg.reader_threads > 1;
+    let mut session = fuser::Session::new(fs, mountpoint, &config).map_err(|e| MountError::Mount(mp.clone(), e))?;
+    let unmounter = session.unmount_callable();
+    let thread = std::thread::Builder::new()
+        .name("weft-fuse".into())
+        .spawn(move || session.run())
+        .map_err(|e| MountError::Mount(mp.clone(), e))?;
+    Ok(Mount { mountpoint: mp, unmounter: Some(unmounter), thread: Some(thread), inner })
+}
+
+impl Mount {
+    /// Where it is mounted.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// A statedump of the graph being served.
+    pub fn statedump(&self) -> String {
+        self.inner.graph.statedump()
+    }
+
+    /// True once the kernel side has ended (e.g. `umount` from outside).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Unmounts, waits for the request loop to end, and tears the graph down.
+    pub async fn unmount(mut self) -> std::io::Result<()> {
+        let r = self.unmount_now();
+        self.inner.shutdown().await;
+        r
+    }
+
+    fn unmount_now(&mut self) -> std::io::Result<()> {
+        let mut r = Ok(());
+        if let Some(mut u) = self.unmounter.take() {
+            if is_mounted(&self.mountpoint) {
+                r = u.unmount();
+                if r.is_err() {
+                    // Busy: detach it now so nothing is left behind; the kernel finishes
+                    // when the last user lets go.
+                    let c = std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes()).ok();
+                    if let Some(c) = c {
+                        // SAFETY: c is a valid NUL-terminated path.
+                        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+                            r = Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            if r.is_ok() {
+                let _ = t.join();
+            }
+        }
+        r
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = self.unmount_now();
+    }
+}

@@ -1,0 +1,21 @@
+//! Weft's translators, one module folder per family (see ARCHITECTURE.md):
+//! - [`storage`]: `storage/posix`, a brick directory;
+//! - [`debug`]: `debug/trace` and `debug/io-stats`.
+//!
+//! [`registry`] returns every type this crate provides, for [`weft_core::Graph::build`].
+
+pub mod debug;
+pub mod storage;
+
+use std::sync::Arc;
+
+use weft_core::Registry;
+
+/// A registry holding every translator type this crate provides.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(Arc::new(storage::posix::PosixType));
+    r.register(Arc::new(debug::trace::TraceType));
+    r.register(Arc::new(debug::io_stats::IoStatsType));
+    r
+}

@@ -1,0 +1,3 @@
+//! Storage translators: the bottom of every brick graph.
+
+pub mod posix;

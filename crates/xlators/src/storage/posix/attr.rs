@@ -1,0 +1,265 @@
+//! Attribute FOPs on a brick: setattr, access, statfs and extended attributes.
+//!
+//! Weft's own xattrs (`trusted.weft.*`) are invisible to clients: getxattr says ENODATA,
+//! listxattr leaves them out, setxattr/removexattr say EPERM. Cluster translators that own
+//! such xattrs pass [`INTERNAL_XDATA_KEY`] in xdata to reach them.
+
+use std::ffi::CString;
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{self as rfs, AtFlags, Mode, Timestamps, XattrFlags, CWD};
+use weft_core::{Ctx, Errno, SetAttr, SetTime, StatVfs, XattrMap, XattropOp, Xdata, INTERNAL_XATTR_PREFIX};
+
+use super::brick::ex;
+
+/// Present in a call's xdata when a Weft translator (not a client) asks for internal xattrs.
+pub const INTERNAL_XDATA_KEY: &str = "weft.internal";
+
+/// The inode an attribute FOP works on: a path (never followed if a symlink) or an open fd.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    /// A path on the brick.
+    Path(&'a Path),
+    /// An open brick file.
+    Fd(BorrowedFd<'a>),
+}
+
+fn rtime(t: Option<SetTime>) -> rfs::Timespec {
+    match t {
+        None => rfs::Timespec { tv_sec: 0, tv_nsec: rfs::UTIME_OMIT },
+        Some(SetTime::Now) => rfs::Timespec { tv_sec: 0, tv_nsec: rfs::UTIME_NOW },
+        Some(SetTime::At(ts)) => rfs::Timespec { tv_sec: ts.sec, tv_nsec: ts.nsec as _ },
+    }
+}
+
+fn cpath(p: &Path) -> Result<CString, Errno> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// Applies `a` to `t`: owner first (it may clear setuid bits), then mode, size and times.
+pub fn setattr(t: Target<'_>, a: &SetAttr) -> Result<(), Errno> {
+    if a.uid.is_some() || a.gid.is_some() {
+        // u32::MAX means "unchanged", as chown(2)'s -1.
+        let uid = a.uid.filter(|&u| u != u32::MAX).map(rfs::Uid::from_raw);
+        let gid = a.gid.filter(|&g| g != u32::MAX).map(rfs::Gid::from_raw);
+        match t {
+            Target::Path(p) => rfs::chownat(CWD, p, uid, gid, AtFlags::SYMLINK_NOFOLLOW),
+            Target::Fd(fd) => rfs::fchown(fd, uid, gid),
+        }
+        .map_err(ex)?;
+    }
+    if let Some(mode) = a.mode {
+        let m = Mode::from_raw_mode(mode & 0o7777);
+        match t {
+            Target::Path(p) => rfs::chmodat(CWD, p, m, AtFlags::empty()),
+            Target::Fd(fd) => rfs::fchmod(fd, m),
+        }
+        .map_err(ex)?;
+    }
+    if let Some(size) = a.size {
+        match t {
+            Target::Path(p) => {
+                let c = cpath(p)?;
+                // SAFETY: c is a valid NUL-terminated path.
+                if unsafe { libc::truncate(c.as_ptr(), size as libc::off_t) } != 0 {
+                    return Err(Errno::last());
+                }
+            }
+            Target::Fd(fd) => rfs::ftruncate(fd, size).map_err(ex)?,
+        }
+    }
+    if a.atime.is_some() || a.mtime.is_some() {
+        let ts = Timestamps { last_access: rtime(a.atime), last_modification: rtime(a.mtime) };
+        match t {
+            Target::Path(p) => rfs::utimensat(CWD, p, &ts, AtFlags::SYMLINK_NOFOLLOW),
+            Target::Fd(fd) => rfs::futimens(fd, &ts),
+        }
+        .map_err(ex)?;
+    }
+    Ok(())
+}
+
+/// access(2) for the caller `ctx` against the inode's mode bits (root passes all but
+/// execute, which needs some x bit).
+pub fn access(t: Target<'_>, ctx: &Ctx, mask: u32) -> Result<(), Errno> {
+    let st = match t {
+        Target::Path(p) => rfs::lstat(p),
+        Target::Fd(fd) => rfs::fstat(fd),
+    }
+    .map_err(ex)?;
+    let mask = mask & 0o7;
+    let mode = st.st_mode;
+    if ctx.uid == 0 {
+        let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
+        if mask & 1 != 0 && !is_dir && mode & 0o111 == 0 {
+            return Err(Errno::EACCES);
+        }
+        return Ok(());
+    }
+    let bits = if ctx.uid == st.st_uid {
+        (mode >> 6) & 7
+    } else if ctx.gid == st.st_gid {
+        (mode >> 3) & 7
+    } else {
+        mode & 7
+    };
+    if bits & mask == mask { Ok(()) } else { Err(Errno::EACCES) }
+}
+
+/// statvfs of the brick's filesystem.
+pub fn statfs(p: &Path) -> Result<StatVfs, Errno> {
+    let s = rfs::statvfs(p).map_err(ex)?;
+    Ok(StatVfs {
+        bsize: s.f_bsize,
+        frsize: s.f_frsize,
+        blocks: s.f_blocks,
+        bfree: s.f_bfree,
+        bavail: s.f_bavail,
+        files: s.f_files,
+        ffree: s.f_ffree,
+        namemax: s.f_namemax,
+    })
+}
+
+fn internal(name: &str) -> bool {
+    name.starts_with(INTERNAL_XATTR_PREFIX)
+}
+
+fn allowed(name: &str, xd: &Xdata) -> bool {
+    !internal(name) || xd.has(INTERNAL_XDATA_KEY)
+}
+
+fn get_one(t: Target<'_>, name: &str) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        let r = match t {
+            Target::Path(p) => rfs::lgetxattr(p, name, &mut buf[..]),
+            Target::Fd(fd) => rfs::fgetxattr(fd, name, &mut buf[..]),
+        };
+        match r {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 17 => buf.resize(buf.len() * 16, 0),
+            Err(e) => return Err(ex(e)),
+        }
+    }
+}
+
+fn list_names(t: Target<'_>) -> Result<Vec<String>, Errno> {
+    let mut buf = vec![0u8; 1024];
+    let n = loop {
+        let r = match t {
+            Target::Path(p) => rfs::llistxattr(p, &mut buf[..]),
+            Target::Fd(fd) => rfs::flistxattr(fd, &mut buf[..]),
+        };
+        match r {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => buf.resize(buf.len() * 8, 0),
+            Err(e) => return Err(ex(e)),
+        }
+    };
+    Ok(buf[..n]
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect())
+}
+
+/// The xattr `name`, or all visible xattrs when `name` is `None`.
+pub fn getxattr(t: Target<'_>, name: Option<&str>, xd: &Xdata) -> Result<XattrMap, Errno> {
+    let mut out = XattrMap::new();
+    match name {
+        Some(n) if !allowed(n, xd) => return Err(Errno::ENODATA),
+        Some(n) => {
+            out.insert(n.to_string(), get_one(t, n)?);
+        }
+        None => {
+            for n in list_names(t)? {
+                if !allowed(&n, xd) {
+                    continue;
+                }
+                match get_one(t, &n) {
+                    Ok(v) => {
+                        out.insert(n, v);
+                    }
+                    Err(e) if e == Errno::ENODATA => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sets every xattr in `attrs` with XATTR_CREATE/XATTR_REPLACE `flags`.
+pub fn setxattr(t: Target<'_>, attrs: &XattrMap, flags: i32, xd: &Xdata) -> Result<(), Errno> {
+    let f = XattrFlags::from_bits(flags as u32).ok_or(Errno::EINVAL)?;
+    for (n, v) in attrs {
+        if !allowed(n, xd) {
+            return Err(Errno::EPERM);
+        }
+        match t {
+            Target::Path(p) => rfs::lsetxattr(p, n.as_str(), v, f),
+            Target::Fd(fd) => rfs::fsetxattr(fd, n.as_str(), v, f),
+        }
+        .map_err(ex)?;
+    }
+    Ok(())
+}
+
+/// Removes xattr `name`.
+pub fn removexattr(t: Target<'_>, name: &str, xd: &Xdata) -> Result<(), Errno> {
+    if !allowed(name, xd) {
+        return Err(Errno::EPERM);
+    }
+    match t {
+        Target::Path(p) => rfs::lremovexattr(p, name),
+        Target::Fd(fd) => rfs::fremovexattr(fd, name),
+    }
+    .map_err(ex)
+}
+
+/// Adds big-endian counters in `attrs` to those on disk, element-wise; the caller holds the
+/// lock that makes this atomic. Missing xattrs count as zeros.
+pub fn xattrop(t: Target<'_>, op: XattropOp, attrs: &XattrMap) -> Result<XattrMap, Errno> {
+    let width = match op {
+        XattropOp::AddArray32 => 4,
+        XattropOp::AddArray64 => 8,
+    };
+    let mut out = XattrMap::new();
+    for (n, add) in attrs {
+        if add.len() % width != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let mut cur = match get_one(t, n) {
+            Ok(v) => v,
+            Err(e) if e == Errno::ENODATA => vec![0; add.len()],
+            Err(e) => return Err(e),
+        };
+        if cur.len() != add.len() {
+            cur.resize(add.len(), 0);
+        }
+        for (c, a) in cur.chunks_mut(width).zip(add.chunks(width)) {
+            if width == 4 {
+                let v = u32::from_be_bytes(c.try_into().unwrap_or([0; 4]))
+                    .wrapping_add(u32::from_be_bytes(a.try_into().unwrap_or([0; 4])));
+                c.copy_from_slice(&v.to_be_bytes());
+            } else {
+                let v = u64::from_be_bytes(c.try_into().unwrap_or([0; 8]))
+                    .wrapping_add(u64::from_be_bytes(a.try_into().unwrap_or([0; 8])));
+                c.copy_from_slice(&v.to_be_bytes());
+            }
+        }
+        match t {
+            Target::Path(p) => rfs::lsetxattr(p, n.as_str(), &cur, XattrFlags::empty()),
+            Target::Fd(fd) => rfs::fsetxattr(fd, n.as_str(), &cur, XattrFlags::empty()),
+        }
+        .map_err(ex)?;
+        out.insert(n.clone(), cur);
+    }
+    Ok(out)
+}

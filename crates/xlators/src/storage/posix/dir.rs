@@ -1,0 +1,118 @@
+//! Directory reading on a brick: opendir and readdir(p) with resumable offsets.
+//!
+//! Offsets are the brick filesystem's own directory cookies (`d_off`), so a client can
+//! continue a listing from any entry it has seen, even after its reply was cut short.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use parking_lot::Mutex;
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use weft_core::{Dirent, Errno, FileType, Gfid, Loc};
+
+use super::brick::{ex, iatt, Brick, PRIVATE_DIR};
+
+/// An open directory's state on the posix translator.
+pub struct PosixDir {
+    gfid: Gfid,
+    path: PathBuf,
+    state: Mutex<DirState>,
+}
+
+struct DirState {
+    dir: rfs::Dir,
+    /// The cookie the stream is positioned at, or `None` when it must seek first.
+    at: Option<u64>,
+}
+
+/// Bytes a FUSE reply spends on one entry (header, name, 8-byte alignment), so a reply is
+/// filled but not overfilled; `plus` adds the entry-out attributes of readdirplus.
+fn entry_cost(name_len: usize, plus: bool) -> usize {
+    let base = if plus { 24 + 128 } else { 24 };
+    (base + name_len + 7) & !7
+}
+
+fn dirent_kind(t: rfs::FileType) -> FileType {
+    match t {
+        rfs::FileType::Directory => FileType::Directory,
+        rfs::FileType::Symlink => FileType::Symlink,
+        rfs::FileType::Fifo => FileType::Fifo,
+        rfs::FileType::CharacterDevice => FileType::CharDevice,
+        rfs::FileType::BlockDevice => FileType::BlockDevice,
+        rfs::FileType::Socket => FileType::Socket,
+        _ => FileType::Regular,
+    }
+}
+
+impl Brick {
+    /// Opens the directory `loc` names.
+    pub fn opendir(&self, loc: &Loc) -> Result<PosixDir, Errno> {
+        let path = self.inode_path(loc)?;
+        let fd = rfs::open(&path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(ex)?;
+        let dir = rfs::Dir::new(fd).map_err(ex)?;
+        let gfid = loc.gfid.or_else(|| self.gfid_at(&path)).ok_or(Errno::EIO)?;
+        Ok(PosixDir { gfid, path, state: Mutex::new(DirState { dir, at: Some(0) }) })
+    }
+
+    /// Up to `size` bytes' worth of entries after cookie `offset`; with `plus`, each
+    /// entry's attributes (assigning gfids to entries that lack one).
+    pub fn readdir(&self, d: &PosixDir, size: u32, offset: u64, plus: bool) -> Result<Vec<Dirent>, Errno> {
+        let mut st = d.state.lock();
+        if st.at != Some(offset) {
+            if offset == 0 {
+                st.dir.rewind();
+            } else {
+                st.dir.seek(offset as i64).map_err(ex)?;
+            }
+        }
+        let hide_private = d.gfid.is_root();
+        let mut out = Vec::new();
+        let mut used = 0usize;
+        let mut at = offset;
+        loop {
+            let e = match st.dir.read() {
+                None => break,
+                Some(Ok(e)) => e,
+                Some(Err(e)) => {
+                    st.at = None;
+                    return Err(ex(e));
+                }
+            };
+            let name = e.file_name().to_bytes();
+            if hide_private && name == PRIVATE_DIR.as_bytes() {
+                at = e.offset() as u64;
+                continue;
+            }
+            let cost = entry_cost(name.len(), plus);
+            if used + cost > size as usize && !out.is_empty() {
+                st.at = None; // we read one entry too many
+                return Ok(out);
+            }
+            used += cost;
+            at = e.offset() as u64;
+            let dot = name == b"." || name == b"..";
+            let ia = if plus && !dot { self.entry_iatt(d, name) } else { None };
+            let ino = ia.map(|i| i.ino).unwrap_or(e.ino());
+            let kind = ia.and_then(|i| i.file_type()).unwrap_or_else(|| dirent_kind(e.file_type()));
+            out.push(Dirent { name: name.to_vec(), offset: at, kind, ino, iatt: ia });
+        }
+        st.at = Some(at);
+        Ok(out)
+    }
+
+    fn entry_iatt(&self, d: &PosixDir, name: &[u8]) -> Option<weft_core::Iatt> {
+        let path = d.path.join(OsStr::from_bytes(name));
+        let stt = rfs::statat(rfs::CWD, &path, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let g = self.ensure_gfid(&path, &stt, &d.gfid, OsStr::from_bytes(name), Gfid::random()).ok()?;
+        Some(iatt(g, &stt))
+    }
+
+    /// fsync of the directory itself.
+    pub fn fsyncdir(&self, d: &PosixDir) -> Result<(), Errno> {
+        let st = d.state.lock();
+        let fd = st.dir.fd().map_err(ex)?;
+        rfs::fsync(fd).map_err(ex)
+    }
+}

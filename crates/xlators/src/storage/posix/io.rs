@@ -1,0 +1,135 @@
+//! File I/O FOPs on a brick: open, read, write, sync, allocate, seek, checksum.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+use bytes::{Bytes, BytesMut};
+use rustix::fs::{self as rfs, FallocateFlags, Mode, OFlags, SeekFrom};
+use weft_core::{Checksum, Errno, Gfid, Iatt, Loc, SeekWhat};
+
+use super::brick::{ex, iatt, Brick};
+
+/// An open file's state on the posix translator: the brick file descriptor.
+pub struct PosixFile {
+    /// The open brick file (also alive after its last name is unlinked).
+    pub fd: OwnedFd,
+    /// Its gfid.
+    pub gfid: Gfid,
+}
+
+/// The brick-side open flags for a client's `flags`: access mode, O_APPEND, O_TRUNC,
+/// O_SYNC/O_DSYNC and O_NOATIME are honoured; O_DIRECT is dropped (client buffers are not
+/// aligned) and symlinks are never followed.
+pub fn open_flags(flags: i32) -> OFlags {
+    let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_TRUNC | libc::O_SYNC | libc::O_DSYNC
+        | libc::O_CREAT | libc::O_EXCL;
+    let mut f = OFlags::from_bits_retain((flags & keep) as u32) | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    if flags & libc::O_NOATIME != 0 {
+        f |= OFlags::NOATIME;
+    }
+    f
+}
+
+impl Brick {
+    /// Opens the inode `loc` names with the client's `flags`.
+    pub fn open_file(&self, loc: &Loc, flags: i32) -> Result<PosixFile, Errno> {
+        let path = self.inode_path(loc)?;
+        let fl = open_flags(flags) & !(OFlags::CREATE | OFlags::EXCL);
+        let fd = rfs::open(&path, fl, Mode::empty()).map_err(ex)?;
+        let gfid = loc.gfid.or_else(|| self.gfid_at(&path)).ok_or(Errno::EIO)?;
+        Ok(PosixFile { fd, gfid })
+    }
+}
+
+impl PosixFile {
+    /// Attributes of the open file.
+    pub fn fstat(&self) -> Result<Iatt, Errno> {
+        let st = rfs::fstat(&self.fd).map_err(ex)?;
+        Ok(iatt(self.gfid, &st))
+    }
+
+    fn file(&self) -> std::mem::ManuallyDrop<std::fs::File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: the File is never dropped (ManuallyDrop), so the fd stays owned by self.
+        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(self.fd.as_raw_fd()) })
+    }
+
+    /// Reads up to `size` bytes at `offset`, short only at end of file.
+    pub fn read(&self, size: u32, offset: u64) -> Result<Bytes, Errno> {
+        let mut buf = BytesMut::zeroed(size as usize);
+        let f = self.file();
+        let mut got = 0usize;
+        while got < buf.len() {
+            match f.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Errno::from_io(&e)),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf.freeze())
+    }
+
+    /// Writes all of `data` at `offset` (appends on an O_APPEND file).
+    pub fn write(&self, data: &[u8], offset: u64) -> Result<u64, Errno> {
+        self.file().write_all_at(data, offset).map_err(|e| Errno::from_io(&e))?;
+        Ok(data.len() as u64)
+    }
+
+    /// fsync or fdatasync.
+    pub fn sync(&self, datasync: bool) -> Result<(), Errno> {
+        if datasync { rfs::fdatasync(&self.fd) } else { rfs::fsync(&self.fd) }.map_err(ex)
+    }
+
+    /// Sets the size.
+    pub fn truncate(&self, size: u64) -> Result<Iatt, Errno> {
+        rfs::ftruncate(&self.fd, size).map_err(ex)?;
+        self.fstat()
+    }
+
+    /// fallocate(2) with the raw `mode` flags.
+    pub fn fallocate(&self, mode: i32, offset: u64, len: u64) -> Result<(), Errno> {
+        let flags = FallocateFlags::from_bits(mode as u32).ok_or(Errno::ENOTSUP)?;
+        rfs::fallocate(&self.fd, flags, offset, len).map_err(ex)
+    }
+
+    /// Punches a hole; the size stays.
+    pub fn discard(&self, offset: u64, len: u64) -> Result<(), Errno> {
+        self.fallocate(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
+    }
+
+    /// Zeroes a range, extending the file if it ends past the end.
+    pub fn zerofill(&self, offset: u64, len: u64) -> Result<(), Errno> {
+        match self.fallocate(libc::FALLOC_FL_ZERO_RANGE, offset, len) {
+            Err(e) if e == Errno::ENOTSUP || e == Errno(libc::EOPNOTSUPP) => {
+                let zeros = vec![0u8; 1 << 20];
+                let mut done = 0u64;
+                while done < len {
+                    let n = (len - done).min(zeros.len() as u64) as usize;
+                    self.write(&zeros[..n], offset + done)?;
+                    done += n as u64;
+                }
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// The next data or hole offset at or after `offset`.
+    pub fn seek(&self, offset: u64, what: SeekWhat) -> Result<u64, Errno> {
+        let pos = match what {
+            SeekWhat::Data => SeekFrom::Data(offset),
+            SeekWhat::Hole => SeekFrom::Hole(offset),
+        };
+        rfs::seek(self.fd.as_fd(), pos).map_err(ex)
+    }
+
+    /// Adler-32 and BLAKE3 of `len` bytes at `offset`.
+    pub fn checksum(&self, offset: u64, len: u32) -> Result<Checksum, Errno> {
+        let data = self.read(len, offset)?;
+        let mut a = adler2::Adler32::new();
+        a.write_slice(&data);
+        Ok(Checksum { weak: a.checksum(), strong: blake3::hash(&data).as_bytes().to_vec() })
+    }
+}

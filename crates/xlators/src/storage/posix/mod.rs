@@ -1,0 +1,351 @@
+//! `storage/posix`: serves a brick directory. Every FOP is implemented here over plain
+//! files at their own paths; see [`brick`] for the on-disk layout.
+//!
+//! Blocking filesystem calls run on tokio's blocking pool, so a slow disk never stalls the
+//! threads that carry other FOPs.
+
+pub mod attr;
+pub mod brick;
+pub mod dir;
+pub mod entry;
+pub mod io;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use weft_core::options::{OptionKind, OptionSpec};
+use weft_core::{
+    Checksum, Ctx, Dirent, EntrylkCmd, EntrylkType, Errno, FdRef, Flock, Fop, Iatt, LkCmd, Loc,
+    SeekWhat, SetAttr, StatVfs, XattrMap, XattropOp, Xdata, Xlator, XlatorInit, XlatorRef,
+    XlatorType, GFID_REQ_KEY,
+};
+
+use attr::Target;
+use brick::Brick;
+use dir::PosixDir;
+use io::PosixFile;
+
+/// The posix translator: one brick directory.
+pub struct Posix {
+    name: String,
+    brick: Arc<Brick>,
+    /// Serialises xattrop read-modify-writes.
+    xattrop_lock: Arc<Mutex<()>>,
+}
+
+impl Posix {
+    /// Opens the brick at `dir`; the error is a sentence for the operator.
+    pub fn new(name: &str, dir: &Path) -> Result<Posix, String> {
+        // New inodes get exactly the mode the client asked for (the client applied its umask).
+        // SAFETY: umask has no memory-safety preconditions.
+        unsafe { libc::umask(0) };
+        Ok(Posix {
+            name: name.to_string(),
+            brick: Arc::new(Brick::open(dir)?),
+            xattrop_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    async fn run<T, F>(&self, f: F) -> Fop<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Brick) -> Result<T, Errno> + Send + 'static,
+    {
+        let b = self.brick.clone();
+        match tokio::task::spawn_blocking(move || f(&b)).await {
+            Ok(r) => r.map(|v| (v, Xdata::new())),
+            Err(e) => {
+                tracing::error!("{}: blocking task failed: {e}", self.name);
+                Err(Errno::EIO)
+            }
+        }
+    }
+
+    fn file(&self, fd: &FdRef) -> Result<Arc<PosixFile>, Errno> {
+        fd.ctx::<PosixFile>(&self.name).ok_or(Errno::EBADF)
+    }
+
+    fn dir(&self, fd: &FdRef) -> Result<Arc<PosixDir>, Errno> {
+        fd.ctx::<PosixDir>(&self.name).ok_or(Errno::EBADF)
+    }
+
+    async fn with_file<T, F>(&self, fd: &FdRef, f: F) -> Fop<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&PosixFile) -> Result<T, Errno> + Send + 'static,
+    {
+        let file = self.file(fd)?;
+        self.run(move |_| f(&file)).await
+    }
+}
+
+#[async_trait]
+impl Xlator for Posix {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn children(&self) -> &[XlatorRef] {
+        &[]
+    }
+    fn dump(&self) -> String {
+        format!("directory = {}\n", self.brick.root.display())
+    }
+
+    async fn lookup(&self, _: &Ctx, loc: &Loc, _: Xdata) -> Fop<Iatt> {
+        let loc = loc.clone();
+        self.run(move |b| b.lookup(&loc)).await
+    }
+    async fn stat(&self, _: &Ctx, loc: &Loc, _: Xdata) -> Fop<Iatt> {
+        let loc = loc.clone();
+        self.run(move |b| b.stat(&loc)).await
+    }
+    async fn fstat(&self, _: &Ctx, fd: &FdRef, _: Xdata) -> Fop<Iatt> {
+        if fd.is_dir {
+            return self.stat(&Ctx::internal(), &Loc::inode(fd.gfid), Xdata::new()).await;
+        }
+        self.with_file(fd, |f| f.fstat()).await
+    }
+    async fn access(&self, ctx: &Ctx, loc: &Loc, mask: u32, _: Xdata) -> Fop<()> {
+        let (loc, ctx) = (loc.clone(), ctx.clone());
+        self.run(move |b| attr::access(Target::Path(&b.inode_path(&loc)?), &ctx, mask)).await
+    }
+    async fn setattr(&self, _: &Ctx, loc: &Loc, a: &SetAttr, _: Xdata) -> Fop<Iatt> {
+        let (loc, a) = (loc.clone(), *a);
+        self.run(move |b| {
+            attr::setattr(Target::Path(&b.inode_path(&loc)?), &a)?;
+            b.stat(&loc)
+        })
+        .await
+    }
+    async fn fsetattr(&self, ctx: &Ctx, fd: &FdRef, a: &SetAttr, xd: Xdata) -> Fop<Iatt> {
+        if fd.is_dir {
+            return self.setattr(ctx, &Loc::inode(fd.gfid), a, xd).await;
+        }
+        let a = *a;
+        self.with_file(fd, move |f| {
+            use std::os::fd::AsFd;
+            attr::setattr(Target::Fd(f.fd.as_fd()), &a)?;
+            f.fstat()
+        })
+        .await
+    }
+    async fn truncate(&self, ctx: &Ctx, loc: &Loc, size: u64, xd: Xdata) -> Fop<Iatt> {
+        let a = SetAttr { size: Some(size), ..SetAttr::default() };
+        self.setattr(ctx, loc, &a, xd).await
+    }
+    async fn ftruncate(&self, _: &Ctx, fd: &FdRef, size: u64, _: Xdata) -> Fop<Iatt> {
+        self.with_file(fd, move |f| f.truncate(size)).await
+    }
+    async fn readlink(&self, _: &Ctx, loc: &Loc, _: Xdata) -> Fop<PathBuf> {
+        let loc = loc.clone();
+        self.run(move |b| b.readlink(&loc)).await
+    }
+    async fn statfs(&self, _: &Ctx, _: &Loc, _: Xdata) -> Fop<StatVfs> {
+        self.run(|b| attr::statfs(&b.root)).await
+    }
+
+    async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
+        let (loc, ctx, want) = (loc.clone(), ctx.clone(), xd.get_gfid(GFID_REQ_KEY));
+        self.run(move |b| b.mkdir(&ctx, &loc, mode, umask, want)).await
+    }
+    async fn rmdir(&self, _: &Ctx, loc: &Loc, _: Xdata) -> Fop<()> {
+        let loc = loc.clone();
+        self.run(move |b| b.rmdir(&loc)).await
+    }
+    async fn unlink(&self, _: &Ctx, loc: &Loc, _: Xdata) -> Fop<()> {
+        let loc = loc.clone();
+        self.run(move |b| b.unlink(&loc)).await
+    }
+    async fn rename(&self, _: &Ctx, old: &Loc, new: &Loc, flags: u32, _: Xdata) -> Fop<()> {
+        let (old, new) = (old.clone(), new.clone());
+        self.run(move |b| b.rename(&old, &new, flags)).await
+    }
+    async fn link(&self, _: &Ctx, old: &Loc, new: &Loc, _: Xdata) -> Fop<Iatt> {
+        let (old, new) = (old.clone(), new.clone());
+        self.run(move |b| b.link(&old, &new)).await
+    }
+    async fn symlink(&self, ctx: &Ctx, target: &Path, loc: &Loc, _: u32, xd: Xdata) -> Fop<Iatt> {
+        let (loc, ctx, target, want) = (loc.clone(), ctx.clone(), target.to_path_buf(), xd.get_gfid(GFID_REQ_KEY));
+        self.run(move |b| b.symlink(&ctx, &target, &loc, want)).await
+    }
+    async fn mknod(&self, ctx: &Ctx, loc: &Loc, mode: u32, rdev: u64, umask: u32, xd: Xdata) -> Fop<Iatt> {
+        let (loc, ctx, want) = (loc.clone(), ctx.clone(), xd.get_gfid(GFID_REQ_KEY));
+        self.run(move |b| b.mknod(&ctx, &loc, mode, rdev, umask, want)).await
+    }
+
+    async fn open(&self, _: &Ctx, loc: &Loc, fd: &FdRef, _: Xdata) -> Fop<()> {
+        let (loc, flags) = (loc.clone(), fd.flags);
+        let (file, xd) = self.run(move |b| b.open_file(&loc, flags)).await?;
+        fd.set_ctx(&self.name, Arc::new(file));
+        Ok(((), xd))
+    }
+    async fn create(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
+        let (loc, ctx, flags, want) = (loc.clone(), ctx.clone(), fd.flags, xd.get_gfid(GFID_REQ_KEY));
+        let ((file, ia), xd) = self.run(move |b| b.create(&ctx, &loc, flags, mode, umask, want)).await?;
+        fd.set_ctx(&self.name, Arc::new(PosixFile { fd: file, gfid: ia.gfid }));
+        Ok((ia, xd))
+    }
+    async fn readv(&self, _: &Ctx, fd: &FdRef, size: u32, offset: u64, _: Xdata) -> Fop<Bytes> {
+        self.with_file(fd, move |f| f.read(size, offset)).await
+    }
+    async fn writev(&self, _: &Ctx, fd: &FdRef, data: Bytes, offset: u64, _: Xdata) -> Fop<u64> {
+        self.with_file(fd, move |f| f.write(&data, offset)).await
+    }
+    async fn flush(&self, _: &Ctx, fd: &FdRef, _: Xdata) -> Fop<()> {
+        self.file(fd)?;
+        Ok(((), Xdata::new()))
+    }
+    async fn fsync(&self, _: &Ctx, fd: &FdRef, datasync: bool, _: Xdata) -> Fop<()> {
+        self.with_file(fd, move |f| f.sync(datasync)).await
+    }
+    async fn release(&self, _: &Ctx, fd: &FdRef, _: Xdata) -> Fop<()> {
+        fd.take_ctx::<PosixFile>(&self.name);
+        Ok(((), Xdata::new()))
+    }
+    async fn fallocate(&self, _: &Ctx, fd: &FdRef, mode: i32, off: u64, len: u64, _: Xdata) -> Fop<()> {
+        self.with_file(fd, move |f| f.fallocate(mode, off, len)).await
+    }
+    async fn discard(&self, _: &Ctx, fd: &FdRef, off: u64, len: u64, _: Xdata) -> Fop<()> {
+        self.with_file(fd, move |f| f.discard(off, len)).await
+    }
+    async fn zerofill(&self, _: &Ctx, fd: &FdRef, off: u64, len: u64, _: Xdata) -> Fop<()> {
+        self.with_file(fd, move |f| f.zerofill(off, len)).await
+    }
+    async fn seek(&self, _: &Ctx, fd: &FdRef, off: u64, what: SeekWhat, _: Xdata) -> Fop<u64> {
+        self.with_file(fd, move |f| f.seek(off, what)).await
+    }
+    async fn rchecksum(&self, _: &Ctx, fd: &FdRef, off: u64, len: u32, _: Xdata) -> Fop<Checksum> {
+        self.with_file(fd, move |f| f.checksum(off, len)).await
+    }
+
+    async fn opendir(&self, _: &Ctx, loc: &Loc, fd: &FdRef, _: Xdata) -> Fop<()> {
+        let loc = loc.clone();
+        let (d, xd) = self.run(move |b| b.opendir(&loc)).await?;
+        fd.set_ctx(&self.name, Arc::new(d));
+        Ok(((), xd))
+    }
+    async fn readdir(&self, _: &Ctx, fd: &FdRef, size: u32, off: u64, _: Xdata) -> Fop<Vec<Dirent>> {
+        let d = self.dir(fd)?;
+        self.run(move |b| b.readdir(&d, size, off, false)).await
+    }
+    async fn readdirp(&self, _: &Ctx, fd: &FdRef, size: u32, off: u64, _: Xdata) -> Fop<Vec<Dirent>> {
+        let d = self.dir(fd)?;
+        self.run(move |b| b.readdir(&d, size, off, true)).await
+    }
+    async fn fsyncdir(&self, _: &Ctx, fd: &FdRef, _: bool, _: Xdata) -> Fop<()> {
+        let d = self.dir(fd)?;
+        self.run(move |b| b.fsyncdir(&d)).await
+    }
+    async fn releasedir(&self, _: &Ctx, fd: &FdRef, _: Xdata) -> Fop<()> {
+        fd.take_ctx::<PosixDir>(&self.name);
+        Ok(((), Xdata::new()))
+    }
+
+    async fn getxattr(&self, _: &Ctx, loc: &Loc, name: Option<&str>, xd: Xdata) -> Fop<XattrMap> {
+        let (loc, name) = (loc.clone(), name.map(str::to_string));
+        self.run(move |b| attr::getxattr(Target::Path(&b.inode_path(&loc)?), name.as_deref(), &xd)).await
+    }
+    async fn fgetxattr(&self, ctx: &Ctx, fd: &FdRef, name: Option<&str>, xd: Xdata) -> Fop<XattrMap> {
+        match self.file(fd) {
+            Ok(f) => {
+                let name = name.map(str::to_string);
+                self.run(move |_| {
+                    use std::os::fd::AsFd;
+                    attr::getxattr(Target::Fd(f.fd.as_fd()), name.as_deref(), &xd)
+                })
+                .await
+            }
+            Err(_) => self.getxattr(ctx, &Loc::inode(fd.gfid), name, xd).await,
+        }
+    }
+    async fn setxattr(&self, _: &Ctx, loc: &Loc, attrs: &XattrMap, flags: i32, xd: Xdata) -> Fop<()> {
+        let (loc, attrs) = (loc.clone(), attrs.clone());
+        self.run(move |b| attr::setxattr(Target::Path(&b.inode_path(&loc)?), &attrs, flags, &xd)).await
+    }
+    async fn fsetxattr(&self, ctx: &Ctx, fd: &FdRef, attrs: &XattrMap, flags: i32, xd: Xdata) -> Fop<()> {
+        match self.file(fd) {
+            Ok(f) => {
+                let attrs = attrs.clone();
+                self.run(move |_| {
+                    use std::os::fd::AsFd;
+                    attr::setxattr(Target::Fd(f.fd.as_fd()), &attrs, flags, &xd)
+                })
+                .await
+            }
+            Err(_) => self.setxattr(ctx, &Loc::inode(fd.gfid), attrs, flags, xd).await,
+        }
+    }
+    async fn removexattr(&self, _: &Ctx, loc: &Loc, name: &str, xd: Xdata) -> Fop<()> {
+        let (loc, name) = (loc.clone(), name.to_string());
+        self.run(move |b| attr::removexattr(Target::Path(&b.inode_path(&loc)?), &name, &xd)).await
+    }
+    async fn fremovexattr(&self, ctx: &Ctx, fd: &FdRef, name: &str, xd: Xdata) -> Fop<()> {
+        self.removexattr(ctx, &Loc::inode(fd.gfid), name, xd).await
+    }
+    async fn xattrop(&self, _: &Ctx, loc: &Loc, op: XattropOp, attrs: &XattrMap, _: Xdata) -> Fop<XattrMap> {
+        let (loc, attrs, lock) = (loc.clone(), attrs.clone(), self.xattrop_lock.clone());
+        self.run(move |b| {
+            let _g = lock.lock();
+            attr::xattrop(Target::Path(&b.inode_path(&loc)?), op, &attrs)
+        })
+        .await
+    }
+    async fn fxattrop(&self, ctx: &Ctx, fd: &FdRef, op: XattropOp, attrs: &XattrMap, xd: Xdata) -> Fop<XattrMap> {
+        self.xattrop(ctx, &Loc::inode(fd.gfid), op, attrs, xd).await
+    }
+
+    async fn lk(&self, _: &Ctx, _: &FdRef, _: LkCmd, _: &Flock, _: Xdata) -> Fop<Flock> {
+        // Locks between clients live in features/locks above this translator.
+        Err(Errno::ENOTSUP)
+    }
+    async fn inodelk(&self, _: &Ctx, _: &str, _: &Loc, _: LkCmd, _: &Flock, _: Xdata) -> Fop<()> {
+        Err(Errno::ENOTSUP)
+    }
+    async fn finodelk(&self, _: &Ctx, _: &str, _: &FdRef, _: LkCmd, _: &Flock, _: Xdata) -> Fop<()> {
+        Err(Errno::ENOTSUP)
+    }
+    async fn entrylk(
+        &self,
+        _: &Ctx,
+        _: &str,
+        _: &Loc,
+        _: Option<&OsString>,
+        _: EntrylkCmd,
+        _: EntrylkType,
+        _: Xdata,
+    ) -> Fop<()> {
+        Err(Errno::ENOTSUP)
+    }
+}
+
+/// The `storage/posix` type for the registry.
+pub struct PosixType;
+
+const OPTIONS: &[OptionSpec] = &[OptionSpec {
+    key: "directory",
+    kind: OptionKind::Path,
+    default: None,
+    description: "The brick directory: an existing directory on a filesystem with xattr support.",
+}];
+
+impl XlatorType for PosixType {
+    fn type_name(&self) -> &'static str {
+        "storage/posix"
+    }
+    fn description(&self) -> &'static str {
+        "Stores files as plain files under a brick directory, with gfid xattrs and a handle tree."
+    }
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
+    }
+    fn children(&self) -> (usize, usize) {
+        (0, 0)
+    }
+    fn build(&self, init: XlatorInit) -> Result<XlatorRef, String> {
+        Ok(Arc::new(Posix::new(&init.name, &init.options.path("directory"))?))
+    }
+}
