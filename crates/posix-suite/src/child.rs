@@ -4,6 +4,11 @@
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a child may run before it is killed and reported as timed out.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Python helpers prepended to every child script: `en(e)` gives a canonical
 /// errno name and `step(name, fn)` prints `name=ok[:value]` or `name=err:E...`.
@@ -34,14 +39,46 @@ fn python() -> &'static str {
         .unwrap_or("python3")
 }
 
+/// What a child printed, plus a failure description (spawn failure,
+/// timeout, non-zero exit) if it did not finish cleanly.
+pub(crate) struct ChildOutput {
+    /// `(name, outcome)` pairs printed as `name=outcome` lines.
+    pub lines: Vec<(String, String)>,
+    /// Normalized failure (no paths), `None` on a clean exit.
+    pub failure: Option<String>,
+}
+
 /// Runs `body` (after the prelude) with `args` as `sys.argv[1:]`, as
-/// `user` = (uid, gid) when given, and returns the `(name, outcome)` pairs it
-/// printed. Errors describe a spawn failure or non-zero exit.
-pub(crate) fn run_py(
+/// `user` = (uid, gid) when given, and collects its output.
+pub(crate) fn run_py(body: &str, args: &[String], user: Option<(u32, u32)>) -> ChildOutput {
+    match spawn_py(body, args, user) {
+        Ok(out) => {
+            let lines = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            let failure = (!out.status.success()).then(|| {
+                // Keep only the exception type: messages contain paths.
+                let err = String::from_utf8_lossy(&out.stderr);
+                let last = err.lines().last().unwrap_or("");
+                let kind = last.split(':').next().unwrap_or("");
+                format!("exit:{:?}:{kind}", out.status.code())
+            });
+            ChildOutput { lines, failure }
+        }
+        Err(e) => ChildOutput {
+            lines: Vec::new(),
+            failure: Some(e),
+        },
+    }
+}
+
+fn spawn_py(
     body: &str,
     args: &[String],
     user: Option<(u32, u32)>,
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<std::process::Output, String> {
     let script = format!("{PRELUDE}\n{body}");
     let mut cmd = Command::new(python());
     cmd.arg("-I")
@@ -57,15 +94,22 @@ pub(crate) fn run_py(
     if let Some((uid, gid)) = user {
         cmd.uid(uid).gid(gid);
     }
-    let out = cmd.output().map_err(|e| format!("spawn:{:?}", e.kind()))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let last = err.lines().last().unwrap_or("").to_string();
-        return Err(format!("exit:{:?}:{last}", out.status.code()));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect())
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().map_err(|e| format!("spawn:{:?}", e.kind()))?;
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(CHILD_TIMEOUT) {
+        Ok(r) => r.map_err(|e| format!("wait:{:?}", e.kind()))?,
+        Err(_) => {
+            // The child is not reaped until the waiting thread returns, so
+            // its pid cannot have been reused yet.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            let _ = rx.recv();
+            return Err("timeout".to_string());
+        }
+    };
+    Ok(out)
 }

@@ -63,11 +63,6 @@ fn path2(
 pub(crate) struct Fd(RawFd);
 
 impl Fd {
-    /// Raw descriptor number.
-    pub(crate) fn raw(&self) -> RawFd {
-        self.0
-    }
-
     /// Closes explicitly, reporting the close(2) result.
     pub(crate) fn close(self) -> SysResult<()> {
         let fd = self.0;
@@ -136,7 +131,7 @@ pub(crate) fn pwrite_all(fd: &Fd, buf: &[u8], off: i64) -> SysResult<()> {
 
 /// pread in a loop until `len` bytes or EOF.
 pub(crate) fn pread_full(fd: &Fd, len: usize, off: i64) -> SysResult<Vec<u8>> {
-    let mut out = Vec::with_capacity(len);
+    let mut out = Vec::with_capacity(len.min(1 << 20));
     while out.len() < len {
         let chunk = pread(fd, (len - out.len()).min(1 << 20), off + out.len() as i64)?;
         if chunk.is_empty() {
@@ -328,7 +323,13 @@ pub(crate) fn fstatvfs(fd: &Fd) -> SysResult<libc::statvfs> {
 }
 
 /// Issues an fcntl record-lock command and returns the (possibly updated) flock.
-pub(crate) fn fcntl_lock(fd: &Fd, cmd: i32, ltype: i32, start: i64, len: i64) -> SysResult<libc::flock> {
+pub(crate) fn fcntl_lock(
+    fd: &Fd,
+    cmd: i32,
+    ltype: i32,
+    start: i64,
+    len: i64,
+) -> SysResult<libc::flock> {
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = ltype as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
@@ -356,12 +357,13 @@ pub(crate) enum X<'a> {
 pub(crate) fn setxattr(x: X, name: &str, value: &[u8], flags: i32) -> SysResult<()> {
     let n = cstr(name)?;
     let (v, l) = (value.as_ptr().cast(), value.len());
-    let r = match x {
+    match x {
         X::Path(p) => path1(p, |c| unsafe { libc::setxattr(c, n.as_ptr(), v, l, flags) }),
-        X::Link(p) => path1(p, |c| unsafe { libc::lsetxattr(c, n.as_ptr(), v, l, flags) }),
+        X::Link(p) => path1(p, |c| unsafe {
+            libc::lsetxattr(c, n.as_ptr(), v, l, flags)
+        }),
         X::Fd(fd) => check(unsafe { libc::fsetxattr(fd.0, n.as_ptr(), v, l, flags) }).map(drop),
-    };
-    r
+    }
 }
 
 /// getxattr with a buffer of `size` bytes (0 = size query); returns
@@ -413,9 +415,12 @@ fn errno_raw() -> i32 {
     Errno::last_raw()
 }
 
+/// One directory entry: name bytes and `d_type`.
+pub(crate) type DirEntry = (Vec<u8>, u8);
+
 /// Reads a directory `passes` times (rewinddir between passes) with
 /// opendir/readdir and returns (name, d_type) per entry per pass.
-pub(crate) fn list_dir_passes(p: &Path, passes: usize) -> SysResult<Vec<Vec<(Vec<u8>, u8)>>> {
+pub(crate) fn list_dir_passes(p: &Path, passes: usize) -> SysResult<Vec<Vec<DirEntry>>> {
     let c = cpath(p)?;
     let d = unsafe { libc::opendir(c.as_ptr()) };
     if d.is_null() {
@@ -468,7 +473,6 @@ pub(crate) fn now() -> (i64, i64) {
     (t.tv_sec, t.tv_nsec)
 }
 
-pub(crate) fn mknodat(dir: &Fd, name: &str, mode: u32, dev: u64) -> SysResult<()> {
-    let c = cstr(name)?;
-    check(unsafe { libc::mknodat(dir.0, c.as_ptr(), mode, dev) }).map(drop)
+pub(crate) fn dup(fd: &Fd) -> SysResult<Fd> {
+    check(unsafe { libc::fcntl(fd.0, libc::F_DUPFD_CLOEXEC, 0) }).map(Fd)
 }

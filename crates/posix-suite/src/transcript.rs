@@ -43,11 +43,7 @@ impl Transcript {
         };
         let n = self.seen.entry(base.clone()).or_insert(0);
         *n += 1;
-        let name = if *n == 1 {
-            base
-        } else {
-            format!("{base}#{n}")
-        };
+        let name = if *n == 1 { base } else { format!("{base}#{n}") };
         self.steps.push(Step {
             name,
             outcome: outcome.into(),
@@ -122,10 +118,9 @@ pub fn diff(expected: &[Step], actual: &[Step]) -> Vec<String> {
                 "{}: expected `{}`, but the step is missing",
                 s.name, s.outcome
             )),
-            Some(a) if *a != s.outcome => out.push(format!(
-                "{}: expected `{}`, got `{}`",
-                s.name, s.outcome, a
-            )),
+            Some(a) if *a != s.outcome => {
+                out.push(format!("{}: expected `{}`, got `{}`", s.name, s.outcome, a))
+            }
             Some(_) => {}
         }
     }

@@ -22,7 +22,9 @@ pub fn scenario_open_flags(dir: &Path, t: &mut Transcript) {
     let r = sys::open(&f, O_CREAT | O_EXCL | O_WRONLY, 0o644);
     t.res("creat_excl_new", &r);
     if let Ok(fd) = r {
-        t.res_with("write_initial", &sys::write(&fd, b"hello"), |n| format!("n={n}"));
+        t.res_with("write_initial", &sys::write(&fd, b"hello"), |n| {
+            format!("n={n}")
+        });
         t.res("close", &fd.close());
     }
     t.res_with("stat_new", &sys::lstat(&f), |st| {
@@ -68,13 +70,22 @@ pub fn scenario_open_flags(dir: &Path, t: &mut Transcript) {
     t.res("open_dir_wronly", &sys::open(&sub, O_WRONLY, 0));
     t.res("open_dir_rdwr", &sys::open(&sub, O_RDWR, 0));
     t.res("open_dir_rdonly", &sys::open(&sub, O_RDONLY, 0));
-    t.res("open_dir_creat", &sys::open(&sub, O_CREAT | O_WRONLY, 0o644));
+    t.res(
+        "open_dir_creat",
+        &sys::open(&sub, O_CREAT | O_WRONLY, 0o644),
+    );
     t.res(
         "open_dir_creat_excl",
         &sys::open(&sub, O_CREAT | O_EXCL | O_WRONLY, 0o644),
     );
-    t.res("o_directory_on_file", &sys::open(&f, O_RDONLY | O_DIRECTORY, 0));
-    t.res("o_directory_on_dir", &sys::open(&sub, O_RDONLY | O_DIRECTORY, 0));
+    t.res(
+        "o_directory_on_file",
+        &sys::open(&f, O_RDONLY | O_DIRECTORY, 0),
+    );
+    t.res(
+        "o_directory_on_dir",
+        &sys::open(&sub, O_RDONLY | O_DIRECTORY, 0),
+    );
 
     let r = sys::open(&f, O_WRONLY, 0).and_then(|fd| sys::read(&fd, 4));
     t.res("read_on_wronly", &r);
@@ -100,21 +111,35 @@ pub fn scenario_rw_offsets(dir: &Path, t: &mut Transcript) {
             return;
         }
     };
-    t.res_with("pwrite_0", &sys::pwrite(&fd, b"0123456789", 0), |n| format!("n={n}"));
-    t.res_with("pwrite_20", &sys::pwrite(&fd, b"abc", 20), |n| format!("n={n}"));
+    t.res_with("pwrite_0", &sys::pwrite(&fd, b"0123456789", 0), |n| {
+        format!("n={n}")
+    });
+    t.res_with("pwrite_20", &sys::pwrite(&fd, b"abc", 20), |n| {
+        format!("n={n}")
+    });
     t.res_with("fstat", &sys::fstat(&fd), size);
     t.res_with("pread_all", &sys::pread(&fd, 64, 0), |b| show(b));
     t.res_with("pread_short", &sys::pread(&fd, 10, 20), |b| show(b));
-    t.res_with("pread_at_eof", &sys::pread(&fd, 10, 23), |b| format!("n={}", b.len()));
+    t.res_with("pread_at_eof", &sys::pread(&fd, 10, 23), |b| {
+        format!("n={}", b.len())
+    });
     t.res_with("pread_past_eof", &sys::pread(&fd, 10, 1000), |b| {
         format!("n={}", b.len())
     });
-    t.res_with("lseek_set", &sys::lseek(&fd, 5, SEEK_SET), |p| format!("pos={p}"));
+    t.res_with("lseek_set", &sys::lseek(&fd, 5, SEEK_SET), |p| {
+        format!("pos={p}")
+    });
     t.res_with("read_3", &sys::read(&fd, 3), |b| show(b));
-    t.res_with("lseek_cur", &sys::lseek(&fd, 0, SEEK_CUR), |p| format!("pos={p}"));
-    t.res_with("lseek_end", &sys::lseek(&fd, -3, SEEK_END), |p| format!("pos={p}"));
+    t.res_with("lseek_cur", &sys::lseek(&fd, 0, SEEK_CUR), |p| {
+        format!("pos={p}")
+    });
+    t.res_with("lseek_end", &sys::lseek(&fd, -3, SEEK_END), |p| {
+        format!("pos={p}")
+    });
     t.res_with("read_tail", &sys::read(&fd, 10), |b| show(b));
-    t.res_with("read_eof", &sys::read(&fd, 10), |b| format!("n={}", b.len()));
+    t.res_with("read_eof", &sys::read(&fd, 10), |b| {
+        format!("n={}", b.len())
+    });
     t.res("lseek_negative", &sys::lseek(&fd, -1, SEEK_SET));
     let r = sys::lseek(&fd, 30, SEEK_SET).and_then(|_| sys::write(&fd, b"xyz"));
     t.res_with("write_after_seek", &r, |n| format!("n={n}"));
@@ -128,12 +153,17 @@ pub fn scenario_rw_offsets(dir: &Path, t: &mut Transcript) {
     t.res("pwrite_big", &sys::pwrite_all(&fd, &big, off));
     t.res_with("stat_big", &sys::fstat(&fd), size);
     let r = sys::pread_full(&fd, big.len(), off);
-    t.res_with("pread_big", &r, |b| format!("{},match={}", digest(b), *b == big));
+    t.res_with("pread_big", &r, |b| {
+        format!("{},match={}", digest(b), *b == big)
+    });
     let mid = off + 1024 * 1024 - 2;
     t.res("overwrite_mid", &sys::pwrite_all(&fd, b"ZZZZ", mid));
     let r = sys::pread(&fd, 8, mid - 2);
     t.res_with("read_mid", &r, |b| {
-        format!("ok_window={}", b[2..6.min(b.len())] == *b"ZZZZ" && b.len() == 8)
+        format!(
+            "ok_window={}",
+            b.len() == 8 && b.get(2..6) == Some(&b"ZZZZ"[..])
+        )
     });
     let r = sys::pread_full(&fd, off as usize, 0);
     t.res_with("head_before_big", &r, |b| {
@@ -203,7 +233,11 @@ pub fn scenario_truncate(dir: &Path, t: &mut Transcript) {
         sys::ftruncate(&fd, 4)?;
         sys::pwrite_all(&fd, b"END", 10)?;
         let b = sys::pread_to_end(&fd)?;
-        Ok(format!("len={},gap_zero={}", b.len(), all_zero(&b[4..10])))
+        Ok(format!(
+            "len={},gap_zero={}",
+            b.len(),
+            b.get(4..10).is_some_and(all_zero)
+        ))
     })();
     t.res_with("write_past_eof_after_shrink", &r, String::clone);
     t.res("truncate_0", &sys::truncate(&f, 0));

@@ -47,7 +47,10 @@ pub fn scenario_hardlinks(dir: &Path, t: &mut Transcript) {
     t.res("link_dir", &sys::link(&sub, &d.join("subl")));
     t.res("create_other", &sys::write_file(&d.join("other"), b"o"));
     t.res("link_onto_existing", &sys::link(&g, &d.join("other")));
-    t.res("link_missing_source", &sys::link(&d.join("missing"), &d.join("x")));
+    t.res(
+        "link_missing_source",
+        &sys::link(&d.join("missing"), &d.join("x")),
+    );
     t.res("link_into_missing_dir", &sys::link(&g, &d.join("nodir/x")));
     t.res("link_into_subdir", &sys::link(&g, &sub.join("g2")));
     t.res_with("nlink_cross_dir", &sys::lstat(&sub.join("g2")), nlink);
@@ -101,14 +104,21 @@ pub fn scenario_symlinks(dir: &Path, t: &mut Transcript) {
     t.res_with("lstat_dir_link", &sys::lstat(&p("to_dir")), |st| {
         ftype(st.st_mode).to_string()
     });
-    t.res_with("read_through_dir_link", &sys::read_file(&p("to_dir/inner")), |b| {
-        show(b)
-    });
-    t.res_with("list_through_dir_link", &sys::list_names(&p("to_dir")), |n| {
-        n.join(",")
-    });
+    t.res_with(
+        "read_through_dir_link",
+        &sys::read_file(&p("to_dir/inner")),
+        |b| show(b),
+    );
+    t.res_with(
+        "list_through_dir_link",
+        &sys::list_names(&p("to_dir")),
+        |n| n.join(","),
+    );
     t.res("rmdir_dir_link", &sys::rmdir(&p("to_dir")));
-    t.res("absolute_target", &sys::symlink(b"/nonexistent/abs", &p("abs")));
+    t.res(
+        "absolute_target",
+        &sys::symlink(b"/nonexistent/abs", &p("abs")),
+    );
     t.res_with("readlink_absolute", &sys::readlink(&p("abs")), |b| show(b));
 
     let long = vec![b'L'; 1000];
@@ -123,7 +133,10 @@ pub fn scenario_symlinks(dir: &Path, t: &mut Transcript) {
     t.res("stat_loop", &sys::stat(&p("loop_a")));
 
     // O_CREAT through a dangling link creates the target; O_EXCL refuses.
-    t.res("symlink_to_new", &sys::symlink(b"created_via_link", &p("maker")));
+    t.res(
+        "symlink_to_new",
+        &sys::symlink(b"created_via_link", &p("maker")),
+    );
     t.res(
         "creat_excl_via_link",
         &sys::open(&p("maker"), O_CREAT | O_EXCL | O_WRONLY, 0o644),
@@ -132,9 +145,11 @@ pub fn scenario_symlinks(dir: &Path, t: &mut Transcript) {
         "creat_via_link",
         &sys::open(&p("maker"), O_CREAT | O_WRONLY, 0o644),
     );
-    t.res_with("created_target", &sys::lstat(&p("created_via_link")), |st| {
-        ftype(st.st_mode).to_string()
-    });
+    t.res_with(
+        "created_target",
+        &sys::lstat(&p("created_via_link")),
+        |st| ftype(st.st_mode).to_string(),
+    );
     t.res("unlink_link", &sys::unlink(&p("to_file")));
     t.res_with("target_survives", &sys::read_file(&p("file")), |b| show(b));
     t.res_with("listing", &sys::list_names(&d), |n| n.join(","));

@@ -10,6 +10,7 @@ pub(crate) mod rename;
 pub(crate) mod sparse;
 pub(crate) mod xattrs;
 
+use crate::child::ChildOutput;
 use crate::sys::{self, Stat};
 use crate::Transcript;
 use std::path::{Path, PathBuf};
@@ -95,19 +96,13 @@ pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// Records the lines printed by a python child (prefixed by `prefix`), or
-/// a single `<prefix>run` failure step.
-pub(crate) fn record_child(
-    t: &mut Transcript,
-    prefix: &str,
-    r: Result<Vec<(String, String)>, String>,
-) {
-    match r {
-        Ok(lines) => {
-            for (name, out) in lines {
-                t.record(&format!("{prefix}{name}"), out);
-            }
-        }
-        Err(e) => t.record(&format!("{prefix}run"), format!("child_failed:{e}")),
+/// Records the lines printed by a python child (prefixed by `prefix`), and
+/// a `<prefix>run` step if the child did not finish cleanly.
+pub(crate) fn record_child(t: &mut Transcript, prefix: &str, out: ChildOutput) {
+    for (name, outcome) in out.lines {
+        t.record(&format!("{prefix}{name}"), outcome);
+    }
+    if let Some(e) = out.failure {
+        t.record(&format!("{prefix}run"), format!("child_failed:{e}"));
     }
 }

@@ -43,11 +43,22 @@ pub fn scenario_rename(dir: &Path, t: &mut Transcript) {
     t.res("dir_over_file", &sys::rename(&p("d3"), &p("b")));
     t.res("missing_source", &sys::rename(&p("missing"), &p("x")));
     t.res("into_missing_dir", &sys::rename(&p("c"), &p("nodir/c")));
-    t.res("dir_into_own_subdir", &sys::rename(&p("d4"), &p("d4/sub/x")));
+    t.res(
+        "dir_into_own_subdir",
+        &sys::rename(&p("d4"), &p("d4/sub/x")),
+    );
     t.res("dir_onto_own_subdir", &sys::rename(&p("d4"), &p("d4/sub")));
-    t.res("noreplace_existing", &sys::renameat2(&p("c"), &p("b"), NOREPLACE));
-    t.res_with("noreplace_kept_target", &sys::read_file(&p("b")), |b| show(b));
-    t.res("noreplace_new", &sys::renameat2(&p("c"), &p("c2"), NOREPLACE));
+    t.res(
+        "noreplace_existing",
+        &sys::renameat2(&p("c"), &p("b"), NOREPLACE),
+    );
+    t.res_with("noreplace_kept_target", &sys::read_file(&p("b")), |b| {
+        show(b)
+    });
+    t.res(
+        "noreplace_new",
+        &sys::renameat2(&p("c"), &p("c2"), NOREPLACE),
+    );
     t.res_with("noreplace_moved", &sys::read_file(&p("c2")), |b| show(b));
     t.res("to_itself", &sys::rename(&p("b"), &p("b")));
     t.res_with("itself_content", &sys::read_file(&p("b")), |b| show(b));
@@ -66,13 +77,24 @@ pub fn scenario_rename(dir: &Path, t: &mut Transcript) {
     t.res("exchange", &sys::renameat2(&p("b"), &p("c2"), EXCHANGE));
     t.res_with("exchange_b", &sys::read_file(&p("b")), |b| show(b));
     t.res_with("exchange_c2", &sys::read_file(&p("c2")), |b| show(b));
-    t.res("exchange_missing", &sys::renameat2(&p("b"), &p("zz"), EXCHANGE));
+    t.res(
+        "exchange_missing",
+        &sys::renameat2(&p("b"), &p("zz"), EXCHANGE),
+    );
 
     // Moves across directories, including a directory with contents.
-    t.res("move_file_across", &sys::rename(&p("d3/inner"), &p("d2/inner")));
-    t.res_with("moved_content", &sys::read_file(&p("d2/inner")), |b| show(b));
+    t.res(
+        "move_file_across",
+        &sys::rename(&p("d3/inner"), &p("d2/inner")),
+    );
+    t.res_with("moved_content", &sys::read_file(&p("d2/inner")), |b| {
+        show(b)
+    });
     t.res("old_location_gone", &sys::lstat(&p("d3/inner")));
-    t.res("nonempty_src_ready", &sys::write_file(&p("d3/keep"), b"keep"));
+    t.res(
+        "nonempty_src_ready",
+        &sys::write_file(&p("d3/keep"), b"keep"),
+    );
     let nl = |n: &str| sys::lstat(&d.join(n)).map(|st| st.st_nlink as i64);
     let counts = || -> SysResult<(i64, i64)> { Ok((nl(".")?, nl("d2")?)) };
     let before = counts();
@@ -81,9 +103,11 @@ pub fn scenario_rename(dir: &Path, t: &mut Transcript) {
         counts().map(|(c, e)| format!("parent_delta={},newparent_delta={}", c - a, e - b))
     });
     t.res_with("move_dir_nlinks", &r, String::clone);
-    t.res_with("moved_dir_child", &sys::read_file(&p("d2/moved/keep")), |b| {
-        show(b)
-    });
+    t.res_with(
+        "moved_dir_child",
+        &sys::read_file(&p("d2/moved/keep")),
+        |b| show(b),
+    );
     let r = (|| -> SysResult<bool> {
         let a = sys::stat(&p("d2/moved/.."))?;
         let b = sys::stat(&p("d2"))?;

@@ -22,11 +22,15 @@ pub fn scenario_sparse(dir: &Path, t: &mut Transcript) {
         }
     };
     let off = 5 * GIB;
-    t.res_with("pwrite_5g", &sys::pwrite(&fd, b"weft", off), |n| format!("n={n}"));
+    t.res_with("pwrite_5g", &sys::pwrite(&fd, b"weft", off), |n| {
+        format!("n={n}")
+    });
     t.res_with("fstat", &sys::fstat(&fd), size);
     t.res_with("stat", &sys::stat(&f), size);
     t.res_with("read_back", &sys::pread(&fd, 4, off), |b| show(b));
-    t.res_with("read_across_hole_edge", &sys::pread(&fd, 6, off - 2), |b| show(b));
+    t.res_with("read_across_hole_edge", &sys::pread(&fd, 6, off - 2), |b| {
+        show(b)
+    });
     t.res_with("read_hole_1g", &sys::pread(&fd, 4096, GIB), |b| {
         format!("n={},zero={}", b.len(), all_zero(b))
     });
@@ -42,8 +46,12 @@ pub fn scenario_sparse(dir: &Path, t: &mut Transcript) {
     let seek = |o: i64, w: i32| sys::lseek(&fd, o, w);
     t.res_with("seek_data_0", &seek(0, SEEK_DATA), |p| format!("off={p}"));
     t.res_with("seek_hole_0", &seek(0, SEEK_HOLE), |p| format!("off={p}"));
-    t.res_with("seek_hole_in_data", &seek(off, SEEK_HOLE), |p| format!("off={p}"));
-    t.res_with("seek_data_in_data", &seek(off + 1, SEEK_DATA), |p| format!("off={p}"));
+    t.res_with("seek_hole_in_data", &seek(off, SEEK_HOLE), |p| {
+        format!("off={p}")
+    });
+    t.res_with("seek_data_in_data", &seek(off + 1, SEEK_DATA), |p| {
+        format!("off={p}")
+    });
     t.res("seek_data_at_eof", &seek(off + 4, SEEK_DATA));
     t.res("seek_data_past_eof", &seek(6 * GIB, SEEK_DATA));
     t.res("seek_hole_past_eof", &seek(6 * GIB, SEEK_HOLE));
@@ -92,19 +100,30 @@ pub fn scenario_fallocate(dir: &Path, t: &mut Transcript) {
 
     let data = pattern(16384, 11);
     t.res("write_pattern", &sys::pwrite_all(&fd, &data, 0));
-    t.res("punch_4096_4096", &sys::fallocate(&fd, PUNCH | KEEP, 4096, 4096));
+    t.res(
+        "punch_4096_4096",
+        &sys::fallocate(&fd, PUNCH | KEEP, 4096, 4096),
+    );
     t.res_with("size_after_punch", &sys::fstat(&fd), size);
     let mut expect = data.clone();
     expect[4096..8192].fill(0);
     t.res_with("content_after_punch", &sys::pread_to_end(&fd), |b| {
         format!("{},as_expected={}", digest(b), *b == expect)
     });
-    t.res("punch_unaligned", &sys::fallocate(&fd, PUNCH | KEEP, 10000, 100));
+    t.res(
+        "punch_unaligned",
+        &sys::fallocate(&fd, PUNCH | KEEP, 10000, 100),
+    );
     expect[10000..10100].fill(0);
-    t.res_with("content_after_punch_unaligned", &sys::pread_to_end(&fd), |b| {
-        format!("{},as_expected={}", digest(b), *b == expect)
-    });
-    t.res("zero_range_1000_3000", &sys::fallocate(&fd, ZERO, 1000, 3000));
+    t.res_with(
+        "content_after_punch_unaligned",
+        &sys::pread_to_end(&fd),
+        |b| format!("{},as_expected={}", digest(b), *b == expect),
+    );
+    t.res(
+        "zero_range_1000_3000",
+        &sys::fallocate(&fd, ZERO, 1000, 3000),
+    );
     expect[1000..4000].fill(0);
     t.res_with("content_after_zero", &sys::pread_to_end(&fd), |b| {
         format!("{},as_expected={}", digest(b), *b == expect)

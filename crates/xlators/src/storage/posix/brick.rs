@@ -171,7 +171,8 @@ impl Brick {
             if cur.is_root() {
                 break;
             }
-            if let Some(p) = self.dir_paths.lock().get(&cur).cloned() {
+            let cached = self.dir_paths.lock().get(&cur).cloned();
+            if let Some(p) = cached {
                 return Ok(self.finish_chain(p, chain));
             }
             let h = self.handle_path(&cur);

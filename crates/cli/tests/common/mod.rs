@@ -1,0 +1,155 @@
+//! Shared harness for tests that start real `weft` processes and real FUSE mounts.
+//! Every guard cleans up on drop, also when the test fails: mounts are unmounted
+//! (lazily if busy) and processes killed.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `weft` binary under test.
+pub fn weft() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weft"))
+}
+
+/// Runs `weft ARGS` to completion.
+pub fn weft_output(args: &[&str]) -> Output {
+    weft().args(args).stdin(Stdio::null()).output().expect("run weft")
+}
+
+/// True when `p` is a mountpoint.
+pub fn is_mounted(p: &Path) -> bool {
+    let Ok(c) = p.canonicalize() else { return false };
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = c.to_string_lossy().replace(' ', "\\040");
+    text.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+/// A temporary directory under /tmp that other users can traverse (for the EACCES tests).
+pub fn scratch(tag: &str) -> tempfile::TempDir {
+    let d = tempfile::Builder::new().prefix(&format!("weft-{tag}-")).tempdir_in("/tmp").expect("tempdir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d
+}
+
+/// A one-brick volume: a brick directory, a volfile, a mountpoint.
+pub struct Volume {
+    /// Holds everything; removed on drop (after the mount is gone).
+    pub dir: tempfile::TempDir,
+    /// The brick directory.
+    pub brick: PathBuf,
+    /// The mountpoint.
+    pub mnt: PathBuf,
+    /// The client volfile.
+    pub volfile: PathBuf,
+}
+
+impl Volume {
+    /// A fresh volume of posix under io-stats (and trace when `trace`).
+    pub fn new(tag: &str) -> Volume {
+        let dir = scratch(tag);
+        let brick = dir.path().join("brick");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&brick).unwrap();
+        std::fs::create_dir(&mnt).unwrap();
+        let volfile = dir.path().join("client.vol");
+        std::fs::write(
+            &volfile,
+            format!(
+                "volume {tag}-posix\n    type storage/posix\n    option directory {}\nend-volume\n\nvolume {tag}\n    type debug/io-stats\n    subvolumes {tag}-posix\nend-volume\n",
+                brick.display()
+            ),
+        )
+        .unwrap();
+        Volume { dir, brick, mnt, volfile }
+    }
+
+    /// Mounts it with `weft mount --foreground` and waits until the kernel shows it.
+    pub fn mount(&self) -> MountGuard {
+        self.mount_with(&[])
+    }
+
+    /// Mounts with extra `weft mount` arguments.
+    pub fn mount_with(&self, extra: &[&str]) -> MountGuard {
+        let log = self.dir.path().join("mount.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let child = weft()
+            .args(["mount", "--foreground", "--volfile"])
+            .arg(&self.volfile)
+            .arg(&self.mnt)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn weft mount");
+        let mut g = MountGuard { child: Some(child), mnt: self.mnt.clone(), log };
+        let start = Instant::now();
+        while !is_mounted(&self.mnt) {
+            if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("weft mount exited early ({st}):\n{}", g.log_text());
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "mount did not appear:\n{}", g.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        g
+    }
+}
+
+/// A running `weft mount` process; unmounts and kills on drop.
+pub struct MountGuard {
+    child: Option<Child>,
+    /// The mountpoint.
+    pub mnt: PathBuf,
+    log: PathBuf,
+}
+
+impl MountGuard {
+    /// The mount process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The mount process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends `sig` and waits for the process to exit; returns its exit status.
+    pub fn stop_with(&mut self, sig: i32) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(c.id() as i32, sig) };
+        let start = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = c.kill();
+                return c.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let start = Instant::now();
+            while c.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+    }
+}

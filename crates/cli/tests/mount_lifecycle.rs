@@ -1,0 +1,111 @@
+//! A mount's life: files land as plain files on the brick with gfids and handles; SIGINT
+//! and SIGTERM unmount cleanly; a detached mount reports success only once mounted; the
+//! statedump answers.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use common::*;
+
+fn gfid_of(p: &std::path::Path) -> Vec<u8> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let name = c"trusted.weft.gfid";
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C strings and buffer.
+    let n = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n > 0, "{} has no gfid xattr", p.display());
+    buf[..n as usize].to_vec()
+}
+
+fn handle(brick: &std::path::Path, g: &[u8]) -> std::path::PathBuf {
+    let hex: String = g.iter().map(|b| format!("{b:02x}")).collect();
+    let text = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+    brick.join(".weft/handles").join(&hex[0..2]).join(&hex[2..4]).join(text)
+}
+
+#[test]
+fn files_are_plain_files_on_the_brick_with_gfid_and_handle() {
+    let vol = Volume::new("layout");
+    let _m = vol.mount();
+    std::fs::create_dir_all(vol.mnt.join("a/b/c")).unwrap();
+    std::fs::write(vol.mnt.join("a/b/c/file.txt"), b"hello brick").unwrap();
+    std::os::unix::fs::symlink("file.txt", vol.mnt.join("a/b/c/link")).unwrap();
+    std::fs::rename(vol.mnt.join("a/b"), vol.mnt.join("a/renamed")).unwrap();
+
+    let on_brick = vol.brick.join("a/renamed/c/file.txt");
+    assert_eq!(std::fs::read(&on_brick).unwrap(), b"hello brick");
+    let g = gfid_of(&on_brick);
+    assert_eq!(g.len(), 16);
+    let h = handle(&vol.brick, &g);
+    assert_eq!(std::fs::metadata(&h).unwrap().ino(), std::fs::metadata(&on_brick).unwrap().ino());
+    // A directory's handle resolves (through parent handles) to the directory, after a rename.
+    let dg = gfid_of(&vol.brick.join("a/renamed/c"));
+    let dh = handle(&vol.brick, &dg);
+    assert!(std::fs::symlink_metadata(&dh).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::metadata(&dh).unwrap().ino(), std::fs::metadata(vol.brick.join("a/renamed/c")).unwrap().ino());
+    // The link count seen through the mount leaves the handle out.
+    assert_eq!(std::fs::metadata(vol.mnt.join("a/renamed/c/file.txt")).unwrap().nlink(), 1);
+    // Internal xattrs and the private folder are hidden.
+    let names: Vec<String> = std::fs::read_dir(&vol.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names, vec!["a".to_string()]);
+    assert!(std::fs::metadata(vol.mnt.join(".weft")).is_err());
+    let c = std::ffi::CString::new(vol.mnt.join("a/renamed/c/file.txt").into_os_string().into_encoded_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    // SAFETY: valid C string and buffer.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n >= 0);
+    assert!(!String::from_utf8_lossy(&buf[..n as usize]).contains("weft"));
+    // Unlinking the last name removes the handle too.
+    std::fs::remove_file(vol.mnt.join("a/renamed/c/file.txt")).unwrap();
+    assert!(std::fs::symlink_metadata(&h).is_err());
+}
+
+#[test]
+fn files_put_on_the_brick_by_hand_are_adopted() {
+    let vol = Volume::new("adopt");
+    std::fs::create_dir(vol.brick.join("old")).unwrap();
+    std::fs::write(vol.brick.join("old/data"), b"from before").unwrap();
+    let _m = vol.mount();
+    assert_eq!(std::fs::read(vol.mnt.join("old/data")).unwrap(), b"from before");
+    let g = gfid_of(&vol.brick.join("old/data"));
+    assert!(std::fs::metadata(handle(&vol.brick, &g)).is_ok());
+}
+
+#[test]
+fn sigint_and_sigterm_unmount_cleanly() {
+    let vol = Volume::new("signals");
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        let mut m = vol.mount();
+        std::fs::write(vol.mnt.join("f"), b"x").unwrap();
+        let st = m.stop_with(sig);
+        assert!(st.success(), "exit {st} after signal {sig}:\n{}", m.log_text());
+        assert!(!is_mounted(&vol.mnt));
+    }
+}
+
+#[test]
+fn detached_mount_and_statedump() {
+    let vol = Volume::new("detach");
+    let log = vol.dir.path().join("d.log");
+    let out = weft_output(&["mount", "--volfile", vol.volfile.to_str().unwrap(), "--log-file", log.to_str().unwrap(), vol.mnt.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+            if is_mounted(&self.0) {
+                let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            }
+        }
+    }
+    let _u = Umount(vol.mnt.clone());
+    assert!(is_mounted(&vol.mnt));
+    std::fs::write(vol.mnt.join("f"), vec![7u8; 100_000]).unwrap();
+    assert_eq!(std::fs::read(vol.mnt.join("f")).unwrap().len(), 100_000);
+    let out = weft_output(&["statedump", vol.mnt.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("[detach]") && text.contains("writev") && text.contains("bytes written = 100000"), "{text}");
+    assert!(text.contains("[detach-posix]"));
+}
