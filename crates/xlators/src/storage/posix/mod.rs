@@ -12,14 +12,15 @@ pub mod io;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use weft_core::options::{OptionKind, OptionSpec};
 use weft_core::{
-    Checksum, Ctx, Dirent, EntrylkCmd, EntrylkType, Errno, FdRef, Flock, Fop, Iatt, LkCmd, Loc,
+    Checksum, Ctx, Gfid, Dirent, EntrylkCmd, EntrylkType, Errno, FdRef, Flock, Fop, Iatt, LkCmd, Loc,
     SeekWhat, SetAttr, StatVfs, XattrMap, XattropOp, Xdata, Xlator, XlatorInit, XlatorRef,
     XlatorType, GFID_REQ_KEY,
 };
@@ -35,6 +36,8 @@ pub struct Posix {
     brick: Arc<Brick>,
     /// Serialises xattrop read-modify-writes.
     xattrop_lock: Arc<Mutex<()>>,
+    /// Open files by gfid, so an inode whose last name is gone stays reachable while open.
+    open_files: Mutex<HashMap<Gfid, Vec<Weak<PosixFile>>>>,
 }
 
 impl Posix {
@@ -47,6 +50,7 @@ impl Posix {
             name: name.to_string(),
             brick: Arc::new(Brick::open(dir)?),
             xattrop_lock: Arc::new(Mutex::new(())),
+            open_files: Mutex::new(HashMap::new()),
         })
     }
 
@@ -62,6 +66,46 @@ impl Posix {
                 tracing::error!("{}: blocking task failed: {e}", self.name);
                 Err(Errno::EIO)
             }
+        }
+    }
+
+    fn track_open(&self, f: &Arc<PosixFile>) {
+        let mut m = self.open_files.lock();
+        let v = m.entry(f.gfid).or_default();
+        v.retain(|w| w.strong_count() > 0);
+        v.push(Arc::downgrade(f));
+    }
+
+    fn untrack_open(&self, g: Gfid) {
+        let mut m = self.open_files.lock();
+        if let Some(v) = m.get_mut(&g) {
+            v.retain(|w| w.strong_count() > 0);
+            if v.is_empty() {
+                m.remove(&g);
+            }
+        }
+    }
+
+    /// An open file of the inode `loc` names, if any.
+    fn open_file_of(&self, loc: &Loc) -> Option<Arc<PosixFile>> {
+        let g = loc.gfid?;
+        self.open_files.lock().get(&g)?.iter().find_map(Weak::upgrade)
+    }
+
+    /// Runs `by_path`; if the inode has no name left (ENOENT) but is still open, runs
+    /// `by_fd` on one of its open files instead (fstat/fchmod/... of unlinked files).
+    async fn path_or_open_fd<T, P, F>(&self, loc: &Loc, by_path: P, by_fd: F) -> Fop<T>
+    where
+        T: Send + 'static,
+        P: FnOnce(&Brick) -> Result<T, Errno> + Send + 'static,
+        F: FnOnce(&PosixFile) -> Result<T, Errno> + Send + 'static,
+    {
+        match self.run(by_path).await {
+            Err(e) if e == Errno::ENOENT => match self.open_file_of(loc) {
+                Some(f) => self.run(move |_| by_fd(&f)).await,
+                None => Err(e),
+            },
+            r => r,
         }
     }
 
@@ -100,8 +144,8 @@ impl Xlator for Posix {
         self.run(move |b| b.lookup(&loc)).await
     }
     async fn stat(&self, _: &Ctx, loc: &Loc, _: Xdata) -> Fop<Iatt> {
-        let loc = loc.clone();
-        self.run(move |b| b.stat(&loc)).await
+        let l = loc.clone();
+        self.path_or_open_fd(loc, move |b| b.stat(&l), |f| f.fstat()).await
     }
     async fn fstat(&self, _: &Ctx, fd: &FdRef, _: Xdata) -> Fop<Iatt> {
         if fd.is_dir {
@@ -114,11 +158,19 @@ impl Xlator for Posix {
         self.run(move |b| attr::access(Target::Path(&b.inode_path(&loc)?), &ctx, mask)).await
     }
     async fn setattr(&self, _: &Ctx, loc: &Loc, a: &SetAttr, _: Xdata) -> Fop<Iatt> {
-        let (loc, a) = (loc.clone(), *a);
-        self.run(move |b| {
-            attr::setattr(Target::Path(&b.inode_path(&loc)?), &a)?;
-            b.stat(&loc)
-        })
+        let (l, a) = (loc.clone(), *a);
+        self.path_or_open_fd(
+            loc,
+            move |b| {
+                attr::setattr(Target::Path(&b.inode_path(&l)?), &a)?;
+                b.stat(&l)
+            },
+            move |f| {
+                use std::os::fd::AsFd;
+                attr::setattr(Target::Fd(f.fd.as_fd()), &a)?;
+                f.fstat()
+            },
+        )
         .await
     }
     async fn fsetattr(&self, ctx: &Ctx, fd: &FdRef, a: &SetAttr, xd: Xdata) -> Fop<Iatt> {
@@ -180,13 +232,17 @@ impl Xlator for Posix {
     async fn open(&self, _: &Ctx, loc: &Loc, fd: &FdRef, _: Xdata) -> Fop<()> {
         let (loc, flags) = (loc.clone(), fd.flags);
         let (file, xd) = self.run(move |b| b.open_file(&loc, flags)).await?;
-        fd.set_ctx(&self.name, Arc::new(file));
+        let file = Arc::new(file);
+        self.track_open(&file);
+        fd.set_ctx(&self.name, file);
         Ok(((), xd))
     }
     async fn create(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
         let (loc, ctx, flags, want) = (loc.clone(), ctx.clone(), fd.flags, xd.get_gfid(GFID_REQ_KEY));
         let ((file, ia), xd) = self.run(move |b| b.create(&ctx, &loc, flags, mode, umask, want)).await?;
-        fd.set_ctx(&self.name, Arc::new(PosixFile { fd: file, gfid: ia.gfid }));
+        let file = Arc::new(PosixFile { fd: file, gfid: ia.gfid });
+        self.track_open(&file);
+        fd.set_ctx(&self.name, file);
         Ok((ia, xd))
     }
     async fn readv(&self, _: &Ctx, fd: &FdRef, size: u32, offset: u64, _: Xdata) -> Fop<Bytes> {
@@ -203,7 +259,11 @@ impl Xlator for Posix {
         self.with_file(fd, move |f| f.sync(datasync)).await
     }
     async fn release(&self, _: &Ctx, fd: &FdRef, _: Xdata) -> Fop<()> {
-        fd.take_ctx::<PosixFile>(&self.name);
+        if let Some(f) = fd.take_ctx::<PosixFile>(&self.name) {
+            let g = f.gfid;
+            drop(f);
+            self.untrack_open(g);
+        }
         Ok(((), Xdata::new()))
     }
     async fn fallocate(&self, _: &Ctx, fd: &FdRef, mode: i32, off: u64, len: u64, _: Xdata) -> Fop<()> {
@@ -246,8 +306,17 @@ impl Xlator for Posix {
     }
 
     async fn getxattr(&self, _: &Ctx, loc: &Loc, name: Option<&str>, xd: Xdata) -> Fop<XattrMap> {
-        let (loc, name) = (loc.clone(), name.map(str::to_string));
-        self.run(move |b| attr::getxattr(Target::Path(&b.inode_path(&loc)?), name.as_deref(), &xd)).await
+        let (l, name, xd2) = (loc.clone(), name.map(str::to_string), xd.clone());
+        let name2 = name.clone();
+        self.path_or_open_fd(
+            loc,
+            move |b| attr::getxattr(Target::Path(&b.inode_path(&l)?), name.as_deref(), &xd),
+            move |f| {
+                use std::os::fd::AsFd;
+                attr::getxattr(Target::Fd(f.fd.as_fd()), name2.as_deref(), &xd2)
+            },
+        )
+        .await
     }
     async fn fgetxattr(&self, ctx: &Ctx, fd: &FdRef, name: Option<&str>, xd: Xdata) -> Fop<XattrMap> {
         match self.file(fd) {

@@ -1,0 +1,23 @@
+//! The POSIX behaviour suite: every scenario runs on a real FUSE mount of a one-brick volume
+//! and on a plain local directory, and both must give the same results and errno values.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn mount_behaves_like_a_local_directory() {
+    let vol = Volume::new("posix");
+    let m = vol.mount();
+    let local = scratch("posix-local");
+    let mut failures = Vec::new();
+    for (name, _) in weft_posix_suite::SCENARIOS {
+        let expected = weft_posix_suite::run_one(local.path(), name).expect("scenario exists");
+        let actual = weft_posix_suite::run_one(&vol.mnt, name).expect("scenario exists");
+        assert!(!expected.is_empty(), "scenario {name} recorded nothing");
+        for d in weft_posix_suite::diff(&expected, &actual) {
+            failures.push(format!("{name}: {d}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} differences from a local directory:\n{}\n--- mount log ---\n{}", failures.len(), failures.join("\n"), m.log_text());
+}
