@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use weft_core::volfile::{VolumeDecl, Volfile};
+use weft_core::volfile::{Volfile, VolumeDecl};
 
 /// Arguments of `weft demo`.
 #[derive(Args)]
@@ -43,7 +43,8 @@ pub fn demo_volfile(brick: &std::path::Path) -> Volfile {
 
 /// Runs the demo action.
 pub fn run(a: DemoArgs) -> Result<()> {
-    std::fs::create_dir_all(&a.state_dir).with_context(|| format!("cannot create {}", a.state_dir.display()))?;
+    std::fs::create_dir_all(&a.state_dir)
+        .with_context(|| format!("cannot create {}", a.state_dir.display()))?;
     let state = a.state_dir.canonicalize()?;
     let mp = std::env::current_dir()?.join(&a.mountpoint);
     match a.action {
@@ -60,9 +61,15 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 println!("weft demo: not mounted");
                 return Ok(());
             }
-            let st = Command::new("umount").arg(&mp).status().context("cannot run umount")?;
+            let st = Command::new("umount")
+                .arg(&mp)
+                .status()
+                .context("cannot run umount")?;
             if !st.success() {
-                bail!("umount {} failed: is something still using it?", mp.display());
+                bail!(
+                    "umount {} failed: is something still using it?",
+                    mp.display()
+                );
             }
             println!("weft demo: unmounted {}", mp.display());
             Ok(())

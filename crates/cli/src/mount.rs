@@ -36,7 +36,9 @@ pub struct MountArgs {
 }
 
 fn timeout(name: &str, secs: f64) -> Result<Duration> {
-    Duration::try_from_secs_f64(secs).map_err(|_| anyhow::anyhow!("--{name} must be a non-negative number of seconds, not {secs}"))
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        anyhow::anyhow!("--{name} must be a non-negative number of seconds, not {secs}")
+    })
 }
 
 fn default_log_file(mountpoint: &Path) -> PathBuf {
@@ -47,7 +49,11 @@ fn default_log_file(mountpoint: &Path) -> PathBuf {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     let dir = PathBuf::from("/var/log/weft");
-    let dir = if std::fs::create_dir_all(&dir).is_ok() { dir } else { std::env::temp_dir() };
+    let dir = if std::fs::create_dir_all(&dir).is_ok() {
+        dir
+    } else {
+        std::env::temp_dir()
+    };
     dir.join(format!("mnt-{tag}.log"))
 }
 
@@ -57,7 +63,8 @@ pub fn run(a: MountArgs) -> Result<()> {
     let attr_timeout = timeout("attr-timeout", a.attr_timeout)?;
     let entry_timeout = timeout("entry-timeout", a.entry_timeout)?;
     let vf = volfile_cmd::load(&a.volfile)?;
-    weft_core::Graph::check(&vf, &weft_xlators::registry()).with_context(|| format!("bad volfile {}", a.volfile.display()))?;
+    weft_core::Graph::check(&vf, &weft_xlators::registry())
+        .with_context(|| format!("bad volfile {}", a.volfile.display()))?;
     check_mountpoint(&a.mountpoint)?;
     if !a.foreground {
         return detach(&a);
@@ -77,7 +84,11 @@ pub fn run(a: MountArgs) -> Result<()> {
         ..Default::default()
     };
     let mount = weft_fuse::mount(graph, &a.mountpoint, &cfg, rt.handle().clone())?;
-    tracing::info!("mounted {} at {}", a.volfile.display(), a.mountpoint.display());
+    tracing::info!(
+        "mounted {} at {}",
+        a.volfile.display(),
+        a.mountpoint.display()
+    );
     rt.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -98,13 +109,19 @@ pub fn run(a: MountArgs) -> Result<()> {
 
 fn check_mountpoint(mp: &Path) -> Result<()> {
     match std::fs::metadata(mp) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("mountpoint {} does not exist", mp.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("mountpoint {} does not exist", mp.display())
+        }
         Err(e) => bail!("mountpoint {}: {e}", mp.display()),
         Ok(m) if !m.is_dir() => bail!("mountpoint {} is not a directory", mp.display()),
         Ok(_) => {}
     }
     if weft_fuse::is_mounted(mp) {
-        bail!("mountpoint {} is already mounted; unmount it first (umount {})", mp.display(), mp.display());
+        bail!(
+            "mountpoint {} is already mounted; unmount it first (umount {})",
+            mp.display(),
+            mp.display()
+        );
     }
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: load the fuse module (modprobe fuse) or install fuse3");
@@ -115,14 +132,28 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
 /// Starts this same command in the foreground in a new session, its output to the log
 /// file, and waits until the mount is up (or the child fails, whose log is then shown).
 fn detach(a: &MountArgs) -> Result<()> {
-    let log = a.log_file.clone().unwrap_or_else(|| default_log_file(&a.mountpoint));
-    let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).with_context(|| format!("cannot open log file {}", log.display()))?;
+    let log = a
+        .log_file
+        .clone()
+        .unwrap_or_else(|| default_log_file(&a.mountpoint));
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open log file {}", log.display()))?;
     let exe = std::env::current_exe().context("cannot find the weft binary")?;
     let mut cmd = Command::new(exe);
-    cmd.arg("mount").arg("--foreground").arg("--volfile").arg(&a.volfile).arg(&a.mountpoint)
-        .arg("--attr-timeout").arg(a.attr_timeout.to_string())
-        .arg("--entry-timeout").arg(a.entry_timeout.to_string())
-        .arg("--log-level").arg(&a.log_level)
+    cmd.arg("mount")
+        .arg("--foreground")
+        .arg("--volfile")
+        .arg(&a.volfile)
+        .arg(&a.mountpoint)
+        .arg("--attr-timeout")
+        .arg(a.attr_timeout.to_string())
+        .arg("--entry-timeout")
+        .arg(a.entry_timeout.to_string())
+        .arg("--log-level")
+        .arg(&a.log_level)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out);
@@ -138,13 +169,21 @@ fn detach(a: &MountArgs) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         if weft_fuse::is_mounted(&a.mountpoint) {
-            println!("weft: mounted at {} (pid {}, log {})", a.mountpoint.display(), child.id(), log.display());
+            println!(
+                "weft: mounted at {} (pid {}, log {})",
+                a.mountpoint.display(),
+                child.id(),
+                log.display()
+            );
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(10).collect();
-            bail!("mount process exited ({status}) before mounting; last log lines:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            bail!(
+                "mount process exited ({status}) before mounting; last log lines:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -153,8 +192,13 @@ fn detach(a: &MountArgs) -> Result<()> {
 }
 
 fn init_logging(level: &str) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).with_context(|| format!("bad --log-level {level:?}"))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init().ok();
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("bad --log-level {level:?}"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+        .ok();
     Ok(())
 }
 
@@ -168,9 +212,20 @@ pub fn statedump(mountpoint: &Path) -> Result<()> {
     let name = std::ffi::CString::new(weft_fuse::STATEDUMP_XATTR)?;
     let mut buf = vec![0u8; 1 << 20];
     // SAFETY: both strings are NUL-terminated and buf is valid for its length.
-    let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     if n < 0 {
-        bail!("{} does not answer a statedump ({}): is it a weft mount?", mountpoint.display(), std::io::Error::last_os_error());
+        bail!(
+            "{} does not answer a statedump ({}): is it a weft mount?",
+            mountpoint.display(),
+            std::io::Error::last_os_error()
+        );
     }
     buf.truncate(n as usize);
     print!("{}", String::from_utf8_lossy(&buf));

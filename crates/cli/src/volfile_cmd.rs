@@ -22,13 +22,15 @@ pub enum VolfileCmd {
 
 /// Reads and structurally checks a volfile; errors name the file and line.
 pub fn load(file: &Path) -> Result<Volfile> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read volfile {}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read volfile {}", file.display()))?;
     Volfile::parse(&text).with_context(|| format!("bad volfile {}", file.display()))
 }
 
 /// Builds the graph of `vf` with every translator this build knows.
 pub fn build(file: &Path, vf: &Volfile) -> Result<Graph> {
-    Graph::build(vf, &weft_xlators::registry()).with_context(|| format!("bad volfile {}", file.display()))
+    Graph::build(vf, &weft_xlators::registry())
+        .with_context(|| format!("bad volfile {}", file.display()))
 }
 
 /// Runs a volfile subcommand.
@@ -39,7 +41,8 @@ pub fn run(cmd: VolfileCmd) -> Result<()> {
             if b {
                 build(&file, &vf)?;
             } else {
-                Graph::check(&vf, &weft_xlators::registry()).with_context(|| format!("bad volfile {}", file.display()))?;
+                Graph::check(&vf, &weft_xlators::registry())
+                    .with_context(|| format!("bad volfile {}", file.display()))?;
             }
             print!("{vf}");
             Ok(())
@@ -55,7 +58,10 @@ pub fn list_translators() -> Result<()> {
         let (min, max) = t.children();
         println!("{name}: {} (subvolumes: {min}..={max})", t.description());
         for o in t.options() {
-            let d = o.default.map(|d| format!(" [default: {d}]")).unwrap_or_else(|| " [required]".into());
+            let d = o
+                .default
+                .map(|d| format!(" [default: {d}]"))
+                .unwrap_or_else(|| " [required]".into());
             println!("    option {} ({:?}){d}: {}", o.key, o.kind, o.description);
         }
     }

@@ -7,7 +7,12 @@ use common::*;
 
 fn refuse(vol: &Volume, text: &str, expect: &[&str]) {
     std::fs::write(&vol.volfile, text).unwrap();
-    let out = weft_output(&["mount", "--volfile", vol.volfile.to_str().unwrap(), vol.mnt.to_str().unwrap()]);
+    let out = weft_output(&[
+        "mount",
+        "--volfile",
+        vol.volfile.to_str().unwrap(),
+        vol.mnt.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "accepted:\n{text}");
     for e in expect {
@@ -23,15 +28,35 @@ fn malformed_volfiles_are_refused_with_line_and_reason() {
     let vol = Volume::new("badvol");
     let b = vol.brick.display().to_string();
     let posix = format!("volume p\n  type storage/posix\n  option directory {b}\nend-volume\n");
-    refuse(&vol, &format!("volume p\n  type storage/nosuch\n  option directory {b}\nend-volume\n"), &["line 2", "unknown translator type \"storage/nosuch\""]);
-    refuse(&vol, &format!("{posix}volume t\n  type debug/trace\n  subvolumes q\nend-volume\n"), &["line 7", "\"q\", which is not declared"]);
+    refuse(
+        &vol,
+        &format!("volume p\n  type storage/nosuch\n  option directory {b}\nend-volume\n"),
+        &["line 2", "unknown translator type \"storage/nosuch\""],
+    );
+    refuse(
+        &vol,
+        &format!("{posix}volume t\n  type debug/trace\n  subvolumes q\nend-volume\n"),
+        &["line 7", "\"q\", which is not declared"],
+    );
     refuse(&vol, "volume a\n  type debug/trace\n  subvolumes b\nend-volume\nvolume b\n  type debug/trace\n  subvolumes a\nend-volume\n", &["cycle"]);
     refuse(&vol, &format!("volume p\n  type storage/posix\n  option directory {b}\n  option colour blue\nend-volume\n"), &["line 4", "unknown option \"colour\""]);
-    refuse(&vol, "volume p\n  type storage/posix\n  option directory relative/path\nend-volume\n", &["line 3", "not an absolute path"]);
+    refuse(
+        &vol,
+        "volume p\n  type storage/posix\n  option directory relative/path\nend-volume\n",
+        &["line 3", "not an absolute path"],
+    );
     refuse(&vol, &format!("{posix}volume t\n  type debug/trace\n  option log-level loud\n  subvolumes p\nend-volume\n"), &["line 7", "bad value for option \"log-level\""]);
-    refuse(&vol, "volume p\n  type storage/posix\nend-volume\n", &["missing required option \"directory\""]);
+    refuse(
+        &vol,
+        "volume p\n  type storage/posix\nend-volume\n",
+        &["missing required option \"directory\""],
+    );
     refuse(&vol, "volume p\n  type storage/posix\n", &["no end-volume"]);
-    refuse(&vol, "volume p\n  kind storage/posix\nend-volume\n", &["line 2", "unknown keyword"]);
+    refuse(
+        &vol,
+        "volume p\n  kind storage/posix\nend-volume\n",
+        &["line 2", "unknown keyword"],
+    );
     refuse(&vol, "", &["no volumes"]);
 }
 
@@ -39,12 +64,30 @@ fn malformed_volfiles_are_refused_with_line_and_reason() {
 fn bad_brick_directories_are_refused() {
     let vol = Volume::new("badbrick");
     let missing = vol.dir.path().join("nope");
-    refuse(&vol, &format!("volume p\n  type storage/posix\n  option directory {}\nend-volume\n", missing.display()), &["does not exist"]);
+    refuse(
+        &vol,
+        &format!(
+            "volume p\n  type storage/posix\n  option directory {}\nend-volume\n",
+            missing.display()
+        ),
+        &["does not exist"],
+    );
     let file = vol.dir.path().join("file");
     std::fs::write(&file, "x").unwrap();
-    refuse(&vol, &format!("volume p\n  type storage/posix\n  option directory {}\nend-volume\n", file.display()), &["not a directory"]);
+    refuse(
+        &vol,
+        &format!(
+            "volume p\n  type storage/posix\n  option directory {}\nend-volume\n",
+            file.display()
+        ),
+        &["not a directory"],
+    );
     // tmpfs takes no trusted.* xattrs for... it does on new kernels; /proc never does.
-    refuse(&vol, "volume p\n  type storage/posix\n  option directory /proc/self\nend-volume\n", &["xattr"]);
+    refuse(
+        &vol,
+        "volume p\n  type storage/posix\n  option directory /proc/self\nend-volume\n",
+        &["xattr"],
+    );
 }
 
 #[test]
@@ -62,10 +105,20 @@ fn bad_mountpoints_are_refused() {
     let out = weft_output(&["mount", "--volfile", &v, vol.mnt.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already mounted"));
-    let out = weft_output(&["mount", "--volfile", &v, "--attr-timeout", "-1", vol.mnt.to_str().unwrap()]);
+    let out = weft_output(&[
+        "mount",
+        "--volfile",
+        &v,
+        "--attr-timeout",
+        "-1",
+        vol.mnt.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let out = weft_output(&["mount", "--volfile", &v]);
-    assert!(!out.status.success(), "missing mountpoint argument accepted");
+    assert!(
+        !out.status.success(),
+        "missing mountpoint argument accepted"
+    );
 }
 
 #[test]
@@ -73,9 +126,18 @@ fn help_and_version_answer() {
     let out = weft_output(&["--version"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("weft "));
-    for sub in [&["--help"][..], &["mount", "--help"], &["volfile", "check", "--help"], &["demo", "--help"], &["statedump", "--help"]] {
+    for sub in [
+        &["--help"][..],
+        &["mount", "--help"],
+        &["volfile", "check", "--help"],
+        &["demo", "--help"],
+        &["statedump", "--help"],
+    ] {
         let out = weft_output(sub);
         assert!(out.status.success(), "{sub:?}");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{sub:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{sub:?}"
+        );
     }
 }

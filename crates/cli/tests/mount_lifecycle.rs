@@ -13,15 +13,33 @@ fn gfid_of(p: &std::path::Path) -> Vec<u8> {
     let name = c"trusted.weft.gfid";
     let mut buf = [0u8; 64];
     // SAFETY: valid C strings and buffer.
-    let n = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     assert!(n > 0, "{} has no gfid xattr", p.display());
     buf[..n as usize].to_vec()
 }
 
 fn handle(brick: &std::path::Path, g: &[u8]) -> std::path::PathBuf {
     let hex: String = g.iter().map(|b| format!("{b:02x}")).collect();
-    let text = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
-    brick.join(".weft/handles").join(&hex[0..2]).join(&hex[2..4]).join(text)
+    let text = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    brick
+        .join(".weft/handles")
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(text)
 }
 
 #[test]
@@ -38,19 +56,44 @@ fn files_are_plain_files_on_the_brick_with_gfid_and_handle() {
     let g = gfid_of(&on_brick);
     assert_eq!(g.len(), 16);
     let h = handle(&vol.brick, &g);
-    assert_eq!(std::fs::metadata(&h).unwrap().ino(), std::fs::metadata(&on_brick).unwrap().ino());
+    assert_eq!(
+        std::fs::metadata(&h).unwrap().ino(),
+        std::fs::metadata(&on_brick).unwrap().ino()
+    );
     // A directory's handle resolves (through parent handles) to the directory, after a rename.
     let dg = gfid_of(&vol.brick.join("a/renamed/c"));
     let dh = handle(&vol.brick, &dg);
-    assert!(std::fs::symlink_metadata(&dh).unwrap().file_type().is_symlink());
-    assert_eq!(std::fs::metadata(&dh).unwrap().ino(), std::fs::metadata(vol.brick.join("a/renamed/c")).unwrap().ino());
+    assert!(std::fs::symlink_metadata(&dh)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::metadata(&dh).unwrap().ino(),
+        std::fs::metadata(vol.brick.join("a/renamed/c"))
+            .unwrap()
+            .ino()
+    );
     // The link count seen through the mount leaves the handle out.
-    assert_eq!(std::fs::metadata(vol.mnt.join("a/renamed/c/file.txt")).unwrap().nlink(), 1);
+    assert_eq!(
+        std::fs::metadata(vol.mnt.join("a/renamed/c/file.txt"))
+            .unwrap()
+            .nlink(),
+        1
+    );
     // Internal xattrs and the private folder are hidden.
-    let names: Vec<String> = std::fs::read_dir(&vol.mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> = std::fs::read_dir(&vol.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     assert_eq!(names, vec!["a".to_string()]);
     assert!(std::fs::metadata(vol.mnt.join(".weft")).is_err());
-    let c = std::ffi::CString::new(vol.mnt.join("a/renamed/c/file.txt").into_os_string().into_encoded_bytes()).unwrap();
+    let c = std::ffi::CString::new(
+        vol.mnt
+            .join("a/renamed/c/file.txt")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
     let mut buf = [0u8; 4096];
     // SAFETY: valid C string and buffer.
     let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -67,7 +110,10 @@ fn files_put_on_the_brick_by_hand_are_adopted() {
     std::fs::create_dir(vol.brick.join("old")).unwrap();
     std::fs::write(vol.brick.join("old/data"), b"from before").unwrap();
     let _m = vol.mount();
-    assert_eq!(std::fs::read(vol.mnt.join("old/data")).unwrap(), b"from before");
+    assert_eq!(
+        std::fs::read(vol.mnt.join("old/data")).unwrap(),
+        b"from before"
+    );
     let g = gfid_of(&vol.brick.join("old/data"));
     assert!(std::fs::metadata(handle(&vol.brick, &g)).is_ok());
 }
@@ -79,7 +125,11 @@ fn sigint_and_sigterm_unmount_cleanly() {
         let mut m = vol.mount();
         std::fs::write(vol.mnt.join("f"), b"x").unwrap();
         let st = m.stop_with(sig);
-        assert!(st.success(), "exit {st} after signal {sig}:\n{}", m.log_text());
+        assert!(
+            st.success(),
+            "exit {st} after signal {sig}:\n{}",
+            m.log_text()
+        );
         assert!(!is_mounted(&vol.mnt));
     }
 }
@@ -88,14 +138,28 @@ fn sigint_and_sigterm_unmount_cleanly() {
 fn detached_mount_and_statedump() {
     let vol = Volume::new("detach");
     let log = vol.dir.path().join("d.log");
-    let out = weft_output(&["mount", "--volfile", vol.volfile.to_str().unwrap(), "--log-file", log.to_str().unwrap(), vol.mnt.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = weft_output(&[
+        "mount",
+        "--volfile",
+        vol.volfile.to_str().unwrap(),
+        "--log-file",
+        log.to_str().unwrap(),
+        vol.mnt.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     struct Umount(std::path::PathBuf);
     impl Drop for Umount {
         fn drop(&mut self) {
             let _ = std::process::Command::new("umount").arg(&self.0).status();
             if is_mounted(&self.0) {
-                let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.0)
+                    .status();
             }
         }
     }
@@ -106,6 +170,11 @@ fn detached_mount_and_statedump() {
     let out = weft_output(&["statedump", vol.mnt.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
-    assert!(text.contains("[detach]") && text.contains("writev") && text.contains("bytes written = 100000"), "{text}");
+    assert!(
+        text.contains("[detach]")
+            && text.contains("writev")
+            && text.contains("bytes written = 100000"),
+        "{text}"
+    );
     assert!(text.contains("[detach-posix]"));
 }

@@ -19,5 +19,11 @@ fn mount_behaves_like_a_local_directory() {
             failures.push(format!("{name}: {d}"));
         }
     }
-    assert!(failures.is_empty(), "{} differences from a local directory:\n{}\n--- mount log ---\n{}", failures.len(), failures.join("\n"), m.log_text());
+    assert!(
+        failures.is_empty(),
+        "{} differences from a local directory:\n{}\n--- mount log ---\n{}",
+        failures.len(),
+        failures.join("\n"),
+        m.log_text()
+    );
 }

@@ -71,7 +71,12 @@ impl fmt::Debug for Errno {
 
 impl fmt::Display for Errno {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.name(), nix::errno::Errno::from_raw(self.0).desc())
+        write!(
+            f,
+            "{} ({})",
+            self.name(),
+            nix::errno::Errno::from_raw(self.0).desc()
+        )
     }
 }
 

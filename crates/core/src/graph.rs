@@ -100,18 +100,28 @@ impl Graph {
                 order.push(i);
             }
             if order.len() == before {
-                return Err(VolfileError { line: 1, reason: "graph has a cycle".into() });
+                return Err(VolfileError {
+                    line: 1,
+                    reason: "graph has a cycle".into(),
+                });
             }
         }
-        let nodes: Vec<XlatorRef> =
-            vf.volumes.iter().map(|v| built[v.name.as_str()].clone()).collect();
+        let nodes: Vec<XlatorRef> = vf
+            .volumes
+            .iter()
+            .map(|v| built[v.name.as_str()].clone())
+            .collect();
         let mut parents: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, v) in vf.volumes.iter().enumerate() {
             for s in &v.subvolumes {
                 parents.entry(s.clone()).or_default().push(i);
             }
         }
-        Ok(Graph { top: nodes.len() - 1, nodes, parents })
+        Ok(Graph {
+            top: nodes.len() - 1,
+            nodes,
+            parents,
+        })
     }
 
     /// The top translator, where front ends send FOPs.
@@ -176,21 +186,45 @@ fn check_one(
     let t = registry.get(&v.type_name).ok_or_else(|| {
         e(
             v.type_line,
-            format!("unknown translator type {:?} (known: {})", v.type_name, registry.names().join(", ")),
+            format!(
+                "unknown translator type {:?} (known: {})",
+                v.type_name,
+                registry.names().join(", ")
+            ),
         )
     })?;
     let (min, max) = t.children();
     let n = v.subvolumes.len();
     if n < min || n > max {
-        let want = if min == max { format!("{min}") } else { format!("{min} to {max}") };
-        let line = if v.subvolumes_line > 0 { v.subvolumes_line } else { v.line };
-        return Err(e(line, format!("{} takes {want} subvolume(s), {:?} has {n}", v.type_name, v.name)));
+        let want = if min == max {
+            format!("{min}")
+        } else {
+            format!("{min} to {max}")
+        };
+        let line = if v.subvolumes_line > 0 {
+            v.subvolumes_line
+        } else {
+            v.line
+        };
+        return Err(e(
+            line,
+            format!(
+                "{} takes {want} subvolume(s), {:?} has {n}",
+                v.type_name, v.name
+            ),
+        ));
     }
-    let given: Vec<(String, String)> =
-        v.options.iter().map(|o| (o.key.clone(), o.value.clone())).collect();
+    let given: Vec<(String, String)> = v
+        .options
+        .iter()
+        .map(|o| (o.key.clone(), o.value.clone()))
+        .collect();
     let options = Options::validate(t.options(), &given).map_err(|(idx, msg)| {
         let line = idx.map(|i| v.options[i].line).unwrap_or(v.line);
-        e(line, format!("volume {:?} ({}): {msg}", v.name, v.type_name))
+        e(
+            line,
+            format!("volume {:?} ({}): {msg}", v.name, v.type_name),
+        )
     })?;
     Ok((t.clone(), options))
 }
@@ -201,8 +235,17 @@ fn build_one(
     built: &HashMap<&str, XlatorRef>,
 ) -> Result<XlatorRef, VolfileError> {
     let (t, options) = check_one(v, registry)?;
-    let children = v.subvolumes.iter().map(|s| built[s.as_str()].clone()).collect();
-    t.build(XlatorInit { name: v.name.clone(), options, children }).map_err(|msg| VolfileError {
+    let children = v
+        .subvolumes
+        .iter()
+        .map(|s| built[s.as_str()].clone())
+        .collect();
+    t.build(XlatorInit {
+        name: v.name.clone(),
+        options,
+        children,
+    })
+    .map_err(|msg| VolfileError {
         line: v.line,
         reason: format!("volume {:?} ({}): {msg}", v.name, v.type_name),
     })

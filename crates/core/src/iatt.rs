@@ -104,9 +104,18 @@ impl Iatt {
             size: st.st_size as u64,
             blksize: st.st_blksize as u32,
             blocks: st.st_blocks as u64,
-            atime: Timespec { sec: st.st_atime, nsec: st.st_atime_nsec as u32 },
-            mtime: Timespec { sec: st.st_mtime, nsec: st.st_mtime_nsec as u32 },
-            ctime: Timespec { sec: st.st_ctime, nsec: st.st_ctime_nsec as u32 },
+            atime: Timespec {
+                sec: st.st_atime,
+                nsec: st.st_atime_nsec as u32,
+            },
+            mtime: Timespec {
+                sec: st.st_mtime,
+                nsec: st.st_mtime_nsec as u32,
+            },
+            ctime: Timespec {
+                sec: st.st_ctime,
+                nsec: st.st_ctime_nsec as u32,
+            },
         }
     }
 

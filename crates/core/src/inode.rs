@@ -65,7 +65,11 @@ impl InodeTable {
         if e.gfid != gfid {
             // A 64-bit collision between two random gfids: keep the newest, as the kernel
             // only ever holds one inode per number.
-            tracing::warn!("inode number {ino:#x} collides: {} replaces {}", gfid, e.gfid);
+            tracing::warn!(
+                "inode number {ino:#x} collides: {} replaces {}",
+                gfid,
+                e.gfid
+            );
             e.gfid = gfid;
             e.nlookup = 0;
         }

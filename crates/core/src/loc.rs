@@ -44,17 +44,28 @@ pub struct Loc {
 impl Loc {
     /// A location naming an inode by gfid only.
     pub fn inode(gfid: Gfid) -> Loc {
-        Loc { gfid: Some(gfid), ..Loc::default() }
+        Loc {
+            gfid: Some(gfid),
+            ..Loc::default()
+        }
     }
 
     /// A location naming the entry `name` in directory `parent`.
     pub fn entry(parent: Gfid, name: impl AsRef<OsStr>) -> Loc {
-        Loc { parent: Some(parent), name: Some(name.as_ref().to_owned()), ..Loc::default() }
+        Loc {
+            parent: Some(parent),
+            name: Some(name.as_ref().to_owned()),
+            ..Loc::default()
+        }
     }
 
     /// The volume root.
     pub fn root() -> Loc {
-        Loc { gfid: Some(Gfid::ROOT), path: Some(PathBuf::from("/")), ..Loc::default() }
+        Loc {
+            gfid: Some(Gfid::ROOT),
+            path: Some(PathBuf::from("/")),
+            ..Loc::default()
+        }
     }
 
     /// This location with its path set.

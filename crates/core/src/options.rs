@@ -70,7 +70,9 @@ pub fn parse_value(kind: OptionKind, raw: &str) -> Result<OptionValue, String> {
             _ => Err(format!("{v:?} is not a boolean (on/off)")),
         },
         OptionKind::Int { min, max } => {
-            let n: i64 = v.parse().map_err(|_| format!("{v:?} is not a whole number"))?;
+            let n: i64 = v
+                .parse()
+                .map_err(|_| format!("{v:?} is not a whole number"))?;
             if n < min || n > max {
                 return Err(format!("{n} is outside {min}..={max}"));
             }
@@ -87,13 +89,17 @@ pub fn parse_value(kind: OptionKind, raw: &str) -> Result<OptionValue, String> {
 }
 
 fn split_number(v: &str) -> (&str, &str) {
-    let end = v.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(v.len());
+    let end = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
     (&v[..end], v[end..].trim())
 }
 
 fn parse_size(v: &str) -> Result<u64, String> {
     let (num, unit) = split_number(v);
-    let n: u64 = num.parse().map_err(|_| format!("{v:?} is not a size (e.g. 128KB, 4MB)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{v:?} is not a size (e.g. 128KB, 4MB)"))?;
     let mult: u64 = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,
@@ -102,12 +108,15 @@ fn parse_size(v: &str) -> Result<u64, String> {
         "T" | "TB" | "TIB" => 1 << 40,
         _ => return Err(format!("{v:?} has an unknown size unit {unit:?}")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{v:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{v:?} is too large"))
 }
 
 fn parse_duration(v: &str) -> Result<Duration, String> {
     let (num, unit) = split_number(v);
-    let n: f64 = num.parse().map_err(|_| format!("{v:?} is not a time (e.g. 1s, 500ms)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{v:?} is not a time (e.g. 1s, 500ms)"))?;
     let secs = match unit {
         "" | "s" => n,
         "ms" => n / 1000.0,
@@ -133,7 +142,11 @@ impl Options {
         for (i, (key, raw)) in given.iter().enumerate() {
             let spec = schema.iter().find(|s| s.key == key).ok_or_else(|| {
                 let known: Vec<&str> = schema.iter().map(|s| s.key).collect();
-                let list = if known.is_empty() { "none".into() } else { known.join(", ") };
+                let list = if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                };
                 (Some(i), format!("unknown option {key:?} (known: {list})"))
             })?;
             let v = parse_value(spec.kind, raw)
@@ -204,20 +217,43 @@ mod tests {
     use super::*;
 
     const SCHEMA: &[OptionSpec] = &[
-        OptionSpec { key: "dir", kind: OptionKind::Path, default: None, description: "" },
-        OptionSpec { key: "on", kind: OptionKind::Bool, default: Some("off"), description: "" },
+        OptionSpec {
+            key: "dir",
+            kind: OptionKind::Path,
+            default: None,
+            description: "",
+        },
+        OptionSpec {
+            key: "on",
+            kind: OptionKind::Bool,
+            default: Some("off"),
+            description: "",
+        },
         OptionSpec {
             key: "n",
             kind: OptionKind::Int { min: 1, max: 10 },
             default: Some("3"),
             description: "",
         },
-        OptionSpec { key: "sz", kind: OptionKind::Size, default: Some("4KB"), description: "" },
-        OptionSpec { key: "t", kind: OptionKind::Duration, default: Some("1s"), description: "" },
+        OptionSpec {
+            key: "sz",
+            kind: OptionKind::Size,
+            default: Some("4KB"),
+            description: "",
+        },
+        OptionSpec {
+            key: "t",
+            kind: OptionKind::Duration,
+            default: Some("1s"),
+            description: "",
+        },
     ];
 
     fn given(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub struct VolfileError {
 }
 
 fn err(line: usize, reason: impl Into<String>) -> VolfileError {
-    VolfileError { line, reason: reason.into() }
+    VolfileError {
+        line,
+        reason: reason.into(),
+    }
 }
 
 /// One `option KEY VALUE` line.
@@ -81,13 +84,18 @@ impl VolumeDecl {
 
     /// Adds an option (builder style).
     pub fn option(mut self, key: &str, value: impl fmt::Display) -> VolumeDecl {
-        self.options.push(OptionLine { key: key.into(), value: value.to_string(), line: 0 });
+        self.options.push(OptionLine {
+            key: key.into(),
+            value: value.to_string(),
+            line: 0,
+        });
         self
     }
 
     /// Adds subvolumes (builder style).
     pub fn subvolumes<S: AsRef<str>>(mut self, names: &[S]) -> VolumeDecl {
-        self.subvolumes.extend(names.iter().map(|s| s.as_ref().to_string()));
+        self.subvolumes
+            .extend(names.iter().map(|s| s.as_ref().to_string()));
         self
     }
 }
@@ -101,7 +109,8 @@ pub struct Volfile {
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 impl Volfile {
@@ -190,7 +199,10 @@ impl Volfile {
             }
         }
         if let Some(v) = cur {
-            return Err(err(last_line, format!("volume {:?} has no end-volume", v.name)));
+            return Err(err(
+                last_line,
+                format!("volume {:?} has no end-volume", v.name),
+            ));
         }
         if volumes.is_empty() {
             return Err(err(last_line.max(1), "no volumes declared"));
@@ -202,14 +214,21 @@ impl Volfile {
 
     /// Checks that every subvolume exists and that the graph has no cycle.
     pub fn check_references(&self) -> Result<(), VolfileError> {
-        let index: HashMap<&str, usize> =
-            self.volumes.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
+        let index: HashMap<&str, usize> = self
+            .volumes
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.name.as_str(), i))
+            .collect();
         for v in &self.volumes {
             for s in &v.subvolumes {
                 if !index.contains_key(s.as_str()) {
                     return Err(err(
                         v.subvolumes_line,
-                        format!("volume {:?} names subvolume {s:?}, which is not declared", v.name),
+                        format!(
+                            "volume {:?} names subvolume {s:?}, which is not declared",
+                            v.name
+                        ),
                     ));
                 }
             }

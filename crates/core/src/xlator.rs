@@ -208,7 +208,9 @@ pub trait Xlator: Send + Sync + 'static {
         len: u64,
         xd: Xdata,
     ) -> Fop<()> {
-        self.child()?.fallocate(ctx, fd, mode, offset, len, xd).await
+        self.child()?
+            .fallocate(ctx, fd, mode, offset, len, xd)
+            .await
     }
     /// Deallocates a range, which then reads as zeros; the size stays.
     async fn discard(&self, ctx: &Ctx, fd: &FdRef, offset: u64, len: u64, xd: Xdata) -> Fop<()> {
@@ -219,7 +221,14 @@ pub trait Xlator: Send + Sync + 'static {
         self.child()?.zerofill(ctx, fd, offset, len, xd).await
     }
     /// The next data or hole offset at or after `offset` (ENXIO past the end).
-    async fn seek(&self, ctx: &Ctx, fd: &FdRef, offset: u64, what: SeekWhat, xd: Xdata) -> Fop<u64> {
+    async fn seek(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        offset: u64,
+        what: SeekWhat,
+        xd: Xdata,
+    ) -> Fop<u64> {
         self.child()?.seek(ctx, fd, offset, what, xd).await
     }
     /// Checksums of `len` bytes at `offset`, for heal to compare replicas.
@@ -382,6 +391,8 @@ pub trait Xlator: Send + Sync + 'static {
         kind: EntrylkType,
         xd: Xdata,
     ) -> Fop<()> {
-        self.child()?.entrylk(ctx, domain, loc, basename, cmd, kind, xd).await
+        self.child()?
+            .entrylk(ctx, domain, loc, basename, cmd, kind, xd)
+            .await
     }
 }

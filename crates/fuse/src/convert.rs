@@ -22,7 +22,10 @@ pub fn system_time(t: Timespec) -> SystemTime {
 /// A `SystemTime` as a Weft timestamp.
 pub fn timespec(t: SystemTime) -> Timespec {
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => Timespec { sec: d.as_secs() as i64, nsec: d.subsec_nanos() },
+        Ok(d) => Timespec {
+            sec: d.as_secs() as i64,
+            nsec: d.subsec_nanos(),
+        },
         Err(e) => {
             let d = e.duration();
             let mut sec = -(d.as_secs() as i64);
@@ -85,7 +88,10 @@ mod tests {
     #[test]
     fn times_round_trip_both_sides_of_the_epoch() {
         for t in [
-            Timespec { sec: 1_600_000_000, nsec: 123_456_789 },
+            Timespec {
+                sec: 1_600_000_000,
+                nsec: 123_456_789,
+            },
             Timespec { sec: -5, nsec: 250 },
             Timespec { sec: 0, nsec: 0 },
         ] {

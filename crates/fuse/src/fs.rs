@@ -2,8 +2,8 @@
 //! flight at once and a slow one never holds up the others.
 
 use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -30,7 +30,12 @@ pub struct WeftFs {
 }
 
 fn ctx(req: &Request, owner: Option<LockOwner>) -> Ctx {
-    Ctx { uid: req.uid(), gid: req.gid(), pid: req.pid(), lk_owner: owner.map(|o| o.0).unwrap_or(0) }
+    Ctx {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+        lk_owner: owner.map(|o| o.0).unwrap_or(0),
+    }
 }
 
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
@@ -91,7 +96,9 @@ impl Filesystem for WeftFs {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (c, name) = (ctx(req, None), name.to_owned());
-        spawn_entry!(self, reply, |me| async move { me.lookup(&c, parent.0, &name).await });
+        spawn_entry!(self, reply, |me| async move {
+            me.lookup(&c, parent.0, &name).await
+        });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -126,7 +133,14 @@ impl Filesystem for WeftFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let a = SetAttr { mode, uid, gid, size, atime: set_time(atime), mtime: set_time(mtime) };
+        let a = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: set_time(atime),
+            mtime: set_time(mtime),
+        };
         let (me, c, ttl) = (self.inner.clone(), ctx(req, None), self.attr_ttl);
         self.go(async move {
             match me.setattr(&c, ino.0, fh.map(|f| f.0), a).await {
@@ -146,41 +160,95 @@ impl Filesystem for WeftFs {
         });
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let (c, name) = (ctx(req, None), name.to_owned());
-        spawn_entry!(self, reply, |me| async move { me.mknod(&c, parent.0, &name, mode, umask, rdev as u64).await });
+        spawn_entry!(self, reply, |me| async move {
+            me.mknod(&c, parent.0, &name, mode, umask, rdev as u64)
+                .await
+        });
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         let (c, name) = (ctx(req, None), name.to_owned());
-        spawn_entry!(self, reply, |me| async move { me.mkdir(&c, parent.0, &name, mode, umask).await });
+        spawn_entry!(self, reply, |me| async move {
+            me.mkdir(&c, parent.0, &name, mode, umask).await
+        });
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (c, name) = (ctx(req, None), name.to_owned());
-        spawn_empty!(self, reply, |me| async move { me.remove(&c, parent.0, &name, false).await });
+        spawn_empty!(self, reply, |me| async move {
+            me.remove(&c, parent.0, &name, false).await
+        });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (c, name) = (ctx(req, None), name.to_owned());
-        spawn_empty!(self, reply, |me| async move { me.remove(&c, parent.0, &name, true).await });
-    }
-
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        let (c, name, target) = (ctx(req, None), link_name.to_owned(), target.to_owned());
-        spawn_entry!(self, reply, |me| async move { me.symlink(&c, parent.0, &name, &target).await });
-    }
-
-    fn rename(&self, req: &Request, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: RenameFlags, reply: ReplyEmpty) {
-        let (c, name, newname) = (ctx(req, None), name.to_owned(), newname.to_owned());
         spawn_empty!(self, reply, |me| async move {
-            me.rename(&c, parent.0, &name, newparent.0, &newname, flags.bits()).await
+            me.remove(&c, parent.0, &name, true).await
         });
     }
 
-    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let (c, name, target) = (ctx(req, None), link_name.to_owned(), target.to_owned());
+        spawn_entry!(self, reply, |me| async move {
+            me.symlink(&c, parent.0, &name, &target).await
+        });
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (c, name, newname) = (ctx(req, None), name.to_owned(), newname.to_owned());
+        spawn_empty!(self, reply, |me| async move {
+            me.rename(&c, parent.0, &name, newparent.0, &newname, flags.bits())
+                .await
+        });
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         let (c, name) = (ctx(req, None), newname.to_owned());
-        spawn_entry!(self, reply, |me| async move { me.link(&c, ino.0, newparent.0, &name).await });
+        spawn_entry!(self, reply, |me| async move {
+            me.link(&c, ino.0, newparent.0, &name).await
+        });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -193,7 +261,17 @@ impl Filesystem for WeftFs {
         });
     }
 
-    fn read(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, size: u32, _flags: OpenFlags, lock_owner: Option<LockOwner>, reply: ReplyData) {
+    fn read(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
         let (me, c) = (self.inner.clone(), ctx(req, lock_owner));
         self.go(async move {
             match me.read(&c, fh.0, offset, size).await {
@@ -203,8 +281,23 @@ impl Filesystem for WeftFs {
         });
     }
 
-    fn write(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, data: &[u8], _wf: fuser::WriteFlags, _flags: OpenFlags, lock_owner: Option<LockOwner>, reply: ReplyWrite) {
-        let (me, c, data) = (self.inner.clone(), ctx(req, lock_owner), Bytes::copy_from_slice(data));
+    fn write(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: fuser::WriteFlags,
+        _flags: OpenFlags,
+        lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let (me, c, data) = (
+            self.inner.clone(),
+            ctx(req, lock_owner),
+            Bytes::copy_from_slice(data),
+        );
         self.go(async move {
             match me.write(&c, fh.0, offset, data).await {
                 Ok(n) => reply.written(n as u32),
@@ -213,19 +306,46 @@ impl Filesystem for WeftFs {
         });
     }
 
-    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         let c = ctx(req, Some(lock_owner));
-        spawn_empty!(self, reply, |me| async move { me.sync(&c, fh.0, SyncKind::Flush).await });
+        spawn_empty!(self, reply, |me| async move {
+            me.sync(&c, fh.0, SyncKind::Flush).await
+        });
     }
 
-    fn release(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, lock_owner: Option<LockOwner>, _flush: bool, reply: ReplyEmpty) {
+    fn release(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
         let c = ctx(req, lock_owner);
         spawn_empty!(self, reply, |me| async move { me.release(&c, fh.0).await });
     }
 
-    fn fsync(&self, req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let c = ctx(req, None);
-        spawn_empty!(self, reply, |me| async move { me.sync(&c, fh.0, SyncKind::File(datasync)).await });
+        spawn_empty!(self, reply, |me| async move {
+            me.sync(&c, fh.0, SyncKind::File(datasync)).await
+        });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -238,13 +358,25 @@ impl Filesystem for WeftFs {
         });
     }
 
-    fn readdir(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
         self.go(async move {
             match me.readdir(&c, fh.0, offset, false).await {
                 Ok(ents) => {
                     for d in ents {
-                        if reply.add(INodeNo(d.ino.max(1)), d.offset, kind(d.kind), OsStr::from_bytes(&d.name)) {
+                        if reply.add(
+                            INodeNo(d.ino.max(1)),
+                            d.offset,
+                            kind(d.kind),
+                            OsStr::from_bytes(&d.name),
+                        ) {
                             break;
                         }
                     }
@@ -255,7 +387,14 @@ impl Filesystem for WeftFs {
         });
     }
 
-    fn readdirplus(&self, req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
         let et = self.entry_ttl;
         self.go(async move {
@@ -287,33 +426,69 @@ impl Filesystem for WeftFs {
         });
     }
 
-    fn releasedir(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         let c = ctx(req, None);
         spawn_empty!(self, reply, |me| async move { me.release(&c, fh.0).await });
     }
 
-    fn fsyncdir(&self, req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let c = ctx(req, None);
-        spawn_empty!(self, reply, |me| async move { me.sync(&c, fh.0, SyncKind::Dir(datasync)).await });
+        spawn_empty!(self, reply, |me| async move {
+            me.sync(&c, fh.0, SyncKind::Dir(datasync)).await
+        });
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
         self.go(async move {
             match me.statfs(&c).await {
-                Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize as u32, s.namemax as u32, s.frsize as u32),
+                Ok(s) => reply.statfs(
+                    s.blocks,
+                    s.bfree,
+                    s.bavail,
+                    s.files,
+                    s.ffree,
+                    s.bsize as u32,
+                    s.namemax as u32,
+                    s.frsize as u32,
+                ),
                 Err(e) => reply.error(errno(e)),
             }
         });
     }
 
-    fn setxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         let (c, value) = (ctx(req, None), value.to_vec());
         let name = match name_str(name) {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(errno(e)),
         };
-        spawn_empty!(self, reply, |me| async move { me.setxattr(&c, ino.0, &name, &value, flags).await });
+        spawn_empty!(self, reply, |me| async move {
+            me.setxattr(&c, ino.0, &name, &value, flags).await
+        });
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -354,32 +529,72 @@ impl Filesystem for WeftFs {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(errno(e)),
         };
-        spawn_empty!(self, reply, |me| async move { me.removexattr(&c, ino.0, &name).await });
+        spawn_empty!(self, reply, |me| async move {
+            me.removexattr(&c, ino.0, &name).await
+        });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let c = ctx(req, None);
         let mask = mask.bits() as u32;
-        spawn_empty!(self, reply, |me| async move { me.access(&c, ino.0, mask).await });
+        spawn_empty!(
+            self,
+            reply,
+            |me| async move { me.access(&c, ino.0, mask).await }
+        );
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let (me, c, name) = (self.inner.clone(), ctx(req, None), name.to_owned());
         let et = self.entry_ttl;
         self.go(async move {
             match me.create(&c, parent.0, &name, mode, umask, flags).await {
-                Ok((ia, fh)) => reply.created(&et, &attr(&ia), Generation(0), FileHandle(fh), FopenFlags::empty()),
+                Ok((ia, fh)) => reply.created(
+                    &et,
+                    &attr(&ia),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
                 Err(e) => reply.error(errno(e)),
             }
         });
     }
 
-    fn fallocate(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         let c = ctx(req, None);
-        spawn_empty!(self, reply, |me| async move { me.fallocate(&c, fh.0, offset, length, mode).await });
+        spawn_empty!(self, reply, |me| async move {
+            me.fallocate(&c, fh.0, offset, length, mode).await
+        });
     }
 
-    fn lseek(&self, req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
         self.go(async move {
             match me.lseek(&c, fh.0, offset, whence).await {

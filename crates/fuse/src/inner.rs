@@ -36,7 +36,12 @@ impl Inner {
     /// State for serving `graph`.
     pub fn new(graph: Arc<Graph>) -> Inner {
         let top = graph.top().clone();
-        Inner { graph, top, inodes: InodeTable::new(), fds: Mutex::new(HashMap::new()) }
+        Inner {
+            graph,
+            top,
+            inodes: InodeTable::new(),
+            fds: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The location of inode `ino`.
@@ -95,7 +100,13 @@ impl Inner {
     }
 
     /// setattr of `ino`, through the open fd `fh` when given.
-    pub async fn setattr(&self, ctx: &Ctx, ino: u64, fh: Option<u64>, a: SetAttr) -> Result<Iatt, Errno> {
+    pub async fn setattr(
+        &self,
+        ctx: &Ctx,
+        ino: u64,
+        fh: Option<u64>,
+        a: SetAttr,
+    ) -> Result<Iatt, Errno> {
         if let Some(fd) = fh.and_then(|h| self.fd(h).ok()) {
             return Ok(self.top.fsetattr(ctx, &fd, &a, Xdata::new()).await?.0);
         }
@@ -112,7 +123,15 @@ impl Inner {
     }
 
     /// mknod in `parent`.
-    pub async fn mknod(&self, ctx: &Ctx, parent: u64, name: &OsStr, mode: u32, umask: u32, rdev: u64) -> Result<Iatt, Errno> {
+    pub async fn mknod(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u64,
+    ) -> Result<Iatt, Errno> {
         let loc = self.entry_loc(parent, name)?;
         let (_, xd) = new_gfid_xdata();
         let (ia, _) = self.top.mknod(ctx, &loc, mode, rdev, umask, xd).await?;
@@ -121,7 +140,14 @@ impl Inner {
     }
 
     /// mkdir in `parent`.
-    pub async fn mkdir(&self, ctx: &Ctx, parent: u64, name: &OsStr, mode: u32, umask: u32) -> Result<Iatt, Errno> {
+    pub async fn mkdir(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+    ) -> Result<Iatt, Errno> {
         let loc = self.entry_loc(parent, name)?;
         let (_, xd) = new_gfid_xdata();
         let (ia, _) = self.top.mkdir(ctx, &loc, mode, umask, xd).await?;
@@ -130,7 +156,13 @@ impl Inner {
     }
 
     /// symlink `name` -> `target` in `parent`.
-    pub async fn symlink(&self, ctx: &Ctx, parent: u64, name: &OsStr, target: &std::path::Path) -> Result<Iatt, Errno> {
+    pub async fn symlink(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &OsStr,
+        target: &std::path::Path,
+    ) -> Result<Iatt, Errno> {
         let loc = self.entry_loc(parent, name)?;
         let (_, xd) = new_gfid_xdata();
         let (ia, _) = self.top.symlink(ctx, target, &loc, 0, xd).await?;
@@ -139,7 +171,13 @@ impl Inner {
     }
 
     /// Hard link of `ino` as `name` in `parent`.
-    pub async fn link(&self, ctx: &Ctx, ino: u64, parent: u64, name: &OsStr) -> Result<Iatt, Errno> {
+    pub async fn link(
+        &self,
+        ctx: &Ctx,
+        ino: u64,
+        parent: u64,
+        name: &OsStr,
+    ) -> Result<Iatt, Errno> {
         let old = self.inode_loc(ino)?;
         let new = self.entry_loc(parent, name)?;
         let (ia, _) = self.top.link(ctx, &old, &new, Xdata::new()).await?;
@@ -148,7 +186,13 @@ impl Inner {
     }
 
     /// unlink or rmdir of `name` in `parent`.
-    pub async fn remove(&self, ctx: &Ctx, parent: u64, name: &OsStr, dir: bool) -> Result<(), Errno> {
+    pub async fn remove(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &OsStr,
+        dir: bool,
+    ) -> Result<(), Errno> {
         let loc = self.entry_loc(parent, name)?;
         if dir {
             self.top.rmdir(ctx, &loc, Xdata::new()).await?;
@@ -159,10 +203,20 @@ impl Inner {
     }
 
     /// rename with renameat2 `flags`.
-    pub async fn rename(&self, ctx: &Ctx, p: u64, name: &OsStr, np: u64, nname: &OsStr, flags: u32) -> Result<(), Errno> {
+    pub async fn rename(
+        &self,
+        ctx: &Ctx,
+        p: u64,
+        name: &OsStr,
+        np: u64,
+        nname: &OsStr,
+        flags: u32,
+    ) -> Result<(), Errno> {
         let old = self.entry_loc(p, name)?;
         let new = self.entry_loc(np, nname)?;
-        self.top.rename(ctx, &old, &new, flags, Xdata::new()).await?;
+        self.top
+            .rename(ctx, &old, &new, flags, Xdata::new())
+            .await?;
         Ok(())
     }
 
@@ -180,7 +234,15 @@ impl Inner {
     }
 
     /// Creates and opens `name` in `parent`; returns its attributes and file handle.
-    pub async fn create(&self, ctx: &Ctx, parent: u64, name: &OsStr, mode: u32, umask: u32, flags: i32) -> Result<(Iatt, u64), Errno> {
+    pub async fn create(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> Result<(Iatt, u64), Errno> {
         let loc = self.entry_loc(parent, name)?;
         let (g, xd) = new_gfid_xdata();
         let fd = Fd::new(g, flags, false);
@@ -191,7 +253,9 @@ impl Inner {
             // The name already existed (no O_EXCL): reopen under the inode's own gfid.
             self.top.release(ctx, &fd, Xdata::new()).await.ok();
             let fd2 = Fd::new(ia.gfid, flags & !(libc::O_CREAT | libc::O_EXCL), false);
-            self.top.open(ctx, &Loc::inode(ia.gfid), &fd2, Xdata::new()).await?;
+            self.top
+                .open(ctx, &Loc::inode(ia.gfid), &fd2, Xdata::new())
+                .await?;
             fd2
         };
         self.remember(&ia, parent, name);
@@ -201,13 +265,21 @@ impl Inner {
     /// Reads from an open file.
     pub async fn read(&self, ctx: &Ctx, fh: u64, offset: u64, size: u32) -> Result<Bytes, Errno> {
         let fd = self.fd(fh)?;
-        Ok(self.top.readv(ctx, &fd, size, offset, Xdata::new()).await?.0)
+        Ok(self
+            .top
+            .readv(ctx, &fd, size, offset, Xdata::new())
+            .await?
+            .0)
     }
 
     /// Writes to an open file.
     pub async fn write(&self, ctx: &Ctx, fh: u64, offset: u64, data: Bytes) -> Result<u64, Errno> {
         let fd = self.fd(fh)?;
-        Ok(self.top.writev(ctx, &fd, data, offset, Xdata::new()).await?.0)
+        Ok(self
+            .top
+            .writev(ctx, &fd, data, offset, Xdata::new())
+            .await?
+            .0)
     }
 
     /// flush, fsync or fsyncdir.
@@ -223,7 +295,9 @@ impl Inner {
 
     /// release or releasedir: the kernel is done with `fh`.
     pub async fn release(&self, ctx: &Ctx, fh: u64) -> Result<(), Errno> {
-        let Some(fd) = self.drop_fd(fh) else { return Ok(()) };
+        let Some(fd) = self.drop_fd(fh) else {
+            return Ok(());
+        };
         if fd.is_dir {
             self.top.releasedir(ctx, &fd, Xdata::new()).await?;
         } else {
@@ -233,13 +307,23 @@ impl Inner {
     }
 
     /// Directory entries after `offset`.
-    pub async fn readdir(&self, ctx: &Ctx, fh: u64, offset: u64, plus: bool) -> Result<Vec<Dirent>, Errno> {
+    pub async fn readdir(
+        &self,
+        ctx: &Ctx,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+    ) -> Result<Vec<Dirent>, Errno> {
         let fd = self.fd(fh)?;
         let size = 4096;
         let r = if plus {
-            self.top.readdirp(ctx, &fd, size, offset, Xdata::new()).await?
+            self.top
+                .readdirp(ctx, &fd, size, offset, Xdata::new())
+                .await?
         } else {
-            self.top.readdir(ctx, &fd, size, offset, Xdata::new()).await?
+            self.top
+                .readdir(ctx, &fd, size, offset, Xdata::new())
+                .await?
         };
         Ok(r.0)
     }
@@ -250,7 +334,12 @@ impl Inner {
     }
 
     /// One xattr's value, or all names (`None`), of `ino`.
-    pub async fn getxattr(&self, ctx: &Ctx, ino: u64, name: Option<&str>) -> Result<XattrMap, Errno> {
+    pub async fn getxattr(
+        &self,
+        ctx: &Ctx,
+        ino: u64,
+        name: Option<&str>,
+    ) -> Result<XattrMap, Errno> {
         if ino == 1 && name == Some(STATEDUMP_XATTR) {
             let mut m = XattrMap::new();
             m.insert(STATEDUMP_XATTR.into(), self.graph.statedump().into_bytes());
@@ -261,11 +350,20 @@ impl Inner {
     }
 
     /// Sets one xattr of `ino`.
-    pub async fn setxattr(&self, ctx: &Ctx, ino: u64, name: &str, value: &[u8], flags: i32) -> Result<(), Errno> {
+    pub async fn setxattr(
+        &self,
+        ctx: &Ctx,
+        ino: u64,
+        name: &str,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Errno> {
         let loc = self.inode_loc(ino)?;
         let mut m = XattrMap::new();
         m.insert(name.to_string(), value.to_vec());
-        self.top.setxattr(ctx, &loc, &m, flags, Xdata::new()).await?;
+        self.top
+            .setxattr(ctx, &loc, &m, flags, Xdata::new())
+            .await?;
         Ok(())
     }
 
@@ -284,9 +382,18 @@ impl Inner {
     }
 
     /// fallocate on an open file; punch-hole and zero-range go to discard and zerofill.
-    pub async fn fallocate(&self, ctx: &Ctx, fh: u64, offset: u64, len: u64, mode: i32) -> Result<(), Errno> {
+    pub async fn fallocate(
+        &self,
+        ctx: &Ctx,
+        fh: u64,
+        offset: u64,
+        len: u64,
+        mode: i32,
+    ) -> Result<(), Errno> {
         let fd = self.fd(fh)?;
-        self.top.fallocate(ctx, &fd, mode, offset, len, Xdata::new()).await?;
+        self.top
+            .fallocate(ctx, &fd, mode, offset, len, Xdata::new())
+            .await?;
         Ok(())
     }
 
@@ -301,7 +408,11 @@ impl Inner {
         if offset < 0 {
             return Err(Errno::ENXIO);
         }
-        Ok(self.top.seek(ctx, &fd, offset as u64, what, Xdata::new()).await?.0 as i64)
+        Ok(self
+            .top
+            .seek(ctx, &fd, offset as u64, what, Xdata::new())
+            .await?
+            .0 as i64)
     }
 
     /// Drops every fd still open (at unmount) and tears the graph down.
@@ -317,7 +428,6 @@ impl Inner {
         }
         self.graph.fini().await;
     }
-
 }
 
 /// Which kind of sync a request asks for.

@@ -68,10 +68,15 @@ impl Default for MountConfig {
 
 /// True when `path` is a mountpoint (the kernel's own list says so).
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(canon) = path.canonicalize() else { return false };
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let Ok(canon) = path.canonicalize() else {
+        return false;
+    };
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
     text.lines().any(|l| {
-        l.split(' ').nth(4).map(unescape_mountinfo).as_deref() == Some(canon.as_os_str().to_str().unwrap_or(""))
+        l.split(' ').nth(4).map(unescape_mountinfo).as_deref()
+            == Some(canon.as_os_str().to_str().unwrap_or(""))
     })
 }
 
@@ -81,7 +86,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -102,7 +110,12 @@ pub struct Mount {
 }
 
 /// Mounts `graph` at `mountpoint`, answering requests on `rt`.
-pub fn mount(graph: Arc<Graph>, mountpoint: &Path, cfg: &MountConfig, rt: tokio::runtime::Handle) -> Result<Mount, MountError> {
+pub fn mount(
+    graph: Arc<Graph>,
+    mountpoint: &Path,
+    cfg: &MountConfig,
+    rt: tokio::runtime::Handle,
+) -> Result<Mount, MountError> {
     let mp = mountpoint.to_path_buf();
     match std::fs::metadata(mountpoint) {
         Err(_) => return Err(MountError::Missing(mp)),
@@ -122,20 +135,31 @@ pub fn mount(graph: Arc<Graph>, mountpoint: &Path, cfg: &MountConfig, rt: tokio:
     };
     use fuser::MountOption as O;
     let mut config = fuser::Config::default();
-    config.mount_options = vec![O::FSName(cfg.fsname.clone()), O::Subtype("weft".into()), O::DefaultPermissions, O::RW];
+    config.mount_options = vec![
+        O::FSName(cfg.fsname.clone()),
+        O::Subtype("weft".into()),
+        O::DefaultPermissions,
+        O::RW,
+    ];
     if cfg.allow_other {
         config.acl = fuser::SessionACL::All;
         config.mount_options.push(O::CUSTOM("allow_other".into()));
     }
     config.n_threads = Some(cfg.reader_threads.max(1));
     config.clone_fd = cfg.reader_threads > 1;
-    let mut session = fuser::Session::new(fs, mountpoint, &config).map_err(|e| MountError::Mount(mp.clone(), e))?;
+    let mut session = fuser::Session::new(fs, mountpoint, &config)
+        .map_err(|e| MountError::Mount(mp.clone(), e))?;
     let unmounter = session.unmount_callable();
     let thread = std::thread::Builder::new()
         .name("weft-fuse".into())
         .spawn(move || session.run())
         .map_err(|e| MountError::Mount(mp.clone(), e))?;
-    Ok(Mount { mountpoint: mp, unmounter: Some(unmounter), thread: Some(thread), inner })
+    Ok(Mount {
+        mountpoint: mp,
+        unmounter: Some(unmounter),
+        thread: Some(thread),
+        inner,
+    })
 }
 
 impl Mount {
@@ -169,7 +193,8 @@ impl Mount {
                 if r.is_err() {
                     // Busy: detach it now so nothing is left behind; the kernel finishes
                     // when the last user lets go.
-                    let c = std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes()).ok();
+                    let c =
+                        std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes()).ok();
                     if let Some(c) = c {
                         // SAFETY: c is a valid NUL-terminated path.
                         if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {

@@ -16,20 +16,30 @@ pub fn weft() -> Command {
 
 /// Runs `weft ARGS` to completion.
 pub fn weft_output(args: &[&str]) -> Output {
-    weft().args(args).stdin(Stdio::null()).output().expect("run weft")
+    weft()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run weft")
 }
 
 /// True when `p` is a mountpoint.
 pub fn is_mounted(p: &Path) -> bool {
-    let Ok(c) = p.canonicalize() else { return false };
+    let Ok(c) = p.canonicalize() else {
+        return false;
+    };
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let want = c.to_string_lossy().replace(' ', "\\040");
-    text.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+    text.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
 /// A temporary directory under /tmp that other users can traverse (for the EACCES tests).
 pub fn scratch(tag: &str) -> tempfile::TempDir {
-    let d = tempfile::Builder::new().prefix(&format!("weft-{tag}-")).tempdir_in("/tmp").expect("tempdir");
+    let d = tempfile::Builder::new()
+        .prefix(&format!("weft-{tag}-"))
+        .tempdir_in("/tmp")
+        .expect("tempdir");
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     d
 }
@@ -63,7 +73,12 @@ impl Volume {
             ),
         )
         .unwrap();
-        Volume { dir, brick, mnt, volfile }
+        Volume {
+            dir,
+            brick,
+            mnt,
+            volfile,
+        }
     }
 
     /// Mounts it with `weft mount --foreground` and waits until the kernel shows it.
@@ -85,13 +100,21 @@ impl Volume {
             .stderr(logf)
             .spawn()
             .expect("spawn weft mount");
-        let mut g = MountGuard { child: Some(child), mnt: self.mnt.clone(), log };
+        let mut g = MountGuard {
+            child: Some(child),
+            mnt: self.mnt.clone(),
+            log,
+        };
         let start = Instant::now();
         while !is_mounted(&self.mnt) {
             if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("weft mount exited early ({st}):\n{}", g.log_text());
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "mount did not appear:\n{}", g.log_text());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "mount did not appear:\n{}",
+                g.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         g
@@ -142,7 +165,8 @@ impl Drop for MountGuard {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let start = Instant::now();
-            while c.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(5) {
+            while c.try_wait().ok().flatten().is_none() && start.elapsed() < Duration::from_secs(5)
+            {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let _ = c.kill();

@@ -66,7 +66,9 @@ impl IoStats {
         let t = Instant::now();
         let r = fut.await;
         let us = t.elapsed().as_micros() as u64;
-        let bucket = (64 - us.leading_zeros() as usize).saturating_sub(1).min(BUCKETS - 1);
+        let bucket = (64 - us.leading_zeros() as usize)
+            .saturating_sub(1)
+            .min(BUCKETS - 1);
         let mut s = self.stats.lock();
         let e = s.entry(fop).or_default();
         e.calls += 1;
@@ -79,7 +81,11 @@ impl IoStats {
 
     /// A snapshot of every FOP's counters.
     pub fn snapshot(&self) -> Vec<(&'static str, FopStats)> {
-        self.stats.lock().iter().map(|(k, v)| (*k, v.clone())).collect()
+        self.stats
+            .lock()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
     }
 
     fn wants_args(&self) -> bool {

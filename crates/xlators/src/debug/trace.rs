@@ -35,7 +35,10 @@ impl Trace {
         match &r {
             Ok((v, xd)) => {
                 let v = super::clip(format!("{v:?}"));
-                self.log(format_args!("{}: #{id} {fop} -> {v} xdata={xd:?} ({us} µs)", self.name))
+                self.log(format_args!(
+                    "{}: #{id} {fop} -> {v} xdata={xd:?} ({us} µs)",
+                    self.name
+                ))
             }
             Err(e) => self.log(format_args!("{}: #{id} {fop} -> {e} ({us} µs)", self.name)),
         }
@@ -94,6 +97,11 @@ impl XlatorType for TraceType {
             "trace" => tracing::Level::TRACE,
             _ => tracing::Level::INFO,
         };
-        Ok(Arc::new(Trace { name: init.name, children: init.children, level, next_id: AtomicU64::new(1) }))
+        Ok(Arc::new(Trace {
+            name: init.name,
+            children: init.children,
+            level,
+            next_id: AtomicU64::new(1),
+        }))
     }
 }

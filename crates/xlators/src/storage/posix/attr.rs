@@ -10,7 +10,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, Timestamps, XattrFlags, CWD};
-use weft_core::{Ctx, Errno, SetAttr, SetTime, StatVfs, XattrMap, XattropOp, Xdata, INTERNAL_XATTR_PREFIX};
+use weft_core::{
+    Ctx, Errno, SetAttr, SetTime, StatVfs, XattrMap, XattropOp, Xdata, INTERNAL_XATTR_PREFIX,
+};
 
 use super::brick::ex;
 
@@ -28,9 +30,18 @@ pub enum Target<'a> {
 
 fn rtime(t: Option<SetTime>) -> rfs::Timespec {
     match t {
-        None => rfs::Timespec { tv_sec: 0, tv_nsec: rfs::UTIME_OMIT },
-        Some(SetTime::Now) => rfs::Timespec { tv_sec: 0, tv_nsec: rfs::UTIME_NOW },
-        Some(SetTime::At(ts)) => rfs::Timespec { tv_sec: ts.sec, tv_nsec: ts.nsec as _ },
+        None => rfs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_OMIT,
+        },
+        Some(SetTime::Now) => rfs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rfs::UTIME_NOW,
+        },
+        Some(SetTime::At(ts)) => rfs::Timespec {
+            tv_sec: ts.sec,
+            tv_nsec: ts.nsec as _,
+        },
     }
 }
 
@@ -71,7 +82,10 @@ pub fn setattr(t: Target<'_>, a: &SetAttr) -> Result<(), Errno> {
         }
     }
     if a.atime.is_some() || a.mtime.is_some() {
-        let ts = Timestamps { last_access: rtime(a.atime), last_modification: rtime(a.mtime) };
+        let ts = Timestamps {
+            last_access: rtime(a.atime),
+            last_modification: rtime(a.mtime),
+        };
         match t {
             Target::Path(p) => rfs::utimensat(CWD, p, &ts, AtFlags::SYMLINK_NOFOLLOW),
             Target::Fd(fd) => rfs::futimens(fd, &ts),
@@ -105,7 +119,11 @@ pub fn access(t: Target<'_>, ctx: &Ctx, mask: u32) -> Result<(), Errno> {
     } else {
         mode & 7
     };
-    if bits & mask == mask { Ok(()) } else { Err(Errno::EACCES) }
+    if bits & mask == mask {
+        Ok(())
+    } else {
+        Err(Errno::EACCES)
+    }
 }
 
 /// statvfs of the brick's filesystem.

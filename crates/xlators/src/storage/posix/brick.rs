@@ -13,9 +13,9 @@
 //! The `.weft` folder at the brick root is hidden from clients.
 
 use std::collections::HashMap;
-use std::os::unix::fs::DirBuilderExt;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
@@ -47,13 +47,17 @@ impl Brick {
     /// volume) and prepares the handle tree. The error is a sentence for the operator.
     pub fn open(root: &Path) -> Result<Brick, String> {
         let meta = std::fs::metadata(root).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => format!("brick directory {} does not exist", root.display()),
+            std::io::ErrorKind::NotFound => {
+                format!("brick directory {} does not exist", root.display())
+            }
             _ => format!("brick directory {}: {e}", root.display()),
         })?;
         if !meta.is_dir() {
             return Err(format!("brick path {} is not a directory", root.display()));
         }
-        let root = root.canonicalize().map_err(|e| format!("{}: {e}", root.display()))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", root.display()))?;
         let mut buf = [0u8; 16];
         match rfs::lgetxattr(&root, GFID_XATTR, &mut buf[..]) {
             Ok(16) if buf == Gfid::ROOT.0 => {}
@@ -84,10 +88,16 @@ impl Brick {
             .mode(0o700)
             .create(&handles)
             .map_err(|e| format!("cannot create {}: {e}", handles.display()))?;
-        let brick = Brick { root, handles, dir_paths: Mutex::new(HashMap::new()) };
+        let brick = Brick {
+            root,
+            handles,
+            dir_paths: Mutex::new(HashMap::new()),
+        };
         let rh = brick.handle_path(&Gfid::ROOT);
         if rfs::lstat(&rh).is_err() {
-            brick.make_handle_dir(&rh).map_err(|e| format!("{}: {e}", rh.display()))?;
+            brick
+                .make_handle_dir(&rh)
+                .map_err(|e| format!("{}: {e}", rh.display()))?;
             rfs::symlink("../../../..", &rh).map_err(|e| format!("{}: {e}", rh.display()))?;
         }
         Ok(brick)
@@ -116,7 +126,14 @@ impl Brick {
 
     /// Records `g` for the inode at `path`: a hard link for non-directories (`is_dir`
     /// false), the parent-relative symlink for directories. An existing handle is kept.
-    pub fn create_handle(&self, g: &Gfid, path: &Path, is_dir: bool, parent: &Gfid, name: &OsStr) -> Result<(), Errno> {
+    pub fn create_handle(
+        &self,
+        g: &Gfid,
+        path: &Path,
+        is_dir: bool,
+        parent: &Gfid,
+        name: &OsStr,
+    ) -> Result<(), Errno> {
         let h = self.handle_path(g);
         self.make_handle_dir(&h)?;
         let r = if is_dir {
@@ -176,7 +193,13 @@ impl Brick {
                 return Ok(self.finish_chain(p, chain));
             }
             let h = self.handle_path(&cur);
-            let st = rfs::lstat(&h).map_err(|e| if e == rustix::io::Errno::NOENT { Errno::ENOENT } else { ex(e) })?;
+            let st = rfs::lstat(&h).map_err(|e| {
+                if e == rustix::io::Errno::NOENT {
+                    Errno::ENOENT
+                } else {
+                    ex(e)
+                }
+            })?;
             if st.st_mode & libc::S_IFMT != libc::S_IFLNK || self.gfid_at(&h).is_some() {
                 // A file's hard link (a symlink inode carries its own gfid xattr).
                 if chain.is_empty() {
@@ -239,7 +262,14 @@ impl Brick {
 
     /// The gfid of the inode at `path`, assigning `fresh` (and its handle) if it has none.
     /// Two racing assigners agree: the first xattr written wins.
-    pub fn ensure_gfid(&self, path: &Path, st: &rfs::Stat, parent: &Gfid, name: &OsStr, fresh: Gfid) -> Result<Gfid, Errno> {
+    pub fn ensure_gfid(
+        &self,
+        path: &Path,
+        st: &rfs::Stat,
+        parent: &Gfid,
+        name: &OsStr,
+        fresh: Gfid,
+    ) -> Result<Gfid, Errno> {
         if let Some(g) = self.gfid_at(path) {
             return Ok(g);
         }
@@ -267,7 +297,10 @@ pub fn check_name(name: &OsStr) -> Result<(), Errno> {
 }
 
 fn dir_handle_target(parent: &Gfid, name: &OsStr) -> PathBuf {
-    let mut t = PathBuf::from(format!("../../{:02x}/{:02x}/{}", parent.0[0], parent.0[1], parent));
+    let mut t = PathBuf::from(format!(
+        "../../{:02x}/{:02x}/{}",
+        parent.0[0], parent.0[1], parent
+    ));
     t.push(name);
     t
 }
@@ -291,19 +324,31 @@ pub fn iatt(g: Gfid, st: &rfs::Stat) -> Iatt {
         gfid: g,
         ino: g.ino(),
         mode: st.st_mode,
-        nlink: if is_dir || g.is_root() { nlink } else { nlink.saturating_sub(1) },
+        nlink: if is_dir || g.is_root() {
+            nlink
+        } else {
+            nlink.saturating_sub(1)
+        },
         uid: st.st_uid,
         gid: st.st_gid,
         rdev: st.st_rdev,
         size: st.st_size as u64,
         blksize: st.st_blksize as u32,
         blocks: st.st_blocks as u64,
-        atime: Timespec { sec: st.st_atime as i64, nsec: st.st_atime_nsec as u32 },
-        mtime: Timespec { sec: st.st_mtime as i64, nsec: st.st_mtime_nsec as u32 },
-        ctime: Timespec { sec: st.st_ctime as i64, nsec: st.st_ctime_nsec as u32 },
+        atime: Timespec {
+            sec: st.st_atime,
+            nsec: st.st_atime_nsec as u32,
+        },
+        mtime: Timespec {
+            sec: st.st_mtime,
+            nsec: st.st_mtime_nsec as u32,
+        },
+        ctime: Timespec {
+            sec: st.st_ctime,
+            nsec: st.st_ctime_nsec as u32,
+        },
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -326,6 +371,9 @@ mod tests {
         for bad in ["", ".", "..", "a/b"] {
             assert_eq!(check_name(OsStr::new(bad)), Err(Errno::EINVAL));
         }
-        assert_eq!(check_name(OsStr::new(&"x".repeat(256))), Err(Errno::ENAMETOOLONG));
+        assert_eq!(
+            check_name(OsStr::new(&"x".repeat(256))),
+            Err(Errno::ENAMETOOLONG)
+        );
     }
 }

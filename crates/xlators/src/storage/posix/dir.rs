@@ -49,16 +49,30 @@ impl Brick {
     /// Opens the directory `loc` names.
     pub fn opendir(&self, loc: &Loc) -> Result<PosixDir, Errno> {
         let path = self.inode_path(loc)?;
-        let fd = rfs::open(&path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(ex)?;
+        let fd = rfs::open(
+            &path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(ex)?;
         let dir = rfs::Dir::new(fd).map_err(ex)?;
         let gfid = loc.gfid.or_else(|| self.gfid_at(&path)).ok_or(Errno::EIO)?;
-        Ok(PosixDir { gfid, path, state: Mutex::new(DirState { dir, at: Some(0) }) })
+        Ok(PosixDir {
+            gfid,
+            path,
+            state: Mutex::new(DirState { dir, at: Some(0) }),
+        })
     }
 
     /// Up to `size` bytes' worth of entries after cookie `offset`; with `plus`, each
     /// entry's attributes (assigning gfids to entries that lack one).
-    pub fn readdir(&self, d: &PosixDir, size: u32, offset: u64, plus: bool) -> Result<Vec<Dirent>, Errno> {
+    pub fn readdir(
+        &self,
+        d: &PosixDir,
+        size: u32,
+        offset: u64,
+        plus: bool,
+    ) -> Result<Vec<Dirent>, Errno> {
         let mut st = d.state.lock();
         if st.at != Some(offset) {
             if offset == 0 {
@@ -93,10 +107,22 @@ impl Brick {
             used += cost;
             at = e.offset() as u64;
             let dot = name == b"." || name == b"..";
-            let ia = if plus && !dot { self.entry_iatt(d, name) } else { None };
+            let ia = if plus && !dot {
+                self.entry_iatt(d, name)
+            } else {
+                None
+            };
             let ino = ia.map(|i| i.ino).unwrap_or(e.ino());
-            let kind = ia.and_then(|i| i.file_type()).unwrap_or_else(|| dirent_kind(e.file_type()));
-            out.push(Dirent { name: name.to_vec(), offset: at, kind, ino, iatt: ia });
+            let kind = ia
+                .and_then(|i| i.file_type())
+                .unwrap_or_else(|| dirent_kind(e.file_type()));
+            out.push(Dirent {
+                name: name.to_vec(),
+                offset: at,
+                kind,
+                ino,
+                iatt: ia,
+            });
         }
         st.at = Some(at);
         Ok(out)
@@ -105,7 +131,15 @@ impl Brick {
     fn entry_iatt(&self, d: &PosixDir, name: &[u8]) -> Option<weft_core::Iatt> {
         let path = d.path.join(OsStr::from_bytes(name));
         let stt = rfs::statat(rfs::CWD, &path, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-        let g = self.ensure_gfid(&path, &stt, &d.gfid, OsStr::from_bytes(name), Gfid::random()).ok()?;
+        let g = self
+            .ensure_gfid(
+                &path,
+                &stt,
+                &d.gfid,
+                OsStr::from_bytes(name),
+                Gfid::random(),
+            )
+            .ok()?;
         Some(iatt(g, &stt))
     }
 

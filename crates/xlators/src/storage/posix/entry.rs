@@ -17,12 +17,22 @@ fn set_owner(path: &Path, parent: &Path, ctx: &Ctx, mode: u32) -> Result<(), Err
         return Ok(());
     }
     let pst = rfs::lstat(parent).map_err(ex)?;
-    let gid = if pst.st_mode & libc::S_ISGID != 0 { None } else { Some(ctx.gid) };
+    let gid = if pst.st_mode & libc::S_ISGID != 0 {
+        None
+    } else {
+        Some(ctx.gid)
+    };
     let (uid, gid) = (rfs::Uid::from_raw(ctx.uid), gid.map(rfs::Gid::from_raw));
     rfs::chownat(CWD, path, Some(uid), gid, AtFlags::SYMLINK_NOFOLLOW).map_err(ex)?;
     // chown clears setuid/setgid on non-directories; put back what the caller asked for.
     if mode & (libc::S_ISUID | libc::S_ISGID) != 0 && mode & libc::S_IFMT != libc::S_IFLNK {
-        rfs::chmodat(CWD, path, Mode::from_raw_mode(mode & 0o7777), AtFlags::empty()).map_err(ex)?;
+        rfs::chmodat(
+            CWD,
+            path,
+            Mode::from_raw_mode(mode & 0o7777),
+            AtFlags::empty(),
+        )
+        .map_err(ex)?;
     }
     Ok(())
 }
@@ -57,15 +67,26 @@ impl Brick {
     pub fn stat(&self, loc: &Loc) -> Result<Iatt, Errno> {
         let path = self.inode_path(loc)?;
         let st = rfs::lstat(&path).map_err(ex)?;
-        let g = loc.gfid.or_else(|| self.gfid_at(&path)).ok_or(Errno::ENOENT)?;
+        let g = loc
+            .gfid
+            .or_else(|| self.gfid_at(&path))
+            .ok_or(Errno::ENOENT)?;
         Ok(iatt(g, &st))
     }
 
     /// Finishes a new inode at `path`: gfid, handle, owner; undoes the creation on failure.
-    fn finish_new(&self, ctx: &Ctx, loc: &Loc, path: &Path, mode: u32, want: Option<Gfid>) -> Result<Iatt, Errno> {
+    fn finish_new(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        path: &Path,
+        mode: u32,
+        want: Option<Gfid>,
+    ) -> Result<Iatt, Errno> {
         let done = (|| {
             let g = want.unwrap_or_else(Gfid::random);
-            rfs::lsetxattr(path, weft_core::GFID_XATTR, &g.0, rfs::XattrFlags::CREATE).map_err(ex)?;
+            rfs::lsetxattr(path, weft_core::GFID_XATTR, &g.0, rfs::XattrFlags::CREATE)
+                .map_err(ex)?;
             let parent = loc.parent.ok_or(Errno::EINVAL)?;
             let name = loc.name.as_deref().ok_or(Errno::EINVAL)?;
             let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
@@ -78,13 +99,24 @@ impl Brick {
             if let Some(g) = self.gfid_at(path) {
                 self.remove_handle(&g);
             }
-            let _ = if mode & libc::S_IFMT == libc::S_IFDIR { rfs::rmdir(path) } else { rfs::unlink(path) };
+            let _ = if mode & libc::S_IFMT == libc::S_IFDIR {
+                rfs::rmdir(path)
+            } else {
+                rfs::unlink(path)
+            };
         }
         done
     }
 
     /// Makes a directory.
-    pub fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, want: Option<Gfid>) -> Result<Iatt, Errno> {
+    pub fn mkdir(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        mode: u32,
+        umask: u32,
+        want: Option<Gfid>,
+    ) -> Result<Iatt, Errno> {
         let path = self.entry_path(loc)?;
         let m = mode & !umask & 0o7777;
         rfs::mkdir(&path, Mode::from_raw_mode(m)).map_err(ex)?;
@@ -92,7 +124,15 @@ impl Brick {
     }
 
     /// Makes a FIFO, device, socket or empty regular file.
-    pub fn mknod(&self, ctx: &Ctx, loc: &Loc, mode: u32, rdev: u64, umask: u32, want: Option<Gfid>) -> Result<Iatt, Errno> {
+    pub fn mknod(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        mode: u32,
+        rdev: u64,
+        umask: u32,
+        want: Option<Gfid>,
+    ) -> Result<Iatt, Errno> {
         let path = self.entry_path(loc)?;
         let m = mode & !(umask & 0o7777);
         let ft = rfs::FileType::from_raw_mode(m);
@@ -101,7 +141,13 @@ impl Brick {
     }
 
     /// Makes a symlink to `target`.
-    pub fn symlink(&self, ctx: &Ctx, target: &Path, loc: &Loc, want: Option<Gfid>) -> Result<Iatt, Errno> {
+    pub fn symlink(
+        &self,
+        ctx: &Ctx,
+        target: &Path,
+        loc: &Loc,
+        want: Option<Gfid>,
+    ) -> Result<Iatt, Errno> {
         let path = self.entry_path(loc)?;
         rfs::symlink(target, &path).map_err(ex)?;
         self.finish_new(ctx, loc, &path, libc::S_IFLNK | 0o777, want)
@@ -109,11 +155,23 @@ impl Brick {
 
     /// Creates and opens a regular file. With O_EXCL an existing name fails with EEXIST;
     /// without it an existing file is opened.
-    pub fn create(&self, ctx: &Ctx, loc: &Loc, flags: i32, mode: u32, umask: u32, want: Option<Gfid>) -> Result<(OwnedFd, Iatt), Errno> {
+    pub fn create(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        flags: i32,
+        mode: u32,
+        umask: u32,
+        want: Option<Gfid>,
+    ) -> Result<(OwnedFd, Iatt), Errno> {
         let path = self.entry_path(loc)?;
         let m = mode & !umask & 0o7777;
         let base = super::io::open_flags(flags) & !(OFlags::CREATE | OFlags::EXCL);
-        match rfs::open(&path, base | OFlags::CREATE | OFlags::EXCL, Mode::from_raw_mode(m)) {
+        match rfs::open(
+            &path,
+            base | OFlags::CREATE | OFlags::EXCL,
+            Mode::from_raw_mode(m),
+        ) {
             Ok(fd) => {
                 let ia = self.finish_new(ctx, loc, &path, libc::S_IFREG | m, want)?;
                 Ok((fd, ia))
@@ -180,7 +238,11 @@ impl Brick {
         let exchanged = rf.contains(RenameFlags::EXCHANGE);
         if let Some(g) = src_g {
             if is_dir(&src_st) {
-                self.move_dir_handle(&g, &new.parent.ok_or(Errno::EINVAL)?, new.name.as_deref().unwrap_or(OsStr::new("")))?;
+                self.move_dir_handle(
+                    &g,
+                    &new.parent.ok_or(Errno::EINVAL)?,
+                    new.name.as_deref().unwrap_or(OsStr::new("")),
+                )?;
             }
         }
         if let (Some(g), Some(st)) = (dst_g, dst_st) {
@@ -189,7 +251,11 @@ impl Brick {
             }
             if exchanged {
                 if is_dir(&st) {
-                    self.move_dir_handle(&g, &old.parent.ok_or(Errno::EINVAL)?, old.name.as_deref().unwrap_or(OsStr::new("")))?;
+                    self.move_dir_handle(
+                        &g,
+                        &old.parent.ok_or(Errno::EINVAL)?,
+                        old.name.as_deref().unwrap_or(OsStr::new("")),
+                    )?;
                 }
             } else if is_dir(&st) {
                 self.remove_handle(&g);
@@ -204,6 +270,8 @@ impl Brick {
     pub fn readlink(&self, loc: &Loc) -> Result<PathBuf, Errno> {
         let path = self.inode_path(loc)?;
         let t = rfs::readlink(&path, Vec::new()).map_err(ex)?;
-        Ok(PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(t.into_bytes())))
+        Ok(PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(t.into_bytes()),
+        ))
     }
 }

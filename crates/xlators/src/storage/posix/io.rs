@@ -21,9 +21,15 @@ pub struct PosixFile {
 /// O_SYNC/O_DSYNC and O_NOATIME are honoured; O_DIRECT is dropped (client buffers are not
 /// aligned) and symlinks are never followed.
 pub fn open_flags(flags: i32) -> OFlags {
-    let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_TRUNC | libc::O_SYNC | libc::O_DSYNC
-        | libc::O_CREAT | libc::O_EXCL;
-    let mut f = OFlags::from_bits_retain((flags & keep) as u32) | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let keep = libc::O_ACCMODE
+        | libc::O_APPEND
+        | libc::O_TRUNC
+        | libc::O_SYNC
+        | libc::O_DSYNC
+        | libc::O_CREAT
+        | libc::O_EXCL;
+    let mut f =
+        OFlags::from_bits_retain((flags & keep) as u32) | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     if flags & libc::O_NOATIME != 0 {
         f |= OFlags::NOATIME;
     }
@@ -73,13 +79,20 @@ impl PosixFile {
 
     /// Writes all of `data` at `offset` (appends on an O_APPEND file).
     pub fn write(&self, data: &[u8], offset: u64) -> Result<u64, Errno> {
-        self.file().write_all_at(data, offset).map_err(|e| Errno::from_io(&e))?;
+        self.file()
+            .write_all_at(data, offset)
+            .map_err(|e| Errno::from_io(&e))?;
         Ok(data.len() as u64)
     }
 
     /// fsync or fdatasync.
     pub fn sync(&self, datasync: bool) -> Result<(), Errno> {
-        if datasync { rfs::fdatasync(&self.fd) } else { rfs::fsync(&self.fd) }.map_err(ex)
+        if datasync {
+            rfs::fdatasync(&self.fd)
+        } else {
+            rfs::fsync(&self.fd)
+        }
+        .map_err(ex)
     }
 
     /// Sets the size.
@@ -96,7 +109,11 @@ impl PosixFile {
 
     /// Punches a hole; the size stays.
     pub fn discard(&self, offset: u64, len: u64) -> Result<(), Errno> {
-        self.fallocate(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
+        self.fallocate(
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
     }
 
     /// Zeroes a range, extending the file if it ends past the end.
@@ -130,6 +147,9 @@ impl PosixFile {
         let data = self.read(len, offset)?;
         let mut a = adler2::Adler32::new();
         a.write_slice(&data);
-        Ok(Checksum { weak: a.checksum(), strong: blake3::hash(&data).as_bytes().to_vec() })
+        Ok(Checksum {
+            weak: a.checksum(),
+            strong: blake3::hash(&data).as_bytes().to_vec(),
+        })
     }
 }

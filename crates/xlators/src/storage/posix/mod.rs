@@ -10,9 +10,9 @@ pub mod dir;
 pub mod entry;
 pub mod io;
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
@@ -20,8 +20,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use weft_core::options::{OptionKind, OptionSpec};
 use weft_core::{
-    Checksum, Ctx, Gfid, Dirent, EntrylkCmd, EntrylkType, Errno, FdRef, Flock, Fop, Iatt, LkCmd, Loc,
-    SeekWhat, SetAttr, StatVfs, XattrMap, XattropOp, Xdata, Xlator, XlatorInit, XlatorRef,
+    Checksum, Ctx, Dirent, EntrylkCmd, EntrylkType, Errno, FdRef, Flock, Fop, Gfid, Iatt, LkCmd,
+    Loc, SeekWhat, SetAttr, StatVfs, XattrMap, XattropOp, Xdata, Xlator, XlatorInit, XlatorRef,
     XlatorType, GFID_REQ_KEY,
 };
 
@@ -89,7 +89,11 @@ impl Posix {
     /// An open file of the inode `loc` names, if any.
     fn open_file_of(&self, loc: &Loc) -> Option<Arc<PosixFile>> {
         let g = loc.gfid?;
-        self.open_files.lock().get(&g)?.iter().find_map(Weak::upgrade)
+        self.open_files
+            .lock()
+            .get(&g)?
+            .iter()
+            .find_map(Weak::upgrade)
     }
 
     /// Runs `by_path`; if the inode has no name left (ENOENT) but is still open, runs
@@ -145,17 +149,21 @@ impl Xlator for Posix {
     }
     async fn stat(&self, _: &Ctx, loc: &Loc, _: Xdata) -> Fop<Iatt> {
         let l = loc.clone();
-        self.path_or_open_fd(loc, move |b| b.stat(&l), |f| f.fstat()).await
+        self.path_or_open_fd(loc, move |b| b.stat(&l), |f| f.fstat())
+            .await
     }
     async fn fstat(&self, _: &Ctx, fd: &FdRef, _: Xdata) -> Fop<Iatt> {
         if fd.is_dir {
-            return self.stat(&Ctx::internal(), &Loc::inode(fd.gfid), Xdata::new()).await;
+            return self
+                .stat(&Ctx::internal(), &Loc::inode(fd.gfid), Xdata::new())
+                .await;
         }
         self.with_file(fd, |f| f.fstat()).await
     }
     async fn access(&self, ctx: &Ctx, loc: &Loc, mask: u32, _: Xdata) -> Fop<()> {
         let (loc, ctx) = (loc.clone(), ctx.clone());
-        self.run(move |b| attr::access(Target::Path(&b.inode_path(&loc)?), &ctx, mask)).await
+        self.run(move |b| attr::access(Target::Path(&b.inode_path(&loc)?), &ctx, mask))
+            .await
     }
     async fn setattr(&self, _: &Ctx, loc: &Loc, a: &SetAttr, _: Xdata) -> Fop<Iatt> {
         let (l, a) = (loc.clone(), *a);
@@ -186,7 +194,10 @@ impl Xlator for Posix {
         .await
     }
     async fn truncate(&self, ctx: &Ctx, loc: &Loc, size: u64, xd: Xdata) -> Fop<Iatt> {
-        let a = SetAttr { size: Some(size), ..SetAttr::default() };
+        let a = SetAttr {
+            size: Some(size),
+            ..SetAttr::default()
+        };
         self.setattr(ctx, loc, &a, xd).await
     }
     async fn ftruncate(&self, _: &Ctx, fd: &FdRef, size: u64, _: Xdata) -> Fop<Iatt> {
@@ -202,7 +213,8 @@ impl Xlator for Posix {
 
     async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
         let (loc, ctx, want) = (loc.clone(), ctx.clone(), xd.get_gfid(GFID_REQ_KEY));
-        self.run(move |b| b.mkdir(&ctx, &loc, mode, umask, want)).await
+        self.run(move |b| b.mkdir(&ctx, &loc, mode, umask, want))
+            .await
     }
     async fn rmdir(&self, _: &Ctx, loc: &Loc, _: Xdata) -> Fop<()> {
         let loc = loc.clone();
@@ -221,12 +233,27 @@ impl Xlator for Posix {
         self.run(move |b| b.link(&old, &new)).await
     }
     async fn symlink(&self, ctx: &Ctx, target: &Path, loc: &Loc, _: u32, xd: Xdata) -> Fop<Iatt> {
-        let (loc, ctx, target, want) = (loc.clone(), ctx.clone(), target.to_path_buf(), xd.get_gfid(GFID_REQ_KEY));
-        self.run(move |b| b.symlink(&ctx, &target, &loc, want)).await
+        let (loc, ctx, target, want) = (
+            loc.clone(),
+            ctx.clone(),
+            target.to_path_buf(),
+            xd.get_gfid(GFID_REQ_KEY),
+        );
+        self.run(move |b| b.symlink(&ctx, &target, &loc, want))
+            .await
     }
-    async fn mknod(&self, ctx: &Ctx, loc: &Loc, mode: u32, rdev: u64, umask: u32, xd: Xdata) -> Fop<Iatt> {
+    async fn mknod(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        mode: u32,
+        rdev: u64,
+        umask: u32,
+        xd: Xdata,
+    ) -> Fop<Iatt> {
         let (loc, ctx, want) = (loc.clone(), ctx.clone(), xd.get_gfid(GFID_REQ_KEY));
-        self.run(move |b| b.mknod(&ctx, &loc, mode, rdev, umask, want)).await
+        self.run(move |b| b.mknod(&ctx, &loc, mode, rdev, umask, want))
+            .await
     }
 
     async fn open(&self, _: &Ctx, loc: &Loc, fd: &FdRef, _: Xdata) -> Fop<()> {
@@ -237,10 +264,28 @@ impl Xlator for Posix {
         fd.set_ctx(&self.name, file);
         Ok(((), xd))
     }
-    async fn create(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
-        let (loc, ctx, flags, want) = (loc.clone(), ctx.clone(), fd.flags, xd.get_gfid(GFID_REQ_KEY));
-        let ((file, ia), xd) = self.run(move |b| b.create(&ctx, &loc, flags, mode, umask, want)).await?;
-        let file = Arc::new(PosixFile { fd: file, gfid: ia.gfid });
+    async fn create(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        fd: &FdRef,
+        mode: u32,
+        umask: u32,
+        xd: Xdata,
+    ) -> Fop<Iatt> {
+        let (loc, ctx, flags, want) = (
+            loc.clone(),
+            ctx.clone(),
+            fd.flags,
+            xd.get_gfid(GFID_REQ_KEY),
+        );
+        let ((file, ia), xd) = self
+            .run(move |b| b.create(&ctx, &loc, flags, mode, umask, want))
+            .await?;
+        let file = Arc::new(PosixFile {
+            fd: file,
+            gfid: ia.gfid,
+        });
         self.track_open(&file);
         fd.set_ctx(&self.name, file);
         Ok((ia, xd))
@@ -266,8 +311,17 @@ impl Xlator for Posix {
         }
         Ok(((), Xdata::new()))
     }
-    async fn fallocate(&self, _: &Ctx, fd: &FdRef, mode: i32, off: u64, len: u64, _: Xdata) -> Fop<()> {
-        self.with_file(fd, move |f| f.fallocate(mode, off, len)).await
+    async fn fallocate(
+        &self,
+        _: &Ctx,
+        fd: &FdRef,
+        mode: i32,
+        off: u64,
+        len: u64,
+        _: Xdata,
+    ) -> Fop<()> {
+        self.with_file(fd, move |f| f.fallocate(mode, off, len))
+            .await
     }
     async fn discard(&self, _: &Ctx, fd: &FdRef, off: u64, len: u64, _: Xdata) -> Fop<()> {
         self.with_file(fd, move |f| f.discard(off, len)).await
@@ -288,11 +342,25 @@ impl Xlator for Posix {
         fd.set_ctx(&self.name, Arc::new(d));
         Ok(((), xd))
     }
-    async fn readdir(&self, _: &Ctx, fd: &FdRef, size: u32, off: u64, _: Xdata) -> Fop<Vec<Dirent>> {
+    async fn readdir(
+        &self,
+        _: &Ctx,
+        fd: &FdRef,
+        size: u32,
+        off: u64,
+        _: Xdata,
+    ) -> Fop<Vec<Dirent>> {
         let d = self.dir(fd)?;
         self.run(move |b| b.readdir(&d, size, off, false)).await
     }
-    async fn readdirp(&self, _: &Ctx, fd: &FdRef, size: u32, off: u64, _: Xdata) -> Fop<Vec<Dirent>> {
+    async fn readdirp(
+        &self,
+        _: &Ctx,
+        fd: &FdRef,
+        size: u32,
+        off: u64,
+        _: Xdata,
+    ) -> Fop<Vec<Dirent>> {
         let d = self.dir(fd)?;
         self.run(move |b| b.readdir(&d, size, off, true)).await
     }
@@ -318,7 +386,13 @@ impl Xlator for Posix {
         )
         .await
     }
-    async fn fgetxattr(&self, ctx: &Ctx, fd: &FdRef, name: Option<&str>, xd: Xdata) -> Fop<XattrMap> {
+    async fn fgetxattr(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        name: Option<&str>,
+        xd: Xdata,
+    ) -> Fop<XattrMap> {
         match self.file(fd) {
             Ok(f) => {
                 let name = name.map(str::to_string);
@@ -331,11 +405,26 @@ impl Xlator for Posix {
             Err(_) => self.getxattr(ctx, &Loc::inode(fd.gfid), name, xd).await,
         }
     }
-    async fn setxattr(&self, _: &Ctx, loc: &Loc, attrs: &XattrMap, flags: i32, xd: Xdata) -> Fop<()> {
+    async fn setxattr(
+        &self,
+        _: &Ctx,
+        loc: &Loc,
+        attrs: &XattrMap,
+        flags: i32,
+        xd: Xdata,
+    ) -> Fop<()> {
         let (loc, attrs) = (loc.clone(), attrs.clone());
-        self.run(move |b| attr::setxattr(Target::Path(&b.inode_path(&loc)?), &attrs, flags, &xd)).await
+        self.run(move |b| attr::setxattr(Target::Path(&b.inode_path(&loc)?), &attrs, flags, &xd))
+            .await
     }
-    async fn fsetxattr(&self, ctx: &Ctx, fd: &FdRef, attrs: &XattrMap, flags: i32, xd: Xdata) -> Fop<()> {
+    async fn fsetxattr(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        attrs: &XattrMap,
+        flags: i32,
+        xd: Xdata,
+    ) -> Fop<()> {
         match self.file(fd) {
             Ok(f) => {
                 let attrs = attrs.clone();
@@ -345,17 +434,28 @@ impl Xlator for Posix {
                 })
                 .await
             }
-            Err(_) => self.setxattr(ctx, &Loc::inode(fd.gfid), attrs, flags, xd).await,
+            Err(_) => {
+                self.setxattr(ctx, &Loc::inode(fd.gfid), attrs, flags, xd)
+                    .await
+            }
         }
     }
     async fn removexattr(&self, _: &Ctx, loc: &Loc, name: &str, xd: Xdata) -> Fop<()> {
         let (loc, name) = (loc.clone(), name.to_string());
-        self.run(move |b| attr::removexattr(Target::Path(&b.inode_path(&loc)?), &name, &xd)).await
+        self.run(move |b| attr::removexattr(Target::Path(&b.inode_path(&loc)?), &name, &xd))
+            .await
     }
     async fn fremovexattr(&self, ctx: &Ctx, fd: &FdRef, name: &str, xd: Xdata) -> Fop<()> {
         self.removexattr(ctx, &Loc::inode(fd.gfid), name, xd).await
     }
-    async fn xattrop(&self, _: &Ctx, loc: &Loc, op: XattropOp, attrs: &XattrMap, _: Xdata) -> Fop<XattrMap> {
+    async fn xattrop(
+        &self,
+        _: &Ctx,
+        loc: &Loc,
+        op: XattropOp,
+        attrs: &XattrMap,
+        _: Xdata,
+    ) -> Fop<XattrMap> {
         let (loc, attrs, lock) = (loc.clone(), attrs.clone(), self.xattrop_lock.clone());
         self.run(move |b| {
             let _g = lock.lock();
@@ -363,7 +463,14 @@ impl Xlator for Posix {
         })
         .await
     }
-    async fn fxattrop(&self, ctx: &Ctx, fd: &FdRef, op: XattropOp, attrs: &XattrMap, xd: Xdata) -> Fop<XattrMap> {
+    async fn fxattrop(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        op: XattropOp,
+        attrs: &XattrMap,
+        xd: Xdata,
+    ) -> Fop<XattrMap> {
         self.xattrop(ctx, &Loc::inode(fd.gfid), op, attrs, xd).await
     }
 
@@ -374,7 +481,15 @@ impl Xlator for Posix {
     async fn inodelk(&self, _: &Ctx, _: &str, _: &Loc, _: LkCmd, _: &Flock, _: Xdata) -> Fop<()> {
         Err(Errno::ENOTSUP)
     }
-    async fn finodelk(&self, _: &Ctx, _: &str, _: &FdRef, _: LkCmd, _: &Flock, _: Xdata) -> Fop<()> {
+    async fn finodelk(
+        &self,
+        _: &Ctx,
+        _: &str,
+        _: &FdRef,
+        _: LkCmd,
+        _: &Flock,
+        _: Xdata,
+    ) -> Fop<()> {
         Err(Errno::ENOTSUP)
     }
     async fn entrylk(
@@ -415,6 +530,9 @@ impl XlatorType for PosixType {
         (0, 0)
     }
     fn build(&self, init: XlatorInit) -> Result<XlatorRef, String> {
-        Ok(Arc::new(Posix::new(&init.name, &init.options.path("directory"))?))
+        Ok(Arc::new(Posix::new(
+            &init.name,
+            &init.options.path("directory"),
+        )?))
     }
 }
