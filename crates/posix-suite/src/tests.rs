@@ -250,22 +250,3 @@ fn local_runs_agree_and_match_known_outcomes() {
     assert_eq!(d.len(), 1);
     assert!(d[0].starts_with(&ta[3].name), "{d:?}");
 }
-
-/// Prints a transcript of a local run with per-scenario timings:
-/// `cargo test -p weft-posix-suite -- --ignored print_transcript --nocapture`.
-#[test]
-#[ignore]
-fn print_transcript() {
-    let a = tempdir();
-    let start = std::time::Instant::now();
-    for (name, f) in SCENARIOS {
-        let s = std::time::Instant::now();
-        let mut t = Transcript::new();
-        f(a.path(), &mut t);
-        for st in t.steps() {
-            println!("{} = {}", st.name, st.outcome);
-        }
-        eprintln!("{name}: {:?}", s.elapsed());
-    }
-    eprintln!("total {:?}", start.elapsed());
-}
