@@ -381,7 +381,7 @@ impl Inner {
         Ok(())
     }
 
-    /// fallocate on an open file; punch-hole and zero-range go to discard and zerofill.
+    /// fallocate on an open file, with the application's mode flags passed through.
     pub async fn fallocate(
         &self,
         ctx: &Ctx,
