@@ -178,3 +178,37 @@ fn detached_mount_and_statedump() {
     );
     assert!(text.contains("[detach-posix]"));
 }
+
+#[test]
+fn trace_and_io_stats_compose_in_one_graph() {
+    let vol = Volume::new("stack");
+    std::fs::write(
+        &vol.volfile,
+        format!(
+            "volume stack-posix\n  type storage/posix\n  option directory {}\nend-volume\n\
+             volume stack-trace\n  type debug/trace\n  option log-level info\n  subvolumes stack-posix\nend-volume\n\
+             volume stack\n  type debug/io-stats\n  subvolumes stack-trace\nend-volume\n",
+            vol.brick.display()
+        ),
+    )
+    .unwrap();
+    let m = vol.mount_with(&["--log-level", "info"]);
+    std::fs::write(vol.mnt.join("traced.txt"), b"abc").unwrap();
+    assert!(std::fs::metadata(vol.mnt.join("missing")).is_err());
+    let log = m.log_text();
+    assert!(
+        log.contains("stack-trace: #") && log.contains("create(") && log.contains("traced.txt"),
+        "{log}"
+    );
+    assert!(log.contains("lookup -> ENOENT"), "{log}");
+    let out = weft_output(&["statedump", vol.mnt.to_str().unwrap()]);
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dump.contains("[stack]") && dump.contains("[stack-trace]") && dump.contains("calls traced"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("create") && dump.contains("bytes written = 3"),
+        "{dump}"
+    );
+}

@@ -11,6 +11,7 @@
 //! assert_eq!(vf.top().unwrap().type_name, "debug/trace");
 //! ```
 
+pub mod blocking;
 pub mod errno;
 pub mod fd;
 pub mod gfid;

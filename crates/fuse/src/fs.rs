@@ -1,5 +1,5 @@
-//! fuser's `Filesystem` over [`Inner`]: each request becomes a tokio task, so many are in
-//! flight at once and a slow one never holds up the others.
+//! fuser's `Filesystem` over [`Inner`]: several request threads, each serving the request
+//! it read to completion, so many are in flight at once.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -43,8 +43,12 @@ fn name_str(name: &OsStr) -> Result<&str, Errno> {
 }
 
 impl WeftFs {
+    /// Serves one request to the end on this fuser thread (one of several, each with its
+    /// own /dev/fuse clone): FOPs that block in the kernel do so right here, as in
+    /// libfuse's multi-threaded loop, and network-bound FOPs wait on the runtime.
     fn go(&self, f: impl Future<Output = ()> + Send + 'static) {
-        self.rt.spawn(f);
+        weft_core::blocking::allow_inline_blocking();
+        self.rt.block_on(f);
     }
 }
 
@@ -88,6 +92,9 @@ impl Filesystem for WeftFs {
         if let Err(max) = config.set_max_write(self.max_write) {
             tracing::info!("kernel caps max_write at {max} bytes");
             let _ = config.set_max_write(max);
+        }
+        if let Err(max) = config.set_max_readahead(1 << 20) {
+            let _ = config.set_max_readahead(max);
         }
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);

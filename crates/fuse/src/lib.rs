@@ -1,8 +1,8 @@
 //! Weft's FUSE front end: serves a translator [`Graph`] as a kernel mount through fuser.
 //!
 //! [`mount`] checks the mountpoint, mounts, and returns a [`Mount`] whose
-//! [`Mount::unmount`] ends it cleanly. Requests are answered concurrently on the tokio
-//! runtime given, with 1 MiB writes where the kernel allows, readdirplus, and the
+//! [`Mount::unmount`] ends it cleanly. Requests are answered concurrently by several
+//! request threads that wait on the tokio runtime given, with 1 MiB writes where the kernel allows, readdirplus, and the
 //! attribute and entry timeouts of [`MountConfig`]. Inode numbers are gfid-derived, so the
 //! root is inode 1. The virtual xattr [`STATEDUMP_XATTR`] on the mount root returns a
 //! statedump of the whole graph (`getfattr -n weft.statedump MOUNTPOINT`).
@@ -45,7 +45,7 @@ pub struct MountConfig {
     pub entry_timeout: Duration,
     /// Largest write request to ask the kernel for.
     pub max_write: u32,
-    /// Threads reading requests from /dev/fuse (work itself runs on tokio).
+    /// Threads reading and serving requests from /dev/fuse (each serves one at a time).
     pub reader_threads: usize,
     /// Name shown as the mount's source in /proc/mounts.
     pub fsname: String,
@@ -59,7 +59,7 @@ impl Default for MountConfig {
             attr_timeout: Duration::from_secs(1),
             entry_timeout: Duration::from_secs(1),
             max_write: 1 << 20,
-            reader_threads: 2,
+            reader_threads: 8,
             fsname: "weft".into(),
             allow_other: true,
         }

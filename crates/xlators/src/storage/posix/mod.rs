@@ -1,8 +1,9 @@
 //! `storage/posix`: serves a brick directory. Every FOP is implemented here over plain
 //! files at their own paths; see [`brick`] for the on-disk layout.
 //!
-//! Blocking filesystem calls run on tokio's blocking pool, so a slow disk never stalls the
-//! threads that carry other FOPs.
+//! Blocking filesystem calls go through [`weft_core::blocking::run_blocking`]: inline on
+//! threads made to wait (FUSE request threads), on tokio's blocking pool elsewhere, so a
+//! slow disk never stalls the threads that carry other FOPs.
 
 pub mod attr;
 pub mod brick;
@@ -60,13 +61,9 @@ impl Posix {
         F: FnOnce(&Brick) -> Result<T, Errno> + Send + 'static,
     {
         let b = self.brick.clone();
-        match tokio::task::spawn_blocking(move || f(&b)).await {
-            Ok(r) => r.map(|v| (v, Xdata::new())),
-            Err(e) => {
-                tracing::error!("{}: blocking task failed: {e}", self.name);
-                Err(Errno::EIO)
-            }
-        }
+        weft_core::blocking::run_blocking(move || f(&b))
+            .await
+            .map(|v| (v, Xdata::new()))
     }
 
     fn track_open(&self, f: &Arc<PosixFile>) {
