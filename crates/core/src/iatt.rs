@@ -91,34 +91,6 @@ pub struct Iatt {
 }
 
 impl Iatt {
-    /// The attributes of `st`, given the gfid that identifies it.
-    pub fn from_stat(gfid: Gfid, st: &libc::stat) -> Iatt {
-        Iatt {
-            gfid,
-            ino: gfid.ino(),
-            mode: st.st_mode,
-            nlink: st.st_nlink as u32,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            rdev: st.st_rdev,
-            size: st.st_size as u64,
-            blksize: st.st_blksize as u32,
-            blocks: st.st_blocks as u64,
-            atime: Timespec {
-                sec: st.st_atime,
-                nsec: st.st_atime_nsec as u32,
-            },
-            mtime: Timespec {
-                sec: st.st_mtime,
-                nsec: st.st_mtime_nsec as u32,
-            },
-            ctime: Timespec {
-                sec: st.st_ctime,
-                nsec: st.st_ctime_nsec as u32,
-            },
-        }
-    }
-
     /// The inode's type, `None` if the mode carries an unknown format.
     pub fn file_type(&self) -> Option<FileType> {
         FileType::from_mode(self.mode)
