@@ -40,6 +40,10 @@ pub struct Brick {
     handles: PathBuf,
     /// Directory gfid -> real path; cleared whenever a directory is renamed.
     dir_paths: Mutex<HashMap<Gfid, PathBuf>>,
+    /// Non-directory gfid -> (path it was last seen at, its inode number). A hint only:
+    /// every use checks the inode number and falls back to the handle. It exists because the
+    /// handle's own directory entries are cold right after a lookup warmed the real path.
+    file_paths: Mutex<HashMap<Gfid, (PathBuf, u64)>>,
 }
 
 impl Brick {
@@ -92,6 +96,7 @@ impl Brick {
             root,
             handles,
             dir_paths: Mutex::new(HashMap::new()),
+            file_paths: Mutex::new(HashMap::new()),
         };
         let rh = brick.handle_path(&Gfid::ROOT);
         if rfs::lstat(&rh).is_err() {
@@ -171,6 +176,25 @@ impl Brick {
                 let _ = rfs::unlink(self.handle_path(g));
             }
         }
+    }
+
+    /// Notes that non-directory `g` (inode number `ino`) lives at `path`.
+    pub fn remember_file(&self, g: Gfid, path: &Path, ino: u64) {
+        let mut m = self.file_paths.lock();
+        if m.len() > 100_000 {
+            m.clear();
+        }
+        m.insert(g, (path.to_path_buf(), ino));
+    }
+
+    /// Drops what [`Brick::remember_file`] noted about `g`.
+    pub fn forget_file(&self, g: &Gfid) {
+        self.file_paths.lock().remove(g);
+    }
+
+    /// Where non-directory `g` was last seen, and its inode number.
+    pub fn file_hint(&self, g: &Gfid) -> Option<(PathBuf, u64)> {
+        self.file_paths.lock().get(g).cloned()
     }
 
     /// The real path of inode `g`: for non-directories its handle (the same inode), for

@@ -60,11 +60,22 @@ impl Brick {
                 return Err(Errno(libc::ESTALE));
             }
         }
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            self.remember_file(g, &path, st.st_ino);
+        }
         Ok(iatt(g, &st))
     }
 
     /// Stats the inode `loc` names.
     pub fn stat(&self, loc: &Loc) -> Result<Iatt, Errno> {
+        if let Some(g) = loc.gfid {
+            if let Some((p, ino)) = self.file_hint(&g) {
+                match rfs::lstat(&p) {
+                    Ok(st) if st.st_ino == ino => return Ok(iatt(g, &st)),
+                    _ => self.forget_file(&g),
+                }
+            }
+        }
         let path = self.inode_path(loc)?;
         let st = rfs::lstat(&path).map_err(ex)?;
         let g = loc
@@ -93,6 +104,9 @@ impl Brick {
             self.create_handle(&g, path, is_dir, &parent, name)?;
             set_owner(path, parent_dir(path), ctx, mode)?;
             let st = rfs::lstat(path).map_err(ex)?;
+            if !is_dir {
+                self.remember_file(g, path, st.st_ino);
+            }
             Ok(iatt(g, &st))
         })();
         if done.is_err() {
@@ -208,6 +222,7 @@ impl Brick {
         let g = self.gfid_at(&path);
         rfs::unlink(&path).map_err(ex)?;
         if let Some(g) = g {
+            self.forget_file(&g);
             self.drop_handle_if_orphan(&g);
         }
         Ok(())
@@ -228,13 +243,22 @@ impl Brick {
     pub fn rename(&self, old: &Loc, new: &Loc, flags: u32) -> Result<(), Errno> {
         let src = self.entry_path(old)?;
         let dst = self.entry_path(new)?;
+        let is_dir = |st: &rfs::Stat| st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let src_st = rfs::lstat(&src).map_err(ex)?;
-        let src_g = self.gfid_at(&src);
+        // Only directories' handles name their place; a file's gfid is needed only to
+        // compare it with a replaced target.
         let dst_st = rfs::lstat(&dst).ok();
+        let src_g = if is_dir(&src_st) || dst_st.is_some() {
+            self.gfid_at(&src)
+        } else {
+            None
+        };
         let dst_g = dst_st.as_ref().and_then(|_| self.gfid_at(&dst));
         let rf = RenameFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
         rfs::renameat_with(CWD, &src, CWD, &dst, rf).map_err(ex)?;
-        let is_dir = |st: &rfs::Stat| st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        for g in [src_g, dst_g].into_iter().flatten() {
+            self.forget_file(&g);
+        }
         let exchanged = rf.contains(RenameFlags::EXCHANGE);
         if let Some(g) = src_g {
             if is_dir(&src_st) {
@@ -273,5 +297,42 @@ impl Brick {
         Ok(PathBuf::from(
             <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(t.into_bytes()),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(b: &Brick, g: Gfid) -> Vec<u8> {
+        let f = b.open_file(&Loc::inode(g), libc::O_RDONLY).unwrap();
+        f.read(100, 0).unwrap().to_vec()
+    }
+
+    /// The path hint that speeds up open and stat must never answer for another inode.
+    #[test]
+    fn stale_path_hints_fall_back_to_the_handle() {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let b = Brick::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("x"), b"A").unwrap();
+        let gx = b.lookup(&Loc::entry(Gfid::ROOT, "x")).unwrap().gfid;
+        b.rename(
+            &Loc::entry(Gfid::ROOT, "x"),
+            &Loc::entry(Gfid::ROOT, "y"),
+            0,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("x"), b"BB").unwrap();
+        let gnew = b.lookup(&Loc::entry(Gfid::ROOT, "x")).unwrap().gfid;
+        assert_ne!(gx, gnew);
+        assert_eq!(read_all(&b, gx), b"A");
+        assert_eq!(b.stat(&Loc::inode(gx)).unwrap().size, 1);
+        assert_eq!(read_all(&b, gnew), b"BB");
+        // Renamed behind the brick's back: the inode check catches it too.
+        b.lookup(&Loc::entry(Gfid::ROOT, "y")).unwrap();
+        std::fs::rename(dir.path().join("y"), dir.path().join("z")).unwrap();
+        std::fs::write(dir.path().join("y"), b"CCC").unwrap();
+        assert_eq!(read_all(&b, gx), b"A");
+        assert_eq!(b.stat(&Loc::inode(gx)).unwrap().size, 1);
     }
 }

@@ -3,7 +3,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rustix::fs::{self as rfs, FallocateFlags, Mode, OFlags, SeekFrom};
 use weft_core::{Checksum, Errno, Gfid, Iatt, Loc, SeekWhat};
 
@@ -39,8 +39,20 @@ pub fn open_flags(flags: i32) -> OFlags {
 impl Brick {
     /// Opens the inode `loc` names with the client's `flags`.
     pub fn open_file(&self, loc: &Loc, flags: i32) -> Result<PosixFile, Errno> {
-        let path = self.inode_path(loc)?;
         let fl = open_flags(flags) & !(OFlags::CREATE | OFlags::EXCL);
+        // The path hint is checked after opening, so O_TRUNC (which would act before the
+        // check) always goes through the handle.
+        if let (Some(g), false) = (loc.gfid, fl.contains(OFlags::TRUNC)) {
+            if let Some((p, ino)) = self.file_hint(&g) {
+                if let Ok(fd) = rfs::open(&p, fl, Mode::empty()) {
+                    if rfs::fstat(&fd).map(|st| st.st_ino == ino).unwrap_or(false) {
+                        return Ok(PosixFile { fd, gfid: g });
+                    }
+                }
+                self.forget_file(&g);
+            }
+        }
+        let path = self.inode_path(loc)?;
         let fd = rfs::open(&path, fl, Mode::empty()).map_err(ex)?;
         let gfid = loc.gfid.or_else(|| self.gfid_at(&path)).ok_or(Errno::EIO)?;
         Ok(PosixFile { fd, gfid })
@@ -60,21 +72,20 @@ impl PosixFile {
         std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(self.fd.as_raw_fd()) })
     }
 
-    /// Reads up to `size` bytes at `offset`, short only at end of file.
+    /// Reads up to `size` bytes at `offset`, short only at end of file. The buffer is not
+    /// zero-filled first: each pread fills the part it reports.
     pub fn read(&self, size: u32, offset: u64) -> Result<Bytes, Errno> {
-        let mut buf = BytesMut::zeroed(size as usize);
-        let f = self.file();
-        let mut got = 0usize;
-        while got < buf.len() {
-            match f.read_at(&mut buf[got..], offset + got as u64) {
+        let mut buf: Vec<u8> = Vec::with_capacity(size as usize);
+        while buf.len() < size as usize {
+            let at = offset + buf.len() as u64;
+            match rustix::io::pread(&self.fd, rustix::buffer::spare_capacity(&mut buf), at) {
                 Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Errno::from_io(&e)),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(ex(e)),
             }
         }
-        buf.truncate(got);
-        Ok(buf.freeze())
+        Ok(Bytes::from(buf))
     }
 
     /// Writes all of `data` at `offset` (appends on an O_APPEND file).
