@@ -17,6 +17,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use rustix::fs::{self as rfs, AtFlags, XattrFlags, CWD};
@@ -44,6 +45,8 @@ pub struct Brick {
     /// every use checks the inode number and falls back to the handle. It exists because the
     /// handle's own directory entries are cold right after a lookup warmed the real path.
     file_paths: Mutex<HashMap<Gfid, (PathBuf, u64)>>,
+    /// One bit per `.weft/handles/AB/CD` folder known to exist.
+    handle_dirs: Vec<AtomicU64>,
 }
 
 impl Brick {
@@ -97,11 +100,12 @@ impl Brick {
             handles,
             dir_paths: Mutex::new(HashMap::new()),
             file_paths: Mutex::new(HashMap::new()),
+            handle_dirs: (0..1024).map(|_| AtomicU64::new(0)).collect(),
         };
         let rh = brick.handle_path(&Gfid::ROOT);
         if rfs::lstat(&rh).is_err() {
             brick
-                .make_handle_dir(&rh)
+                .make_handle_dir(&Gfid::ROOT)
                 .map_err(|e| format!("{}: {e}", rh.display()))?;
             rfs::symlink("../../../..", &rh).map_err(|e| format!("{}: {e}", rh.display()))?;
         }
@@ -117,16 +121,23 @@ impl Brick {
         p
     }
 
-    fn make_handle_dir(&self, handle: &Path) -> Result<(), Errno> {
-        match handle.parent() {
-            Some(d) if d.is_dir() => Ok(()),
-            Some(d) => std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(d)
-                .map_err(|e| Errno::from_io(&e)),
-            None => Err(Errno::EIO),
+    /// Makes sure `.weft/handles/AB/CD` exists for `g`, remembering which of the 65,536
+    /// folders are known to exist so a create does not stat its folder every time.
+    fn make_handle_dir(&self, g: &Gfid) -> Result<(), Errno> {
+        let slot = (g.0[0] as usize) << 8 | g.0[1] as usize;
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        if self.handle_dirs[word].load(Ordering::Relaxed) & bit != 0 {
+            return Ok(());
         }
+        let h = self.handle_path(g);
+        let d = h.parent().ok_or(Errno::EIO)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(d)
+            .map_err(|e| Errno::from_io(&e))?;
+        self.handle_dirs[word].fetch_or(bit, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Records `g` for the inode at `path`: a hard link for non-directories (`is_dir`
@@ -140,7 +151,7 @@ impl Brick {
         name: &OsStr,
     ) -> Result<(), Errno> {
         let h = self.handle_path(g);
-        self.make_handle_dir(&h)?;
+        self.make_handle_dir(g)?;
         let r = if is_dir {
             rfs::symlink(dir_handle_target(parent, name), &h)
         } else {
