@@ -34,7 +34,10 @@ where
     F: FnOnce() -> Result<T, Errno> + Send + 'static,
 {
     if inline_blocking_allowed() {
-        return f();
+        return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+            tracing::error!("blocking call panicked; failing the FOP with EIO");
+            Err(Errno::EIO)
+        });
     }
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,

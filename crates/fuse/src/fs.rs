@@ -411,9 +411,11 @@ impl Filesystem for WeftFs {
                         let name = OsStr::from_bytes(&d.name);
                         let full = match &d.iatt {
                             Some(ia) => attr(ia),
+                            // An entry that vanished while listing: the kernel would take
+                            // a reference on an inode nobody holds, so leave it out.
+                            None if d.name != b"." && d.name != b".." => continue,
                             None => {
-                                // "." and ".." (the kernel takes no reference on them) or an
-                                // entry that vanished while listing.
+                                // "." and "..": the kernel takes no reference on them.
                                 let mut a = attr(&dummy_iatt(d.ino.max(1)));
                                 a.kind = kind(d.kind);
                                 a

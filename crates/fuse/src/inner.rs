@@ -252,7 +252,11 @@ impl Inner {
         } else {
             // The name already existed (no O_EXCL): reopen under the inode's own gfid.
             self.top.release(ctx, &fd, Xdata::new()).await.ok();
-            let fd2 = Fd::new(ia.gfid, flags & !(libc::O_CREAT | libc::O_EXCL), false);
+            let fd2 = Fd::new(
+                ia.gfid,
+                flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
+                false,
+            );
             self.top
                 .open(ctx, &Loc::inode(ia.gfid), &fd2, Xdata::new())
                 .await?;

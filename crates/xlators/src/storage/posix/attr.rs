@@ -4,9 +4,7 @@
 //! listxattr leaves them out, setxattr/removexattr say EPERM. Cluster translators that own
 //! such xattrs pass [`INTERNAL_XDATA_KEY`] in xdata to reach them.
 
-use std::ffi::CString;
 use std::os::fd::BorrowedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, Timestamps, XattrFlags, CWD};
@@ -45,10 +43,6 @@ fn rtime(t: Option<SetTime>) -> rfs::Timespec {
     }
 }
 
-fn cpath(p: &Path) -> Result<CString, Errno> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
-}
-
 /// Applies `a` to `t`: owner first (it may clear setuid bits), then mode, size and times.
 pub fn setattr(t: Target<'_>, a: &SetAttr) -> Result<(), Errno> {
     if a.uid.is_some() || a.gid.is_some() {
@@ -64,7 +58,12 @@ pub fn setattr(t: Target<'_>, a: &SetAttr) -> Result<(), Errno> {
     if let Some(mode) = a.mode {
         let m = Mode::from_raw_mode(mode & 0o7777);
         match t {
-            Target::Path(p) => rfs::chmodat(CWD, p, m, AtFlags::empty()),
+            // Never follow a symlink on the brick (its target may lie outside): a symlink's
+            // own mode cannot change on Linux, so that is EOPNOTSUPP, as for local files.
+            Target::Path(p) => match rfs::lstat(p).map_err(ex)? {
+                st if st.st_mode & libc::S_IFMT == libc::S_IFLNK => return Err(Errno::ENOTSUP),
+                _ => rfs::chmodat(CWD, p, m, AtFlags::empty()),
+            },
             Target::Fd(fd) => rfs::fchmod(fd, m),
         }
         .map_err(ex)?;
@@ -72,11 +71,13 @@ pub fn setattr(t: Target<'_>, a: &SetAttr) -> Result<(), Errno> {
     if let Some(size) = a.size {
         match t {
             Target::Path(p) => {
-                let c = cpath(p)?;
-                // SAFETY: c is a valid NUL-terminated path.
-                if unsafe { libc::truncate(c.as_ptr(), size as libc::off_t) } != 0 {
-                    return Err(Errno::last());
-                }
+                // Opened without following symlinks and without blocking on a FIFO.
+                let fl = rfs::OFlags::WRONLY
+                    | rfs::OFlags::NOFOLLOW
+                    | rfs::OFlags::NONBLOCK
+                    | rfs::OFlags::CLOEXEC;
+                let fd = rfs::open(p, fl, Mode::empty()).map_err(ex)?;
+                rfs::ftruncate(&fd, size).map_err(ex)?;
             }
             Target::Fd(fd) => rfs::ftruncate(fd, size).map_err(ex)?,
         }

@@ -45,6 +45,9 @@ pub struct Brick {
     /// every use checks the inode number and falls back to the handle. It exists because the
     /// handle's own directory entries are cold right after a lookup warmed the real path.
     file_paths: Mutex<HashMap<Gfid, (PathBuf, u64)>>,
+    /// Bumped whenever a directory handle moves or goes, so a resolution that raced with it
+    /// does not put its stale answer into `dir_paths`.
+    dir_gen: AtomicU64,
     /// One bit per `.weft/handles/AB/CD` folder known to exist.
     handle_dirs: Vec<AtomicU64>,
 }
@@ -100,6 +103,7 @@ impl Brick {
             handles,
             dir_paths: Mutex::new(HashMap::new()),
             file_paths: Mutex::new(HashMap::new()),
+            dir_gen: AtomicU64::new(0),
             handle_dirs: (0..1024).map(|_| AtomicU64::new(0)).collect(),
         };
         let rh = brick.handle_path(&Gfid::ROOT);
@@ -170,6 +174,7 @@ impl Brick {
         let _ = rfs::unlink(&tmp);
         rfs::symlink(dir_handle_target(parent, name), &tmp).map_err(ex)?;
         rfs::rename(&tmp, &h).map_err(ex)?;
+        self.dir_gen.fetch_add(1, Ordering::SeqCst);
         self.dir_paths.lock().clear();
         Ok(())
     }
@@ -177,6 +182,7 @@ impl Brick {
     /// Removes `g`'s handle (a directory's, or a file's last extra link).
     pub fn remove_handle(&self, g: &Gfid) {
         let _ = rfs::unlink(self.handle_path(g));
+        self.dir_gen.fetch_add(1, Ordering::SeqCst);
         self.dir_paths.lock().remove(g);
     }
 
@@ -217,6 +223,7 @@ impl Brick {
         if let Some(p) = self.dir_paths.lock().get(g) {
             return Ok(p.clone());
         }
+        let gen = self.dir_gen.load(Ordering::SeqCst);
         let mut chain: Vec<(Gfid, Vec<u8>)> = Vec::new();
         let mut cur = *g;
         loop {
@@ -225,7 +232,7 @@ impl Brick {
             }
             let cached = self.dir_paths.lock().get(&cur).cloned();
             if let Some(p) = cached {
-                return Ok(self.finish_chain(p, chain));
+                return Ok(self.finish_chain(p, chain, gen));
             }
             let h = self.handle_path(&cur);
             let st = rfs::lstat(&h).map_err(|e| {
@@ -250,11 +257,18 @@ impl Brick {
                 return Err(Errno(libc::ELOOP));
             }
         }
-        Ok(self.finish_chain(self.root.clone(), chain))
+        Ok(self.finish_chain(self.root.clone(), chain, gen))
     }
 
-    fn finish_chain(&self, mut base: PathBuf, chain: Vec<(Gfid, Vec<u8>)>) -> PathBuf {
+    fn finish_chain(&self, mut base: PathBuf, chain: Vec<(Gfid, Vec<u8>)>, gen: u64) -> PathBuf {
         let mut cache = self.dir_paths.lock();
+        if self.dir_gen.load(Ordering::SeqCst) != gen {
+            // A directory moved while we resolved: answer, but cache nothing.
+            for (_, name) in chain.into_iter().rev() {
+                base.push(OsStr::from_bytes(&name));
+            }
+            return base;
+        }
         if cache.len() > 100_000 {
             cache.clear();
         }

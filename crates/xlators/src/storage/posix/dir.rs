@@ -82,6 +82,8 @@ impl Brick {
             }
         }
         let hide_private = d.gfid.is_root();
+        // Where the directory is now (it may have been renamed since opendir).
+        let dpath = self.path_of(&d.gfid).unwrap_or_else(|_| d.path.clone());
         let mut out = Vec::new();
         let mut used = 0usize;
         let mut at = offset;
@@ -108,11 +110,20 @@ impl Brick {
             at = e.offset() as u64;
             let dot = name == b"." || name == b"..";
             let ia = if plus && !dot {
-                self.entry_iatt(d, name)
+                self.entry_iatt(d, &dpath, name)
             } else {
                 None
             };
-            let ino = ia.map(|i| i.ino).unwrap_or(e.ino());
+            // d_ino must agree with st_ino, which is derived from the gfid.
+            let ino = match (ia, dot) {
+                (Some(i), _) => i.ino,
+                (None, true) if name == b"." => d.gfid.ino(),
+                (None, true) => e.ino(),
+                (None, false) => self
+                    .gfid_at(&dpath.join(OsStr::from_bytes(name)))
+                    .map(|g| g.ino())
+                    .unwrap_or(e.ino()),
+            };
             let kind = ia
                 .and_then(|i| i.file_type())
                 .unwrap_or_else(|| dirent_kind(e.file_type()));
@@ -128,8 +139,13 @@ impl Brick {
         Ok(out)
     }
 
-    fn entry_iatt(&self, d: &PosixDir, name: &[u8]) -> Option<weft_core::Iatt> {
-        let path = d.path.join(OsStr::from_bytes(name));
+    fn entry_iatt(
+        &self,
+        d: &PosixDir,
+        dpath: &std::path::Path,
+        name: &[u8],
+    ) -> Option<weft_core::Iatt> {
+        let path = dpath.join(OsStr::from_bytes(name));
         let stt = rfs::statat(rfs::CWD, &path, AtFlags::SYMLINK_NOFOLLOW).ok()?;
         let g = self
             .ensure_gfid(

@@ -46,6 +46,9 @@ impl Brick {
     /// without a gfid (put on the brick by hand) are given one.
     pub fn lookup(&self, loc: &Loc) -> Result<Iatt, Errno> {
         let path = match (&loc.parent, &loc.name) {
+            (Some(p), Some(n)) if p.is_root() && n == super::brick::PRIVATE_DIR => {
+                return Err(Errno::ENOENT)
+            }
             (Some(_), Some(_)) => self.entry_path(loc)?,
             _ => self.inode_path(loc)?,
         };
@@ -191,8 +194,25 @@ impl Brick {
                 Ok((fd, ia))
             }
             Err(rustix::io::Errno::EXIST) if flags & libc::O_EXCL == 0 => {
-                let fd = rfs::open(&path, base, Mode::empty()).map_err(ex)?;
+                // Someone else made the name first: open it as open(2) would, checking the
+                // caller's permission (the kernel checked none, thinking the name absent).
+                let st = rfs::lstat(&path).map_err(ex)?;
+                match st.st_mode & libc::S_IFMT {
+                    libc::S_IFREG => {}
+                    libc::S_IFDIR => return Err(Errno::EISDIR),
+                    _ => return Err(Errno::EEXIST),
+                }
+                let want = match flags & libc::O_ACCMODE {
+                    libc::O_RDONLY => 4,
+                    libc::O_WRONLY => 2,
+                    _ => 6,
+                } | if flags & libc::O_TRUNC != 0 { 2 } else { 0 };
+                super::attr::access(super::attr::Target::Path(&path), ctx, want)?;
+                let fd = rfs::open(&path, base | OFlags::NONBLOCK, Mode::empty()).map_err(ex)?;
                 let st = rfs::fstat(&fd).map_err(ex)?;
+                if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+                    return Err(Errno::EEXIST);
+                }
                 let parent = loc.parent.ok_or(Errno::EINVAL)?;
                 let name = loc.name.as_deref().ok_or(Errno::EINVAL)?;
                 let g = self.ensure_gfid(&path, &st, &parent, name, Gfid::random())?;
@@ -334,5 +354,68 @@ mod tests {
         std::fs::write(dir.path().join("y"), b"CCC").unwrap();
         assert_eq!(read_all(&b, gx), b"A");
         assert_eq!(b.stat(&Loc::inode(gx)).unwrap().size, 1);
+    }
+
+    /// A FIFO made at a path a stale hint names must not be opened (it would block).
+    #[test]
+    fn a_fifo_at_a_hinted_path_is_never_opened() {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let b = Brick::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("x"), b"A").unwrap();
+        let gx = b.lookup(&Loc::entry(Gfid::ROOT, "x")).unwrap().gfid;
+        std::fs::rename(dir.path().join("x"), dir.path().join("y")).unwrap();
+        rfs::mknodat(
+            CWD,
+            dir.path().join("x"),
+            rfs::FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert_eq!(read_all(&b, gx), b"A");
+    }
+
+    /// setattr never follows a symlink out of the brick.
+    #[test]
+    fn setattr_does_not_follow_symlinks() {
+        use super::super::attr::{setattr, Target};
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let outside = tempfile::NamedTempFile::new_in("/tmp").unwrap();
+        std::fs::write(outside.path(), b"precious").unwrap();
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(outside.path(), &link).unwrap();
+        let before = std::fs::metadata(outside.path()).unwrap();
+        let chmod = weft_core::SetAttr {
+            mode: Some(0o777),
+            ..Default::default()
+        };
+        assert!(setattr(Target::Path(&link), &chmod).is_err());
+        let trunc = weft_core::SetAttr {
+            size: Some(0),
+            ..Default::default()
+        };
+        assert!(setattr(Target::Path(&link), &trunc).is_err());
+        let after = std::fs::metadata(outside.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(before.mode(), after.mode());
+        assert_eq!(std::fs::read(outside.path()).unwrap(), b"precious");
+    }
+
+    /// Plain readdir reports the same inode numbers as stat, and hides `.weft`.
+    #[test]
+    fn readdir_inode_numbers_match_stat() {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let b = Brick::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("f"), b"1").unwrap();
+        let ia = b.lookup(&Loc::entry(Gfid::ROOT, "f")).unwrap();
+        let d = b.opendir(&Loc::root()).unwrap();
+        let ents = b.readdir(&d, 65536, 0, false).unwrap();
+        let f = ents.iter().find(|e| e.name == b"f").unwrap();
+        assert_eq!(f.ino, ia.ino);
+        assert!(ents.iter().all(|e| e.name != b".weft"));
+        assert_eq!(
+            b.lookup(&Loc::entry(Gfid::ROOT, ".weft")),
+            Err(Errno::ENOENT)
+        );
     }
 }

@@ -44,9 +44,25 @@ impl Brick {
         // check) always goes through the handle.
         if let (Some(g), false) = (loc.gfid, fl.contains(OFlags::TRUNC)) {
             if let Some((p, ino)) = self.file_hint(&g) {
-                if let Ok(fd) = rfs::open(&p, fl, Mode::empty()) {
-                    if rfs::fstat(&fd).map(|st| st.st_ino == ino).unwrap_or(false) {
-                        return Ok(PosixFile { fd, gfid: g });
+                // Pin the inode without opening it (a FIFO or device must never be opened
+                // by mistake), check it, then open that very inode through /proc.
+                let pinned = rfs::open(
+                    &p,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                );
+                if let Ok(pfd) = pinned {
+                    let ok = rfs::fstat(&pfd)
+                        .map(|st| st.st_ino == ino && st.st_mode & libc::S_IFMT == libc::S_IFREG)
+                        .unwrap_or(false);
+                    if ok {
+                        use std::os::fd::AsRawFd;
+                        let proc = format!("/proc/self/fd/{}", pfd.as_raw_fd());
+                        if let Ok(fd) =
+                            rfs::open(proc.as_str(), fl & !OFlags::NOFOLLOW, Mode::empty())
+                        {
+                            return Ok(PosixFile { fd, gfid: g });
+                        }
                     }
                 }
                 self.forget_file(&g);
