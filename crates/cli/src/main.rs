@@ -2,6 +2,7 @@
 
 mod demo;
 mod mount;
+mod registry;
 mod volfile_cmd;
 
 use std::process::ExitCode;

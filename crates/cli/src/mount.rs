@@ -63,7 +63,7 @@ pub fn run(a: MountArgs) -> Result<()> {
     let attr_timeout = timeout("attr-timeout", a.attr_timeout)?;
     let entry_timeout = timeout("entry-timeout", a.entry_timeout)?;
     let vf = volfile_cmd::load(&a.volfile)?;
-    weft_core::Graph::check(&vf, &weft_xlators::registry())
+    weft_core::Graph::check(&vf, &crate::registry::registry())
         .with_context(|| format!("bad volfile {}", a.volfile.display()))?;
     check_mountpoint(&a.mountpoint)?;
     if !a.foreground {

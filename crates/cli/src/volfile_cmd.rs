@@ -29,7 +29,7 @@ pub fn load(file: &Path) -> Result<Volfile> {
 
 /// Builds the graph of `vf` with every translator this build knows.
 pub fn build(file: &Path, vf: &Volfile) -> Result<Graph> {
-    Graph::build(vf, &weft_xlators::registry())
+    Graph::build(vf, &crate::registry::registry())
         .with_context(|| format!("bad volfile {}", file.display()))
 }
 
@@ -41,7 +41,7 @@ pub fn run(cmd: VolfileCmd) -> Result<()> {
             if b {
                 build(&file, &vf)?;
             } else {
-                Graph::check(&vf, &weft_xlators::registry())
+                Graph::check(&vf, &crate::registry::registry())
                     .with_context(|| format!("bad volfile {}", file.display()))?;
             }
             print!("{vf}");
@@ -52,7 +52,7 @@ pub fn run(cmd: VolfileCmd) -> Result<()> {
 
 /// Prints every translator type and its options.
 pub fn list_translators() -> Result<()> {
-    let reg = weft_xlators::registry();
+    let reg = crate::registry::registry();
     for name in reg.names() {
         let Some(t) = reg.get(name) else { continue };
         let (min, max) = t.children();
