@@ -6,7 +6,7 @@
 use std::fmt;
 
 /// A POSIX errno value (always positive), the only error a FOP returns.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Errno(pub i32);
 
 impl Errno {

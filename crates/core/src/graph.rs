@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::options::{OptionSpec, Options};
 use crate::volfile::{Volfile, VolfileError};
-use crate::xlator::{Event, XlatorRef};
+use crate::xlator::{Event, EventReceiver, EventSender, XlatorRef};
 
 /// What a translator type's constructor receives.
 pub struct XlatorInit {
@@ -15,6 +15,8 @@ pub struct XlatorInit {
     pub options: Options,
     /// The already-built subvolumes, in volfile order.
     pub children: Vec<XlatorRef>,
+    /// Where the instance reports events it raises itself (see [`Graph::take_events`]).
+    pub events: EventSender,
 }
 
 /// A kind of translator that volfiles can name in `type`.
@@ -64,6 +66,8 @@ impl Registry {
 /// A built graph: every translator by name, and which is on top.
 pub struct Graph {
     nodes: Vec<XlatorRef>,
+    types: Vec<String>,
+    events: parking_lot::Mutex<Option<EventReceiver>>,
     parents: HashMap<String, Vec<usize>>,
     top: usize,
 }
@@ -84,6 +88,7 @@ impl Graph {
     /// to start are refused with the line they concern.
     pub fn build(vf: &Volfile, registry: &Registry) -> Result<Graph, VolfileError> {
         Graph::check(vf, registry)?;
+        let (events, events_rx) = EventSender::channel();
         let mut built: HashMap<&str, XlatorRef> = HashMap::new();
         let mut order: Vec<usize> = Vec::new();
         // Children before parents: repeat passes until everything is built (acyclic).
@@ -95,7 +100,7 @@ impl Graph {
                 {
                     continue;
                 }
-                let x = build_one(v, registry, &built)?;
+                let x = build_one(v, registry, &built, &events)?;
                 built.insert(v.name.as_str(), x);
                 order.push(i);
             }
@@ -120,6 +125,8 @@ impl Graph {
         Ok(Graph {
             top: nodes.len() - 1,
             nodes,
+            types: vf.volumes.iter().map(|v| v.type_name.clone()).collect(),
+            events: parking_lot::Mutex::new(Some(events_rx)),
             parents,
         })
     }
@@ -139,18 +146,39 @@ impl Graph {
         &self.nodes
     }
 
+    /// True when some translator in the graph is of type `type_name` (e.g.
+    /// `protocol/client`).
+    pub fn has_type(&self, type_name: &str) -> bool {
+        self.types.iter().any(|t| t == type_name)
+    }
+
+    /// The events translators raise themselves, to be passed to [`Graph::notify`] by the
+    /// graph's owner. `None` after the first call.
+    pub fn take_events(&self) -> Option<EventReceiver> {
+        self.events.lock().take()
+    }
+
     /// Delivers `event` from translator `from` to its parents, and on upwards as long as
-    /// each parent passes it on.
-    pub async fn notify(&self, from: &str, event: Event) {
+    /// each parent passes it on. Returns what came out of the top of the graph.
+    pub async fn notify(&self, from: &str, event: Event) -> Vec<Event> {
+        let mut out = Vec::new();
+        let top = self.nodes[self.top].name();
+        if from == top {
+            out.push(event.clone());
+        }
         let mut queue = vec![(from.to_string(), event)];
         while let Some((child, ev)) = queue.pop() {
             for &p in self.parents.get(&child).map(Vec::as_slice).unwrap_or(&[]) {
                 let parent = &self.nodes[p];
                 if let Some(next) = parent.notify(&child, ev.clone()).await {
+                    if parent.name() == top {
+                        out.push(next.clone());
+                    }
                     queue.push((parent.name().to_string(), next));
                 }
             }
         }
+        out
     }
 
     /// A statedump: every translator's name and its `dump()`.
@@ -233,6 +261,7 @@ fn build_one(
     v: &crate::volfile::VolumeDecl,
     registry: &Registry,
     built: &HashMap<&str, XlatorRef>,
+    events: &EventSender,
 ) -> Result<XlatorRef, VolfileError> {
     let (t, options) = check_one(v, registry)?;
     let children = v
@@ -244,6 +273,7 @@ fn build_one(
         name: v.name.clone(),
         options,
         children,
+        events: events.clone(),
     })
     .map_err(|msg| VolfileError {
         line: v.line,

@@ -3,7 +3,7 @@
 use crate::Gfid;
 
 /// The kind of an inode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum FileType {
     /// A regular file.
     Regular,
@@ -51,7 +51,7 @@ impl FileType {
 }
 
 /// A timestamp with nanosecond precision (seconds since the epoch may be negative).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Timespec {
     /// Whole seconds since 1970-01-01T00:00:00Z.
     pub sec: i64,
@@ -60,7 +60,7 @@ pub struct Timespec {
 }
 
 /// The attributes of one inode: a `struct stat` keyed by gfid instead of device and inode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Iatt {
     /// The inode's identity.
     pub gfid: Gfid,
@@ -103,7 +103,7 @@ impl Iatt {
 }
 
 /// A new value for one timestamp in a setattr.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SetTime {
     /// The server's current time.
     Now,
@@ -112,7 +112,7 @@ pub enum SetTime {
 }
 
 /// The attributes a setattr changes; `None` fields are left as they are.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SetAttr {
     /// New permission bits (the file-type bits are ignored).
     pub mode: Option<u32>,
@@ -129,7 +129,7 @@ pub struct SetAttr {
 }
 
 /// One directory entry from readdir or readdirp.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dirent {
     /// The entry's name (no slashes; may be `.` or `..`).
     pub name: Vec<u8>,
@@ -144,7 +144,7 @@ pub struct Dirent {
 }
 
 /// Filesystem statistics, as `statvfs` reports them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatVfs {
     /// Block size for the block counts.
     pub bsize: u64,

@@ -33,7 +33,7 @@ pub use iatt::{Dirent, FileType, Iatt, SetAttr, SetTime, StatVfs, Timespec};
 pub use loc::{Ctx, Loc};
 pub use lock::{Checksum, EntrylkCmd, EntrylkType, Flock, LkCmd, LockType, SeekWhat, XattropOp};
 pub use xdata::Xdata;
-pub use xlator::{Event, Fop, Xlator, XlatorRef};
+pub use xlator::{Event, EventReceiver, EventSender, Fop, Xlator, XlatorRef};
 
 /// Extended attributes by name.
 pub type XattrMap = std::collections::BTreeMap<String, Vec<u8>>;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::Gfid;
 
 /// The caller of a FOP: who asks, on whose behalf, with which lock owner.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ctx {
     /// Effective user id of the calling process.
     pub uid: u32,
@@ -16,6 +16,10 @@ pub struct Ctx {
     pub pid: u32,
     /// Opaque lock owner (FUSE's lock_owner, a client-chosen id elsewhere).
     pub lk_owner: u64,
+    /// Which client connection the call came through, set by the brick server (0 for calls
+    /// made in this process). Lock owners are only compared within one client, since two
+    /// clients may pick the same `lk_owner`.
+    pub client: u64,
 }
 
 impl Ctx {
@@ -29,7 +33,7 @@ impl Ctx {
 /// create, mkdir, unlink, the target of rename/link) needs `parent` and `name`, and also
 /// `gfid` when the entry already exists and is known. `path` is informational (for logs,
 /// tracing and Python translators): translators must not rely on it for correctness.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Loc {
     /// The inode itself, when known.
     pub gfid: Option<Gfid>,

@@ -1,7 +1,7 @@
 //! Lock requests carried by `lk` (POSIX locks), `inodelk` and `entrylk` (cluster locks).
 
 /// The kind of a byte-range lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum LockType {
     /// Shared (F_RDLCK).
     Read,
@@ -12,7 +12,7 @@ pub enum LockType {
 }
 
 /// A byte-range lock, as `struct flock` describes it but with an explicit owner.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Flock {
     /// Read, write or unlock.
     pub kind: LockType,
@@ -27,7 +27,7 @@ pub struct Flock {
 }
 
 /// What an `lk` or `inodelk` call does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LkCmd {
     /// Report a conflicting lock, or `Unlock` if none (F_GETLK).
     Get,
@@ -38,7 +38,7 @@ pub enum LkCmd {
 }
 
 /// What an `entrylk` call does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EntrylkCmd {
     /// Take, waiting for conflicts to clear.
     Lock,
@@ -49,7 +49,7 @@ pub enum EntrylkCmd {
 }
 
 /// The mode of an entry lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EntrylkType {
     /// Shared.
     Read,
@@ -58,7 +58,7 @@ pub enum EntrylkType {
 }
 
 /// How `xattrop` combines the values it is given with the values on disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum XattropOp {
     /// Add big-endian 32-bit counters element-wise (replication changelogs).
     AddArray32,
@@ -67,7 +67,7 @@ pub enum XattropOp {
 }
 
 /// Which region `seek` looks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SeekWhat {
     /// The next offset holding data (SEEK_DATA).
     Data,
@@ -76,7 +76,7 @@ pub enum SeekWhat {
 }
 
 /// The answer of `rchecksum` over a byte range.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Checksum {
     /// A cheap rolling checksum (Adler-32 style) to find candidates.
     pub weak: u32,

@@ -277,6 +277,30 @@ impl Volfile {
     pub fn top(&self) -> Option<&VolumeDecl> {
         self.volumes.last()
     }
+
+    /// The graph under volume `name`: it and every volume it reaches through subvolumes,
+    /// in file order with `name` last (so it is the top). `None` if `name` is not declared.
+    /// A server volfile holds several such graphs, one per brick.
+    pub fn subgraph(&self, name: &str) -> Option<Volfile> {
+        let top = self.get(name)?;
+        let mut keep = std::collections::HashSet::new();
+        let mut stack = vec![top.name.as_str()];
+        while let Some(n) = stack.pop() {
+            if keep.insert(n.to_string()) {
+                if let Some(v) = self.get(n) {
+                    stack.extend(v.subvolumes.iter().map(String::as_str));
+                }
+            }
+        }
+        let mut volumes: Vec<VolumeDecl> = self
+            .volumes
+            .iter()
+            .filter(|v| keep.contains(&v.name) && v.name != name)
+            .cloned()
+            .collect();
+        volumes.push(top.clone());
+        Some(Volfile { volumes })
+    }
 }
 
 impl fmt::Display for Volfile {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 /// An ordered map of named byte values. Empty maps cost no allocation.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Xdata(pub BTreeMap<String, Vec<u8>>);
 
 impl Xdata {

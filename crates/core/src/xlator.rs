@@ -40,6 +40,31 @@ pub enum Event {
     Shutdown,
 }
 
+/// Where a translator reports events it raises itself (a connection came up or went
+/// down). The graph's owner receives them from [`crate::Graph::take_events`] and delivers
+/// them up the graph with [`crate::Graph::notify`].
+#[derive(Clone, Debug)]
+pub struct EventSender {
+    tx: tokio::sync::mpsc::UnboundedSender<(String, Event)>,
+}
+
+/// The receiving end of a graph's [`EventSender`]s: `(translator name, event)` pairs.
+pub type EventReceiver = tokio::sync::mpsc::UnboundedReceiver<(String, Event)>;
+
+impl EventSender {
+    /// A connected sender and receiver.
+    pub fn channel() -> (EventSender, EventReceiver) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (EventSender { tx }, rx)
+    }
+
+    /// Reports `event` as raised by translator `from`. Events sent after the receiver is
+    /// gone (the graph is being torn down) are dropped.
+    pub fn send(&self, from: &str, event: Event) {
+        let _ = self.tx.send((from.to_string(), event));
+    }
+}
+
 /// One node of a translator graph. See the module docs for the contract.
 #[async_trait]
 pub trait Xlator: Send + Sync + 'static {
@@ -70,6 +95,14 @@ pub trait Xlator: Send + Sync + 'static {
 
     /// Called once when the graph is torn down, parents before children.
     async fn fini(&self) {}
+
+    /// Client connection `client` (see [`Ctx::client`]) is gone: drop whatever it held
+    /// (locks, leases). Default: tell every child.
+    async fn forget_client(&self, client: u64) {
+        for c in self.children() {
+            c.forget_client(client).await;
+        }
+    }
 
     // ==== inode FOPs ====
 

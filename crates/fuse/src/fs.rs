@@ -35,6 +35,7 @@ fn ctx(req: &Request, owner: Option<LockOwner>) -> Ctx {
         gid: req.gid(),
         pid: req.pid(),
         lk_owner: owner.map(|o| o.0).unwrap_or(0),
+        client: 0,
     }
 }
 
