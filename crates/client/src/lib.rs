@@ -1,0 +1,1 @@
+//! Weft client library (being written).

@@ -1,0 +1,1 @@
+//! Weft network translators (being written).
