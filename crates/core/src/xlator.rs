@@ -36,6 +36,9 @@ pub enum Event {
     ChildUp(String),
     /// The named child cannot serve FOPs (a brick went away).
     ChildDown(String),
+    /// The named child failed to connect or was refused; the text says why, for the
+    /// operator. Informational: the child's state is told by `ChildUp` / `ChildDown`.
+    ChildError(String, String),
     /// The graph is being torn down.
     Shutdown,
 }

@@ -1,1 +1,18 @@
-//! Weft network translators (being written).
+//! Weft's network translators and the brick server.
+//!
+//! - [`server`]: `protocol/server` and [`server::BrickServer`], which serves every brick of
+//!   a server volfile from one process on one port, with bricks attached and detached at
+//!   run time through a control socket (`weft brickd`).
+//! - [`client`]: `protocol/client`, the translator that sends FOPs to a brick and keeps
+//!   its connection up.
+//! - [`auth`]: `auth.allow` / `auth.reject` address lists; [`tls`]: optional rustls.
+//!
+//! Both ends speak the frames and messages of `weft-wire`.
+
+pub mod auth;
+pub mod client;
+pub mod server;
+pub mod stream;
+pub mod tls;
+
+pub use server::{register, BrickServer, Limits};

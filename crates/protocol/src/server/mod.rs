@@ -1,0 +1,321 @@
+//! The brick server: `protocol/server` graphs served from one process on one port.
+//!
+//! A server volfile declares one graph per brick, each topped by a `protocol/server`
+//! volume whose single subvolume names the brick (the client's `remote-subvolume`).
+//! [`BrickServer`] serves every brick it has been given on one listener (brick
+//! multiplexing); bricks are attached and detached while it runs, through
+//! [`BrickServer::attach`] and [`BrickServer::detach`] (the control socket calls them).
+
+mod conn;
+pub mod control;
+mod dispatch;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use weft_core::options::{OptionKind, OptionSpec, Options};
+use weft_core::volfile::Volfile;
+use weft_core::{Graph, Registry, Xlator, XlatorInit, XlatorRef, XlatorType};
+
+use crate::auth::AddrList;
+
+/// Limits that keep one connection from taking the server's memory.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Requests one connection may have in flight; more closes the connection.
+    pub max_inflight: usize,
+    /// Request and expected reply bytes one connection may have in flight; more closes it.
+    pub max_inflight_bytes: usize,
+    /// How long a new connection may take to complete its handshake.
+    pub handshake_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_inflight: 4096,
+            max_inflight_bytes: 256 << 20,
+            handshake_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+const SERVER_OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "auth.allow",
+        kind: OptionKind::Str,
+        default: Some("*"),
+        description: "Client addresses served: comma-separated addresses, CIDR blocks or patterns (192.168.*); * for all.",
+    },
+    OptionSpec {
+        key: "auth.reject",
+        kind: OptionKind::Str,
+        default: Some(""),
+        description: "Client addresses refused even when auth.allow matches them (same forms).",
+    },
+    OptionSpec {
+        key: "transport.socket.ssl-enabled",
+        kind: OptionKind::Bool,
+        default: Some("off"),
+        description: "Refuse clients that did not connect with TLS (the server's certificate is brickd's --tls-cert).",
+    },
+];
+
+/// The `protocol/server` type: the top of a brick graph in a server volfile.
+pub struct ServerType;
+
+impl XlatorType for ServerType {
+    fn type_name(&self) -> &'static str {
+        "protocol/server"
+    }
+    fn description(&self) -> &'static str {
+        "Exports its subvolume as a brick to protocol/client translators over TCP (weft brickd)."
+    }
+    fn options(&self) -> &'static [OptionSpec] {
+        SERVER_OPTIONS
+    }
+    fn children(&self) -> (usize, usize) {
+        (1, 1)
+    }
+    fn build(&self, init: XlatorInit) -> Result<XlatorRef, String> {
+        Policy::from_options(&init.options)?;
+        Ok(Arc::new(ServerXlator {
+            name: init.name,
+            children: init.children,
+        }))
+    }
+}
+
+/// `protocol/server` in a graph: FOPs pass through to the brick below.
+struct ServerXlator {
+    name: String,
+    children: Vec<XlatorRef>,
+}
+
+impl Xlator for ServerXlator {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn children(&self) -> &[XlatorRef] {
+        &self.children
+    }
+}
+
+/// Who a brick serves.
+#[derive(Clone, Debug)]
+struct Policy {
+    allow: AddrList,
+    reject: AddrList,
+    tls_required: bool,
+}
+
+impl Policy {
+    fn from_options(o: &Options) -> Result<Policy, String> {
+        Ok(Policy {
+            allow: AddrList::parse(o.str("auth.allow")).map_err(|e| format!("auth.allow: {e}"))?,
+            reject: AddrList::parse(o.str("auth.reject"))
+                .map_err(|e| format!("auth.reject: {e}"))?,
+            tls_required: o.bool("transport.socket.ssl-enabled"),
+        })
+    }
+}
+
+/// One brick being served.
+struct Brick {
+    name: String,
+    graph: Graph,
+    policy: Policy,
+    /// Flips to true when the brick is detached; its connections then close.
+    detached: watch::Sender<bool>,
+    clients: AtomicUsize,
+}
+
+impl Brick {
+    fn top(&self) -> &XlatorRef {
+        self.graph.top()
+    }
+}
+
+/// Serves bricks on one listener. See the module docs.
+pub struct BrickServer {
+    bricks: RwLock<BTreeMap<String, Arc<Brick>>>,
+    registry: Registry,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    next_client: AtomicU64,
+}
+
+impl BrickServer {
+    /// A server with no bricks yet, building graphs against `registry`, accepting TLS
+    /// connections when `tls` is given.
+    pub fn new(
+        registry: Registry,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        limits: Limits,
+    ) -> Arc<BrickServer> {
+        Arc::new(BrickServer {
+            bricks: RwLock::new(BTreeMap::new()),
+            registry,
+            tls,
+            limits,
+            next_client: AtomicU64::new(1),
+        })
+    }
+
+    /// Starts serving every brick (every `protocol/server` graph) in `volfile`. All or
+    /// nothing: a volfile with an error, a brick name already served, or a brick that
+    /// cannot start changes nothing. Returns the brick names added.
+    pub async fn attach(&self, volfile: &str) -> Result<Vec<String>, String> {
+        let vf = Volfile::parse(volfile).map_err(|e| format!("server volfile: {e}"))?;
+        Graph::check(&vf, &self.registry).map_err(|e| format!("server volfile: {e}"))?;
+        let servers: Vec<_> = vf
+            .volumes
+            .iter()
+            .filter(|v| v.type_name == "protocol/server")
+            .collect();
+        if servers.is_empty() {
+            return Err(
+                "server volfile has no protocol/server volume: each brick graph must be topped by one"
+                    .into(),
+            );
+        }
+        let mut new = Vec::new();
+        for s in &servers {
+            let brick = s.subvolumes[0].clone();
+            if self.bricks.read().contains_key(&brick) || new.iter().any(|(n, _)| n == &brick) {
+                return Err(format!("brick {brick:?} is already served by this process"));
+            }
+            let given: Vec<(String, String)> = s
+                .options
+                .iter()
+                .map(|o| (o.key.clone(), o.value.clone()))
+                .collect();
+            let opts = Options::validate(SERVER_OPTIONS, &given).map_err(|(_, e)| e)?;
+            let policy = Policy::from_options(&opts)?;
+            if policy.tls_required && self.tls.is_none() {
+                return Err(format!(
+                    "brick {brick:?} requires TLS (transport.socket.ssl-enabled) but this server was started without --tls-cert/--tls-key"
+                ));
+            }
+            let sub = vf.subgraph(&s.name).expect("declared");
+            let graph = Graph::build(&sub, &self.registry)
+                .map_err(|e| format!("brick {brick:?}: {e}"))?;
+            new.push((brick, (graph, policy)));
+        }
+        let mut names = Vec::new();
+        let mut map = self.bricks.write();
+        for (name, (graph, policy)) in new {
+            let (detached, _) = watch::channel(false);
+            tracing::info!(brick = %name, "brick attached");
+            map.insert(
+                name.clone(),
+                Arc::new(Brick {
+                    name: name.clone(),
+                    graph,
+                    policy,
+                    detached,
+                    clients: AtomicUsize::new(0),
+                }),
+            );
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    /// Stops serving `brick`: its clients are disconnected (their fds released, their locks
+    /// dropped) and its graph torn down. Other bricks are untouched.
+    pub async fn detach(&self, brick: &str) -> Result<(), String> {
+        let b = self
+            .bricks
+            .write()
+            .remove(brick)
+            .ok_or_else(|| format!("no brick named {brick:?} here ({})", self.brick_list()))?;
+        b.detached.send_replace(true);
+        // Connections hold the brick until they have released everything.
+        for _ in 0..500 {
+            if b.clients.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        b.graph.fini().await;
+        tracing::info!(brick, "brick detached");
+        Ok(())
+    }
+
+    /// One line per brick: name and connected clients.
+    pub fn status(&self) -> String {
+        let map = self.bricks.read();
+        if map.is_empty() {
+            return "no bricks\n".into();
+        }
+        map.values()
+            .map(|b| {
+                format!(
+                    "{} clients={}\n",
+                    b.name,
+                    b.clients.load(Ordering::Relaxed)
+                )
+            })
+            .collect()
+    }
+
+    /// A statedump of every brick graph.
+    pub fn statedump(&self) -> String {
+        self.bricks
+            .read()
+            .values()
+            .map(|b| format!("=== brick {} ===\n{}", b.name, b.graph.statedump()))
+            .collect()
+    }
+
+    fn brick_list(&self) -> String {
+        let names: Vec<String> = self.bricks.read().keys().cloned().collect();
+        if names.is_empty() {
+            "this server has no bricks".into()
+        } else {
+            format!("bricks here: {}", names.join(", "))
+        }
+    }
+
+    fn brick(&self, name: &str) -> Option<Arc<Brick>> {
+        self.bricks.read().get(name).cloned()
+    }
+
+    /// Accepts connections on `listener` until the task is dropped; each connection is
+    /// served on its own task and a failure ends only that connection.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    let me = self.clone();
+                    tokio::spawn(async move { conn::serve(me, sock, peer).await });
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Detaches every brick (at shutdown).
+    pub async fn shutdown(&self) {
+        let names: Vec<String> = self.bricks.read().keys().cloned().collect();
+        for n in names {
+            let _ = self.detach(&n).await;
+        }
+    }
+}
+
+/// Registers `protocol/server` and `protocol/client` in `r`.
+pub fn register(r: &mut Registry) {
+    r.register(Arc::new(ServerType));
+    r.register(Arc::new(crate::client::ClientType));
+}

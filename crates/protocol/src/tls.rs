@@ -1,0 +1,95 @@
+//! Optional TLS (rustls) for brick connections, configured from PEM files.
+//!
+//! The brick server holds one certificate for its port (`weft brickd --tls-cert/--tls-key`);
+//! with `--tls-ca` it also demands client certificates signed by that CA. A brick with
+//! `option transport.socket.ssl-enabled on` refuses clients that did not connect with TLS.
+//! A client with `ssl-enabled` verifies the server against `ssl-ca-list` and may present
+//! its own certificate (`ssl-own-cert`, `ssl-private-key`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_rustls::rustls::{
+    self,
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer},
+    ClientConfig, RootCertStore, ServerConfig,
+};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", path.display()));
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", path.display()))
+}
+
+fn roots(ca: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for c in certs(ca)? {
+        roots
+            .add(c)
+            .map_err(|e| format!("bad CA certificate in {}: {e}", ca.display()))?;
+    }
+    Ok(roots)
+}
+
+/// A TLS acceptor with the server's certificate and key; with `client_ca`, clients must
+/// present a certificate that CA signed.
+pub fn acceptor(
+    cert: &Path,
+    key_path: &Path,
+    client_ca: Option<&Path>,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let b = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let b = match client_ca {
+        Some(ca) => {
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+            b.with_client_cert_verifier(v)
+        }
+        None => b.with_no_client_auth(),
+    };
+    let cfg = b
+        .with_single_cert(certs(cert)?, key(key_path)?)
+        .map_err(|e| format!("certificate {} and key do not fit: {e}", cert.display()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// A TLS connector trusting `ca`, presenting `own` (certificate, key) when given.
+pub fn connector(
+    ca: &Path,
+    own: Option<(&Path, &Path)>,
+) -> Result<tokio_rustls::TlsConnector, String> {
+    let b = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots(ca)?);
+    let cfg = match own {
+        Some((c, k)) => b
+            .with_client_auth_cert(certs(c)?, key(k)?)
+            .map_err(|e| format!("client certificate {}: {e}", c.display()))?,
+        None => b.with_no_client_auth(),
+    };
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
+/// The first byte of a TLS handshake record; a Weft frame starts with 'W'.
+pub const TLS_HANDSHAKE_BYTE: u8 = 0x16;
