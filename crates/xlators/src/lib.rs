@@ -1,10 +1,12 @@
 //! Weft's translators, one module folder per family (see ARCHITECTURE.md):
 //! - [`storage`]: `storage/posix`, a brick directory;
-//! - [`debug`]: `debug/trace` and `debug/io-stats`.
+//! - [`debug`]: `debug/trace` and `debug/io-stats`;
+//! - [`features`]: `features/locks`, the brick's lock server.
 //!
 //! [`registry`] returns every type this crate provides, for [`weft_core::Graph::build`].
 
 pub mod debug;
+pub mod features;
 pub mod storage;
 
 use std::sync::Arc;
@@ -17,5 +19,6 @@ pub fn registry() -> Registry {
     r.register(Arc::new(storage::posix::PosixType));
     r.register(Arc::new(debug::trace::TraceType));
     r.register(Arc::new(debug::io_stats::IoStatsType));
+    r.register(Arc::new(features::locks::LocksType));
     r
 }

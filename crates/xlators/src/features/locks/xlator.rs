@@ -1,0 +1,278 @@
+//! The `features/locks` translator: answers `lk`, `inodelk`, `finodelk` and `entrylk`
+//! from its own tables and passes every other FOP to its child.
+
+use std::ffi::OsString;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use weft_core::*;
+
+use super::range::{Lock, Mode, Owner, Range};
+use super::state::{EntryKey, Outcome, RangeKey, ReplyRx, State, Target};
+
+/// The locks translator. See the [module docs](super).
+pub struct Locks {
+    name: String,
+    children: Vec<XlatorRef>,
+    state: Mutex<State>,
+}
+
+/// Removes a waiter that is dropped before it saw its reply (see [`State::cancel`]).
+struct WaitGuard<'a> {
+    state: &'a Mutex<State>,
+    id: u64,
+    target: Target,
+    armed: bool,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.state.lock().cancel(self.id, &self.target);
+        }
+    }
+}
+
+fn mode_of(kind: LockType) -> Option<Mode> {
+    match kind {
+        LockType::Read => Some(Mode::Read),
+        LockType::Write => Some(Mode::Write),
+        LockType::Unlock => None,
+    }
+}
+
+fn kind_of(mode: Mode) -> LockType {
+    match mode {
+        Mode::Read => LockType::Read,
+        Mode::Write => LockType::Write,
+    }
+}
+
+impl Locks {
+    /// A locks translator named `name` over `children` (the registry checks there is one).
+    pub fn new(name: String, children: Vec<XlatorRef>) -> Locks {
+        Locks {
+            name,
+            children,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Waits for waiter `id`'s reply. Dropping this future at any point leaves no trace.
+    async fn wait(&self, id: u64, target: Target, rx: ReplyRx) -> Result<(), Errno> {
+        let mut guard = WaitGuard {
+            state: &self.state,
+            id,
+            target,
+            armed: true,
+        };
+        let r = rx.await;
+        guard.armed = false;
+        self.state.lock().seen(id);
+        // A dropped sender means the waiter was taken out of the queue without a reply.
+        r.unwrap_or(Err(Errno::ENOTCONN))
+    }
+
+    /// One range-lock request on `key` by `owner`: Get returns the conflicting lock, Set
+    /// and SetWait return `None` once done.
+    async fn range_op(
+        &self,
+        key: RangeKey,
+        owner: Owner,
+        cmd: LkCmd,
+        lock: &Flock,
+        fd_id: u64,
+    ) -> Result<Option<Lock>, Errno> {
+        let range = Range::from_start_len(lock.start, lock.len)?;
+        let mode = mode_of(lock.kind);
+        let outcome = {
+            let mut st = self.state.lock();
+            match (cmd, mode) {
+                (LkCmd::Get, None) => return Err(Errno::EINVAL),
+                (LkCmd::Get, Some(m)) => return Ok(st.range_conflict(&key, owner, m, &range)),
+                (_, None) => {
+                    st.range_unlock(&key, owner, range);
+                    return Ok(None);
+                }
+                (cmd, Some(mode)) => {
+                    let req = Lock {
+                        owner,
+                        mode,
+                        range,
+                        pid: lock.pid,
+                        fd: fd_id,
+                    };
+                    st.range_lock(&key, req, cmd == LkCmd::SetWait)
+                }
+            }
+        };
+        match outcome {
+            Outcome::Granted => Ok(None),
+            Outcome::Conflict => Err(Errno::EAGAIN),
+            Outcome::Queued(id, rx) => self.wait(id, Target::Range(key), rx).await.map(|_| None),
+        }
+    }
+
+    /// inodelk and finodelk on `gfid`: Get answers EAGAIN when a lock is in the way.
+    async fn inode_op(
+        &self,
+        ctx: &Ctx,
+        domain: &str,
+        gfid: Gfid,
+        cmd: LkCmd,
+        lock: &Flock,
+    ) -> Fop<()> {
+        let owner = Owner {
+            client: ctx.client,
+            owner: ctx.lk_owner,
+        };
+        let key = RangeKey::Inode(domain.to_string(), gfid);
+        match self.range_op(key, owner, cmd, lock, 0).await? {
+            Some(_) => Err(Errno::EAGAIN),
+            None => Ok(((), Xdata::new())),
+        }
+    }
+}
+
+#[async_trait]
+impl Xlator for Locks {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn children(&self) -> &[XlatorRef] {
+        &self.children
+    }
+
+    fn dump(&self) -> String {
+        self.state.lock().dump()
+    }
+
+    async fn fini(&self) {
+        self.state.lock().fail_all_waiters();
+    }
+
+    async fn forget_client(&self, client: u64) {
+        self.state.lock().forget_client(client);
+        for c in self.children() {
+            c.forget_client(client).await;
+        }
+    }
+
+    async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, _xd: Xdata) -> Fop<Flock> {
+        let owner = Owner {
+            client: ctx.client,
+            owner: lock.owner,
+        };
+        let key = RangeKey::Posix(fd.gfid);
+        match self.range_op(key, owner, cmd, lock, fd.id).await? {
+            Some(c) => Ok((
+                Flock {
+                    kind: kind_of(c.mode),
+                    start: c.range.start,
+                    len: c.range.flock_len(),
+                    pid: c.pid,
+                    owner: c.owner.owner,
+                },
+                Xdata::new(),
+            )),
+            None if cmd == LkCmd::Get => Ok((
+                Flock {
+                    kind: LockType::Unlock,
+                    ..*lock
+                },
+                Xdata::new(),
+            )),
+            None => Ok((*lock, Xdata::new())),
+        }
+    }
+
+    async fn inodelk(
+        &self,
+        ctx: &Ctx,
+        domain: &str,
+        loc: &Loc,
+        cmd: LkCmd,
+        lock: &Flock,
+        _xd: Xdata,
+    ) -> Fop<()> {
+        let gfid = loc.gfid.ok_or(Errno::EINVAL)?;
+        self.inode_op(ctx, domain, gfid, cmd, lock).await
+    }
+
+    async fn finodelk(
+        &self,
+        ctx: &Ctx,
+        domain: &str,
+        fd: &FdRef,
+        cmd: LkCmd,
+        lock: &Flock,
+        _xd: Xdata,
+    ) -> Fop<()> {
+        self.inode_op(ctx, domain, fd.gfid, cmd, lock).await
+    }
+
+    async fn entrylk(
+        &self,
+        ctx: &Ctx,
+        domain: &str,
+        loc: &Loc,
+        basename: Option<&OsString>,
+        cmd: EntrylkCmd,
+        kind: EntrylkType,
+        _xd: Xdata,
+    ) -> Fop<()> {
+        let dir = loc.gfid.ok_or(Errno::EINVAL)?;
+        let key = EntryKey {
+            domain: domain.to_string(),
+            dir,
+        };
+        let owner = Owner {
+            client: ctx.client,
+            owner: ctx.lk_owner,
+        };
+        let mode = match kind {
+            EntrylkType::Read => Mode::Read,
+            EntrylkType::Write => Mode::Write,
+        };
+        let outcome = {
+            let mut st = self.state.lock();
+            match cmd {
+                EntrylkCmd::Unlock => {
+                    // Lenient: unlocking a name not held is not an error (see module docs).
+                    st.entry_unlock(&key, owner, basename, mode);
+                    return Ok(((), Xdata::new()));
+                }
+                EntrylkCmd::Lock | EntrylkCmd::LockNonBlocking => st.entry_lock(
+                    &key,
+                    owner,
+                    basename.cloned(),
+                    mode,
+                    cmd == EntrylkCmd::Lock,
+                ),
+            }
+        };
+        match outcome {
+            Outcome::Granted => Ok(((), Xdata::new())),
+            Outcome::Conflict => Err(Errno::EAGAIN),
+            Outcome::Queued(id, rx) => {
+                self.wait(id, Target::Entry(key), rx).await?;
+                Ok(((), Xdata::new()))
+            }
+        }
+    }
+
+    async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        let owner = Owner {
+            client: ctx.client,
+            owner: ctx.lk_owner,
+        };
+        self.state.lock().flush(fd.gfid, owner);
+        self.child()?.flush(ctx, fd, xd).await
+    }
+
+    async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        self.state.lock().release_fd(fd.gfid, fd.id);
+        self.child()?.release(ctx, fd, xd).await
+    }
+}

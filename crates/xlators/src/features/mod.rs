@@ -1,0 +1,3 @@
+//! Feature translators: [`locks`] (`features/locks`), the brick's lock server.
+
+pub mod locks;
