@@ -1,5 +1,6 @@
 //! `weft`: the one binary. It only parses arguments and wires library crates together.
 
+mod brickd;
 mod demo;
 mod mount;
 mod registry;
@@ -31,6 +32,9 @@ enum Command {
         /// The mountpoint of a running `weft mount`.
         mountpoint: std::path::PathBuf,
     },
+    /// Serve bricks over TCP from one process (brick multiplexing), or control a running
+    /// brick server (attach, detach, status).
+    Brickd(brickd::BrickdArgs),
     /// Run a one-brick demo volume under ./.weft mounted at ./mnt (start, stop, status).
     Demo(demo::DemoArgs),
 }
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Translators => volfile_cmd::list_translators(),
         Command::Statedump { mountpoint } => mount::statedump(&mountpoint),
         Command::Demo(a) => demo::run(a),
+        Command::Brickd(a) => brickd::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -70,20 +70,27 @@ pub fn run(a: MountArgs) -> Result<()> {
         return detach(&a);
     }
     init_logging(&a.log_level)?;
-    let graph = Arc::new(volfile_cmd::build(&a.volfile, &vf)?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .thread_name("weft-worker")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let volume = rt
+        .block_on(weft_client::Volume::from_volfile(
+            &vf.to_string(),
+            crate::registry::registry(),
+            weft_client::OpenOptions::default(),
+        ))
+        .with_context(|| format!("cannot open the volume of {}", a.volfile.display()))?;
+    let volume = Arc::new(volume);
     let cfg = weft_fuse::MountConfig {
         attr_timeout,
         entry_timeout,
         fsname: format!("weft:{}", a.volfile.display()),
         ..Default::default()
     };
-    let mount = weft_fuse::mount(graph, &a.mountpoint, &cfg, rt.handle().clone())?;
+    let mount = weft_fuse::mount(volume, &a.mountpoint, &cfg, rt.handle().clone())?;
     tracing::info!(
         "mounted {} at {}",
         a.volfile.display(),
@@ -191,7 +198,7 @@ fn detach(a: &MountArgs) -> Result<()> {
     bail!("mount did not appear within 30 s; see {}", log.display())
 }
 
-fn init_logging(level: &str) -> Result<()> {
+pub fn init_logging(level: &str) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("bad --log-level {level:?}"))?;
     tracing_subscriber::fmt()

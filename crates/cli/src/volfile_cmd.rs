@@ -29,6 +29,12 @@ pub fn load(file: &Path) -> Result<Volfile> {
 
 /// Builds the graph of `vf` with every translator this build knows.
 pub fn build(file: &Path, vf: &Volfile) -> Result<Graph> {
+    // Network translators start their connections as they are built: give them a runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let _guard = rt.enter();
     Graph::build(vf, &crate::registry::registry())
         .with_context(|| format!("bad volfile {}", file.display()))
 }

@@ -99,3 +99,42 @@ mod tests {
         }
     }
 }
+
+/// A FUSE lock request (inclusive `start..=end`, `end` = OFFSET_MAX for "to the end",
+/// fcntl type) as a [`weft_core::Flock`]; `None` for an unknown type or an inverted range.
+pub(crate) fn flock(start: u64, end: u64, typ: i32, pid: u32, owner: u64) -> Option<weft_core::Flock> {
+    use weft_core::LockType;
+    let kind = match typ {
+        libc::F_RDLCK => LockType::Read,
+        libc::F_WRLCK => LockType::Write,
+        libc::F_UNLCK => LockType::Unlock,
+        _ => return None,
+    };
+    if end < start {
+        return None;
+    }
+    let len = if end >= i64::MAX as u64 { 0 } else { end - start + 1 };
+    Some(weft_core::Flock {
+        kind,
+        start,
+        len,
+        pid,
+        owner,
+    })
+}
+
+/// A [`weft_core::Flock`] as FUSE's (start, inclusive end, fcntl type).
+pub(crate) fn flock_range(l: &weft_core::Flock) -> (u64, u64, i32) {
+    use weft_core::LockType;
+    let typ = match l.kind {
+        LockType::Read => libc::F_RDLCK,
+        LockType::Write => libc::F_WRLCK,
+        LockType::Unlock => libc::F_UNLCK,
+    };
+    let end = if l.len == 0 {
+        i64::MAX as u64
+    } else {
+        l.start.saturating_add(l.len - 1)
+    };
+    (l.start, end, typ)
+}

@@ -12,10 +12,10 @@ use bytes::Bytes;
 use fuser::{
     AccessFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow,
 };
-use weft_core::{Ctx, Errno, Iatt, SetAttr};
+use weft_core::{Ctx, Errno, Iatt, LkCmd, SetAttr};
 
 use crate::convert::{attr, errno, kind, set_time};
 use crate::inner::{Inner, SyncKind};
@@ -27,6 +27,8 @@ pub struct WeftFs {
     pub(crate) attr_ttl: Duration,
     pub(crate) entry_ttl: Duration,
     pub(crate) max_write: u32,
+    /// Ask the kernel to send POSIX lock requests here rather than keep them local.
+    pub(crate) posix_locks: bool,
 }
 
 fn ctx(req: &Request, owner: Option<LockOwner>) -> Ctx {
@@ -85,7 +87,12 @@ impl Filesystem for WeftFs {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_ASYNC_DIO
-            | InitFlags::FUSE_MAX_PAGES;
+            | InitFlags::FUSE_MAX_PAGES
+            | if self.posix_locks {
+                InitFlags::FUSE_POSIX_LOCKS
+            } else {
+                InitFlags::empty()
+            };
         let granted = want & config.capabilities();
         if let Err(missing) = config.add_capabilities(granted) {
             tracing::warn!("kernel refused FUSE capabilities {missing:?}");
@@ -353,6 +360,59 @@ impl Filesystem for WeftFs {
         let c = ctx(req, None);
         spawn_empty!(self, reply, |me| async move {
             me.sync(&c, fh.0, SyncKind::File(datasync)).await
+        });
+    }
+
+    fn getlk(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let (me, c) = (self.inner.clone(), ctx(req, Some(lock_owner)));
+        let Some(lock) = crate::convert::flock(start, end, typ, pid, lock_owner.0) else {
+            return reply.error(errno(Errno::EINVAL));
+        };
+        self.go(async move {
+            match me.lk(&c, fh.0, LkCmd::Get, &lock).await {
+                Ok(l) => {
+                    let (s, e, t) = crate::convert::flock_range(&l);
+                    reply.locked(s, e, t, l.pid)
+                }
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let (me, c) = (self.inner.clone(), ctx(req, Some(lock_owner)));
+        let Some(lock) = crate::convert::flock(start, end, typ, pid, lock_owner.0) else {
+            return reply.error(errno(Errno::EINVAL));
+        };
+        let cmd = if sleep { LkCmd::SetWait } else { LkCmd::Set };
+        self.go(async move {
+            match me.lk(&c, fh.0, cmd, &lock).await {
+                Ok(_) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
         });
     }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use weft_client::Volume;
 use weft_core::inode::InodeTable;
+use weft_core::{Flock, LkCmd};
 use weft_core::{
     Ctx, Dirent, Errno, Fd, FdRef, Gfid, Graph, Iatt, Loc, SetAttr, StatVfs, XattrMap, Xdata,
     XlatorRef, GFID_REQ_KEY,
@@ -17,7 +19,9 @@ pub const STATEDUMP_XATTR: &str = "weft.statedump";
 
 /// Shared by every request of one mount.
 pub struct Inner {
-    /// The graph being served (kept for statedumps and teardown).
+    /// The volume being served (kept for statedumps and teardown).
+    pub volume: Arc<Volume>,
+    /// Its graph.
     pub graph: Arc<Graph>,
     top: XlatorRef,
     /// Inodes the kernel holds.
@@ -33,10 +37,12 @@ fn new_gfid_xdata() -> (Gfid, Xdata) {
 }
 
 impl Inner {
-    /// State for serving `graph`.
-    pub fn new(graph: Arc<Graph>) -> Inner {
+    /// State for serving `volume`.
+    pub fn new(volume: Arc<Volume>) -> Inner {
+        let graph = volume.graph().clone();
         let top = graph.top().clone();
         Inner {
+            volume,
             graph,
             top,
             inodes: InodeTable::new(),
@@ -430,7 +436,13 @@ impl Inner {
                 self.top.release(&ctx, &fd, Xdata::new()).await
             };
         }
-        self.graph.fini().await;
+        self.volume.close().await;
+    }
+
+    /// A POSIX lock request on open file `fh` (fcntl F_GETLK/F_SETLK/F_SETLKW).
+    pub async fn lk(&self, ctx: &Ctx, fh: u64, cmd: LkCmd, lock: &Flock) -> Result<Flock, Errno> {
+        let fd = self.fd(fh)?;
+        Ok(self.top.lk(ctx, &fd, cmd, lock, Xdata::new()).await?.0)
     }
 }
 

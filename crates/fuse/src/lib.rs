@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use inner::STATEDUMP_XATTR;
-use weft_core::Graph;
+use weft_client::Volume;
 
 /// Why a mount could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -109,9 +109,11 @@ pub struct Mount {
     inner: Arc<inner::Inner>,
 }
 
-/// Mounts `graph` at `mountpoint`, answering requests on `rt`.
+/// Mounts `volume` at `mountpoint`, answering requests on `rt`. POSIX locks go to the
+/// volume (and so are seen by every client of it) when its graph has a lock translator or
+/// reaches bricks over the network; otherwise the kernel keeps them local to this mount.
 pub fn mount(
-    graph: Arc<Graph>,
+    volume: Arc<Volume>,
     mountpoint: &Path,
     cfg: &MountConfig,
     rt: tokio::runtime::Handle,
@@ -125,13 +127,16 @@ pub fn mount(
     if is_mounted(mountpoint) {
         return Err(MountError::AlreadyMounted(mp));
     }
-    let inner = Arc::new(inner::Inner::new(graph));
+    let posix_locks =
+        volume.graph().has_type("features/locks") || volume.graph().has_type("protocol/client");
+    let inner = Arc::new(inner::Inner::new(volume));
     let fs = fs::WeftFs {
         inner: inner.clone(),
         rt,
         attr_ttl: cfg.attr_timeout,
         entry_ttl: cfg.entry_timeout,
         max_write: cfg.max_write,
+        posix_locks,
     };
     use fuser::MountOption as O;
     let mut config = fuser::Config::default();
