@@ -200,7 +200,7 @@ impl Frame {
     }
 
     /// Takes one whole frame off the front of `buf`. `Ok(None)` means more bytes are
-    /// needed (and `buf` has been given room for them, never more than one maximal frame);
+    /// needed (and `buf` has been given room for up to 1 MiB more of them);
     /// an error means the stream is not a valid Weft stream and must be closed.
     pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         if buf.len() < HEADER_LEN {
@@ -211,7 +211,9 @@ impl Frame {
         let header = Header::parse(&hb)?;
         let total = HEADER_LEN + header.meta_len as usize + header.data_len as usize;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            // Grow as the bytes arrive, not by what the header claims: a peer that
+            // announces 16 MiB and sends nothing costs at most 1 MiB.
+            buf.reserve((total - buf.len()).min(1 << 20));
             return Ok(None);
         }
         buf.advance(HEADER_LEN);

@@ -9,9 +9,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The `weft` binary under test.
+/// The `weft` binary under test. The process gets SIGTERM if the test dies without
+/// cleaning up (a mount then unmounts itself), so nothing outlives a killed test.
 pub fn weft() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
+    weft_dying_with(libc::SIGTERM)
+}
+
+/// The `weft` binary, sent `sig` when the test thread that started it ends.
+pub fn weft_dying_with(sig: i32) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_weft"));
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        c.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, sig);
+            Ok(())
+        });
+    }
+    c
 }
 
 /// Runs `weft ARGS` to completion.
@@ -175,5 +190,172 @@ impl Drop for MountGuard {
         if is_mounted(&self.mnt) {
             let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
         }
+    }
+}
+
+/// Mounts `volfile` at `mnt` with `weft mount --foreground`, logging to `log`, and waits
+/// until the kernel shows it.
+pub fn mount_volfile(volfile: &Path, mnt: &Path, log: &Path, extra: &[&str]) -> MountGuard {
+    let logf = std::fs::File::create(log).unwrap();
+    let child = weft()
+        .args(["mount", "--foreground", "--volfile"])
+        .arg(volfile)
+        .arg(mnt)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .expect("spawn weft mount");
+    let mut g = MountGuard {
+        child: Some(child),
+        mnt: mnt.to_path_buf(),
+        log: log.to_path_buf(),
+    };
+    let start = Instant::now();
+    while !is_mounted(mnt) {
+        if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("weft mount exited early ({st}):\n{}", g.log_text());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "mount did not appear:\n{}",
+            g.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    g
+}
+
+/// The text of a server volfile graph for one brick: posix under locks under
+/// protocol/server, with extra `option` lines for protocol/server.
+pub fn brick_graph(name: &str, dir: &Path, server_options: &[(&str, &str)]) -> String {
+    let opts: String = server_options
+        .iter()
+        .map(|(k, v)| format!("    option {k} {v}\n"))
+        .collect();
+    format!(
+        "volume {name}-posix\n    type storage/posix\n    option directory {}\nend-volume\n\n\
+         volume {name}\n    type features/locks\n    subvolumes {name}-posix\nend-volume\n\n\
+         volume {name}-server\n    type protocol/server\n{opts}    subvolumes {name}\nend-volume\n\n",
+        dir.display()
+    )
+}
+
+/// A client volfile reaching brick `brick` at 127.0.0.1:`port`, with extra options.
+pub fn client_volfile(brick: &str, port: u16, extra: &[(&str, &str)]) -> String {
+    let opts: String = extra
+        .iter()
+        .map(|(k, v)| format!("    option {k} {v}\n"))
+        .collect();
+    format!(
+        "volume {brick}-client\n    type protocol/client\n    option remote-host 127.0.0.1\n    option remote-port {port}\n    option remote-subvolume {brick}\n{opts}end-volume\n"
+    )
+}
+
+/// A running `weft brickd`; killed on drop.
+pub struct Brickd {
+    child: Option<Child>,
+    /// The port it listens on (on 127.0.0.1).
+    pub port: u16,
+    /// Its control socket.
+    pub control: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+    volfile: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Brickd {
+    /// Starts `weft brickd` on 127.0.0.1 (port 0: a free one) serving `volfile`, its
+    /// control socket and log in `dir`.
+    pub fn start(dir: &Path, volfile: &Path, extra: &[&str]) -> Brickd {
+        let mut b = Brickd {
+            child: None,
+            port: 0,
+            control: dir.join("brickd.sock"),
+            log: dir.join("brickd.log"),
+            volfile: volfile.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        use std::io::BufRead;
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut child = weft_dying_with(libc::SIGKILL)
+            .arg("brickd")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--control")
+            .arg(&self.control)
+            .arg("--volfile")
+            .arg(&self.volfile)
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn weft brickd");
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        assert!(
+            line.contains("listening on"),
+            "brickd did not start: {line:?}\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+        let addr = line.split_whitespace().nth(4).unwrap().trim_end_matches(',');
+        self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = Some(child);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// SIGKILLs it and waits for it to be gone.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `weft brickd SUBCOMMAND --control <its socket> ARGS`.
+    pub fn ctl(&self, sub: &str, args: &[&str]) -> Output {
+        weft()
+            .arg("brickd")
+            .arg(sub)
+            .arg("--control")
+            .arg(&self.control)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run weft brickd ctl")
+    }
+}
+
+impl Drop for Brickd {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }

@@ -125,19 +125,32 @@ impl Session {
             match self.connect().await {
                 Ok((conn, reader)) => {
                     backoff = BACKOFF_MIN;
-                    self.reopen_fds(&conn).await;
-                    *self.conn.lock() = Some(conn.clone());
-                    *self.last_error.lock() = None;
-                    tracing::info!(
-                        "{}: connected to {}:{} brick {:?}",
-                        self.name,
-                        self.cfg.host,
-                        self.cfg.port,
-                        self.cfg.brick
-                    );
-                    self.events.send(&self.name, Event::ChildUp(self.name.clone()));
-                    was_up = true;
-                    let why = self.serve(&conn, reader).await;
+                    // Replies to the reopens arrive through the serving loop, so it runs
+                    // from the start; FOPs only see the connection once files are reopened.
+                    let serving = self.serve(&conn, reader);
+                    tokio::pin!(serving);
+                    let died = tokio::select! {
+                        why = &mut serving => Some(why),
+                        _ = self.reopen_fds(&conn) => None,
+                    };
+                    let why = match died {
+                        Some(why) => why,
+                        None => {
+                            *self.conn.lock() = Some(conn.clone());
+                            *self.last_error.lock() = None;
+                            tracing::info!(
+                                "{}: connected to {}:{} brick {:?}",
+                                self.name,
+                                self.cfg.host,
+                                self.cfg.port,
+                                self.cfg.brick
+                            );
+                            self.events
+                                .send(&self.name, Event::ChildUp(self.name.clone()));
+                            was_up = true;
+                            serving.await
+                        }
+                    };
                     conn.kill();
                     self.conn.lock().take();
                     if !self.stopped.load(Ordering::Acquire) {

@@ -208,6 +208,10 @@ impl BrickServer {
         }
         let mut names = Vec::new();
         let mut map = self.bricks.write();
+        // Checked again under the lock: another attach may have raced this one.
+        if let Some((dup, _)) = new.iter().find(|(n, _)| map.contains_key(n)) {
+            return Err(format!("brick {dup:?} is already served by this process"));
+        }
         for (name, (graph, policy)) in new {
             let (detached, _) = watch::channel(false);
             tracing::info!(brick = %name, "brick attached");
@@ -229,11 +233,10 @@ impl BrickServer {
     /// Stops serving `brick`: its clients are disconnected (their fds released, their locks
     /// dropped) and its graph torn down. Other bricks are untouched.
     pub async fn detach(&self, brick: &str) -> Result<(), String> {
-        let b = self
-            .bricks
-            .write()
-            .remove(brick)
-            .ok_or_else(|| format!("no brick named {brick:?} here ({})", self.brick_list()))?;
+        let removed = self.bricks.write().remove(brick);
+        let Some(b) = removed else {
+            return Err(format!("no brick named {brick:?} here ({})", self.brick_list()));
+        };
         b.detached.send_replace(true);
         // Connections hold the brick until they have released everything.
         for _ in 0..500 {
