@@ -4,5 +4,7 @@ use weft_core::Registry;
 
 /// The registry every `weft` command builds graphs against.
 pub fn registry() -> Registry {
-    weft_xlators::registry()
+    let mut r = weft_xlators::registry();
+    weft_python::register(&mut r);
+    r
 }
