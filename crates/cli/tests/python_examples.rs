@@ -51,7 +51,10 @@ fn audit_logs_every_change_with_who_and_outcome() {
             .find(|l| l.ends_with(want))
             .unwrap_or_else(|| panic!("no {want:?} in the audit log:\n{after}"));
         assert!(line.contains(&me) && line.contains(" pid="), "{line}");
-        assert!(line.starts_with("20") && line.contains('T'), "no timestamp: {line}");
+        assert!(
+            line.starts_with("20") && line.contains('T'),
+            "no timestamp: {line}"
+        );
     }
 }
 
@@ -102,13 +105,20 @@ fn readonly_prefix_refuses_changes_with_erofs() {
     let erofs = libc::EROFS;
     assert_eq!(errno_of(std::fs::write(ro.join("file"), b"x")), erofs);
     assert_eq!(
-        errno_of(std::fs::OpenOptions::new().append(true).open(ro.join("file"))),
+        errno_of(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(ro.join("file"))
+        ),
         erofs
     );
     assert_eq!(errno_of(std::fs::write(ro.join("new"), b"x")), erofs);
     assert_eq!(errno_of(std::fs::create_dir(ro.join("sub"))), erofs);
     assert_eq!(errno_of(std::fs::remove_file(ro.join("file"))), erofs);
-    assert_eq!(errno_of(std::fs::rename(ro.join("file"), m.join("out"))), erofs);
+    assert_eq!(
+        errno_of(std::fs::rename(ro.join("file"), m.join("out"))),
+        erofs
+    );
     assert_eq!(
         errno_of(std::fs::set_permissions(
             ro.join("file"),
@@ -128,17 +138,13 @@ fn readonly_prefix_refuses_changes_with_erofs() {
 
 #[test]
 fn sha256_xattr_is_computed_from_the_content() {
-    let vol = Volume::python(
-        "sha",
-        &python_examples(),
-        "sha256",
-        "Sha256Xattr",
-        "",
-    );
+    let vol = Volume::python("sha", &python_examples(), "sha256", "Sha256Xattr", "");
     let _m = vol.mount();
     let m = &vol.mnt;
     // 9 MiB and a bit: several read pieces, a short last one.
-    let big: Vec<u8> = (0..9 * 1024 * 1024 + 123).map(|i| (i * 7 % 251) as u8).collect();
+    let big: Vec<u8> = (0..9 * 1024 * 1024 + 123)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
     std::fs::write(m.join("big"), &big).unwrap();
     std::fs::write(m.join("small"), b"hello\n").unwrap();
     for name in ["big", "small"] {
@@ -156,7 +162,10 @@ fn sha256_xattr_is_computed_from_the_content() {
     assert_ne!(&got[..8], b"5891b5b5");
     // Directories have none; other xattrs pass through; it cannot be set.
     std::fs::create_dir(m.join("dir")).unwrap();
-    assert_eq!(getxattr(&m.join("dir"), "user.weft.sha256"), Err(libc::ENODATA));
+    assert_eq!(
+        getxattr(&m.join("dir"), "user.weft.sha256"),
+        Err(libc::ENODATA)
+    );
     assert_eq!(getxattr(&m.join("small"), "user.other"), Err(libc::ENODATA));
     let st = std::process::Command::new("setfattr")
         .args(["-n", "user.weft.sha256", "-v", "forged"])

@@ -175,7 +175,10 @@ fn load_errors_stop_the_mount_with_a_clear_message() {
         "initfail",
         "class T:\n    def __init__(self, init):\n        raise ValueError('no config')\n",
         "T",
-        &["python class \"T\" failed to start", "ValueError: no config"],
+        &[
+            "python class \"T\" failed to start",
+            "ValueError: no config",
+        ],
     );
     refused(
         "importfail",
@@ -203,5 +206,8 @@ fn a_missing_module_folder_is_refused() {
     let out = weft_output(&["volfile", "check", "--build", vol.volfile.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("python path /nonexistent/weft-py is not a directory"), "{err}");
+    assert!(
+        err.contains("python path /nonexistent/weft-py is not a directory"),
+        "{err}"
+    );
 }

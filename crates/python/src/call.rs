@@ -21,7 +21,7 @@ use weft_core::{Ctx, Errno, Fop, XlatorRef};
 use crate::context::{block_on, Context, Down, Winder};
 use crate::convert::PyOut;
 use crate::fops::FopArgs;
-use crate::module::{error_for, errno_of, format_exception};
+use crate::module::{errno_of, error_for, format_exception};
 use crate::xlator::Stats;
 
 /// One call of a Python FOP method, owning all it needs to run on another thread.

@@ -194,7 +194,10 @@ impl Context {
         let g = parse_gfid(gfid)?;
         let m = self.down.call(py, move |child, ctx| async move {
             let loc = Loc::inode(g);
-            Ok(child.getxattr(&ctx, &loc, Some(&name), Xdata::new()).await?.0)
+            Ok(child
+                .getxattr(&ctx, &loc, Some(&name), Xdata::new())
+                .await?
+                .0)
         })?;
         let v = m.into_values().next().unwrap_or_default();
         Ok(PyBytes::new(py, &v))
@@ -214,7 +217,9 @@ impl Context {
         self.down.call(py, move |child, ctx| async move {
             let attrs = XattrMap::from([(name, value)]);
             let loc = Loc::inode(g);
-            child.setxattr(&ctx, &loc, &attrs, flags, Xdata::new()).await?;
+            child
+                .setxattr(&ctx, &loc, &attrs, flags, Xdata::new())
+                .await?;
             Ok(())
         })
     }

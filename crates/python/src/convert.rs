@@ -105,9 +105,9 @@ impl PyArg for XattrMap {
         let d = ob.downcast::<PyDict>()?;
         let mut m = XattrMap::new();
         for (k, v) in d.iter() {
-            let v = v.downcast::<PyBytes>().map_err(|_| {
-                PyTypeError::new_err(format!("the value of {k} must be bytes"))
-            })?;
+            let v = v
+                .downcast::<PyBytes>()
+                .map_err(|_| PyTypeError::new_err(format!("the value of {k} must be bytes")))?;
             m.insert(k.extract()?, v.as_bytes().to_vec());
         }
         Ok(m)

@@ -9,10 +9,14 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum LoadError {
     /// `option path` is not a directory.
-    #[error("python path {0} is not a directory (set `option path` to the folder holding the module)")]
+    #[error(
+        "python path {0} is not a directory (set `option path` to the folder holding the module)"
+    )]
     NoPath(PathBuf),
     /// `option module` is not a plain module name.
-    #[error("bad python module name {0:?} (a dotted Python module name, e.g. audit or mypkg.audit)")]
+    #[error(
+        "bad python module name {0:?} (a dotted Python module name, e.g. audit or mypkg.audit)"
+    )]
     BadModule(String),
     /// Importing the module failed (a syntax error, a missing file, an exception).
     #[error("cannot import python module {module:?} from {path}:\n{detail}")]

@@ -81,16 +81,21 @@ pub fn load(spec: &Spec) -> Result<Loaded, LoadError> {
     Python::with_gil(|py| {
         let other = |e: PyErr| LoadError::Python(format_exception(py, &e));
         weft_module(py).map_err(other)?;
-        let sys_path = py.import("sys").and_then(|s| s.getattr("path")).map_err(other)?;
+        let sys_path = py
+            .import("sys")
+            .and_then(|s| s.getattr("path"))
+            .map_err(other)?;
         let dir = spec.path.to_string_lossy().into_owned();
         if !sys_path.contains(&dir).map_err(other)? {
             sys_path.call_method1("insert", (0, &dir)).map_err(other)?;
         }
-        let module = py.import(spec.module.as_str()).map_err(|e| LoadError::Import {
-            module: spec.module.clone(),
-            path: spec.path.clone(),
-            detail: format_exception(py, &e),
-        })?;
+        let module = py
+            .import(spec.module.as_str())
+            .map_err(|e| LoadError::Import {
+                module: spec.module.clone(),
+                path: spec.path.clone(),
+                detail: format_exception(py, &e),
+            })?;
         let file = module
             .getattr("__file__")
             .and_then(|f| f.extract::<String>())
@@ -129,7 +134,10 @@ pub fn load(spec: &Spec) -> Result<Loaded, LoadError> {
     })
 }
 
-fn find_class<'py>(module: &Bound<'py, PyModule>, spec: &Spec) -> Result<Bound<'py, PyType>, LoadError> {
+fn find_class<'py>(
+    module: &Bound<'py, PyModule>,
+    spec: &Spec,
+) -> Result<Bound<'py, PyType>, LoadError> {
     let found = || {
         let mut names: Vec<String> = module
             .dict()

@@ -43,9 +43,7 @@ pub fn weft_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         m.add_class::<PySetAttr>()?;
         m.add_class::<PyInit>()?;
         py.run(PY_SOURCE, Some(&m.dict()), None)?;
-        py.import("sys")?
-            .getattr("modules")?
-            .set_item("weft", &m)?;
+        py.import("sys")?.getattr("modules")?.set_item("weft", &m)?;
         Ok(m.unbind())
     })?;
     Ok(m.bind(py))
