@@ -94,7 +94,7 @@ fn exceptions_and_wrong_types_fail_one_fop_and_the_mount_keeps_serving() {
 #[test]
 fn a_spinning_method_does_not_stall_fops_that_bypass_python() {
     let py = module_dir("spin-py", "faulty.py", FAULTY);
-    let vol = Volume::python("spin", py.path(), "faulty", "Faulty", "spin=3");
+    let vol = Volume::python("spin", py.path(), "faulty", "Faulty", "spin=5");
     let _g = vol.mount();
     let m = vol.mnt.clone();
     let f = std::fs::OpenOptions::new()
@@ -110,21 +110,22 @@ fn a_spinning_method_does_not_stall_fops_that_bypass_python() {
         (r, t.elapsed())
     });
     std::thread::sleep(Duration::from_millis(300));
-    // Writes, fsyncs, reads and xattrs on an open file never enter Python.
+    // Writes, fsyncs and reads on an open file never enter Python. Had they waited for the
+    // GIL they would take the whole 5 s spin.
     let t = Instant::now();
-    for i in 0..50u64 {
+    for i in 0..20u64 {
         f.write_all_at(&i.to_be_bytes(), i * 8).unwrap();
         f.sync_data().unwrap();
     }
     let mut buf = [0u8; 8];
-    f.read_exact_at(&mut buf, 49 * 8).unwrap();
-    assert_eq!(u64::from_be_bytes(buf), 49);
+    f.read_exact_at(&mut buf, 19 * 8).unwrap();
+    assert_eq!(u64::from_be_bytes(buf), 19);
     let fast = t.elapsed();
     let (r, slow_took) = slow.join().unwrap();
     assert_eq!(r, libc::ENOENT);
-    assert!(slow_took >= Duration::from_millis(2500), "{slow_took:?}");
+    assert!(slow_took >= Duration::from_millis(4500), "{slow_took:?}");
     assert!(
-        fast < Duration::from_millis(1500),
+        fast < Duration::from_millis(2500),
         "FOPs that bypass Python took {fast:?} while Python spun"
     );
 }
