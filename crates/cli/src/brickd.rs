@@ -53,7 +53,11 @@ enum BrickdCmd {
     /// Serve the bricks of another server volfile in a running brickd.
     Attach {
         /// The running brickd's control socket.
-        #[arg(long, default_value = "/run/weft/brickd-24009.sock", value_name = "PATH")]
+        #[arg(
+            long,
+            default_value = "/run/weft/brickd-24009.sock",
+            value_name = "PATH"
+        )]
         control: PathBuf,
         /// The server volfile.
         volfile: PathBuf,
@@ -61,7 +65,11 @@ enum BrickdCmd {
     /// Stop serving one brick (its clients are disconnected).
     Detach {
         /// The running brickd's control socket.
-        #[arg(long, default_value = "/run/weft/brickd-24009.sock", value_name = "PATH")]
+        #[arg(
+            long,
+            default_value = "/run/weft/brickd-24009.sock",
+            value_name = "PATH"
+        )]
         control: PathBuf,
         /// The brick's name (the volume under protocol/server).
         brick: String,
@@ -69,7 +77,11 @@ enum BrickdCmd {
     /// List the bricks a running brickd serves.
     Status {
         /// The running brickd's control socket.
-        #[arg(long, default_value = "/run/weft/brickd-24009.sock", value_name = "PATH")]
+        #[arg(
+            long,
+            default_value = "/run/weft/brickd-24009.sock",
+            value_name = "PATH"
+        )]
         control: PathBuf,
     },
 }
@@ -109,9 +121,9 @@ async fn ctl(path: &Path, req: ControlRequest) -> Result<()> {
 async fn serve(a: ServeArgs) -> Result<()> {
     crate::mount::init_logging(&a.log_level)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(c), Some(k)) => Some(
-            weft_protocol::tls::acceptor(c, k, a.tls_ca.as_deref()).map_err(|e| anyhow!(e))?,
-        ),
+        (Some(c), Some(k)) => {
+            Some(weft_protocol::tls::acceptor(c, k, a.tls_ca.as_deref()).map_err(|e| anyhow!(e))?)
+        }
         _ => None,
     };
     let server = weft_protocol::BrickServer::new(
@@ -140,8 +152,14 @@ async fn serve(a: ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot write pid file {}", p.display()))?;
     }
     // The first line on stdout says where we listen (port 0 picks one); scripts wait for it.
-    println!("weft brickd: listening on {addr}, control socket {}", control_path.display());
-    tracing::info!("serving: {}", server.status().trim_end().replace('\n', "; "));
+    println!(
+        "weft brickd: listening on {addr}, control socket {}",
+        control_path.display()
+    );
+    tracing::info!(
+        "serving: {}",
+        server.status().trim_end().replace('\n', "; ")
+    );
     let accept = tokio::spawn(server.clone().serve(listener));
     let ctl_task = tokio::spawn(control::serve(server.clone(), control));
     use tokio::signal::unix::{signal, SignalKind};

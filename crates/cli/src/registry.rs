@@ -6,5 +6,6 @@ use weft_core::Registry;
 pub fn registry() -> Registry {
     let mut r = weft_xlators::registry();
     weft_protocol::register(&mut r);
+    weft_python::register(&mut r);
     r
 }

@@ -183,7 +183,12 @@ fn malformed_peers_lose_only_their_own_connection() {
     let mut s = handshake(bd.port, "bad");
     send(
         &mut s,
-        &Frame::new(Kind::Request, 1, Bytes::from_static(&[0xff; 40]), Bytes::new()),
+        &Frame::new(
+            Kind::Request,
+            1,
+            Bytes::from_static(&[0xff; 40]),
+            Bytes::new(),
+        ),
     );
     assert!(closed_by_server(&mut s));
     works("garbage");

@@ -22,7 +22,12 @@ impl Setup {
         self.dir.path().join(p)
     }
     /// Writes a server volfile `file` with one brick graph per name.
-    fn server_volfile(&self, file: &str, bricks: &[&str], opts: &[(&str, &str)]) -> std::path::PathBuf {
+    fn server_volfile(
+        &self,
+        file: &str,
+        bricks: &[&str],
+        opts: &[(&str, &str)],
+    ) -> std::path::PathBuf {
         let mut text = String::new();
         for b in bricks {
             let dir = self.path(&format!("bricks/{b}"));
@@ -126,7 +131,10 @@ print('%.2f' % (time.time() - t))
     holder.wait().unwrap();
     let out = waiter.wait_with_output().unwrap();
     let waited: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    assert!(waited >= 0.5, "the waiter got the lock after {waited}s, before it was released");
+    assert!(
+        waited >= 0.5,
+        "the waiter got the lock after {waited}s, before it was released"
+    );
     drop((m1, m2));
 }
 
@@ -308,7 +316,10 @@ fn auth_reject_refuses_the_client_with_a_clear_error() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("no brick named \"nosuch\"") && err.contains("locked"), "{err}");
+    assert!(
+        err.contains("no brick named \"nosuch\"") && err.contains("locked"),
+        "{err}"
+    );
     assert!(bd.log_text().contains("rejected by auth.reject"));
 }
 

@@ -72,7 +72,10 @@ impl<'v> File<'v> {
         while done < data.len() {
             let end = (done + CHUNK).min(data.len());
             let n = self
-                .write(offset + done as u64, Bytes::copy_from_slice(&data[done..end]))
+                .write(
+                    offset + done as u64,
+                    Bytes::copy_from_slice(&data[done..end]),
+                )
                 .await?;
             if n == 0 {
                 return Err(self.err("write")(Errno::EIO));

@@ -209,7 +209,9 @@ impl Volume {
 
     /// Resolves `path` to its location (gfid known) and attributes.
     pub async fn lookup(&self, path: &str) -> Result<(Loc, Iatt)> {
-        path::resolve(self, path).await.map_err(Self::err("lookup", path))
+        path::resolve(self, path)
+            .await
+            .map_err(Self::err("lookup", path))
     }
 
     /// Attributes of `path` (not following a final symlink).
@@ -230,14 +232,22 @@ impl Volume {
     pub async fn rmdir(&self, path: &str) -> Result<()> {
         let e = Self::err("rmdir", path);
         let loc = path::entry_loc(self, path).await.map_err(&e)?;
-        self.top().rmdir(&self.ctx, &loc, Xdata::new()).await.map(|_| ()).map_err(e)
+        self.top()
+            .rmdir(&self.ctx, &loc, Xdata::new())
+            .await
+            .map(|_| ())
+            .map_err(e)
     }
 
     /// Removes the name `path` (not a directory).
     pub async fn unlink(&self, path: &str) -> Result<()> {
         let e = Self::err("unlink", path);
         let loc = path::entry_loc(self, path).await.map_err(&e)?;
-        self.top().unlink(&self.ctx, &loc, Xdata::new()).await.map(|_| ()).map_err(e)
+        self.top()
+            .unlink(&self.ctx, &loc, Xdata::new())
+            .await
+            .map(|_| ())
+            .map_err(e)
     }
 
     /// Renames `from` to `to`, replacing `to` if it exists (rename(2)).
@@ -248,7 +258,10 @@ impl Volume {
         if let Ok((l, _)) = path::resolve(self, to).await {
             new.gfid = l.gfid;
         }
-        let r = self.top().rename(&self.ctx, &old, &new, 0, Xdata::new()).await;
+        let r = self
+            .top()
+            .rename(&self.ctx, &old, &new, 0, Xdata::new())
+            .await;
         r.map(|_| ()).map_err(e)
     }
 
@@ -257,7 +270,10 @@ impl Volume {
         let e = Self::err("symlink", path);
         let loc = path::parent_loc(self, path).await.map_err(&e)?;
         let (_, xd) = new_gfid_xdata();
-        let r = self.top().symlink(&self.ctx, Path::new(target), &loc, 0, xd).await;
+        let r = self
+            .top()
+            .symlink(&self.ctx, Path::new(target), &loc, 0, xd)
+            .await;
         r.map(|(ia, _)| ia).map_err(e)
     }
 
@@ -282,7 +298,10 @@ impl Volume {
     pub async fn setattr(&self, path: &str, attr: &SetAttr) -> Result<Iatt> {
         let e = Self::err("setattr", path);
         let (loc, _) = path::resolve(self, path).await.map_err(&e)?;
-        let r = self.top().setattr(&self.ctx, &loc, attr, Xdata::new()).await;
+        let r = self
+            .top()
+            .setattr(&self.ctx, &loc, attr, Xdata::new())
+            .await;
         r.map(|(ia, _)| ia).map_err(e)
     }
 
@@ -310,7 +329,10 @@ impl Volume {
     pub async fn listxattr(&self, path: &str) -> Result<Vec<String>> {
         let e = Self::err("listxattr", path);
         let (loc, _) = path::resolve(self, path).await.map_err(&e)?;
-        let r = self.top().getxattr(&self.ctx, &loc, None, Xdata::new()).await;
+        let r = self
+            .top()
+            .getxattr(&self.ctx, &loc, None, Xdata::new())
+            .await;
         r.map(|(m, _)| m.into_keys().collect()).map_err(e)
     }
 
@@ -320,7 +342,10 @@ impl Volume {
         let (loc, _) = path::resolve(self, path).await.map_err(&e)?;
         let mut m = XattrMap::new();
         m.insert(name.to_string(), value.to_vec());
-        let r = self.top().setxattr(&self.ctx, &loc, &m, flags, Xdata::new()).await;
+        let r = self
+            .top()
+            .setxattr(&self.ctx, &loc, &m, flags, Xdata::new())
+            .await;
         r.map(|_| ()).map_err(e)
     }
 
@@ -328,7 +353,10 @@ impl Volume {
     pub async fn removexattr(&self, path: &str, name: &str) -> Result<()> {
         let e = Self::err("removexattr", path);
         let (loc, _) = path::resolve(self, path).await.map_err(&e)?;
-        let r = self.top().removexattr(&self.ctx, &loc, name, Xdata::new()).await;
+        let r = self
+            .top()
+            .removexattr(&self.ctx, &loc, name, Xdata::new())
+            .await;
         r.map(|_| ()).map_err(e)
     }
 

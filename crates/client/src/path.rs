@@ -66,4 +66,3 @@ pub(crate) async fn entry_loc(vol: &Volume, path: &str) -> Result<Loc, Errno> {
     loc.gfid = l.gfid;
     Ok(loc)
 }
-

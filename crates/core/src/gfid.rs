@@ -7,7 +7,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A 128-bit file identity, stored on bricks in the `trusted.weft.gfid` xattr.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, serde::Serialize, serde::Deserialize,
+)]
 pub struct Gfid(pub [u8; 16]);
 
 impl Gfid {

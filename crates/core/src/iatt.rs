@@ -51,7 +51,19 @@ impl FileType {
 }
 
 /// A timestamp with nanosecond precision (seconds since the epoch may be negative).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Timespec {
     /// Whole seconds since 1970-01-01T00:00:00Z.
     pub sec: i64,

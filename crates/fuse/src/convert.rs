@@ -81,28 +81,15 @@ pub fn attr(ia: &Iatt) -> fuser::FileAttr {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_round_trip_both_sides_of_the_epoch() {
-        for t in [
-            Timespec {
-                sec: 1_600_000_000,
-                nsec: 123_456_789,
-            },
-            Timespec { sec: -5, nsec: 250 },
-            Timespec { sec: 0, nsec: 0 },
-        ] {
-            assert_eq!(timespec(system_time(t)), t);
-        }
-    }
-}
-
 /// A FUSE lock request (inclusive `start..=end`, `end` = OFFSET_MAX for "to the end",
 /// fcntl type) as a [`weft_core::Flock`]; `None` for an unknown type or an inverted range.
-pub(crate) fn flock(start: u64, end: u64, typ: i32, pid: u32, owner: u64) -> Option<weft_core::Flock> {
+pub(crate) fn flock(
+    start: u64,
+    end: u64,
+    typ: i32,
+    pid: u32,
+    owner: u64,
+) -> Option<weft_core::Flock> {
     use weft_core::LockType;
     let kind = match typ {
         libc::F_RDLCK => LockType::Read,
@@ -113,7 +100,11 @@ pub(crate) fn flock(start: u64, end: u64, typ: i32, pid: u32, owner: u64) -> Opt
     if end < start {
         return None;
     }
-    let len = if end >= i64::MAX as u64 { 0 } else { end - start + 1 };
+    let len = if end >= i64::MAX as u64 {
+        0
+    } else {
+        end - start + 1
+    };
     Some(weft_core::Flock {
         kind,
         start,
@@ -137,4 +128,23 @@ pub(crate) fn flock_range(l: &weft_core::Flock) -> (u64, u64, i32) {
         l.start.saturating_add(l.len - 1)
     };
     (l.start, end, typ)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip_both_sides_of_the_epoch() {
+        for t in [
+            Timespec {
+                sec: 1_600_000_000,
+                nsec: 123_456_789,
+            },
+            Timespec { sec: -5, nsec: 250 },
+            Timespec { sec: 0, nsec: 0 },
+        ] {
+            assert_eq!(timespec(system_time(t)), t);
+        }
+    }
 }

@@ -8,11 +8,11 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use weft_client::Volume;
 use weft_core::inode::InodeTable;
-use weft_core::{Flock, LkCmd};
 use weft_core::{
     Ctx, Dirent, Errno, Fd, FdRef, Gfid, Graph, Iatt, Loc, SetAttr, StatVfs, XattrMap, Xdata,
     XlatorRef, GFID_REQ_KEY,
 };
+use weft_core::{Flock, LkCmd};
 
 /// The name of the virtual xattr on the mount root that returns a statedump of the graph.
 pub const STATEDUMP_XATTR: &str = "weft.statedump";

@@ -30,7 +30,9 @@ impl AddrList {
                 continue;
             }
             out.push(parse_entry(e).ok_or_else(|| {
-                format!("{e:?} is not an address, a CIDR block (10.0.0.0/8) or a pattern (192.168.*)")
+                format!(
+                    "{e:?} is not an address, a CIDR block (10.0.0.0/8) or a pattern (192.168.*)"
+                )
             })?);
         }
         Ok(AddrList(out))
@@ -78,7 +80,11 @@ fn parse_entry(e: &str) -> Option<Entry> {
         }
         let mut pat = Vec::new();
         for p in parts {
-            pat.push(if p == "*" { None } else { Some(p.parse().ok()?) });
+            pat.push(if p == "*" {
+                None
+            } else {
+                Some(p.parse().ok()?)
+            });
         }
         return Some(Entry::Octets(pat));
     }

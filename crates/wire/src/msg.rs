@@ -75,53 +75,211 @@ pub struct Request {
 #[allow(missing_docs)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FopRequest {
-    Lookup { loc: Loc },
-    Stat { loc: Loc },
-    Fstat { fd: u64 },
-    Access { loc: Loc, mask: u32 },
-    Setattr { loc: Loc, attr: SetAttr },
-    Fsetattr { fd: u64, attr: SetAttr },
-    Truncate { loc: Loc, size: u64 },
-    Ftruncate { fd: u64, size: u64 },
-    Readlink { loc: Loc },
-    Statfs { loc: Loc },
-    Mkdir { loc: Loc, mode: u32, umask: u32 },
-    Rmdir { loc: Loc },
-    Unlink { loc: Loc },
-    Rename { old: Loc, new: Loc, flags: u32 },
-    Link { old: Loc, new: Loc },
-    Symlink { target: PathBuf, loc: Loc, umask: u32 },
-    Mknod { loc: Loc, mode: u32, rdev: u64, umask: u32 },
-    Open { loc: Loc, gfid: Gfid, flags: i32 },
-    Create { loc: Loc, gfid: Gfid, flags: i32, mode: u32, umask: u32 },
+    Lookup {
+        loc: Loc,
+    },
+    Stat {
+        loc: Loc,
+    },
+    Fstat {
+        fd: u64,
+    },
+    Access {
+        loc: Loc,
+        mask: u32,
+    },
+    Setattr {
+        loc: Loc,
+        attr: SetAttr,
+    },
+    Fsetattr {
+        fd: u64,
+        attr: SetAttr,
+    },
+    Truncate {
+        loc: Loc,
+        size: u64,
+    },
+    Ftruncate {
+        fd: u64,
+        size: u64,
+    },
+    Readlink {
+        loc: Loc,
+    },
+    Statfs {
+        loc: Loc,
+    },
+    Mkdir {
+        loc: Loc,
+        mode: u32,
+        umask: u32,
+    },
+    Rmdir {
+        loc: Loc,
+    },
+    Unlink {
+        loc: Loc,
+    },
+    Rename {
+        old: Loc,
+        new: Loc,
+        flags: u32,
+    },
+    Link {
+        old: Loc,
+        new: Loc,
+    },
+    Symlink {
+        target: PathBuf,
+        loc: Loc,
+        umask: u32,
+    },
+    Mknod {
+        loc: Loc,
+        mode: u32,
+        rdev: u64,
+        umask: u32,
+    },
+    Open {
+        loc: Loc,
+        gfid: Gfid,
+        flags: i32,
+    },
+    Create {
+        loc: Loc,
+        gfid: Gfid,
+        flags: i32,
+        mode: u32,
+        umask: u32,
+    },
     /// The data to write is the frame's data part.
-    Writev { fd: u64, offset: u64 },
-    Readv { fd: u64, size: u32, offset: u64 },
-    Flush { fd: u64 },
-    Fsync { fd: u64, datasync: bool },
-    Release { fd: u64 },
-    Fallocate { fd: u64, mode: i32, offset: u64, len: u64 },
-    Discard { fd: u64, offset: u64, len: u64 },
-    Zerofill { fd: u64, offset: u64, len: u64 },
-    Seek { fd: u64, offset: u64, what: SeekWhat },
-    Rchecksum { fd: u64, offset: u64, len: u32 },
-    Opendir { loc: Loc, gfid: Gfid },
-    Readdir { fd: u64, size: u32, offset: u64 },
-    Readdirp { fd: u64, size: u32, offset: u64 },
-    Fsyncdir { fd: u64, datasync: bool },
-    Releasedir { fd: u64 },
-    Getxattr { loc: Loc, name: Option<String> },
-    Fgetxattr { fd: u64, name: Option<String> },
-    Setxattr { loc: Loc, attrs: XattrMap, flags: i32 },
-    Fsetxattr { fd: u64, attrs: XattrMap, flags: i32 },
-    Removexattr { loc: Loc, name: String },
-    Fremovexattr { fd: u64, name: String },
-    Xattrop { loc: Loc, op: XattropOp, attrs: XattrMap },
-    Fxattrop { fd: u64, op: XattropOp, attrs: XattrMap },
-    Lk { fd: u64, cmd: LkCmd, lock: Flock },
-    Inodelk { domain: String, loc: Loc, cmd: LkCmd, lock: Flock },
-    Finodelk { domain: String, fd: u64, cmd: LkCmd, lock: Flock },
-    Entrylk { domain: String, loc: Loc, basename: Option<OsString>, cmd: EntrylkCmd, kind: EntrylkType },
+    Writev {
+        fd: u64,
+        offset: u64,
+    },
+    Readv {
+        fd: u64,
+        size: u32,
+        offset: u64,
+    },
+    Flush {
+        fd: u64,
+    },
+    Fsync {
+        fd: u64,
+        datasync: bool,
+    },
+    Release {
+        fd: u64,
+    },
+    Fallocate {
+        fd: u64,
+        mode: i32,
+        offset: u64,
+        len: u64,
+    },
+    Discard {
+        fd: u64,
+        offset: u64,
+        len: u64,
+    },
+    Zerofill {
+        fd: u64,
+        offset: u64,
+        len: u64,
+    },
+    Seek {
+        fd: u64,
+        offset: u64,
+        what: SeekWhat,
+    },
+    Rchecksum {
+        fd: u64,
+        offset: u64,
+        len: u32,
+    },
+    Opendir {
+        loc: Loc,
+        gfid: Gfid,
+    },
+    Readdir {
+        fd: u64,
+        size: u32,
+        offset: u64,
+    },
+    Readdirp {
+        fd: u64,
+        size: u32,
+        offset: u64,
+    },
+    Fsyncdir {
+        fd: u64,
+        datasync: bool,
+    },
+    Releasedir {
+        fd: u64,
+    },
+    Getxattr {
+        loc: Loc,
+        name: Option<String>,
+    },
+    Fgetxattr {
+        fd: u64,
+        name: Option<String>,
+    },
+    Setxattr {
+        loc: Loc,
+        attrs: XattrMap,
+        flags: i32,
+    },
+    Fsetxattr {
+        fd: u64,
+        attrs: XattrMap,
+        flags: i32,
+    },
+    Removexattr {
+        loc: Loc,
+        name: String,
+    },
+    Fremovexattr {
+        fd: u64,
+        name: String,
+    },
+    Xattrop {
+        loc: Loc,
+        op: XattropOp,
+        attrs: XattrMap,
+    },
+    Fxattrop {
+        fd: u64,
+        op: XattropOp,
+        attrs: XattrMap,
+    },
+    Lk {
+        fd: u64,
+        cmd: LkCmd,
+        lock: Flock,
+    },
+    Inodelk {
+        domain: String,
+        loc: Loc,
+        cmd: LkCmd,
+        lock: Flock,
+    },
+    Finodelk {
+        domain: String,
+        fd: u64,
+        cmd: LkCmd,
+        lock: Flock,
+    },
+    Entrylk {
+        domain: String,
+        loc: Loc,
+        basename: Option<OsString>,
+        cmd: EntrylkCmd,
+        kind: EntrylkType,
+    },
 }
 
 impl FopRequest {

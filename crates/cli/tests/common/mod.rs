@@ -96,6 +96,29 @@ impl Volume {
         }
     }
 
+    /// A fresh volume of posix under a `features/python` translator (module `module`,
+    /// class `class`, from folder `path`, with `option config` when non-empty) under io-stats.
+    pub fn python(tag: &str, path: &Path, module: &str, class: &str, config: &str) -> Volume {
+        let vol = Volume::new(tag);
+        let config = if config.is_empty() {
+            String::new()
+        } else {
+            format!("    option config {config}\n")
+        };
+        std::fs::write(
+            &vol.volfile,
+            format!(
+                "volume {tag}-posix\n    type storage/posix\n    option directory {}\nend-volume\n\n\
+                 volume {tag}-py\n    type features/python\n    option module {module}\n    option path {}\n    option class {class}\n{config}    subvolumes {tag}-posix\nend-volume\n\n\
+                 volume {tag}\n    type debug/io-stats\n    subvolumes {tag}-py\nend-volume\n",
+                vol.brick.display(),
+                path.display()
+            ),
+        )
+        .unwrap();
+        vol
+    }
+
     /// Mounts it with `weft mount --foreground` and waits until the kernel shows it.
     pub fn mount(&self) -> MountGuard {
         self.mount_with(&[])
@@ -311,7 +334,11 @@ impl Brickd {
             "brickd did not start: {line:?}\n{}",
             std::fs::read_to_string(&self.log).unwrap_or_default()
         );
-        let addr = line.split_whitespace().nth(4).unwrap().trim_end_matches(',');
+        let addr = line
+            .split_whitespace()
+            .nth(4)
+            .unwrap()
+            .trim_end_matches(',');
         self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
         self.child = Some(child);
     }
@@ -357,5 +384,32 @@ impl Brickd {
 impl Drop for Brickd {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// The folder of the example Python translators (`examples/python`).
+pub fn python_examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python")
+}
+
+/// The value of xattr `name` of `p`, or the errno.
+pub fn getxattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid C strings and a buffer of the length given.
+    let r = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+/// The errno of an `io::Result`'s error, 0 on success.
+pub fn errno_of<T>(r: std::io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
     }
 }

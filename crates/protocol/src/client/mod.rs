@@ -112,7 +112,9 @@ impl XlatorType for ClientType {
             host: o.str("remote-host").to_string(),
             port: o.int("remote-port") as u16,
             brick: o.str("remote-subvolume").to_string(),
-            ping_timeout: o.duration("ping-timeout").max(std::time::Duration::from_millis(100)),
+            ping_timeout: o
+                .duration("ping-timeout")
+                .max(std::time::Duration::from_millis(100)),
             tls,
         };
         let rt = tokio::runtime::Handle::try_current()
@@ -150,7 +152,12 @@ macro_rules! expect {
 }
 
 impl Client {
-    async fn call(&self, ctx: &Ctx, xd: Xdata, fop: F) -> Result<(Reply, Xdata, Bytes, u64), Errno> {
+    async fn call(
+        &self,
+        ctx: &Ctx,
+        xd: Xdata,
+        fop: F,
+    ) -> Result<(Reply, Xdata, Bytes, u64), Errno> {
         self.session.call(ctx, xd, fop, Bytes::new()).await
     }
 
@@ -255,7 +262,15 @@ impl Xlator for Client {
         self.iatt(ctx, xd, F::Fstat { fd }).await
     }
     async fn access(&self, ctx: &Ctx, loc: &Loc, mask: u32, xd: Xdata) -> Fop<()> {
-        self.unit(ctx, xd, F::Access { loc: loc.clone(), mask }).await
+        self.unit(
+            ctx,
+            xd,
+            F::Access {
+                loc: loc.clone(),
+                mask,
+            },
+        )
+        .await
     }
     async fn setattr(&self, ctx: &Ctx, loc: &Loc, attr: &SetAttr, xd: Xdata) -> Fop<Iatt> {
         let fop = F::Setattr {
@@ -269,7 +284,15 @@ impl Xlator for Client {
         self.iatt(ctx, xd, F::Fsetattr { fd, attr: *attr }).await
     }
     async fn truncate(&self, ctx: &Ctx, loc: &Loc, size: u64, xd: Xdata) -> Fop<Iatt> {
-        self.iatt(ctx, xd, F::Truncate { loc: loc.clone(), size }).await
+        self.iatt(
+            ctx,
+            xd,
+            F::Truncate {
+                loc: loc.clone(),
+                size,
+            },
+        )
+        .await
     }
     async fn ftruncate(&self, ctx: &Ctx, fd: &FdRef, size: u64, xd: Xdata) -> Fop<Iatt> {
         let fd = self.remote(fd)?;
@@ -312,7 +335,14 @@ impl Xlator for Client {
         };
         self.iatt(ctx, xd, fop).await
     }
-    async fn symlink(&self, ctx: &Ctx, target: &Path, loc: &Loc, umask: u32, xd: Xdata) -> Fop<Iatt> {
+    async fn symlink(
+        &self,
+        ctx: &Ctx,
+        target: &Path,
+        loc: &Loc,
+        umask: u32,
+        xd: Xdata,
+    ) -> Fop<Iatt> {
         let fop = F::Symlink {
             target: target.to_path_buf(),
             loc: loc.clone(),
@@ -424,7 +454,14 @@ impl Xlator for Client {
         let fd = self.remote(fd)?;
         self.unit(ctx, xd, F::Zerofill { fd, offset, len }).await
     }
-    async fn seek(&self, ctx: &Ctx, fd: &FdRef, offset: u64, what: SeekWhat, xd: Xdata) -> Fop<u64> {
+    async fn seek(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        offset: u64,
+        what: SeekWhat,
+        xd: Xdata,
+    ) -> Fop<u64> {
         let fd = self.remote(fd)?;
         let r = self.call(ctx, xd, F::Seek { fd, offset, what }).await?;
         expect!(self, "seek", r, Reply::Count(n) => n)
@@ -468,7 +505,8 @@ impl Xlator for Client {
         xd: Xdata,
     ) -> Fop<Vec<Dirent>> {
         let fd = self.remote(fd)?;
-        self.dirents(ctx, xd, F::Readdirp { fd, size, offset }).await
+        self.dirents(ctx, xd, F::Readdirp { fd, size, offset })
+            .await
     }
     async fn fsyncdir(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
         let fd = self.remote(fd)?;
@@ -577,7 +615,17 @@ impl Xlator for Client {
     }
     async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, xd: Xdata) -> Fop<Flock> {
         let fd = self.remote(fd)?;
-        let r = self.call(ctx, xd, F::Lk { fd, cmd, lock: *lock }).await?;
+        let r = self
+            .call(
+                ctx,
+                xd,
+                F::Lk {
+                    fd,
+                    cmd,
+                    lock: *lock,
+                },
+            )
+            .await?;
         expect!(self, "lk", r, Reply::Flock(l) => l)
     }
     async fn inodelk(

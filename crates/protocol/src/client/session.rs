@@ -39,6 +39,9 @@ pub(crate) struct RemoteFd {
 
 type Pending = HashMap<u64, oneshot::Sender<Frame>>;
 
+/// Files open through this client, by [`Fd::id`], kept to reopen them after a reconnect.
+type OpenFds = HashMap<u64, (Weak<Fd>, Arc<RemoteFd>)>;
+
 /// One live connection.
 struct Conn {
     tx: mpsc::Sender<Frame>,
@@ -85,7 +88,7 @@ pub(crate) struct Session {
     conn: Mutex<Option<Arc<Conn>>>,
     generation: AtomicU64,
     events: EventSender,
-    fds: Mutex<HashMap<u64, (Weak<Fd>, Arc<RemoteFd>)>>,
+    fds: Mutex<OpenFds>,
     last_error: Mutex<Option<String>>,
     stopped: AtomicBool,
     /// Bounds this client's requests in flight well under the server's limit.
@@ -206,10 +209,11 @@ impl Session {
         let _ = sock.set_nodelay(true);
         let stream: BoxStream = match &self.cfg.tls {
             Some(c) => {
-                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(
-                    self.cfg.host.clone(),
-                )
-                .map_err(|e| format!("{:?} is not a TLS server name: {e}", self.cfg.host))?;
+                let name =
+                    tokio_rustls::rustls::pki_types::ServerName::try_from(self.cfg.host.clone())
+                        .map_err(|e| {
+                            format!("{:?} is not a TLS server name: {e}", self.cfg.host)
+                        })?;
                 Box::new(
                     c.connect(name, sock)
                         .await
@@ -226,9 +230,14 @@ impl Session {
             brick: self.cfg.brick.clone(),
             client_name: self.client_name.clone(),
         };
-        tx.send(Frame::new(Kind::Handshake, 0, msg::encode(&hs), Bytes::new()))
-            .await
-            .map_err(|_| format!("connection to {addr} closed during handshake"))?;
+        tx.send(Frame::new(
+            Kind::Handshake,
+            0,
+            msg::encode(&hs),
+            Bytes::new(),
+        ))
+        .await
+        .map_err(|_| format!("connection to {addr} closed during handshake"))?;
         let f = tokio::time::timeout(Duration::from_secs(10), reader.next())
             .await
             .map_err(|_| format!("no handshake reply from {addr} within 10s"))?
@@ -342,7 +351,11 @@ impl Session {
                 }
                 other => {
                     failed += 1;
-                    tracing::warn!("{}: cannot reopen {:?} after reconnect: {other:?}", self.name, fd);
+                    tracing::warn!(
+                        "{}: cannot reopen {:?} after reconnect: {other:?}",
+                        self.name,
+                        fd
+                    );
                 }
             }
         }

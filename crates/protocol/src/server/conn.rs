@@ -142,7 +142,10 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
             reason
         }
     };
-    let f = reader.next().await.map_err(|e| format!("before handshake: {e}"))?;
+    let f = reader
+        .next()
+        .await
+        .map_err(|e| format!("before handshake: {e}"))?;
     if f.header.kind != Kind::Handshake {
         writer.abort();
         return Err(format!("expected a handshake, got {:?}", f.header.kind));
@@ -163,15 +166,25 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
     let hs: Handshake = msg::decode(Kind::Handshake, &f.meta).map_err(|e| e.to_string())?;
     let refusal = match server.brick(&hs.brick) {
         None => Err((
-            format!("no brick named {:?} here ({})", hs.brick, server.brick_list()),
+            format!(
+                "no brick named {:?} here ({})",
+                hs.brick,
+                server.brick_list()
+            ),
             libc::ENOENT,
         )),
         Some(b) => {
             if let Err(why) = crate::auth::check(&b.policy.allow, &b.policy.reject, peer.ip()) {
-                Err((format!("brick {:?} refuses {}: {why}", hs.brick, hs.client_name), libc::EACCES))
+                Err((
+                    format!("brick {:?} refuses {}: {why}", hs.brick, hs.client_name),
+                    libc::EACCES,
+                ))
             } else if b.policy.tls_required && !tls {
                 Err((
-                    format!("brick {:?} requires TLS (transport.socket.ssl-enabled)", hs.brick),
+                    format!(
+                        "brick {:?} requires TLS (transport.socket.ssl-enabled)",
+                        hs.brick
+                    ),
                     libc::EACCES,
                 ))
             } else {
@@ -190,9 +203,14 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
             let ok = HandshakeReply::Accepted {
                 server_version: format!("{VERSION_MAJOR}.{VERSION_MINOR}"),
             };
-            tx.send(Frame::new(Kind::HandshakeReply, f.header.id, msg::encode(&ok), Bytes::new()))
-                .await
-                .map_err(|_| "connection lost during handshake".to_string())?;
+            tx.send(Frame::new(
+                Kind::HandshakeReply,
+                f.header.id,
+                msg::encode(&ok),
+                Bytes::new(),
+            ))
+            .await
+            .map_err(|_| "connection lost during handshake".to_string())?;
             Ok((b, reader, tx, writer, tls))
         }
     }
@@ -225,7 +243,12 @@ async fn run(
         match f.header.kind {
             Kind::Ping => {
                 if tx
-                    .send(Frame::new(Kind::Pong, f.header.id, Bytes::new(), Bytes::new()))
+                    .send(Frame::new(
+                        Kind::Pong,
+                        f.header.id,
+                        Bytes::new(),
+                        Bytes::new(),
+                    ))
                     .await
                     .is_err()
                 {

@@ -51,12 +51,20 @@ pub async fn serve(server: Arc<BrickServer>, listener: UnixListener) {
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             let writer = tokio::spawn(write_frames(wr, rx));
             while let Ok(f) = reader.next().await {
-                let reply = match (f.header.kind, msg::decode::<ControlRequest>(Kind::Control, &f.meta)) {
+                let reply = match (
+                    f.header.kind,
+                    msg::decode::<ControlRequest>(Kind::Control, &f.meta),
+                ) {
                     (Kind::Control, Ok(req)) => handle(&server, req).await,
                     (Kind::Control, Err(e)) => ControlReply::Err(e.to_string()),
                     (k, _) => ControlReply::Err(format!("expected a control request, got {k:?}")),
                 };
-                let frame = Frame::new(Kind::ControlReply, f.header.id, msg::encode(&reply), Bytes::new());
+                let frame = Frame::new(
+                    Kind::ControlReply,
+                    f.header.id,
+                    msg::encode(&reply),
+                    Bytes::new(),
+                );
                 if tx.send(frame).await.is_err() {
                     break;
                 }

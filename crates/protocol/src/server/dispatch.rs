@@ -1,7 +1,7 @@
 //! Turns one wire request into a call on the brick graph and its answer into a reply.
 
 use bytes::Bytes;
-use weft_core::{Ctx, Errno, Fd, Fop, XlatorRef, Xdata};
+use weft_core::{Ctx, Errno, Fd, Fop, Xdata, XlatorRef};
 use weft_wire::msg::{FopRequest, Reply, Response};
 
 use super::conn::FdTable;
@@ -65,18 +65,24 @@ pub(super) async fn dispatch(
         F::Rmdir { loc } => reply(top.rmdir(ctx, &loc, xd).await, |_| Reply::Unit),
         F::Unlink { loc } => reply(top.unlink(ctx, &loc, xd).await, |_| Reply::Unit),
         F::Rename { old, new, flags } => {
-            reply(top.rename(ctx, &old, &new, flags, xd).await, |_| Reply::Unit)
+            reply(top.rename(ctx, &old, &new, flags, xd).await, |_| {
+                Reply::Unit
+            })
         }
         F::Link { old, new } => reply(top.link(ctx, &old, &new, xd).await, Reply::Iatt),
-        F::Symlink { target, loc, umask } => {
-            reply(top.symlink(ctx, &target, &loc, umask, xd).await, Reply::Iatt)
-        }
+        F::Symlink { target, loc, umask } => reply(
+            top.symlink(ctx, &target, &loc, umask, xd).await,
+            Reply::Iatt,
+        ),
         F::Mknod {
             loc,
             mode,
             rdev,
             umask,
-        } => reply(top.mknod(ctx, &loc, mode, rdev, umask, xd).await, Reply::Iatt),
+        } => reply(
+            top.mknod(ctx, &loc, mode, rdev, umask, xd).await,
+            Reply::Iatt,
+        ),
         F::Open { loc, gfid, flags } => {
             let fd = Fd::new(gfid, flags, false);
             match top.open(ctx, &loc, &fd, xd).await {
@@ -116,9 +122,10 @@ pub(super) async fn dispatch(
                 Err(e) => fail(e),
             }
         }
-        F::Writev { fd, offset } => {
-            reply(top.writev(ctx, &fd!(fd), data, offset, xd).await, Reply::Count)
-        }
+        F::Writev { fd, offset } => reply(
+            top.writev(ctx, &fd!(fd), data, offset, xd).await,
+            Reply::Count,
+        ),
         F::Readv { fd, size, offset } => {
             return match top.readv(ctx, &fd!(fd), size, offset, xd).await {
                 Ok((bytes, xdata)) => (
@@ -132,9 +139,9 @@ pub(super) async fn dispatch(
             };
         }
         F::Flush { fd } => reply(top.flush(ctx, &fd!(fd), xd).await, |_| Reply::Unit),
-        F::Fsync { fd, datasync } => {
-            reply(top.fsync(ctx, &fd!(fd), datasync, xd).await, |_| Reply::Unit)
-        }
+        F::Fsync { fd, datasync } => reply(top.fsync(ctx, &fd!(fd), datasync, xd).await, |_| {
+            Reply::Unit
+        }),
         F::Release { fd } => match fds.remove(fd) {
             Some(f) => reply(top.release(ctx, &f, xd).await, |_| Reply::Unit),
             None => fail(Errno::EBADF),
@@ -152,17 +159,20 @@ pub(super) async fn dispatch(
             top.fallocate(ctx, &fd!(fd), mode, offset, len, xd).await,
             |_| Reply::Unit,
         ),
-        F::Discard { fd, offset, len } => reply(
-            top.discard(ctx, &fd!(fd), offset, len, xd).await,
-            |_| Reply::Unit,
-        ),
-        F::Zerofill { fd, offset, len } => reply(
-            top.zerofill(ctx, &fd!(fd), offset, len, xd).await,
-            |_| Reply::Unit,
-        ),
-        F::Seek { fd, offset, what } => {
-            reply(top.seek(ctx, &fd!(fd), offset, what, xd).await, Reply::Count)
+        F::Discard { fd, offset, len } => {
+            reply(top.discard(ctx, &fd!(fd), offset, len, xd).await, |_| {
+                Reply::Unit
+            })
         }
+        F::Zerofill { fd, offset, len } => {
+            reply(top.zerofill(ctx, &fd!(fd), offset, len, xd).await, |_| {
+                Reply::Unit
+            })
+        }
+        F::Seek { fd, offset, what } => reply(
+            top.seek(ctx, &fd!(fd), offset, what, xd).await,
+            Reply::Count,
+        ),
         F::Rchecksum { fd, offset, len } => reply(
             top.rchecksum(ctx, &fd!(fd), offset, len, xd).await,
             Reply::Checksum,
@@ -175,10 +185,11 @@ pub(super) async fn dispatch(
             top.readdirp(ctx, &fd!(fd), size, offset, xd).await,
             Reply::Dirents,
         ),
-        F::Fsyncdir { fd, datasync } => reply(
-            top.fsyncdir(ctx, &fd!(fd), datasync, xd).await,
-            |_| Reply::Unit,
-        ),
+        F::Fsyncdir { fd, datasync } => {
+            reply(top.fsyncdir(ctx, &fd!(fd), datasync, xd).await, |_| {
+                Reply::Unit
+            })
+        }
         F::Getxattr { loc, name } => reply(
             top.getxattr(ctx, &loc, name.as_deref(), xd).await,
             Reply::Xattrs,
@@ -187,26 +198,26 @@ pub(super) async fn dispatch(
             top.fgetxattr(ctx, &fd!(fd), name.as_deref(), xd).await,
             Reply::Xattrs,
         ),
-        F::Setxattr { loc, attrs, flags } => reply(
-            top.setxattr(ctx, &loc, &attrs, flags, xd).await,
-            |_| Reply::Unit,
-        ),
+        F::Setxattr { loc, attrs, flags } => {
+            reply(top.setxattr(ctx, &loc, &attrs, flags, xd).await, |_| {
+                Reply::Unit
+            })
+        }
         F::Fsetxattr { fd, attrs, flags } => reply(
             top.fsetxattr(ctx, &fd!(fd), &attrs, flags, xd).await,
             |_| Reply::Unit,
         ),
-        F::Removexattr { loc, name } => reply(
-            top.removexattr(ctx, &loc, &name, xd).await,
-            |_| Reply::Unit,
-        ),
-        F::Fremovexattr { fd, name } => reply(
-            top.fremovexattr(ctx, &fd!(fd), &name, xd).await,
-            |_| Reply::Unit,
-        ),
-        F::Xattrop { loc, op, attrs } => reply(
-            top.xattrop(ctx, &loc, op, &attrs, xd).await,
-            Reply::Xattrs,
-        ),
+        F::Removexattr { loc, name } => {
+            reply(top.removexattr(ctx, &loc, &name, xd).await, |_| Reply::Unit)
+        }
+        F::Fremovexattr { fd, name } => {
+            reply(top.fremovexattr(ctx, &fd!(fd), &name, xd).await, |_| {
+                Reply::Unit
+            })
+        }
+        F::Xattrop { loc, op, attrs } => {
+            reply(top.xattrop(ctx, &loc, op, &attrs, xd).await, Reply::Xattrs)
+        }
         F::Fxattrop { fd, op, attrs } => reply(
             top.fxattrop(ctx, &fd!(fd), op, &attrs, xd).await,
             Reply::Xattrs,

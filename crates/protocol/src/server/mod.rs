@@ -202,8 +202,8 @@ impl BrickServer {
                 ));
             }
             let sub = vf.subgraph(&s.name).expect("declared");
-            let graph = Graph::build(&sub, &self.registry)
-                .map_err(|e| format!("brick {brick:?}: {e}"))?;
+            let graph =
+                Graph::build(&sub, &self.registry).map_err(|e| format!("brick {brick:?}: {e}"))?;
             new.push((brick, (graph, policy)));
         }
         let mut names = Vec::new();
@@ -235,7 +235,10 @@ impl BrickServer {
     pub async fn detach(&self, brick: &str) -> Result<(), String> {
         let removed = self.bricks.write().remove(brick);
         let Some(b) = removed else {
-            return Err(format!("no brick named {brick:?} here ({})", self.brick_list()));
+            return Err(format!(
+                "no brick named {brick:?} here ({})",
+                self.brick_list()
+            ));
         };
         b.detached.send_replace(true);
         // Connections hold the brick until they have released everything.
@@ -257,13 +260,7 @@ impl BrickServer {
             return "no bricks\n".into();
         }
         map.values()
-            .map(|b| {
-                format!(
-                    "{} clients={}\n",
-                    b.name,
-                    b.clients.load(Ordering::Relaxed)
-                )
-            })
+            .map(|b| format!("{} clients={}\n", b.name, b.clients.load(Ordering::Relaxed)))
             .collect()
     }
 
