@@ -12,3 +12,4 @@ if command -v cargo-nextest >/dev/null; then
 else
   cargo test --workspace --no-fail-fast
 fi
+bash scripts/fuzz.sh
