@@ -177,13 +177,11 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// A frame of this protocol version.
-    ///
-    /// # Panics
-    /// Never for parts within [`MAX_META`] / [`MAX_DATA`]; senders keep to those limits
-    /// (a larger part would be refused by the peer, so it is a bug in the sender).
+    /// A frame of this protocol version. Senders must keep the parts within [`MAX_META`]
+    /// and [`MAX_DATA`] (check with [`Frame::fits`]); a larger part would be refused by
+    /// the peer.
     pub fn new(kind: Kind, id: u64, meta: Bytes, data: Bytes) -> Frame {
-        assert!(meta.len() <= MAX_META as usize && data.len() <= MAX_DATA as usize);
+        debug_assert!(Frame::fits(meta.len(), data.len()));
         Frame {
             header: Header {
                 major: VERSION_MAJOR,
@@ -197,6 +195,11 @@ impl Frame {
             meta,
             data,
         }
+    }
+
+    /// True when parts of these lengths fit in one frame.
+    pub fn fits(meta_len: usize, data_len: usize) -> bool {
+        meta_len <= MAX_META as usize && data_len <= MAX_DATA as usize
     }
 
     /// Takes one whole frame off the front of `buf`. `Ok(None)` means more bytes are

@@ -54,8 +54,8 @@ pub enum HandshakeReply {
     Refused {
         /// Why, for the client's operator (unknown brick, auth.reject, version, TLS).
         reason: String,
-        /// The errno FOPs fail with while refused (EACCES for auth, ENOENT for a missing
-        /// brick, EPROTO for a version mismatch).
+        /// What kind of refusal: EACCES for auth or TLS, ENOENT for a missing brick,
+        /// EPROTO for a version mismatch. (FOPs of a refused client fail with ENOTCONN.)
         errno: i32,
     },
 }

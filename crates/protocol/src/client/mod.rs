@@ -402,6 +402,9 @@ impl Xlator for Client {
         }
     }
     async fn readv(&self, ctx: &Ctx, fd: &FdRef, size: u32, offset: u64, xd: Xdata) -> Fop<Bytes> {
+        if size > weft_wire::frame::MAX_DATA {
+            return Err(Errno::EINVAL);
+        }
         let fd = self.remote(fd)?;
         let r = self.call(ctx, xd, F::Readv { fd, size, offset }).await?;
         match r {

@@ -242,6 +242,15 @@ impl Session {
             .await
             .map_err(|_| format!("no handshake reply from {addr} within 10s"))?
             .map_err(|e| format!("handshake with {addr} failed: {e}"))?;
+        if f.header.major != weft_wire::VERSION_MAJOR {
+            return Err(format!(
+                "{addr} speaks protocol version {}.{}; this client speaks {}.{}",
+                f.header.major,
+                f.header.minor,
+                weft_wire::VERSION_MAJOR,
+                weft_wire::VERSION_MINOR
+            ));
+        }
         if f.header.kind != Kind::HandshakeReply {
             return Err(format!(
                 "{addr} answered the handshake with {:?}",
@@ -411,7 +420,12 @@ impl Session {
             xdata,
             fop,
         };
-        let f = conn.call(msg::encode(&req), data).await?;
+        let meta = msg::encode(&req);
+        if !Frame::fits(meta.len(), data.len()) {
+            // Larger than one frame may carry (a write over 16 MiB): the caller splits.
+            return Err(Errno::EINVAL);
+        }
+        let f = conn.call(meta, data).await?;
         let resp: Response = msg::decode(Kind::Reply, &f.meta).map_err(|e| {
             tracing::error!("{}: bad reply to {name}: {e}", self.name);
             Errno::EIO

@@ -288,7 +288,17 @@ async fn run(
                     ctx.client = client;
                     let (resp, data) =
                         dispatch::dispatch(&top, &fds, &ctx, req.xdata, req.fop, f.data).await;
-                    let frame = Frame::new(Kind::Reply, id, msg::encode(&resp), data);
+                    let mut meta = msg::encode(&resp);
+                    let mut data = data;
+                    if !Frame::fits(meta.len(), data.len()) {
+                        tracing::warn!(client, "reply too large for one frame ({} + {} bytes): failing the request with EIO", meta.len(), data.len());
+                        meta = msg::encode(&weft_wire::msg::Response {
+                            xdata: Xdata::default(),
+                            result: Err(libc::EIO),
+                        });
+                        data = Bytes::new();
+                    }
+                    let frame = Frame::new(Kind::Reply, id, meta, data);
                     let _ = tx.send(frame).await;
                     inflight.fetch_sub(1, Ordering::AcqRel);
                     inflight_bytes.fetch_sub(cost, Ordering::AcqRel);

@@ -126,6 +126,7 @@ pub(super) async fn dispatch(
             top.writev(ctx, &fd!(fd), data, offset, xd).await,
             Reply::Count,
         ),
+        F::Readv { size, .. } if size > weft_wire::frame::MAX_DATA => fail(Errno::EINVAL),
         F::Readv { fd, size, offset } => {
             return match top.readv(ctx, &fd!(fd), size, offset, xd).await {
                 Ok((bytes, xdata)) => (
