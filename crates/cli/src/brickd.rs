@@ -89,8 +89,9 @@ enum BrickdCmd {
 /// Runs `weft brickd` or one of its control commands.
 pub fn run(a: BrickdArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(4)
         .thread_name("weft-brickd")
+        .on_thread_start(weft_core::blocking::allow_block_in_place)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

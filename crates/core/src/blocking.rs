@@ -11,19 +11,39 @@ use std::cell::Cell;
 
 use crate::Errno;
 
+/// How [`run_blocking`] runs a call on the current thread.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Hand it to tokio's blocking pool (the default: a runtime worker must not block).
+    Pool,
+    /// Run it right here: the thread exists to wait.
+    Inline,
+    /// Run it right here through `tokio::task::block_in_place`, which first hands this
+    /// worker's other tasks to another thread (multi-thread runtime workers only).
+    InPlace,
+}
+
 thread_local! {
-    static INLINE_OK: Cell<bool> = const { Cell::new(false) };
+    static MODE: Cell<Mode> = const { Cell::new(Mode::Pool) };
 }
 
 /// Marks the current thread as one that may block in system calls (never call this on a
-/// tokio worker thread).
+/// tokio worker thread; see [`allow_block_in_place`] for those).
 pub fn allow_inline_blocking() {
-    INLINE_OK.with(|c| c.set(true));
+    MODE.with(|c| c.set(Mode::Inline));
+}
+
+/// Marks the current thread, a worker of a multi-thread tokio runtime (call it from
+/// `on_thread_start`), as one where blocking calls run in place after handing the worker's
+/// other tasks on. The brick server does this: a FOP's syscalls then run without a
+/// hand-off to the blocking pool and back, while no other task waits behind them.
+pub fn allow_block_in_place() {
+    MODE.with(|c| c.set(Mode::InPlace));
 }
 
 /// True when the current thread was marked with [`allow_inline_blocking`].
 pub fn inline_blocking_allowed() -> bool {
-    INLINE_OK.with(|c| c.get())
+    MODE.with(|c| c.get()) == Mode::Inline
 }
 
 /// Runs blocking `f`: inline on a marked thread, else on tokio's blocking pool. A task that
@@ -33,11 +53,22 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, Errno> + Send + 'static,
 {
-    if inline_blocking_allowed() {
-        return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+    let guarded = |f: F| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
             tracing::error!("blocking call panicked; failing the FOP with EIO");
             Err(Errno::EIO)
-        });
+        })
+    };
+    match MODE.with(|c| c.get()) {
+        Mode::Inline => return guarded(f),
+        Mode::InPlace
+            if tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            }) =>
+        {
+            return tokio::task::block_in_place(|| guarded(f));
+        }
+        _ => {}
     }
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,

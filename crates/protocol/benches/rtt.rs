@@ -18,6 +18,7 @@ fn registry() -> weft_core::Registry {
 fn rtt(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .on_thread_start(weft_core::blocking::allow_block_in_place)
         .enable_all()
         .build()
         .expect("runtime");
@@ -66,7 +67,10 @@ fn rtt(c: &mut Criterion) {
     });
 
     c.bench_function("rtt/noop (flush)", |b| {
-        b.iter(|| rt.block_on(top.flush(&ctx, &fd, Xdata::new())).expect("flush"))
+        b.iter(|| {
+            rt.block_on(top.flush(&ctx, &fd, Xdata::new()))
+                .expect("flush")
+        })
     });
     let mut g = c.benchmark_group("rtt");
     for size in [4096usize, 1 << 20] {

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use weft_core::{Ctx, Errno, Event, EventSender, Fd, Loc, Xdata};
 use weft_wire::msg::{self, FopRequest, Handshake, HandshakeReply, Reply, Request, Response};
 use weft_wire::{Frame, Kind};
 
-use crate::stream::{write_frames, BoxStream, FrameReader};
+use crate::stream::{BoxStream, FrameReader, FrameSink};
 
 /// Where and how to connect.
 pub(crate) struct Config {
@@ -44,7 +44,7 @@ type OpenFds = HashMap<u64, (Weak<Fd>, Arc<RemoteFd>)>;
 
 /// One live connection.
 struct Conn {
-    tx: mpsc::Sender<Frame>,
+    tx: Arc<FrameSink>,
     /// `None` once the connection is dead: nothing new may wait on it.
     pending: Mutex<Option<Pending>>,
     next_id: AtomicU64,
@@ -224,8 +224,7 @@ impl Session {
         };
         let (rd, wr) = tokio::io::split(stream);
         let mut reader = FrameReader::new(rd);
-        let (tx, rx) = mpsc::channel(MAX_INFLIGHT + 16);
-        tokio::spawn(write_frames(wr, rx));
+        let tx = FrameSink::new(wr);
         let hs = Handshake {
             brick: self.cfg.brick.clone(),
             client_name: self.client_name.clone(),

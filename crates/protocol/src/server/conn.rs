@@ -10,14 +10,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use weft_core::{Ctx, FdRef, Xdata};
 use weft_wire::msg::{self, FopRequest, Handshake, HandshakeReply, Request};
 use weft_wire::{Frame, Kind, VERSION_MAJOR, VERSION_MINOR};
 
 use super::{dispatch, Brick, BrickServer};
-use crate::stream::{write_frames, BoxStream, FrameReader, ReadError};
+use crate::stream::{BoxStream, FrameReader, FrameSink, ReadError};
 use crate::tls::TLS_HANDSHAKE_BYTE;
 
 /// The fds one connection has open, by the numbers the client knows them by.
@@ -48,7 +47,7 @@ impl FdTable {
 pub(super) async fn serve(server: Arc<BrickServer>, sock: TcpStream, peer: SocketAddr) {
     let limits = server.limits;
     let setup = tokio::time::timeout(limits.handshake_timeout, open(&server, sock, peer)).await;
-    let (brick, reader, tx, writer, tls) = match setup {
+    let (brick, reader, tx, tls) = match setup {
         Err(_) => {
             tracing::warn!(%peer, "closing connection: no handshake within {:?}", limits.handshake_timeout);
             return;
@@ -65,7 +64,7 @@ pub(super) async fn serve(server: Arc<BrickServer>, sock: TcpStream, peer: Socke
     let fds = Arc::new(FdTable::default());
     let reason = run(&brick, reader, &tx, client, &fds, limits).await;
     tracing::info!(%peer, brick = %brick.name, client, "connection closed: {reason}");
-    drop(tx);
+    tx.shutdown().await;
     // Release what the client left open, then anything else it held (locks).
     let ctx = Ctx {
         client,
@@ -83,14 +82,12 @@ pub(super) async fn serve(server: Arc<BrickServer>, sock: TcpStream, peer: Socke
     }
     brick.top().forget_client(client).await;
     brick.clients.fetch_sub(1, Ordering::AcqRel);
-    writer.abort();
 }
 
 type Opened = (
     Arc<Brick>,
     FrameReader<tokio::io::ReadHalf<BoxStream>>,
-    mpsc::Sender<Frame>,
-    tokio::task::JoinHandle<()>,
+    Arc<FrameSink>,
     bool,
 );
 
@@ -118,10 +115,7 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
     };
     let (rd, wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(rd);
-    let (tx, rx) = mpsc::channel::<Frame>(1024);
-    let writer = tokio::spawn(async move {
-        let _ = write_frames(wr, rx).await;
-    });
+    let tx = FrameSink::new(wr);
     let refuse = |reason: String, errno: i32| {
         let tx = tx.clone();
         async move {
@@ -137,8 +131,7 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
                     Bytes::new(),
                 ))
                 .await;
-            // Let the writer put the refusal on the wire before the connection closes.
-            drop(tx);
+            tx.shutdown().await;
             reason
         }
     };
@@ -147,7 +140,6 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
         .await
         .map_err(|e| format!("before handshake: {e}"))?;
     if f.header.kind != Kind::Handshake {
-        writer.abort();
         return Err(format!("expected a handshake, got {:?}", f.header.kind));
     }
     if f.header.major != VERSION_MAJOR {
@@ -159,8 +151,6 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
             libc::EPROTO,
         )
         .await;
-        drop(tx);
-        let _ = writer.await;
         return Err(r);
     }
     let hs: Handshake = msg::decode(Kind::Handshake, &f.meta).map_err(|e| e.to_string())?;
@@ -195,8 +185,6 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
     match refusal {
         Err((reason, errno)) => {
             let r = refuse(reason, errno).await;
-            drop(tx);
-            let _ = writer.await;
             Err(r)
         }
         Ok(b) => {
@@ -211,7 +199,7 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
             ))
             .await
             .map_err(|_| "connection lost during handshake".to_string())?;
-            Ok((b, reader, tx, writer, tls))
+            Ok((b, reader, tx, tls))
         }
     }
 }
@@ -220,7 +208,7 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
 async fn run(
     brick: &Arc<Brick>,
     mut reader: FrameReader<tokio::io::ReadHalf<BoxStream>>,
-    tx: &mpsc::Sender<Frame>,
+    tx: &Arc<FrameSink>,
     client: u64,
     fds: &Arc<FdTable>,
     limits: super::Limits,
