@@ -346,3 +346,37 @@ fn posix_behaviour_over_the_network_matches_a_local_directory() {
         m.log_text()
     );
 }
+
+#[test]
+fn a_python_translator_works_in_a_brick_graph() {
+    let s = Setup::new("net-py");
+    let brick = s.path("bricks/py");
+    std::fs::create_dir_all(brick.join("ro")).unwrap();
+    std::fs::write(brick.join("ro/file"), b"frozen").unwrap();
+    let vf = s.path("server.vol");
+    std::fs::write(
+        &vf,
+        format!(
+            "volume py-posix\n    type storage/posix\n    option directory {}\nend-volume\n\n\
+             volume py-ro\n    type features/python\n    option module readonly\n    option path {}\n    option class ReadOnlyPrefix\n    option config prefix=/ro\n    subvolumes py-posix\nend-volume\n\n\
+             volume py\n    type features/locks\n    subvolumes py-ro\nend-volume\n\n\
+             volume py-server\n    type protocol/server\n    subvolumes py\nend-volume\n",
+            brick.display(),
+            python_examples().display()
+        ),
+    )
+    .unwrap();
+    let bd = Brickd::start(s.dir.path(), &vf, &[]);
+    let m = s.mount("py", bd.port, "py", &[]);
+    assert_eq!(std::fs::read(m.mnt.join("ro/file")).unwrap(), b"frozen");
+    let e = std::fs::write(m.mnt.join("ro/file"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+    assert_eq!(
+        std::fs::create_dir(m.mnt.join("ro/sub"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EROFS)
+    );
+    std::fs::write(m.mnt.join("free"), b"ok").unwrap();
+    assert_eq!(std::fs::read(m.mnt.join("free")).unwrap(), b"ok");
+}
