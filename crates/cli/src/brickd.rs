@@ -74,6 +74,16 @@ enum BrickdCmd {
         /// The brick's name (the volume under protocol/server).
         brick: String,
     },
+    /// Print every brick graph's statedump (locks held and waiting, translator state).
+    Statedump {
+        /// The running brickd's control socket.
+        #[arg(
+            long,
+            default_value = "/run/weft/brickd-24009.sock",
+            value_name = "PATH"
+        )]
+        control: PathBuf,
+    },
     /// List the bricks a running brickd serves.
     Status {
         /// The running brickd's control socket.
@@ -106,6 +116,9 @@ pub fn run(a: BrickdArgs) -> Result<()> {
             rt.block_on(ctl(&control, ControlRequest::Detach { brick }))
         }
         Some(BrickdCmd::Status { control }) => rt.block_on(ctl(&control, ControlRequest::Status)),
+        Some(BrickdCmd::Statedump { control }) => {
+            rt.block_on(ctl(&control, ControlRequest::Statedump))
+        }
     }
 }
 

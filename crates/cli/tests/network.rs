@@ -272,6 +272,11 @@ fn one_brick_process_serves_many_volumes_attach_and_detach() {
 
     // Detach one: its clients lose it, the others keep working.
     ok(&bd.ctl("detach", &["vb"]));
+    let dump = ok(&bd.ctl("statedump", &[]));
+    assert!(
+        dump.contains("=== brick va ===") && dump.contains("[vd-server]"),
+        "{dump}"
+    );
     let status = ok(&bd.ctl("status", &[]));
     assert!(status.contains("va") && status.contains("vc") && status.contains("vd"));
     assert!(!status.contains("vb"), "{status}");

@@ -398,6 +398,9 @@ pub enum ControlRequest {
     },
     /// List the bricks served, with their client counts.
     Status,
+    /// Every brick graph's statedump (each translator's state: locks held and waiting,
+    /// open files, counters).
+    Statedump,
 }
 
 /// The answer on the control socket.

@@ -86,6 +86,7 @@ async fn handle(server: &BrickServer, req: ControlRequest) -> ControlReply {
             Err(e) => ControlReply::Err(e),
         },
         ControlRequest::Status => ControlReply::Ok(server.status()),
+        ControlRequest::Statedump => ControlReply::Ok(server.statedump()),
     }
 }
 
