@@ -385,3 +385,117 @@ fn a_python_translator_works_in_a_brick_graph() {
     std::fs::write(m.mnt.join("free"), b"ok").unwrap();
     assert_eq!(std::fs::read(m.mnt.join("free")).unwrap(), b"ok");
 }
+
+#[test]
+fn many_lock_waiters_do_not_stall_the_mount() {
+    let s = Setup::new("net-waiters");
+    let vf = s.server_volfile("server.vol", &["w"], &[]);
+    let bd = Brickd::start(s.dir.path(), &vf, &[]);
+    let m = s.mount("w", bd.port, "w", &[]);
+    let file = m.mnt.join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let hold = r#"
+import fcntl, sys
+f = open(sys.argv[1], 'r+')
+fcntl.lockf(f, fcntl.LOCK_EX)
+print('held', flush=True)
+sys.stdin.readline()
+"#;
+    let mut holder = python(hold, &[file.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // More waiters than the mount has request threads (8).
+    let wait = "import fcntl, sys\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\n";
+    let waiters: Vec<_> = (0..12)
+        .map(|_| python(wait, &[file.to_str().unwrap()]).spawn().unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // The mount still serves everything else.
+    let start = Instant::now();
+    std::fs::write(m.mnt.join("other"), b"free").unwrap();
+    assert_eq!(std::fs::read(m.mnt.join("other")).unwrap(), b"free");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // The holder lets go; every waiter gets the lock in turn and exits.
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    let start = Instant::now();
+    for mut w in waiters {
+        loop {
+            if let Some(st) = w.try_wait().unwrap() {
+                assert!(st.success());
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = w.kill();
+                panic!("a lock waiter never got the lock");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_file_that_held_a_lock_is_not_silently_reopened() {
+    let s = Setup::new("net-lockfd");
+    let vf = s.server_volfile("server.vol", &["l"], &[]);
+    let mut bd = Brickd::start(s.dir.path(), &vf, &[]);
+    let m = s.mount("l", bd.port, "l", &[("ping-timeout", "3")]);
+    let file = m.mnt.join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let script = r#"
+import fcntl, os, sys, time, errno
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print('locked', flush=True)
+sys.stdin.readline()
+deadline = time.time() + 20
+while time.time() < deadline:
+    try:
+        os.pwrite(fd, b'y', 0)
+        print('WROTE')
+        break
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:
+            time.sleep(0.2)
+            continue
+        print(errno.errorcode[e.errno])
+        break
+"#;
+    let mut p = python(script, &[file.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::{BufRead, Write};
+    let mut out = std::io::BufReader::new(p.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+    bd.restart();
+    // Wait until the mount is back, then let the process write through its old fd.
+    let start = Instant::now();
+    while std::fs::read(m.mnt.join("f")).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "mount did not recover"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let _ = p.wait();
+    assert_eq!(
+        line.trim(),
+        "EBADF",
+        "the lock was lost but the fd kept working"
+    );
+    assert_eq!(std::fs::read(m.mnt.join("f")).unwrap(), b"x");
+}

@@ -415,7 +415,10 @@ impl Volume {
         if flags & libc::O_EXCL == 0 {
             if let Ok(f) = self.open(path, flags).await {
                 if flags & libc::O_TRUNC != 0 {
-                    f.truncate(0).await?;
+                    if let Err(e) = f.truncate(0).await {
+                        let _ = f.close().await;
+                        return Err(e);
+                    }
                 }
                 return Ok(f);
             }

@@ -408,12 +408,19 @@ impl Filesystem for WeftFs {
             return reply.error(errno(Errno::EINVAL));
         };
         let cmd = if sleep { LkCmd::SetWait } else { LkCmd::Set };
-        self.go(async move {
+        let fut = async move {
             match me.lk(&c, fh.0, cmd, &lock).await {
                 Ok(_) => reply.ok(),
                 Err(e) => reply.error(errno(e)),
             }
-        });
+        };
+        if sleep {
+            // A wait may last until another process unlocks, which needs a request thread
+            // of its own: never park one of the request threads on it.
+            self.rt.spawn(fut);
+        } else {
+            self.go(fut);
+        }
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {

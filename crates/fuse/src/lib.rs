@@ -192,6 +192,7 @@ impl Mount {
 
     fn unmount_now(&mut self) -> std::io::Result<()> {
         let mut r = Ok(());
+        let mut lazy = false;
         if let Some(mut u) = self.unmounter.take() {
             if is_mounted(&self.mountpoint) {
                 r = u.unmount();
@@ -204,13 +205,16 @@ impl Mount {
                         // SAFETY: c is a valid NUL-terminated path.
                         if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
                             r = Ok(());
+                            lazy = true;
                         }
                     }
                 }
             }
         }
         if let Some(t) = self.thread.take() {
-            if r.is_ok() {
+            // After a lazy detach the session lasts until its last user leaves: do not
+            // wait for that here.
+            if r.is_ok() && !lazy {
                 let _ = t.join();
             }
         }

@@ -617,18 +617,18 @@ impl Xlator for Client {
         self.xattrs(ctx, xd, fop).await
     }
     async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, xd: Xdata) -> Fop<Flock> {
-        let fd = self.remote(fd)?;
-        let r = self
-            .call(
-                ctx,
-                xd,
-                F::Lk {
-                    fd,
-                    cmd,
-                    lock: *lock,
-                },
-            )
-            .await?;
+        let n = self.remote(fd)?;
+        let fop = F::Lk {
+            fd: n,
+            cmd,
+            lock: *lock,
+        };
+        let r = self.call(ctx, xd, fop).await?;
+        if cmd != LkCmd::Get && lock.kind != weft_core::LockType::Unlock {
+            if let Some(remote) = fd.ctx::<RemoteFd>(&self.name) {
+                remote.mark_locked();
+            }
+        }
         expect!(self, "lk", r, Reply::Flock(l) => l)
     }
     async fn inodelk(
@@ -657,14 +657,20 @@ impl Xlator for Client {
         lock: &Flock,
         xd: Xdata,
     ) -> Fop<()> {
-        let fd = self.remote(fd)?;
+        let n = self.remote(fd)?;
         let fop = F::Finodelk {
             domain: domain.to_string(),
-            fd,
+            fd: n,
             cmd,
             lock: *lock,
         };
-        self.unit(ctx, xd, fop).await
+        let r = self.unit(ctx, xd, fop).await;
+        if r.is_ok() && cmd != LkCmd::Get && lock.kind != weft_core::LockType::Unlock {
+            if let Some(remote) = fd.ctx::<RemoteFd>(&self.name) {
+                remote.mark_locked();
+            }
+        }
+        r
     }
     async fn entrylk(
         &self,

@@ -35,6 +35,17 @@ pub(crate) struct Config {
 pub(crate) struct RemoteFd {
     num: AtomicU64,
     generation: AtomicU64,
+    /// A POSIX or inode lock was granted through this fd. The server drops a lost
+    /// client's locks, so such an fd is not reopened after a reconnect: it fails with
+    /// EBADF rather than let the application write believing it still holds its lock.
+    locked: AtomicBool,
+}
+
+impl RemoteFd {
+    /// Records that a lock was granted through this fd.
+    pub(crate) fn mark_locked(&self) {
+        self.locked.store(true, Ordering::Release);
+    }
 }
 
 type Pending = HashMap<u64, oneshot::Sender<Frame>>;
@@ -45,6 +56,8 @@ type OpenFds = HashMap<u64, (Weak<Fd>, Arc<RemoteFd>)>;
 /// One live connection.
 struct Conn {
     tx: Arc<FrameSink>,
+    /// Set when the connection is dead, to wake callers still waiting to send.
+    killed: tokio::sync::watch::Sender<bool>,
     /// `None` once the connection is dead: nothing new may wait on it.
     pending: Mutex<Option<Pending>>,
     next_id: AtomicU64,
@@ -61,12 +74,12 @@ impl Conn {
             Some(p) => p.insert(id, tx),
             None => return Err(Errno::ENOTCONN),
         };
-        if self
-            .tx
-            .send(Frame::new(Kind::Request, id, meta, data))
-            .await
-            .is_err()
-        {
+        let mut killed = self.killed.subscribe();
+        let sent = tokio::select! {
+            r = self.tx.send(Frame::new(Kind::Request, id, meta, data)) => r.is_ok(),
+            _ = killed.wait_for(|k| *k) => false,
+        };
+        if !sent {
             if let Some(p) = self.pending.lock().as_mut() {
                 p.remove(&id);
             }
@@ -76,8 +89,22 @@ impl Conn {
     }
 
     fn kill(&self) {
-        // Dropping the senders wakes every waiter with ENOTCONN.
+        // Dropping the senders wakes every waiter with ENOTCONN; the flag wakes those
+        // still waiting to send (a cancelled send leaves the sink refusing the rest).
         self.pending.lock().take();
+        self.killed.send_replace(true);
+    }
+
+    /// Sends a ping or pong from its own task, so the read loop never waits to write.
+    fn send_detached(&self, kind: Kind, id: u64) {
+        let tx = self.tx.clone();
+        let mut killed = self.killed.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tx.send(Frame::new(kind, id, Bytes::new(), Bytes::new())) => {}
+                _ = killed.wait_for(|k| *k) => {}
+            }
+        });
     }
 }
 
@@ -266,6 +293,7 @@ impl Session {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let conn = Arc::new(Conn {
             tx,
+            killed: tokio::sync::watch::channel(false).0,
             pending: Mutex::new(Some(HashMap::new())),
             next_id: AtomicU64::new(1),
             generation,
@@ -299,9 +327,7 @@ impl Session {
                             }
                         }
                         Kind::Pong => {}
-                        Kind::Ping => {
-                            let _ = conn.tx.send(Frame::new(Kind::Pong, f.header.id, Bytes::new(), Bytes::new())).await;
-                        }
+                        Kind::Ping => conn.send_detached(Kind::Pong, f.header.id),
                         k => return format!("unexpected {k:?} frame from the server"),
                     }
                 }
@@ -312,9 +338,7 @@ impl Session {
                     if last_rx.elapsed() > timeout {
                         return format!("no answer to pings for {timeout:?} (ping-timeout)");
                     }
-                    if conn.tx.send(Frame::new(Kind::Ping, 0, Bytes::new(), Bytes::new())).await.is_err() {
-                        return "write side closed".into();
-                    }
+                    conn.send_detached(Kind::Ping, 0);
                 }
             }
         }
@@ -331,6 +355,15 @@ impl Session {
         };
         let (mut ok, mut failed) = (0, 0);
         for (fd, remote) in fds {
+            if remote.locked.load(Ordering::Acquire) {
+                failed += 1;
+                tracing::warn!(
+                    "{}: not reopening {:?}: it held locks, which the server dropped with the old connection; it fails with EBADF",
+                    self.name,
+                    fd
+                );
+                continue;
+            }
             let loc = Loc::inode(fd.gfid);
             let fop = if fd.is_dir {
                 FopRequest::Opendir { loc, gfid: fd.gfid }
@@ -356,6 +389,20 @@ impl Session {
                     remote.num.store(n, Ordering::Release);
                     remote.generation.store(conn.generation, Ordering::Release);
                     ok += 1;
+                    // Released while it was being reopened: release the new one too.
+                    if !self.fds.lock().contains_key(&fd.id) {
+                        let fop = if fd.is_dir {
+                            FopRequest::Releasedir { fd: n }
+                        } else {
+                            FopRequest::Release { fd: n }
+                        };
+                        let req = Request {
+                            ctx: Ctx::internal(),
+                            xdata: Xdata::default(),
+                            fop,
+                        };
+                        let _ = conn.call(msg::encode(&req), Bytes::new()).await;
+                    }
                 }
                 other => {
                     failed += 1;
@@ -377,6 +424,7 @@ impl Session {
         let r = Arc::new(RemoteFd {
             num: AtomicU64::new(num),
             generation: AtomicU64::new(generation),
+            locked: AtomicBool::new(false),
         });
         self.fds
             .lock()

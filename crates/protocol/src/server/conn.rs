@@ -20,15 +20,18 @@ use crate::stream::{BoxStream, FrameReader, FrameSink, ReadError};
 use crate::tls::TLS_HANDSHAKE_BYTE;
 
 /// The fds one connection has open, by the numbers the client knows them by.
+/// Fd numbers are unique across every connection of the process, so a number a client
+/// kept from a closed connection names nothing on a new one (EBADF), never another file.
+static NEXT_FD_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 #[derive(Default)]
 pub(super) struct FdTable {
     fds: Mutex<HashMap<u64, FdRef>>,
-    next: std::sync::atomic::AtomicU64,
 }
 
 impl FdTable {
     pub(super) fn insert(&self, fd: FdRef) -> u64 {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = NEXT_FD_NUMBER.fetch_add(1, Ordering::Relaxed);
         self.fds.lock().insert(n, fd);
         n
     }
@@ -60,11 +63,17 @@ pub(super) async fn serve(server: Arc<BrickServer>, sock: TcpStream, peer: Socke
     };
     let client = server.next_client.fetch_add(1, Ordering::Relaxed);
     brick.clients.fetch_add(1, Ordering::AcqRel);
+    // Counted before looking: a detach that began meanwhile either waits for this
+    // connection or is seen here, and then the graph is never touched.
+    if *brick.detached.borrow() {
+        brick.clients.fetch_sub(1, Ordering::AcqRel);
+        tracing::info!(%peer, brick = %brick.name, "closing connection: brick detached");
+        return;
+    }
     tracing::info!(%peer, brick = %brick.name, client, tls, "client connected");
     let fds = Arc::new(FdTable::default());
     let reason = run(&brick, reader, &tx, client, &fds, limits).await;
     tracing::info!(%peer, brick = %brick.name, client, "connection closed: {reason}");
-    tx.shutdown().await;
     // Release what the client left open, then anything else it held (locks).
     let ctx = Ctx {
         client,
@@ -82,6 +91,8 @@ pub(super) async fn serve(server: Arc<BrickServer>, sock: TcpStream, peer: Socke
     }
     brick.top().forget_client(client).await;
     brick.clients.fetch_sub(1, Ordering::AcqRel);
+    // A client that stopped reading must not hold this task forever.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tx.shutdown()).await;
 }
 
 type Opened = (
@@ -219,29 +230,33 @@ async fn run(
     let mut detached = brick.detached.subscribe();
     let reason = loop {
         let frame = tokio::select! {
-            f = reader.next() => f,
+            biased;
             _ = detached.wait_for(|d| *d) => break "brick detached".to_string(),
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            f = tokio::time::timeout(limits.idle_timeout, reader.next()) => f,
         };
         let f = match frame {
+            Err(_) => {
+                break format!(
+                    "nothing received for {:?} (clients ping at least every 10 s)",
+                    limits.idle_timeout
+                )
+            }
+            Ok(f) => f,
+        };
+        let f = match f {
             Ok(f) => f,
             Err(ReadError::Closed) => break "closed by client".into(),
             Err(e) => break e.to_string(),
         };
         match f.header.kind {
             Kind::Ping => {
-                if tx
-                    .send(Frame::new(
-                        Kind::Pong,
-                        f.header.id,
-                        Bytes::new(),
-                        Bytes::new(),
-                    ))
-                    .await
-                    .is_err()
-                {
-                    break "write side closed".into();
-                }
+                // Sent from its own task: the read loop never waits behind a big reply.
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let pong = Frame::new(Kind::Pong, f.header.id, Bytes::new(), Bytes::new());
+                    let _ = tx.send(pong).await;
+                });
             }
             Kind::Request => {
                 let req: Request = match msg::decode(Kind::Request, &f.meta) {

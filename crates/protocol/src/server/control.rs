@@ -86,7 +86,17 @@ async fn handle(server: &BrickServer, req: ControlRequest) -> ControlReply {
             Err(e) => ControlReply::Err(e),
         },
         ControlRequest::Status => ControlReply::Ok(server.status()),
-        ControlRequest::Statedump => ControlReply::Ok(server.statedump()),
+        ControlRequest::Statedump => {
+            let dump = server.statedump();
+            if weft_wire::Frame::fits(dump.len() + 16, 0) {
+                ControlReply::Ok(dump)
+            } else {
+                ControlReply::Err(format!(
+                    "the statedump is {} bytes, more than one reply carries; detach bricks or use the mount's statedump",
+                    dump.len()
+                ))
+            }
+        }
     }
 }
 

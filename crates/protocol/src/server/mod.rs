@@ -32,6 +32,9 @@ pub struct Limits {
     pub max_inflight_bytes: usize,
     /// How long a new connection may take to complete its handshake.
     pub handshake_timeout: std::time::Duration,
+    /// A connection silent this long is taken as dead (its client's host is gone) and
+    /// closed, releasing its fds and locks. Clients ping at least every 10 s.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -40,6 +43,7 @@ impl Default for Limits {
             max_inflight: 4096,
             max_inflight_bytes: 256 << 20,
             handshake_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
