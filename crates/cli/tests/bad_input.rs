@@ -141,3 +141,63 @@ fn help_and_version_answer() {
         );
     }
 }
+
+#[test]
+fn brickd_refuses_bad_volfiles_and_options_clearly() {
+    let dir = scratch("bad-brickd");
+    let ctl = dir.path().join("ctl.sock");
+    let ctl = ctl.to_str().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let brick = dir.path().join("brick");
+    std::fs::create_dir(&brick).unwrap();
+    let cases = [
+        (
+            write("noserver.vol", &format!("volume p\n type storage/posix\n option directory {}\nend-volume\n", brick.display())),
+            "no protocol/server volume",
+        ),
+        (
+            write("nosub.vol", "volume s\n type protocol/server\nend-volume\n"),
+            "takes 1 subvolume(s)",
+        ),
+        (
+            write("nodir.vol", "volume p\n type storage/posix\n option directory /nonexistent/weft\nend-volume\nvolume s\n type protocol/server\n subvolumes p\nend-volume\n"),
+            "does not exist",
+        ),
+        (
+            write("auth.vol", &format!("volume p\n type storage/posix\n option directory {}\nend-volume\nvolume s\n type protocol/server\n option auth.reject 10.0.0.0/99\n subvolumes p\nend-volume\n", brick.display())),
+            "auth.reject",
+        ),
+        (
+            write("tls.vol", &format!("volume p\n type storage/posix\n option directory {}\nend-volume\nvolume s\n type protocol/server\n option transport.socket.ssl-enabled on\n subvolumes p\nend-volume\n", brick.display())),
+            "requires TLS",
+        ),
+        ("/nonexistent/server.vol".to_string(), "cannot read"),
+    ];
+    for (vf, want) in cases {
+        let out = weft_output(&[
+            "brickd",
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            ctl,
+            "--volfile",
+            &vf,
+        ]);
+        assert!(!out.status.success(), "{vf} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{vf}: {err}");
+        assert!(
+            !std::path::Path::new(ctl).exists(),
+            "a refused brickd left its socket"
+        );
+    }
+    let out = weft_output(&["brickd", "--listen", "not-an-address"]);
+    assert!(!out.status.success());
+    let out = weft_output(&["brickd", "status", "--control", ctl]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `weft brickd` running?"));
+}
