@@ -27,3 +27,35 @@ fn mount_behaves_like_a_local_directory() {
         m.log_text()
     );
 }
+
+#[test]
+fn with_write_behind_the_mount_still_behaves_like_a_local_directory() {
+    let vol = Volume::new("posix-wb");
+    std::fs::write(
+        &vol.volfile,
+        format!(
+            "volume wb-posix\n    type storage/posix\n    option directory {}\nend-volume\n\n\
+             volume wb-locks\n    type features/locks\n    subvolumes wb-posix\nend-volume\n\n\
+             volume wb\n    type performance/write-behind\n    subvolumes wb-locks\nend-volume\n",
+            vol.brick.display()
+        ),
+    )
+    .unwrap();
+    let m = vol.mount();
+    let local = scratch("posix-wb-local");
+    let mut failures = Vec::new();
+    for (name, _) in weft_posix_suite::SCENARIOS {
+        let expected = weft_posix_suite::run_one(local.path(), name).expect("scenario exists");
+        let actual = weft_posix_suite::run_one(&vol.mnt, name).expect("scenario exists");
+        for d in weft_posix_suite::diff(&expected, &actual) {
+            failures.push(format!("{name}: {d}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} differences from a local directory:\n{}\n--- mount log ---\n{}",
+        failures.len(),
+        failures.join("\n"),
+        m.log_text()
+    );
+}

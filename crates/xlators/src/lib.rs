@@ -7,6 +7,7 @@
 
 pub mod debug;
 pub mod features;
+pub mod performance;
 pub mod storage;
 
 use std::sync::Arc;
@@ -20,5 +21,6 @@ pub fn registry() -> Registry {
     r.register(Arc::new(debug::trace::TraceType));
     r.register(Arc::new(debug::io_stats::IoStatsType));
     r.register(Arc::new(features::locks::LocksType));
+    r.register(Arc::new(performance::write_behind::WriteBehindType));
     r
 }

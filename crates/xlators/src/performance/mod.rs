@@ -1,0 +1,3 @@
+//! Performance translators: `performance/write-behind`.
+
+pub mod write_behind;

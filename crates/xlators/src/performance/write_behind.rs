@@ -1,0 +1,525 @@
+//! `performance/write-behind`: acknowledges writes at once and sends them down in the
+//! background, in order, as GlusterFS's write-behind does.
+//!
+//! What it promises:
+//! - Writes to one inode reach the child in the order the application made them; at most
+//!   `cache-size` bytes per inode are acknowledged but not yet written (a writer beyond
+//!   that waits).
+//! - Every other FOP on an inode with writes pending (by fd or by location: read, stat,
+//!   truncate, setattr, fsync, flush, lk, xattrs, unlink, rename, ...) first waits for those
+//!   writes to reach the child, so nothing ever sees the file without them. A lookup that
+//!   finds such an inode, and a readdirp, wait too and then ask again.
+//! - An error of a write done behind is returned by the next write, fsync or flush (close)
+//!   of that inode, once, as GlusterFS does.
+//! - fds opened with O_SYNC, O_DSYNC or O_DIRECT write through, waiting as before.
+//!
+//! Only what fsync (or O_SYNC) covered is durable, as with any page cache: a killed client
+//! process loses writes it had not yet sent down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use weft_core::options::{OptionKind, OptionSpec};
+use weft_core::*;
+
+/// Writes acknowledged but not yet done on one inode.
+struct Pending {
+    /// The jobs, in order, consumed by one task per inode.
+    tx: mpsc::UnboundedSender<Job>,
+    /// (writes, bytes) queued and not yet answered by the child.
+    load: watch::Sender<(u64, u64)>,
+    /// The first error of a write done behind, reported once.
+    error: Mutex<Option<Errno>>,
+}
+
+struct Job {
+    ctx: Ctx,
+    fd: FdRef,
+    data: Bytes,
+    offset: u64,
+    xd: Xdata,
+}
+
+/// What a write sent down by the background task answers: its length and result.
+type Done = (u64, Result<(), Errno>);
+/// A finished write as `JoinSet::join_next_with_id` gives it.
+type Finished = Result<(tokio::task::Id, Done), tokio::task::JoinError>;
+
+/// Writes of one inode sent down at once, at most.
+const IN_FLIGHT: usize = 16;
+
+/// The write-behind translator.
+pub struct WriteBehind {
+    name: String,
+    children: Vec<XlatorRef>,
+    window: u64,
+    inodes: Mutex<HashMap<Gfid, Arc<Pending>>>,
+}
+
+/// An argument naming an inode.
+trait Inode {
+    fn inode(&self) -> Option<Gfid>;
+}
+impl Inode for &FdRef {
+    fn inode(&self) -> Option<Gfid> {
+        Some(self.gfid)
+    }
+}
+impl Inode for &Loc {
+    fn inode(&self) -> Option<Gfid> {
+        self.gfid
+    }
+}
+
+impl WriteBehind {
+    fn pending(&self, g: &Gfid) -> Option<Arc<Pending>> {
+        self.inodes.lock().get(g).cloned()
+    }
+
+    /// Waits until every write acknowledged on `g` has been done by the child.
+    async fn drain(&self, g: Option<Gfid>) {
+        let Some(g) = g else { return };
+        if let Some(p) = self.pending(&g) {
+            let mut rx = p.load.subscribe();
+            let _ = rx.wait_for(|(n, _)| *n == 0).await;
+        }
+    }
+
+    /// Waits for every inode with writes pending.
+    async fn drain_all(&self) {
+        let all: Vec<Arc<Pending>> = self.inodes.lock().values().cloned().collect();
+        for p in all {
+            let mut rx = p.load.subscribe();
+            let _ = rx.wait_for(|(n, _)| *n == 0).await;
+        }
+    }
+
+    /// The error of a write done behind on `g`, taken so it is reported once.
+    fn take_error(&self, g: &Gfid) -> Option<Errno> {
+        self.pending(g).and_then(|p| p.error.lock().take())
+    }
+
+    fn queue_for(&self, g: Gfid, child: &XlatorRef) -> Arc<Pending> {
+        let mut map = self.inodes.lock();
+        if let Some(p) = map.get(&g) {
+            return p.clone();
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let (load, _) = watch::channel((0u64, 0u64));
+        let p = Arc::new(Pending {
+            tx,
+            load,
+            error: Mutex::new(None),
+        });
+        map.insert(g, p.clone());
+        let (child, me) = (child.clone(), Arc::downgrade(&p));
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            // Up to IN_FLIGHT writes at once; one that overlaps a write still in flight
+            // (or appends) waits for it, so overlapping bytes land in order.
+            let mut running: JoinSet<Done> = JoinSet::new();
+            let mut ranges: HashMap<tokio::task::Id, (u64, u64)> = HashMap::new();
+            let finish = |r: Finished, ranges: &mut HashMap<tokio::task::Id, (u64, u64)>| {
+                let (len, res) = match r {
+                    Ok((id, v)) => {
+                        ranges.remove(&id);
+                        v
+                    }
+                    Err(e) => {
+                        ranges.remove(&e.id());
+                        (0, Err(Errno::EIO))
+                    }
+                };
+                let Some(p) = me.upgrade() else { return };
+                if let Err(e) = res {
+                    tracing::warn!("{name}: a write done behind failed: {e}; the next write, fsync or close of the file reports it");
+                    p.error.lock().get_or_insert(e);
+                }
+                p.load.send_modify(|(n, b)| {
+                    *n -= 1;
+                    *b -= len;
+                });
+            };
+            loop {
+                tokio::select! {
+                    job = rx.recv(), if running.len() < IN_FLIGHT => {
+                        let Some(job) = job else { break };
+                        let len = job.data.len() as u64;
+                        let span = if job.fd.flags & libc::O_APPEND != 0 {
+                            (0, u64::MAX)
+                        } else {
+                            (job.offset, job.offset.saturating_add(len))
+                        };
+                        while ranges.values().any(|r| r.0 < span.1 && span.0 < r.1 || span == (0, u64::MAX)) {
+                            match running.join_next_with_id().await {
+                                Some(r) => finish(r, &mut ranges),
+                                None => break,
+                            }
+                        }
+                        let child = child.clone();
+                        let h = running.spawn(async move {
+                            let r = child.writev(&job.ctx, &job.fd, job.data, job.offset, job.xd).await;
+                            (len, r.map(|_| ()))
+                        });
+                        ranges.insert(h.id(), span);
+                    }
+                    Some(r) = running.join_next_with_id(), if !running.is_empty() => finish(r, &mut ranges),
+                }
+            }
+            while let Some(r) = running.join_next_with_id().await {
+                finish(r, &mut ranges);
+            }
+        });
+        p
+    }
+
+    async fn write(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
+        let child = self.child()?;
+        if fd.flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_DIRECT) != 0 {
+            self.drain(Some(fd.gfid)).await;
+            if let Some(e) = self.take_error(&fd.gfid) {
+                return Err(e);
+            }
+            return child.writev(ctx, fd, data, offset, xd).await;
+        }
+        let p = self.queue_for(fd.gfid, child);
+        if let Some(e) = p.error.lock().take() {
+            return Err(e);
+        }
+        let len = data.len() as u64;
+        // Room in the window (one write larger than the window waits for an empty queue).
+        let window = self.window;
+        let mut rx = p.load.subscribe();
+        let _ = rx.wait_for(|(n, b)| *n == 0 || b + len <= window).await;
+        p.load.send_modify(|(n, b)| {
+            *n += 1;
+            *b += len;
+        });
+        let job = Job {
+            ctx: ctx.clone(),
+            fd: fd.clone(),
+            data,
+            offset,
+            xd,
+        };
+        if p.tx.send(job).is_err() {
+            p.load.send_modify(|(n, b)| {
+                *n -= 1;
+                *b -= len;
+            });
+            return Err(Errno::EIO);
+        }
+        Ok((len, Xdata::new()))
+    }
+}
+
+/// Implements every FOP as: wait for the pending writes of the inodes its arguments name,
+/// then pass it to the child.
+macro_rules! drain_then_pass {
+    (extra: { $($extra:tt)* } $( $fop:ident [$($key:ident),*] ($($a:ident: $t:ty),*) -> $ret:ty; )*) => {
+        #[async_trait::async_trait]
+        impl Xlator for WriteBehind {
+            $($extra)*
+            $(
+                async fn $fop(&self, ctx: &Ctx, $($a: $t,)* xd: Xdata) -> Fop<$ret> {
+                    $( self.drain($key.inode()).await; )*
+                    self.child()?.$fop(ctx, $($a,)* xd).await
+                }
+            )*
+        }
+    };
+}
+
+drain_then_pass! {
+  extra: {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn children(&self) -> &[XlatorRef] {
+        &self.children
+    }
+    fn dump(&self) -> String {
+        let map = self.inodes.lock();
+        let busy: Vec<String> = map
+            .iter()
+            .filter(|(_, p)| p.load.borrow().0 > 0)
+            .map(|(g, p)| {
+                let (n, b) = *p.load.borrow();
+                format!("{g}: {n} writes, {b} bytes pending")
+            })
+            .collect();
+        format!(
+            "cache-size={} inodes={} pending: {}\n",
+            self.window,
+            map.len(),
+            if busy.is_empty() {
+                "none".into()
+            } else {
+                busy.join("; ")
+            }
+        )
+    }
+    async fn fini(&self) {
+        self.drain_all().await;
+    }
+
+    async fn writev(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
+        self.write(ctx, fd, data, offset, xd).await
+    }
+
+    async fn lookup(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
+        self.drain(loc.gfid).await;
+        let r = self.child()?.lookup(ctx, loc, xd.clone()).await?;
+        if self.pending(&r.0.gfid).is_some_and(|p| p.load.borrow().0 > 0) {
+            // Found by name with writes pending: answer with them done.
+            self.drain(Some(r.0.gfid)).await;
+            return self.child()?.lookup(ctx, loc, xd).await;
+        }
+        Ok(r)
+    }
+    async fn readdirp(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        size: u32,
+        offset: u64,
+        xd: Xdata,
+    ) -> Fop<Vec<Dirent>> {
+        self.drain_all().await;
+        self.child()?.readdirp(ctx, fd, size, offset, xd).await
+    }
+    async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        self.drain(Some(fd.gfid)).await;
+        let r = self.child()?.flush(ctx, fd, xd).await;
+        match self.take_error(&fd.gfid) {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
+    async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
+        self.drain(Some(fd.gfid)).await;
+        if let Some(e) = self.take_error(&fd.gfid) {
+            return Err(e);
+        }
+        self.child()?.fsync(ctx, fd, datasync, xd).await
+    }
+    async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        self.drain(Some(fd.gfid)).await;
+        let r = self.child()?.release(ctx, fd, xd).await;
+        // Forget an inode with nothing pending (its task ends with its queue).
+        // Nobody else holds it (writers take their handle under this lock): its task ends
+        // with its queue.
+        let mut map = self.inodes.lock();
+        if map.get(&fd.gfid).is_some_and(|p| {
+            Arc::strong_count(p) == 1 && p.load.borrow().0 == 0 && p.error.lock().is_none()
+        }) {
+            map.remove(&fd.gfid);
+        }
+        r
+    }
+  }
+        stat [loc] (loc: &Loc) -> Iatt;
+        fstat [fd] (fd: &FdRef) -> Iatt;
+        access [loc] (loc: &Loc, mask: u32) -> ();
+        setattr [loc] (loc: &Loc, attr: &SetAttr) -> Iatt;
+        fsetattr [fd] (fd: &FdRef, attr: &SetAttr) -> Iatt;
+        truncate [loc] (loc: &Loc, size: u64) -> Iatt;
+        ftruncate [fd] (fd: &FdRef, size: u64) -> Iatt;
+        unlink [loc] (loc: &Loc) -> ();
+        rename [old, new] (old: &Loc, new: &Loc, flags: u32) -> ();
+        link [old] (old: &Loc, new: &Loc) -> Iatt;
+        open [loc] (loc: &Loc, fd: &FdRef) -> ();
+        readv [fd] (fd: &FdRef, size: u32, offset: u64) -> Bytes;
+        fallocate [fd] (fd: &FdRef, mode: i32, offset: u64, len: u64) -> ();
+        discard [fd] (fd: &FdRef, offset: u64, len: u64) -> ();
+        zerofill [fd] (fd: &FdRef, offset: u64, len: u64) -> ();
+        seek [fd] (fd: &FdRef, offset: u64, what: SeekWhat) -> u64;
+        rchecksum [fd] (fd: &FdRef, offset: u64, len: u32) -> Checksum;
+        getxattr [loc] (loc: &Loc, name: Option<&str>) -> XattrMap;
+        fgetxattr [fd] (fd: &FdRef, name: Option<&str>) -> XattrMap;
+        setxattr [loc] (loc: &Loc, attrs: &XattrMap, flags: i32) -> ();
+        fsetxattr [fd] (fd: &FdRef, attrs: &XattrMap, flags: i32) -> ();
+        removexattr [loc] (loc: &Loc, name: &str) -> ();
+        fremovexattr [fd] (fd: &FdRef, name: &str) -> ();
+        xattrop [loc] (loc: &Loc, op: XattropOp, attrs: &XattrMap) -> XattrMap;
+        fxattrop [fd] (fd: &FdRef, op: XattropOp, attrs: &XattrMap) -> XattrMap;
+        lk [fd] (fd: &FdRef, cmd: LkCmd, lock: &Flock) -> Flock;
+        inodelk [loc] (domain: &str, loc: &Loc, cmd: LkCmd, lock: &Flock) -> ();
+        finodelk [fd] (domain: &str, fd: &FdRef, cmd: LkCmd, lock: &Flock) -> ();
+}
+
+const OPTIONS: &[OptionSpec] = &[OptionSpec {
+    key: "cache-size",
+    kind: OptionKind::Size,
+    default: Some("1MB"),
+    description: "Bytes per file acknowledged but not yet written (GlusterFS's performance.write-behind-window-size).",
+}];
+
+/// The `performance/write-behind` type.
+pub struct WriteBehindType;
+
+impl XlatorType for WriteBehindType {
+    fn type_name(&self) -> &'static str {
+        "performance/write-behind"
+    }
+    fn description(&self) -> &'static str {
+        "Acknowledges writes at once and writes them in the background, in order; other FOPs on the file wait for them."
+    }
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
+    }
+    fn children(&self) -> (usize, usize) {
+        (1, 1)
+    }
+    fn build(&self, init: XlatorInit) -> Result<XlatorRef, String> {
+        let window = init.options.size("cache-size");
+        if window == 0 {
+            return Err("cache-size must be more than 0".into());
+        }
+        Ok(Arc::new(WriteBehind {
+            name: init.name,
+            children: init.children,
+            window,
+            inodes: Mutex::new(HashMap::new()),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_core::volfile::{Volfile, VolumeDecl};
+
+    fn graph(dir: &std::path::Path) -> Graph {
+        let vf = Volfile {
+            volumes: vec![
+                VolumeDecl::new("p", "storage/posix").option("directory", dir.display()),
+                VolumeDecl::new("wb", "performance/write-behind")
+                    .option("cache-size", "64KB")
+                    .subvolumes(&["p"]),
+            ],
+        };
+        Graph::build(&vf, &crate::registry()).unwrap()
+    }
+
+    async fn create(top: &XlatorRef, name: &str, flags: i32) -> FdRef {
+        let fd = Fd::new(Gfid::random(), flags, false);
+        let mut xd = Xdata::new();
+        xd.set(GFID_REQ_KEY, fd.gfid.0.to_vec());
+        top.create(
+            &Ctx::internal(),
+            &Loc::entry(Gfid::ROOT, name),
+            &fd,
+            0o644,
+            0,
+            xd,
+        )
+        .await
+        .unwrap();
+        fd
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_fop_sees_the_writes_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = graph(dir.path());
+        let top = g.top().clone();
+        let ctx = Ctx::internal();
+        let fd = create(&top, "f", libc::O_RDWR).await;
+        // A model of the file; random and overlapping writes, more than the window.
+        let mut model = vec![0u8; 256 * 1024];
+        let mut x = 12345u64;
+        for i in 0..2000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let off = (x % (model.len() as u64 - 8192)) as usize;
+            let len = 1 + (x >> 40) as usize % 8192;
+            let byte = (i % 251) as u8;
+            model[off..off + len].fill(byte);
+            let n = top
+                .writev(
+                    &ctx,
+                    &fd,
+                    Bytes::from(vec![byte; len]),
+                    off as u64,
+                    Xdata::new(),
+                )
+                .await
+                .unwrap()
+                .0;
+            assert_eq!(n, len as u64);
+        }
+        let end = model.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+        // By name, by another fd, and by this fd: the writes are all there.
+        let (ia, _) = top
+            .lookup(&ctx, &Loc::entry(Gfid::ROOT, "f"), Xdata::new())
+            .await
+            .unwrap();
+        assert!(ia.size as usize >= end);
+        let fd2 = Fd::new(ia.gfid, libc::O_RDONLY, false);
+        top.open(&ctx, &Loc::inode(ia.gfid), &fd2, Xdata::new())
+            .await
+            .unwrap();
+        let (data, _) = top
+            .readv(&ctx, &fd2, ia.size as u32, 0, Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(&data[..], &model[..ia.size as usize]);
+        top.flush(&ctx, &fd, Xdata::new()).await.unwrap();
+        top.release(&ctx, &fd, Xdata::new()).await.unwrap();
+        top.release(&ctx, &fd2, Xdata::new()).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_done_behind_is_reported_by_flush_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = graph(dir.path());
+        let top = g.top().clone();
+        let ctx = Ctx::internal();
+        let fd = create(&top, "f", libc::O_RDWR).await;
+        top.release(&ctx, &fd, Xdata::new()).await.unwrap();
+        // Read-only: the write behind fails with EBADF, reported later.
+        let ro = Fd::new(fd.gfid, libc::O_RDONLY, false);
+        top.open(&ctx, &Loc::inode(fd.gfid), &ro, Xdata::new())
+            .await
+            .unwrap();
+        let r = top
+            .writev(&ctx, &ro, Bytes::from_static(b"x"), 0, Xdata::new())
+            .await;
+        assert_eq!(r.unwrap().0, 1, "acknowledged at once");
+        assert_eq!(
+            top.flush(&ctx, &ro, Xdata::new()).await.unwrap_err(),
+            Errno::EBADF
+        );
+        top.flush(&ctx, &ro, Xdata::new()).await.unwrap();
+        top.release(&ctx, &ro, Xdata::new()).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn o_sync_and_append_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = graph(dir.path());
+        let top = g.top().clone();
+        let ctx = Ctx::internal();
+        let fd = create(&top, "s", libc::O_RDWR | libc::O_SYNC).await;
+        top.writev(&ctx, &fd, Bytes::from_static(b"sync"), 0, Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(dir.path().join("s")).unwrap(), b"sync");
+        let fa = create(&top, "a", libc::O_WRONLY | libc::O_APPEND).await;
+        for i in 0..100u8 {
+            top.writev(&ctx, &fa, Bytes::from(vec![i; 3]), 0, Xdata::new())
+                .await
+                .unwrap();
+        }
+        top.fsync(&ctx, &fa, false, Xdata::new()).await.unwrap();
+        let got = std::fs::read(dir.path().join("a")).unwrap();
+        let want: Vec<u8> = (0..100u8).flat_map(|i| [i; 3]).collect();
+        assert_eq!(got, want, "appends land in order");
+    }
+}
