@@ -83,24 +83,7 @@ fn two_mounts_share_files_and_posix_locks() {
     assert_eq!(std::fs::read(m1.mnt.join("d/x")).unwrap(), b"x");
 
     // An fcntl lock held through one mount blocks a process on the other.
-    let hold = r#"
-import fcntl, sys, time
-f = open(sys.argv[1], 'r+')
-fcntl.lockf(f, fcntl.LOCK_EX)
-print('held', flush=True)
-sys.stdin.readline()
-"#;
-    let mut holder = python(hold, &[m1.mnt.join("blob").to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(holder.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "held");
+    let mut holder = hold_lock(&m1.mnt.join("blob"));
     let try_lock = r#"
 import fcntl, sys, errno
 f = open(sys.argv[1], 'r+')
@@ -334,22 +317,7 @@ fn posix_behaviour_over_the_network_matches_a_local_directory() {
     let vf = s.server_volfile("server.vol", &["px"], &[]);
     let bd = Brickd::start(s.dir.path(), &vf, &[]);
     let m = s.mount("px", bd.port, "px", &[]);
-    let local = scratch("net-posix-local");
-    let mut failures = Vec::new();
-    for (name, _) in weft_posix_suite::SCENARIOS {
-        let expected = weft_posix_suite::run_one(local.path(), name).expect("scenario exists");
-        let actual = weft_posix_suite::run_one(&m.mnt, name).expect("scenario exists");
-        for d in weft_posix_suite::diff(&expected, &actual) {
-            failures.push(format!("{name}: {d}"));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} differences from a local directory:\n{}\n--- mount log ---\n{}",
-        failures.len(),
-        failures.join("\n"),
-        m.log_text()
-    );
+    assert_behaves_like_local(&m.mnt, &m);
 }
 
 #[test]
@@ -394,23 +362,7 @@ fn many_lock_waiters_do_not_stall_the_mount() {
     let m = s.mount("w", bd.port, "w", &[]);
     let file = m.mnt.join("f");
     std::fs::write(&file, b"x").unwrap();
-    let hold = r#"
-import fcntl, sys
-f = open(sys.argv[1], 'r+')
-fcntl.lockf(f, fcntl.LOCK_EX)
-print('held', flush=True)
-sys.stdin.readline()
-"#;
-    let mut holder = python(hold, &[file.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut line = String::new();
-    std::io::BufReader::new(holder.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut holder = hold_lock(&file);
     // More waiters than the mount has request threads (8).
     let wait = "import fcntl, sys\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\n";
     let waiters: Vec<_> = (0..12)

@@ -9,23 +9,7 @@ use common::*;
 fn mount_behaves_like_a_local_directory() {
     let vol = Volume::new("posix");
     let m = vol.mount();
-    let local = scratch("posix-local");
-    let mut failures = Vec::new();
-    for (name, _) in weft_posix_suite::SCENARIOS {
-        let expected = weft_posix_suite::run_one(local.path(), name).expect("scenario exists");
-        let actual = weft_posix_suite::run_one(&vol.mnt, name).expect("scenario exists");
-        assert!(!expected.is_empty(), "scenario {name} recorded nothing");
-        for d in weft_posix_suite::diff(&expected, &actual) {
-            failures.push(format!("{name}: {d}"));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} differences from a local directory:\n{}\n--- mount log ---\n{}",
-        failures.len(),
-        failures.join("\n"),
-        m.log_text()
-    );
+    assert_behaves_like_local(&vol.mnt, &m);
 }
 
 #[test]
@@ -42,20 +26,5 @@ fn with_write_behind_the_mount_still_behaves_like_a_local_directory() {
     )
     .unwrap();
     let m = vol.mount();
-    let local = scratch("posix-wb-local");
-    let mut failures = Vec::new();
-    for (name, _) in weft_posix_suite::SCENARIOS {
-        let expected = weft_posix_suite::run_one(local.path(), name).expect("scenario exists");
-        let actual = weft_posix_suite::run_one(&vol.mnt, name).expect("scenario exists");
-        for d in weft_posix_suite::diff(&expected, &actual) {
-            failures.push(format!("{name}: {d}"));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} differences from a local directory:\n{}\n--- mount log ---\n{}",
-        failures.len(),
-        failures.join("\n"),
-        m.log_text()
-    );
+    assert_behaves_like_local(&vol.mnt, &m);
 }

@@ -413,3 +413,46 @@ pub fn errno_of<T>(r: std::io::Result<T>) -> i32 {
         Err(e) => e.raw_os_error().unwrap_or(-1),
     }
 }
+
+/// Runs every posix-suite scenario on a local scratch directory and on `mnt`, and fails
+/// with every difference (and the mount's log) unless both give the same outcomes.
+pub fn assert_behaves_like_local(mnt: &Path, m: &MountGuard) {
+    let local = scratch("posix-local");
+    let mut failures = Vec::new();
+    for (name, _) in weft_posix_suite::SCENARIOS {
+        let expected = weft_posix_suite::run_one(local.path(), name).expect("scenario exists");
+        let actual = weft_posix_suite::run_one(mnt, name).expect("scenario exists");
+        assert!(!expected.is_empty(), "scenario {name} recorded nothing");
+        for d in weft_posix_suite::diff(&expected, &actual) {
+            failures.push(format!("{name}: {d}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} differences from a local directory:\n{}\n--- mount log ---\n{}",
+        failures.len(),
+        failures.join("\n"),
+        m.log_text()
+    );
+}
+
+/// Starts a python3 process that takes an exclusive fcntl lock on `file`, and returns once
+/// it holds it. The process lets go (and exits) when its stdin is closed.
+pub fn hold_lock(file: &Path) -> Child {
+    use std::io::BufRead;
+    let script = "import fcntl, sys\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.readline()\n";
+    let mut holder = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.as_mut().expect("piped"))
+        .read_line(&mut line)
+        .expect("read");
+    assert_eq!(line.trim(), "held", "the lock holder did not get its lock");
+    holder
+}
