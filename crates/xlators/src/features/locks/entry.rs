@@ -124,17 +124,8 @@ impl EntryTable {
     }
 
     /// Removes and returns every waiter `pred` selects, oldest first.
-    pub fn take_waiters(&mut self, mut pred: impl FnMut(&EntryLock) -> bool) -> Vec<EntryLock> {
-        let mut taken = Vec::new();
-        self.waiters.retain(|w| {
-            if pred(w) {
-                taken.push(w.clone());
-                false
-            } else {
-                true
-            }
-        });
-        taken
+    pub fn take_waiters(&mut self, pred: impl FnMut(&EntryLock) -> bool) -> Vec<EntryLock> {
+        super::take_where(&mut self.waiters, pred)
     }
 
     /// Grants, oldest first, every waiter that no longer conflicts and that `alive`

@@ -46,6 +46,7 @@ mod xlator;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use weft_core::options::OptionSpec;
@@ -72,4 +73,18 @@ impl XlatorType for LocksType {
     fn build(&self, init: XlatorInit) -> Result<XlatorRef, String> {
         Ok(Arc::new(Locks::new(init.name, init.children)))
     }
+}
+
+/// Removes and returns, oldest first, every entry of `queue` that `pred` selects; the rest
+/// keep their order. (Both lock engines keep their waiters in such a queue.)
+fn take_where<T>(queue: &mut VecDeque<T>, mut pred: impl FnMut(&T) -> bool) -> Vec<T> {
+    let mut taken = Vec::new();
+    for item in std::mem::take(queue) {
+        if pred(&item) {
+            taken.push(item);
+        } else {
+            queue.push_back(item);
+        }
+    }
+    taken
 }

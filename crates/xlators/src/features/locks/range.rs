@@ -303,17 +303,8 @@ impl RangeTable {
     }
 
     /// Removes and returns every waiter `pred` selects, oldest first.
-    pub fn take_waiters(&mut self, mut pred: impl FnMut(&Waiter) -> bool) -> Vec<Waiter> {
-        let mut taken = Vec::new();
-        self.waiters.retain(|w| {
-            if pred(w) {
-                taken.push(w.clone());
-                false
-            } else {
-                true
-            }
-        });
-        taken
+    pub fn take_waiters(&mut self, pred: impl FnMut(&Waiter) -> bool) -> Vec<Waiter> {
+        super::take_where(&mut self.waiters, pred)
     }
 
     /// Grants, oldest first, every waiter whose lock no longer conflicts (each grant is
