@@ -46,6 +46,10 @@ impl Errno {
     pub const ENOTEMPTY: Errno = Errno(libc::ENOTEMPTY);
     /// No such device or address (also: SEEK_DATA past the end).
     pub const ENXIO: Errno = Errno(libc::ENXIO);
+    /// Stale file handle: the inode a gfid named is gone (the kernel then looks the name up again).
+    pub const ESTALE: Errno = Errno(libc::ESTALE);
+    /// Too many levels of symbolic links (a symlink met where none may be followed).
+    pub const ELOOP: Errno = Errno(libc::ELOOP);
 
     /// The errno of an `std::io::Error`, EIO when it carries none.
     pub fn from_io(e: &std::io::Error) -> Errno {

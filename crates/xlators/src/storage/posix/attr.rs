@@ -5,7 +5,6 @@
 //! such xattrs pass [`INTERNAL_XDATA_KEY`] in xdata to reach them.
 
 use std::os::fd::BorrowedFd;
-use std::path::Path;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, Timestamps, XattrFlags, CWD};
 use weft_core::{
@@ -13,15 +12,17 @@ use weft_core::{
 };
 
 use super::brick::ex;
+use super::sys::Pin;
 
 /// Present in a call's xdata when a Weft translator (not a client) asks for internal xattrs.
 pub const INTERNAL_XDATA_KEY: &str = "weft.internal";
 
-/// The inode an attribute FOP works on: a path (never followed if a symlink) or an open fd.
+/// The inode an attribute FOP works on: a pinned inode (reached through its `/proc` link,
+/// so never followed if a symlink) or an open file.
 #[derive(Clone, Copy)]
 pub enum Target<'a> {
-    /// A path on the brick.
-    Path(&'a Path),
+    /// A pinned inode on the brick.
+    Pin(&'a Pin),
     /// An open brick file.
     Fd(BorrowedFd<'a>),
 }
@@ -50,7 +51,13 @@ pub fn setattr(t: Target<'_>, a: &SetAttr) -> Result<(), Errno> {
         let uid = a.uid.filter(|&u| u != u32::MAX).map(rfs::Uid::from_raw);
         let gid = a.gid.filter(|&g| g != u32::MAX).map(rfs::Gid::from_raw);
         match t {
-            Target::Path(p) => rfs::chownat(CWD, p, uid, gid, AtFlags::SYMLINK_NOFOLLOW),
+            Target::Pin(p) => rfs::chownat(
+                &p.fd,
+                "",
+                uid,
+                gid,
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            ),
             Target::Fd(fd) => rfs::fchown(fd, uid, gid),
         }
         .map_err(ex)?;
@@ -60,23 +67,21 @@ pub fn setattr(t: Target<'_>, a: &SetAttr) -> Result<(), Errno> {
         match t {
             // Never follow a symlink on the brick (its target may lie outside): a symlink's
             // own mode cannot change on Linux, so that is EOPNOTSUPP, as for local files.
-            Target::Path(p) => match rfs::lstat(p).map_err(ex)? {
-                st if st.st_mode & libc::S_IFMT == libc::S_IFLNK => return Err(Errno::ENOTSUP),
-                _ => rfs::chmodat(CWD, p, m, AtFlags::empty()),
-            },
+            Target::Pin(p) if p.kind() == libc::S_IFLNK => return Err(Errno::ENOTSUP),
+            Target::Pin(p) => rfs::chmodat(CWD, p.proc().as_str(), m, AtFlags::empty()),
             Target::Fd(fd) => rfs::fchmod(fd, m),
         }
         .map_err(ex)?;
     }
     if let Some(size) = a.size {
         match t {
-            Target::Path(p) => {
-                // Opened without following symlinks and without blocking on a FIFO.
-                let fl = rfs::OFlags::WRONLY
-                    | rfs::OFlags::NOFOLLOW
-                    | rfs::OFlags::NONBLOCK
-                    | rfs::OFlags::CLOEXEC;
-                let fd = rfs::open(p, fl, Mode::empty()).map_err(ex)?;
+            Target::Pin(p) => {
+                match p.kind() {
+                    libc::S_IFREG => {}
+                    libc::S_IFDIR => return Err(Errno::EISDIR),
+                    _ => return Err(Errno::EINVAL),
+                }
+                let fd = p.reopen(rfs::OFlags::WRONLY | rfs::OFlags::NONBLOCK)?;
                 rfs::ftruncate(&fd, size).map_err(ex)?;
             }
             Target::Fd(fd) => rfs::ftruncate(fd, size).map_err(ex)?,
@@ -88,7 +93,12 @@ pub fn setattr(t: Target<'_>, a: &SetAttr) -> Result<(), Errno> {
             last_modification: rtime(a.mtime),
         };
         match t {
-            Target::Path(p) => rfs::utimensat(CWD, p, &ts, AtFlags::SYMLINK_NOFOLLOW),
+            Target::Pin(p) => rfs::utimensat(
+                &p.fd,
+                "",
+                &ts,
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+            ),
             Target::Fd(fd) => rfs::futimens(fd, &ts),
         }
         .map_err(ex)?;
@@ -100,10 +110,9 @@ pub fn setattr(t: Target<'_>, a: &SetAttr) -> Result<(), Errno> {
 /// execute, which needs some x bit).
 pub fn access(t: Target<'_>, ctx: &Ctx, mask: u32) -> Result<(), Errno> {
     let st = match t {
-        Target::Path(p) => rfs::lstat(p),
-        Target::Fd(fd) => rfs::fstat(fd),
-    }
-    .map_err(ex)?;
+        Target::Pin(p) => p.restat(),
+        Target::Fd(fd) => rfs::fstat(fd).map_err(ex),
+    }?;
     let mask = mask & 0o7;
     let mode = st.st_mode;
     if ctx.uid == 0 {
@@ -127,9 +136,9 @@ pub fn access(t: Target<'_>, ctx: &Ctx, mask: u32) -> Result<(), Errno> {
     }
 }
 
-/// statvfs of the brick's filesystem.
-pub fn statfs(p: &Path) -> Result<StatVfs, Errno> {
-    let s = rfs::statvfs(p).map_err(ex)?;
+/// statvfs of the filesystem holding `fd` (the brick root).
+pub fn statfs(fd: BorrowedFd<'_>) -> Result<StatVfs, Errno> {
+    let s = rfs::fstatvfs(fd).map_err(ex)?;
     Ok(StatVfs {
         bsize: s.f_bsize,
         frsize: s.f_frsize,
@@ -154,7 +163,7 @@ fn get_one(t: Target<'_>, name: &str) -> Result<Vec<u8>, Errno> {
     let mut buf = vec![0u8; 256];
     loop {
         let r = match t {
-            Target::Path(p) => rfs::lgetxattr(p, name, &mut buf[..]),
+            Target::Pin(p) => rfs::getxattr(p.proc().as_str(), name, &mut buf[..]),
             Target::Fd(fd) => rfs::fgetxattr(fd, name, &mut buf[..]),
         };
         match r {
@@ -172,7 +181,7 @@ fn list_names(t: Target<'_>) -> Result<Vec<String>, Errno> {
     let mut buf = vec![0u8; 1024];
     let n = loop {
         let r = match t {
-            Target::Path(p) => rfs::llistxattr(p, &mut buf[..]),
+            Target::Pin(p) => rfs::listxattr(p.proc().as_str(), &mut buf[..]),
             Target::Fd(fd) => rfs::flistxattr(fd, &mut buf[..]),
         };
         match r {
@@ -222,7 +231,7 @@ pub fn setxattr(t: Target<'_>, attrs: &XattrMap, flags: i32, xd: &Xdata) -> Resu
             return Err(Errno::EPERM);
         }
         match t {
-            Target::Path(p) => rfs::lsetxattr(p, n.as_str(), v, f),
+            Target::Pin(p) => rfs::setxattr(p.proc().as_str(), n.as_str(), v, f),
             Target::Fd(fd) => rfs::fsetxattr(fd, n.as_str(), v, f),
         }
         .map_err(ex)?;
@@ -236,7 +245,7 @@ pub fn removexattr(t: Target<'_>, name: &str, xd: &Xdata) -> Result<(), Errno> {
         return Err(Errno::EPERM);
     }
     match t {
-        Target::Path(p) => rfs::lremovexattr(p, name),
+        Target::Pin(p) => rfs::removexattr(p.proc().as_str(), name),
         Target::Fd(fd) => rfs::fremovexattr(fd, name),
     }
     .map_err(ex)
@@ -274,7 +283,9 @@ pub fn xattrop(t: Target<'_>, op: XattropOp, attrs: &XattrMap) -> Result<XattrMa
             }
         }
         match t {
-            Target::Path(p) => rfs::lsetxattr(p, n.as_str(), &cur, XattrFlags::empty()),
+            Target::Pin(p) => {
+                rfs::setxattr(p.proc().as_str(), n.as_str(), &cur, XattrFlags::empty())
+            }
             Target::Fd(fd) => rfs::fsetxattr(fd, n.as_str(), &cur, XattrFlags::empty()),
         }
         .map_err(ex)?;

@@ -1,5 +1,5 @@
 //! A brick directory on disk: its checks, the gfid handle tree, and resolving gfids and
-//! entries back to real paths.
+//! entries to pinned inodes (never to path strings; see [`super::sys`]).
 //!
 //! On-disk layout (all under the brick root):
 //! - every file and directory lives at its own path, with its 16-byte gfid in the xattr
@@ -7,49 +7,56 @@
 //! - `.weft/handles/AB/CD/<gfid>` (AB, CD: the gfid's first two bytes in hex) is a hard link
 //!   to the inode for everything but directories, and for a directory a symlink
 //!   `../../PP/QQ/<parent-gfid>/<name>` through the parent's handle, so it survives renames
-//!   of any ancestor;
+//!   of any ancestor. Handle symlinks are read, never followed;
 //! - the root's handle is the symlink `../../../..` (the brick root itself).
 //!
 //! The `.weft` folder at the brick root is hidden from clients.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
-use rustix::fs::{self as rfs, AtFlags, XattrFlags, CWD};
+use parking_lot::{Mutex, MutexGuard};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, XattrFlags, CWD};
 use weft_core::{Errno, Gfid, Iatt, Loc, Timespec, GFID_XATTR};
+
+pub use super::sys::ex;
+use super::sys::{open_beneath, proc_path, Pin};
 
 /// The name of Weft's private folder at the brick root.
 pub const PRIVATE_DIR: &str = ".weft";
 
-/// Converts a rustix error into an errno.
-pub fn ex(e: rustix::io::Errno) -> Errno {
-    Errno(e.raw_os_error())
-}
-
 /// The most handle hops a directory path may take before we call it a loop.
 const MAX_DEPTH: usize = 4096;
 
+/// How many locks guard entries being created (by hash of parent and name).
+const CREATE_STRIPES: usize = 256;
+
 /// An opened, checked brick.
 pub struct Brick {
-    /// The brick root (absolute).
+    /// The brick root (absolute), for messages; never used to reach files.
     pub root: PathBuf,
-    handles: PathBuf,
-    /// Directory gfid -> real path; cleared whenever a directory is renamed.
-    dir_paths: Mutex<HashMap<Gfid, PathBuf>>,
-    /// Non-directory gfid -> (path it was last seen at, its inode number). A hint only:
-    /// every use checks the inode number and falls back to the handle. It exists because the
-    /// handle's own directory entries are cold right after a lookup warmed the real path.
-    file_paths: Mutex<HashMap<Gfid, (PathBuf, u64)>>,
+    /// `O_PATH` descriptor of the brick root: every client path is resolved beneath it.
+    root_fd: OwnedFd,
+    /// `O_PATH` descriptor of `.weft/handles`.
+    handles_fd: OwnedFd,
+    /// Directory gfid -> path relative to the root (a hint: checked against the gfid on
+    /// every use); cleared whenever a directory is renamed.
+    dir_paths: Mutex<HashMap<Gfid, Vec<u8>>>,
     /// Bumped whenever a directory handle moves or goes, so a resolution that raced with it
     /// does not put its stale answer into `dir_paths`.
     dir_gen: AtomicU64,
     /// One bit per `.weft/handles/AB/CD` folder known to exist.
     handle_dirs: Vec<AtomicU64>,
+    /// Held while an entry is created and given its gfid, so that nobody else gives the
+    /// half-made entry an identity of its own.
+    creating: Vec<Mutex<()>>,
+    /// This process's umask (the kernel applies it to every creation; posix puts back the
+    /// bits the client asked for).
+    pub umask: u32,
 }
 
 impl Brick {
@@ -68,8 +75,22 @@ impl Brick {
         let root = root
             .canonicalize()
             .map_err(|e| format!("{}: {e}", root.display()))?;
+        let root_fd = rfs::open(
+            &root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("brick directory {}: {e}", root.display()))?;
+        // The resolver needs openat2 (Linux 5.6) and /proc.
+        open_beneath(root_fd.as_fd(), b"", OFlags::PATH | OFlags::DIRECTORY).map_err(|e| {
+            format!(
+                "brick directory {}: cannot resolve paths beneath it ({e}); Weft needs Linux 5.6 or later (openat2) and /proc",
+                root.display()
+            )
+        })?;
+        let rp = proc_path(root_fd.as_fd());
         let mut buf = [0u8; 16];
-        match rfs::lgetxattr(&root, GFID_XATTR, &mut buf[..]) {
+        match rfs::getxattr(rp.as_str(), GFID_XATTR, &mut buf[..]) {
             Ok(16) if buf == Gfid::ROOT.0 => {}
             Ok(_) => {
                 return Err(format!(
@@ -78,7 +99,7 @@ impl Brick {
                 ))
             }
             Err(rustix::io::Errno::NODATA) => {
-                rfs::lsetxattr(&root, GFID_XATTR, &Gfid::ROOT.0, XattrFlags::CREATE).map_err(|e| {
+                rfs::setxattr(rp.as_str(), GFID_XATTR, &Gfid::ROOT.0, XattrFlags::CREATE).map_err(|e| {
                     format!(
                         "brick directory {} does not take trusted xattrs ({e}); Weft needs a filesystem with xattr support (ext4, xfs, btrfs) and root privileges",
                         root.display()
@@ -92,37 +113,59 @@ impl Brick {
                 ))
             }
         }
-        let handles = root.join(PRIVATE_DIR).join("handles");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&handles)
-            .map_err(|e| format!("cannot create {}: {e}", handles.display()))?;
+        let private = |rel: &str| -> Result<OwnedFd, String> {
+            let at = root.join(rel);
+            match rfs::mkdirat(&root_fd, rel, Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(format!("cannot create {}: {e}", at.display())),
+            }
+            let fd = open_beneath(
+                root_fd.as_fd(),
+                rel.as_bytes(),
+                OFlags::PATH | OFlags::DIRECTORY,
+            )
+            .map_err(|e| format!("{} must be a directory: {e}", at.display()))?;
+            rfs::chmodat(
+                CWD,
+                proc_path(fd.as_fd()).as_str(),
+                Mode::from_raw_mode(0o700),
+                AtFlags::empty(),
+            )
+            .map_err(|e| format!("cannot restrict {}: {e}", at.display()))?;
+            Ok(fd)
+        };
+        private(PRIVATE_DIR)?;
+        let handles_fd = private(".weft/handles")?;
         let brick = Brick {
             root,
-            handles,
+            root_fd,
+            handles_fd,
             dir_paths: Mutex::new(HashMap::new()),
-            file_paths: Mutex::new(HashMap::new()),
             dir_gen: AtomicU64::new(0),
             handle_dirs: (0..1024).map(|_| AtomicU64::new(0)).collect(),
+            creating: (0..CREATE_STRIPES).map(|_| Mutex::new(())).collect(),
+            umask: super::sys::process_umask(),
         };
-        let rh = brick.handle_path(&Gfid::ROOT);
-        if rfs::lstat(&rh).is_err() {
+        let rh = Brick::handle_rel(&Gfid::ROOT);
+        if rfs::statat(&brick.handles_fd, rh.as_str(), AtFlags::SYMLINK_NOFOLLOW).is_err() {
+            let shown = brick.root.join(".weft/handles").join(&rh);
             brick
                 .make_handle_dir(&Gfid::ROOT)
-                .map_err(|e| format!("{}: {e}", rh.display()))?;
-            rfs::symlink("../../../..", &rh).map_err(|e| format!("{}: {e}", rh.display()))?;
+                .map_err(|e| format!("{}: {e}", shown.display()))?;
+            rfs::symlinkat("../../../..", &brick.handles_fd, rh.as_str())
+                .map_err(|e| format!("{}: {e}", shown.display()))?;
         }
         Ok(brick)
     }
 
-    /// `.weft/handles/AB/CD/<gfid>`.
-    pub fn handle_path(&self, g: &Gfid) -> PathBuf {
-        let mut p = self.handles.clone();
-        p.push(format!("{:02x}", g.0[0]));
-        p.push(format!("{:02x}", g.0[1]));
-        p.push(g.to_string());
-        p
+    /// The brick root's `O_PATH` descriptor.
+    pub fn root_fd(&self) -> BorrowedFd<'_> {
+        self.root_fd.as_fd()
+    }
+
+    /// `AB/CD/<gfid>`, relative to `.weft/handles`.
+    pub fn handle_rel(g: &Gfid) -> String {
+        format!("{:02x}/{:02x}/{}", g.0[0], g.0[1], g)
     }
 
     /// Makes sure `.weft/handles/AB/CD` exists for `g`, remembering which of the 65,536
@@ -133,203 +176,375 @@ impl Brick {
         if self.handle_dirs[word].load(Ordering::Relaxed) & bit != 0 {
             return Ok(());
         }
-        let h = self.handle_path(g);
-        let d = h.parent().ok_or(Errno::EIO)?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(d)
-            .map_err(|e| Errno::from_io(&e))?;
+        for d in [
+            format!("{:02x}", g.0[0]),
+            format!("{:02x}/{:02x}", g.0[0], g.0[1]),
+        ] {
+            match rfs::mkdirat(&self.handles_fd, d.as_str(), Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(ex(e)),
+            }
+        }
         self.handle_dirs[word].fetch_or(bit, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Records `g` for the inode at `path`: a hard link for non-directories (`is_dir`
-    /// false), the parent-relative symlink for directories. An existing handle is kept.
+    /// Pins `g`'s handle itself (`ENOENT` if there is none).
+    fn handle_pin(&self, g: &Gfid) -> Result<Pin, Errno> {
+        Pin::new(open_beneath(
+            self.handles_fd.as_fd(),
+            Brick::handle_rel(g).as_bytes(),
+            OFlags::PATH,
+        )?)
+    }
+
+    /// Records `g` for the inode `node`: a hard link for non-directories, the
+    /// parent-relative symlink for directories. A handle that already names this inode is
+    /// kept; a stale one (its inode gone or moved) is replaced; `EEXIST` if `g` is the
+    /// gfid of another live inode.
     pub fn create_handle(
         &self,
         g: &Gfid,
-        path: &Path,
-        is_dir: bool,
+        node: &Pin,
         parent: &Gfid,
         name: &OsStr,
     ) -> Result<(), Errno> {
-        let h = self.handle_path(g);
+        let rel = Brick::handle_rel(g);
         self.make_handle_dir(g)?;
-        let r = if is_dir {
-            rfs::symlink(dir_handle_target(parent, name), &h)
-        } else {
-            rfs::linkat(CWD, path, CWD, &h, AtFlags::empty())
+        for _ in 0..2 {
+            let r = if node.is_dir() {
+                rfs::symlinkat(
+                    dir_handle_target(parent, name),
+                    &self.handles_fd,
+                    rel.as_str(),
+                )
+            } else {
+                link_inode(node.fd.as_fd(), self.handles_fd.as_fd(), OsStr::new(&rel))
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(ex(e)),
+            }
+            match self.handle_owner(g)? {
+                Some(st) if st.st_dev == node.st.st_dev && st.st_ino == node.st.st_ino => {
+                    if node.is_dir() {
+                        // The right directory, reached through an old place: point the
+                        // handle at where it is now.
+                        return self.move_dir_handle(g, parent, name);
+                    }
+                    return Ok(());
+                }
+                Some(_) => return Err(Errno::EEXIST),
+                None => {
+                    // A stale handle: take it away and try once more.
+                    let _ = rfs::unlinkat(&self.handles_fd, rel.as_str(), AtFlags::empty());
+                    self.forget_dir(g);
+                }
+            }
+        }
+        Err(Errno::EEXIST)
+    }
+
+    /// The live inode `g`'s existing handle stands for, if any: the hard-linked inode for a
+    /// non-directory still named somewhere, or the directory the handle leads to if it
+    /// carries `g`.
+    fn handle_owner(&self, g: &Gfid) -> Result<Option<rfs::Stat>, Errno> {
+        let h = match self.handle_pin(g) {
+            Ok(h) => h,
+            Err(e) if e == Errno::ENOENT => return Ok(None),
+            Err(e) => return Err(e),
         };
-        match r {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
-            Err(e) => Err(ex(e)),
+        if h.kind() != libc::S_IFLNK || h.gfid() == Some(*g) {
+            // A non-directory: alive if some name besides the handle is left.
+            return Ok((h.st.st_nlink > 1).then_some(h.st));
+        }
+        match self.resolve_dir_handle(g, &h) {
+            Ok(d) => Ok(Some(d.st)),
+            Err(_) => Ok(None),
         }
     }
 
     /// Points directory `g`'s handle at its new parent and name (after a rename).
     pub fn move_dir_handle(&self, g: &Gfid, parent: &Gfid, name: &OsStr) -> Result<(), Errno> {
-        let h = self.handle_path(g);
-        let tmp = h.with_extension("new");
-        let _ = rfs::unlink(&tmp);
-        rfs::symlink(dir_handle_target(parent, name), &tmp).map_err(ex)?;
-        rfs::rename(&tmp, &h).map_err(ex)?;
+        let rel = Brick::handle_rel(g);
+        let tmp = format!("{rel}.new");
+        let _ = rfs::unlinkat(&self.handles_fd, tmp.as_str(), AtFlags::empty());
+        rfs::symlinkat(
+            dir_handle_target(parent, name),
+            &self.handles_fd,
+            tmp.as_str(),
+        )
+        .map_err(ex)?;
+        rfs::renameat(
+            &self.handles_fd,
+            tmp.as_str(),
+            &self.handles_fd,
+            rel.as_str(),
+        )
+        .map_err(ex)?;
         self.dir_gen.fetch_add(1, Ordering::SeqCst);
         self.dir_paths.lock().clear();
         Ok(())
     }
 
-    /// Removes `g`'s handle (a directory's, or a file's last extra link).
-    pub fn remove_handle(&self, g: &Gfid) {
-        let _ = rfs::unlink(self.handle_path(g));
+    fn forget_dir(&self, g: &Gfid) {
         self.dir_gen.fetch_add(1, Ordering::SeqCst);
         self.dir_paths.lock().remove(g);
     }
 
-    /// Removes a non-directory's handle if no name is left but the handle itself.
+    /// Removes `g`'s handle (a directory's, or a file's last extra link).
+    pub fn remove_handle(&self, g: &Gfid) {
+        let _ = rfs::unlinkat(
+            &self.handles_fd,
+            Brick::handle_rel(g).as_str(),
+            AtFlags::empty(),
+        );
+        self.forget_dir(g);
+    }
+
+    /// Removes non-directory `node`'s handle `g` if no name is left but the handle itself.
+    /// Only the handle of that very inode is removed, so a concurrent link that gave it a
+    /// new name keeps it: the link count is read from the handle after the fact.
     pub fn drop_handle_if_orphan(&self, g: &Gfid) {
-        if let Ok(st) = rfs::lstat(self.handle_path(g)) {
-            if st.st_nlink == 1 && (st.st_mode & libc::S_IFMT) != libc::S_IFDIR {
-                let _ = rfs::unlink(self.handle_path(g));
+        if let Ok(h) = self.handle_pin(g) {
+            if h.st.st_nlink == 1 && h.kind() != libc::S_IFDIR {
+                let _ = rfs::unlinkat(
+                    &self.handles_fd,
+                    Brick::handle_rel(g).as_str(),
+                    AtFlags::empty(),
+                );
             }
         }
     }
 
-    /// Notes that non-directory `g` (inode number `ino`) lives at `path`.
-    pub fn remember_file(&self, g: Gfid, path: &Path, ino: u64) {
-        let mut m = self.file_paths.lock();
-        if m.len() > 100_000 {
-            m.clear();
-        }
-        m.insert(g, (path.to_path_buf(), ino));
-    }
-
-    /// Drops what [`Brick::remember_file`] noted about `g`.
-    pub fn forget_file(&self, g: &Gfid) {
-        self.file_paths.lock().remove(g);
-    }
-
-    /// Where non-directory `g` was last seen, and its inode number.
-    pub fn file_hint(&self, g: &Gfid) -> Option<(PathBuf, u64)> {
-        self.file_paths.lock().get(g).cloned()
-    }
-
-    /// The real path of inode `g`: for non-directories its handle (the same inode), for
-    /// directories the path reached by following parent handles.
-    pub fn path_of(&self, g: &Gfid) -> Result<PathBuf, Errno> {
+    /// Pins inode `g`: a non-directory through its handle (the same inode), a directory
+    /// through the path its parents' handles spell, resolved beneath the root without
+    /// following any symlink and checked to carry `g`. `ESTALE` if `g` is gone.
+    pub fn resolve(&self, g: &Gfid) -> Result<Pin, Errno> {
         if g.is_root() {
-            return Ok(self.root.clone());
+            return Pin::new(open_beneath(
+                self.root_fd.as_fd(),
+                b"",
+                OFlags::PATH | OFlags::DIRECTORY,
+            )?);
         }
-        if let Some(p) = self.dir_paths.lock().get(g) {
-            return Ok(p.clone());
+        let cached = self.dir_paths.lock().get(g).cloned();
+        if let Some(rel) = cached {
+            if let Ok(p) = self.open_dir_rel(&rel) {
+                if p.gfid() == Some(*g) {
+                    return Ok(p);
+                }
+            }
+            self.forget_dir(g);
         }
+        let h = self.handle_pin(g).map_err(stale)?;
+        if h.kind() != libc::S_IFLNK || h.gfid() == Some(*g) {
+            return Ok(h); // a non-directory's hard link (a symlink carries its own gfid)
+        }
+        self.resolve_dir_handle(g, &h)
+    }
+
+    /// Pins directory `g` whose handle symlink is `h`.
+    fn resolve_dir_handle(&self, g: &Gfid, h: &Pin) -> Result<Pin, Errno> {
         let gen = self.dir_gen.load(Ordering::SeqCst);
-        let mut chain: Vec<(Gfid, Vec<u8>)> = Vec::new();
-        let mut cur = *g;
-        loop {
-            if cur.is_root() {
-                break;
+        let target = rfs::readlinkat(&h.fd, "", Vec::new()).map_err(ex)?;
+        let rel = self.dir_rel(target.as_bytes())?;
+        let p = self.open_dir_rel(&rel).map_err(stale)?;
+        if p.gfid() != Some(*g) {
+            return Err(Errno::ESTALE);
+        }
+        let mut cache = self.dir_paths.lock();
+        if self.dir_gen.load(Ordering::SeqCst) == gen {
+            if cache.len() > 100_000 {
+                cache.clear();
             }
-            let cached = self.dir_paths.lock().get(&cur).cloned();
-            if let Some(p) = cached {
-                return Ok(self.finish_chain(p, chain, gen));
-            }
-            let h = self.handle_path(&cur);
-            let st = rfs::lstat(&h).map_err(|e| {
-                if e == rustix::io::Errno::NOENT {
-                    Errno::ENOENT
-                } else {
-                    ex(e)
-                }
-            })?;
-            if st.st_mode & libc::S_IFMT != libc::S_IFLNK || self.gfid_at(&h).is_some() {
-                // A file's hard link (a symlink inode carries its own gfid xattr).
-                if chain.is_empty() {
-                    return Ok(h);
-                }
-                return Err(Errno::ENOTDIR);
-            }
-            let target = rfs::readlink(&h, Vec::new()).map_err(ex)?;
-            let (parent, name) = parse_dir_handle_target(target.as_bytes()).ok_or(Errno::EIO)?;
-            chain.push((cur, name));
-            cur = parent;
-            if chain.len() > MAX_DEPTH {
+            cache.insert(*g, rel);
+        }
+        Ok(p)
+    }
+
+    fn open_dir_rel(&self, rel: &[u8]) -> Result<Pin, Errno> {
+        Pin::new(open_beneath(
+            self.root_fd.as_fd(),
+            rel,
+            OFlags::PATH | OFlags::DIRECTORY,
+        )?)
+    }
+
+    /// The path relative to the root that the directory handle target `target` spells,
+    /// reading ancestors' handles (never following them) up to the root or a cached one.
+    fn dir_rel(&self, target: &[u8]) -> Result<Vec<u8>, Errno> {
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let mut target = target.to_vec();
+        let base = loop {
+            let (parent, name) = parse_dir_handle_target(&target).ok_or(Errno::EIO)?;
+            names.push(name);
+            if names.len() > MAX_DEPTH {
                 return Err(Errno(libc::ELOOP));
             }
-        }
-        Ok(self.finish_chain(self.root.clone(), chain, gen))
-    }
-
-    fn finish_chain(&self, mut base: PathBuf, chain: Vec<(Gfid, Vec<u8>)>, gen: u64) -> PathBuf {
-        let mut cache = self.dir_paths.lock();
-        if self.dir_gen.load(Ordering::SeqCst) != gen {
-            // A directory moved while we resolved: answer, but cache nothing.
-            for (_, name) in chain.into_iter().rev() {
-                base.push(OsStr::from_bytes(&name));
+            if parent.is_root() {
+                break Vec::new();
             }
-            return base;
+            if let Some(rel) = self.dir_paths.lock().get(&parent).cloned() {
+                break rel;
+            }
+            target = match rfs::readlinkat(
+                &self.handles_fd,
+                Brick::handle_rel(&parent).as_str(),
+                Vec::new(),
+            ) {
+                Ok(t) => t.into_bytes(),
+                Err(rustix::io::Errno::NOENT) => return Err(Errno::ESTALE),
+                // A parent whose handle is a hard link is not a directory.
+                Err(rustix::io::Errno::INVAL) => return Err(Errno::ENOTDIR),
+                Err(e) => return Err(ex(e)),
+            };
+        };
+        let mut rel = base;
+        for n in names.into_iter().rev() {
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(&n);
         }
-        if cache.len() > 100_000 {
-            cache.clear();
-        }
-        for (g, name) in chain.into_iter().rev() {
-            base.push(OsStr::from_bytes(&name));
-            cache.insert(g, base.clone());
-        }
-        base
+        Ok(rel)
     }
 
-    /// The real path of the entry `loc` names (parent + name), checking the name.
-    pub fn entry_path(&self, loc: &Loc) -> Result<PathBuf, Errno> {
+    /// Pins directory `g`: `ESTALE` if gone, `ENOTDIR` if it is not a directory.
+    pub fn dir(&self, g: &Gfid) -> Result<Pin, Errno> {
+        let p = self.resolve(g)?;
+        if !p.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(p)
+    }
+
+    /// The parent directory (pinned) and checked name of the entry `loc` names.
+    pub fn entry(&self, loc: &Loc) -> Result<(Pin, OsString), Errno> {
         let parent = loc.parent.ok_or(Errno::EINVAL)?;
         let name = loc.name.as_deref().ok_or(Errno::EINVAL)?;
         check_name(name)?;
         if parent.is_root() && name == PRIVATE_DIR {
             return Err(Errno::EPERM);
         }
-        let mut p = self.path_of(&parent)?;
-        p.push(name);
-        Ok(p)
+        Ok((self.dir(&parent)?, name.to_os_string()))
     }
 
-    /// The real path of the inode `loc` names: by gfid, else by parent + name.
-    pub fn inode_path(&self, loc: &Loc) -> Result<PathBuf, Errno> {
+    /// Pins the inode `loc` names: by gfid, else by parent + name.
+    pub fn inode(&self, loc: &Loc) -> Result<Pin, Errno> {
         match loc.gfid {
-            Some(g) => self.path_of(&g),
-            None => self.entry_path(loc),
+            Some(g) => self.resolve(&g),
+            None => {
+                let (dir, name) = self.entry(loc)?;
+                Pin::at(dir.fd.as_fd(), &name)
+            }
         }
     }
 
-    /// The gfid stored on the inode at `path`, if any.
-    pub fn gfid_at(&self, path: &Path) -> Option<Gfid> {
-        let mut buf = [0u8; 16];
-        match rfs::lgetxattr(path, GFID_XATTR, &mut buf[..]) {
-            Ok(16) => Gfid::from_slice(&buf),
-            _ => None,
-        }
+    /// Held while entry `name` of `parent` is being created and given its gfid.
+    pub fn creating(&self, parent: &Gfid, name: &OsStr) -> MutexGuard<'_, ()> {
+        let mut h = blake3::Hasher::new();
+        h.update(&parent.0);
+        h.update(name.as_bytes());
+        let i = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().unwrap_or([0; 8]));
+        self.creating[(i % CREATE_STRIPES as u64) as usize].lock()
     }
 
-    /// The gfid of the inode at `path`, assigning `fresh` (and its handle) if it has none.
-    /// Two racing assigners agree: the first xattr written wins.
-    pub fn ensure_gfid(
-        &self,
-        path: &Path,
-        st: &rfs::Stat,
-        parent: &Gfid,
-        name: &OsStr,
-        fresh: Gfid,
-    ) -> Result<Gfid, Errno> {
-        if let Some(g) = self.gfid_at(path) {
-            return Ok(g);
+    /// The gfid of `node`, found as entry `name` of `parent`, making its identity whole:
+    /// an entry without a gfid (put on the brick by hand) gets a fresh one, a missing
+    /// handle is recreated, and an inode whose gfid another live inode already has (a
+    /// copy made inside the brick) gets a fresh one. Never races a creation in progress:
+    /// it waits for the creator to give the entry its gfid.
+    pub fn ensure_gfid(&self, node: &Pin, parent: &Gfid, name: &OsStr) -> Result<Gfid, Errno> {
+        if let Some(g) = node.gfid() {
+            if self.handle_is_true(&g, node, parent, name) {
+                return Ok(g);
+            }
+            let _c = self.creating(parent, name);
+            return match self.create_handle(&g, node, parent, name) {
+                Err(e) if e == Errno::EEXIST => {
+                    let fresh = Gfid::random();
+                    tracing::warn!(
+                        brick = %self.root.display(), gfid = %g, new = %fresh,
+                        "an inode carries a gfid another inode owns (copied inside the brick?); giving it a fresh one"
+                    );
+                    node.replace_gfid(&fresh)?;
+                    self.create_handle(&fresh, node, parent, name)?;
+                    Ok(fresh)
+                }
+                Err(e) => Err(e),
+                Ok(()) => Ok(g),
+            };
         }
-        let g = match rfs::lsetxattr(path, GFID_XATTR, &fresh.0, XattrFlags::CREATE) {
+        let _c = self.creating(parent, name);
+        if let Some(g) = node.gfid() {
+            return Ok(g); // its creator finished while we waited
+        }
+        let fresh = Gfid::random();
+        let g = match node.set_gfid_once(&fresh) {
             Ok(()) => fresh,
-            Err(rustix::io::Errno::EXIST) => self.gfid_at(path).ok_or(Errno::EIO)?,
-            Err(e) => return Err(ex(e)),
+            Err(e) if e == Errno::EEXIST => node.gfid().ok_or(Errno::EIO)?,
+            Err(e) => return Err(e),
         };
-        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        self.create_handle(&g, path, is_dir, parent, name)?;
+        self.create_handle(&g, node, parent, name)?;
         Ok(g)
+    }
+
+    /// Whether `g`'s handle is `node`'s own (for a non-directory, the same inode; any
+    /// directory handle is taken as a directory's), so removing it harms no other inode.
+    pub fn handle_is_of(&self, g: &Gfid, node: &Pin) -> bool {
+        match rfs::statat(
+            &self.handles_fd,
+            Brick::handle_rel(g).as_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) if node.is_dir() => st.st_mode & libc::S_IFMT == libc::S_IFLNK,
+            Ok(st) => st.st_ino == node.st.st_ino && st.st_dev == node.st.st_dev,
+            Err(_) => false,
+        }
+    }
+
+    /// Whether `g`'s handle already stands for `node` as entry `name` of `parent` (one
+    /// syscall: a stat of a file's handle, or a read of a directory's handle link).
+    fn handle_is_true(&self, g: &Gfid, node: &Pin, parent: &Gfid, name: &OsStr) -> bool {
+        let rel = Brick::handle_rel(g);
+        if node.is_dir() {
+            match rfs::readlinkat(&self.handles_fd, rel.as_str(), Vec::new()) {
+                Ok(t) => t.as_bytes() == dir_handle_target(parent, name).as_os_str().as_bytes(),
+                Err(_) => false,
+            }
+        } else {
+            match rfs::statat(&self.handles_fd, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st.st_ino == node.st.st_ino && st.st_dev == node.st.st_dev,
+                Err(_) => false,
+            }
+        }
+    }
+}
+
+/// Gives the inode open as `fd` the extra name `rel` beneath `dir` (linkat of a
+/// descriptor: `AT_EMPTY_PATH`, or through /proc where that needs a capability we lack).
+pub fn link_inode(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, rel: &OsStr) -> rustix::io::Result<()> {
+    match rfs::linkat(fd, "", dir, rel, AtFlags::EMPTY_PATH) {
+        Err(rustix::io::Errno::PERM) | Err(rustix::io::Errno::NOENT) => rfs::linkat(
+            CWD,
+            proc_path(fd).as_str(),
+            dir,
+            rel,
+            AtFlags::SYMLINK_FOLLOW,
+        ),
+        r => r,
+    }
+}
+
+/// ENOENT on the way to an inode named by gfid means the inode is gone: ESTALE, so the
+/// kernel looks the name up again.
+fn stale(e: Errno) -> Errno {
+    if e == Errno::ENOENT || e == Errno::ENOTDIR || e == Errno(libc::ELOOP) {
+        Errno::ESTALE
+    } else {
+        e
     }
 }
 

@@ -4,19 +4,23 @@
 //! continue a listing from any entry it has seen, even after its reply was cut short.
 
 use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 
 use parking_lot::Mutex;
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
-use weft_core::{Dirent, Errno, FileType, Gfid, Loc};
+use rustix::fs::{self as rfs, OFlags};
+use weft_core::{Dirent, Errno, FileType, Gfid, Loc, GFID_XATTR};
 
 use super::brick::{ex, iatt, Brick, PRIVATE_DIR};
+use super::sys::{proc_path, Pin};
 
-/// An open directory's state on the posix translator.
+/// An open directory's state on the posix translator. Entries are reached relative to the
+/// open directory itself, so a rename of it (or of any ancestor) while it is open changes
+/// nothing.
 pub struct PosixDir {
     gfid: Gfid,
-    path: PathBuf,
+    /// The directory, for the `*at` calls on its entries (the stream has its own).
+    fd: std::os::fd::OwnedFd,
     state: Mutex<DirState>,
 }
 
@@ -48,18 +52,17 @@ fn dirent_kind(t: rfs::FileType) -> FileType {
 impl Brick {
     /// Opens the directory `loc` names.
     pub fn opendir(&self, loc: &Loc) -> Result<PosixDir, Errno> {
-        let path = self.inode_path(loc)?;
-        let fd = rfs::open(
-            &path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(ex)?;
-        let dir = rfs::Dir::new(fd).map_err(ex)?;
-        let gfid = loc.gfid.or_else(|| self.gfid_at(&path)).ok_or(Errno::EIO)?;
+        let node = self.inode(loc)?;
+        if !node.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        let gfid = loc.gfid.or_else(|| node.gfid()).ok_or(Errno::EIO)?;
+        let fd = node.reopen(OFlags::RDONLY | OFlags::DIRECTORY)?;
+        let dir =
+            rfs::Dir::new(rustix::io::fcntl_dupfd_cloexec(&fd, 0).map_err(ex)?).map_err(ex)?;
         Ok(PosixDir {
             gfid,
-            path,
+            fd,
             state: Mutex::new(DirState { dir, at: Some(0) }),
         })
     }
@@ -82,8 +85,7 @@ impl Brick {
             }
         }
         let hide_private = d.gfid.is_root();
-        // Where the directory is now (it may have been renamed since opendir).
-        let dpath = self.path_of(&d.gfid).unwrap_or_else(|_| d.path.clone());
+        let dfd = d.fd.as_fd();
         let mut out = Vec::new();
         let mut used = 0usize;
         let mut at = offset;
@@ -110,7 +112,7 @@ impl Brick {
             at = e.offset() as u64;
             let dot = name == b"." || name == b"..";
             let ia = if plus && !dot {
-                self.entry_iatt(d, &dpath, name)
+                self.entry_iatt(d, dfd, name)
             } else {
                 None
             };
@@ -119,10 +121,7 @@ impl Brick {
                 (Some(i), _) => i.ino,
                 (None, true) if name == b"." => d.gfid.ino(),
                 (None, true) => e.ino(),
-                (None, false) => self
-                    .gfid_at(&dpath.join(OsStr::from_bytes(name)))
-                    .map(|g| g.ino())
-                    .unwrap_or(e.ino()),
+                (None, false) => entry_gfid(dfd, name).map(|g| g.ino()).unwrap_or(e.ino()),
             };
             let kind = ia
                 .and_then(|i| i.file_type())
@@ -142,21 +141,14 @@ impl Brick {
     fn entry_iatt(
         &self,
         d: &PosixDir,
-        dpath: &std::path::Path,
+        dir: BorrowedFd<'_>,
         name: &[u8],
     ) -> Option<weft_core::Iatt> {
-        let path = dpath.join(OsStr::from_bytes(name));
-        let stt = rfs::statat(rfs::CWD, &path, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let node = Pin::at(dir, OsStr::from_bytes(name)).ok()?;
         let g = self
-            .ensure_gfid(
-                &path,
-                &stt,
-                &d.gfid,
-                OsStr::from_bytes(name),
-                Gfid::random(),
-            )
+            .ensure_gfid(&node, &d.gfid, OsStr::from_bytes(name))
             .ok()?;
-        Some(iatt(g, &stt))
+        Some(iatt(g, &node.st))
     }
 
     /// fsync of the directory itself.
@@ -164,5 +156,18 @@ impl Brick {
         let st = d.state.lock();
         let fd = st.dir.fd().map_err(ex)?;
         rfs::fsync(fd).map_err(ex)
+    }
+}
+
+/// The gfid on entry `name` of `dir`, read without following it (one `lgetxattr` through
+/// the directory's /proc link: the name is resolved inside that very directory).
+fn entry_gfid(dir: BorrowedFd<'_>, name: &[u8]) -> Option<Gfid> {
+    let mut p = proc_path(dir).into_bytes();
+    p.push(b'/');
+    p.extend_from_slice(name);
+    let mut buf = [0u8; 16];
+    match rfs::lgetxattr(OsStr::from_bytes(&p), GFID_XATTR, &mut buf[..]) {
+        Ok(16) => Gfid::from_slice(&buf),
+        _ => None,
     }
 }

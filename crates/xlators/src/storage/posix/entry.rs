@@ -1,35 +1,63 @@
 //! Entry FOPs on a brick: lookup, mkdir, mknod, symlink, link, unlink, rmdir, rename,
-//! readlink, and the creating half of create.
+//! readlink, and the creating half of create. Every one acts on a pinned parent directory
+//! and one checked name (`*at` calls), never on a path string.
 
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags, CWD};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
 use weft_core::{Ctx, Errno, Gfid, Iatt, Loc};
 
-use super::brick::{ex, iatt, Brick};
+use super::brick::{ex, iatt, link_inode, Brick, PRIVATE_DIR};
+use super::sys::{has_default_acl, Pin};
 
-/// Makes a new inode's owner the caller (and its group, unless the parent is setgid,
-/// where the filesystem already gave it the parent's group).
-fn set_owner(path: &Path, parent: &Path, ctx: &Ctx, mode: u32) -> Result<(), Errno> {
-    if ctx.uid == 0 && ctx.gid == 0 {
+/// What a creation asked for: the file type and permission bits (after the client's umask,
+/// unless the parent has a default ACL), and the caller.
+struct NewEntry<'a> {
+    ctx: &'a Ctx,
+    kind: u32,
+    perm: u32,
+    /// The parent has a default ACL: the filesystem derived the mode from it.
+    acl: bool,
+}
+
+/// Makes a new inode's owner the caller (and its group, unless the parent is setgid, where
+/// the filesystem already gave it the parent's group), then gives it exactly the mode asked
+/// for: the process umask and chown may have taken bits away.
+fn set_owner_and_mode(node: &Pin, parent: &Pin, new: &NewEntry<'_>) -> Result<(), Errno> {
+    let setgid_parent = parent.st.st_mode & libc::S_ISGID != 0;
+    if new.ctx.uid != 0 || new.ctx.gid != 0 {
+        let gid = (!setgid_parent).then(|| rfs::Gid::from_raw(new.ctx.gid));
+        let uid = Some(rfs::Uid::from_raw(new.ctx.uid));
+        rfs::chownat(
+            &node.fd,
+            "",
+            uid,
+            gid,
+            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(ex)?;
+    }
+    if new.kind == libc::S_IFLNK {
         return Ok(());
     }
-    let pst = rfs::lstat(parent).map_err(ex)?;
-    let gid = if pst.st_mode & libc::S_ISGID != 0 {
-        None
+    let st = node.restat()?;
+    let have = st.st_mode & 0o7777;
+    let mut want = if new.acl {
+        // The default ACL decided the permission bits; only put back setuid/setgid.
+        have | (new.perm & 0o7000)
     } else {
-        Some(ctx.gid)
+        new.perm & 0o7777
     };
-    let (uid, gid) = (rfs::Uid::from_raw(ctx.uid), gid.map(rfs::Gid::from_raw));
-    rfs::chownat(CWD, path, Some(uid), gid, AtFlags::SYMLINK_NOFOLLOW).map_err(ex)?;
-    // chown clears setuid/setgid on non-directories; put back what the caller asked for.
-    if mode & (libc::S_ISUID | libc::S_ISGID) != 0 && mode & libc::S_IFMT != libc::S_IFLNK {
+    if new.kind == libc::S_IFDIR && setgid_parent {
+        want |= libc::S_ISGID;
+    }
+    if have != want {
         rfs::chmodat(
-            CWD,
-            path,
-            Mode::from_raw_mode(mode & 0o7777),
+            rfs::CWD,
+            node.proc().as_str(),
+            Mode::from_raw_mode(want),
             AtFlags::empty(),
         )
         .map_err(ex)?;
@@ -37,92 +65,131 @@ fn set_owner(path: &Path, parent: &Path, ctx: &Ctx, mode: u32) -> Result<(), Err
     Ok(())
 }
 
-fn parent_dir(path: &Path) -> &Path {
-    path.parent().unwrap_or(path)
+/// Removes entry `name` of `dir` only if it is still the inode `st` describes, so a
+/// failed creation never removes what someone else put there meanwhile.
+fn remove_if_same(dir: BorrowedFd<'_>, name: &OsStr, st: &rfs::Stat) {
+    if let Ok(now) = rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        if now.st_ino == st.st_ino && now.st_dev == st.st_dev {
+            let flags = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                AtFlags::REMOVEDIR
+            } else {
+                AtFlags::empty()
+            };
+            let _ = rfs::unlinkat(dir, name, flags);
+        }
+    }
+}
+
+fn dup(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(ex)
 }
 
 impl Brick {
-    /// Looks up `loc`: an entry by parent + name, or an inode by gfid alone. Files found
-    /// without a gfid (put on the brick by hand) are given one.
+    /// Looks up `loc`: an entry by parent + name, or an inode by gfid alone. Entries found
+    /// without a gfid (put on the brick by hand) are given one; `ESTALE` if the caller
+    /// named a gfid and the name now holds another inode, or the gfid is gone.
     pub fn lookup(&self, loc: &Loc) -> Result<Iatt, Errno> {
-        let path = match (&loc.parent, &loc.name) {
-            (Some(p), Some(n)) if p.is_root() && n == super::brick::PRIVATE_DIR => {
-                return Err(Errno::ENOENT)
+        match (&loc.parent, &loc.name) {
+            (Some(p), Some(n)) => {
+                if p.is_root() && n == PRIVATE_DIR {
+                    return Err(Errno::ENOENT);
+                }
+                let (dir, name) = self.entry(loc)?;
+                let node = Pin::at(dir.fd.as_fd(), &name)?;
+                let g = self.ensure_gfid(&node, p, &name)?;
+                if let Some(want) = loc.gfid {
+                    if want != g {
+                        return Err(Errno::ESTALE);
+                    }
+                }
+                Ok(iatt(g, &node.st))
             }
-            (Some(_), Some(_)) => self.entry_path(loc)?,
-            _ => self.inode_path(loc)?,
-        };
-        let st = rfs::lstat(&path).map_err(ex)?;
-        let g = match (&loc.parent, &loc.name) {
-            (Some(p), Some(n)) => self.ensure_gfid(&path, &st, p, n, Gfid::random())?,
-            _ => self.gfid_at(&path).or(loc.gfid).ok_or(Errno::ENOENT)?,
-        };
-        if let Some(want) = loc.gfid {
-            if want != g && loc.parent.is_some() {
-                // The name now points at another inode: the caller's view is stale.
-                return Err(Errno(libc::ESTALE));
+            _ => {
+                let g = loc.gfid.ok_or(Errno::EINVAL)?;
+                let node = self.resolve(&g)?;
+                Ok(iatt(g, &node.st))
             }
         }
-        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-            self.remember_file(g, &path, st.st_ino);
-        }
-        Ok(iatt(g, &st))
     }
 
     /// Stats the inode `loc` names.
     pub fn stat(&self, loc: &Loc) -> Result<Iatt, Errno> {
-        if let Some(g) = loc.gfid {
-            if let Some((p, ino)) = self.file_hint(&g) {
-                match rfs::lstat(&p) {
-                    Ok(st) if st.st_ino == ino => return Ok(iatt(g, &st)),
-                    _ => self.forget_file(&g),
-                }
-            }
-        }
-        let path = self.inode_path(loc)?;
-        let st = rfs::lstat(&path).map_err(ex)?;
-        let g = loc
-            .gfid
-            .or_else(|| self.gfid_at(&path))
-            .ok_or(Errno::ENOENT)?;
-        Ok(iatt(g, &st))
+        let node = self.inode(loc)?;
+        let g = loc.gfid.or_else(|| node.gfid()).ok_or(Errno::ENOENT)?;
+        Ok(iatt(g, &node.st))
     }
 
-    /// Finishes a new inode at `path`: gfid, handle, owner; undoes the creation on failure.
-    fn finish_new(
+    /// Creates entry `loc` with `make(parent, name, perm)` (which returns an open
+    /// descriptor of what it made, if it opened one), and gives the new inode its gfid
+    /// (`want`, or a fresh one if absent or taken), its handle, owner and mode, all while
+    /// holding the entry's creation lock, so no lookup or listing gives it another
+    /// identity. On failure what was made is removed again.
+    fn make_entry<M>(
         &self,
         ctx: &Ctx,
         loc: &Loc,
-        path: &Path,
         mode: u32,
+        umask: u32,
         want: Option<Gfid>,
-    ) -> Result<Iatt, Errno> {
-        let done = (|| {
-            let g = want.unwrap_or_else(Gfid::random);
-            rfs::lsetxattr(path, weft_core::GFID_XATTR, &g.0, rfs::XattrFlags::CREATE)
-                .map_err(ex)?;
-            let parent = loc.parent.ok_or(Errno::EINVAL)?;
-            let name = loc.name.as_deref().ok_or(Errno::EINVAL)?;
-            let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
-            self.create_handle(&g, path, is_dir, &parent, name)?;
-            set_owner(path, parent_dir(path), ctx, mode)?;
-            let st = rfs::lstat(path).map_err(ex)?;
-            if !is_dir {
-                self.remember_file(g, path, st.st_ino);
-            }
-            Ok(iatt(g, &st))
-        })();
-        if done.is_err() {
-            if let Some(g) = self.gfid_at(path) {
-                self.remove_handle(&g);
-            }
-            let _ = if mode & libc::S_IFMT == libc::S_IFDIR {
-                rfs::rmdir(path)
-            } else {
-                rfs::unlink(path)
-            };
+        make: M,
+    ) -> Result<(Option<OwnedFd>, Iatt), Errno>
+    where
+        M: FnOnce(BorrowedFd<'_>, &OsStr, u32) -> Result<Option<OwnedFd>, Errno>,
+    {
+        let (dir, name) = self.entry(loc)?;
+        let parent = loc.parent.ok_or(Errno::EINVAL)?;
+        let kind = mode & libc::S_IFMT;
+        let acl = kind != libc::S_IFLNK && has_default_acl(dir.fd.as_fd());
+        let perm = if acl {
+            mode & 0o7777
+        } else {
+            mode & !umask & 0o7777
+        };
+        let new = NewEntry {
+            ctx,
+            kind,
+            perm,
+            acl,
+        };
+        let _creating = self.creating(&parent, &name);
+        let opened = make(dir.fd.as_fd(), &name, perm)?;
+        let node = match &opened {
+            Some(fd) => Pin::new(dup(fd)?)?,
+            None => Pin::at(dir.fd.as_fd(), &name)?,
+        };
+        if node.gfid().is_some() {
+            // Someone put an existing inode at the name before we could mark ours.
+            return Err(Errno::EEXIST);
         }
-        done
+        let done = (|| {
+            let mut g = want
+                .filter(|g| !g.is_null() && !g.is_root())
+                .unwrap_or_else(Gfid::random);
+            node.set_gfid_once(&g)?;
+            match self.create_handle(&g, &node, &parent, &name) {
+                Err(e) if e == Errno::EEXIST => {
+                    // The proposed gfid belongs to another inode: this one gets its own.
+                    g = Gfid::random();
+                    node.replace_gfid(&g)?;
+                    self.create_handle(&g, &node, &parent, &name)?;
+                }
+                r => r?,
+            }
+            set_owner_and_mode(&node, &dir, &new)?;
+            Ok(iatt(g, &node.restat()?))
+        })();
+        match done {
+            Ok(ia) => Ok((opened, ia)),
+            Err(e) => {
+                if let Some(g) = node.gfid() {
+                    if self.handle_is_of(&g, &node) {
+                        self.remove_handle(&g);
+                    }
+                }
+                remove_if_same(dir.fd.as_fd(), &name, &node.st);
+                Err(e)
+            }
+        }
     }
 
     /// Makes a directory.
@@ -134,10 +201,12 @@ impl Brick {
         umask: u32,
         want: Option<Gfid>,
     ) -> Result<Iatt, Errno> {
-        let path = self.entry_path(loc)?;
-        let m = mode & !umask & 0o7777;
-        rfs::mkdir(&path, Mode::from_raw_mode(m)).map_err(ex)?;
-        self.finish_new(ctx, loc, &path, libc::S_IFDIR | m, want)
+        let mode = libc::S_IFDIR | (mode & 0o7777);
+        self.make_entry(ctx, loc, mode, umask, want, |dir, name, perm| {
+            rfs::mkdirat(dir, name, Mode::from_raw_mode(perm)).map_err(ex)?;
+            Ok(None)
+        })
+        .map(|(_, ia)| ia)
     }
 
     /// Makes a FIFO, device, socket or empty regular file.
@@ -150,14 +219,24 @@ impl Brick {
         umask: u32,
         want: Option<Gfid>,
     ) -> Result<Iatt, Errno> {
-        let path = self.entry_path(loc)?;
-        let m = mode & !(umask & 0o7777);
-        let ft = rfs::FileType::from_raw_mode(m);
-        rfs::mknodat(CWD, &path, ft, Mode::from_raw_mode(m & 0o7777), rdev).map_err(ex)?;
-        self.finish_new(ctx, loc, &path, m, want)
+        let kind = mode & libc::S_IFMT;
+        if kind == libc::S_IFDIR || kind == libc::S_IFLNK {
+            return Err(Errno::EINVAL);
+        }
+        let ft = rfs::FileType::from_raw_mode(if kind == 0 { libc::S_IFREG } else { kind });
+        let mode = if kind == 0 {
+            mode | libc::S_IFREG
+        } else {
+            mode
+        };
+        self.make_entry(ctx, loc, mode, umask, want, |dir, name, perm| {
+            rfs::mknodat(dir, name, ft, Mode::from_raw_mode(perm), rdev).map_err(ex)?;
+            Ok(None)
+        })
+        .map(|(_, ia)| ia)
     }
 
-    /// Makes a symlink to `target`.
+    /// Makes a symlink to `target` (stored as given; the brick never follows it).
     pub fn symlink(
         &self,
         ctx: &Ctx,
@@ -165,9 +244,11 @@ impl Brick {
         loc: &Loc,
         want: Option<Gfid>,
     ) -> Result<Iatt, Errno> {
-        let path = self.entry_path(loc)?;
-        rfs::symlink(target, &path).map_err(ex)?;
-        self.finish_new(ctx, loc, &path, libc::S_IFLNK | 0o777, want)
+        self.make_entry(ctx, loc, libc::S_IFLNK | 0o777, 0, want, |dir, name, _| {
+            rfs::symlinkat(target, dir, name).map_err(ex)?;
+            Ok(None)
+        })
+        .map(|(_, ia)| ia)
     }
 
     /// Creates and opens a regular file. With O_EXCL an existing name fails with EEXIST;
@@ -181,68 +262,84 @@ impl Brick {
         umask: u32,
         want: Option<Gfid>,
     ) -> Result<(OwnedFd, Iatt), Errno> {
-        let path = self.entry_path(loc)?;
-        let m = mode & !umask & 0o7777;
         let base = super::io::open_flags(flags) & !(OFlags::CREATE | OFlags::EXCL);
-        match rfs::open(
-            &path,
-            base | OFlags::CREATE | OFlags::EXCL,
-            Mode::from_raw_mode(m),
-        ) {
-            Ok(fd) => {
-                let ia = self.finish_new(ctx, loc, &path, libc::S_IFREG | m, want)?;
-                Ok((fd, ia))
+        let made = self.make_entry(
+            ctx,
+            loc,
+            libc::S_IFREG | (mode & 0o7777),
+            umask,
+            want,
+            |dir, name, perm| {
+                let fd = rfs::openat(
+                    dir,
+                    name,
+                    base | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(perm),
+                )
+                .map_err(ex)?;
+                Ok(Some(fd))
+            },
+        );
+        match made {
+            Ok((Some(fd), ia)) => Ok((fd, ia)),
+            Ok((None, _)) => Err(Errno::EIO),
+            Err(e) if e == Errno::EEXIST && flags & libc::O_EXCL == 0 => {
+                self.open_existing(ctx, loc, flags, base)
             }
-            Err(rustix::io::Errno::EXIST) if flags & libc::O_EXCL == 0 => {
-                // Someone else made the name first: open it as open(2) would, checking the
-                // caller's permission (the kernel checked none, thinking the name absent).
-                let st = rfs::lstat(&path).map_err(ex)?;
-                match st.st_mode & libc::S_IFMT {
-                    libc::S_IFREG => {}
-                    libc::S_IFDIR => return Err(Errno::EISDIR),
-                    _ => return Err(Errno::EEXIST),
-                }
-                let want = match flags & libc::O_ACCMODE {
-                    libc::O_RDONLY => 4,
-                    libc::O_WRONLY => 2,
-                    _ => 6,
-                } | if flags & libc::O_TRUNC != 0 { 2 } else { 0 };
-                super::attr::access(super::attr::Target::Path(&path), ctx, want)?;
-                let fd = rfs::open(&path, base | OFlags::NONBLOCK, Mode::empty()).map_err(ex)?;
-                let st = rfs::fstat(&fd).map_err(ex)?;
-                if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-                    return Err(Errno::EEXIST);
-                }
-                let parent = loc.parent.ok_or(Errno::EINVAL)?;
-                let name = loc.name.as_deref().ok_or(Errno::EINVAL)?;
-                let g = self.ensure_gfid(&path, &st, &parent, name, Gfid::random())?;
-                Ok((fd, iatt(g, &st)))
-            }
-            Err(e) => Err(ex(e)),
+            Err(e) => Err(e),
         }
+    }
+
+    /// The rest of a create without O_EXCL whose name exists: open it as open(2) would,
+    /// checking the caller's permission (the kernel checked none, thinking it absent).
+    fn open_existing(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        flags: i32,
+        base: OFlags,
+    ) -> Result<(OwnedFd, Iatt), Errno> {
+        let (dir, name) = self.entry(loc)?;
+        let parent = loc.parent.ok_or(Errno::EINVAL)?;
+        let node = Pin::at(dir.fd.as_fd(), &name)?;
+        match node.kind() {
+            libc::S_IFREG => {}
+            libc::S_IFDIR => return Err(Errno::EISDIR),
+            _ => return Err(Errno::EEXIST),
+        }
+        let want = match flags & libc::O_ACCMODE {
+            libc::O_RDONLY => 4,
+            libc::O_WRONLY => 2,
+            _ => 6,
+        } | if flags & libc::O_TRUNC != 0 { 2 } else { 0 };
+        super::attr::access(super::attr::Target::Pin(&node), ctx, want)?;
+        let g = self.ensure_gfid(&node, &parent, &name)?;
+        let fd = node.reopen(base | OFlags::NONBLOCK)?;
+        let st = rfs::fstat(&fd).map_err(ex)?;
+        Ok((fd, iatt(g, &st)))
     }
 
     /// Gives inode `old` the extra name `new`.
     pub fn link(&self, old: &Loc, new: &Loc) -> Result<Iatt, Errno> {
-        let src = self.inode_path(old)?;
-        let dst = self.entry_path(new)?;
-        let st = rfs::lstat(&src).map_err(ex)?;
-        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        let src = self.inode(old)?;
+        if src.is_dir() {
             return Err(Errno::EPERM);
         }
-        rfs::linkat(CWD, &src, CWD, &dst, AtFlags::empty()).map_err(ex)?;
-        let g = old.gfid.or_else(|| self.gfid_at(&src)).ok_or(Errno::EIO)?;
-        let st = rfs::lstat(&dst).map_err(ex)?;
-        Ok(iatt(g, &st))
+        let (dir, name) = self.entry(new)?;
+        link_inode(src.fd.as_fd(), dir.fd.as_fd(), &name).map_err(ex)?;
+        let g = old.gfid.or_else(|| src.gfid()).ok_or(Errno::EIO)?;
+        Ok(iatt(g, &src.restat()?))
     }
 
     /// Removes a non-directory name; the handle goes with the last name.
     pub fn unlink(&self, loc: &Loc) -> Result<(), Errno> {
-        let path = self.entry_path(loc)?;
-        let g = self.gfid_at(&path);
-        rfs::unlink(&path).map_err(ex)?;
-        if let Some(g) = g {
-            self.forget_file(&g);
+        let (dir, name) = self.entry(loc)?;
+        let node = Pin::at(dir.fd.as_fd(), &name)?;
+        if node.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        rfs::unlinkat(&dir.fd, &name, AtFlags::empty()).map_err(ex)?;
+        if let Some(g) = node.gfid() {
             self.drop_handle_if_orphan(&g);
         }
         Ok(())
@@ -250,59 +347,47 @@ impl Brick {
 
     /// Removes an empty directory and its handle.
     pub fn rmdir(&self, loc: &Loc) -> Result<(), Errno> {
-        let path = self.entry_path(loc)?;
-        let g = self.gfid_at(&path);
-        rfs::rmdir(&path).map_err(ex)?;
+        let (dir, name) = self.entry(loc)?;
+        let node = Pin::at(dir.fd.as_fd(), &name)?;
+        let g = node.gfid();
+        rfs::unlinkat(&dir.fd, &name, AtFlags::REMOVEDIR).map_err(ex)?;
         if let Some(g) = g {
-            self.remove_handle(&g);
+            if self.handle_is_of(&g, &node) {
+                self.remove_handle(&g);
+            }
         }
         Ok(())
     }
 
     /// Renames `old` to `new` (renameat2 `flags`), keeping handles true.
     pub fn rename(&self, old: &Loc, new: &Loc, flags: u32) -> Result<(), Errno> {
-        let src = self.entry_path(old)?;
-        let dst = self.entry_path(new)?;
-        let is_dir = |st: &rfs::Stat| st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        let src_st = rfs::lstat(&src).map_err(ex)?;
-        // Only directories' handles name their place; a file's gfid is needed only to
-        // compare it with a replaced target.
-        let dst_st = rfs::lstat(&dst).ok();
-        let src_g = if is_dir(&src_st) || dst_st.is_some() {
-            self.gfid_at(&src)
-        } else {
-            None
-        };
-        let dst_g = dst_st.as_ref().and_then(|_| self.gfid_at(&dst));
         let rf = RenameFlags::from_bits(flags).ok_or(Errno::EINVAL)?;
-        rfs::renameat_with(CWD, &src, CWD, &dst, rf).map_err(ex)?;
-        for g in [src_g, dst_g].into_iter().flatten() {
-            self.forget_file(&g);
-        }
-        let exchanged = rf.contains(RenameFlags::EXCHANGE);
+        let (sdir, sname) = self.entry(old)?;
+        let (ddir, dname) = self.entry(new)?;
+        let src = Pin::at(sdir.fd.as_fd(), &sname)?;
+        let dst = Pin::at(ddir.fd.as_fd(), &dname).ok();
+        let src_g = src.gfid();
+        let dst_g = dst.as_ref().and_then(Pin::gfid);
+        rfs::renameat_with(&sdir.fd, &sname, &ddir.fd, &dname, rf).map_err(ex)?;
+        let new_parent = new.parent.ok_or(Errno::EINVAL)?;
+        let old_parent = old.parent.ok_or(Errno::EINVAL)?;
         if let Some(g) = src_g {
-            if is_dir(&src_st) {
-                self.move_dir_handle(
-                    &g,
-                    &new.parent.ok_or(Errno::EINVAL)?,
-                    new.name.as_deref().unwrap_or(OsStr::new("")),
-                )?;
+            if src.is_dir() {
+                self.move_dir_handle(&g, &new_parent, &dname)?;
             }
         }
-        if let (Some(g), Some(st)) = (dst_g, dst_st) {
-            if src_g == Some(g) {
+        if let (Some(g), Some(d)) = (dst_g, dst) {
+            if src.st.st_ino == d.st.st_ino && src.st.st_dev == d.st.st_dev {
                 return Ok(()); // two names of one inode: rename did nothing
             }
-            if exchanged {
-                if is_dir(&st) {
-                    self.move_dir_handle(
-                        &g,
-                        &old.parent.ok_or(Errno::EINVAL)?,
-                        old.name.as_deref().unwrap_or(OsStr::new("")),
-                    )?;
+            if rf.contains(RenameFlags::EXCHANGE) {
+                if d.is_dir() {
+                    self.move_dir_handle(&g, &old_parent, &sname)?;
                 }
-            } else if is_dir(&st) {
-                self.remove_handle(&g);
+            } else if d.is_dir() {
+                if self.handle_is_of(&g, &d) {
+                    self.remove_handle(&g);
+                }
             } else {
                 self.drop_handle_if_orphan(&g);
             }
@@ -312,8 +397,8 @@ impl Brick {
 
     /// The target of the symlink `loc` names.
     pub fn readlink(&self, loc: &Loc) -> Result<PathBuf, Errno> {
-        let path = self.inode_path(loc)?;
-        let t = rfs::readlink(&path, Vec::new()).map_err(ex)?;
+        let node = self.inode(loc)?;
+        let t = rfs::readlinkat(&node.fd, "", Vec::new()).map_err(ex)?;
         Ok(PathBuf::from(
             <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(t.into_bytes()),
         ))
@@ -365,7 +450,7 @@ mod tests {
         let gx = b.lookup(&Loc::entry(Gfid::ROOT, "x")).unwrap().gfid;
         std::fs::rename(dir.path().join("x"), dir.path().join("y")).unwrap();
         rfs::mknodat(
-            CWD,
+            rfs::CWD,
             dir.path().join("x"),
             rfs::FileType::Fifo,
             Mode::from_raw_mode(0o644),
@@ -380,6 +465,12 @@ mod tests {
     fn setattr_does_not_follow_symlinks() {
         use super::super::attr::{setattr, Target};
         let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let dfd = rfs::open(
+            dir.path(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
         let outside = tempfile::NamedTempFile::new_in("/tmp").unwrap();
         std::fs::write(outside.path(), b"precious").unwrap();
         let link = dir.path().join("l");
@@ -389,12 +480,13 @@ mod tests {
             mode: Some(0o777),
             ..Default::default()
         };
-        assert!(setattr(Target::Path(&link), &chmod).is_err());
+        let pin = Pin::at(dfd.as_fd(), OsStr::new("l")).unwrap();
+        assert!(setattr(Target::Pin(&pin), &chmod).is_err());
         let trunc = weft_core::SetAttr {
             size: Some(0),
             ..Default::default()
         };
-        assert!(setattr(Target::Path(&link), &trunc).is_err());
+        assert!(setattr(Target::Pin(&pin), &trunc).is_err());
         let after = std::fs::metadata(outside.path()).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!(before.mode(), after.mode());

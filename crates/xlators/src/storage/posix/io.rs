@@ -4,10 +4,14 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
-use rustix::fs::{self as rfs, FallocateFlags, Mode, OFlags, SeekFrom};
+use rustix::fs::{self as rfs, FallocateFlags, OFlags, SeekFrom};
 use weft_core::{Checksum, Errno, Gfid, Iatt, Loc, SeekWhat};
 
 use super::brick::{ex, iatt, Brick};
+
+/// The longest range one `rchecksum` may cover (heal compares files in pieces this big
+/// or smaller).
+pub const RCHECKSUM_MAX: u32 = 1 << 20;
 
 /// An open file's state on the posix translator: the brick file descriptor.
 pub struct PosixFile {
@@ -37,40 +41,13 @@ pub fn open_flags(flags: i32) -> OFlags {
 }
 
 impl Brick {
-    /// Opens the inode `loc` names with the client's `flags`.
+    /// Opens the inode `loc` names with the client's `flags` (a regular file or a
+    /// directory; the brick never opens a FIFO or device, nor follows a symlink).
     pub fn open_file(&self, loc: &Loc, flags: i32) -> Result<PosixFile, Errno> {
         let fl = open_flags(flags) & !(OFlags::CREATE | OFlags::EXCL);
-        // The path hint is checked after opening, so O_TRUNC (which would act before the
-        // check) always goes through the handle.
-        if let (Some(g), false) = (loc.gfid, fl.contains(OFlags::TRUNC)) {
-            if let Some((p, ino)) = self.file_hint(&g) {
-                // Pin the inode without opening it (a FIFO or device must never be opened
-                // by mistake), check it, then open that very inode through /proc.
-                let pinned = rfs::open(
-                    &p,
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                );
-                if let Ok(pfd) = pinned {
-                    let ok = rfs::fstat(&pfd)
-                        .map(|st| st.st_ino == ino && st.st_mode & libc::S_IFMT == libc::S_IFREG)
-                        .unwrap_or(false);
-                    if ok {
-                        use std::os::fd::AsRawFd;
-                        let proc = format!("/proc/self/fd/{}", pfd.as_raw_fd());
-                        if let Ok(fd) =
-                            rfs::open(proc.as_str(), fl & !OFlags::NOFOLLOW, Mode::empty())
-                        {
-                            return Ok(PosixFile { fd, gfid: g });
-                        }
-                    }
-                }
-                self.forget_file(&g);
-            }
-        }
-        let path = self.inode_path(loc)?;
-        let fd = rfs::open(&path, fl, Mode::empty()).map_err(ex)?;
-        let gfid = loc.gfid.or_else(|| self.gfid_at(&path)).ok_or(Errno::EIO)?;
+        let node = self.inode(loc)?;
+        let gfid = loc.gfid.or_else(|| node.gfid()).ok_or(Errno::EIO)?;
+        let fd = node.reopen(fl)?;
         Ok(PosixFile { fd, gfid })
     }
 }
@@ -169,14 +146,28 @@ impl PosixFile {
         rfs::seek(self.fd.as_fd(), pos).map_err(ex)
     }
 
-    /// Adler-32 and BLAKE3 of `len` bytes at `offset`.
+    /// Adler-32 and BLAKE3 of `len` bytes at `offset` (fewer at end of file), read in
+    /// 64 KiB pieces so memory does not grow with `len`; `len` over
+    /// [`RCHECKSUM_MAX`] is `EINVAL`.
     pub fn checksum(&self, offset: u64, len: u32) -> Result<Checksum, Errno> {
-        let data = self.read(len, offset)?;
+        if len > RCHECKSUM_MAX {
+            return Err(Errno::EINVAL);
+        }
         let mut a = adler2::Adler32::new();
-        a.write_slice(&data);
+        let mut h = blake3::Hasher::new();
+        let mut done = 0u32;
+        while done < len {
+            let piece = self.read((len - done).min(64 << 10), offset + done as u64)?;
+            if piece.is_empty() {
+                break;
+            }
+            a.write_slice(&piece);
+            h.update(&piece);
+            done += piece.len() as u32;
+        }
         Ok(Checksum {
             weak: a.checksum(),
-            strong: blake3::hash(&data).as_bytes().to_vec(),
+            strong: h.finalize().as_bytes().to_vec(),
         })
     }
 }

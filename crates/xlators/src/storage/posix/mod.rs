@@ -10,6 +10,7 @@ pub mod brick;
 pub mod dir;
 pub mod entry;
 pub mod io;
+pub mod sys;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -44,9 +45,6 @@ pub struct Posix {
 impl Posix {
     /// Opens the brick at `dir`; the error is a sentence for the operator.
     pub fn new(name: &str, dir: &Path) -> Result<Posix, String> {
-        // New inodes get exactly the mode the client asked for (the client applied its umask).
-        // SAFETY: umask has no memory-safety preconditions.
-        unsafe { libc::umask(0) };
         Ok(Posix {
             name: name.to_string(),
             brick: Arc::new(Brick::open(dir)?),
@@ -93,8 +91,8 @@ impl Posix {
             .find_map(Weak::upgrade)
     }
 
-    /// Runs `by_path`; if the inode has no name left (ENOENT) but is still open, runs
-    /// `by_fd` on one of its open files instead (fstat/fchmod/... of unlinked files).
+    /// Runs `by_path`; if the inode has no name left (ESTALE, or ENOENT) but is still open,
+    /// runs `by_fd` on one of its open files instead (fstat/fchmod/... of unlinked files).
     async fn path_or_open_fd<T, P, F>(&self, loc: &Loc, by_path: P, by_fd: F) -> Fop<T>
     where
         T: Send + 'static,
@@ -102,7 +100,7 @@ impl Posix {
         F: FnOnce(&PosixFile) -> Result<T, Errno> + Send + 'static,
     {
         match self.run(by_path).await {
-            Err(e) if e == Errno::ENOENT => match self.open_file_of(loc) {
+            Err(e) if e == Errno::ESTALE || e == Errno::ENOENT => match self.open_file_of(loc) {
                 Some(f) => self.run(move |_| by_fd(&f)).await,
                 None => Err(e),
             },
@@ -159,7 +157,7 @@ impl Xlator for Posix {
     }
     async fn access(&self, ctx: &Ctx, loc: &Loc, mask: u32, _: Xdata) -> Fop<()> {
         let (loc, ctx) = (loc.clone(), ctx.clone());
-        self.run(move |b| attr::access(Target::Path(&b.inode_path(&loc)?), &ctx, mask))
+        self.run(move |b| attr::access(Target::Pin(&b.inode(&loc)?), &ctx, mask))
             .await
     }
     async fn setattr(&self, _: &Ctx, loc: &Loc, a: &SetAttr, _: Xdata) -> Fop<Iatt> {
@@ -167,8 +165,10 @@ impl Xlator for Posix {
         self.path_or_open_fd(
             loc,
             move |b| {
-                attr::setattr(Target::Path(&b.inode_path(&l)?), &a)?;
-                b.stat(&l)
+                let node = b.inode(&l)?;
+                attr::setattr(Target::Pin(&node), &a)?;
+                let g = l.gfid.or_else(|| node.gfid()).ok_or(Errno::ENOENT)?;
+                Ok(brick::iatt(g, &node.restat()?))
             },
             move |f| {
                 use std::os::fd::AsFd;
@@ -205,7 +205,7 @@ impl Xlator for Posix {
         self.run(move |b| b.readlink(&loc)).await
     }
     async fn statfs(&self, _: &Ctx, _: &Loc, _: Xdata) -> Fop<StatVfs> {
-        self.run(|b| attr::statfs(&b.root)).await
+        self.run(|b| attr::statfs(b.root_fd())).await
     }
 
     async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
@@ -375,7 +375,7 @@ impl Xlator for Posix {
         let name2 = name.clone();
         self.path_or_open_fd(
             loc,
-            move |b| attr::getxattr(Target::Path(&b.inode_path(&l)?), name.as_deref(), &xd),
+            move |b| attr::getxattr(Target::Pin(&b.inode(&l)?), name.as_deref(), &xd),
             move |f| {
                 use std::os::fd::AsFd;
                 attr::getxattr(Target::Fd(f.fd.as_fd()), name2.as_deref(), &xd2)
@@ -410,9 +410,17 @@ impl Xlator for Posix {
         flags: i32,
         xd: Xdata,
     ) -> Fop<()> {
-        let (loc, attrs) = (loc.clone(), attrs.clone());
-        self.run(move |b| attr::setxattr(Target::Path(&b.inode_path(&loc)?), &attrs, flags, &xd))
-            .await
+        let (l, attrs, xd2) = (loc.clone(), attrs.clone(), xd.clone());
+        let attrs2 = attrs.clone();
+        self.path_or_open_fd(
+            loc,
+            move |b| attr::setxattr(Target::Pin(&b.inode(&l)?), &attrs, flags, &xd),
+            move |f| {
+                use std::os::fd::AsFd;
+                attr::setxattr(Target::Fd(f.fd.as_fd()), &attrs2, flags, &xd2)
+            },
+        )
+        .await
     }
     async fn fsetxattr(
         &self,
@@ -438,12 +446,30 @@ impl Xlator for Posix {
         }
     }
     async fn removexattr(&self, _: &Ctx, loc: &Loc, name: &str, xd: Xdata) -> Fop<()> {
-        let (loc, name) = (loc.clone(), name.to_string());
-        self.run(move |b| attr::removexattr(Target::Path(&b.inode_path(&loc)?), &name, &xd))
-            .await
+        let (l, name, xd2) = (loc.clone(), name.to_string(), xd.clone());
+        let name2 = name.clone();
+        self.path_or_open_fd(
+            loc,
+            move |b| attr::removexattr(Target::Pin(&b.inode(&l)?), &name, &xd),
+            move |f| {
+                use std::os::fd::AsFd;
+                attr::removexattr(Target::Fd(f.fd.as_fd()), &name2, &xd2)
+            },
+        )
+        .await
     }
     async fn fremovexattr(&self, ctx: &Ctx, fd: &FdRef, name: &str, xd: Xdata) -> Fop<()> {
-        self.removexattr(ctx, &Loc::inode(fd.gfid), name, xd).await
+        match self.file(fd) {
+            Ok(f) => {
+                let name = name.to_string();
+                self.run(move |_| {
+                    use std::os::fd::AsFd;
+                    attr::removexattr(Target::Fd(f.fd.as_fd()), &name, &xd)
+                })
+                .await
+            }
+            Err(_) => self.removexattr(ctx, &Loc::inode(fd.gfid), name, xd).await,
+        }
     }
     async fn xattrop(
         &self,
@@ -453,11 +479,21 @@ impl Xlator for Posix {
         attrs: &XattrMap,
         _: Xdata,
     ) -> Fop<XattrMap> {
-        let (loc, attrs, lock) = (loc.clone(), attrs.clone(), self.xattrop_lock.clone());
-        self.run(move |b| {
-            let _g = lock.lock();
-            attr::xattrop(Target::Path(&b.inode_path(&loc)?), op, &attrs)
-        })
+        let (l, attrs, lock) = (loc.clone(), attrs.clone(), self.xattrop_lock.clone());
+        let (attrs2, lock2) = (attrs.clone(), lock.clone());
+        self.path_or_open_fd(
+            loc,
+            move |b| {
+                let node = b.inode(&l)?;
+                let _g = lock.lock();
+                attr::xattrop(Target::Pin(&node), op, &attrs)
+            },
+            move |f| {
+                use std::os::fd::AsFd;
+                let _g = lock2.lock();
+                attr::xattrop(Target::Fd(f.fd.as_fd()), op, &attrs2)
+            },
+        )
         .await
     }
     async fn fxattrop(
@@ -468,7 +504,18 @@ impl Xlator for Posix {
         attrs: &XattrMap,
         xd: Xdata,
     ) -> Fop<XattrMap> {
-        self.xattrop(ctx, &Loc::inode(fd.gfid), op, attrs, xd).await
+        match self.file(fd) {
+            Ok(f) => {
+                let (attrs, lock) = (attrs.clone(), self.xattrop_lock.clone());
+                self.run(move |_| {
+                    use std::os::fd::AsFd;
+                    let _g = lock.lock();
+                    attr::xattrop(Target::Fd(f.fd.as_fd()), op, &attrs)
+                })
+                .await
+            }
+            Err(_) => self.xattrop(ctx, &Loc::inode(fd.gfid), op, attrs, xd).await,
+        }
     }
 
     async fn lk(&self, _: &Ctx, _: &FdRef, _: LkCmd, _: &Flock, _: Xdata) -> Fop<Flock> {
