@@ -22,10 +22,13 @@ fn registry() -> Registry {
     r
 }
 
+/// One inode outside the brick: path, mode, owner, links, size, mtime, xattr names + data.
+type Seen = (PathBuf, u32, u32, u32, u64, i64, Vec<u8>);
+
 /// What lies outside the brick, to compare before and after an attack.
 #[derive(Debug, PartialEq)]
 struct Outside {
-    entries: Vec<(PathBuf, u32, u32, u32, u64, i64, Vec<u8>)>,
+    entries: Vec<Seen>,
 }
 
 fn snapshot(dir: &Path) -> Outside {
