@@ -16,6 +16,17 @@ use weft_core::{
 
 use crate::frame::{FrameError, Kind};
 
+/// Largest `Rchecksum` length a server computes: GlusterFS's self-heal checksums 128 KiB
+/// blocks, so 1 MiB leaves room while keeping the bytes one request makes the server read
+/// and hold small. A longer request is refused with `EINVAL` before it reaches the brick
+/// graph (and `protocol/client` refuses it before sending).
+pub const MAX_RCHECKSUM_LEN: u32 = 1 << 20;
+
+/// Largest `Readdir`/`Readdirp` size a server honours; a larger size is lowered to this
+/// (a directory read may always return fewer entries than asked). Keeps one reply well
+/// inside [`crate::frame::MAX_META`] and bounds what one request may make the server build.
+pub const MAX_READDIR_SIZE: u32 = 1 << 20;
+
 /// Encodes a message for a frame's metadata part.
 pub fn encode<T: Serialize>(msg: &T) -> bytes::Bytes {
     // Serialising into a Vec cannot fail for these types (no maps with non-string keys,

@@ -477,6 +477,9 @@ impl Xlator for Client {
         len: u32,
         xd: Xdata,
     ) -> Fop<Checksum> {
+        if len > weft_wire::msg::MAX_RCHECKSUM_LEN {
+            return Err(Errno::EINVAL);
+        }
         let fd = self.remote(fd)?;
         let r = self.call(ctx, xd, F::Rchecksum { fd, offset, len }).await?;
         expect!(self, "rchecksum", r, Reply::Checksum(c) => c)

@@ -8,7 +8,7 @@
 //! are opened again before the session reports child-up.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -62,7 +62,13 @@ struct Conn {
     pending: Mutex<Option<Pending>>,
     next_id: AtomicU64,
     generation: u64,
+    /// Pings and pongs being sent; more are dropped (a peer that does not read gets no
+    /// pile of tasks, only the ping-timeout).
+    detached: Arc<AtomicUsize>,
 }
+
+/// Pings and pongs one connection may have waiting to be sent at once.
+const MAX_DETACHED: usize = 2;
 
 impl Conn {
     /// Sends a request and waits for its reply frame; ENOTCONN if the connection dies
@@ -97,13 +103,19 @@ impl Conn {
 
     /// Sends a ping or pong from its own task, so the read loop never waits to write.
     fn send_detached(&self, kind: Kind, id: u64) {
+        if self.detached.fetch_add(1, Ordering::AcqRel) >= MAX_DETACHED {
+            self.detached.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
         let tx = self.tx.clone();
         let mut killed = self.killed.subscribe();
+        let detached = self.detached.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = tx.send(Frame::new(kind, id, Bytes::new(), Bytes::new())) => {}
                 _ = killed.wait_for(|k| *k) => {}
             }
+            detached.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }
@@ -297,6 +309,7 @@ impl Session {
             pending: Mutex::new(Some(HashMap::new())),
             next_id: AtomicU64::new(1),
             generation,
+            detached: Arc::new(AtomicUsize::new(0)),
         });
         Ok((conn, reader))
     }

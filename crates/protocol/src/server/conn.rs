@@ -4,33 +4,71 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
-use weft_core::{Ctx, FdRef, Xdata};
-use weft_wire::msg::{self, FopRequest, Handshake, HandshakeReply, Request};
-use weft_wire::{Frame, Kind, VERSION_MAJOR, VERSION_MINOR};
+use weft_core::{Ctx, Errno, FdRef, Xdata};
+use weft_wire::msg::{self, Handshake, HandshakeReply, Request};
+use weft_wire::{Frame, Kind, HEADER_LEN, VERSION_MAJOR, VERSION_MINOR};
 
+use super::limits::{more, ConnSlot, Counters, FdCount, FdLimit, FdSlot, Limits};
 use super::{dispatch, Brick, BrickServer};
 use crate::stream::{BoxStream, FrameReader, FrameSink, ReadError};
 use crate::tls::TLS_HANDSHAKE_BYTE;
+
+/// Largest handshake frame read (metadata and data together).
+const MAX_HANDSHAKE: usize = 64 << 10;
 
 /// The fds one connection has open, by the numbers the client knows them by.
 /// Fd numbers are unique across every connection of the process, so a number a client
 /// kept from a closed connection names nothing on a new one (EBADF), never another file.
 static NEXT_FD_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-#[derive(Default)]
 pub(super) struct FdTable {
     fds: Mutex<HashMap<u64, FdRef>>,
+    count: FdCount,
+    counters: Arc<Counters>,
+    client: u64,
+    peer: SocketAddr,
 }
 
 impl FdTable {
-    pub(super) fn insert(&self, fd: FdRef) -> u64 {
+    fn new(counters: Arc<Counters>, limits: &Limits, client: u64, peer: SocketAddr) -> FdTable {
+        FdTable {
+            fds: Mutex::new(HashMap::new()),
+            count: FdCount::new(counters.clone(), limits),
+            counters,
+            client,
+            peer,
+        }
+    }
+
+    /// A place for one more open fd, taken before the open runs; `EMFILE` (with a
+    /// rate-limited log line) when this connection or the process holds its limit.
+    pub(super) fn reserve(&self) -> Result<FdSlot<'_>, Errno> {
+        self.count.reserve().map_err(|limit| {
+            let (client, peer) = (self.client, self.peer);
+            match limit {
+                FdLimit::Client(max) => self.counters.log.hit("fds-per-client", |n| {
+                    tracing::warn!(%peer, client, "open refused with EMFILE: this client holds {max} open files (the per-connection limit, --client-max-fds){}", more(n))
+                }),
+                FdLimit::Process(max) => self.counters.log.hit("fds", |n| {
+                    tracing::warn!(%peer, client, "open refused with EMFILE: the server holds {max} open files (the process limit, --max-fds){}", more(n))
+                }),
+            }
+            Errno(libc::EMFILE)
+        })
+    }
+
+    /// Enters an opened fd under a new number, keeping `slot`'s place for it.
+    pub(super) fn insert(&self, slot: FdSlot<'_>, fd: FdRef) -> u64 {
+        self.count.keep(slot);
         let n = NEXT_FD_NUMBER.fetch_add(1, Ordering::Relaxed);
         self.fds.lock().insert(n, fd);
         n
@@ -39,18 +77,30 @@ impl FdTable {
         self.fds.lock().get(&n).cloned()
     }
     pub(super) fn remove(&self, n: u64) -> Option<FdRef> {
-        self.fds.lock().remove(&n)
+        let fd = self.fds.lock().remove(&n);
+        if fd.is_some() {
+            self.count.release(1);
+        }
+        fd
     }
     fn drain(&self) -> Vec<FdRef> {
-        self.fds.lock().drain().map(|(_, f)| f).collect()
+        let fds: Vec<FdRef> = self.fds.lock().drain().map(|(_, f)| f).collect();
+        self.count.release(fds.len());
+        fds
     }
 }
 
-/// Serves one accepted TCP connection to the end, logging why it ended.
-pub(super) async fn serve(server: Arc<BrickServer>, sock: TcpStream, peer: SocketAddr) {
+/// Serves one accepted TCP connection to the end, logging why it ended. `_slot` holds the
+/// connection's place under the connection limits until it ends.
+pub(super) async fn serve(
+    server: Arc<BrickServer>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    _slot: ConnSlot,
+) {
     let limits = server.limits;
     let setup = tokio::time::timeout(limits.handshake_timeout, open(&server, sock, peer)).await;
-    let (brick, reader, tx, tls) = match setup {
+    let (brick, mut reader, tx, tls) = match setup {
         Err(_) => {
             tracing::warn!(%peer, "closing connection: no handshake within {:?}", limits.handshake_timeout);
             return;
@@ -61,6 +111,7 @@ pub(super) async fn serve(server: Arc<BrickServer>, sock: TcpStream, peer: Socke
         }
         Ok(Ok(x)) => x,
     };
+    reader.set_max_frame(None);
     let client = server.next_client.fetch_add(1, Ordering::Relaxed);
     brick.clients.fetch_add(1, Ordering::AcqRel);
     // Counted before looking: a detach that began meanwhile either waits for this
@@ -71,9 +122,10 @@ pub(super) async fn serve(server: Arc<BrickServer>, sock: TcpStream, peer: Socke
         return;
     }
     tracing::info!(%peer, brick = %brick.name, client, tls, "client connected");
-    let fds = Arc::new(FdTable::default());
-    let reason = run(&brick, reader, &tx, client, &fds, limits).await;
-    tracing::info!(%peer, brick = %brick.name, client, "connection closed: {reason}");
+    let fds = Arc::new(FdTable::new(server.counters.clone(), &limits, client, peer));
+    let reason = run(&server, &brick, reader, &tx, client, peer, &fds).await;
+    let open_fds = fds.count.open();
+    tracing::info!(%peer, brick = %brick.name, client, open_fds, "connection closed: {reason}");
     // Release what the client left open, then anything else it held (locks).
     let ctx = Ctx {
         client,
@@ -126,6 +178,8 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
     };
     let (rd, wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(rd);
+    // A handshake is a few names: a peer may not make the server buffer more for it.
+    reader.set_max_frame(Some(MAX_HANDSHAKE));
     let tx = FrameSink::new(wr);
     let refuse = |reason: String, errno: i32| {
         let tx = tx.clone();
@@ -166,14 +220,9 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
     }
     let hs: Handshake = msg::decode(Kind::Handshake, &f.meta).map_err(|e| e.to_string())?;
     let refusal = match server.brick(&hs.brick) {
-        None => Err((
-            format!(
-                "no brick named {:?} here ({})",
-                hs.brick,
-                server.brick_list()
-            ),
-            libc::ENOENT,
-        )),
+        // Never the names of the bricks that are here: a peer learns only about the one
+        // it asked for.
+        None => Err((format!("no brick named {:?} here", hs.brick), libc::ENOENT)),
         Some(b) => {
             if let Err(why) = crate::auth::check(&b.policy.allow, &b.policy.reject, peer.ip()) {
                 Err((
@@ -215,99 +264,228 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
     }
 }
 
+/// Bytes and requests one connection has in flight.
+#[derive(Default)]
+struct Budget {
+    requests: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// One request's share of its connection's [`Budget`], given back when its task ends
+/// (also when it is aborted).
+struct Charge {
+    budget: Arc<Budget>,
+    cost: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.requests.fetch_sub(1, Ordering::AcqRel);
+        self.budget.bytes.fetch_sub(self.cost, Ordering::AcqRel);
+    }
+}
+
+impl Budget {
+    /// Charges a request of `cost` bytes if it fits in `max` bytes (one alone always fits,
+    /// so no request waits forever).
+    fn charge(self: &Arc<Self>, cost: usize, max: usize) -> Option<Charge> {
+        let now = self.bytes.load(Ordering::Acquire);
+        if now != 0 && now.saturating_add(cost) > max {
+            return None;
+        }
+        self.bytes.fetch_add(cost, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::AcqRel);
+        Some(Charge {
+            budget: self.clone(),
+            cost,
+        })
+    }
+}
+
+/// A token bucket of pings a connection may send: `rate` a second, bursts of `rate`.
+struct PingBucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl PingBucket {
+    fn new(rate: u32) -> PingBucket {
+        PingBucket {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes one ping; returns how long to stop reading when the bucket is empty.
+    fn take(&mut self) -> Option<Duration> {
+        if self.rate <= 0.0 {
+            return None;
+        }
+        let now = Instant::now();
+        let dt = now.duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + dt * self.rate).min(self.rate) - 1.0;
+        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
+/// A request read but not yet running: it waits for room in the connection's budget.
+struct Held {
+    id: u64,
+    req: Request,
+    data: Bytes,
+    cost: usize,
+    since: Instant,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends one `Pong` each time it is woken, from its own task: the read loop never waits
+/// for the socket, and pings that arrive while a pong is being sent share the next one, so
+/// a peer that pings without reading costs one queued pong, never a task per ping.
+fn pong_sender(tx: Arc<FrameSink>) -> (AbortOnDrop, Arc<Notify>, Arc<AtomicU64>) {
+    let wake = Arc::new(Notify::new());
+    let last_id = Arc::new(AtomicU64::new(0));
+    let (w, id) = (wake.clone(), last_id.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            w.notified().await;
+            let pong = Frame::new(
+                Kind::Pong,
+                id.load(Ordering::Relaxed),
+                Bytes::new(),
+                Bytes::new(),
+            );
+            if tx.send(pong).await.is_err() {
+                return;
+            }
+        }
+    });
+    (AbortOnDrop(task), wake, last_id)
+}
+
 /// Serves requests until the connection ends; returns why it ended.
 async fn run(
+    server: &Arc<BrickServer>,
     brick: &Arc<Brick>,
     mut reader: FrameReader<tokio::io::ReadHalf<BoxStream>>,
     tx: &Arc<FrameSink>,
     client: u64,
+    peer: SocketAddr,
     fds: &Arc<FdTable>,
-    limits: super::Limits,
 ) -> String {
+    let limits = server.limits;
+    let log = &server.counters.log;
     let mut tasks = JoinSet::new();
-    let inflight = Arc::new(AtomicUsize::new(0));
-    let inflight_bytes = Arc::new(AtomicUsize::new(0));
+    let budget = Arc::new(Budget::default());
     let mut detached = brick.detached.subscribe();
+    let (_pong_task, pong, pong_id) = pong_sender(tx.clone());
+    let mut pings = PingBucket::new(limits.max_pings_per_sec);
+    // Reading stops while a request waits for budget, and for a moment after too many pings.
+    let mut held: Option<Held> = None;
+    let mut paused: Option<tokio::time::Instant> = None;
+    let mut check = tokio::time::interval(
+        (limits.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(5)),
+    );
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_rx = Instant::now();
     let reason = loop {
+        if let Some(h) = held.take() {
+            match budget.charge(h.cost, limits.max_inflight_bytes) {
+                Some(charge) => {
+                    let (top, tx, fds) = (brick.top().clone(), tx.clone(), fds.clone());
+                    tasks.spawn(answer(top, tx, fds, client, h, charge));
+                }
+                None => held = Some(h),
+            }
+        }
+        let reading = held.is_none() && paused.is_none();
         let frame = tokio::select! {
             biased;
             _ = detached.wait_for(|d| *d) => break "brick detached".to_string(),
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            f = tokio::time::timeout(limits.idle_timeout, reader.next()) => f,
-        };
-        let f = match frame {
-            Err(_) => {
-                break format!(
-                    "nothing received for {:?} (clients ping at least every 10 s)",
-                    limits.idle_timeout
-                )
+            _ = tokio::time::sleep_until(paused.unwrap_or_else(tokio::time::Instant::now)), if paused.is_some() => {
+                paused = None;
+                continue;
             }
-            Ok(f) => f,
+            _ = check.tick() => {
+                let stalled = tx.stalled_for();
+                if stalled >= limits.idle_timeout {
+                    break format!("the client does not read: nothing could be sent to it for {stalled:?}");
+                }
+                if let Some(h) = &held {
+                    if h.since.elapsed() >= limits.idle_timeout {
+                        break format!(
+                            "over its budget of {} MiB in flight for {:?} (--client-max-bytes)",
+                            limits.max_inflight_bytes >> 20,
+                            limits.idle_timeout
+                        );
+                    }
+                }
+                if reading && last_rx.elapsed() >= limits.idle_timeout {
+                    break format!(
+                        "nothing received for {:?} (clients ping at least every 10 s)",
+                        limits.idle_timeout
+                    );
+                }
+                continue;
+            }
+            f = reader.next(), if reading => f,
         };
-        let f = match f {
+        last_rx = Instant::now();
+        let f = match frame {
             Ok(f) => f,
             Err(ReadError::Closed) => break "closed by client".into(),
             Err(e) => break e.to_string(),
         };
         match f.header.kind {
-            Kind::Ping => {
-                // Sent from its own task: the read loop never waits behind a big reply.
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let pong = Frame::new(Kind::Pong, f.header.id, Bytes::new(), Bytes::new());
-                    let _ = tx.send(pong).await;
-                });
+            Kind::Ping | Kind::Pong => {
+                if f.header.kind == Kind::Ping {
+                    pong_id.store(f.header.id, Ordering::Relaxed);
+                    pong.notify_one();
+                }
+                if let Some(wait) = pings.take() {
+                    paused = Some(tokio::time::Instant::now() + wait);
+                    log.hit("pings", |n| {
+                        tracing::warn!(%peer, client, "client sends more than {} pings a second: reading from it more slowly (--max-ping-rate){}", limits.max_pings_per_sec, more(n))
+                    });
+                }
             }
             Kind::Request => {
                 let req: Request = match msg::decode(Kind::Request, &f.meta) {
                     Ok(r) => r,
                     Err(e) => break e.to_string(),
                 };
-                let cost = f.meta.len()
-                    + f.data.len()
-                    + match &req.fop {
-                        FopRequest::Readv { size, .. } => *size as usize,
-                        _ => 0,
-                    };
-                let n = inflight.fetch_add(1, Ordering::AcqRel) + 1;
-                let b = inflight_bytes.fetch_add(cost, Ordering::AcqRel) + cost;
-                if n > limits.max_inflight {
+                if budget.requests.load(Ordering::Acquire) >= limits.max_inflight {
                     break format!(
-                        "too many requests in flight (more than {})",
+                        "too many requests in flight (more than {}, --client-max-requests)",
                         limits.max_inflight
                     );
                 }
-                if b > limits.max_inflight_bytes {
-                    break format!(
-                        "too many bytes in flight (more than {} MiB)",
-                        limits.max_inflight_bytes >> 20
-                    );
+                let cost = f.meta.len() + f.data.len() + dispatch::reply_cost(&req.fop);
+                let in_flight = budget.bytes.load(Ordering::Acquire);
+                if in_flight != 0 && in_flight.saturating_add(cost) > limits.max_inflight_bytes {
+                    log.hit("bytes", |n| {
+                        tracing::warn!(%peer, client, "client has {} MiB in flight, its limit: reading its next request when earlier ones finish (--client-max-bytes){}", limits.max_inflight_bytes >> 20, more(n))
+                    });
                 }
-                let (top, tx, fds) = (brick.top().clone(), tx.clone(), fds.clone());
-                let (inflight, inflight_bytes) = (inflight.clone(), inflight_bytes.clone());
-                let id = f.header.id;
-                tasks.spawn(async move {
-                    let mut ctx = req.ctx;
-                    ctx.client = client;
-                    let (resp, data) =
-                        dispatch::dispatch(&top, &fds, &ctx, req.xdata, req.fop, f.data).await;
-                    let mut meta = msg::encode(&resp);
-                    let mut data = data;
-                    if !Frame::fits(meta.len(), data.len()) {
-                        tracing::warn!(client, "reply too large for one frame ({} + {} bytes): failing the request with EIO", meta.len(), data.len());
-                        meta = msg::encode(&weft_wire::msg::Response {
-                            xdata: Xdata::default(),
-                            result: Err(libc::EIO),
-                        });
-                        data = Bytes::new();
-                    }
-                    let frame = Frame::new(Kind::Reply, id, meta, data);
-                    let _ = tx.send(frame).await;
-                    inflight.fetch_sub(1, Ordering::AcqRel);
-                    inflight_bytes.fetch_sub(cost, Ordering::AcqRel);
+                held = Some(Held {
+                    id: f.header.id,
+                    req,
+                    data: f.data,
+                    cost,
+                    since: Instant::now(),
                 });
             }
-            Kind::Pong => {}
             other => break format!("unexpected {other:?} frame after the handshake"),
         }
     };
@@ -316,4 +494,63 @@ async fn run(
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     reason
+}
+
+/// Runs one request against the brick and sends its reply; `_charge` holds its share of
+/// the connection's budget until then.
+async fn answer(
+    top: weft_core::XlatorRef,
+    tx: Arc<FrameSink>,
+    fds: Arc<FdTable>,
+    client: u64,
+    h: Held,
+    _charge: Charge,
+) {
+    let mut ctx = h.req.ctx;
+    ctx.client = client;
+    let (resp, data) = dispatch::dispatch(&top, &fds, &ctx, h.req.xdata, h.req.fop, h.data).await;
+    let mut meta = msg::encode(&resp);
+    let mut data = data;
+    if !Frame::fits(meta.len(), data.len()) {
+        tracing::warn!(
+            client,
+            "reply too large for one frame ({} + {} bytes): failing the request with EIO",
+            meta.len(),
+            data.len()
+        );
+        meta = msg::encode(&weft_wire::msg::Response {
+            xdata: Xdata::default(),
+            result: Err(libc::EIO),
+        });
+        data = Bytes::new();
+    }
+    let _ = tx.send(Frame::new(Kind::Reply, h.id, meta, data)).await;
+}
+
+/// Tells a peer refused before its handshake (over a connection limit) why, then closes:
+/// reads what it sends first (at most 4 KiB, for at most 1 s), answers a `Refused`
+/// handshake reply with errno `EAGAIN` unless it speaks TLS, and closes. Takes at most 2 s.
+pub(super) async fn refuse_early(mut sock: TcpStream, why: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = [0u8; 4096];
+    let n = match tokio::time::timeout(Duration::from_secs(1), sock.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 && buf[0] != TLS_HANDSHAKE_BYTE => n,
+        _ => return,
+    };
+    let id = buf
+        .get(..HEADER_LEN)
+        .filter(|_| n >= HEADER_LEN)
+        .and_then(|b| <&[u8; HEADER_LEN]>::try_from(b).ok())
+        .and_then(|h| weft_wire::Header::parse(h).ok())
+        .map_or(0, |h| h.id);
+    let reply = HandshakeReply::Refused {
+        reason: why,
+        errno: libc::EAGAIN,
+    };
+    let f = Frame::new(Kind::HandshakeReply, id, msg::encode(&reply), Bytes::new());
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = sock.write_all(&f.encode()).await;
+        let _ = sock.shutdown().await;
+    })
+    .await;
 }

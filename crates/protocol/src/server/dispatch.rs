@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 use weft_core::{Ctx, Errno, Fd, Fop, Xdata, XlatorRef};
-use weft_wire::msg::{FopRequest, Reply, Response};
+use weft_wire::frame::MAX_DATA;
+use weft_wire::msg::{FopRequest, Reply, Response, MAX_RCHECKSUM_LEN, MAX_READDIR_SIZE};
 
 use super::conn::FdTable;
 
@@ -26,6 +27,31 @@ fn fail(e: Errno) -> Response {
     }
 }
 
+/// What a request may make the server hold beyond its own frame, counted against its
+/// connection's budget of bytes in flight: a read's size, a checksum's length, a directory
+/// read's size, an xattr value's largest size (64 KiB) for the xattr FOPs that answer
+/// values, a path's for readlink, and 1 KiB for the task and a small reply on every FOP.
+pub(super) fn reply_cost(fop: &FopRequest) -> usize {
+    use FopRequest as F;
+    const SMALL: usize = 1 << 10;
+    const XATTR_VALUE: usize = 64 << 10;
+    const PATH: usize = 4096;
+    let extra = match fop {
+        F::Readv { size, .. } => (*size).min(MAX_DATA) as usize,
+        F::Readdir { size, .. } | F::Readdirp { size, .. } => {
+            (*size).min(MAX_READDIR_SIZE) as usize
+        }
+        // A longer one is refused before any work.
+        F::Rchecksum { len, .. } if *len <= MAX_RCHECKSUM_LEN => *len as usize,
+        F::Getxattr { .. } | F::Fgetxattr { .. } | F::Xattrop { .. } | F::Fxattrop { .. } => {
+            XATTR_VALUE
+        }
+        F::Readlink { .. } => PATH,
+        _ => 0,
+    };
+    SMALL + extra
+}
+
 /// Calls `fop` on `top` for a client; returns the response and the reply's data part.
 pub(super) async fn dispatch(
     top: &XlatorRef,
@@ -41,6 +67,16 @@ pub(super) async fn dispatch(
             match fds.get($n) {
                 Some(fd) => fd,
                 None => return (fail(Errno::EBADF), Bytes::new()),
+            }
+        };
+    }
+    // Opens take their place under the open-fd limits first: over a limit, EMFILE before
+    // the brick sees the request (so a create over the limit creates nothing).
+    macro_rules! slot {
+        () => {
+            match fds.reserve() {
+                Ok(slot) => slot,
+                Err(e) => return (fail(e), Bytes::new()),
             }
         };
     }
@@ -84,11 +120,14 @@ pub(super) async fn dispatch(
             Reply::Iatt,
         ),
         F::Open { loc, gfid, flags } => {
+            let slot = slot!();
             let fd = Fd::new(gfid, flags, false);
             match top.open(ctx, &loc, &fd, xd).await {
                 Ok(((), xdata)) => Response {
                     xdata,
-                    result: Ok(Reply::Opened { fd: fds.insert(fd) }),
+                    result: Ok(Reply::Opened {
+                        fd: fds.insert(slot, fd),
+                    }),
                 },
                 Err(e) => fail(e),
             }
@@ -100,12 +139,13 @@ pub(super) async fn dispatch(
             mode,
             umask,
         } => {
+            let slot = slot!();
             let fd = Fd::new(gfid, flags, false);
             match top.create(ctx, &loc, &fd, mode, umask, xd).await {
                 Ok((iatt, xdata)) => Response {
                     xdata,
                     result: Ok(Reply::Created {
-                        fd: fds.insert(fd),
+                        fd: fds.insert(slot, fd),
                         iatt,
                     }),
                 },
@@ -113,11 +153,14 @@ pub(super) async fn dispatch(
             }
         }
         F::Opendir { loc, gfid } => {
+            let slot = slot!();
             let fd = Fd::new(gfid, libc::O_RDONLY | libc::O_DIRECTORY, true);
             match top.opendir(ctx, &loc, &fd, xd).await {
                 Ok(((), xdata)) => Response {
                     xdata,
-                    result: Ok(Reply::Opened { fd: fds.insert(fd) }),
+                    result: Ok(Reply::Opened {
+                        fd: fds.insert(slot, fd),
+                    }),
                 },
                 Err(e) => fail(e),
             }
@@ -126,7 +169,7 @@ pub(super) async fn dispatch(
             top.writev(ctx, &fd!(fd), data, offset, xd).await,
             Reply::Count,
         ),
-        F::Readv { size, .. } if size > weft_wire::frame::MAX_DATA => fail(Errno::EINVAL),
+        F::Readv { size, .. } if size > MAX_DATA => fail(Errno::EINVAL),
         F::Readv { fd, size, offset } => {
             return match top.readv(ctx, &fd!(fd), size, offset, xd).await {
                 Ok((bytes, xdata)) => (
@@ -174,16 +217,19 @@ pub(super) async fn dispatch(
             top.seek(ctx, &fd!(fd), offset, what, xd).await,
             Reply::Count,
         ),
+        F::Rchecksum { len, .. } if len > MAX_RCHECKSUM_LEN => fail(Errno::EINVAL),
         F::Rchecksum { fd, offset, len } => reply(
             top.rchecksum(ctx, &fd!(fd), offset, len, xd).await,
             Reply::Checksum,
         ),
         F::Readdir { fd, size, offset } => reply(
-            top.readdir(ctx, &fd!(fd), size, offset, xd).await,
+            top.readdir(ctx, &fd!(fd), size.min(MAX_READDIR_SIZE), offset, xd)
+                .await,
             Reply::Dirents,
         ),
         F::Readdirp { fd, size, offset } => reply(
-            top.readdirp(ctx, &fd!(fd), size, offset, xd).await,
+            top.readdirp(ctx, &fd!(fd), size.min(MAX_READDIR_SIZE), offset, xd)
+                .await,
             Reply::Dirents,
         ),
         F::Fsyncdir { fd, datasync } => {

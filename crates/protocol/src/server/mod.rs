@@ -9,6 +9,7 @@
 mod conn;
 pub mod control;
 mod dispatch;
+pub mod limits;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,31 +23,8 @@ use weft_core::volfile::Volfile;
 use weft_core::{Graph, Registry, Xlator, XlatorInit, XlatorRef, XlatorType};
 
 use crate::auth::AddrList;
-
-/// Limits that keep one connection from taking the server's memory.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Requests one connection may have in flight; more closes the connection.
-    pub max_inflight: usize,
-    /// Request and expected reply bytes one connection may have in flight; more closes it.
-    pub max_inflight_bytes: usize,
-    /// How long a new connection may take to complete its handshake.
-    pub handshake_timeout: std::time::Duration,
-    /// A connection silent this long is taken as dead (its client's host is gone) and
-    /// closed, releasing its fds and locks. Clients ping at least every 10 s.
-    pub idle_timeout: std::time::Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_inflight: 4096,
-            max_inflight_bytes: 256 << 20,
-            handshake_timeout: std::time::Duration::from_secs(10),
-            idle_timeout: std::time::Duration::from_secs(60),
-        }
-    }
-}
+pub use limits::Limits;
+use limits::{more, Counters};
 
 const SERVER_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
@@ -151,6 +129,7 @@ pub struct BrickServer {
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
     next_client: AtomicU64,
+    counters: Arc<Counters>,
 }
 
 impl BrickServer {
@@ -167,6 +146,7 @@ impl BrickServer {
             tls,
             limits,
             next_client: AtomicU64::new(1),
+            counters: Arc::new(Counters::default()),
         })
     }
 
@@ -268,13 +248,33 @@ impl BrickServer {
             .collect()
     }
 
-    /// A statedump of every brick graph.
+    /// The limits this server applies.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Connections and open files now, over every brick, beside their limits: one line.
+    pub fn usage(&self) -> String {
+        format!(
+            "connections={}/{} open_fds={}/{}\n",
+            self.counters.connections(),
+            self.limits.max_connections,
+            self.counters.open_fds(),
+            self.limits.max_fds
+        )
+    }
+
+    /// A statedump of the server (connections, open fds) and of every brick graph.
     pub fn statedump(&self) -> String {
-        self.bricks
-            .read()
-            .values()
-            .map(|b| format!("=== brick {} ===\n{}", b.name, b.graph.statedump()))
-            .collect()
+        let mut out = format!("=== server ===\n{}", self.usage());
+        for b in self.bricks.read().values() {
+            out.push_str(&format!(
+                "=== brick {} ===\n{}",
+                b.name,
+                b.graph.statedump()
+            ));
+        }
+        out
     }
 
     fn brick_list(&self) -> String {
@@ -291,19 +291,73 @@ impl BrickServer {
     }
 
     /// Accepts connections on `listener` until the task is dropped; each connection is
-    /// served on its own task and a failure ends only that connection.
+    /// served on its own task and a failure ends only that connection. A connection over
+    /// the connection limits is refused (with a reason when the peer sends a handshake);
+    /// when the process is out of descriptors, accepting goes on: a spare descriptor kept
+    /// for that lets the waiting connection be taken and closed at once, and accepting
+    /// resumes when descriptors are free again.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let mut spare = spare_fd();
+        let refusers = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
         loop {
             match listener.accept().await {
                 Ok((sock, peer)) => {
                     let _ = sock.set_nodelay(true);
-                    let me = self.clone();
-                    tokio::spawn(async move { conn::serve(me, sock, peer).await });
+                    match self.counters.admit(peer.ip(), &self.limits) {
+                        Ok(slot) => {
+                            let me = self.clone();
+                            tokio::spawn(async move { conn::serve(me, sock, peer, slot).await });
+                        }
+                        Err(why) => {
+                            let kind = if why.contains("per address") {
+                                "connections-per-addr"
+                            } else {
+                                "connections"
+                            };
+                            self.counters.log.hit(
+                                kind,
+                                |n| tracing::warn!(%peer, "refusing connection: {why}{}", more(n)),
+                            );
+                            if let Ok(permit) = refusers.clone().try_acquire_owned() {
+                                tokio::spawn(async move {
+                                    conn::refuse_early(sock, why).await;
+                                    drop(permit);
+                                });
+                            }
+                        }
+                    }
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // Out of descriptors: give the spare one up to take the connection that
+                    // waits (so its peer hears at once rather than hang in the backlog),
+                    // close it, and take the spare again once descriptors are free.
+                    drop(spare.take());
+                    let taken = tokio::time::timeout(
+                        std::time::Duration::from_millis(10),
+                        listener.accept(),
+                    )
+                    .await;
+                    let who = match taken {
+                        Ok(Ok((_, peer))) => format!(" (closed the connection from {peer})"),
+                        _ => String::new(),
+                    };
+                    self.counters.log.hit("accept-emfile", |n| {
+                        tracing::warn!(
+                            "accept failed: {e}: the process is out of file descriptors{who}; accepting again in 100 ms{}",
+                            more(n)
+                        )
+                    });
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    spare = spare_fd();
                 }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
+                    self.counters.log.hit("accept", |n| {
+                        tracing::warn!("accept failed: {e}; accepting again in 100 ms{}", more(n))
+                    });
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    if spare.is_none() {
+                        spare = spare_fd();
+                    }
                 }
             }
         }
@@ -316,6 +370,15 @@ impl BrickServer {
             let _ = self.detach(&n).await;
         }
     }
+}
+
+/// Connections over a limit being told why at once; beyond this many, they are closed
+/// without a word.
+const MAX_REFUSING: usize = 64;
+
+/// A descriptor held in reserve for when the process runs out (see [`BrickServer::serve`]).
+fn spare_fd() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 /// Registers `protocol/server` and `protocol/client` in `r`.
