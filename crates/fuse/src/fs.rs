@@ -29,6 +29,14 @@ pub struct WeftFs {
     pub(crate) max_write: u32,
     /// Ask the kernel to send POSIX lock requests here rather than keep them local.
     pub(crate) posix_locks: bool,
+    /// The kernel enforces POSIX ACLs on this mount (it granted FUSE_POSIX_ACL). Without
+    /// it, ACLs are refused (EOPNOTSUPP) rather than stored and ignored.
+    pub(crate) posix_acl: bool,
+}
+
+/// The xattr names that carry POSIX ACLs.
+fn is_acl_name(name: &str) -> bool {
+    name == "system.posix_acl_access" || name == "system.posix_acl_default"
 }
 
 fn ctx(req: &Request, owner: Option<LockOwner>) -> Ctx {
@@ -88,6 +96,11 @@ impl Filesystem for WeftFs {
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_ASYNC_DIO
             | InitFlags::FUSE_MAX_PAGES
+            // POSIX ACLs enforced by the kernel (with default_permissions), from the ACL
+            // xattrs the brick stores; the brick applies the umask itself (DONT_MASK), as
+            // a parent's default ACL overrides it.
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK
             | if self.posix_locks {
                 InitFlags::FUSE_POSIX_LOCKS
             } else {
@@ -96,6 +109,12 @@ impl Filesystem for WeftFs {
         let granted = want & config.capabilities();
         if let Err(missing) = config.add_capabilities(granted) {
             tracing::warn!("kernel refused FUSE capabilities {missing:?}");
+        }
+        self.posix_acl = granted.contains(InitFlags::FUSE_POSIX_ACL);
+        if !self.posix_acl {
+            tracing::warn!(
+                "the kernel does not enforce POSIX ACLs on FUSE mounts: setting ACLs is refused"
+            );
         }
         if let Err(max) = config.set_max_write(self.max_write) {
             tracing::info!("kernel caps max_write at {max} bytes");
@@ -563,6 +582,9 @@ impl Filesystem for WeftFs {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(errno(e)),
         };
+        if is_acl_name(&name) && !self.posix_acl {
+            return reply.error(errno(Errno::ENOTSUP));
+        }
         spawn_empty!(self, reply, |me| async move {
             me.setxattr(&c, ino.0, &name, &value, flags).await
         });

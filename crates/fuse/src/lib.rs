@@ -137,6 +137,7 @@ pub fn mount(
         entry_ttl: cfg.entry_timeout,
         max_write: cfg.max_write,
         posix_locks,
+        posix_acl: false,
     };
     use fuser::MountOption as O;
     let mut config = fuser::Config::default();
