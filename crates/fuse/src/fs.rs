@@ -32,6 +32,22 @@ pub struct WeftFs {
     /// The kernel enforces POSIX ACLs on this mount (it granted FUSE_POSIX_ACL). Without
     /// it, ACLs are refused (EOPNOTSUPP) rather than stored and ignored.
     pub(crate) posix_acl: bool,
+    /// Tells the kernel to drop what it cached of an inode (set once the session exists).
+    pub(crate) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+}
+
+impl WeftFs {
+    /// Drops this mount's cached pages and attributes of `ino`, so the next read and stat
+    /// go to the volume (another client may have changed the file).
+    fn drop_cache(notifier: &std::sync::OnceLock<fuser::Notifier>, ino: INodeNo) {
+        if let Some(n) = notifier.get() {
+            if let Err(e) = n.inval_inode(ino, 0, 0) {
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    tracing::debug!(ino = ino.0, "cache invalidation failed: {e}");
+                }
+            }
+        }
+    }
 }
 
 /// The xattr names that carry POSIX ACLs.
@@ -101,8 +117,12 @@ impl Filesystem for WeftFs {
             // a parent's default ACL overrides it.
             | InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_DONT_MASK
+            // Cached pages go when a getattr shows mtime or size changed underneath.
+            | InitFlags::FUSE_AUTO_INVAL_DATA
+            // flock(2) reaches the volume as a whole-file lock owned by the open file
+            // description, as NFS does it (so flock and fcntl locks on one file conflict).
             | if self.posix_locks {
-                InitFlags::FUSE_POSIX_LOCKS
+                InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS
             } else {
                 InitFlags::empty()
             };
@@ -412,7 +432,7 @@ impl Filesystem for WeftFs {
     fn setlk(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         lock_owner: LockOwner,
         start: u64,
@@ -427,9 +447,20 @@ impl Filesystem for WeftFs {
             return reply.error(errno(Errno::EINVAL));
         };
         let cmd = if sleep { LkCmd::SetWait } else { LkCmd::Set };
+        let notifier = self.notifier.clone();
+        let locking = typ != libc::F_UNLCK;
         let fut = async move {
             match me.lk(&c, fh.0, cmd, &lock).await {
-                Ok(_) => reply.ok(),
+                Ok(_) => {
+                    // Coherence at lock boundaries (as NFS): whoever held the lock before
+                    // may have changed the file through another mount, so what this mount
+                    // cached is dropped before the locker reads. (Unlocks need nothing:
+                    // writes are sent down before the unlock.)
+                    if locking {
+                        WeftFs::drop_cache(&notifier, ino);
+                    }
+                    reply.ok()
+                }
                 Err(e) => reply.error(errno(e)),
             }
         };

@@ -130,6 +130,7 @@ pub fn mount(
     let posix_locks =
         volume.graph().has_type("features/locks") || volume.graph().has_type("protocol/client");
     let inner = Arc::new(inner::Inner::new(volume));
+    let notifier = Arc::new(std::sync::OnceLock::new());
     let fs = fs::WeftFs {
         inner: inner.clone(),
         rt,
@@ -138,6 +139,7 @@ pub fn mount(
         max_write: cfg.max_write,
         posix_locks,
         posix_acl: false,
+        notifier: notifier.clone(),
     };
     use fuser::MountOption as O;
     let mut config = fuser::Config::default();
@@ -155,6 +157,7 @@ pub fn mount(
     config.clone_fd = cfg.reader_threads > 1;
     let mut session = fuser::Session::new(fs, mountpoint, &config)
         .map_err(|e| MountError::Mount(mp.clone(), e))?;
+    let _ = notifier.set(session.notifier());
     let unmounter = session.unmount_callable();
     let thread = std::thread::Builder::new()
         .name("weft-fuse".into())

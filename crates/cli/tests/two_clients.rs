@@ -1,0 +1,236 @@
+//! Two clients, one file: two mounts of one network volume (in separate `weft mount`
+//! processes) sharing a database under locks, and flock seen by both.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// A brick served by a real brickd and `n` mounts of it, with or without write-behind.
+struct Shared {
+    dir: tempfile::TempDir,
+    _brickd: Brickd,
+    mounts: Vec<(PathBuf, MountGuard)>,
+}
+
+impl Shared {
+    fn new(tag: &str, n: usize, write_behind: bool) -> Shared {
+        let dir = scratch(tag);
+        let brick = dir.path().join("brick");
+        std::fs::create_dir(&brick).unwrap();
+        let vf = dir.path().join("server.vol");
+        std::fs::write(&vf, brick_graph("sh", &brick, &[])).unwrap();
+        let brickd = Brickd::start(dir.path(), &vf, &[]);
+        let mut client = client_volfile("sh", brickd.port, &[]);
+        if write_behind {
+            client.push_str(
+                "\nvolume sh-wb\n    type performance/write-behind\n    subvolumes sh-client\nend-volume\n",
+            );
+        }
+        let cvf = dir.path().join("client.vol");
+        std::fs::write(&cvf, client).unwrap();
+        let mut mounts = Vec::new();
+        for i in 0..n {
+            let mnt = dir.path().join(format!("m{i}"));
+            std::fs::create_dir(&mnt).unwrap();
+            let g = mount_volfile(&cvf, &mnt, &dir.path().join(format!("m{i}.log")), &[]);
+            mounts.push((mnt, g));
+        }
+        Shared {
+            dir,
+            _brickd: brickd,
+            mounts,
+        }
+    }
+    fn mnt(&self, i: usize) -> &Path {
+        &self.mounts[i].0
+    }
+}
+
+const SQLITE_WRITER: &str = r#"
+import sqlite3, sys
+db, n, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+con = sqlite3.connect(db, timeout=120, isolation_level=None)
+for i in range(n):
+    con.execute("BEGIN IMMEDIATE")
+    seen = con.execute("SELECT COUNT(*) FROM t").fetchone()[0]
+    con.execute("INSERT INTO t(who, seen) VALUES (?, ?)", (tag, seen))
+    con.execute("COMMIT")
+con.close()
+"#;
+
+fn sqlite_commits_survive(tag: &str, writers: usize, each: usize, write_behind: bool) {
+    let s = Shared::new(tag, writers, write_behind);
+    let db0 = s.mnt(0).join("shared.db");
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, seen INTEGER)'); c.commit()",
+        ])
+        .arg(&db0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let children: Vec<_> = (0..writers)
+        .map(|i| {
+            Command::new("/usr/bin/python3")
+                .args(["-c", SQLITE_WRITER])
+                .arg(s.mnt(i).join("shared.db"))
+                .arg(each.to_string())
+                .arg(format!("w{i}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "writer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Read back through the other mount than the one that created it.
+    let check = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('PRAGMA integrity_check').fetchone()[0]); print(c.execute('SELECT COUNT(*) FROM t').fetchone()[0]); print(c.execute('SELECT COUNT(DISTINCT seen) FROM t').fetchone()[0])",
+        ])
+        .arg(s.mnt(writers - 1).join("shared.db"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let total = writers * each;
+    assert_eq!(
+        lines,
+        vec!["ok", &total.to_string(), &total.to_string()],
+        "integrity, rows, distinct counts seen (each commit must have seen every earlier one)"
+    );
+    drop(s);
+}
+
+/// Two processes on two mounts each commit 200 transactions that read the row count and
+/// insert: every commit is in the table, and each saw all the commits before it.
+#[test]
+fn sqlite_on_two_mounts_loses_no_commit() {
+    sqlite_commits_survive("sqlite2", 2, 200, false);
+}
+
+/// The same with write-behind in both clients.
+#[test]
+fn sqlite_on_two_mounts_with_write_behind_loses_no_commit() {
+    sqlite_commits_survive("sqlite2wb", 2, 200, true);
+}
+
+/// Three writers on three mounts, 700 transactions each.
+#[test]
+fn sqlite_with_three_writers_loses_no_commit() {
+    sqlite_commits_survive("sqlite3", 3, 700, true);
+}
+
+const FLOCK: &str = r#"
+import fcntl, os, sys, time
+path, mode = sys.argv[1], sys.argv[2]
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+if mode == "hold":
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    print("held", flush=True)
+    sys.stdin.read()
+    fcntl.flock(fd, fcntl.LOCK_UN)
+elif mode == "try":
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("granted")
+    except BlockingIOError:
+        print("refused")
+elif mode == "try-shared":
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        print("granted")
+    except BlockingIOError:
+        print("refused")
+"#;
+
+fn flock_try(p: &Path, how: &str) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", FLOCK])
+        .arg(p)
+        .arg(how)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// flock(LOCK_EX) held through one mount makes LOCK_NB fail through the other; once
+/// released (or its holder gone), it is granted.
+#[test]
+fn flock_is_shared_between_mounts() {
+    use std::io::{BufRead, Write};
+    let s = Shared::new("flock", 2, false);
+    let (a, b) = (s.mnt(0).join("lockfile"), s.mnt(1).join("lockfile"));
+    let mut holder = Command::new("/usr/bin/python3")
+        .args(["-c", FLOCK])
+        .arg(&a)
+        .arg("hold")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    assert_eq!(
+        flock_try(&b, "try"),
+        "refused",
+        "LOCK_EX|LOCK_NB granted on the other mount"
+    );
+    assert_eq!(flock_try(&b, "try-shared"), "refused");
+    // Another open file description on the same mount is refused too (flock is per open
+    // file description).
+    assert_eq!(flock_try(&a, "try"), "refused");
+    holder.stdin.as_mut().unwrap().write_all(b"done\n").unwrap();
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(flock_try(&b, "try"), "granted");
+    // A holder killed outright releases its flock when its file is released.
+    let mut holder = Command::new("/usr/bin/python3")
+        .args(["-c", FLOCK])
+        .arg(&b)
+        .arg("hold")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(flock_try(&a, "try"), "refused");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let start = std::time::Instant::now();
+    while flock_try(&a, "try") != "granted" {
+        assert!(
+            start.elapsed().as_secs() < 5,
+            "a dead holder's flock was never released"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = s.dir.path();
+}
