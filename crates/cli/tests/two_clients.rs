@@ -234,3 +234,126 @@ fn flock_is_shared_between_mounts() {
     }
     let _ = s.dir.path();
 }
+
+const CREATOR: &str = r#"
+import os, sys
+d, n, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+fails = []
+for i in range(n):
+    try:
+        fd = os.open(f"{d}/f{i}", os.O_CREAT | os.O_WRONLY, 0o644)
+        os.pwrite(fd, (tag * 100).encode(), 0)
+        os.close(fd)
+    except OSError as e:
+        fails.append(f"f{i}: {e}")
+print(len(fails)); print("\n".join(fails[:10]))
+"#;
+
+/// Two mounts create the same new names at once (open(O_CREAT) + write + close): no open
+/// fails, and every file is there with one writer's bytes.
+#[test]
+fn racing_creates_from_two_mounts_lose_nothing() {
+    let s = Shared::new("createrace", 2, false);
+    let n = 1500;
+    std::fs::create_dir(s.mnt(0).join("race")).unwrap();
+    let kids: Vec<_> = [("A", 0), ("B", 1)]
+        .iter()
+        .map(|(tag, i)| {
+            Command::new("/usr/bin/python3")
+                .args(["-c", CREATOR])
+                .arg(s.mnt(*i).join("race"))
+                .arg(n.to_string())
+                .arg(tag)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for k in kids {
+        let out = k.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.starts_with("0\n"), "opens failed: {text}");
+    }
+    for i in 0..n {
+        for m in 0..2 {
+            let data = std::fs::read(s.mnt(m).join(format!("race/f{i}")))
+                .unwrap_or_else(|e| panic!("f{i} on mount {m}: {e}"));
+            assert!(
+                data == [b'A'; 100] || data == [b'B'; 100],
+                "f{i} on mount {m} holds {} bytes: {:?}",
+                data.len(),
+                String::from_utf8_lossy(&data[..data.len().min(20)])
+            );
+        }
+    }
+}
+
+const LISTER: &str = r#"
+import os, sys, time
+d, secs = sys.argv[1], float(sys.argv[2])
+stop = time.time() + secs
+n = 0
+while time.time() < stop:
+    for e in os.scandir(d):
+        try:
+            e.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+    n += 1
+print(n)
+"#;
+
+const MAKER: &str = r#"
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+fails = []
+for i in range(n):
+    try:
+        with open(f"{d}/file{i}", "w") as f:
+            f.write("x" * 10)
+        os.mkdir(f"{d}/dir{i}")
+    except OSError as e:
+        fails.append(f"{i}: {e}")
+print(len(fails)); print("\n".join(fails[:10]))
+"#;
+
+/// One mount creates files and directories while the other lists and stats the directory
+/// without pause: no create or mkdir fails, and each entry has one identity on both mounts.
+#[test]
+fn listing_while_another_mount_creates_breaks_nothing() {
+    let s = Shared::new("listcreate", 2, false);
+    std::fs::create_dir(s.mnt(0).join("busy")).unwrap();
+    let mut lister = Command::new("/usr/bin/python3")
+        .args(["-c", LISTER])
+        .arg(s.mnt(1).join("busy"))
+        .arg("120")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let n = 1500;
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", MAKER])
+        .arg(s.mnt(0).join("busy"))
+        .arg(n.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        lister.try_wait().unwrap().is_none(),
+        "the lister stopped early: {:?}",
+        lister
+            .wait_with_output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+    );
+    let _ = lister.kill();
+    let _ = lister.wait();
+    assert!(text.starts_with("0\n"), "creates failed: {text}");
+    use std::os::unix::fs::MetadataExt;
+    for i in (0..n).step_by(7) {
+        for name in [format!("busy/file{i}"), format!("busy/dir{i}")] {
+            let a = std::fs::symlink_metadata(s.mnt(0).join(&name)).unwrap();
+            let b = std::fs::symlink_metadata(s.mnt(1).join(&name)).unwrap();
+            assert_eq!(a.ino(), b.ino(), "{name} has two identities");
+        }
+    }
+}
