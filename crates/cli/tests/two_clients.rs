@@ -357,3 +357,69 @@ fn listing_while_another_mount_creates_breaks_nothing() {
         }
     }
 }
+
+const REPLACER: &str = r#"
+import os, sys, time
+d, secs = sys.argv[1], float(sys.argv[2])
+stop = time.time() + secs
+i = 0
+while time.time() < stop:
+    tmp = f"{d}/.conf.tmp{i}"
+    with open(tmp, "w") as f:
+        f.write(f"version {i}\n")
+    os.rename(tmp, f"{d}/conf")
+    i += 1
+    time.sleep(0.01)
+print(i)
+"#;
+
+const READER: &str = r#"
+import os, sys, time, errno
+d, n = sys.argv[1], int(sys.argv[2])
+bad = []
+for i in range(n):
+    p = f"{d}/conf"
+    for what, fn in [("open", lambda: open(p).read()), ("chmod", lambda: os.chmod(p, 0o644)),
+                     ("setxattr", lambda: os.setxattr(p, "user.k", b"v")),
+                     ("truncate", lambda: os.truncate(p, 100)), ("utime", lambda: os.utime(p)),
+                     ("listdir", lambda: os.listdir(d)), ("stat", lambda: os.stat(p))]:
+        try:
+            fn()
+        except OSError as e:
+            bad.append(f"{what}: {e}")
+    time.sleep(0.02)
+print(len(bad)); print("\n".join(bad[:10]))
+"#;
+
+/// Mount B keeps writing a temp file and renaming it over `conf` while mount A keeps
+/// opening, chmodding, truncating, touching and listing it: A never sees ENOENT (a gfid
+/// that is gone answers ESTALE and the kernel looks the name up again).
+#[test]
+fn a_name_replaced_by_another_mount_is_never_enoent() {
+    let s = Shared::new("replace", 2, false);
+    std::fs::write(s.mnt(0).join("conf"), b"version start\n").unwrap();
+    let replacer = Command::new("/usr/bin/python3")
+        .args(["-c", REPLACER])
+        .arg(s.mnt(1))
+        .arg("6")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", READER])
+        .arg(s.mnt(0))
+        .arg("120")
+        .output()
+        .unwrap();
+    let r = replacer.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let swaps: u64 = String::from_utf8_lossy(&r.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(swaps > 20, "the replacer did not run");
+    assert!(
+        text.starts_with("0\n"),
+        "operations on the replaced name failed: {text}"
+    );
+}
