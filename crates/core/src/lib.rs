@@ -45,5 +45,9 @@ pub const GFID_XATTR: &str = "trusted.weft.gfid";
 /// mknod, symlink), so every replica gives the new inode the same identity. 16 bytes.
 pub const GFID_REQ_KEY: &str = "gfid-req";
 
+/// Xdata key (presence only) on an `lk` call: the lock is a flock(2) lock (whole file,
+/// owned by an open file description), kept apart from POSIX locks as Linux keeps them.
+pub const LK_FLOCK_KEY: &str = "lk.flock";
+
 /// The prefix of Weft's internal xattrs, never shown to clients.
 pub const INTERNAL_XATTR_PREFIX: &str = "trusted.weft.";

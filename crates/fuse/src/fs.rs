@@ -419,7 +419,7 @@ impl Filesystem for WeftFs {
             return reply.error(errno(Errno::EINVAL));
         };
         self.go(async move {
-            match me.lk(&c, fh.0, LkCmd::Get, &lock).await {
+            match me.lk(&c, fh.0, LkCmd::Get, &lock, false).await {
                 Ok(l) => {
                     let (s, e, t) = crate::convert::flock_range(&l);
                     reply.locked(s, e, t, l.pid)
@@ -429,7 +429,7 @@ impl Filesystem for WeftFs {
         });
     }
 
-    fn setlk(
+    fn setlk_kind(
         &self,
         req: &Request,
         ino: INodeNo,
@@ -440,6 +440,7 @@ impl Filesystem for WeftFs {
         typ: i32,
         pid: u32,
         sleep: bool,
+        flock: bool,
         reply: ReplyEmpty,
     ) {
         let (me, c) = (self.inner.clone(), ctx(req, Some(lock_owner)));
@@ -450,7 +451,7 @@ impl Filesystem for WeftFs {
         let notifier = self.notifier.clone();
         let locking = typ != libc::F_UNLCK;
         let fut = async move {
-            match me.lk(&c, fh.0, cmd, &lock).await {
+            match me.lk(&c, fh.0, cmd, &lock, flock).await {
                 Ok(_) => {
                     // Coherence at lock boundaries (as NFS): whoever held the lock before
                     // may have changed the file through another mount, so what this mount

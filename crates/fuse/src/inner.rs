@@ -440,9 +440,20 @@ impl Inner {
     }
 
     /// A POSIX lock request on open file `fh` (fcntl F_GETLK/F_SETLK/F_SETLKW).
-    pub async fn lk(&self, ctx: &Ctx, fh: u64, cmd: LkCmd, lock: &Flock) -> Result<Flock, Errno> {
+    pub async fn lk(
+        &self,
+        ctx: &Ctx,
+        fh: u64,
+        cmd: LkCmd,
+        lock: &Flock,
+        flock: bool,
+    ) -> Result<Flock, Errno> {
         let fd = self.fd(fh)?;
-        Ok(self.top.lk(ctx, &fd, cmd, lock, Xdata::new()).await?.0)
+        let mut xd = Xdata::new();
+        if flock {
+            xd.set(weft_core::LK_FLOCK_KEY, Vec::new());
+        }
+        Ok(self.top.lk(ctx, &fd, cmd, lock, xd).await?.0)
     }
 }
 

@@ -24,6 +24,9 @@ use super::range::{Grant, Lock, Mode, Owner, Range, RangeTable};
 pub enum RangeKey {
     /// Application POSIX locks (`lk`) on an inode.
     Posix(Gfid),
+    /// Application flock(2) locks (`lk` with `LK_FLOCK_KEY`) on an inode: never in conflict
+    /// with POSIX locks, as on Linux.
+    Flock(Gfid),
     /// Cluster-internal inode locks (`inodelk`) on an inode in one domain.
     Inode(String, Gfid),
 }
@@ -186,10 +189,14 @@ impl State {
         }
     }
 
-    /// Drops every POSIX lock taken through fd `fd_id` on `gfid`, and fails its waiters
-    /// with EBADF.
+    /// Drops every POSIX and flock lock taken through fd `fd_id` on `gfid`, and fails its
+    /// waiters with EBADF.
     pub fn release_fd(&mut self, gfid: Gfid, fd_id: u64) {
-        let key = RangeKey::Posix(gfid);
+        self.release_fd_in(RangeKey::Posix(gfid), fd_id);
+        self.release_fd_in(RangeKey::Flock(gfid), fd_id);
+    }
+
+    fn release_fd_in(&mut self, key: RangeKey, fd_id: u64) {
         let Some(t) = self.ranges.get_mut(&key) else {
             return;
         };
@@ -421,6 +428,7 @@ impl State {
         for (k, t) in &self.ranges {
             let _ = match k {
                 RangeKey::Posix(g) => writeln!(s, "posix locks on {g}:"),
+                RangeKey::Flock(g) => writeln!(s, "flock locks on {g}:"),
                 RangeKey::Inode(d, g) => writeln!(s, "inodelk domain {d:?} on {g}:"),
             };
             for l in t.granted() {

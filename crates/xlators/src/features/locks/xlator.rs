@@ -159,12 +159,16 @@ impl Xlator for Locks {
         }
     }
 
-    async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, _xd: Xdata) -> Fop<Flock> {
+    async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, xd: Xdata) -> Fop<Flock> {
         let owner = Owner {
             client: ctx.client,
             owner: lock.owner,
         };
-        let key = RangeKey::Posix(fd.gfid);
+        let key = if xd.has(weft_core::LK_FLOCK_KEY) {
+            RangeKey::Flock(fd.gfid)
+        } else {
+            RangeKey::Posix(fd.gfid)
+        };
         match self.range_op(key, owner, cmd, lock, fd.id).await? {
             Some(c) => Ok((
                 Flock {
