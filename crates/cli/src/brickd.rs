@@ -14,8 +14,9 @@ use weft_wire::msg::{ControlReply, ControlRequest};
 pub struct BrickdArgs {
     #[command(subcommand)]
     command: Option<BrickdCmd>,
+    // Boxed: the limits make these the largest arguments of any `weft` command.
     #[command(flatten)]
-    serve: ServeArgs,
+    serve: Box<ServeArgs>,
 }
 
 /// Serving bricks.
@@ -91,6 +92,14 @@ struct LimitArgs {
     /// slowly (0: no limit) [default: 100].
     #[arg(long, value_name = "N")]
     max_ping_rate: Option<u32>,
+    /// Requests of one connection running at once, lock requests aside; more wait their
+    /// turn [default: 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    client_max_running: Option<u64>,
+    /// Bytes of reads, writes, checksums and directory reads one connection may have
+    /// running at once; more wait their turn [default: 4M].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    client_max_work: Option<u64>,
 }
 
 /// A size in bytes, with an optional K, M or G suffix (powers of 1024).
@@ -160,6 +169,12 @@ impl LimitArgs {
         }
         if let Some(p) = self.max_ping_rate {
             l.max_pings_per_sec = p;
+        }
+        if let Some(r) = self.client_max_running {
+            l.max_running = n(r);
+        }
+        if let Some(w) = self.client_max_work {
+            l.max_work_bytes = n(w);
         }
         l
     }
@@ -284,7 +299,7 @@ pub fn run(a: BrickdArgs) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     match a.command {
-        None => rt.block_on(serve(a.serve)),
+        None => rt.block_on(serve(*a.serve)),
         Some(BrickdCmd::Attach { control, volfile }) => {
             let text = std::fs::read_to_string(&volfile)
                 .with_context(|| format!("cannot read {}", volfile.display()))?;
@@ -338,6 +353,8 @@ async fn serve(a: ServeArgs) -> Result<()> {
         client_max_fds = lim.max_fds_per_client,
         client_max_requests = lim.max_inflight,
         client_max_bytes = lim.max_inflight_bytes,
+        client_max_running = lim.max_running,
+        client_max_work = lim.max_work_bytes,
         "limits"
     );
     if lim.fds_needed() > nofile {

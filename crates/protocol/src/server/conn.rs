@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use weft_core::{Ctx, Errno, FdRef, Xdata};
 use weft_wire::msg::{self, Handshake, HandshakeReply, Request};
@@ -340,6 +340,50 @@ struct Held {
     since: Instant,
 }
 
+/// What one connection's requests wait for before they run: a running place (all but lock
+/// requests) and, for I/O, room in the connection's running work (in KiB).
+struct Gates {
+    running: Arc<Semaphore>,
+    work: Arc<Semaphore>,
+    work_kib: u32,
+}
+
+impl Gates {
+    fn new(l: &Limits) -> Gates {
+        let work_kib = u32::try_from(l.max_work_bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX >> 4)
+            .clamp(1, Semaphore::MAX_PERMITS as u32);
+        Gates {
+            running: Arc::new(Semaphore::new(
+                l.max_running.clamp(1, Semaphore::MAX_PERMITS),
+            )),
+            work: Arc::new(Semaphore::new(work_kib as usize)),
+            work_kib,
+        }
+    }
+
+    /// Waits until `fop` may run; the permits it holds until dropped.
+    async fn enter(
+        &self,
+        fop: &weft_wire::msg::FopRequest,
+        data_len: usize,
+    ) -> (Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>) {
+        let kib = dispatch::work_cost(fop, data_len).div_ceil(1024);
+        let work = if kib > 0 {
+            let n = u32::try_from(kib).unwrap_or(u32::MAX).min(self.work_kib);
+            self.work.clone().acquire_many_owned(n).await.ok()
+        } else {
+            None
+        };
+        let running = if dispatch::may_wait(fop) {
+            None
+        } else {
+            self.running.clone().acquire_owned().await.ok()
+        };
+        (work, running)
+    }
+}
+
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -387,6 +431,7 @@ async fn run(
     let log = &server.counters.log;
     let mut tasks = JoinSet::new();
     let budget = Arc::new(Budget::default());
+    let gates = Arc::new(Gates::new(&limits));
     let mut detached = brick.detached.subscribe();
     let (_pong_task, pong, pong_id) = pong_sender(tx.clone());
     let mut pings = PingBucket::new(limits.max_pings_per_sec);
@@ -403,7 +448,7 @@ async fn run(
             match budget.charge(h.cost, limits.max_inflight_bytes) {
                 Some(charge) => {
                     let (top, tx, fds) = (brick.top().clone(), tx.clone(), fds.clone());
-                    tasks.spawn(answer(top, tx, fds, client, h, charge));
+                    tasks.spawn(answer(top, tx, fds, gates.clone(), client, h, charge));
                 }
                 None => held = Some(h),
             }
@@ -496,19 +541,22 @@ async fn run(
     reason
 }
 
-/// Runs one request against the brick and sends its reply; `_charge` holds its share of
-/// the connection's budget until then.
+/// Runs one request against the brick, once its connection's gates let it, and sends its
+/// reply; `_charge` holds its share of the connection's budget until then.
 async fn answer(
     top: weft_core::XlatorRef,
     tx: Arc<FrameSink>,
     fds: Arc<FdTable>,
+    gates: Arc<Gates>,
     client: u64,
     h: Held,
     _charge: Charge,
 ) {
+    let permits = gates.enter(&h.req.fop, h.data.len()).await;
     let mut ctx = h.req.ctx;
     ctx.client = client;
     let (resp, data) = dispatch::dispatch(&top, &fds, &ctx, h.req.xdata, h.req.fop, h.data).await;
+    drop(permits);
     let mut meta = msg::encode(&resp);
     let mut data = data;
     if !Frame::fits(meta.len(), data.len()) {

@@ -52,6 +52,31 @@ pub(super) fn reply_cost(fop: &FopRequest) -> usize {
     SMALL + extra
 }
 
+/// Bytes of I/O a request makes the brick do (reading, writing, checksumming, listing),
+/// counted against its connection's running work; 0 for the rest.
+pub(super) fn work_cost(fop: &FopRequest, data_len: usize) -> usize {
+    use FopRequest as F;
+    match fop {
+        F::Readv { size, .. } if *size <= MAX_DATA => *size as usize,
+        F::Writev { .. } => data_len,
+        F::Rchecksum { len, .. } if *len <= MAX_RCHECKSUM_LEN => *len as usize,
+        F::Readdir { size, .. } | F::Readdirp { size, .. } => {
+            (*size).min(MAX_READDIR_SIZE) as usize
+        }
+        _ => 0,
+    }
+}
+
+/// True for the lock requests, which may wait (for as long as another request of the same
+/// client holds a lock) and so never take a running place.
+pub(super) fn may_wait(fop: &FopRequest) -> bool {
+    use FopRequest as F;
+    matches!(
+        fop,
+        F::Lk { .. } | F::Inodelk { .. } | F::Finodelk { .. } | F::Entrylk { .. }
+    )
+}
+
 /// Calls `fop` on `top` for a client; returns the response and the reply's data part.
 pub(super) async fn dispatch(
     top: &XlatorRef,

@@ -38,6 +38,14 @@ pub struct Limits {
     /// Pings (and pongs) read from one connection per second; beyond it the server reads
     /// from that connection more slowly. Clients ping at most 20 times a second.
     pub max_pings_per_sec: u32,
+    /// Requests of one connection running at once (lock requests, which may wait for
+    /// other requests, are not counted); more wait their turn. Keeps one peer's flood of
+    /// requests from filling the runtime's queues ahead of everyone else's.
+    pub max_running: usize,
+    /// Bytes of reading, writing, checksumming and directory reading one connection may
+    /// have running at once; more wait their turn (a single larger request runs alone).
+    /// Keeps one peer's heavy requests from taking every core.
+    pub max_work_bytes: usize,
 }
 
 /// Requests in flight per connection by default.
@@ -50,6 +58,10 @@ pub const DEFAULT_MAX_FDS_PER_CLIENT: usize = 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Connections per address by default.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDR: usize = 256;
+/// Requests of one connection running at once by default.
+pub const DEFAULT_MAX_RUNNING: usize = 64;
+/// Bytes of I/O work one connection may have running at once by default.
+pub const DEFAULT_MAX_WORK_BYTES: usize = 4 << 20;
 /// Descriptors kept aside from connections and open files: the listener, the control
 /// socket, logs, the brick roots, the short-lived descriptors a FOP opens while it runs.
 pub const FD_RESERVE: usize = 512;
@@ -63,8 +75,8 @@ impl Default for Limits {
 
 impl Limits {
     /// The defaults for a process allowed `nofile` descriptors: 4096 requests and 256 MiB
-    /// in flight per connection, 10 s to handshake, 60 s idle, 1024 open fds per
-    /// connection, 100 pings a second; connections (4096, 256 per address) and open fds
+    /// in flight per connection, of which 64 requests and 4 MiB of I/O running, 10 s to
+    /// handshake, 60 s idle, 1024 open fds per connection, 100 pings a second; connections (4096, 256 per address) and open fds
     /// per process split what `nofile` leaves after [`FD_RESERVE`], so that accepting a
     /// connection or opening a file within the limits never runs out of descriptors.
     pub fn for_nofile(nofile: u64) -> Limits {
@@ -83,6 +95,8 @@ impl Limits {
             max_connections,
             max_connections_per_addr: DEFAULT_MAX_CONNECTIONS_PER_ADDR.min(max_connections),
             max_pings_per_sec: 100,
+            max_running: DEFAULT_MAX_RUNNING,
+            max_work_bytes: DEFAULT_MAX_WORK_BYTES,
         }
     }
 
