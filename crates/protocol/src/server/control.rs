@@ -226,8 +226,8 @@ fn check_peer(sock: &UnixStream, access: &ControlAccess) -> Result<(), String> {
 }
 
 /// Answers control requests on `listener` until the task is dropped. A peer that may not
-/// use the socket (see [`check_peer`]) gets one `Err` reply saying so and is closed, with
-/// a log line.
+/// use the socket (not root, not this process's user, not a member of `access.group`)
+/// gets one `Err` reply saying so and is closed, with a log line.
 pub async fn serve(server: Arc<BrickServer>, listener: UnixListener, access: ControlAccess) {
     let refusals = Arc::new(LimitLog::default());
     loop {
