@@ -56,12 +56,17 @@ impl<'v> File<'v> {
         }
     }
 
-    /// Writes `data` at `offset` (at the end for O_APPEND files); returns bytes written.
+    /// Writes `data` at `offset`, or, for a file opened O_APPEND, atomically at the end of
+    /// the file as the brick has it (`offset` is then ignored); returns bytes written.
     pub async fn write(&self, offset: u64, data: Bytes) -> Result<u64> {
+        let mut xd = Xdata::new();
+        if self.fd.flags & libc::O_APPEND != 0 {
+            xd.set(weft_core::WRITE_APPEND_KEY, Vec::new());
+        }
         let r = self
             .vol
             .top()
-            .writev(self.vol.ctx(), &self.fd, data, offset, Xdata::new())
+            .writev(self.vol.ctx(), &self.fd, data, offset, xd)
             .await;
         r.map(|(n, _)| n).map_err(self.err("write"))
     }

@@ -49,5 +49,11 @@ pub const GFID_REQ_KEY: &str = "gfid-req";
 /// owned by an open file description), kept apart from POSIX locks as Linux keeps them.
 pub const LK_FLOCK_KEY: &str = "lk.flock";
 
+/// Xdata key (presence only) on a `writev`: append the data at the end of the file as it
+/// is on the brick, atomically, whatever the offset says. Set by a front end for an
+/// O_APPEND write whose offset is the end of file it knew; the brick never applies a
+/// file's O_APPEND flag by itself (explicit offsets, as from mmap or RWF_NOAPPEND, stand).
+pub const WRITE_APPEND_KEY: &str = "write.append";
+
 /// The prefix of Weft's internal xattrs, never shown to clients.
 pub const INTERNAL_XATTR_PREFIX: &str = "trusted.weft.";

@@ -218,7 +218,8 @@ pub trait Xlator: Send + Sync + 'static {
     async fn readv(&self, ctx: &Ctx, fd: &FdRef, size: u32, offset: u64, xd: Xdata) -> Fop<Bytes> {
         self.child()?.readv(ctx, fd, size, offset, xd).await
     }
-    /// Writes all of `data` at `offset` (at the end for O_APPEND fds); returns bytes written.
+    /// Writes all of `data` at `offset` (at the end of file, atomically, when xdata carries
+    /// [`crate::WRITE_APPEND_KEY`]); returns bytes written.
     async fn writev(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
         self.child()?.writev(ctx, fd, data, offset, xd).await
     }

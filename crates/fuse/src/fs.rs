@@ -65,6 +65,18 @@ fn ctx(req: &Request, owner: Option<LockOwner>) -> Ctx {
     }
 }
 
+/// How a file is opened in the kernel: an O_APPEND file bypasses the page cache for its
+/// reads and writes (FOPEN_DIRECT_IO), because the brick puts each append at the end of the
+/// file as it is there, which another client may have moved past the end this mount
+/// knows, so pages cached at the offset the kernel chose would be wrong.
+fn open_flags_for(flags: i32) -> FopenFlags {
+    if flags & libc::O_APPEND != 0 {
+        FopenFlags::FOPEN_DIRECT_IO
+    } else {
+        FopenFlags::empty()
+    }
+}
+
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
 }
@@ -112,6 +124,8 @@ impl Filesystem for WeftFs {
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_ASYNC_DIO
             | InitFlags::FUSE_MAX_PAGES
+            // mmap stays possible on files opened with FOPEN_DIRECT_IO (O_APPEND ones).
+            | InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP
             // POSIX ACLs enforced by the kernel (with default_permissions), from the ACL
             // xattrs the brick stores; the brick applies the umask itself (DONT_MASK), as
             // a parent's default ACL overrides it.
@@ -309,7 +323,7 @@ impl Filesystem for WeftFs {
         let (me, c) = (self.inner.clone(), ctx(req, None));
         self.go(async move {
             match me.open(&c, ino.0, flags.0, false).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => reply.opened(FileHandle(fh), open_flags_for(flags.0)),
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -342,7 +356,7 @@ impl Filesystem for WeftFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _wf: fuser::WriteFlags,
+        wf: fuser::WriteFlags,
         _flags: OpenFlags,
         lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -352,8 +366,9 @@ impl Filesystem for WeftFs {
             ctx(req, lock_owner),
             Bytes::copy_from_slice(data),
         );
+        let from_cache = wf.contains(fuser::WriteFlags::FUSE_WRITE_CACHE);
         self.go(async move {
-            match me.write(&c, fh.0, offset, data).await {
+            match me.write(&c, fh.0, offset, data, from_cache).await {
                 Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno(e)),
             }
@@ -694,7 +709,7 @@ impl Filesystem for WeftFs {
                     &attr(&ia),
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    open_flags_for(flags),
                 ),
                 Err(e) => reply.error(errno(e)),
             }

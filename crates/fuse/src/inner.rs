@@ -27,7 +27,15 @@ pub struct Inner {
     /// Inodes the kernel holds.
     pub inodes: InodeTable,
     fds: Mutex<HashMap<u64, FdRef>>,
+    /// The size the kernel believes each regular file has (the last one it was told, or
+    /// grew it to by a write), so an O_APPEND write can be told from a write at an
+    /// explicit offset: the kernel sends appends at the end of file it believes.
+    kernel_sizes: Mutex<HashMap<Gfid, u64>>,
 }
+
+/// How many files' kernel sizes are kept before the table starts over (an unknown size
+/// counts an O_APPEND write as an append).
+const KERNEL_SIZES_MAX: usize = 1 << 20;
 
 fn new_gfid_xdata() -> (Gfid, Xdata) {
     let g = Gfid::random();
@@ -47,6 +55,7 @@ impl Inner {
             top,
             inodes: InodeTable::new(),
             fds: Mutex::new(HashMap::new()),
+            kernel_sizes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -71,6 +80,41 @@ impl Inner {
         if let Some(k) = ia.file_type() {
             self.inodes.remember(ia.gfid, k, parent, name);
         }
+        self.told(ia);
+    }
+
+    /// Notes the attributes the kernel is about to be given (its idea of the size).
+    pub fn told(&self, ia: &Iatt) {
+        if ia.mode & libc::S_IFMT != libc::S_IFREG {
+            return;
+        }
+        let mut m = self.kernel_sizes.lock();
+        if m.len() >= KERNEL_SIZES_MAX {
+            m.clear();
+        }
+        m.insert(ia.gfid, ia.size);
+    }
+
+    /// Notes that the kernel grew its size of `g` to at least `end` (after a write or an
+    /// allocation it made).
+    fn grew(&self, g: Gfid, end: u64) {
+        if let Some(s) = self.kernel_sizes.lock().get_mut(&g) {
+            *s = (*s).max(end);
+        }
+    }
+
+    /// Whether a write at `offset` through `fd` is an append: the file is open O_APPEND,
+    /// the write does not come from the page cache (mmap, writeback), and it is at the end
+    /// of file the kernel believes (or that is unknown). A write at another offset is an
+    /// explicit one (pwritev2 with RWF_NOAPPEND), honoured as such.
+    fn is_append(&self, fd: &FdRef, offset: u64, from_cache: bool) -> bool {
+        fd.flags & libc::O_APPEND != 0
+            && !from_cache
+            && self
+                .kernel_sizes
+                .lock()
+                .get(&fd.gfid)
+                .is_none_or(|&s| s == offset)
     }
 
     /// The open fd behind file handle `fh`.
@@ -98,11 +142,14 @@ impl Inner {
 
     /// Attributes of `ino`, through the open fd `fh` when given.
     pub async fn getattr(&self, ctx: &Ctx, ino: u64, fh: Option<u64>) -> Result<Iatt, Errno> {
-        if let Some(fd) = fh.and_then(|h| self.fd(h).ok()) {
-            return Ok(self.top.fstat(ctx, &fd, Xdata::new()).await?.0);
-        }
-        let loc = self.inode_loc(ino)?;
-        Ok(self.top.stat(ctx, &loc, Xdata::new()).await?.0)
+        let ia = if let Some(fd) = fh.and_then(|h| self.fd(h).ok()) {
+            self.top.fstat(ctx, &fd, Xdata::new()).await?.0
+        } else {
+            let loc = self.inode_loc(ino)?;
+            self.top.stat(ctx, &loc, Xdata::new()).await?.0
+        };
+        self.told(&ia);
+        Ok(ia)
     }
 
     /// setattr of `ino`, through the open fd `fh` when given.
@@ -113,11 +160,14 @@ impl Inner {
         fh: Option<u64>,
         a: SetAttr,
     ) -> Result<Iatt, Errno> {
-        if let Some(fd) = fh.and_then(|h| self.fd(h).ok()) {
-            return Ok(self.top.fsetattr(ctx, &fd, &a, Xdata::new()).await?.0);
-        }
-        let loc = self.inode_loc(ino)?;
-        Ok(self.top.setattr(ctx, &loc, &a, Xdata::new()).await?.0)
+        let ia = if let Some(fd) = fh.and_then(|h| self.fd(h).ok()) {
+            self.top.fsetattr(ctx, &fd, &a, Xdata::new()).await?.0
+        } else {
+            let loc = self.inode_loc(ino)?;
+            self.top.setattr(ctx, &loc, &a, Xdata::new()).await?.0
+        };
+        self.told(&ia);
+        Ok(ia)
     }
 
     /// Target of symlink `ino`.
@@ -282,14 +332,24 @@ impl Inner {
             .0)
     }
 
-    /// Writes to an open file.
-    pub async fn write(&self, ctx: &Ctx, fh: u64, offset: u64, data: Bytes) -> Result<u64, Errno> {
+    /// Writes to an open file; `from_cache` when the kernel writes back cached pages
+    /// (FUSE_WRITE_CACHE: always at their own offset).
+    pub async fn write(
+        &self,
+        ctx: &Ctx,
+        fh: u64,
+        offset: u64,
+        data: Bytes,
+        from_cache: bool,
+    ) -> Result<u64, Errno> {
         let fd = self.fd(fh)?;
-        Ok(self
-            .top
-            .writev(ctx, &fd, data, offset, Xdata::new())
-            .await?
-            .0)
+        let mut xd = Xdata::new();
+        if self.is_append(&fd, offset, from_cache) {
+            xd.set(weft_core::WRITE_APPEND_KEY, Vec::new());
+        }
+        let n = self.top.writev(ctx, &fd, data, offset, xd).await?.0;
+        self.grew(fd.gfid, offset + n);
+        Ok(n)
     }
 
     /// flush, fsync or fsyncdir.
@@ -404,6 +464,9 @@ impl Inner {
         self.top
             .fallocate(ctx, &fd, mode, offset, len, Xdata::new())
             .await?;
+        if mode & libc::FALLOC_FL_KEEP_SIZE == 0 {
+            self.grew(fd.gfid, offset + len);
+        }
         Ok(())
     }
 

@@ -149,7 +149,9 @@ impl WriteBehind {
                     job = rx.recv(), if running.len() < IN_FLIGHT => {
                         let Some(job) = job else { break };
                         let len = job.data.len() as u64;
-                        let span = if job.fd.flags & libc::O_APPEND != 0 {
+                        let span = if job.fd.flags & libc::O_APPEND != 0
+                            || job.xd.has(weft_core::WRITE_APPEND_KEY)
+                        {
                             (0, u64::MAX)
                         } else {
                             (job.offset, job.offset.saturating_add(len))
@@ -513,7 +515,9 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("s")).unwrap(), b"sync");
         let fa = create(&top, "a", libc::O_WRONLY | libc::O_APPEND).await;
         for i in 0..100u8 {
-            top.writev(&ctx, &fa, Bytes::from(vec![i; 3]), 0, Xdata::new())
+            let mut xd = Xdata::new();
+            xd.set(weft_core::WRITE_APPEND_KEY, Vec::new());
+            top.writev(&ctx, &fa, Bytes::from(vec![i; 3]), 0, xd)
                 .await
                 .unwrap();
         }

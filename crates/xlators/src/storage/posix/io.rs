@@ -21,12 +21,12 @@ pub struct PosixFile {
     pub gfid: Gfid,
 }
 
-/// The brick-side open flags for a client's `flags`: access mode, O_APPEND, O_TRUNC,
-/// O_SYNC/O_DSYNC and O_NOATIME are honoured; O_DIRECT is dropped (client buffers are not
-/// aligned) and symlinks are never followed.
+/// The brick-side open flags for a client's `flags`: access mode, O_TRUNC, O_SYNC/O_DSYNC
+/// and O_NOATIME are honoured; O_DIRECT is dropped (client buffers are not aligned),
+/// symlinks are never followed, and O_APPEND is dropped: the client's offset is
+/// authoritative, and an append is asked for per write ([`weft_core::WRITE_APPEND_KEY`]).
 pub fn open_flags(flags: i32) -> OFlags {
     let keep = libc::O_ACCMODE
-        | libc::O_APPEND
         | libc::O_TRUNC
         | libc::O_SYNC
         | libc::O_DSYNC
@@ -81,11 +81,31 @@ impl PosixFile {
         Ok(Bytes::from(buf))
     }
 
-    /// Writes all of `data` at `offset` (appends on an O_APPEND file).
+    /// Writes all of `data` at `offset`.
     pub fn write(&self, data: &[u8], offset: u64) -> Result<u64, Errno> {
         self.file()
             .write_all_at(data, offset)
             .map_err(|e| Errno::from_io(&e))?;
+        Ok(data.len() as u64)
+    }
+
+    /// Appends all of `data` at the end of the file, atomically with respect to other
+    /// appenders (`pwritev2(RWF_APPEND)`).
+    pub fn append(&self, data: &[u8]) -> Result<u64, Errno> {
+        let mut done = 0usize;
+        while done < data.len() {
+            match rustix::io::pwritev2(
+                &self.fd,
+                &[std::io::IoSlice::new(&data[done..])],
+                0,
+                rustix::io::ReadWriteFlags::APPEND,
+            ) {
+                Ok(0) => return Err(Errno::EIO),
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(ex(e)),
+            }
+        }
         Ok(data.len() as u64)
     }
 

@@ -316,7 +316,10 @@ impl Xlator for Posix {
     async fn readv(&self, _: &Ctx, fd: &FdRef, size: u32, offset: u64, _: Xdata) -> Fop<Bytes> {
         self.with_file(fd, move |f| f.read(size, offset)).await
     }
-    async fn writev(&self, _: &Ctx, fd: &FdRef, data: Bytes, offset: u64, _: Xdata) -> Fop<u64> {
+    async fn writev(&self, _: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
+        if xd.has(weft_core::WRITE_APPEND_KEY) {
+            return self.with_file(fd, move |f| f.append(&data)).await;
+        }
         self.with_file(fd, move |f| f.write(&data, offset)).await
     }
     async fn flush(&self, _: &Ctx, fd: &FdRef, _: Xdata) -> Fop<()> {
