@@ -35,11 +35,6 @@ const MAX_DEPTH: usize = 4096;
 /// How many locks guard entries being created (by hash of parent and name).
 const CREATE_STRIPES: usize = 256;
 
-/// How long the handle of an inode whose last name went stays reachable by gfid (in
-/// `.weft/unlinked`), so a client that looked the name up just before it was unlinked or
-/// replaced still opens, as on a local filesystem, the file it found.
-pub const UNLINKED_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// An opened, checked brick.
 pub struct Brick {
     /// The brick root (absolute), for messages; never used to reach files.
@@ -48,11 +43,6 @@ pub struct Brick {
     root_fd: OwnedFd,
     /// `O_PATH` descriptor of `.weft/handles`.
     handles_fd: OwnedFd,
-    /// `O_PATH` descriptor of `.weft/unlinked`: handles of inodes whose last name went,
-    /// kept for [`UNLINKED_GRACE`] (and while open).
-    unlinked_fd: OwnedFd,
-    /// When each handle went to `.weft/unlinked`, oldest first.
-    unlinked: Mutex<std::collections::VecDeque<(Gfid, std::time::Instant)>>,
     /// Directory gfid -> path relative to the root (a hint: checked against the gfid on
     /// every use); cleared whenever a directory is renamed.
     dir_paths: Mutex<HashMap<Gfid, Vec<u8>>>,
@@ -146,13 +136,10 @@ impl Brick {
         };
         private(PRIVATE_DIR)?;
         let handles_fd = private(".weft/handles")?;
-        let unlinked_fd = private(".weft/unlinked")?;
         let brick = Brick {
             root,
             root_fd,
             handles_fd,
-            unlinked_fd,
-            unlinked: Mutex::new(std::collections::VecDeque::new()),
             dir_paths: Mutex::new(HashMap::new()),
             dir_gen: AtomicU64::new(0),
             handle_dirs: (0..1024).map(|_| AtomicU64::new(0)).collect(),
@@ -168,76 +155,7 @@ impl Brick {
             rfs::symlinkat("../../../..", &brick.handles_fd, rh.as_str())
                 .map_err(|e| format!("{}: {e}", shown.display()))?;
         }
-        // Handles left in .weft/unlinked by a previous run: nobody can hold them open now.
-        brick.purge_unlinked(true, |_| false);
         Ok(brick)
-    }
-
-    /// Removes the handles in `.weft/unlinked` whose grace has passed (all of them with
-    /// `all`) and that `in_use` does not claim. One that got a new name meanwhile (a link
-    /// by gfid) goes back to the handle tree instead.
-    pub fn purge_unlinked(&self, all: bool, in_use: impl Fn(&Gfid) -> bool) {
-        let names: Vec<Gfid> = if all {
-            let mut v = Vec::new();
-            if let Ok(fd) = open_beneath(
-                self.unlinked_fd.as_fd(),
-                b"",
-                OFlags::RDONLY | OFlags::DIRECTORY,
-            ) {
-                if let Ok(mut d) = rfs::Dir::new(fd) {
-                    while let Some(Ok(e)) = d.read() {
-                        if let Some(g) = std::str::from_utf8(e.file_name().to_bytes())
-                            .ok()
-                            .and_then(|t| t.parse::<Gfid>().ok())
-                        {
-                            v.push(g);
-                        }
-                    }
-                }
-            }
-            self.unlinked.lock().clear();
-            v
-        } else {
-            let mut q = self.unlinked.lock();
-            let mut due = Vec::new();
-            while let Some((g, at)) = q.front().copied() {
-                if at.elapsed() < UNLINKED_GRACE {
-                    break;
-                }
-                q.pop_front();
-                due.push(g);
-            }
-            due
-        };
-        for g in names {
-            if in_use(&g) {
-                self.unlinked
-                    .lock()
-                    .push_back((g, std::time::Instant::now()));
-                continue;
-            }
-            let name = g.to_string();
-            let Ok(st) = rfs::statat(&self.unlinked_fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
-            else {
-                continue;
-            };
-            if st.st_nlink > 1 && self.handle_owner(&g).ok().flatten().is_none() {
-                // Named again since (a link by gfid): it needs its handle back.
-                let rel = Brick::handle_rel(&g);
-                if self.make_handle_dir(&g).is_ok()
-                    && rfs::renameat(
-                        &self.unlinked_fd,
-                        name.as_str(),
-                        &self.handles_fd,
-                        rel.as_str(),
-                    )
-                    .is_ok()
-                {
-                    continue;
-                }
-            }
-            let _ = rfs::unlinkat(&self.unlinked_fd, name.as_str(), AtFlags::empty());
-        }
     }
 
     /// The brick root's `O_PATH` descriptor.
@@ -385,29 +303,17 @@ impl Brick {
         self.forget_dir(g);
     }
 
-    /// Moves non-directory `g`'s handle to `.weft/unlinked` if no name is left but the
-    /// handle itself (the link count is read from the handle after the fact, so a
-    /// concurrent link that gave it a new name keeps it). It stays reachable by gfid there
-    /// for [`UNLINKED_GRACE`], and while open.
+    /// Removes non-directory `node`'s handle `g` if no name is left but the handle itself.
+    /// Only the handle of that very inode is removed, so a concurrent link that gave it a
+    /// new name keeps it: the link count is read from the handle after the fact.
     pub fn drop_handle_if_orphan(&self, g: &Gfid) {
         if let Ok(h) = self.handle_pin(g) {
             if h.st.st_nlink == 1 && h.kind() != libc::S_IFDIR {
-                let rel = Brick::handle_rel(g);
-                let name = g.to_string();
-                match rfs::renameat(
+                let _ = rfs::unlinkat(
                     &self.handles_fd,
-                    rel.as_str(),
-                    &self.unlinked_fd,
-                    name.as_str(),
-                ) {
-                    Ok(()) => self
-                        .unlinked
-                        .lock()
-                        .push_back((*g, std::time::Instant::now())),
-                    Err(_) => {
-                        let _ = rfs::unlinkat(&self.handles_fd, rel.as_str(), AtFlags::empty());
-                    }
-                }
+                    Brick::handle_rel(g).as_str(),
+                    AtFlags::empty(),
+                );
             }
         }
     }
@@ -432,20 +338,7 @@ impl Brick {
             }
             self.forget_dir(g);
         }
-        let h = match self.handle_pin(g) {
-            Err(e) if e == Errno::ENOENT => {
-                // Unlinked a moment ago (or still open): its handle waits in .weft/unlinked.
-                return Pin::new(
-                    open_beneath(
-                        self.unlinked_fd.as_fd(),
-                        g.to_string().as_bytes(),
-                        OFlags::PATH,
-                    )
-                    .map_err(stale)?,
-                );
-            }
-            r => r.map_err(stale)?,
-        };
+        let h = self.handle_pin(g).map_err(stale)?;
         if h.kind() != libc::S_IFLNK || h.gfid() == Some(*g) {
             return Ok(h); // a non-directory's hard link (a symlink carries its own gfid)
         }

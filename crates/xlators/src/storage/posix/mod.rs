@@ -39,43 +39,17 @@ pub struct Posix {
     /// Serialises xattrop read-modify-writes.
     xattrop_lock: Arc<Mutex<()>>,
     /// Open files by gfid, so an inode whose last name is gone stays reachable while open.
-    open_files: Arc<Mutex<HashMap<Gfid, Vec<Weak<PosixFile>>>>>,
+    open_files: Mutex<HashMap<Gfid, Vec<Weak<PosixFile>>>>,
 }
-
-/// Whether `g` has an open file in `open`.
-fn is_open(open: &Mutex<HashMap<Gfid, Vec<Weak<PosixFile>>>>, g: &Gfid) -> bool {
-    open.lock()
-        .get(g)
-        .is_some_and(|v| v.iter().any(|w| w.strong_count() > 0))
-}
-
-/// Removes expired handles of unlinked inodes every second until the brick is gone.
-fn start_unlinked_purger(brick: &Arc<Brick>, open: &Arc<OpenFiles>) {
-    let (b, o) = (Arc::downgrade(brick), Arc::downgrade(open));
-    let _ = std::thread::Builder::new()
-        .name("posix-purge".into())
-        .spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            let (Some(b), Some(o)) = (b.upgrade(), o.upgrade()) else {
-                return;
-            };
-            b.purge_unlinked(false, |g| is_open(&o, g));
-        });
-}
-
-type OpenFiles = Mutex<HashMap<Gfid, Vec<Weak<PosixFile>>>>;
 
 impl Posix {
     /// Opens the brick at `dir`; the error is a sentence for the operator.
     pub fn new(name: &str, dir: &Path) -> Result<Posix, String> {
-        let brick = Arc::new(Brick::open(dir)?);
-        let open_files = Arc::new(Mutex::new(HashMap::new()));
-        start_unlinked_purger(&brick, &open_files);
         Ok(Posix {
             name: name.to_string(),
-            brick,
+            brick: Arc::new(Brick::open(dir)?),
             xattrop_lock: Arc::new(Mutex::new(())),
-            open_files,
+            open_files: Mutex::new(HashMap::new()),
         })
     }
 
