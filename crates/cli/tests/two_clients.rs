@@ -386,14 +386,19 @@ for i in range(n):
         try:
             fn()
         except OSError as e:
-            bad.append(f"{what}: {e}")
+            bad.append((what, e.errno, str(e)))
     time.sleep(0.02)
-print(len(bad)); print("\n".join(bad[:10]))
+enoent = [b for b in bad if b[1] == errno.ENOENT]
+stale = [b for b in bad if b[1] == errno.ESTALE]
+other = [b for b in bad if b[1] not in (errno.ENOENT, errno.ESTALE)]
+print(len(enoent), len(stale), len(other))
+print("\n".join(f"{w}: {t}" for w, _, t in (enoent + other)[:10]))
 "#;
 
 /// Mount B keeps writing a temp file and renaming it over `conf` while mount A keeps
-/// opening, chmodding, truncating, touching and listing it: A never sees ENOENT (a gfid
-/// that is gone answers ESTALE and the kernel looks the name up again).
+/// opening, chmodding, truncating, touching and listing it: A never sees ENOENT or any
+/// other error but a rare ESTALE (a gfid that is gone answers ESTALE and the kernel looks
+/// the name up again, once; only a second replacement within that window shows).
 #[test]
 fn a_name_replaced_by_another_mount_is_never_enoent() {
     let s = Shared::new("replace", 2, false);
@@ -418,10 +423,18 @@ fn a_name_replaced_by_another_mount_is_never_enoent() {
         .parse()
         .unwrap_or(0);
     assert!(swaps > 20, "the replacer did not run");
-    assert!(
-        text.starts_with("0\n"),
-        "operations on the replaced name failed: {text}"
-    );
+    let counts: Vec<usize> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 3, "reader output: {text}");
+    assert_eq!(counts[0], 0, "ENOENT on a name that always exists: {text}");
+    assert_eq!(counts[2], 0, "other errors: {text}");
+    // 120 rounds of 7 operations: a double replacement inside one lookup-open window is rare.
+    assert!(counts[1] <= 12, "ESTALE too often: {text}");
 }
 
 const APPEND_CASES: &str = r#"
