@@ -12,6 +12,7 @@
 //! ```
 
 pub mod blocking;
+pub mod bytes_path;
 pub mod errno;
 pub mod fd;
 pub mod gfid;

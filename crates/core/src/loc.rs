@@ -41,7 +41,8 @@ pub struct Loc {
     pub parent: Option<Gfid>,
     /// The entry's name inside `parent` (one component, no slash).
     pub name: Option<OsString>,
-    /// The path from the volume root, when the caller knows it.
+    /// The path from the volume root, when the caller knows it (any bytes on the wire).
+    #[serde(with = "crate::bytes_path::opt", default)]
     pub path: Option<PathBuf>,
 }
 

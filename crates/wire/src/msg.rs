@@ -27,6 +27,14 @@ pub const MAX_RCHECKSUM_LEN: u32 = 1 << 20;
 /// inside [`crate::frame::MAX_META`] and bounds what one request may make the server build.
 pub const MAX_READDIR_SIZE: u32 = 1 << 20;
 
+/// Encodes a message for a frame's metadata part, or says why it cannot be (the caller
+/// fails that one request; nothing is sent).
+pub fn try_encode<T: Serialize>(msg: &T) -> Result<bytes::Bytes, String> {
+    postcard::to_allocvec(msg)
+        .map(bytes::Bytes::from)
+        .map_err(|e| e.to_string())
+}
+
 /// Encodes a message for a frame's metadata part.
 pub fn encode<T: Serialize>(msg: &T) -> bytes::Bytes {
     // Serialising into a Vec cannot fail for these types (no maps with non-string keys,
@@ -142,6 +150,7 @@ pub enum FopRequest {
         new: Loc,
     },
     Symlink {
+        #[serde(with = "weft_core::bytes_path")]
         target: PathBuf,
         loc: Loc,
         umask: u32,
@@ -365,7 +374,7 @@ pub enum Reply {
     /// Attributes (lookup, stat, setattr, mkdir, link, ...).
     Iatt(Iatt),
     /// A symlink's target.
-    Path(PathBuf),
+    Path(#[serde(with = "weft_core::bytes_path")] PathBuf),
     /// Filesystem statistics.
     StatVfs(StatVfs),
     /// An open or opendir succeeded; later requests name the file by `fd`.

@@ -480,7 +480,10 @@ impl Session {
             xdata,
             fop,
         };
-        let meta = msg::encode(&req);
+        let meta = msg::try_encode(&req).map_err(|e| {
+            tracing::warn!("{}: cannot encode {name}: {e}; failing it alone", self.name);
+            Errno::EINVAL
+        })?;
         if !Frame::fits(meta.len(), data.len()) {
             // Larger than one frame may carry (a write over 16 MiB): the caller splits.
             return Err(Errno::EINVAL);
