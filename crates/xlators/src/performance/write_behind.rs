@@ -9,8 +9,14 @@
 //!   truncate, setattr, fsync, flush, lk, xattrs, unlink, rename, ...) first waits for those
 //!   writes to reach the child, so nothing ever sees the file without them. A lookup that
 //!   finds such an inode, and a readdirp, wait too and then ask again.
-//! - An error of a write done behind is returned by the next write, fsync or flush (close)
-//!   of that inode, once, as GlusterFS does.
+//! - Errors of writes done behind are reported as Linux reports writeback errors (errseq):
+//!   the fd whose data failed gets the error from its next fsync or flush (close); every fd
+//!   open on the inode gets it once from its next fsync; an fd opened later does not. While
+//!   an fd has an error it has not been told, its writes are not acknowledged early: they
+//!   go through and answer for themselves. A reader's close never takes a writer's error.
+//! - At most `cache-size` bytes per inode and `total-cache-size` bytes in all are
+//!   acknowledged but not yet written; both are taken atomically before a write is
+//!   acknowledged (a writer beyond them waits).
 //! - fds opened with O_SYNC, O_DSYNC or O_DIRECT write through, waiting as before.
 //!
 //! Only what fsync (or O_SYNC) covered is durable, as with any page cache: a killed client
@@ -21,7 +27,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use weft_core::options::{OptionKind, OptionSpec};
 use weft_core::*;
@@ -32,8 +38,24 @@ struct Pending {
     tx: mpsc::UnboundedSender<Job>,
     /// (writes, bytes) queued and not yet answered by the child.
     load: watch::Sender<(u64, u64)>,
-    /// The first error of a write done behind, reported once.
-    error: Mutex<Option<Errno>>,
+    /// Bytes of the per-file window still free (taken before a write is acknowledged).
+    window: Arc<Semaphore>,
+    /// The inode's writeback errors, as a sequence fds sample (errseq).
+    errors: Mutex<ErrSeq>,
+}
+
+/// The latest writeback error of an inode and how many there have been.
+#[derive(Default, Clone, Copy)]
+struct ErrSeq {
+    seq: u64,
+    last: Option<Errno>,
+}
+
+/// What write-behind keeps per fd: the error sequence it has seen, and an error of its own
+/// data it has not yet been told.
+struct FdErrors {
+    seen: Mutex<u64>,
+    failed: Mutex<Option<Errno>>,
 }
 
 struct Job {
@@ -42,6 +64,8 @@ struct Job {
     data: Bytes,
     offset: u64,
     xd: Xdata,
+    /// The window and total-cache bytes this write holds until it is done.
+    _room: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 /// What a write sent down by the background task answers: its length and result.
@@ -57,7 +81,17 @@ pub struct WriteBehind {
     name: String,
     children: Vec<XlatorRef>,
     window: u64,
+    /// Bytes acknowledged but not yet written, across every inode, still free.
+    total: Arc<Semaphore>,
+    total_size: u64,
     inodes: Mutex<HashMap<Gfid, Arc<Pending>>>,
+}
+
+/// Semaphore permits are u32 and a semaphore holds at most `Semaphore::MAX_PERMITS`.
+fn permits(bytes: u64) -> u32 {
+    bytes
+        .min(Semaphore::MAX_PERMITS as u64)
+        .min(u32::MAX as u64) as u32
 }
 
 /// An argument naming an inode.
@@ -98,9 +132,58 @@ impl WriteBehind {
         }
     }
 
-    /// The error of a write done behind on `g`, taken so it is reported once.
-    fn take_error(&self, g: &Gfid) -> Option<Errno> {
-        self.pending(g).and_then(|p| p.error.lock().take())
+    /// Write-behind's state of `fd`, made on first use (an fd opened before this
+    /// translator saw it has seen no error yet).
+    fn fd_errors(&self, fd: &FdRef) -> Arc<FdErrors> {
+        if let Some(e) = fd.ctx::<FdErrors>(&self.name) {
+            return e;
+        }
+        let seen = self
+            .pending(&fd.gfid)
+            .map(|p| p.errors.lock().seq)
+            .unwrap_or(0);
+        let e = Arc::new(FdErrors {
+            seen: Mutex::new(seen),
+            failed: Mutex::new(None),
+        });
+        fd.set_ctx(&self.name, e.clone());
+        e
+    }
+
+    /// Whether `fd` has an error it has not been told (its own, or a newer one on its inode).
+    fn unreported(&self, fd: &FdRef) -> bool {
+        let e = self.fd_errors(fd);
+        if e.failed.lock().is_some() {
+            return true;
+        }
+        let seq = self
+            .pending(&fd.gfid)
+            .map(|p| p.errors.lock().seq)
+            .unwrap_or(0);
+        let seen = *e.seen.lock();
+        seq > seen
+    }
+
+    /// The error fsync of `fd` reports: its own failed data first, else an inode error it
+    /// has not seen; either is reported once.
+    fn take_for_fsync(&self, fd: &FdRef) -> Option<Errno> {
+        let e = self.fd_errors(fd);
+        let own = e.failed.lock().take();
+        let inode = self.pending(&fd.gfid).map(|p| *p.errors.lock());
+        let mut seen = e.seen.lock();
+        let newer = match inode {
+            Some(es) if es.seq > *seen => {
+                *seen = es.seq;
+                es.last
+            }
+            _ => None,
+        };
+        own.or(newer)
+    }
+
+    /// The error close (flush) of `fd` reports: only an error of its own data.
+    fn take_for_close(&self, fd: &FdRef) -> Option<Errno> {
+        self.fd_errors(fd).failed.lock().take()
     }
 
     fn queue_for(&self, g: Gfid, child: &XlatorRef) -> Arc<Pending> {
@@ -113,31 +196,39 @@ impl WriteBehind {
         let p = Arc::new(Pending {
             tx,
             load,
-            error: Mutex::new(None),
+            window: Arc::new(Semaphore::new(permits(self.window) as usize)),
+            errors: Mutex::new(ErrSeq::default()),
         });
         map.insert(g, p.clone());
         let (child, me) = (child.clone(), Arc::downgrade(&p));
         let name = self.name.clone();
+        let fd_name = self.name.clone();
         tokio::spawn(async move {
             // Up to IN_FLIGHT writes at once; one that overlaps a write still in flight
             // (or appends) waits for it, so overlapping bytes land in order.
             let mut running: JoinSet<Done> = JoinSet::new();
             let mut ranges: HashMap<tokio::task::Id, (u64, u64)> = HashMap::new();
-            let finish = |r: Finished, ranges: &mut HashMap<tokio::task::Id, (u64, u64)>| {
-                let (len, res) = match r {
-                    Ok((id, v)) => {
-                        ranges.remove(&id);
-                        v
-                    }
-                    Err(e) => {
-                        ranges.remove(&e.id());
-                        (0, Err(Errno::EIO))
-                    }
+            let mut owners: HashMap<tokio::task::Id, FdRef> = HashMap::new();
+            let finish = |r: Finished,
+                          ranges: &mut HashMap<tokio::task::Id, (u64, u64)>,
+                          owners: &mut HashMap<tokio::task::Id, FdRef>| {
+                let (id, (len, res)) = match r {
+                    Ok((id, v)) => (id, v),
+                    Err(e) => (e.id(), (0, Err(Errno::EIO))),
                 };
+                ranges.remove(&id);
+                let owner = owners.remove(&id);
                 let Some(p) = me.upgrade() else { return };
                 if let Err(e) = res {
-                    tracing::warn!("{name}: a write done behind failed: {e}; the next write, fsync or close of the file reports it");
-                    p.error.lock().get_or_insert(e);
+                    tracing::warn!("{name}: a write done behind failed: {e}; the writer's next fsync or close, and every open fd's next fsync, report it");
+                    let mut es = p.errors.lock();
+                    es.seq += 1;
+                    es.last = Some(e);
+                    if let Some(fd) = owner {
+                        if let Some(fe) = fd.ctx::<FdErrors>(&fd_name) {
+                            fe.failed.lock().get_or_insert(e);
+                        }
+                    }
                 }
                 p.load.send_modify(|(n, b)| {
                     *n -= 1;
@@ -158,22 +249,26 @@ impl WriteBehind {
                         };
                         while ranges.values().any(|r| r.0 < span.1 && span.0 < r.1 || span == (0, u64::MAX)) {
                             match running.join_next_with_id().await {
-                                Some(r) => finish(r, &mut ranges),
+                                Some(r) => finish(r, &mut ranges, &mut owners),
                                 None => break,
                             }
                         }
                         let child = child.clone();
+                        let owner = job.fd.clone();
                         let h = running.spawn(async move {
-                            let r = child.writev(&job.ctx, &job.fd, job.data, job.offset, job.xd).await;
+                            let Job { ctx, fd, data, offset, xd, _room } = job;
+                            let r = child.writev(&ctx, &fd, data, offset, xd).await;
+                            drop(_room);
                             (len, r.map(|_| ()))
                         });
                         ranges.insert(h.id(), span);
+                        owners.insert(h.id(), owner);
                     }
-                    Some(r) = running.join_next_with_id(), if !running.is_empty() => finish(r, &mut ranges),
+                    Some(r) = running.join_next_with_id(), if !running.is_empty() => finish(r, &mut ranges, &mut owners),
                 }
             }
             while let Some(r) = running.join_next_with_id().await {
-                finish(r, &mut ranges);
+                finish(r, &mut ranges, &mut owners);
             }
         });
         p
@@ -181,22 +276,29 @@ impl WriteBehind {
 
     async fn write(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
         let child = self.child()?;
-        if fd.flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_DIRECT) != 0 {
+        if fd.flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_DIRECT) != 0 || self.unreported(fd) {
+            // Written through: a synchronous fd, or one that has not yet been told of a
+            // failed write (nothing is acknowledged behind a failure).
             self.drain(Some(fd.gfid)).await;
-            if let Some(e) = self.take_error(&fd.gfid) {
-                return Err(e);
-            }
             return child.writev(ctx, fd, data, offset, xd).await;
         }
         let p = self.queue_for(fd.gfid, child);
-        if let Some(e) = p.error.lock().take() {
-            return Err(e);
-        }
         let len = data.len() as u64;
-        // Room in the window (one write larger than the window waits for an empty queue).
-        let window = self.window;
-        let mut rx = p.load.subscribe();
-        let _ = rx.wait_for(|(n, b)| *n == 0 || b + len <= window).await;
+        // Room in the file's window and in the total, taken atomically (a write larger
+        // than a limit takes all of it: it waits for an empty queue).
+        let want = permits(len.max(1));
+        let window = p
+            .window
+            .clone()
+            .acquire_many_owned(want.min(permits(self.window)))
+            .await
+            .map_err(|_| Errno::EIO)?;
+        let total = self
+            .total
+            .clone()
+            .acquire_many_owned(want.min(permits(self.total_size)))
+            .await
+            .map_err(|_| Errno::EIO)?;
         p.load.send_modify(|(n, b)| {
             *n += 1;
             *b += len;
@@ -207,6 +309,7 @@ impl WriteBehind {
             data,
             offset,
             xd,
+            _room: (window, total),
         };
         if p.tx.send(job).is_err() {
             p.load.send_modify(|(n, b)| {
@@ -294,20 +397,27 @@ drain_then_pass! {
         self.drain_all().await;
         self.child()?.readdirp(ctx, fd, size, offset, xd).await
     }
+    async fn open(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        self.drain(loc.gfid).await;
+        let r = self.child()?.open(ctx, loc, fd, xd).await?;
+        self.fd_errors(fd); // errors from before this open are not its business
+        Ok(r)
+    }
     async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         self.drain(Some(fd.gfid)).await;
         let r = self.child()?.flush(ctx, fd, xd).await;
-        match self.take_error(&fd.gfid) {
+        match self.take_for_close(fd) {
             Some(e) => Err(e),
             None => r,
         }
     }
     async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
         self.drain(Some(fd.gfid)).await;
-        if let Some(e) = self.take_error(&fd.gfid) {
-            return Err(e);
+        let r = self.child()?.fsync(ctx, fd, datasync, xd).await;
+        match self.take_for_fsync(fd) {
+            Some(e) => Err(e),
+            None => r,
         }
-        self.child()?.fsync(ctx, fd, datasync, xd).await
     }
     async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         self.drain(Some(fd.gfid)).await;
@@ -315,9 +425,11 @@ drain_then_pass! {
         // Forget an inode with nothing pending (its task ends with its queue).
         // Nobody else holds it (writers take their handle under this lock): its task ends
         // with its queue.
+        // An inode that had writeback errors stays known while this mount runs, so fds
+        // opened later start from its sequence (errors are few).
         let mut map = self.inodes.lock();
         if map.get(&fd.gfid).is_some_and(|p| {
-            Arc::strong_count(p) == 1 && p.load.borrow().0 == 0 && p.error.lock().is_none()
+            Arc::strong_count(p) == 1 && p.load.borrow().0 == 0 && p.errors.lock().seq == 0
         }) {
             map.remove(&fd.gfid);
         }
@@ -334,7 +446,6 @@ drain_then_pass! {
         unlink [loc] (loc: &Loc) -> ();
         rename [old, new] (old: &Loc, new: &Loc, flags: u32) -> ();
         link [old] (old: &Loc, new: &Loc) -> Iatt;
-        open [loc] (loc: &Loc, fd: &FdRef) -> ();
         readv [fd] (fd: &FdRef, size: u32, offset: u64) -> Bytes;
         fallocate [fd] (fd: &FdRef, mode: i32, offset: u64, len: u64) -> ();
         discard [fd] (fd: &FdRef, offset: u64, len: u64) -> ();
@@ -354,12 +465,20 @@ drain_then_pass! {
         finodelk [fd] (domain: &str, fd: &FdRef, cmd: LkCmd, lock: &Flock) -> ();
 }
 
-const OPTIONS: &[OptionSpec] = &[OptionSpec {
-    key: "cache-size",
-    kind: OptionKind::Size,
-    default: Some("1MB"),
-    description: "Bytes per file acknowledged but not yet written (GlusterFS's performance.write-behind-window-size).",
-}];
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "cache-size",
+        kind: OptionKind::Size,
+        default: Some("1MB"),
+        description: "Bytes per file acknowledged but not yet written (GlusterFS's performance.write-behind-window-size).",
+    },
+    OptionSpec {
+        key: "total-cache-size",
+        kind: OptionKind::Size,
+        default: Some("64MB"),
+        description: "Bytes acknowledged but not yet written across every file of the mount.",
+    },
+];
 
 /// The `performance/write-behind` type.
 pub struct WriteBehindType;
@@ -382,10 +501,18 @@ impl XlatorType for WriteBehindType {
         if window == 0 {
             return Err("cache-size must be more than 0".into());
         }
+        let total_size = init.options.size("total-cache-size");
+        if total_size < window {
+            return Err(format!(
+                "total-cache-size ({total_size} bytes) must be at least cache-size ({window} bytes)"
+            ));
+        }
         Ok(Arc::new(WriteBehind {
             name: init.name,
             children: init.children,
             window,
+            total: Arc::new(Semaphore::new(permits(total_size) as usize)),
+            total_size,
             inodes: Mutex::new(HashMap::new()),
         }))
     }
