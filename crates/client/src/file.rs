@@ -1,7 +1,9 @@
 //! An open file of a volume.
 
+use std::path::Path;
+
 use bytes::{Bytes, BytesMut};
-use weft_core::{Errno, FdRef, Flock, Iatt, LkCmd, Xdata};
+use weft_core::{Errno, FdRef, Flock, Gfid, Iatt, LkCmd, Xdata};
 
 use crate::{Error, Result, Volume};
 
@@ -11,6 +13,7 @@ use crate::{Error, Result, Volume};
 pub struct File<'v> {
     vol: &'v Volume,
     fd: FdRef,
+    /// The path it was opened by, for error messages (lossy).
     path: String,
 }
 
@@ -18,12 +21,17 @@ pub struct File<'v> {
 const CHUNK: usize = 1 << 20;
 
 impl<'v> File<'v> {
-    pub(crate) fn new(vol: &'v Volume, fd: FdRef, path: &str) -> File<'v> {
+    pub(crate) fn new(vol: &'v Volume, fd: FdRef, path: &Path) -> File<'v> {
         File {
             vol,
             fd,
-            path: path.to_string(),
+            path: path.display().to_string(),
         }
+    }
+
+    /// The gfid of the open inode, as the bricks know it: what its locks are keyed by.
+    pub fn gfid(&self) -> Gfid {
+        self.fd.gfid
     }
 
     fn err(&self, op: &'static str) -> impl Fn(Errno) -> Error + '_ {

@@ -14,12 +14,29 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Paths are absolute within the volume; `.` and `..` components are refused and symlinks
-//! are not followed (a symlink inside a path is ENOTDIR, as with `O_NOFOLLOW`-style APIs).
+//! # Paths
+//!
+//! Every path-taking method accepts `impl AsRef<Path>` (`&str`, `&Path`, `&OsStr`, ...)
+//! and treats it as bytes: a name may hold any byte but `/` and NUL, UTF-8 or not
+//! (`OsStr::from_bytes(b"caf\xe9")` works). Paths resolve from the volume root, one lookup
+//! per component, as POSIX resolves them without symlinks:
+//! - a path must be absolute (start with `/`) and hold no NUL byte, else EINVAL;
+//! - empty components (`a//b`) and `.` are skipped;
+//! - `..` goes back to the directory the walk came from, after checking that the component
+//!   it leaves exists (ENOENT) and is a directory (ENOTDIR); `..` of the root is the root.
+//!   Symlinks are never followed, so this is the directory's real parent;
+//! - a name longer than 255 bytes is ENAMETOOLONG;
+//! - a symlink or other non-directory in the middle of a path is ENOTDIR;
+//! - a trailing slash (or a final `.` or `..`) means the final component must be a
+//!   directory: on a non-directory it is ENOTDIR (`open("/file/")`, `unlink("/file/")`),
+//!   while `mkdir("/d/")` works and `create("/f/")` is EISDIR, as with open(2) and O_CREAT.
+//!   What each operation answers for a final `.`, `..` or the root follows Linux (see
+//!   each method).
 
 mod file;
 mod path;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +51,7 @@ use weft_core::{
 };
 
 pub use file::File;
+use path::{NotNamed, Resolved};
 
 /// Why a volume could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +74,7 @@ pub enum OpenError {
 pub struct Error {
     /// The operation (`mkdir`, `open`, ...).
     pub op: &'static str,
-    /// The path it was given.
+    /// The path it was given, for messages: bytes that are not UTF-8 show as U+FFFD.
     pub path: String,
     /// Why it failed.
     pub errno: Errno,
@@ -199,171 +217,244 @@ impl Volume {
         &self.ctx
     }
 
-    fn err<'a>(op: &'static str, path: &'a str) -> impl Fn(Errno) -> Error + 'a {
+    fn err<'a>(op: &'static str, path: &'a Path) -> impl Fn(Errno) -> Error + 'a {
         move |errno| Error {
             op,
-            path: path.to_string(),
+            path: path.display().to_string(),
             errno,
         }
     }
 
+    /// Why a non-directory cannot be made at `loc`, a path that ended in a slash (as
+    /// Linux's symlink(2) and link(2) say): EEXIST if the name exists, else ENOENT.
+    async fn slashed_new(&self, loc: &Loc) -> Errno {
+        match self.top().lookup(&self.ctx, loc, Xdata::new()).await {
+            Ok(_) => Errno::EEXIST,
+            Err(e) => e,
+        }
+    }
+
     /// Resolves `path` to its location (gfid known) and attributes.
-    pub async fn lookup(&self, path: &str) -> Result<(Loc, Iatt)> {
-        path::resolve(self, path)
-            .await
-            .map_err(Self::err("lookup", path))
+    pub async fn lookup(&self, path: impl AsRef<Path>) -> Result<(Loc, Iatt)> {
+        let path = path.as_ref();
+        let r = path::resolve(self, path).await;
+        r.map(|r| (r.loc, r.ia)).map_err(Self::err("lookup", path))
     }
 
     /// Attributes of `path` (not following a final symlink).
-    pub async fn stat(&self, path: &str) -> Result<Iatt> {
+    pub async fn stat(&self, path: impl AsRef<Path>) -> Result<Iatt> {
         Ok(self.lookup(path).await?.1)
     }
 
-    /// Creates directory `path` with permission bits `mode`.
-    pub async fn mkdir(&self, path: &str, mode: u32) -> Result<Iatt> {
+    /// Creates directory `path` with permission bits `mode` (a trailing slash is fine; the
+    /// root, `.` or `..` as the final component is EEXIST).
+    pub async fn mkdir(&self, path: impl AsRef<Path>, mode: u32) -> Result<Iatt> {
+        let path = path.as_ref();
         let e = Self::err("mkdir", path);
-        let loc = path::parent_loc(self, path).await.map_err(&e)?;
+        let (loc, _) = path::parent_loc(self, path, &NotNamed::all(Errno::EEXIST))
+            .await
+            .map_err(&e)?;
         let (_, xd) = new_gfid_xdata();
         let r = self.top().mkdir(&self.ctx, &loc, mode, 0, xd).await;
         r.map(|(ia, _)| ia).map_err(e)
     }
 
-    /// Removes the empty directory `path`.
-    pub async fn rmdir(&self, path: &str) -> Result<()> {
+    /// Removes the empty directory `path` (as rmdir(2): the root is EBUSY, a final `.`
+    /// EINVAL, a final `..` ENOTEMPTY).
+    pub async fn rmdir(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
         let e = Self::err("rmdir", path);
-        let loc = path::entry_loc(self, path).await.map_err(&e)?;
+        let nn = NotNamed {
+            root: Errno(libc::EBUSY),
+            dot: Errno::EINVAL,
+            dotdot: Errno::ENOTEMPTY,
+        };
+        let r = path::entry_loc(self, path, &nn, false).await.map_err(&e)?;
         self.top()
-            .rmdir(&self.ctx, &loc, Xdata::new())
+            .rmdir(&self.ctx, &r.loc, Xdata::new())
             .await
             .map(|_| ())
             .map_err(e)
     }
 
-    /// Removes the name `path` (not a directory).
-    pub async fn unlink(&self, path: &str) -> Result<()> {
+    /// Removes the name `path` (not a directory: EISDIR; with a trailing slash, ENOTDIR
+    /// for a non-directory).
+    pub async fn unlink(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
         let e = Self::err("unlink", path);
-        let loc = path::entry_loc(self, path).await.map_err(&e)?;
+        let r = path::entry_loc(self, path, &NotNamed::all(Errno::EISDIR), false)
+            .await
+            .map_err(&e)?;
         self.top()
-            .unlink(&self.ctx, &loc, Xdata::new())
+            .unlink(&self.ctx, &r.loc, Xdata::new())
             .await
             .map(|_| ())
             .map_err(e)
     }
 
-    /// Renames `from` to `to`, replacing `to` if it exists (rename(2)).
-    pub async fn rename(&self, from: &str, to: &str) -> Result<()> {
+    /// Renames `from` to `to`, replacing `to` if it exists (rename(2): a trailing slash on
+    /// either path is ENOTDIR when `from` is not a directory; the root, `.` or `..` as
+    /// either final component is EBUSY).
+    pub async fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> Result<()> {
+        let (from, to) = (from.as_ref(), to.as_ref());
         let e = Self::err("rename", from);
-        let old = path::entry_loc(self, from).await.map_err(&e)?;
-        let mut new = path::parent_loc(self, to).await.map_err(&e)?;
-        if let Ok((l, _)) = path::resolve(self, to).await {
-            new.gfid = l.gfid;
+        let busy = NotNamed::all(Errno(libc::EBUSY));
+        let old = path::entry_loc(self, from, &busy, true).await.map_err(&e)?;
+        let (mut new, new_slash) = path::parent_loc(self, to, &busy).await.map_err(&e)?;
+        if !old.ia.is_dir() && (old.slash || new_slash) {
+            return Err(e(Errno::ENOTDIR));
+        }
+        if let Ok((ia, _)) = self.top().lookup(&self.ctx, &new, Xdata::new()).await {
+            new.gfid = Some(ia.gfid);
         }
         let r = self
             .top()
-            .rename(&self.ctx, &old, &new, 0, Xdata::new())
+            .rename(&self.ctx, &old.loc, &new, 0, Xdata::new())
             .await;
         r.map(|_| ()).map_err(e)
     }
 
-    /// Makes `path` a symlink to `target`.
-    pub async fn symlink(&self, target: &str, path: &str) -> Result<Iatt> {
+    /// Makes `path` a symlink to `target` (any bytes but NUL, at most 4095; never
+    /// resolved by this library).
+    pub async fn symlink(&self, target: impl AsRef<Path>, path: impl AsRef<Path>) -> Result<Iatt> {
+        let (target, path) = (target.as_ref(), path.as_ref());
         let e = Self::err("symlink", path);
-        let loc = path::parent_loc(self, path).await.map_err(&e)?;
+        let t = target.as_os_str().as_bytes();
+        if t.is_empty() {
+            return Err(e(Errno::ENOENT));
+        }
+        if t.contains(&0) {
+            return Err(e(Errno::EINVAL));
+        }
+        if t.len() >= PATH_MAX {
+            return Err(e(Errno::ENAMETOOLONG));
+        }
+        let (loc, slash) = path::parent_loc(self, path, &NotNamed::all(Errno::EEXIST))
+            .await
+            .map_err(&e)?;
+        if slash {
+            return Err(e(self.slashed_new(&loc).await));
+        }
         let (_, xd) = new_gfid_xdata();
-        let r = self
-            .top()
-            .symlink(&self.ctx, Path::new(target), &loc, 0, xd)
-            .await;
+        let r = self.top().symlink(&self.ctx, target, &loc, 0, xd).await;
         r.map(|(ia, _)| ia).map_err(e)
     }
 
-    /// The target of symlink `path`.
-    pub async fn readlink(&self, path: &str) -> Result<PathBuf> {
+    /// The target of symlink `path` (bytes, as stored).
+    pub async fn readlink(&self, path: impl AsRef<Path>) -> Result<PathBuf> {
+        let path = path.as_ref();
         let e = Self::err("readlink", path);
-        let (loc, _) = path::resolve(self, path).await.map_err(&e)?;
-        let r = self.top().readlink(&self.ctx, &loc, Xdata::new()).await;
+        let r = path::resolve(self, path).await.map_err(&e)?;
+        let r = self.top().readlink(&self.ctx, &r.loc, Xdata::new()).await;
         r.map(|(p, _)| p).map_err(e)
     }
 
-    /// Gives the inode at `existing` the additional name `new`.
-    pub async fn link(&self, existing: &str, new: &str) -> Result<Iatt> {
+    /// Gives the inode at `existing` the additional name `new` (a trailing slash on `new`
+    /// is EEXIST if it exists, else ENOENT, as link(2) says).
+    pub async fn link(&self, existing: impl AsRef<Path>, new: impl AsRef<Path>) -> Result<Iatt> {
+        let (existing, new) = (existing.as_ref(), new.as_ref());
         let e = Self::err("link", new);
-        let (old, _) = path::resolve(self, existing).await.map_err(&e)?;
-        let loc = path::parent_loc(self, new).await.map_err(&e)?;
-        let r = self.top().link(&self.ctx, &old, &loc, Xdata::new()).await;
+        let old = path::resolve(self, existing).await.map_err(&e)?;
+        let (loc, slash) = path::parent_loc(self, new, &NotNamed::all(Errno::EEXIST))
+            .await
+            .map_err(&e)?;
+        if slash {
+            return Err(e(self.slashed_new(&loc).await));
+        }
+        let r = self
+            .top()
+            .link(&self.ctx, &old.loc, &loc, Xdata::new())
+            .await;
         r.map(|(ia, _)| ia).map_err(e)
     }
 
     /// Changes the attributes `attr` names (mode, owner, size, times).
-    pub async fn setattr(&self, path: &str, attr: &SetAttr) -> Result<Iatt> {
+    pub async fn setattr(&self, path: impl AsRef<Path>, attr: &SetAttr) -> Result<Iatt> {
+        let path = path.as_ref();
         let e = Self::err("setattr", path);
-        let (loc, _) = path::resolve(self, path).await.map_err(&e)?;
+        let r = path::resolve(self, path).await.map_err(&e)?;
         let r = self
             .top()
-            .setattr(&self.ctx, &loc, attr, Xdata::new())
+            .setattr(&self.ctx, &r.loc, attr, Xdata::new())
             .await;
         r.map(|(ia, _)| ia).map_err(e)
     }
 
-    /// Filesystem statistics of the volume.
-    pub async fn statfs(&self, path: &str) -> Result<StatVfs> {
+    /// Filesystem statistics of the volume, asked at `path`.
+    pub async fn statfs(&self, path: impl AsRef<Path>) -> Result<StatVfs> {
+        let path = path.as_ref();
         let e = Self::err("statfs", path);
-        let (loc, _) = path::resolve(self, path).await.map_err(&e)?;
-        let r = self.top().statfs(&self.ctx, &loc, Xdata::new()).await;
+        let r = path::resolve(self, path).await.map_err(&e)?;
+        let r = self.top().statfs(&self.ctx, &r.loc, Xdata::new()).await;
         r.map(|(s, _)| s).map_err(e)
     }
 
     /// The value of xattr `name` on `path`.
-    pub async fn getxattr(&self, path: &str, name: &str) -> Result<Vec<u8>> {
+    pub async fn getxattr(&self, path: impl AsRef<Path>, name: &str) -> Result<Vec<u8>> {
+        let path = path.as_ref();
         let e = Self::err("getxattr", path);
-        let (loc, _) = path::resolve(self, path).await.map_err(&e)?;
+        let r = path::resolve(self, path).await.map_err(&e)?;
         let (mut m, _) = self
             .top()
-            .getxattr(&self.ctx, &loc, Some(name), Xdata::new())
+            .getxattr(&self.ctx, &r.loc, Some(name), Xdata::new())
             .await
             .map_err(&e)?;
         m.remove(name).ok_or(Errno::ENODATA).map_err(e)
     }
 
     /// The names of every xattr on `path`.
-    pub async fn listxattr(&self, path: &str) -> Result<Vec<String>> {
+    pub async fn listxattr(&self, path: impl AsRef<Path>) -> Result<Vec<String>> {
+        let path = path.as_ref();
         let e = Self::err("listxattr", path);
-        let (loc, _) = path::resolve(self, path).await.map_err(&e)?;
+        let r = path::resolve(self, path).await.map_err(&e)?;
         let r = self
             .top()
-            .getxattr(&self.ctx, &loc, None, Xdata::new())
+            .getxattr(&self.ctx, &r.loc, None, Xdata::new())
             .await;
         r.map(|(m, _)| m.into_keys().collect()).map_err(e)
     }
 
     /// Sets xattr `name` on `path` (`flags`: 0, XATTR_CREATE or XATTR_REPLACE).
-    pub async fn setxattr(&self, path: &str, name: &str, value: &[u8], flags: i32) -> Result<()> {
+    pub async fn setxattr(
+        &self,
+        path: impl AsRef<Path>,
+        name: &str,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<()> {
+        let path = path.as_ref();
         let e = Self::err("setxattr", path);
-        let (loc, _) = path::resolve(self, path).await.map_err(&e)?;
+        let r = path::resolve(self, path).await.map_err(&e)?;
         let mut m = XattrMap::new();
         m.insert(name.to_string(), value.to_vec());
         let r = self
             .top()
-            .setxattr(&self.ctx, &loc, &m, flags, Xdata::new())
+            .setxattr(&self.ctx, &r.loc, &m, flags, Xdata::new())
             .await;
         r.map(|_| ()).map_err(e)
     }
 
     /// Removes xattr `name` from `path`.
-    pub async fn removexattr(&self, path: &str, name: &str) -> Result<()> {
+    pub async fn removexattr(&self, path: impl AsRef<Path>, name: &str) -> Result<()> {
+        let path = path.as_ref();
         let e = Self::err("removexattr", path);
-        let (loc, _) = path::resolve(self, path).await.map_err(&e)?;
+        let r = path::resolve(self, path).await.map_err(&e)?;
         let r = self
             .top()
-            .removexattr(&self.ctx, &loc, name, Xdata::new())
+            .removexattr(&self.ctx, &r.loc, name, Xdata::new())
             .await;
         r.map(|_| ()).map_err(e)
     }
 
-    /// Every entry of directory `path` except `.` and `..`, with attributes.
-    pub async fn readdir(&self, path: &str) -> Result<Vec<Dirent>> {
+    /// Every entry of directory `path` except `.` and `..`, with attributes; names are the
+    /// exact bytes stored.
+    pub async fn readdir(&self, path: impl AsRef<Path>) -> Result<Vec<Dirent>> {
+        let path = path.as_ref();
         let e = Self::err("readdir", path);
-        let (loc, ia) = path::resolve(self, path).await.map_err(&e)?;
+        let Resolved { loc, ia, .. } = path::resolve(self, path).await.map_err(&e)?;
+        if !ia.is_dir() {
+            return Err(e(Errno::ENOTDIR));
+        }
         let fd = Fd::new(ia.gfid, libc::O_RDONLY | libc::O_DIRECTORY, true);
         self.top()
             .opendir(&self.ctx, &loc, &fd, Xdata::new())
@@ -393,14 +484,17 @@ impl Volume {
         r.map(|_| out).map_err(e)
     }
 
-    /// Opens the existing file `path` with open(2) `flags` (O_RDONLY, O_RDWR, O_APPEND, ...).
-    pub async fn open(&self, path: &str, flags: i32) -> Result<File<'_>> {
+    /// Opens the existing file `path` with open(2) `flags` (O_RDONLY, O_RDWR, O_APPEND,
+    /// ...; O_CREAT is ignored: see [`Volume::create`]). A directory is EISDIR; a trailing
+    /// slash on a file is ENOTDIR.
+    pub async fn open(&self, path: impl AsRef<Path>, flags: i32) -> Result<File<'_>> {
+        let path = path.as_ref();
         let e = Self::err("open", path);
-        let (loc, ia) = path::resolve(self, path).await.map_err(&e)?;
+        let Resolved { loc, ia, .. } = path::resolve(self, path).await.map_err(&e)?;
         if ia.is_dir() {
             return Err(e(Errno::EISDIR));
         }
-        let fd = Fd::new(ia.gfid, flags & !libc::O_CREAT, false);
+        let fd = Fd::new(ia.gfid, flags & !(libc::O_CREAT | libc::O_EXCL), false);
         self.top()
             .open(&self.ctx, &loc, &fd, Xdata::new())
             .await
@@ -408,33 +502,53 @@ impl Volume {
         Ok(File::new(self, fd, path))
     }
 
-    /// Creates and opens the file `path` (`flags` as for open(2); O_EXCL fails if it
-    /// exists, otherwise an existing file is opened, and truncated with O_TRUNC).
-    pub async fn create(&self, path: &str, flags: i32, mode: u32) -> Result<File<'_>> {
+    /// Creates and opens the file `path`, as open(2) with O_CREAT and `flags`: with O_EXCL
+    /// an existing name fails with EEXIST; without it an existing file is opened (and
+    /// truncated with O_TRUNC) in the same FOP. The returned [`File`] is always keyed by
+    /// the gfid the brick answered with (see [`File::gfid`]), so two clients creating one
+    /// name at once share the inode and its locks. A trailing slash, or a final `.` or
+    /// `..`, is EISDIR.
+    pub async fn create(&self, path: impl AsRef<Path>, flags: i32, mode: u32) -> Result<File<'_>> {
+        let path = path.as_ref();
         let e = Self::err("create", path);
-        if flags & libc::O_EXCL == 0 {
-            if let Ok(f) = self.open(path, flags).await {
-                if flags & libc::O_TRUNC != 0 {
-                    if let Err(e) = f.truncate(0).await {
-                        let _ = f.close().await;
-                        return Err(e);
-                    }
-                }
-                return Ok(f);
-            }
-        }
-        let loc = path::parent_loc(self, path).await.map_err(&e)?;
-        let (gfid, xd) = new_gfid_xdata();
-        let fd = Fd::new(gfid, flags | libc::O_CREAT, false);
-        self.top()
-            .create(&self.ctx, &loc, &fd, mode, 0, xd)
+        let (loc, slash) = path::parent_loc(self, path, &NotNamed::all(Errno::EISDIR))
             .await
             .map_err(&e)?;
-        Ok(File::new(self, fd, path))
+        if slash {
+            return Err(e(Errno::EISDIR));
+        }
+        let mut retries = 0;
+        loop {
+            let (gfid, xd) = new_gfid_xdata();
+            let fd = Fd::new(gfid, flags | libc::O_CREAT, false);
+            let (ia, _) = self
+                .top()
+                .create(&self.ctx, &loc, &fd, mode, 0, xd)
+                .await
+                .map_err(&e)?;
+            if ia.gfid == gfid {
+                return Ok(File::new(self, fd, path));
+            }
+            // The name existed (no O_EXCL): the bricks opened (and, for O_TRUNC, truncated)
+            // that inode under an fd keyed by our proposed gfid. Locks and every
+            // translator's fd state go by the fd's gfid, so reopen under the inode's own.
+            let _ = self.top().release(&self.ctx, &fd, Xdata::new()).await;
+            let flags = flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+            let fd = Fd::new(ia.gfid, flags, false);
+            let at = loc.clone().with_gfid(ia.gfid);
+            match self.top().open(&self.ctx, &at, &fd, Xdata::new()).await {
+                Ok(_) => return Ok(File::new(self, fd, path)),
+                // Removed or replaced since: create again, as open(2) would have.
+                Err(err) if (err == Errno::ESTALE || err == Errno::ENOENT) && retries < 3 => {
+                    retries += 1;
+                }
+                Err(err) => return Err(e(err)),
+            }
+        }
     }
 
     /// The whole content of file `path`.
-    pub async fn read_file(&self, path: &str) -> Result<Bytes> {
+    pub async fn read_file(&self, path: impl AsRef<Path>) -> Result<Bytes> {
         let f = self.open(path, libc::O_RDONLY).await?;
         let r = f.read_to_end().await;
         f.close().await?;
@@ -443,7 +557,7 @@ impl Volume {
 
     /// Replaces the content of `path` with `data`, creating it (mode 0644) if needed;
     /// durable (fsync'd) when this returns.
-    pub async fn write_file(&self, path: &str, data: &[u8]) -> Result<()> {
+    pub async fn write_file(&self, path: impl AsRef<Path>, data: &[u8]) -> Result<()> {
         let f = self
             .create(path, libc::O_WRONLY | libc::O_TRUNC, 0o644)
             .await?;
@@ -456,6 +570,9 @@ impl Volume {
         r
     }
 }
+
+/// The longest symlink target in bytes plus one (Linux's PATH_MAX counts the NUL).
+const PATH_MAX: usize = 4096;
 
 fn new_gfid_xdata() -> (Gfid, Xdata) {
     let g = Gfid::random();

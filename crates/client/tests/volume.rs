@@ -1,25 +1,18 @@
 //! The path API of weft-client on a local posix volume and on the same kind of brick
 //! served by an in-process brick server over loopback TCP.
 
+mod common;
+
+use common::{local_volume, registry, Server};
 use weft_client::{OpenError, OpenOptions, Volume};
-use weft_core::{Errno, Flock, LkCmd, LockType, Registry, SetAttr};
-
-fn registry() -> Registry {
-    let mut r = weft_xlators::registry();
-    weft_protocol::register(&mut r);
-    r
-}
-
-fn posix_volfile(dir: &std::path::Path) -> String {
-    format!(
-        "volume v-posix\n type storage/posix\n option directory {}\nend-volume\n\
-         volume v\n type features/locks\n subvolumes v-posix\nend-volume\n",
-        dir.display()
-    )
-}
+use weft_core::{Errno, Flock, LkCmd, LockType, SetAttr};
 
 async fn exercise(vol: &Volume) {
     vol.mkdir("/docs", 0o755).await.unwrap();
+    vol.write_file("/docs/a.txt", b"hello, world")
+        .await
+        .unwrap();
+    // An existing file is opened and truncated by the same create.
     vol.write_file("/docs/a.txt", b"hello").await.unwrap();
     assert_eq!(&vol.read_file("/docs/a.txt").await.unwrap()[..], b"hello");
     assert_eq!(vol.stat("/docs/a.txt").await.unwrap().size, 5);
@@ -127,14 +120,7 @@ async fn exercise(vol: &Volume) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_api_on_a_local_volume() {
-    let dir = tempfile::tempdir_in("/tmp").unwrap();
-    let vol = Volume::from_volfile(
-        &posix_volfile(dir.path()),
-        registry(),
-        OpenOptions::default(),
-    )
-    .await
-    .unwrap();
+    let (vol, _dir) = local_volume().await;
     assert!(vol.is_up());
     exercise(&vol).await;
     vol.close().await;
@@ -142,32 +128,17 @@ async fn path_api_on_a_local_volume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn path_api_over_a_brick_server() {
-    let dir = tempfile::tempdir_in("/tmp").unwrap();
-    let server = weft_protocol::BrickServer::new(registry(), None, Default::default());
-    let vf = format!(
-        "{}volume v-server\n type protocol/server\n subvolumes v\nend-volume\n",
-        posix_volfile(dir.path())
-    );
-    server.attach(&vf).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accept = tokio::spawn(server.clone().serve(listener));
-    let cv = format!(
-        "volume c\n type protocol/client\n option remote-host 127.0.0.1\n option remote-port {port}\n option remote-subvolume v\nend-volume\n"
-    );
-    let vol = Volume::from_volfile(&cv, registry(), OpenOptions::default())
-        .await
-        .unwrap();
+    let server = Server::start().await;
+    let vol = server.volume().await;
     exercise(&vol).await;
     vol.close().await;
 
     // A brick the server does not have: the open fails with the server's reason.
-    let bad = cv.replace("remote-subvolume v", "remote-subvolume w");
+    let bad = server.client_volfile("w");
     match Volume::from_volfile(&bad, registry(), OpenOptions::default()).await {
         Err(OpenError::NotUp(why)) => assert!(why.contains("no brick named \"w\""), "{why}"),
         Err(e) => panic!("wrong error: {e}"),
         Ok(_) => panic!("opened a volume whose brick does not exist"),
     }
-    accept.abort();
-    server.shutdown().await;
+    server.stop().await;
 }
