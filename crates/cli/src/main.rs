@@ -1,5 +1,6 @@
 //! `weft`: the one binary. It only parses arguments and wires library crates together.
 
+mod brick_cmd;
 mod brickd;
 mod demo;
 mod mount;
@@ -35,6 +36,9 @@ enum Command {
     /// Serve bricks over TCP from one process (brick multiplexing), or control a running
     /// brick server (attach, detach, status).
     Brickd(brickd::BrickdArgs),
+    /// Offline work on a brick directory: `weft brick check DIR [--repair]`.
+    #[command(subcommand)]
+    Brick(brick_cmd::BrickCmd),
     /// Run a one-brick demo volume under ./.weft mounted at ./mnt (start, stop, status).
     Demo(demo::DemoArgs),
 }
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Statedump { mountpoint } => mount::statedump(&mountpoint),
         Command::Demo(a) => demo::run(a),
         Command::Brickd(a) => brickd::run(a),
+        Command::Brick(c) => brick_cmd::run(c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

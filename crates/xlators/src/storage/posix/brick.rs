@@ -505,9 +505,50 @@ impl Brick {
         }
     }
 
+    /// Every gfid that has a handle (a walk of `.weft/handles`; for offline checks).
+    pub fn handle_gfids(&self) -> Vec<Gfid> {
+        let list = |rel: &[u8]| -> Vec<Vec<u8>> {
+            let Ok(fd) = open_beneath(
+                self.handles_fd.as_fd(),
+                rel,
+                OFlags::RDONLY | OFlags::DIRECTORY,
+            ) else {
+                return Vec::new();
+            };
+            let Ok(mut d) = rfs::Dir::new(fd) else {
+                return Vec::new();
+            };
+            let mut v = Vec::new();
+            while let Some(Ok(e)) = d.read() {
+                let n = e.file_name().to_bytes();
+                if n != b"." && n != b".." {
+                    v.push(n.to_vec());
+                }
+            }
+            v
+        };
+        let mut out = Vec::new();
+        for a in list(b"") {
+            for b in list(&a) {
+                let mut rel = a.clone();
+                rel.push(b'/');
+                rel.extend_from_slice(&b);
+                for h in list(&rel) {
+                    if let Some(g) = std::str::from_utf8(&h)
+                        .ok()
+                        .and_then(|t| t.parse::<Gfid>().ok())
+                    {
+                        out.push(g);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Whether `g`'s handle already stands for `node` as entry `name` of `parent` (one
     /// syscall: a stat of a file's handle, or a read of a directory's handle link).
-    fn handle_is_true(&self, g: &Gfid, node: &Pin, parent: &Gfid, name: &OsStr) -> bool {
+    pub fn handle_is_true(&self, g: &Gfid, node: &Pin, parent: &Gfid, name: &OsStr) -> bool {
         let rel = Brick::handle_rel(g);
         if node.is_dir() {
             match rfs::readlinkat(&self.handles_fd, rel.as_str(), Vec::new()) {

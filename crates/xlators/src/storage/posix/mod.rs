@@ -7,6 +7,7 @@
 
 pub mod attr;
 pub mod brick;
+pub mod check;
 pub mod dir;
 pub mod entry;
 pub mod io;
