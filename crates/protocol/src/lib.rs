@@ -5,12 +5,15 @@
 //!   run time through a control socket (`weft brickd`).
 //! - [`client`]: `protocol/client`, the translator that sends FOPs to a brick and keeps
 //!   its connection up.
-//! - [`auth`]: `auth.allow` / `auth.reject` address lists; [`tls`]: optional rustls.
+//! - [`auth`]: `auth.allow` / `auth.reject` address lists; [`tls`]: optional rustls;
+//!   [`identity`]: identity squashing (`server.root-squash`, `server.all-squash`) and
+//!   certificate names (`auth.ssl-allow`).
 //!
 //! Both ends speak the frames and messages of `weft-wire`.
 
 pub mod auth;
 pub mod client;
+pub mod identity;
 pub mod server;
 pub mod stream;
 pub mod tls;

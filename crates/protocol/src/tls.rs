@@ -2,7 +2,8 @@
 //!
 //! The brick server holds one certificate for its port (`weft brickd --tls-cert/--tls-key`);
 //! with `--tls-ca` it also demands client certificates signed by that CA. A brick with
-//! `option transport.socket.ssl-enabled on` refuses clients that did not connect with TLS.
+//! `option transport.socket.ssl-enabled on` refuses clients that did not connect with TLS,
+//! and one with `option auth.ssl-allow` serves only the certificate names it lists.
 //! A client with `ssl-enabled` verifies the server against `ssl-ca-list` and may present
 //! its own certificate (`ssl-own-cert`, `ssl-private-key`).
 
@@ -45,13 +46,26 @@ fn roots(ca: &Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// A TLS acceptor with the server's certificate and key; with `client_ca`, clients must
-/// present a certificate that CA signed.
+/// The brick server's TLS setup: its acceptor, and whether it asks clients for certificates.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// Accepts TLS connections with the server's certificate.
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// True when clients are asked for a certificate signed by the client CA
+    /// (`--tls-ca`): the server then refuses TLS clients without one at the handshake, and
+    /// bricks may name the certificates they serve (`auth.ssl-allow`).
+    pub verifies_clients: bool,
+}
+
+/// The server's TLS setup with its certificate and key; with `client_ca`, clients are asked
+/// for a certificate and one that this CA did not sign fails the TLS handshake. A TLS client
+/// that presents none gets through TLS and is then refused by the brick server's handshake
+/// with a reason (see `ServerTls::verifies_clients`).
 pub fn acceptor(
     cert: &Path,
     key_path: &Path,
     client_ca: Option<&Path>,
-) -> Result<tokio_rustls::TlsAcceptor, String> {
+) -> Result<ServerTls, String> {
     let b = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
@@ -61,6 +75,8 @@ pub fn acceptor(
                 Arc::new(roots(ca)?),
                 provider(),
             )
+            // A missing certificate is refused after TLS, where the refusal can say why.
+            .allow_unauthenticated()
             .build()
             .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
             b.with_client_cert_verifier(v)
@@ -70,7 +86,10 @@ pub fn acceptor(
     let cfg = b
         .with_single_cert(certs(cert)?, key(key_path)?)
         .map_err(|e| format!("certificate {} and key do not fit: {e}", cert.display()))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+    Ok(ServerTls {
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
+        verifies_clients: client_ca.is_some(),
+    })
 }
 
 /// A TLS connector trusting `ca`, presenting `own` (certificate, key) when given.

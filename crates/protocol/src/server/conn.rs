@@ -19,6 +19,7 @@ use weft_wire::{Frame, Kind, HEADER_LEN, VERSION_MAJOR, VERSION_MINOR};
 
 use super::limits::{more, ConnSlot, Counters, FdCount, FdLimit, FdSlot, Limits};
 use super::{dispatch, Brick, BrickServer};
+use crate::identity;
 use crate::stream::{BoxStream, FrameReader, FrameSink, ReadError};
 use crate::tls::TLS_HANDSHAKE_BYTE;
 
@@ -100,7 +101,7 @@ pub(super) async fn serve(
 ) {
     let limits = server.limits;
     let setup = tokio::time::timeout(limits.handshake_timeout, open(&server, sock, peer)).await;
-    let (brick, mut reader, tx, tls) = match setup {
+    let (brick, mut reader, tx, tls, cert) = match setup {
         Err(_) => {
             tracing::warn!(%peer, "closing connection: no handshake within {:?}", limits.handshake_timeout);
             return;
@@ -121,7 +122,8 @@ pub(super) async fn serve(
         tracing::info!(%peer, brick = %brick.name, "closing connection: brick detached");
         return;
     }
-    tracing::info!(%peer, brick = %brick.name, client, tls, "client connected");
+    let cert = cert.as_deref().unwrap_or("-");
+    tracing::info!(%peer, brick = %brick.name, client, tls, cert, "client connected");
     let fds = Arc::new(FdTable::new(server.counters.clone(), &limits, client, peer));
     let reason = run(&server, &brick, reader, &tx, client, peer, &fds).await;
     let open_fds = fds.count.open();
@@ -147,11 +149,14 @@ pub(super) async fn serve(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tx.shutdown()).await;
 }
 
+/// A connection past its handshake: its brick, its two halves, whether it speaks TLS, and
+/// the common name of its client certificate (for logs).
 type Opened = (
     Arc<Brick>,
     FrameReader<tokio::io::ReadHalf<BoxStream>>,
     Arc<FrameSink>,
     bool,
+    Option<String>,
 );
 
 /// TLS (if the client starts with a TLS record), then the handshake.
@@ -164,18 +169,31 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
     if n == 0 {
         return Err("closed before the handshake".into());
     }
+    // The client's certificate (DER), when it presented one; the TLS layer verified it
+    // against the client CA (--tls-ca).
+    let mut cert: Option<Vec<u8>> = None;
     let (stream, tls): (BoxStream, bool) = if first[0] == TLS_HANDSHAKE_BYTE {
-        let Some(acc) = &server.tls else {
+        let Some(st) = &server.tls else {
             return Err("client speaks TLS but this server has no certificate (--tls-cert)".into());
         };
-        let s = acc
+        let s = st
+            .acceptor
             .accept(sock)
             .await
             .map_err(|e| format!("TLS handshake failed: {e}"))?;
+        cert = s
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec());
         (Box::new(s), true)
     } else {
         (Box::new(sock), false)
     };
+    let cert_name = cert
+        .as_deref()
+        .and_then(|c| identity::common_names(c).into_iter().next());
     let (rd, wr) = tokio::io::split(stream);
     let mut reader = FrameReader::new(rd);
     // A handshake is a few names: a peer may not make the server buffer more for it.
@@ -219,7 +237,17 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
         return Err(r);
     }
     let hs: Handshake = msg::decode(Kind::Handshake, &f.meta).map_err(|e| e.to_string())?;
+    let verifies = server.tls.as_ref().is_some_and(|t| t.verifies_clients);
     let refusal = match server.brick(&hs.brick) {
+        // A server with a client CA serves TLS clients that present a certificate it signed
+        // (one it did not sign failed the TLS handshake).
+        _ if tls && verifies && cert.is_none() => Err((
+            format!(
+                "{} presented no TLS client certificate: this server serves TLS clients with a certificate signed by its CA (transport.socket.ssl-own-cert)",
+                hs.client_name
+            ),
+            libc::EACCES,
+        )),
         // Never the names of the bricks that are here: a peer learns only about the one
         // it asked for.
         None => Err((format!("no brick named {:?} here", hs.brick), libc::ENOENT)),
@@ -235,6 +263,11 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
                         "brick {:?} requires TLS (transport.socket.ssl-enabled)",
                         hs.brick
                     ),
+                    libc::EACCES,
+                ))
+            } else if let Err(why) = identity::check_cert(&b.policy.ssl_allow, cert.as_deref()) {
+                Err((
+                    format!("brick {:?} refuses {}: {why}", hs.brick, hs.client_name),
                     libc::EACCES,
                 ))
             } else {
@@ -259,7 +292,7 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
             ))
             .await
             .map_err(|_| "connection lost during handshake".to_string())?;
-            Ok((b, reader, tx, tls))
+            Ok((b, reader, tx, tls, cert_name))
         }
     }
 }
@@ -506,10 +539,12 @@ async fn run(
                 }
             }
             Kind::Request => {
-                let req: Request = match msg::decode(Kind::Request, &f.meta) {
+                let mut req: Request = match msg::decode(Kind::Request, &f.meta) {
                     Ok(r) => r,
                     Err(e) => break e.to_string(),
                 };
+                // Who the request runs as: the client's ids, squashed as the brick says.
+                brick.policy.squash.apply(&mut req.ctx);
                 if budget.requests.load(Ordering::Acquire) >= limits.max_inflight {
                     break format!(
                         "too many requests in flight (more than {}, --client-max-requests)",

@@ -23,6 +23,8 @@ use weft_core::volfile::Volfile;
 use weft_core::{Graph, Registry, Xlator, XlatorInit, XlatorRef, XlatorType};
 
 use crate::auth::AddrList;
+use crate::identity::{NameList, Squash};
+use crate::tls::ServerTls;
 pub use limits::Limits;
 use limits::{more, Counters};
 
@@ -45,7 +47,46 @@ const SERVER_OPTIONS: &[OptionSpec] = &[
         default: Some("off"),
         description: "Refuse clients that did not connect with TLS (the server's certificate is brickd's --tls-cert).",
     },
+    OptionSpec {
+        key: "auth.ssl-allow",
+        kind: OptionKind::Str,
+        default: Some("*"),
+        description: "Common names (CN) of the client certificates served: comma-separated names or patterns (* and ?); * for every client. Needs transport.socket.ssl-enabled on and brickd --tls-ca.",
+    },
+    OptionSpec {
+        key: "server.root-squash",
+        kind: OptionKind::Bool,
+        default: Some("off"),
+        description: "Run requests from uid 0 as server.anonuid and from gid 0 as server.anongid; other ids are unchanged.",
+    },
+    OptionSpec {
+        key: "server.all-squash",
+        kind: OptionKind::Bool,
+        default: Some("off"),
+        description: "Run every request as server.anonuid and server.anongid, whoever sent it.",
+    },
+    OptionSpec {
+        key: "server.anonuid",
+        kind: OptionKind::Int {
+            min: 0,
+            max: MAX_ID,
+        },
+        default: Some("65534"),
+        description: "The uid squashed requests run as (server.root-squash, server.all-squash).",
+    },
+    OptionSpec {
+        key: "server.anongid",
+        kind: OptionKind::Int {
+            min: 0,
+            max: MAX_ID,
+        },
+        default: Some("65534"),
+        description: "The gid squashed requests run as (server.root-squash, server.all-squash).",
+    },
 ];
+
+/// The largest uid or gid: 2^32 - 1 means "no id" (chown's "leave unchanged").
+const MAX_ID: i64 = u32::MAX as i64 - 1;
 
 /// The `protocol/server` type: the top of a brick graph in a server volfile.
 pub struct ServerType;
@@ -87,22 +128,43 @@ impl Xlator for ServerXlator {
     }
 }
 
-/// Who a brick serves.
+/// Who a brick serves, and as whom their requests run.
 #[derive(Clone, Debug)]
 struct Policy {
     allow: AddrList,
     reject: AddrList,
     tls_required: bool,
+    ssl_allow: NameList,
+    squash: Squash,
 }
 
 impl Policy {
     fn from_options(o: &Options) -> Result<Policy, String> {
-        Ok(Policy {
+        let id = |key: &str| {
+            u32::try_from(o.int(key))
+                .map_err(|_| format!("{key}: {} is not a user or group id", o.int(key)))
+        };
+        let p = Policy {
             allow: AddrList::parse(o.str("auth.allow")).map_err(|e| format!("auth.allow: {e}"))?,
             reject: AddrList::parse(o.str("auth.reject"))
                 .map_err(|e| format!("auth.reject: {e}"))?,
             tls_required: o.bool("transport.socket.ssl-enabled"),
-        })
+            ssl_allow: NameList::parse(o.str("auth.ssl-allow"))
+                .map_err(|e| format!("auth.ssl-allow: {e}"))?,
+            squash: Squash {
+                root: o.bool("server.root-squash"),
+                all: o.bool("server.all-squash"),
+                anonuid: id("server.anonuid")?,
+                anongid: id("server.anongid")?,
+            },
+        };
+        if !p.ssl_allow.allows_all() && !p.tls_required {
+            return Err(format!(
+                "auth.ssl-allow {:?} needs transport.socket.ssl-enabled on: a client that connects without TLS has no certificate name to check",
+                o.str("auth.ssl-allow")
+            ));
+        }
+        Ok(p)
     }
 }
 
@@ -126,7 +188,7 @@ impl Brick {
 pub struct BrickServer {
     bricks: RwLock<BTreeMap<String, Arc<Brick>>>,
     registry: Registry,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<ServerTls>,
     limits: Limits,
     next_client: AtomicU64,
     counters: Arc<Counters>,
@@ -135,11 +197,7 @@ pub struct BrickServer {
 impl BrickServer {
     /// A server with no bricks yet, building graphs against `registry`, accepting TLS
     /// connections when `tls` is given.
-    pub fn new(
-        registry: Registry,
-        tls: Option<tokio_rustls::TlsAcceptor>,
-        limits: Limits,
-    ) -> Arc<BrickServer> {
+    pub fn new(registry: Registry, tls: Option<ServerTls>, limits: Limits) -> Arc<BrickServer> {
         Arc::new(BrickServer {
             bricks: RwLock::new(BTreeMap::new()),
             registry,
@@ -183,6 +241,13 @@ impl BrickServer {
             if policy.tls_required && self.tls.is_none() {
                 return Err(format!(
                     "brick {brick:?} requires TLS (transport.socket.ssl-enabled) but this server was started without --tls-cert/--tls-key"
+                ));
+            }
+            if !policy.ssl_allow.allows_all()
+                && !self.tls.as_ref().is_some_and(|t| t.verifies_clients)
+            {
+                return Err(format!(
+                    "brick {brick:?} serves only some certificate names (auth.ssl-allow) but this server does not ask clients for certificates: start weft brickd with --tls-ca"
                 ));
             }
             let sub = vf.subgraph(&s.name).expect("declared");
@@ -385,4 +450,45 @@ fn spare_fd() -> Option<std::fs::File> {
 pub fn register(r: &mut Registry) {
     r.register(Arc::new(ServerType));
     r.register(Arc::new(crate::client::ClientType));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(given: &[(&str, &str)]) -> Result<Policy, String> {
+        let given: Vec<(String, String)> = given
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let o = Options::validate(SERVER_OPTIONS, &given).map_err(|(_, e)| e)?;
+        Policy::from_options(&o)
+    }
+
+    #[test]
+    fn identity_options() {
+        let p = policy(&[]).unwrap();
+        assert_eq!(p.squash, Squash::default());
+        assert!(!p.squash.is_on() && p.ssl_allow.allows_all());
+        let p = policy(&[
+            ("server.root-squash", "on"),
+            ("server.anonuid", "4294967294"),
+            ("server.anongid", "0"),
+        ])
+        .unwrap();
+        assert!(p.squash.root && !p.squash.all);
+        assert_eq!((p.squash.anonuid, p.squash.anongid), (u32::MAX - 1, 0));
+        for bad in ["4294967295", "-1", "x"] {
+            assert!(policy(&[("server.anonuid", bad)]).is_err(), "{bad}");
+        }
+        let e = policy(&[("auth.ssl-allow", "alice")]).unwrap_err();
+        assert!(e.contains("needs transport.socket.ssl-enabled on"), "{e}");
+        assert!(policy(&[
+            ("auth.ssl-allow", "alice"),
+            ("transport.socket.ssl-enabled", "on")
+        ])
+        .is_ok());
+        // `*` is the default and needs no TLS.
+        assert!(policy(&[("auth.ssl-allow", "*")]).is_ok());
+    }
 }
