@@ -71,7 +71,8 @@ struct LimitArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_fds: Option<u64>,
     /// Files and directories one connection may hold open; more opens fail with EMFILE
-    /// [default: 1024].
+    /// [default: 65536, within --max-fds]. One connection is a whole client machine's
+    /// mount, with all its processes' open files.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     client_max_fds: Option<u64>,
     /// Requests one connection may have in flight; more closes it [default: 4096].

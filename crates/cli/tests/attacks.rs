@@ -225,7 +225,14 @@ fn a_peer_that_stops_reading_is_cut_off_and_then_closed() {
 #[test]
 fn one_connection_opening_one_file_20000_times_gets_emfile_alone() {
     let (dir, brick) = brick_with_files("atk-fds");
-    let d = Daemon::start_in(dir, brick, Spawn::default());
+    let d = Daemon::start_in(
+        dir,
+        brick,
+        Spawn {
+            args: vec!["--client-max-fds".into(), "1024".into()],
+            ..Spawn::default()
+        },
+    );
     let mut w = Witness::new(d.port);
     let mut a = attacker(d.port);
     let gfid = a.lookup("f");

@@ -34,6 +34,56 @@ pub struct WeftFs {
     pub(crate) posix_acl: bool,
     /// Tells the kernel to drop what it cached of an inode (set once the session exists).
     pub(crate) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Lock waits the kernel may interrupt.
+    pub(crate) interrupts: Arc<Interrupts>,
+}
+
+/// Requests waiting (lock waits) that a FUSE_INTERRUPT can end, by request id, and
+/// interrupts that arrived before their request was registered.
+#[derive(Default)]
+pub(crate) struct Interrupts {
+    waiting: parking_lot::Mutex<std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
+    early: parking_lot::Mutex<std::collections::VecDeque<u64>>,
+}
+
+/// How many interrupts for not-yet-registered requests are remembered.
+const EARLY_INTERRUPTS: usize = 4096;
+
+impl Interrupts {
+    /// Registers request `unique`; the receiver fires if it is interrupted. `None` if it
+    /// was interrupted already.
+    fn register(&self, unique: u64) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let mut early = self.early.lock();
+        if let Some(i) = early.iter().position(|&u| u == unique) {
+            early.remove(i);
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting.lock().insert(unique, tx);
+        Some(rx)
+    }
+
+    /// Request `unique` finished.
+    fn done(&self, unique: u64) {
+        self.waiting.lock().remove(&unique);
+    }
+
+    /// The kernel interrupts request `unique`.
+    fn interrupt(&self, unique: u64) {
+        let mut early = self.early.lock();
+        match self.waiting.lock().remove(&unique) {
+            Some(tx) => {
+                let _ = tx.send(());
+            }
+            None => {
+                // Not registered yet (or already done: then it is never looked for).
+                if early.len() >= EARLY_INTERRUPTS {
+                    early.pop_front();
+                }
+                early.push_back(unique);
+            }
+        }
+    }
 }
 
 impl WeftFs {
@@ -465,28 +515,65 @@ impl Filesystem for WeftFs {
         let cmd = if sleep { LkCmd::SetWait } else { LkCmd::Set };
         let notifier = self.notifier.clone();
         let locking = typ != libc::F_UNLCK;
-        let fut = async move {
-            match me.lk(&c, fh.0, cmd, &lock, flock).await {
-                Ok(_) => {
-                    // Coherence at lock boundaries (as NFS): whoever held the lock before
-                    // may have changed the file through another mount, so what this mount
-                    // cached is dropped before the locker reads. (Unlocks need nothing:
-                    // writes are sent down before the unlock.)
-                    if locking {
-                        WeftFs::drop_cache(&notifier, ino);
+        if !sleep {
+            self.go(async move {
+                match me.lk(&c, fh.0, cmd, &lock, flock).await {
+                    Ok(_) => {
+                        // Coherence at lock boundaries (as NFS): whoever held the lock
+                        // before may have changed the file through another mount, so what
+                        // this mount cached is dropped before the locker reads. (Unlocks
+                        // need nothing: writes are sent down before the unlock.)
+                        if locking {
+                            WeftFs::drop_cache(&notifier, ino);
+                        }
+                        reply.ok()
                     }
-                    reply.ok()
+                    Err(e) => reply.error(errno(e)),
                 }
-                Err(e) => reply.error(errno(e)),
-            }
-        };
-        if sleep {
-            // A wait may last until another process unlocks, which needs a request thread
-            // of its own: never park one of the request threads on it.
-            self.rt.spawn(fut);
-        } else {
-            self.go(fut);
+            });
+            return;
         }
+        // A wait may last until another process unlocks, which needs a request thread of
+        // its own: never park one of the request threads on it. It ends early, with EINTR,
+        // when the kernel interrupts it (a signal, or the process being killed).
+        let unique = req.unique().0;
+        let Some(interrupted) = self.interrupts.register(unique) else {
+            return reply.error(errno(Errno(libc::EINTR)));
+        };
+        let interrupts = self.interrupts.clone();
+        self.rt.spawn(async move {
+            let wait = me.lk(&c, fh.0, cmd, &lock, flock);
+            tokio::pin!(wait);
+            tokio::select! {
+                r = &mut wait => {
+                    interrupts.done(unique);
+                    match r {
+                        Ok(_) => {
+                            WeftFs::drop_cache(&notifier, ino);
+                            reply.ok()
+                        }
+                        Err(e) => reply.error(errno(e)),
+                    }
+                }
+                _ = interrupted => {
+                    // The process gave up: it is answered now. The volume may still grant
+                    // the request later (the wait stays queued there until then, or until
+                    // the file is closed); a grant that comes is given straight back, so no
+                    // lock goes to a process that gave up.
+                    reply.error(errno(Errno(libc::EINTR)));
+                    if wait.await.is_ok() {
+                        let unlock = weft_core::Flock { kind: weft_core::LockType::Unlock, ..lock };
+                        if let Err(e) = me.lk(&c, fh.0, LkCmd::Set, &unlock, flock).await {
+                            tracing::warn!("giving back a lock granted after its waiter was interrupted failed: {e}");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    fn interrupt(&self, _req: &Request, unique: u64) {
+        self.interrupts.interrupt(unique);
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {

@@ -140,6 +140,7 @@ pub fn mount(
         posix_locks,
         posix_acl: false,
         notifier: notifier.clone(),
+        interrupts: Default::default(),
     };
     use fuser::MountOption as O;
     let mut config = fuser::Config::default();

@@ -902,6 +902,12 @@ pub trait Filesystem: Send + Sync + 'static {
         reply.error(Errno::ENOSYS);
     }
 
+    /// The kernel asks to interrupt request `unique` (its caller got a signal). Weft
+    /// patch: upstream answers FUSE_INTERRUPT with ENOSYS, which makes the kernel stop
+    /// sending them. The default ignores it; a filesystem that can stop the request
+    /// answers that request (EINTR). Never replied to itself.
+    fn interrupt(&self, _req: &Request, _unique: u64) {}
+
     /// Acquire, modify or release a lock, told whether it is a flock(2) lock
     /// (FUSE_LK_FLOCK; the kernel sends those when FUSE_FLOCK_LOCKS was granted) or a POSIX
     /// one. Weft patch: the default calls `setlk`, ignoring the kind.

@@ -114,9 +114,10 @@ impl<'a> RequestWithSender<'a> {
                 return Err(Errno::EIO);
             }
 
-            ll::Operation::Interrupt(_) => {
-                // TODO: handle FUSE_INTERRUPT
-                return Err(Errno::ENOSYS);
+            ll::Operation::Interrupt(x) => {
+                // Weft patch: handed to the filesystem; never answered (the interrupted
+                // request answers, typically with EINTR).
+                filesystem.interrupt(self.request_header(), x.unique().0); // no reply
             }
 
             ll::Operation::Lookup(x) => {

@@ -132,11 +132,17 @@ pub(crate) struct Session {
     stopped: AtomicBool,
     /// Bounds this client's requests in flight well under the server's limit.
     slots: Semaphore,
+    /// Lock requests (which may wait for as long as another client holds a lock) have
+    /// places of their own, so thousands of waiters never starve other FOPs.
+    lock_slots: Semaphore,
     client_name: String,
 }
 
 /// Requests one client keeps in flight at most (the server allows 4096).
 const MAX_INFLIGHT: usize = 1024;
+/// Lock requests one client keeps in flight at most, beside [`MAX_INFLIGHT`] (together
+/// within the server's 4096).
+const MAX_LOCKS_INFLIGHT: usize = 3000;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
 
@@ -156,6 +162,7 @@ impl Session {
             last_error: Mutex::new(None),
             stopped: AtomicBool::new(false),
             slots: Semaphore::new(MAX_INFLIGHT),
+            lock_slots: Semaphore::new(MAX_LOCKS_INFLIGHT),
         })
     }
 
@@ -472,7 +479,18 @@ impl Session {
         fop: FopRequest,
         data: Bytes,
     ) -> Result<(Reply, Xdata, Bytes, u64), Errno> {
-        let _slot = self.slots.acquire().await.map_err(|_| Errno::ENOTCONN)?;
+        let pool = if matches!(
+            fop,
+            FopRequest::Lk { .. }
+                | FopRequest::Inodelk { .. }
+                | FopRequest::Finodelk { .. }
+                | FopRequest::Entrylk { .. }
+        ) {
+            &self.lock_slots
+        } else {
+            &self.slots
+        };
+        let _slot = pool.acquire().await.map_err(|_| Errno::ENOTCONN)?;
         let conn = self.conn.lock().clone().ok_or(Errno::ENOTCONN)?;
         let name = fop.name();
         let req = Request {

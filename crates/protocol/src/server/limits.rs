@@ -53,7 +53,7 @@ pub const DEFAULT_MAX_INFLIGHT: usize = 4096;
 /// Bytes in flight per connection by default.
 pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 256 << 20;
 /// Open fds per connection by default.
-pub const DEFAULT_MAX_FDS_PER_CLIENT: usize = 1024;
+pub const DEFAULT_MAX_FDS_PER_CLIENT: usize = 65536;
 /// Connections per process by default (fewer when RLIMIT_NOFILE is low).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Connections per address by default.
@@ -378,7 +378,7 @@ mod tests {
         let big = Limits::for_nofile(1 << 20);
         assert_eq!(big.max_connections, 4096);
         assert_eq!(big.max_connections_per_addr, 256);
-        assert_eq!(big.max_fds_per_client, 1024);
+        assert_eq!(big.max_fds_per_client, 65536);
         assert_eq!(big.max_fds, (1 << 20) - 4096 - FD_RESERVE);
         assert_eq!(big.max_inflight, 4096);
         assert_eq!(big.max_inflight_bytes, 256 << 20);
