@@ -4,11 +4,17 @@
 //! translator may hang its own state on it ([`Fd::set_ctx`], keyed by the translator's
 //! name) and read it back on later FOPs. `release`/`releasedir` tell every translator that
 //! the fd is gone, so each drops what it hung there.
+//!
+//! An fd knows the path of its file only through a [`PathSource`] its creator attaches
+//! ([`Fd::set_path_source`]): the FUSE front end attaches its inode table, which it keeps
+//! current across renames, so [`Fd::path`] names the file where it is now, not where it was
+//! opened. Fds made elsewhere (the client library, a brick server) have no source and no path.
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 
@@ -16,6 +22,13 @@ use crate::Gfid;
 
 /// A shared handle to an open file or directory.
 pub type FdRef = Arc<Fd>;
+
+/// Tells the current path (from the volume root) of an inode: what [`Fd::path`] asks.
+pub trait PathSource: Send + Sync {
+    /// The path of inode `gfid` now, or `None` when it is not known (never looked up
+    /// through this source, forgotten, or its last known name removed).
+    fn path_of(&self, gfid: Gfid) -> Option<PathBuf>;
+}
 
 static NEXT_FD_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -30,6 +43,7 @@ pub struct Fd {
     /// True for a directory opened with opendir.
     pub is_dir: bool,
     ctx: Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>,
+    paths: OnceLock<Arc<dyn PathSource>>,
 }
 
 impl Fd {
@@ -41,7 +55,22 @@ impl Fd {
             flags,
             is_dir,
             ctx: Mutex::new(HashMap::new()),
+            paths: OnceLock::new(),
         })
+    }
+
+    /// Attaches the source [`Fd::path`] asks; the first one attached stays (returns false
+    /// when the fd already had one).
+    pub fn set_path_source(&self, source: Arc<dyn PathSource>) -> bool {
+        self.paths.set(source).is_ok()
+    }
+
+    /// The file's path from the volume root as it is now (after any rename of the file or
+    /// of a directory above it that the source saw); `None` without a source or when the
+    /// source does not know it. Informational, like `Loc.path`: never decide correctness
+    /// by it.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.paths.get()?.path_of(self.gfid)
     }
 
     /// Stores translator `key`'s state on this fd, replacing any earlier value.
@@ -82,5 +111,24 @@ mod tests {
         assert!(fd.take_ctx::<u32>("a").is_some());
         assert!(fd.ctx::<u32>("a").is_none());
         assert_ne!(Fd::new(Gfid::ROOT, 0, false).id, fd.id);
+    }
+
+    struct Fixed(PathBuf);
+    impl PathSource for Fixed {
+        fn path_of(&self, gfid: Gfid) -> Option<PathBuf> {
+            (gfid == Gfid::ROOT).then(|| self.0.clone())
+        }
+    }
+
+    #[test]
+    fn path_comes_from_the_first_source() {
+        let fd = Fd::new(Gfid::ROOT, 0, true);
+        assert_eq!(fd.path(), None);
+        assert!(fd.set_path_source(Arc::new(Fixed("/a".into()))));
+        assert!(!fd.set_path_source(Arc::new(Fixed("/b".into()))));
+        assert_eq!(fd.path(), Some(PathBuf::from("/a")));
+        let other = Fd::new(Gfid::random(), 0, false);
+        other.set_path_source(Arc::new(Fixed("/a".into())));
+        assert_eq!(other.path(), None);
     }
 }

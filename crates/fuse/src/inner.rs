@@ -24,8 +24,9 @@ pub struct Inner {
     /// Its graph.
     pub graph: Arc<Graph>,
     top: XlatorRef,
-    /// Inodes the kernel holds.
-    pub inodes: InodeTable,
+    /// Inodes the kernel holds, kept current across renames and removals; every fd this
+    /// front end opens asks it for its path ([`Fd::path`]).
+    pub inodes: Arc<InodeTable>,
     fds: Mutex<HashMap<u64, FdRef>>,
     /// The size the kernel believes each regular file has (the last one it was told, or
     /// grew it to by a write), so an O_APPEND write can be told from a write at an
@@ -53,7 +54,7 @@ impl Inner {
             volume,
             graph,
             top,
-            inodes: InodeTable::new(),
+            inodes: Arc::new(InodeTable::new()),
             fds: Mutex::new(HashMap::new()),
             kernel_sizes: Mutex::new(HashMap::new()),
         }
@@ -120,6 +121,13 @@ impl Inner {
     /// The open fd behind file handle `fh`.
     pub fn fd(&self, fh: u64) -> Result<FdRef, Errno> {
         self.fds.lock().get(&fh).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// A new fd whose path comes from the inode table.
+    fn new_fd(&self, gfid: Gfid, flags: i32, dir: bool) -> FdRef {
+        let fd = Fd::new(gfid, flags, dir);
+        fd.set_path_source(self.inodes.clone());
+        fd
     }
 
     fn keep_fd(&self, fd: FdRef) -> u64 {
@@ -255,6 +263,7 @@ impl Inner {
         } else {
             self.top.unlink(ctx, &loc, Xdata::new()).await?;
         }
+        self.inodes.removed(parent, name);
         Ok(())
     }
 
@@ -273,6 +282,9 @@ impl Inner {
         self.top
             .rename(ctx, &old, &new, flags, Xdata::new())
             .await?;
+        // The kernel moves its dentries without asking again: paths must follow here.
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        self.inodes.renamed(p, name, np, nname, exchange);
         Ok(())
     }
 
@@ -280,7 +292,7 @@ impl Inner {
     pub async fn open(&self, ctx: &Ctx, ino: u64, flags: i32, dir: bool) -> Result<u64, Errno> {
         let loc = self.inode_loc(ino)?;
         let gfid = loc.gfid.ok_or(Errno(libc::ESTALE))?;
-        let fd = Fd::new(gfid, flags, dir);
+        let fd = self.new_fd(gfid, flags, dir);
         if dir {
             self.top.opendir(ctx, &loc, &fd, Xdata::new()).await?;
         } else {
@@ -301,21 +313,21 @@ impl Inner {
     ) -> Result<(Iatt, u64), Errno> {
         let loc = self.entry_loc(parent, name)?;
         let (g, xd) = new_gfid_xdata();
-        let fd = Fd::new(g, flags, false);
+        let fd = self.new_fd(g, flags, false);
         let (ia, _) = self.top.create(ctx, &loc, &fd, mode, umask, xd).await?;
         let fd = if ia.gfid == g {
             fd
         } else {
             // The name already existed (no O_EXCL): reopen under the inode's own gfid.
             self.top.release(ctx, &fd, Xdata::new()).await.ok();
-            let fd2 = Fd::new(
+            let fd2 = self.new_fd(
                 ia.gfid,
                 flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
                 false,
             );
-            self.top
-                .open(ctx, &Loc::inode(ia.gfid), &fd2, Xdata::new())
-                .await?;
+            let mut at = Loc::inode(ia.gfid);
+            at.path = loc.path.clone();
+            self.top.open(ctx, &at, &fd2, Xdata::new()).await?;
             fd2
         };
         self.remember(&ia, parent, name);
