@@ -20,8 +20,6 @@ class Audit:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         # Line-buffered: each record reaches the file as soon as it is written.
         self.out = open(self.path, "a", buffering=1)
-        # Paths of fds open for writing (by fd id), so writes can name their file.
-        self.open_paths: dict[int, str] = {}
 
     # ==== helpers ====
 
@@ -47,27 +45,21 @@ class Audit:
     def where(loc: weft.Loc) -> str:
         return loc.path or f"<gfid:{loc.gfid or loc.parent}>/{loc.name or ''}"
 
-    def fd_where(self, fd: weft.Fd) -> str:
-        return self.open_paths.get(fd.id, f"<gfid:{fd.gfid}>")
+    @staticmethod
+    def fd_where(fd: weft.Fd) -> str:
+        # Where the file is now (the FUSE front end follows renames), else its gfid.
+        return fd.path or f"<gfid:{fd.gfid}>"
 
     # ==== FOPs ====
 
     def create(self, ctx, args):
-        r = self.audited(ctx, "create", self.where(args.loc))
-        self.open_paths[args.fd.id] = self.where(args.loc)
-        return r
+        return self.audited(ctx, "create", self.where(args.loc))
 
     def open(self, ctx, args):
         r = ctx.wind()
-        if args.fd.flags & os.O_ACCMODE != os.O_RDONLY:
-            self.open_paths[args.fd.id] = self.where(args.loc)
-            if args.fd.flags & os.O_TRUNC:
-                self.record(ctx, "truncate", self.where(args.loc), "ok")
+        if args.fd.flags & os.O_ACCMODE != os.O_RDONLY and args.fd.flags & os.O_TRUNC:
+            self.record(ctx, "truncate", self.where(args.loc), "ok")
         return r
-
-    def release(self, ctx, args):
-        self.open_paths.pop(args.fd.id, None)
-        return ctx.wind()
 
     def writev(self, ctx, args):
         what = f"write[{args.offset}+{len(args.data)}]"

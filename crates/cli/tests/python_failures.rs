@@ -189,9 +189,9 @@ fn load_errors_stop_the_mount_with_a_clear_message() {
     );
     refused(
         "unsupported",
-        "class T:\n    def __init__(self, init): pass\n    def readdir(self, ctx, args): pass\n",
+        "class T:\n    def __init__(self, init): pass\n    def rchecksum(self, ctx, args): pass\n",
         "T",
-        &["defines readdir, which Python translators cannot override yet"],
+        &["defines rchecksum, which Python translators cannot override yet"],
     );
     refused(
         "notcallable",

@@ -19,7 +19,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use weft_core::{Ctx, Errno, Fop, XlatorRef};
 
 use crate::context::{block_on, Context, Down, Winder};
-use crate::convert::PyOut;
+use crate::convert::{BadResult, PyOut};
 use crate::fops::FopArgs;
 use crate::module::{errno_of, error_for, format_exception};
 use crate::xlator::Stats;
@@ -107,14 +107,18 @@ impl<A: FopArgs> Job<A> {
         let ctx = Bound::new(py, ctx).map_err(|e| fail("context", &e))?;
         match self.method.bind(py).call1((ctx, args)) {
             Ok(v) => match A::Out::from_py(&v) {
-                Some(out) => Ok((out, std::mem::take(&mut *reply.lock()))),
-                None => {
+                Ok(out) => Ok((out, std::mem::take(&mut *reply.lock()))),
+                Err(bad) => {
                     let got = v
                         .get_type()
                         .name()
                         .map(|n| n.to_string())
                         .unwrap_or_else(|_| "?".to_string());
-                    tracing::error!(target: "weft::python", "python translator {name}: {fop} returned a {got}, expected {}; failing it with EIO", A::Out::EXPECTED);
+                    let why = match bad {
+                        BadResult::Type => String::new(),
+                        BadResult::Invalid(why) => format!(" ({why})"),
+                    };
+                    tracing::error!(target: "weft::python", "python translator {name}: {fop} returned a {got}, expected {}{why}; failing it with EIO", A::Out::EXPECTED);
                     Err(Errno::EIO)
                 }
             },

@@ -5,8 +5,9 @@
 //! therefore never held while a call is down the graph, and a Python translator below this
 //! one (or another thread of this one) can run meanwhile.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -16,6 +17,7 @@ use pyo3::types::PyBytes;
 use tokio::runtime::Handle;
 use weft_core::{Ctx, Errno, Fd, Gfid, Loc, XattrMap, Xdata, XlatorRef};
 
+use crate::convert::FsName;
 use crate::module::error_for;
 use crate::types::{parse_gfid, PyIatt};
 
@@ -80,7 +82,6 @@ pub struct Context {
     #[pyo3(get)]
     gfid: Option<String>,
     /// The path (from the volume root) the FOP acts on, where known.
-    #[pyo3(get)]
     path: Option<OsString>,
     down: Down,
     winder: Winder,
@@ -127,6 +128,14 @@ impl Context {
         (self.winder)(py, &args)
     }
 
+    /// The path (from the volume root) the FOP acts on, where known: the first loc's
+    /// path, or the fd's current path (following renames), as `str` (see
+    /// [`crate::convert`]).
+    #[getter]
+    fn path<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        crate::convert::opt_name_to_py(py, self.path.as_deref())
+    }
+
     /// The xdata the FOP will reply with (from the last `wind`), as a dict[str, bytes].
     #[getter]
     fn reply_xdata(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -134,12 +143,15 @@ impl Context {
         Ok(crate::convert::PyArg::to_py(&xd, py)?.unbind())
     }
 
-    /// Looks up `path` (from the volume root, `/`-separated) below this translator.
-    fn lookup(&self, py: Python<'_>, path: &str) -> PyResult<PyIatt> {
+    /// Looks up `path` (from the volume root, `/`-separated; str or bytes) below this
+    /// translator.
+    fn lookup(&self, py: Python<'_>, path: FsName) -> PyResult<PyIatt> {
         let names: Vec<OsString> = path
-            .split('/')
+            .0
+            .as_bytes()
+            .split(|&b| b == b'/')
             .filter(|c| !c.is_empty())
-            .map(OsString::from)
+            .map(|c| OsStr::from_bytes(c).to_owned())
             .collect();
         let ia = self.down.call(py, move |child, ctx| async move {
             let mut ia = child.stat(&ctx, &Loc::root(), Xdata::new()).await?.0;

@@ -8,9 +8,8 @@
 //! - the [`weft_core::Xlator`] method of [`PythonXlator`]: with no Python method it calls
 //!   the child at once (no GIL, no thread hop); otherwise it runs the Python method.
 //!
-//! FOPs not in the list (statfs, readdir/readdirp, fsyncdir, fallocate, discard, zerofill,
-//! seek, rchecksum, xattrop/fxattrop, the lock FOPs) always pass through; a class defining
-//! one of them is refused at load time ([`UNSUPPORTED`]).
+//! FOPs not in the list (rchecksum, xattrop/fxattrop and the lock FOPs) always pass
+//! through; a class defining one of them is refused at load time ([`UNSUPPORTED`]).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -61,14 +60,6 @@ pub fn namespace<'py>(
 
 /// The FOP names Python translators cannot override yet; a class defining one is refused.
 pub const UNSUPPORTED: &[&str] = &[
-    "statfs",
-    "readdir",
-    "readdirp",
-    "fsyncdir",
-    "fallocate",
-    "discard",
-    "zerofill",
-    "seek",
     "rchecksum",
     "xattrop",
     "fxattrop",
@@ -182,6 +173,7 @@ python_fops! {
     truncate / TruncateArgs(loc: &Loc => Loc, size: u64 => u64) -> Iatt;
     ftruncate / FtruncateArgs(fd: &FdRef => FdRef, size: u64 => u64) -> Iatt;
     readlink / ReadlinkArgs(loc: &Loc => Loc) -> PathBuf;
+    statfs / StatfsArgs(loc: &Loc => Loc) -> StatVfs;
     mkdir / MkdirArgs(loc: &Loc => Loc, mode: u32 => u32, umask: u32 => u32) -> Iatt;
     rmdir / RmdirArgs(loc: &Loc => Loc) -> ();
     unlink / UnlinkArgs(loc: &Loc => Loc) -> ();
@@ -196,7 +188,14 @@ python_fops! {
     flush / FlushArgs(fd: &FdRef => FdRef) -> ();
     fsync / FsyncArgs(fd: &FdRef => FdRef, datasync: bool => bool) -> ();
     release / ReleaseArgs(fd: &FdRef => FdRef) -> ();
+    fallocate / FallocateArgs(fd: &FdRef => FdRef, mode: i32 => i32, offset: u64 => u64, len: u64 => u64) -> ();
+    discard / DiscardArgs(fd: &FdRef => FdRef, offset: u64 => u64, len: u64 => u64) -> ();
+    zerofill / ZerofillArgs(fd: &FdRef => FdRef, offset: u64 => u64, len: u64 => u64) -> ();
+    seek / SeekArgs(fd: &FdRef => FdRef, offset: u64 => u64, what: SeekWhat => SeekWhat) -> u64;
     opendir / OpendirArgs(loc: &Loc => Loc, fd: &FdRef => FdRef) -> ();
+    readdir / ReaddirArgs(fd: &FdRef => FdRef, size: u32 => u32, offset: u64 => u64) -> Vec<Dirent>;
+    readdirp / ReaddirpArgs(fd: &FdRef => FdRef, size: u32 => u32, offset: u64 => u64) -> Vec<Dirent>;
+    fsyncdir / FsyncdirArgs(fd: &FdRef => FdRef, datasync: bool => bool) -> ();
     releasedir / ReleasedirArgs(fd: &FdRef => FdRef) -> ();
     getxattr / GetxattrArgs(loc: &Loc => Loc, name: Option<&str> => Option<String>) -> XattrMap;
     fgetxattr / FgetxattrArgs(fd: &FdRef => FdRef, name: Option<&str> => Option<String>) -> XattrMap;

@@ -24,15 +24,18 @@
 //! with EIO and is logged with its traceback (see [`call`]). The tutorial is
 //! docs/PYTHON-TRANSLATORS.md; type stubs are in `crates/python/stubs/weft.pyi`.
 //!
-//! Principal pieces: [`xlator::PythonType`] (options, build), [`loader`] (import, class,
-//! overridden FOPs), [`fops`] (the FOP list and the translator), [`call`] (threads, GIL,
-//! outcomes), [`context`] and [`types`] (the Python API), [`module`] (`import weft`).
+//! Principal pieces: [`xlator::PythonType`] (options, build), [`interpreter`] (starting
+//! Python, in UTF-8 mode), [`loader`] (import, class, overridden FOPs), [`fops`] (the FOP
+//! list and the translator), [`call`] (threads, GIL, outcomes), [`convert`] (arguments,
+//! results, and the rule for names: `str` decoded from UTF-8 with `surrogateescape`),
+//! [`context`] and [`types`] (the Python API), [`module`] (`import weft`).
 
 pub mod call;
 pub mod context;
 pub mod convert;
 pub mod error;
 pub mod fops;
+pub mod interpreter;
 pub mod loader;
 pub mod module;
 pub mod types;

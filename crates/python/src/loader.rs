@@ -78,6 +78,7 @@ pub fn load(spec: &Spec) -> Result<Loaded, LoadError> {
         return Err(LoadError::BadModule(spec.module.clone()));
     }
     let config = parse_config(&spec.config)?;
+    crate::interpreter::ensure();
     Python::with_gil(|py| {
         let other = |e: PyErr| LoadError::Python(format_exception(py, &e));
         weft_module(py).map_err(other)?;

@@ -10,7 +10,7 @@ use pyo3::types::{PyModule, PyType};
 use weft_core::Errno;
 
 use crate::context::Context;
-use crate::types::{PyFd, PyIatt, PyInit, PyLoc, PySetAttr};
+use crate::types::{PyDirent, PyFd, PyIatt, PyInit, PyLoc, PySetAttr, PyStatVfs};
 
 /// Python source of the parts of the module easiest to write in Python.
 const PY_SOURCE: &std::ffi::CStr = c"
@@ -41,6 +41,8 @@ pub fn weft_module(py: Python<'_>) -> PyResult<&Bound<'_, PyModule>> {
         m.add_class::<PyFd>()?;
         m.add_class::<PyIatt>()?;
         m.add_class::<PySetAttr>()?;
+        m.add_class::<PyDirent>()?;
+        m.add_class::<PyStatVfs>()?;
         m.add_class::<PyInit>()?;
         py.run(PY_SOURCE, Some(&m.dict()), None)?;
         py.import("sys")?.getattr("modules")?.set_item("weft", &m)?;

@@ -1,16 +1,21 @@
-//! The value classes of the `weft` Python module: `Loc`, `Fd`, `Iatt`, `SetAttr`, `Init`.
+//! The value classes of the `weft` Python module: `Loc`, `Fd`, `Iatt`, `SetAttr`,
+//! `Dirent`, `StatVfs`, `Init`.
 //!
 //! Each mirrors one `weft_core` type field for field, so a value Python passes on unchanged
-//! comes back to Rust unchanged: names and paths travel as `str` with the filesystem
-//! encoding (undecodable bytes as surrogates, as `os.fsdecode` does), times as integer
-//! nanoseconds (as `os.stat_result.st_mtime_ns`), gfids as their 36-character text.
+//! comes back to Rust unchanged: names and paths travel as `str` decoded from UTF-8 with
+//! `surrogateescape` (and may be set to `str` or `bytes`; see [`crate::convert`]), times
+//! as integer nanoseconds (as `os.stat_result.st_mtime_ns`), gfids as their 36-character
+//! text, file types as their `S_IFMT` bits (`stat.S_IFDIR`, ...).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use weft_core::{FdRef, Gfid, Iatt, Loc, SetAttr, SetTime, Timespec};
+use weft_core::{Dirent, FdRef, FileType, Gfid, Iatt, Loc, SetAttr, SetTime, StatVfs, Timespec};
+
+use crate::convert::{name_to_py, opt_name_to_py, FsName};
 
 /// Parses a gfid given by Python, as a `ValueError` when it is not one.
 pub fn parse_gfid(s: &str) -> PyResult<Gfid> {
@@ -34,12 +39,14 @@ fn timespec(ns: i128) -> PyResult<Timespec> {
 
 /// Where a FOP acts: `gfid` (an existing inode), or `parent` + `name` (an entry); `path`
 /// (from the volume root) where the caller knows it, for information only.
-#[pyclass(module = "weft", name = "Loc", get_all, set_all)]
+#[pyclass(module = "weft", name = "Loc")]
 #[derive(Clone, Default)]
 pub struct PyLoc {
     /// The inode's gfid, or None.
+    #[pyo3(get, set)]
     pub gfid: Option<String>,
     /// The parent directory's gfid, or None.
+    #[pyo3(get, set)]
     pub parent: Option<String>,
     /// The entry's name in `parent`, or None.
     pub name: Option<OsString>,
@@ -54,15 +61,39 @@ impl PyLoc {
     fn new(
         gfid: Option<String>,
         parent: Option<String>,
-        name: Option<OsString>,
-        path: Option<OsString>,
+        name: Option<FsName>,
+        path: Option<FsName>,
     ) -> PyLoc {
         PyLoc {
             gfid,
             parent,
-            name,
-            path,
+            name: name.map(|n| n.0),
+            path: path.map(|p| p.0),
         }
+    }
+
+    /// The entry's name (str, see the module docs), or None.
+    #[getter]
+    fn name<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        opt_name_to_py(py, self.name.as_deref())
+    }
+
+    /// Sets the name: str, bytes or None.
+    #[setter]
+    fn set_name(&mut self, name: Option<FsName>) {
+        self.name = name.map(|n| n.0);
+    }
+
+    /// The path from the volume root (str), or None.
+    #[getter]
+    fn path<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        opt_name_to_py(py, self.path.as_deref())
+    }
+
+    /// Sets the path: str, bytes or None.
+    #[setter]
+    fn set_path(&mut self, path: Option<FsName>) {
+        self.path = path.map(|p| p.0);
     }
 
     fn __repr__(&self) -> String {
@@ -122,6 +153,12 @@ impl PyFd {
     #[getter]
     fn is_dir(&self) -> bool {
         self.0.is_dir
+    }
+    /// The file's path from the volume root as it is now (it follows renames of the file
+    /// and of its directories), where the front end knows it; else None.
+    #[getter]
+    fn path<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        opt_name_to_py(py, self.0.path().as_deref().map(|p| p.as_os_str()))
     }
     fn __repr__(&self) -> String {
         format!("{:?}", self.0)
@@ -301,6 +338,204 @@ impl PySetAttr {
             atime: time_from_py(self.atime_ns, self.atime_now)?,
             mtime: time_from_py(self.mtime_ns, self.mtime_now)?,
         })
+    }
+}
+
+// ==== Dirent ====
+
+/// The longest entry name a `Dirent` may carry (NAME_MAX).
+const NAME_MAX: usize = 255;
+
+/// One directory entry, as readdir and readdirp return them.
+#[pyclass(module = "weft", name = "Dirent")]
+pub struct PyDirent {
+    name: Vec<u8>,
+    /// The cookie the next readdir passes as `offset` to continue after this entry.
+    #[pyo3(get, set)]
+    pub offset: u64,
+    /// The entry's type as `S_IFMT` bits (`stat.S_IFREG`, `stat.S_IFDIR`, ...).
+    #[pyo3(get, set)]
+    pub kind: u32,
+    /// The inode number the brick reports (used when `iatt` is None).
+    #[pyo3(get, set)]
+    pub ino: u64,
+    /// The entry's attributes (readdirp fills them, except for `.` and `..`), or None.
+    #[pyo3(get, set)]
+    pub iatt: Option<Py<PyIatt>>,
+}
+
+#[pymethods]
+impl PyDirent {
+    #[new]
+    #[pyo3(signature = (name, offset=0, kind=libc::S_IFREG, ino=0, iatt=None))]
+    fn new(name: FsName, offset: u64, kind: u32, ino: u64, iatt: Option<Py<PyIatt>>) -> PyDirent {
+        PyDirent {
+            name: name.0.into_encoded_bytes(),
+            offset,
+            kind,
+            ino,
+            iatt,
+        }
+    }
+
+    /// The entry's name (str, see the module docs).
+    #[getter]
+    fn name<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyString>> {
+        name_to_py(py, &self.name)
+    }
+
+    /// Sets the name: str or bytes.
+    #[setter]
+    fn set_name(&mut self, name: FsName) {
+        self.name = name.0.into_encoded_bytes();
+    }
+
+    /// True for a directory.
+    #[getter]
+    fn is_dir(&self) -> bool {
+        self.kind & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Dirent(name={:?}, offset={}, kind={:#o}, ino={})",
+            String::from_utf8_lossy(&self.name),
+            self.offset,
+            self.kind,
+            self.ino
+        )
+    }
+}
+
+impl PyDirent {
+    /// The Python form of `d`.
+    pub fn from_dirent(py: Python<'_>, d: &Dirent) -> PyResult<PyDirent> {
+        Ok(PyDirent {
+            name: d.name.clone(),
+            offset: d.offset,
+            kind: d.kind.mode_bits(),
+            ino: d.ino,
+            iatt: d
+                .iatt
+                .as_ref()
+                .map(|ia| Py::new(py, PyIatt::from_iatt(ia)))
+                .transpose()?,
+        })
+    }
+
+    /// Back to a [`Dirent`]; a name that is empty, too long or holds `/` or NUL, an
+    /// unknown type or bad attributes are a `ValueError`.
+    pub fn to_dirent(&self, py: Python<'_>) -> PyResult<Dirent> {
+        let n = &self.name;
+        if n.is_empty() || n.len() > NAME_MAX || n.contains(&b'/') || n.contains(&0) {
+            return Err(PyValueError::new_err(format!(
+                "not a directory entry name: {:?}",
+                std::ffi::OsStr::from_bytes(n)
+            )));
+        }
+        let kind = FileType::from_mode(self.kind)
+            .ok_or_else(|| PyValueError::new_err(format!("not a file type: {:#o}", self.kind)))?;
+        Ok(Dirent {
+            name: n.clone(),
+            offset: self.offset,
+            kind,
+            ino: self.ino,
+            iatt: self
+                .iatt
+                .as_ref()
+                .map(|ia| ia.bind(py).borrow().to_iatt())
+                .transpose()?,
+        })
+    }
+}
+
+// ==== StatVfs ====
+
+/// Filesystem statistics, as `statvfs` reports them (`df` shows blocks × `frsize`).
+#[pyclass(module = "weft", name = "StatVfs", get_all, set_all)]
+#[derive(Clone, Default)]
+pub struct PyStatVfs {
+    /// Block size for the block counts.
+    pub bsize: u64,
+    /// Fragment size (the unit of `blocks`, `bfree`, `bavail`).
+    pub frsize: u64,
+    /// Total blocks.
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Free blocks available to unprivileged users.
+    pub bavail: u64,
+    /// Total inodes.
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+    /// Longest file name.
+    pub namemax: u64,
+}
+
+#[pymethods]
+impl PyStatVfs {
+    #[new]
+    #[pyo3(signature = (bsize=4096, frsize=4096, blocks=0, bfree=0, bavail=0, files=0, ffree=0, namemax=255))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        bsize: u64,
+        frsize: u64,
+        blocks: u64,
+        bfree: u64,
+        bavail: u64,
+        files: u64,
+        ffree: u64,
+        namemax: u64,
+    ) -> PyStatVfs {
+        PyStatVfs {
+            bsize,
+            frsize,
+            blocks,
+            bfree,
+            bavail,
+            files,
+            ffree,
+            namemax,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "StatVfs(bsize={}, frsize={}, blocks={}, bfree={}, bavail={}, files={}, ffree={}, namemax={})",
+            self.bsize, self.frsize, self.blocks, self.bfree, self.bavail, self.files,
+            self.ffree, self.namemax
+        )
+    }
+}
+
+impl PyStatVfs {
+    /// The Python form of `s`.
+    pub fn from_statvfs(s: &StatVfs) -> PyStatVfs {
+        PyStatVfs {
+            bsize: s.bsize,
+            frsize: s.frsize,
+            blocks: s.blocks,
+            bfree: s.bfree,
+            bavail: s.bavail,
+            files: s.files,
+            ffree: s.ffree,
+            namemax: s.namemax,
+        }
+    }
+
+    /// Back to a [`StatVfs`].
+    pub fn to_statvfs(&self) -> StatVfs {
+        StatVfs {
+            bsize: self.bsize,
+            frsize: self.frsize,
+            blocks: self.blocks,
+            bfree: self.bfree,
+            bavail: self.bavail,
+            files: self.files,
+            ffree: self.ffree,
+            namemax: self.namemax,
+        }
     }
 }
 

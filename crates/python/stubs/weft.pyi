@@ -3,9 +3,18 @@
 The module is built into the `weft` binary; this file only tells editors and type
 checkers what it holds. Put its folder on your editor's stub path (for mypy:
 `MYPYPATH=crates/python/stubs`). See docs/PYTHON-TRANSLATORS.md.
+
+Names and paths (Loc.name, Loc.path, Context.path, Fd.path, Dirent.name, symlink targets)
+are `str`: the bytes decoded as UTF-8 with "surrogateescape", so a byte that is not valid
+UTF-8 is a lone surrogate (b"caf\xe9" is "caf\udce9"). `os.fsencode(name)` gives the bytes
+back (Weft's interpreter runs in UTF-8 mode). Where a translator sets a name or path it may
+give `str` (encoded the same way) or `bytes`.
 """
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
+
+Name = Union[str, bytes]
+"""What a name or path may be set to."""
 
 class Error(Exception):
     """Fails the FOP with `errno`: `raise weft.Error(errno.EROFS)`.
@@ -28,15 +37,22 @@ class Loc:
 
     gfid: Optional[str]
     parent: Optional[str]
-    name: Optional[str]
-    path: Optional[str]
-    """From the volume root, where the caller knows it; informational."""
+    @property
+    def name(self) -> Optional[str]:
+        """The entry's name in `parent`."""
+    @name.setter
+    def name(self, value: Optional[Name]) -> None: ...
+    @property
+    def path(self) -> Optional[str]:
+        """From the volume root, where the caller knows it; informational."""
+    @path.setter
+    def path(self, value: Optional[Name]) -> None: ...
     def __init__(
         self,
         gfid: Optional[str] = None,
         parent: Optional[str] = None,
-        name: Optional[str] = None,
-        path: Optional[str] = None,
+        name: Optional[Name] = None,
+        path: Optional[Name] = None,
     ) -> None: ...
 
 class Fd:
@@ -51,6 +67,11 @@ class Fd:
         """The open(2) flags (os.O_*)."""
     @property
     def is_dir(self) -> bool: ...
+    @property
+    def path(self) -> Optional[str]:
+        """The file's path from the volume root as it is now: it follows renames of the
+        file and of its directories. None where the front end does not know it (fds made
+        by the client library or on a brick server), or once its last known name is gone."""
 
 class Iatt:
     """An inode's attributes, as stat reports them."""
@@ -85,6 +106,55 @@ class SetAttr:
     atime_now: bool
     mtime_now: bool
 
+class Dirent:
+    """One directory entry, as readdir and readdirp return them."""
+
+    @property
+    def name(self) -> str: ...
+    @name.setter
+    def name(self, value: Name) -> None: ...
+    offset: int
+    """The cookie the next readdir passes as `offset` to continue after this entry."""
+    kind: int
+    """The entry's type as S_IFMT bits: stat.S_IFREG, stat.S_IFDIR, ..."""
+    ino: int
+    """The inode number the brick reports (used when `iatt` is None)."""
+    iatt: Optional[Iatt]
+    """The attributes (readdirp fills them, except for "." and ".."), or None."""
+    def __init__(
+        self,
+        name: Name,
+        offset: int = 0,
+        kind: int = 0o100000,
+        ino: int = 0,
+        iatt: Optional[Iatt] = None,
+    ) -> None: ...
+    @property
+    def is_dir(self) -> bool: ...
+
+class StatVfs:
+    """Filesystem statistics, as statvfs(2) reports them (df shows blocks * frsize)."""
+
+    bsize: int
+    frsize: int
+    blocks: int
+    bfree: int
+    bavail: int
+    files: int
+    ffree: int
+    namemax: int
+    def __init__(
+        self,
+        bsize: int = 4096,
+        frsize: int = 4096,
+        blocks: int = 0,
+        bfree: int = 0,
+        bavail: int = 0,
+        files: int = 0,
+        ffree: int = 0,
+        namemax: int = 255,
+    ) -> None: ...
+
 class Context:
     """One FOP call: who asks, what it acts on, and how to call down the graph.
 
@@ -100,14 +170,15 @@ class Context:
     gfid: Optional[str]
     """The inode the FOP acts on (the first loc's gfid, or the fd's), where known."""
     path: Optional[str]
-    """The path the FOP acts on, where known."""
+    """The path the FOP acts on, where known: the first loc's path, or for fd FOPs the
+    fd's current path (`Fd.path`, following renames)."""
     @property
     def reply_xdata(self) -> dict[str, bytes]:
         """The xdata this FOP will reply with (from the last wind)."""
     def wind(self, args: Any = None) -> Any:
         """Passes the FOP down (with `args`, default the args object the method got, with
         any changes) and returns the result; raises Error if it fails."""
-    def lookup(self, path: str) -> Iatt:
+    def lookup(self, path: Name) -> Iatt:
         """Resolves a path from the volume root below this translator."""
     def stat(self, gfid: str) -> Iatt: ...
     def read(self, gfid: str, offset: int = 0, size: Optional[int] = None) -> bytes:
@@ -127,8 +198,17 @@ class Context:
 #   open(loc, fd) -> None          create(loc, fd, mode, umask) -> Iatt
 #   readv(fd, size, offset) -> bytes                          writev(fd, data, offset) -> int
 #   flush(fd) -> None              fsync(fd, datasync) -> None  release(fd) -> None
+#   statfs(loc) -> StatVfs
+#   fallocate(fd, mode, offset, len) -> None                  (mode: FALLOC_FL_* bits)
+#   discard(fd, offset, len) -> None                          zerofill(fd, offset, len) -> None
+#   seek(fd, offset, what) -> int                             (what: os.SEEK_DATA or os.SEEK_HOLE)
 #   opendir(loc, fd) -> None       releasedir(fd) -> None
+#   readdir(fd, size, offset) -> list[Dirent]                 (offset: a Dirent.offset cookie)
+#   readdirp(fd, size, offset) -> list[Dirent]                (with Dirent.iatt filled)
+#   fsyncdir(fd, datasync) -> None
 #   getxattr(loc, name) -> dict[str, bytes]    (name None: list all)
 #   fgetxattr(fd, name) -> dict[str, bytes]
 #   setxattr(loc, attrs, flags) -> None        fsetxattr(fd, attrs, flags) -> None
 #   removexattr(loc, name) -> None             fremovexattr(fd, name) -> None
+# Not overridable (a class defining one is refused): rchecksum, xattrop, fxattrop, lk,
+# inodelk, finodelk, entrylk.
