@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Weft over the network, one brick, beside GlusterFS 10.3's one-brick volume (dist1), in one
+# run: builds release, starts `weft brickd` on 127.0.0.1 (storage/posix < features/locks <
+# protocol/server) under setsid with a pid file, mounts a client volfile of protocol/client
+# under performance/write-behind (GlusterFS's client graph has write-behind too), mounts the
+# GlusterFS anchor with ../shared/bench/gluster-anchor-setup.sh, runs
+# ../shared/bench/fsbench.sh on both and prints the table (ratios to GlusterFS).
+# Run as root from anywhere. Leaves nothing behind: brickd and the mount are stopped at
+# exit (the GlusterFS anchor stays mounted; gluster-anchor-teardown.sh removes it).
+#   BENCH_DIR (default /tmp/weft-bench-net), BENCH_PORT (default 24650),
+#   BENCH_OUT (default $BENCH_DIR/results.jsonl)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
+D=${BENCH_DIR:-/tmp/weft-bench-net}
+PORT=${BENCH_PORT:-24650}
+OUT=${BENCH_OUT:-$D/results.jsonl}
+WEFT=$ROOT/target/release/weft
+
+cleanup() {
+  umount "$D/mnt" 2>/dev/null || umount -l "$D/mnt" 2>/dev/null || true
+  if [ -f "$D/brickd.pid" ]; then kill "$(cat "$D/brickd.pid")" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+
+(cd "$ROOT" && cargo build --release -q -p weft-cli)
+cleanup
+rm -rf "$D"
+mkdir -p "$D/brick" "$D/mnt"
+cat >"$D/server.vol" <<VOL
+volume bench-posix
+    type storage/posix
+    option directory $D/brick
+end-volume
+
+volume bench
+    type features/locks
+    subvolumes bench-posix
+end-volume
+
+volume bench-server
+    type protocol/server
+    option auth.allow 127.0.0.1
+    subvolumes bench
+end-volume
+VOL
+cat >"$D/client.vol" <<VOL
+volume bench-client
+    type protocol/client
+    option remote-host 127.0.0.1
+    option remote-port $PORT
+    option remote-subvolume bench
+end-volume
+
+volume bench-wb
+    type performance/write-behind
+    subvolumes bench-client
+end-volume
+VOL
+setsid "$WEFT" brickd --listen "127.0.0.1:$PORT" --volfile "$D/server.vol" \
+  --control "$D/brickd.sock" --pid-file "$D/brickd.pid" \
+  </dev/null >"$D/brickd.out" 2>"$D/brickd.log" &
+for _ in $(seq 100); do grep -q "listening on" "$D/brickd.out" 2>/dev/null && break; sleep 0.1; done
+grep -q "listening on" "$D/brickd.out" || { echo "brickd did not start:"; cat "$D/brickd.log"; exit 1; }
+"$WEFT" mount --volfile "$D/client.vol" --log-file "$D/mount.log" "$D/mnt"
+
+ANCHOR_VOLS=dist1 "$SHARED/gluster-anchor-setup.sh"
+rm -f "$OUT"
+FSBENCH_OUT=$OUT "$SHARED/fsbench.sh" /mnt/anchor/dist1 gluster-dist1
+FSBENCH_OUT=$OUT "$SHARED/fsbench.sh" "$D/mnt" weft-net
+python3 "$SHARED/table.py" "$OUT" gluster-dist1
