@@ -36,7 +36,19 @@ pub struct WeftFs {
     pub(crate) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     /// Lock waits the kernel may interrupt.
     pub(crate) interrupts: Arc<Interrupts>,
+    /// Inodes known to have no `security.capability` xattr, and since when (see
+    /// [`CAPABILITY_XATTR`]).
+    pub(crate) no_caps: Arc<parking_lot::Mutex<std::collections::HashMap<u64, std::time::Instant>>>,
 }
+
+/// The kernel asks for this xattr before every write (to know whether the write must drop
+/// file capabilities), one round trip to the brick per write. Like GlusterFS's md-cache,
+/// the mount remembers for one attribute timeout that an inode has none; a set or remove
+/// through this mount forgets it at once, another client's is seen within that time.
+const CAPABILITY_XATTR: &str = "security.capability";
+
+/// Inodes remembered without capabilities at most (the table starts over beyond).
+const NO_CAPS_MAX: usize = 100_000;
 
 /// Requests waiting (lock waits) that a FUSE_INTERRUPT can end, by request id, and
 /// interrupts that arrived before their request was registered.
@@ -719,6 +731,9 @@ impl Filesystem for WeftFs {
         if is_acl_name(&name) && !self.posix_acl {
             return reply.error(errno(Errno::ENOTSUP));
         }
+        if name == CAPABILITY_XATTR {
+            self.no_caps.lock().remove(&ino.0);
+        }
         spawn_empty!(self, reply, |me| async move {
             me.setxattr(&c, ino.0, &name, &value, flags).await
         });
@@ -731,10 +746,28 @@ impl Filesystem for WeftFs {
             Err(e) => return reply.error(errno(e)),
         };
         let me = self.inner.clone();
+        let caps = (name == CAPABILITY_XATTR).then(|| self.no_caps.clone());
+        if let Some(c) = &caps {
+            if c.lock()
+                .get(&ino.0)
+                .is_some_and(|t| t.elapsed() < self.attr_ttl)
+            {
+                return reply.error(errno(Errno::ENODATA));
+            }
+        }
         self.go(async move {
             match me.getxattr(&c, ino.0, Some(&name)).await {
                 Ok(m) => xattr_reply(reply, size, m.into_values().next().unwrap_or_default()),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => {
+                    if let (Some(c), true) = (caps, e == Errno::ENODATA) {
+                        let mut m = c.lock();
+                        if m.len() >= NO_CAPS_MAX {
+                            m.clear();
+                        }
+                        m.insert(ino.0, std::time::Instant::now());
+                    }
+                    reply.error(errno(e))
+                }
             }
         });
     }
@@ -762,6 +795,9 @@ impl Filesystem for WeftFs {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(errno(e)),
         };
+        if name == CAPABILITY_XATTR {
+            self.no_caps.lock().remove(&ino.0);
+        }
         spawn_empty!(self, reply, |me| async move {
             me.removexattr(&c, ino.0, &name).await
         });

@@ -141,6 +141,7 @@ pub fn mount(
         posix_acl: false,
         notifier: notifier.clone(),
         interrupts: Default::default(),
+        no_caps: Default::default(),
     };
     use fuser::MountOption as O;
     let mut config = fuser::Config::default();
