@@ -1,5 +1,7 @@
 //! The POSIX behaviour suite: every scenario runs on a real FUSE mount of a one-brick volume
-//! and on a plain local directory, and both must give the same results and errno values.
+//! and on a plain local directory, and both must give the same results and errno values,
+//! pass the suite's absolute checks, and leave the mount alive. The graphs include
+//! features/locks, so fcntl, OFD and flock locks are Weft's, not the kernel's.
 
 mod common;
 
@@ -8,6 +10,16 @@ use common::*;
 #[test]
 fn mount_behaves_like_a_local_directory() {
     let vol = Volume::new("posix");
+    std::fs::write(
+        &vol.volfile,
+        format!(
+            "volume px-posix\n    type storage/posix\n    option directory {}\nend-volume\n\n\
+             volume px-locks\n    type features/locks\n    subvolumes px-posix\nend-volume\n\n\
+             volume px\n    type debug/io-stats\n    subvolumes px-locks\nend-volume\n",
+            vol.brick.display()
+        ),
+    )
+    .unwrap();
     let m = vol.mount();
     assert_behaves_like_local(&vol.mnt, &m);
 }

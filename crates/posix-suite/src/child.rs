@@ -50,8 +50,12 @@ pub(crate) struct ChildOutput {
 
 /// Runs `body` (after the prelude) with `args` as `sys.argv[1:]`, as
 /// `user` = (uid, gid) when given, and collects its output.
+///
+/// In a two-client run (`crate::with_sides`) the child is one step: every path argument
+/// goes to the next side.
 pub(crate) fn run_py(body: &str, args: &[String], user: Option<(u32, u32)>) -> ChildOutput {
-    match spawn_py(body, args, user) {
+    let args = crate::sys::place_args(args);
+    match spawn_py(body, &args, user) {
         Ok(out) => {
             let lines = String::from_utf8_lossy(&out.stdout)
                 .lines()

@@ -30,6 +30,7 @@
 
 #![deny(missing_docs)]
 
+mod check;
 mod child;
 mod scenarios;
 mod sys;
@@ -37,7 +38,10 @@ mod transcript;
 
 use std::path::Path;
 
-pub use scenarios::attrs::{scenario_chmod, scenario_chown, scenario_mknod, scenario_utimes};
+pub use check::check;
+pub use scenarios::attrs::{
+    scenario_chmod, scenario_chown, scenario_ctime, scenario_mknod, scenario_utimes,
+};
 pub use scenarios::dirs::{scenario_big_dir, scenario_mkdir_rmdir, scenario_statfs};
 pub use scenarios::files::{
     scenario_fsync, scenario_open_flags, scenario_rw_offsets, scenario_truncate,
@@ -45,11 +49,14 @@ pub use scenarios::files::{
 };
 pub use scenarios::links::{scenario_hardlinks, scenario_symlinks};
 pub use scenarios::locks::{scenario_fcntl_locks, scenario_flock};
+pub use scenarios::multi::{
+    multi_appends, multi_coherence, multi_lock_handoff, multi_locked_counter,
+};
 pub use scenarios::perms::scenario_permissions;
 pub use scenarios::rename::scenario_rename;
 pub use scenarios::sparse::{scenario_fallocate, scenario_sparse};
 pub use scenarios::xattrs::scenario_xattrs;
-pub use sys::SysResult;
+pub use sys::{with_sides, SysResult};
 pub use transcript::{diff, errno_name, outcome, outcome_with, Step, Transcript};
 
 /// Signature shared by all scenarios: run inside `dir` (each scenario uses
@@ -70,6 +77,7 @@ pub const SCENARIOS: &[(&str, ScenarioFn)] = &[
     ("chmod", scenario_chmod),
     ("chown", scenario_chown),
     ("utimes", scenario_utimes),
+    ("ctime", scenario_ctime),
     ("mknod", scenario_mknod),
     ("xattrs", scenario_xattrs),
     ("big_dir", scenario_big_dir),
@@ -88,6 +96,34 @@ pub fn run_one(dir: &Path, name: &str) -> Option<Vec<Step>> {
     let (_, f) = SCENARIOS.iter().find(|(n, _)| *n == name)?;
     let mut t = Transcript::new();
     f(dir, &mut t);
+    Some(t.into_steps())
+}
+
+/// Runs one scenario by name with its steps spread over two clients: `a` and `b` are
+/// the same directory seen through two mounts, and every path-taking call alternates
+/// between them (see [`with_sides`]); descriptors stay where they were opened. On one
+/// local directory (`a == b`) this is [`run_one`]. `None` for an unknown name.
+pub fn run_one_two(a: &Path, b: &Path, name: &str) -> Option<Vec<Step>> {
+    with_sides(a, b, || run_one(a, name))
+}
+
+/// Signature of the multi-client scenarios: `a` and `b` are the same directory seen by
+/// two clients (one local directory twice for the reference run).
+pub type MultiFn = fn(&Path, &Path, &mut Transcript);
+
+/// The scenarios that need two clients, by name (also their subdirectory).
+pub const MULTI: &[(&str, MultiFn)] = &[
+    ("mc_coherence", multi_coherence),
+    ("mc_lock_handoff", multi_lock_handoff),
+    ("mc_appends", multi_appends),
+    ("mc_locked_counter", multi_locked_counter),
+];
+
+/// Runs one multi-client scenario by name on `a` and `b`, or `None` for an unknown name.
+pub fn run_multi(a: &Path, b: &Path, name: &str) -> Option<Vec<Step>> {
+    let (_, f) = MULTI.iter().find(|(n, _)| *n == name)?;
+    let mut t = Transcript::new();
+    f(a, b, &mut t);
     Some(t.into_steps())
 }
 

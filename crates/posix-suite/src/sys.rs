@@ -1,10 +1,11 @@
 //! Thin wrappers around raw libc calls that preserve exact errno values.
 
 use nix::errno::Errno;
+use std::cell::RefCell;
 use std::ffi::{CStr, CString};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::io::RawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Result of a raw syscall: the value or the exact errno.
 pub type SysResult<T> = Result<T, Errno>;
@@ -12,8 +13,136 @@ pub type SysResult<T> = Result<T, Errno>;
 /// A zeroed `struct stat`.
 pub(crate) type Stat = libc::stat;
 
-fn cpath(p: &Path) -> SysResult<CString> {
+fn cpath_raw(p: &Path) -> SysResult<CString> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+/// The two roots of a two-client run and where the next path-taking step goes.
+struct Sides {
+    /// Root A (the directory the scenario was given) and root B (the same directory
+    /// seen through the second mount).
+    roots: [PathBuf; 2],
+    /// Side of the next path-taking call.
+    next: usize,
+    /// A side every call uses while [`one_side`] runs.
+    pinned: Option<usize>,
+    /// Sides used since the last [`take_used`], as `A`/`B` letters.
+    used: String,
+}
+
+thread_local! {
+    static SIDES: RefCell<Option<Sides>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with every path-taking call alternating between root `a` and root `b`: paths
+/// under `a` are rewritten to `b` on every other call (the first goes to `a`). A call
+/// taking two paths (rename, link) sends both to the same side; file descriptors stay on
+/// the side that opened them. Without this, paths are used as given.
+pub fn with_sides<R>(a: &Path, b: &Path, f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SIDES.with(|s| *s.borrow_mut() = None);
+        }
+    }
+    SIDES.with(|s| {
+        *s.borrow_mut() = Some(Sides {
+            roots: [a.to_path_buf(), b.to_path_buf()],
+            next: 0,
+            pinned: None,
+            used: String::new(),
+        })
+    });
+    let _reset = Reset;
+    f()
+}
+
+/// Picks the side of one call (advancing the alternation unless pinned) and notes it.
+fn pick() -> Option<usize> {
+    SIDES.with(|s| {
+        let mut s = s.borrow_mut();
+        let s = s.as_mut()?;
+        let side = match s.pinned {
+            Some(p) => p,
+            None => {
+                let n = s.next;
+                s.next = 1 - n;
+                n
+            }
+        };
+        s.used.push(if side == 0 { 'A' } else { 'B' });
+        Some(side)
+    })
+}
+
+/// `p` as seen from `side`: a path under root A moved under the side's root.
+fn place(p: &Path, side: Option<usize>) -> PathBuf {
+    let Some(side) = side else {
+        return p.to_path_buf();
+    };
+    SIDES.with(|s| {
+        let s = s.borrow();
+        let Some(s) = s.as_ref() else {
+            return p.to_path_buf();
+        };
+        // Bytes, not components: `dir/.`, `dir/..` and trailing slashes must survive.
+        let (pb, ab) = (p.as_os_str().as_bytes(), s.roots[0].as_os_str().as_bytes());
+        match pb.strip_prefix(ab) {
+            Some(rest) if side == 1 && (rest.is_empty() || rest[0] == b'/') => {
+                let mut out = s.roots[1].as_os_str().as_bytes().to_vec();
+                out.extend_from_slice(rest);
+                PathBuf::from(std::ffi::OsString::from_vec(out))
+            }
+            _ => p.to_path_buf(),
+        }
+    })
+}
+
+/// One path-taking call's path, on the next side.
+fn cpath(p: &Path) -> SysResult<CString> {
+    cpath_raw(&place(p, pick()))
+}
+
+/// A two-path call's paths, both on the next side.
+fn cpaths(a: &Path, b: &Path) -> SysResult<(CString, CString)> {
+    let side = pick();
+    Ok((cpath_raw(&place(a, side))?, cpath_raw(&place(b, side))?))
+}
+
+/// Runs `f` with every call on one side (the next one): for steps that compare two of
+/// their own results by identity (`st_dev` differs between two mounts).
+pub(crate) fn one_side<R>(f: impl FnOnce() -> R) -> R {
+    let side = pick();
+    let set = |v: Option<usize>| {
+        SIDES.with(|s| {
+            if let Some(s) = s.borrow_mut().as_mut() {
+                s.pinned = v;
+            }
+        })
+    };
+    set(side);
+    let r = f();
+    set(None);
+    r
+}
+
+/// Child-process arguments, each path under root A moved to the next side (one side
+/// for the whole child: it is one step, one other process).
+pub(crate) fn place_args(args: &[String]) -> Vec<String> {
+    let side = pick();
+    args.iter()
+        .map(|a| place(Path::new(a), side).to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The sides used since the last call (`""` outside [`with_sides`]).
+pub(crate) fn take_used() -> String {
+    SIDES.with(|s| {
+        s.borrow_mut()
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.used))
+            .unwrap_or_default()
+    })
 }
 
 fn cstr(s: &str) -> SysResult<CString> {
@@ -54,7 +183,7 @@ fn path2(
     b: &Path,
     f: impl FnOnce(*const libc::c_char, *const libc::c_char) -> libc::c_int,
 ) -> SysResult<()> {
-    let (ca, cb) = (cpath(a)?, cpath(b)?);
+    let (ca, cb) = cpaths(a, b)?;
     check(f(ca.as_ptr(), cb.as_ptr())).map(drop)
 }
 
@@ -127,6 +256,21 @@ pub(crate) fn pwrite_all(fd: &Fd, buf: &[u8], off: i64) -> SysResult<()> {
         done += n;
     }
     Ok(())
+}
+
+/// pwrite in a loop until all of `buf` is written; returns what each call returned.
+pub(crate) fn pwrite_counted(fd: &Fd, buf: &[u8], off: i64) -> SysResult<Vec<usize>> {
+    let mut done = 0usize;
+    let mut calls = Vec::new();
+    while done < buf.len() {
+        let n = pwrite(fd, &buf[done..], off + done as i64)?;
+        calls.push(n);
+        if n == 0 {
+            return Err(Errno::EIO);
+        }
+        done += n;
+    }
+    Ok(calls)
 }
 
 /// pread in a loop until `len` bytes or EOF.
@@ -215,7 +359,7 @@ pub(crate) fn rename(a: &Path, b: &Path) -> SysResult<()> {
 
 /// renameat2(2) via the raw syscall (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
 pub(crate) fn renameat2(a: &Path, b: &Path, flags: u32) -> SysResult<()> {
-    let (ca, cb) = (cpath(a)?, cpath(b)?);
+    let (ca, cb) = cpaths(a, b)?;
     check_long(unsafe {
         libc::syscall(
             libc::SYS_renameat2,
@@ -415,12 +559,22 @@ fn errno_raw() -> i32 {
     Errno::last_raw()
 }
 
-/// One directory entry: name bytes and `d_type`.
-pub(crate) type DirEntry = (Vec<u8>, u8);
+/// One directory entry: name bytes, `d_type` and `d_ino`.
+pub(crate) type DirEntry = (Vec<u8>, u8, u64);
 
 /// Reads a directory `passes` times (rewinddir between passes) with
-/// opendir/readdir and returns (name, d_type) per entry per pass.
+/// opendir/readdir and returns (name, d_type, d_ino) per entry per pass.
 pub(crate) fn list_dir_passes(p: &Path, passes: usize) -> SysResult<Vec<Vec<DirEntry>>> {
+    list_dir_with(p, passes, |_, _| ())
+}
+
+/// [`list_dir_passes`], calling `each(dirfd, entry)` for every entry of the first pass
+/// while the directory is still open.
+fn list_dir_with(
+    p: &Path,
+    passes: usize,
+    mut each: impl FnMut(RawFd, &DirEntry),
+) -> SysResult<Vec<Vec<DirEntry>>> {
     let c = cpath(p)?;
     let d = unsafe { libc::opendir(c.as_ptr()) };
     if d.is_null() {
@@ -445,7 +599,13 @@ pub(crate) fn list_dir_passes(p: &Path, passes: usize) -> SysResult<Vec<Vec<DirE
                 break;
             }
             let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
-            out.push((name.to_bytes().to_vec(), unsafe { (*ent).d_type }));
+            let e = (name.to_bytes().to_vec(), unsafe { (*ent).d_type }, unsafe {
+                (*ent).d_ino
+            });
+            if pass == 0 {
+                each(unsafe { libc::dirfd(d) }, &e);
+            }
+            out.push(e);
         }
         all.push(out);
     }
@@ -453,17 +613,79 @@ pub(crate) fn list_dir_passes(p: &Path, passes: usize) -> SysResult<Vec<Vec<DirE
     res.map(|_| all)
 }
 
-/// Names in a directory (one readdir pass), sorted, including `.` and `..`.
+/// One letter for a `d_type`: `f`ile, `d`irectory, `l`ink, `p`ipe, `c`har, `b`lock,
+/// `s`ocket, `u`nknown.
+fn dtype_letter(t: u8) -> char {
+    match t {
+        libc::DT_REG => 'f',
+        libc::DT_DIR => 'd',
+        libc::DT_LNK => 'l',
+        libc::DT_FIFO => 'p',
+        libc::DT_CHR => 'c',
+        libc::DT_BLK => 'b',
+        libc::DT_SOCK => 's',
+        _ => 'u',
+    }
+}
+
+/// Entries of a directory (one readdir pass), sorted, including `.` and `..`, each as
+/// `name:T` with its `d_type` letter. An entry whose `d_ino` is not the `st_ino` that
+/// lstat gives for it (through the same open directory) gets `:ino_mismatch`, and one
+/// whose `d_type` is not its lstat type `:type_mismatch` (`..` is not checked: its
+/// `d_ino` is unreliable on many filesystems at a mount root).
 pub(crate) fn list_names(p: &Path) -> SysResult<Vec<String>> {
-    let mut passes = list_dir_passes(p, 1)?;
+    let mut marks: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut passes = list_dir_with(p, 1, |dfd, (name, ty, ino)| {
+        if name.as_slice() == b".." {
+            return;
+        }
+        let Ok(c) = CString::new(name.clone()) else {
+            return;
+        };
+        let mut st: Stat = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::fstatat(dfd, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        let mut m = String::new();
+        if r < 0 {
+            m.push_str(":lstat_failed");
+        } else {
+            if st.st_ino != *ino {
+                m.push_str(":ino_mismatch");
+            }
+            if dtype_letter(*ty) != mode_letter(st.st_mode) {
+                m.push_str(":type_mismatch");
+            }
+        }
+        marks.push((name.clone(), m));
+    })?;
     let mut names: Vec<String> = passes
         .pop()
         .unwrap_or_default()
         .into_iter()
-        .map(|(n, _)| String::from_utf8_lossy(&n).into_owned())
+        .map(|(n, t, _)| {
+            let mark = marks
+                .iter()
+                .find(|(m, _)| *m == n)
+                .map(|(_, m)| m.as_str())
+                .unwrap_or("");
+            format!("{}:{}{mark}", String::from_utf8_lossy(&n), dtype_letter(t))
+        })
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// The `d_type` letter matching a `st_mode`.
+fn mode_letter(mode: u32) -> char {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG => 'f',
+        libc::S_IFDIR => 'd',
+        libc::S_IFLNK => 'l',
+        libc::S_IFIFO => 'p',
+        libc::S_IFCHR => 'c',
+        libc::S_IFBLK => 'b',
+        libc::S_IFSOCK => 's',
+        _ => 'u',
+    }
 }
 
 /// Current CLOCK_REALTIME as (sec, nsec).

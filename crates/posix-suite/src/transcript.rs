@@ -12,6 +12,10 @@ pub struct Step {
     pub name: String,
     /// Normalized outcome, e.g. `ok`, `ok:size=4096`, `err:ENOENT`.
     pub outcome: String,
+    /// In a two-client run, the sides (`A`, `B`) of the calls the step made, in order;
+    /// empty otherwise. Not compared by [`diff`], shown in its messages.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub via: String,
 }
 
 /// Ordered list of recorded steps plus the name of the scenario being run.
@@ -47,6 +51,7 @@ impl Transcript {
         self.steps.push(Step {
             name,
             outcome: outcome.into(),
+            via: crate::sys::take_used(),
         });
     }
 
@@ -119,7 +124,16 @@ pub fn diff(expected: &[Step], actual: &[Step]) -> Vec<String> {
                 s.name, s.outcome
             )),
             Some(a) if *a != s.outcome => {
-                out.push(format!("{}: expected `{}`, got `{}`", s.name, s.outcome, a))
+                let via = actual
+                    .iter()
+                    .find(|x| x.name == s.name)
+                    .filter(|x| !x.via.is_empty())
+                    .map(|x| format!(" (via {})", x.via))
+                    .unwrap_or_default();
+                out.push(format!(
+                    "{}: expected `{}`, got `{}`{via}",
+                    s.name, s.outcome, a
+                ))
             }
             Some(_) => {}
         }

@@ -415,21 +415,23 @@ pub fn errno_of<T>(r: std::io::Result<T>) -> i32 {
 }
 
 /// Runs every posix-suite scenario on a local scratch directory and on `mnt`, and fails
-/// with every difference (and the mount's log) unless both give the same outcomes.
+/// with every problem (and the mount's log) unless both pass the absolute checks, give
+/// the same outcomes, and the mount is still alive after each scenario (a dead mount
+/// stops the run: later scenarios would compare a bare directory with a bare directory).
 pub fn assert_behaves_like_local(mnt: &Path, m: &MountGuard) {
     let local = scratch("posix-local");
     let mut failures = Vec::new();
     for (name, _) in weft_posix_suite::SCENARIOS {
         let expected = weft_posix_suite::run_one(local.path(), name).expect("scenario exists");
-        let actual = weft_posix_suite::run_one(mnt, name).expect("scenario exists");
-        assert!(!expected.is_empty(), "scenario {name} recorded nothing");
-        for d in weft_posix_suite::diff(&expected, &actual) {
-            failures.push(format!("{name}: {d}"));
+        let run = || weft_posix_suite::run_one(mnt, name).expect("scenario exists");
+        failures.extend(compare_scenario(name, &expected, run, &[m]));
+        if m.alive().is_err() {
+            break;
         }
     }
     assert!(
         failures.is_empty(),
-        "{} differences from a local directory:\n{}\n--- mount log ---\n{}",
+        "{} problems:\n{}\n--- mount log ---\n{}",
         failures.len(),
         failures.join("\n"),
         m.log_text()
@@ -455,4 +457,151 @@ pub fn hold_lock(file: &Path) -> Child {
         .expect("read");
     assert_eq!(line.trim(), "held", "the lock holder did not get its lock");
     holder
+}
+
+impl MountGuard {
+    /// Whether the mount process still runs (not exited, not a zombie) and the kernel
+    /// still shows the mount; `Err` says what is wrong.
+    pub fn alive(&self) -> Result<(), String> {
+        let Some(c) = self.child.as_ref() else {
+            return Err(format!(
+                "{}: the mount process was stopped",
+                self.mnt.display()
+            ));
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", c.id())).unwrap_or_default();
+        // The state is the first field after the parenthesised command name.
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if matches!(state, None | Some("Z") | Some("X")) {
+            return Err(format!(
+                "{}: the mount process {} is gone (state {state:?})",
+                self.mnt.display(),
+                c.id()
+            ));
+        }
+        if !is_mounted(&self.mnt) {
+            return Err(format!("{} is no longer mounted", self.mnt.display()));
+        }
+        Ok(())
+    }
+}
+
+/// Runs `run` (one scenario on the filesystem under test) and compares its transcript
+/// with `expected` (the same scenario on a local directory): both must pass the
+/// absolute checks ([`weft_posix_suite::check`]), the diff must be empty, and every
+/// mount in `mounts` must still be alive afterwards. Returns the problems, each
+/// prefixed with the scenario name.
+pub fn compare_scenario(
+    name: &str,
+    expected: &[weft_posix_suite::Step],
+    run: impl FnOnce() -> Vec<weft_posix_suite::Step>,
+    mounts: &[&MountGuard],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in weft_posix_suite::check(name, expected) {
+        out.push(format!("{name}: local directory: {p}"));
+    }
+    let actual = run();
+    for p in weft_posix_suite::check(name, &actual) {
+        out.push(format!("{name}: absolute: {p}"));
+    }
+    for d in weft_posix_suite::diff(expected, &actual) {
+        out.push(format!("{name}: {d}"));
+    }
+    for m in mounts {
+        if let Err(e) = m.alive() {
+            out.push(format!("{name}: after the scenario: {e}"));
+        }
+    }
+    out
+}
+
+/// One brick served by a `weft brickd` (posix < locks < protocol/server, see
+/// [`brick_graph`]) and two `weft mount` processes of it, `a` and `b`, both with
+/// attribute and entry timeouts of 0: the kernel asks Weft on every lookup and stat, so
+/// what one mount reads right after the other wrote is Weft's answer, never a cache's.
+pub struct TwoMounts {
+    /// Mount A (declared first: unmounted before the server and the directory go).
+    pub a: MountGuard,
+    /// Mount B.
+    pub b: MountGuard,
+    /// The brick server.
+    pub brickd: Brickd,
+    /// Holds the brick, volfiles, mountpoints and logs.
+    pub dir: tempfile::TempDir,
+}
+
+impl TwoMounts {
+    /// Starts the brick server and mounts the brick twice, `client_opts` in both client
+    /// volfiles, `mount_args` added to both `weft mount` command lines.
+    pub fn new(tag: &str, client_opts: &[(&str, &str)], mount_args: &[&str]) -> TwoMounts {
+        Self::start(tag, client_opts, mount_args, true)
+    }
+
+    /// Like [`TwoMounts::new`], but the mounts keep Weft's default attribute and entry
+    /// timeouts (1 s), as applications get them: for what must hold whatever the caches
+    /// (data written under a lock seen by the next holder).
+    pub fn default_caches(tag: &str) -> TwoMounts {
+        Self::start(tag, &[], &[], false)
+    }
+
+    fn start(
+        tag: &str,
+        client_opts: &[(&str, &str)],
+        mount_args: &[&str],
+        zero_timeouts: bool,
+    ) -> TwoMounts {
+        let dir = scratch(tag);
+        let brick = dir.path().join("brick");
+        std::fs::create_dir(&brick).unwrap();
+        let sv = dir.path().join("server.vol");
+        std::fs::write(&sv, brick_graph("two", &brick, &[])).unwrap();
+        let brickd = Brickd::start(dir.path(), &sv, &[]);
+        let mut args = Vec::new();
+        if zero_timeouts {
+            args.extend(["--attr-timeout", "0", "--entry-timeout", "0"]);
+        }
+        args.extend_from_slice(mount_args);
+        let mount = |side: &str| {
+            let vf = dir.path().join(format!("{side}.vol"));
+            std::fs::write(&vf, client_volfile("two", brickd.port, client_opts)).unwrap();
+            let mnt = dir.path().join(format!("mnt-{side}"));
+            std::fs::create_dir(&mnt).unwrap();
+            mount_volfile(&vf, &mnt, &dir.path().join(format!("{side}.log")), &args)
+        };
+        let (a, b) = (mount("a"), mount("b"));
+        TwoMounts { a, b, brickd, dir }
+    }
+
+    /// Both mounts' and the brick server's logs, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- mount A log ---\n{}\n--- mount B log ---\n{}\n--- brickd log ---\n{}",
+            self.a.log_text(),
+            self.b.log_text(),
+            self.brickd.log_text()
+        )
+    }
+
+    /// Runs posix-suite scenario `name` (from `SCENARIOS` or `MULTI`) on a local directory
+    /// and spread over the two mounts, and returns the problems [`compare_scenario`] finds.
+    pub fn compare(&self, local: &Path, name: &str) -> Vec<String> {
+        let (a, b) = (self.a.mnt.as_path(), self.b.mnt.as_path());
+        let multi = weft_posix_suite::MULTI.iter().any(|(n, _)| *n == name);
+        let (expected, run): (_, Box<dyn FnOnce() -> _>) = if multi {
+            (
+                weft_posix_suite::run_multi(local, local, name).expect("scenario"),
+                Box::new(move || weft_posix_suite::run_multi(a, b, name).expect("scenario")),
+            )
+        } else {
+            (
+                weft_posix_suite::run_one(local, name).expect("scenario"),
+                Box::new(move || weft_posix_suite::run_one_two(a, b, name).expect("scenario")),
+            )
+        };
+        compare_scenario(name, &expected, run, &[&self.a, &self.b])
+    }
 }

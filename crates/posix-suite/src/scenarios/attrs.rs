@@ -246,17 +246,19 @@ pub fn scenario_mknod(dir: &Path, t: &mut Transcript) {
         ftype(st.st_mode).to_string()
     });
 
-    // FIFO I/O goes through the kernel pipe code on any filesystem.
+    // FIFO I/O goes through the kernel pipe code on any filesystem. A FIFO connects
+    // the processes of one kernel: its ends on two mounts (two clients) never meet, as
+    // on NFS, so its I/O steps run on one side.
     let r = sys::open(&p("fifo2"), O_WRONLY | O_NONBLOCK, 0);
     t.res("fifo_write_no_reader", &r);
-    let r = (|| -> SysResult<String> {
+    let r = sys::one_side(|| -> SysResult<String> {
         let rd = sys::open(&fifo, O_RDONLY | O_NONBLOCK, 0)?;
         let wr = sys::open(&fifo, O_WRONLY | O_NONBLOCK, 0)?;
         sys::write(&wr, b"ping")?;
         let got = sys::read(&rd, 16)?;
         let st = sys::fstat(&rd)?;
         Ok(format!("{},type={}", show(&got), ftype(st.st_mode)))
-    })();
+    });
     t.res_with("fifo_io", &r, String::clone);
     let r = (|| -> SysResult<usize> {
         let rd = sys::open(&fifo, O_RDONLY | O_NONBLOCK, 0)?;
@@ -264,4 +266,80 @@ pub fn scenario_mknod(dir: &Path, t: &mut Transcript) {
     })();
     t.res_with("fifo_read_no_writer", &r, |n| format!("n={n}"));
     t.res_with("listing", &sys::list_names(&d), |n| n.join(","));
+}
+
+fn ctime(st: &Stat) -> (i64, i64) {
+    (st.st_ctime, st.st_ctime_nsec)
+}
+
+/// Runs `op` between two lstats of `of` (20 ms apart from the first, longer than a
+/// coarse clock tick) and records `changed=<ctime moved>` or the error.
+fn ctime_step(t: &mut Transcript, name: &str, of: &Path, op: impl FnOnce() -> SysResult<()>) {
+    ctime_moved(t, name, of, of, op)
+}
+
+/// [`ctime_step`] for an operation after which the inode has another name.
+fn ctime_moved(
+    t: &mut Transcript,
+    name: &str,
+    before: &Path,
+    after: &Path,
+    op: impl FnOnce() -> SysResult<()>,
+) {
+    let r = (|| -> SysResult<bool> {
+        let was = ctime(&sys::lstat(before)?);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        op()?;
+        Ok(ctime(&sys::lstat(after)?) != was)
+    })();
+    t.res_with(name, &r, |c| format!("changed={c}"));
+}
+
+/// ctime moves where POSIX says it does (write, truncate, chmod, chown, utimes, link,
+/// unlink of another name, rename, set/remove of an xattr; a directory's on entries
+/// added and removed) and not on reads, stats, xattr reads and listings.
+pub fn scenario_ctime(dir: &Path, t: &mut Transcript) {
+    let d = setup(dir, "ctime", t);
+    let f = d.join("file");
+    t.res("create", &sys::write_file(&f, b"ctime"));
+    let fd = match sys::open(&f, O_RDWR, 0) {
+        Ok(fd) => fd,
+        Err(e) => {
+            t.res("open", &Err::<(), _>(e));
+            return;
+        }
+    };
+    ctime_step(t, "write", &f, || sys::pwrite_all(&fd, b"C", 0));
+    ctime_step(t, "ftruncate", &f, || sys::ftruncate(&fd, 3));
+    ctime_step(t, "truncate", &f, || sys::truncate(&f, 2));
+    ctime_step(t, "chmod", &f, || sys::chmod(&f, 0o640));
+    ctime_step(t, "chown", &f, || sys::chown(&f, Some(1234), None));
+    ctime_step(t, "utimes", &f, || {
+        sys::utimensat(&f, [ts(T1.0, T1.1), ts(T2.0, T2.1)], 0)
+    });
+    ctime_step(t, "link", &f, || sys::link(&f, &d.join("second")));
+    ctime_step(t, "unlink_other_name", &f, || {
+        sys::unlink(&d.join("second"))
+    });
+    ctime_step(t, "setxattr", &f, || {
+        sys::setxattr(sys::X::Path(&f), "user.c", b"c", 0)
+    });
+    ctime_step(t, "removexattr", &f, || sys::removexattr(&f, "user.c"));
+    let g = d.join("moved");
+    ctime_moved(t, "rename", &f, &g, || sys::rename(&f, &g));
+    ctime_step(t, "read", &g, || sys::pread(&fd, 16, 0).map(drop));
+    ctime_step(t, "stat", &g, || sys::stat(&g).map(drop));
+    ctime_step(t, "getxattr_missing", &g, || {
+        match sys::getxattr(sys::X::Path(&g), "user.none", 16) {
+            Err(nix::errno::Errno::ENODATA) => Ok(()),
+            r => r.map(drop),
+        }
+    });
+    ctime_step(t, "listxattr", &g, || sys::listxattr(&g, 1024).map(drop));
+    ctime_step(t, "dir_create_entry", &d, || {
+        sys::write_file(&d.join("new"), b"n")
+    });
+    ctime_step(t, "dir_remove_entry", &d, || sys::unlink(&d.join("new")));
+    ctime_step(t, "dir_listing", &d, || sys::list_names(&d).map(drop));
+    t.res("close", &fd.close());
 }

@@ -64,26 +64,25 @@ fn entry(i: usize) -> String {
 }
 
 /// Normalized facts about one readdir pass compared with `expected` names.
-fn check_listing(list: &[(Vec<u8>, u8)], expected: &BTreeSet<String>) -> String {
+fn check_listing(list: &[sys::DirEntry], expected: &BTreeSet<String>) -> String {
     let mut counts: HashMap<&[u8], usize> = HashMap::new();
-    for (n, _) in list {
+    for (n, _, _) in list {
         *counts.entry(n.as_slice()).or_insert(0) += 1;
     }
     let dot = counts.get(&b"."[..]).copied().unwrap_or(0);
     let dotdot = counts.get(&b".."[..]).copied().unwrap_or(0);
-    let others: Vec<&(Vec<u8>, u8)> = list
+    let others: Vec<&sys::DirEntry> = list
         .iter()
-        .filter(|(n, _)| n != b"." && n != b"..")
+        .filter(|(n, _, _)| n != b"." && n != b"..")
         .collect();
     let distinct = counts.len() - usize::from(dot > 0) - usize::from(dotdot > 0);
-    let once = others.iter().all(|(n, _)| counts[n.as_slice()] == 1);
+    let once = others.iter().all(|(n, _, _)| counts[n.as_slice()] == 1);
     let set: BTreeSet<String> = others
         .iter()
-        .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+        .map(|(n, _, _)| String::from_utf8_lossy(n).into_owned())
         .collect();
-    let dtype_ok = others
-        .iter()
-        .all(|(_, ty)| *ty == libc::DT_REG || *ty == libc::DT_UNKNOWN);
+    // Strict: every entry is a regular file and says so (DT_UNKNOWN is not accepted).
+    let dtype_ok = others.iter().all(|(_, ty, _)| *ty == libc::DT_REG);
     format!(
         "count={},distinct={distinct},each_once={once},matches_expected={},dot={dot},dotdot={dotdot},dtype_reg={dtype_ok}",
         others.len(),

@@ -150,8 +150,14 @@ pub fn scenario_rw_offsets(dir: &Path, t: &mut Transcript) {
     // chunking boundaries), then a small overwrite in the middle.
     let big = pattern(3 * 1024 * 1024 + 17, 7);
     let off = 4093i64;
-    t.res("pwrite_big", &sys::pwrite_all(&fd, &big, off));
+    // The exact count each call returns: a short write or read shows, not looped over.
+    t.res_with("pwrite_big", &sys::pwrite_counted(&fd, &big, off), |c| {
+        format!("calls={c:?}")
+    });
     t.res_with("stat_big", &sys::fstat(&fd), size);
+    t.res_with("pread_big_once", &sys::pread(&fd, big.len(), off), |b| {
+        format!("n={}", b.len())
+    });
     let r = sys::pread_full(&fd, big.len(), off);
     t.res_with("pread_big", &r, |b| {
         format!("{},match={}", digest(b), *b == big)

@@ -23,10 +23,10 @@ pub fn scenario_hardlinks(dir: &Path, t: &mut Transcript) {
     if let Ok(fd) = &fd {
         t.res_with("fstat_open_fd", &sys::fstat(fd), nlink);
     }
-    let r = (|| -> SysResult<bool> {
+    let r = sys::one_side(|| -> SysResult<bool> {
         let (a, b) = (sys::lstat(&f)?, sys::lstat(&g)?);
         Ok(a.st_ino == b.st_ino && a.st_dev == b.st_dev)
-    })();
+    });
     t.res_with("same_inode", &r, |v| format!("{v}"));
     t.res_with("content_g", &sys::read_file(&g), |b| show(b));
     let r = sys::open(&g, O_WRONLY, 0).and_then(|fd| sys::pwrite_all(&fd, b"SHARED", 0));

@@ -5,6 +5,7 @@ pub(crate) mod dirs;
 pub(crate) mod files;
 pub(crate) mod links;
 pub(crate) mod locks;
+pub(crate) mod multi;
 pub(crate) mod perms;
 pub(crate) mod rename;
 pub(crate) mod sparse;

@@ -6,11 +6,12 @@ use crate::Transcript;
 use libc::{O_RDONLY, XATTR_CREATE, XATTR_REPLACE};
 use std::path::Path;
 
-/// Sorted `user.*` names from a listxattr buffer.
-fn user_names(buf: &[u8]) -> String {
+/// Sorted names of every namespace from a listxattr buffer (an internal `trusted.weft.*`
+/// name shows, and [`crate::check`] refuses it).
+fn all_names(buf: &[u8]) -> String {
     let mut names: Vec<String> = buf
         .split(|b| *b == 0)
-        .filter(|n| n.starts_with(b"user."))
+        .filter(|n| !n.is_empty())
         .map(|n| String::from_utf8_lossy(n).into_owned())
         .collect();
     names.sort();
@@ -20,11 +21,7 @@ fn user_names(buf: &[u8]) -> String {
 fn list(p: &Path) -> SysResult<String> {
     let (n, _) = sys::listxattr(p, 0)?;
     let (m, buf) = sys::listxattr(p, n.max(1) + 256)?;
-    Ok(format!(
-        "{},size_query_matches={}",
-        user_names(&buf),
-        m == n
-    ))
+    Ok(format!("{},size_query_matches={}", all_names(&buf), m == n))
 }
 
 fn get(p: &Path, name: &str) -> SysResult<(usize, Vec<u8>)> {
@@ -130,4 +127,8 @@ pub fn scenario_xattrs(dir: &Path, t: &mut Transcript) {
         value,
     );
     t.res("missing_file", &get(&d.join("missing"), "user.gamma"));
+    // Weft's own xattrs are never visible through a mount.
+    let g = d.join("renamed");
+    t.res("get_internal_gfid", &get(&g, "trusted.weft.gfid"));
+    t.res("get_internal_dir", &get(&sub, "trusted.weft.gfid"));
 }
