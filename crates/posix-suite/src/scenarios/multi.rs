@@ -168,7 +168,8 @@ def join(pid):
 "#;
 
 /// Handoff program: argv = kind, path on A, path on B. A takes the lock; B (another
-/// process on the other mount) is refused it, sees it with GETLK, then waits for it;
+/// process on the other mount) reads the file (so its mount caches it), is refused the
+/// lock, sees it with GETLK, then waits for it;
 /// A writes and lets go 0.4 s later; B gets it, sees A's write, writes its own and
 /// lets go; A takes it again and sees B's write.
 const HANDOFF: &str = r#"
@@ -178,6 +179,8 @@ step('a_lock', lambda: lock(fa, kind, True, False))
 r, w = os.pipe()
 def other():
     fb = os.open(pb, os.O_RDWR)
+    # Read first, so B's mount has the old contents cached when the lock comes.
+    step('b_reads_before', lambda: pread_all(fb).decode())
     step('b_trylock_ex', lambda: lock(fb, kind, True, False))
     step('b_trylock_sh', lambda: lock(fb, kind, False, False))
     if kind != 'flock':
