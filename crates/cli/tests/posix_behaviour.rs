@@ -40,3 +40,32 @@ fn with_write_behind_the_mount_still_behaves_like_a_local_directory() {
     let m = vol.mount();
     assert_behaves_like_local(&vol.mnt, &m);
 }
+
+/// The harness notices a mount that died: the scenario's comparison reports it (before,
+/// later scenarios would have compared a bare directory with a bare directory).
+#[test]
+fn a_mount_that_dies_fails_the_comparison() {
+    let vol = Volume::new("posix-dead");
+    let m = vol.mount();
+    let local = scratch("posix-dead-local");
+    let expected = weft_posix_suite::run_one(local.path(), "fsync").unwrap();
+    let run = || weft_posix_suite::run_one(&vol.mnt, "fsync").unwrap();
+    assert_eq!(
+        compare_scenario("fsync", &expected, run, &[&m]),
+        Vec::<String>::new()
+    );
+    // SAFETY: kill(2) on the mount process this test started.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let problems = compare_scenario("fsync", &expected, Vec::new, &[&m]);
+    assert!(
+        problems.iter().any(|p| p.contains("after the scenario")),
+        "{problems:#?}"
+    );
+    // An empty transcript fails the absolute checks even where a diff of two empty
+    // directories' transcripts would not.
+    assert!(
+        problems.iter().any(|p| p.contains("fsync.setup")),
+        "{problems:#?}"
+    );
+}
