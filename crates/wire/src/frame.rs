@@ -291,6 +291,68 @@ mod tests {
             while let Ok(Some(_)) = Frame::decode(&mut buf) {}
         }
 
+        /// Frames that reach the decoder's every branch: a valid frame of any kind, then
+        /// one header byte overwritten (magic, version, kind, flags, id or a length), a
+        /// length set near or past its limit, or the stream cut short; the decoder must
+        /// answer as an independent reading of the header says: the right error, `None`
+        /// (nothing consumed) until the whole frame is there, or exactly that frame.
+        #[test]
+        fn mutated_valid_frames_decode_as_their_header_says(
+            kind in 1u8..=8, id: u64, flags: u8,
+            meta in proptest::collection::vec(any::<u8>(), 0..48),
+            data in proptest::collection::vec(any::<u8>(), 0..48),
+            mutation in 0u8..4, pos in 0usize..HEADER_LEN, byte: u8,
+            len_pick in prop_oneof![
+                Just(0u32), 0u32..96, Just(MAX_META), Just(MAX_META + 1),
+                Just(MAX_DATA), Just(MAX_DATA + 1), any::<u32>()
+            ],
+            cut in 0usize..200, trailing in proptest::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let mut f = Frame::new(Kind::from_u8(kind).unwrap(), id, Bytes::from(meta), Bytes::from(data));
+            f.header.flags = flags;
+            let mut wire = f.encode().to_vec();
+            match mutation {
+                0 => wire[pos] = byte,
+                1 => wire[16..20].copy_from_slice(&len_pick.to_be_bytes()),
+                2 => wire[20..24].copy_from_slice(&len_pick.to_be_bytes()),
+                _ => wire.truncate(cut.min(wire.len())),
+            }
+            wire.extend_from_slice(&trailing);
+            let mut buf = BytesMut::from(&wire[..]);
+            let got = Frame::decode(&mut buf);
+            if wire.len() < HEADER_LEN {
+                prop_assert_eq!(got, Ok(None));
+                prop_assert_eq!(buf.len(), wire.len());
+                return Ok(());
+            }
+            let be32 = |at: usize| u32::from_be_bytes(wire[at..at + 4].try_into().unwrap());
+            let (magic, k, meta_len, data_len) = (be32(0), wire[6], be32(16), be32(20));
+            if magic != MAGIC {
+                prop_assert_eq!(got, Err(FrameError::BadMagic(magic)));
+            } else if Kind::from_u8(k).is_none() {
+                prop_assert_eq!(got, Err(FrameError::UnknownKind(k)));
+            } else if meta_len > MAX_META {
+                prop_assert_eq!(got, Err(FrameError::MetaTooLong(meta_len)));
+            } else if data_len > MAX_DATA {
+                prop_assert_eq!(got, Err(FrameError::DataTooLong(data_len)));
+            } else {
+                let total = HEADER_LEN + meta_len as usize + data_len as usize;
+                if wire.len() < total {
+                    prop_assert_eq!(got, Ok(None));
+                    prop_assert_eq!(buf.len(), wire.len());
+                } else {
+                    let fr = got.unwrap().unwrap();
+                    prop_assert_eq!(fr.header.kind as u8, k);
+                    prop_assert_eq!((fr.header.major, fr.header.minor, fr.header.flags), (wire[4], wire[5], wire[7]));
+                    prop_assert_eq!(fr.header.id, u64::from_be_bytes(wire[8..16].try_into().unwrap()));
+                    let m_end = HEADER_LEN + meta_len as usize;
+                    prop_assert_eq!(&fr.meta[..], &wire[HEADER_LEN..m_end]);
+                    prop_assert_eq!(&fr.data[..], &wire[m_end..total]);
+                    prop_assert_eq!(&buf[..], &wire[total..]);
+                }
+            }
+        }
+
         #[test]
         fn any_frame_round_trips(id: u64, meta in proptest::collection::vec(any::<u8>(), 0..64),
                                  data in proptest::collection::vec(any::<u8>(), 0..64)) {
