@@ -2,9 +2,10 @@
 //!
 //! Options carry GlusterFS's names: `remote-host`, `remote-port`, `remote-subvolume`,
 //! `ping-timeout`, and `transport.socket.ssl-*` for TLS. The translator raises child-up
-//! when its connection is up and child-down when it drops (see [`session`] for how
-//! requests behave meanwhile).
+//! when its connection is up and child-down when it drops (see its `session` module for how
+//! requests behave meanwhile, and how open files and locks survive a reconnect).
 
+mod locks;
 mod session;
 
 use std::ffi::OsString;
@@ -21,7 +22,7 @@ use weft_core::{
 };
 use weft_wire::msg::{FopRequest as F, Reply};
 
-use session::{Config, RemoteFd, Session};
+use session::{Config, ReleaseTo, RemoteFd, Session};
 
 const CLIENT_OPTIONS: &[OptionSpec] = &[
     OptionSpec {
@@ -199,10 +200,10 @@ impl Client {
     }
 
     async fn opened(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata, fop: F) -> Fop<()> {
-        let (r, xd, _, generation) = self.call(ctx, xd, fop).await?;
+        let (r, xd, _, epoch) = self.call(ctx, xd, fop).await?;
         match r {
             Reply::Opened { fd: n } => {
-                let remote = self.session.bind_fd(fd, n, generation);
+                let remote = self.session.bind_fd(fd, ctx, n, epoch);
                 fd.set_ctx(&self.name, remote);
                 Ok(((), xd))
             }
@@ -215,9 +216,9 @@ impl Client {
         let Some(r) = fd.take_ctx::<RemoteFd>(&self.name) else {
             return Ok(((), Xdata::default()));
         };
-        // Not connected, or opened on a connection that is gone: the server already
-        // released it when that connection closed.
-        let Ok(n) = self.session.fd_num(&r) else {
+        // Not connected: sent when the connection is back if the brick kept it for us.
+        // Opened in a server session that is gone: the brick holds nothing of it.
+        let ReleaseTo::Send(n) = self.session.release_to(&r, dir) else {
             return Ok(((), Xdata::default()));
         };
         let fop = if dir {
@@ -226,7 +227,10 @@ impl Client {
             F::Release { fd: n }
         };
         match self.unit(ctx, xd, fop).await {
-            Err(Errno::ENOTCONN) => Ok(((), Xdata::default())),
+            Err(Errno::ENOTCONN) => {
+                self.session.defer_release(&r, dir);
+                Ok(((), Xdata::default()))
+            }
             r => r,
         }
     }
@@ -391,10 +395,10 @@ impl Xlator for Client {
             mode,
             umask,
         };
-        let (r, xd, _, generation) = self.call(ctx, xd, fop).await?;
+        let (r, xd, _, epoch) = self.call(ctx, xd, fop).await?;
         match r {
             Reply::Created { fd: n, iatt } => {
-                let remote = self.session.bind_fd(fd, n, generation);
+                let remote = self.session.bind_fd(fd, ctx, n, epoch);
                 fd.set_ctx(&self.name, remote);
                 Ok((iatt, xd))
             }
@@ -421,8 +425,19 @@ impl Xlator for Client {
         expect!(self, "writev", r, Reply::Count(n) => n)
     }
     async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
-        let fd = self.remote(fd)?;
-        self.unit(ctx, xd, F::Flush { fd }).await
+        let remote = fd.ctx::<RemoteFd>(&self.name).ok_or(Errno::EBADF)?;
+        // close(2): the owner's POSIX locks on the file go, whatever the brick answers.
+        self.session.flushed(fd, ctx.lk_owner);
+        let r = match self.session.fd_num(&remote) {
+            Ok(n) => self.unit(ctx, xd, F::Flush { fd: n }).await,
+            Err(e) => Err(e),
+        };
+        if r == Err(Errno::ENOTCONN) {
+            // The brick may keep this client's locks for its grace period: drop the
+            // owner's there once the connection is back.
+            self.session.defer_flush(&remote, ctx.lk_owner);
+        }
+        r
     }
     async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
         let fd = self.remote(fd)?;
@@ -620,19 +635,23 @@ impl Xlator for Client {
         self.xattrs(ctx, xd, fop).await
     }
     async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, xd: Xdata) -> Fop<Flock> {
-        let n = self.remote(fd)?;
+        let remote = fd.ctx::<RemoteFd>(&self.name).ok_or(Errno::EBADF)?;
+        let n = self.session.fd_num(&remote)?;
+        let flock = xd.has(weft_core::LK_FLOCK_KEY);
+        remote.note_owner(lock.owner);
         let fop = F::Lk {
             fd: n,
             cmd,
             lock: *lock,
         };
         let r = self.call(ctx, xd, fop).await?;
-        if cmd != LkCmd::Get && lock.kind != weft_core::LockType::Unlock {
-            if let Some(remote) = fd.ctx::<RemoteFd>(&self.name) {
-                remote.mark_locked();
-            }
+        let epoch = r.3;
+        let granted = expect!(self, "lk", r, Reply::Flock(l) => l)?;
+        if cmd != LkCmd::Get {
+            // Remembered, to be taken again on a brick that lost it.
+            self.session.lock_changed(fd, ctx, lock, flock, epoch);
         }
-        expect!(self, "lk", r, Reply::Flock(l) => l)
+        Ok(granted)
     }
     async fn inodelk(
         &self,
@@ -670,7 +689,7 @@ impl Xlator for Client {
         let r = self.unit(ctx, xd, fop).await;
         if r.is_ok() && cmd != LkCmd::Get && lock.kind != weft_core::LockType::Unlock {
             if let Some(remote) = fd.ctx::<RemoteFd>(&self.name) {
-                remote.mark_locked();
+                remote.mark_inode_locked();
             }
         }
         r

@@ -4,11 +4,20 @@
 //! While connected, [`Session::call`] sends a request and waits for its reply. When the
 //! connection drops (or the server stops answering pings for `ping-timeout`), every
 //! request in flight fails with ENOTCONN at once and new ones fail the same way until the
-//! next connection is up; nothing hangs. After a reconnect, the files the client had open
-//! are opened again before the session reports child-up.
+//! next connection is up; nothing hangs.
+//!
+//! Every handshake carries this client's random [`SessionId`]. A brick that kept this
+//! client's state (a reconnect within its `grace-timeout`) says so, and the session goes
+//! on with the same server fds and locks: what the application closed meanwhile is
+//! released then. Otherwise (the brick restarted, or the grace ended) the brick holds
+//! nothing of this client: a new **epoch** begins, every open file is opened again by gfid
+//! and every lock in [`LockTable`] is taken again (non-blocking). A lock another client
+//! was granted meanwhile is **lost**: every fd of that owner on that file fails with EIO
+//! from then on, with a log line naming the file and the owner. All of it happens before
+//! the connection serves FOPs and before child-up.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,10 +25,12 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
-use weft_core::{Ctx, Errno, Event, EventSender, Fd, Loc, Xdata};
+use weft_core::{Ctx, Errno, Event, EventSender, Fd, Flock, LkCmd, Loc, LockType, Xdata};
 use weft_wire::msg::{self, FopRequest, Handshake, HandshakeReply, Reply, Request, Response};
 use weft_wire::{Frame, Kind};
 
+use super::locks::{Held, LockTable};
+use crate::resume::{self, SessionId};
 use crate::stream::{BoxStream, FrameReader, FrameSink};
 
 /// Where and how to connect.
@@ -31,21 +42,74 @@ pub(crate) struct Config {
     pub tls: Option<tokio_rustls::TlsConnector>,
 }
 
-/// The server's number for an open file, valid for one connection generation.
+/// The server's number for an open file, valid in one server session (epoch).
 pub(crate) struct RemoteFd {
     num: AtomicU64,
-    generation: AtomicU64,
-    /// A POSIX or inode lock was granted through this fd. The server drops a lost
-    /// client's locks, so such an fd is not reopened after a reconnect: it fails with
-    /// EBADF rather than let the application write believing it still holds its lock.
-    locked: AtomicBool,
+    epoch: AtomicU64,
+    /// An inode lock (`finodelk`) was granted through this fd. Those are not taken again
+    /// in a new server session, so such an fd is not reopened there: it fails with EBADF
+    /// rather than let its user go on believing it holds its lock.
+    inode_locked: AtomicBool,
+    /// 0, or the errno every FOP on this fd fails with from now on (EIO once a lock of its
+    /// owner on its file was lost).
+    lost: AtomicI32,
+    /// The process (thread) that opened it (`Ctx::pid`); 0 for internal opens.
+    opener: u32,
+    /// Lock owners seen on it (`lk`, `flush`).
+    owners: Mutex<Vec<u64>>,
 }
 
 impl RemoteFd {
-    /// Records that a lock was granted through this fd.
-    pub(crate) fn mark_locked(&self) {
-        self.locked.store(true, Ordering::Release);
+    /// Records that an inode lock was granted through this fd.
+    pub(crate) fn mark_inode_locked(&self) {
+        self.inode_locked.store(true, Ordering::Release);
     }
+
+    /// Records that lock owner `owner` used this fd.
+    pub(crate) fn note_owner(&self, owner: u64) {
+        if owner == 0 {
+            return;
+        }
+        let mut o = self.owners.lock();
+        if !o.contains(&owner) && o.len() < 64 {
+            o.push(owner);
+        }
+    }
+}
+
+/// The errno of an fd whose owner lost its lock on its file.
+const LOST: i32 = libc::EIO;
+
+/// Reopens and lock requests a restore keeps in flight at once.
+const RESTORE_WINDOW: usize = 64;
+
+/// Why a restore stopped.
+const RESTORE_LOST: &str = "connection lost while reopening files and taking locks again";
+
+/// The result a reply frame carries (EIO when it does not decode).
+fn reply_of(f: &Frame) -> Result<Reply, Errno> {
+    match msg::decode::<Response>(Kind::Reply, &f.meta) {
+        Ok(Response { result: Ok(r), .. }) => Ok(r),
+        Ok(Response { result: Err(e), .. }) => Err(Errno(e)),
+        Err(_) => Err(Errno::EIO),
+    }
+}
+
+/// What the application let go of while no connection was up, sent once the brick says it
+/// kept this client's state (a `Flush` that drops an owner's locks, a `Release`).
+struct Deferred {
+    epoch: u64,
+    ctx: Ctx,
+    fop: FopRequest,
+}
+
+/// What to do with an fd being released.
+pub(crate) enum ReleaseTo {
+    /// Send `Release` with this number.
+    Send(u64),
+    /// Nothing: the server holds nothing of it (it was never reopened in the current
+    /// server session), or it was queued for when the connection is back.
+    Done,
 }
 
 type Pending = HashMap<u64, oneshot::Sender<Frame>>;
@@ -61,7 +125,8 @@ struct Conn {
     /// `None` once the connection is dead: nothing new may wait on it.
     pending: Mutex<Option<Pending>>,
     next_id: AtomicU64,
-    generation: u64,
+    /// The server session this connection serves (fds and locks are valid in one).
+    epoch: u64,
     /// Pings and pongs being sent; more are dropped (a peer that does not read gets no
     /// pile of tasks, only the ping-timeout).
     detached: Arc<AtomicUsize>,
@@ -136,6 +201,16 @@ pub(crate) struct Session {
     /// places of their own, so thousands of waiters never starve other FOPs.
     lock_slots: Semaphore,
     client_name: String,
+    /// Sent in every handshake, so the brick can tell this client's reconnects.
+    session_id: SessionId,
+    /// The current server session: bumped whenever a brick says it holds nothing of ours.
+    epoch: AtomicU64,
+    /// The locks the application holds through this client.
+    locks: Mutex<LockTable>,
+    /// Releases and flushes waiting for the connection to come back.
+    deferred: Mutex<Vec<Deferred>>,
+    /// How the last connection began, for statedumps.
+    last_restore: Mutex<String>,
 }
 
 /// Requests one client keeps in flight at most (the server allows 4096).
@@ -163,6 +238,11 @@ impl Session {
             stopped: AtomicBool::new(false),
             slots: Semaphore::new(MAX_INFLIGHT),
             lock_slots: Semaphore::new(MAX_LOCKS_INFLIGHT),
+            session_id: SessionId::random(),
+            epoch: AtomicU64::new(0),
+            locks: Mutex::new(LockTable::default()),
+            deferred: Mutex::new(Vec::new()),
+            last_restore: Mutex::new("-".into()),
         })
     }
 
@@ -172,20 +252,21 @@ impl Session {
         let mut was_up = false;
         while !self.stopped.load(Ordering::Acquire) {
             match self.connect().await {
-                Ok((conn, reader)) => {
+                Ok((conn, reader, resumed)) => {
                     backoff = BACKOFF_MIN;
                     // Replies to the reopens arrive through the serving loop, so it runs
-                    // from the start; FOPs only see the connection once files are reopened.
+                    // from the start; FOPs only see the connection once files are reopened
+                    // and locks taken again.
                     let serving = self.serve(&conn, reader);
                     tokio::pin!(serving);
                     let died = tokio::select! {
                         why = &mut serving => Some(why),
-                        _ = self.reopen_fds(&conn) => None,
+                        r = self.restore(&conn, resumed) => r.err(),
                     };
                     let why = match died {
                         Some(why) => why,
                         None => {
-                            *self.conn.lock() = Some(conn.clone());
+                            self.publish(&conn);
                             *self.last_error.lock() = None;
                             tracing::info!(
                                 "{}: connected to {}:{} brick {:?}",
@@ -243,10 +324,11 @@ impl Session {
         }
     }
 
-    /// TCP (and TLS) connect and handshake.
+    /// TCP (and TLS) connect and handshake; also says whether the brick kept this client's
+    /// state from an earlier connection.
     async fn connect(
         &self,
-    ) -> Result<(Arc<Conn>, FrameReader<tokio::io::ReadHalf<BoxStream>>), String> {
+    ) -> Result<(Arc<Conn>, FrameReader<tokio::io::ReadHalf<BoxStream>>, bool), String> {
         let addr = format!("{}:{}", self.cfg.host, self.cfg.port);
         let sock = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&addr))
             .await
@@ -278,7 +360,7 @@ impl Session {
         tx.send(Frame::new(
             Kind::Handshake,
             0,
-            msg::encode(&hs),
+            resume::with_session_id(&msg::encode(&hs), self.session_id),
             Bytes::new(),
         ))
         .await
@@ -309,16 +391,24 @@ impl Session {
             }
             Err(e) => return Err(format!("bad handshake reply from {addr}: {e}")),
         }
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        // The brick kept our fds and locks only if it says so; otherwise they are gone
+        // there and a new epoch begins (what we hold is taken again in it).
+        let resumed = resume::resumed(&f.meta) && self.epoch.load(Ordering::Acquire) > 0;
+        let epoch = if resumed {
+            self.epoch.load(Ordering::Acquire)
+        } else {
+            self.epoch.fetch_add(1, Ordering::AcqRel) + 1
+        };
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let conn = Arc::new(Conn {
             tx,
             killed: tokio::sync::watch::channel(false).0,
             pending: Mutex::new(Some(HashMap::new())),
             next_id: AtomicU64::new(1),
-            generation,
+            epoch,
             detached: Arc::new(AtomicUsize::new(0)),
         });
-        Ok((conn, reader))
+        Ok((conn, reader, resumed))
     }
 
     /// Routes replies to their callers and pings the server, until the connection ends.
@@ -364,50 +454,160 @@ impl Session {
         }
     }
 
-    /// Opens again, on a new connection, every file the client still has open.
-    async fn reopen_fds(&self, conn: &Conn) {
+    /// Makes a new connection serve FOPs, and sends what was deferred while none was up.
+    fn publish(self: &Arc<Self>, conn: &Arc<Conn>) {
+        let late: Vec<Deferred> = {
+            let mut cur = self.conn.lock();
+            *cur = Some(conn.clone());
+            // Under the connection's lock: whatever is deferred after this sees it up.
+            std::mem::take(&mut *self.deferred.lock())
+        };
+        let late: Vec<Deferred> = late.into_iter().filter(|d| d.epoch == conn.epoch).collect();
+        if late.is_empty() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let n = late.len();
+            for d in late {
+                if let Err(e) = me.call(&d.ctx, Xdata::default(), d.fop, Bytes::new()).await {
+                    tracing::debug!("{}: deferred release or flush: {e}", me.name);
+                }
+            }
+            tracing::debug!(
+                "{}: sent {n} releases and flushes deferred while disconnected",
+                me.name
+            );
+        });
+    }
+
+    /// Gets a new connection ready: on a brick that kept our state, nothing to do but
+    /// what an interrupted earlier restore left; otherwise every open file is opened again
+    /// by gfid and every lock taken again. Errs when the connection is lost meanwhile.
+    async fn restore(&self, conn: &Arc<Conn>, resumed: bool) -> Result<(), String> {
+        let start = Instant::now();
+        let (reopened, failed) = self.reopen_fds(conn).await?;
+        let (retaken, lost) = self.retake_locks(conn).await?;
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        let summary = if resumed {
+            format!(
+                "resumed: the brick kept our open files and locks (epoch {})",
+                conn.epoch
+            )
+        } else {
+            format!(
+                "new session on the brick (epoch {}): reopened {reopened} open files ({failed} failed), took {retaken} locks again ({lost} lost) in {ms:.1} ms",
+                conn.epoch
+            )
+        };
+        if resumed || reopened + failed + retaken + lost > 0 {
+            tracing::info!("{}: {summary}", self.name);
+        }
+        *self.last_restore.lock() = summary;
+        Ok(())
+    }
+
+    /// Sends one request on `conn` during a restore.
+    async fn call_on(
+        &self,
+        conn: &Conn,
+        ctx: Ctx,
+        xdata: Xdata,
+        fop: FopRequest,
+    ) -> Result<Result<Reply, Errno>, String> {
+        let req = Request { ctx, xdata, fop };
+        let f = conn
+            .call(msg::encode(&req), Bytes::new())
+            .await
+            .map_err(|_| RESTORE_LOST.to_string())?;
+        Ok(reply_of(&f))
+    }
+
+    /// Sends `reqs` on `conn`, [`RESTORE_WINDOW`] in flight at once, and returns their
+    /// answers in order; errs when the connection is lost meanwhile.
+    async fn call_many(
+        conn: &Arc<Conn>,
+        reqs: Vec<Request>,
+    ) -> Result<Vec<Result<Reply, Errno>>, String> {
+        let n = reqs.len();
+        let mut out: Vec<Option<Result<Reply, Errno>>> = (0..n).map(|_| None).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut reqs = reqs.into_iter().enumerate();
+        loop {
+            while tasks.len() < RESTORE_WINDOW {
+                let Some((i, req)) = reqs.next() else { break };
+                let c = conn.clone();
+                tasks.spawn(async move { (i, c.call(msg::encode(&req), Bytes::new()).await) });
+            }
+            let Some(done) = tasks.join_next().await else {
+                break;
+            };
+            match done {
+                Ok((i, Ok(f))) => out[i] = Some(reply_of(&f)),
+                _ => return Err(RESTORE_LOST.to_string()),
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Errno::EIO)))
+            .collect())
+    }
+
+    /// Opens again, in `conn`'s server session, every file still open that is not open
+    /// there yet; returns how many were reopened and how many failed.
+    async fn reopen_fds(&self, conn: &Arc<Conn>) -> Result<(usize, usize), String> {
         let fds: Vec<(Arc<Fd>, Arc<RemoteFd>)> = {
             let mut map = self.fds.lock();
             map.retain(|_, (w, _)| w.strong_count() > 0);
             map.values()
+                .filter(|(_, r)| {
+                    r.epoch.load(Ordering::Acquire) != conn.epoch
+                        && r.lost.load(Ordering::Acquire) == 0
+                })
                 .filter_map(|(w, r)| w.upgrade().map(|f| (f, r.clone())))
                 .collect()
         };
         let (mut ok, mut failed) = (0, 0);
+        let mut todo = Vec::new();
         for (fd, remote) in fds {
-            if remote.locked.load(Ordering::Acquire) {
+            if remote.inode_locked.load(Ordering::Acquire) {
                 failed += 1;
                 tracing::warn!(
-                    "{}: not reopening {:?}: it held locks, which the server dropped with the old connection; it fails with EBADF",
+                    "{}: not reopening {:?}: it held inode locks, which the brick no longer holds and which are not taken again; it fails with EBADF",
                     self.name,
                     fd
                 );
                 continue;
             }
-            let loc = Loc::inode(fd.gfid);
-            let fop = if fd.is_dir {
-                FopRequest::Opendir { loc, gfid: fd.gfid }
-            } else {
-                let flags = fd.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
-                FopRequest::Open {
-                    loc,
-                    gfid: fd.gfid,
-                    flags,
+            todo.push((fd, remote));
+        }
+        let reqs = todo
+            .iter()
+            .map(|(fd, _)| {
+                let loc = Loc::inode(fd.gfid);
+                let fop = if fd.is_dir {
+                    FopRequest::Opendir { loc, gfid: fd.gfid }
+                } else {
+                    let flags = fd.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+                    FopRequest::Open {
+                        loc,
+                        gfid: fd.gfid,
+                        flags,
+                    }
+                };
+                Request {
+                    ctx: Ctx::internal(),
+                    xdata: Xdata::default(),
+                    fop,
                 }
-            };
-            let req = Request {
-                ctx: Ctx::internal(),
-                xdata: Xdata::default(),
-                fop,
-            };
-            let res = conn.call(msg::encode(&req), Bytes::new()).await;
-            match res.map(|f| msg::decode::<Response>(Kind::Reply, &f.meta)) {
-                Ok(Ok(Response {
-                    result: Ok(Reply::Opened { fd: n }),
-                    ..
-                })) => {
+            })
+            .collect();
+        let answers = Self::call_many(conn, reqs).await?;
+        for ((fd, remote), answer) in todo.into_iter().zip(answers) {
+            match answer {
+                Ok(Reply::Opened { fd: n }) => {
                     remote.num.store(n, Ordering::Release);
-                    remote.generation.store(conn.generation, Ordering::Release);
+                    remote.epoch.store(conn.epoch, Ordering::Release);
                     ok += 1;
                     // Released while it was being reopened: release the new one too.
                     if !self.fds.lock().contains_key(&fd.id) {
@@ -416,35 +616,261 @@ impl Session {
                         } else {
                             FopRequest::Release { fd: n }
                         };
-                        let req = Request {
-                            ctx: Ctx::internal(),
-                            xdata: Xdata::default(),
-                            fop,
-                        };
-                        let _ = conn.call(msg::encode(&req), Bytes::new()).await;
+                        let _ = self
+                            .call_on(conn, Ctx::internal(), Xdata::default(), fop)
+                            .await?;
                     }
                 }
                 other => {
                     failed += 1;
+                    let path = fd.path().map(|p| p.display().to_string());
                     tracing::warn!(
-                        "{}: cannot reopen {:?} after reconnect: {other:?}",
+                        "{}: cannot reopen {:?} ({}) after reconnecting: {other:?}; it fails with EBADF",
                         self.name,
-                        fd
+                        fd,
+                        path.as_deref().unwrap_or("path unknown")
                     );
                 }
             }
         }
-        if ok + failed > 0 {
-            tracing::info!("{}: reopened {ok} open files ({failed} failed)", self.name);
+        Ok((ok, failed))
+    }
+
+    /// Takes again, in `conn`'s server session, every lock held that is not held there
+    /// yet (without waiting); returns how many were taken and how many lost.
+    async fn retake_locks(&self, conn: &Arc<Conn>) -> Result<(usize, usize), String> {
+        let (mut ok, mut lost) = (0, 0);
+        // More than one pass only when a late reply changed the table meanwhile.
+        for pass in 0.. {
+            let stale = self.locks.lock().stale(conn.epoch);
+            if stale.is_empty() {
+                break;
+            }
+            let mut todo = Vec::new();
+            for h in stale {
+                if pass >= 4 {
+                    lost += 1;
+                    self.lose(&h, "it kept changing while it was being taken again");
+                    continue;
+                }
+                let remote = self.fds.lock().get(&h.fd).map(|(_, r)| r.clone());
+                let num = remote.as_ref().and_then(|r| {
+                    (r.epoch.load(Ordering::Acquire) == conn.epoch
+                        && r.lost.load(Ordering::Acquire) == 0)
+                        .then(|| r.num.load(Ordering::Acquire))
+                });
+                match num {
+                    Some(num) => todo.push((h, num)),
+                    None => {
+                        lost += 1;
+                        self.lose(
+                            &h,
+                            "the file it was taken through could not be opened again",
+                        );
+                    }
+                }
+            }
+            let reqs = todo
+                .iter()
+                .map(|(h, num)| {
+                    let mut xdata = Xdata::default();
+                    if h.flock {
+                        xdata.set(weft_core::LK_FLOCK_KEY, Vec::new());
+                    }
+                    Request {
+                        ctx: Ctx {
+                            pid: h.caller,
+                            lk_owner: h.owner,
+                            ..Ctx::internal()
+                        },
+                        xdata,
+                        fop: FopRequest::Lk {
+                            fd: *num,
+                            cmd: LkCmd::Set,
+                            lock: Flock {
+                                kind: h.kind,
+                                start: h.start,
+                                len: h.len(),
+                                pid: h.pid,
+                                owner: h.owner,
+                            },
+                        },
+                    }
+                })
+                .collect();
+            let answers = Self::call_many(conn, reqs).await?;
+            for ((h, _), answer) in todo.into_iter().zip(answers) {
+                match answer {
+                    Ok(Reply::Flock(_)) => {
+                        ok += 1;
+                        self.locks.lock().retaken(&h, conn.epoch);
+                    }
+                    Err(Errno::EAGAIN) => {
+                        lost += 1;
+                        self.lose(&h, "another client was granted a conflicting lock while the brick did not hold ours");
+                    }
+                    other => {
+                        lost += 1;
+                        self.lose(&h, &format!("taking it again failed: {other:?}"));
+                    }
+                }
+            }
+        }
+        Ok((ok, lost))
+    }
+
+    /// Lock `h` is lost: every lock of its owner on its file is forgotten, and every fd of
+    /// that owner on that file fails with EIO from now on: the fds its locks were taken
+    /// through and, for POSIX locks, the fds of that file its process opened or its owner
+    /// used. Logs which file and which owner.
+    fn lose(&self, h: &Held, why: &str) {
+        let gone = self.locks.lock().drop_owner(h.gfid, h.flock, h.owner);
+        let mut fds: HashSet<u64> = gone.iter().map(|g| g.fd).collect();
+        fds.insert(h.fd);
+        let mut pids: HashSet<u32> = HashSet::new();
+        if !h.flock {
+            for g in gone.iter().chain(std::iter::once(h)) {
+                pids.insert(g.pid);
+                pids.insert(g.caller);
+            }
+            pids.remove(&0);
+        }
+        let mut failed = 0;
+        let mut path = None;
+        for (id, (w, r)) in self.fds.lock().iter() {
+            let Some(f) = w.upgrade() else { continue };
+            if f.gfid != h.gfid {
+                continue;
+            }
+            let mine = fds.contains(id)
+                || (!h.flock && (pids.contains(&r.opener) || r.owners.lock().contains(&h.owner)));
+            if mine {
+                r.lost.store(LOST, Ordering::Release);
+                failed += 1;
+                if path.is_none() {
+                    path = f.path();
+                }
+            }
+        }
+        let what = if h.flock { "flock" } else { "POSIX" };
+        let file = match path {
+            Some(p) => p.display().to_string(),
+            None => format!("gfid {}", h.gfid),
+        };
+        tracing::error!(
+            "{}: lost the {what} lock(s) of lock owner {:#x} (pid {}) on {file}: {why}; its {failed} open files on it fail with EIO from now on",
+            self.name,
+            h.owner,
+            h.pid
+        );
+    }
+
+    /// Records what a granted `lk` (or an unlock) changed, for taking it again later.
+    /// `epoch` is the server session that answered.
+    pub(crate) fn lock_changed(&self, fd: &Fd, ctx: &Ctx, lock: &Flock, flock: bool, epoch: u64) {
+        let Some((start, end)) = super::locks::range(lock.start, lock.len) else {
+            return;
+        };
+        if lock.kind == LockType::Unlock {
+            self.locks
+                .lock()
+                .unlocked(fd.gfid, flock, lock.owner, start, end);
+            return;
+        }
+        let h = Held {
+            gfid: fd.gfid,
+            flock,
+            owner: lock.owner,
+            kind: lock.kind,
+            start,
+            end,
+            pid: lock.pid,
+            caller: ctx.pid,
+            fd: fd.id,
+            epoch,
+        };
+        self.locks.lock().granted(h.clone());
+        if epoch != self.epoch.load(Ordering::Acquire) {
+            // Granted by a server session that ended as the reply came: whether it was
+            // taken again cannot be told, so it counts as lost.
+            self.lose(
+                &h,
+                "it was granted just as the connection to the brick was lost",
+            );
         }
     }
 
-    /// Remembers the server's number for `fd` on the current connection.
-    pub(crate) fn bind_fd(&self, fd: &Arc<Fd>, num: u64, generation: u64) -> Arc<RemoteFd> {
+    /// Records a flush (close(2)) of `fd` by `owner`: its POSIX locks on the file are
+    /// gone.
+    pub(crate) fn flushed(&self, fd: &Fd, owner: u64) {
+        self.locks.lock().flushed(fd.gfid, owner);
+    }
+
+    /// Keeps a `Flush` for the brick until the connection is back, if the brick may still
+    /// hold this client's state (so that the owner's locks go).
+    pub(crate) fn defer_flush(&self, remote: &RemoteFd, owner: u64) {
+        let epoch = remote.epoch.load(Ordering::Acquire);
+        let cur = self.conn.lock();
+        match cur.as_ref() {
+            Some(c) if c.epoch == epoch => {}
+            _ if epoch == self.epoch.load(Ordering::Acquire) => {
+                self.deferred.lock().push(Deferred {
+                    epoch,
+                    ctx: Ctx {
+                        lk_owner: owner,
+                        ..Ctx::internal()
+                    },
+                    fop: FopRequest::Flush {
+                        fd: remote.num.load(Ordering::Acquire),
+                    },
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Where the release of `remote` goes: its number if the current connection's server
+    /// holds it; queued for the next connection if none is up and the brick may keep it
+    /// for us; nowhere if the brick no longer has it.
+    pub(crate) fn release_to(&self, remote: &RemoteFd, dir: bool) -> ReleaseTo {
+        let epoch = remote.epoch.load(Ordering::Acquire);
+        let num = remote.num.load(Ordering::Acquire);
+        let cur = self.conn.lock();
+        match cur.as_ref() {
+            Some(c) if c.epoch == epoch => ReleaseTo::Send(num),
+            Some(_) => ReleaseTo::Done,
+            None => {
+                if epoch == self.epoch.load(Ordering::Acquire) {
+                    let fop = if dir {
+                        FopRequest::Releasedir { fd: num }
+                    } else {
+                        FopRequest::Release { fd: num }
+                    };
+                    self.deferred.lock().push(Deferred {
+                        epoch,
+                        ctx: Ctx::internal(),
+                        fop,
+                    });
+                }
+                ReleaseTo::Done
+            }
+        }
+    }
+
+    /// Queues a release that could not be sent (the connection was lost as it went).
+    pub(crate) fn defer_release(&self, remote: &RemoteFd, dir: bool) {
+        let _ = self.release_to(remote, dir);
+    }
+
+    /// Remembers the server's number for `fd`, opened by `ctx`, in server session `epoch`.
+    pub(crate) fn bind_fd(&self, fd: &Arc<Fd>, ctx: &Ctx, num: u64, epoch: u64) -> Arc<RemoteFd> {
         let r = Arc::new(RemoteFd {
             num: AtomicU64::new(num),
-            generation: AtomicU64::new(generation),
-            locked: AtomicBool::new(false),
+            epoch: AtomicU64::new(epoch),
+            inode_locked: AtomicBool::new(false),
+            lost: AtomicI32::new(0),
+            opener: ctx.pid,
+            owners: Mutex::new(Vec::new()),
         });
         self.fds
             .lock()
@@ -452,26 +878,34 @@ impl Session {
         r
     }
 
-    /// Forgets `fd` (released).
+    /// Forgets `fd` (released) and the locks taken through it.
     pub(crate) fn unbind_fd(&self, fd: &Fd) {
         self.fds.lock().remove(&fd.id);
+        self.locks.lock().released(fd.id);
     }
 
-    /// The server's number for `remote` if it is valid on the current connection.
+    /// The server's number for `remote` if it is valid on the current connection: ENOTCONN
+    /// without one, EIO once its owner lost its lock on the file, EBADF if it could not be
+    /// opened again in the brick's current session.
     pub(crate) fn fd_num(&self, remote: &RemoteFd) -> Result<u64, Errno> {
-        let cur = self.conn.lock().as_ref().map(|c| c.generation);
-        match cur {
-            None => Err(Errno::ENOTCONN),
-            Some(g) if g == remote.generation.load(Ordering::Acquire) => {
-                Ok(remote.num.load(Ordering::Acquire))
-            }
-            // Opened on a connection that is gone and could not be reopened.
-            Some(_) => Err(Errno::EBADF),
+        let cur = self.conn.lock().as_ref().map(|c| c.epoch);
+        let Some(e) = cur else {
+            return Err(Errno::ENOTCONN);
+        };
+        match remote.lost.load(Ordering::Acquire) {
+            0 => {}
+            errno => return Err(Errno(errno)),
+        }
+        if e == remote.epoch.load(Ordering::Acquire) {
+            Ok(remote.num.load(Ordering::Acquire))
+        } else {
+            // Opened in a server session that is gone and could not be reopened.
+            Err(Errno::EBADF)
         }
     }
 
-    /// Sends one FOP; returns its reply, xdata and data part, and the connection
-    /// generation it was answered on.
+    /// Sends one FOP; returns its reply, xdata and data part, and the server session
+    /// (epoch) it was answered in.
     pub(crate) async fn call(
         &self,
         ctx: &Ctx,
@@ -512,7 +946,7 @@ impl Session {
             Errno::EIO
         })?;
         match resp.result {
-            Ok(r) => Ok((r, resp.xdata, f.data, conn.generation)),
+            Ok(r) => Ok((r, resp.xdata, f.data, conn.epoch)),
             Err(e) => Err(Errno(e)),
         }
     }
@@ -524,16 +958,26 @@ impl Session {
             .as_ref()
             .and_then(|c| c.pending.lock().as_ref().map(|p| p.len()))
             .unwrap_or(0);
+        let lost = self
+            .fds
+            .lock()
+            .values()
+            .filter(|(_, r)| r.lost.load(Ordering::Relaxed) != 0)
+            .count();
         format!(
-            "remote={}:{} brick={} connected={} generation={} in_flight={} open_fds={} last_error={}\n",
+            "remote={}:{} brick={} connected={} generation={} epoch={} in_flight={} open_fds={} locks_held={} lost_fds={} last_error={}\nlast_connect={}\n",
             self.cfg.host,
             self.cfg.port,
             self.cfg.brick,
             conn.is_some(),
             self.generation.load(Ordering::Relaxed),
+            self.epoch.load(Ordering::Relaxed),
             pending,
             self.fds.lock().len(),
+            self.locks.lock().len(),
+            lost,
             self.last_error.lock().as_deref().unwrap_or("-"),
+            self.last_restore.lock(),
         )
     }
 }

@@ -13,15 +13,15 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use weft_core::{Ctx, Errno, FdRef, Xdata};
+use weft_core::{Errno, FdRef, Xdata};
 use weft_wire::msg::{self, Handshake, HandshakeReply, Request};
 use weft_wire::{Frame, Kind, HEADER_LEN, VERSION_MAJOR, VERSION_MINOR};
 
 use super::limits::{more, ConnSlot, Counters, FdCount, FdLimit, FdSlot, Limits};
-use super::{dispatch, Brick, BrickServer};
-use crate::identity;
+use super::{dispatch, sessions, Brick, BrickServer};
 use crate::stream::{BoxStream, FrameReader, FrameSink, ReadError};
 use crate::tls::TLS_HANDSHAKE_BYTE;
+use crate::{identity, resume};
 
 /// Largest handshake frame read (metadata and data together).
 const MAX_HANDSHAKE: usize = 64 << 10;
@@ -36,25 +36,42 @@ pub(super) struct FdTable {
     count: FdCount,
     counters: Arc<Counters>,
     client: u64,
-    peer: SocketAddr,
+    /// The address of the client's current (or last) connection, for logs.
+    peer: Mutex<SocketAddr>,
 }
 
 impl FdTable {
-    fn new(counters: Arc<Counters>, limits: &Limits, client: u64, peer: SocketAddr) -> FdTable {
+    /// An empty table for client `client`, connected from `peer`.
+    pub(super) fn new(
+        counters: Arc<Counters>,
+        limits: &Limits,
+        client: u64,
+        peer: SocketAddr,
+    ) -> FdTable {
         FdTable {
             fds: Mutex::new(HashMap::new()),
             count: FdCount::new(counters.clone(), limits),
             counters,
             client,
-            peer,
+            peer: Mutex::new(peer),
         }
+    }
+
+    /// The client reconnected from `peer`.
+    pub(super) fn set_peer(&self, peer: SocketAddr) {
+        *self.peer.lock() = peer;
+    }
+
+    /// How many fds are open.
+    pub(super) fn open(&self) -> usize {
+        self.count.open()
     }
 
     /// A place for one more open fd, taken before the open runs; `EMFILE` (with a
     /// rate-limited log line) when this connection or the process holds its limit.
     pub(super) fn reserve(&self) -> Result<FdSlot<'_>, Errno> {
         self.count.reserve().map_err(|limit| {
-            let (client, peer) = (self.client, self.peer);
+            let (client, peer) = (self.client, *self.peer.lock());
             match limit {
                 FdLimit::Client(max) => self.counters.log.hit("fds-per-client", |n| {
                     tracing::warn!(%peer, client, "open refused with EMFILE: this client holds {max} open files (the per-connection limit, --client-max-fds){}", more(n))
@@ -84,7 +101,8 @@ impl FdTable {
         }
         fd
     }
-    fn drain(&self) -> Vec<FdRef> {
+    /// Takes every fd out of the table (to release them).
+    pub(super) fn drain(&self) -> Vec<FdRef> {
         let fds: Vec<FdRef> = self.fds.lock().drain().map(|(_, f)| f).collect();
         self.count.release(fds.len());
         fds
@@ -101,7 +119,7 @@ pub(super) async fn serve(
 ) {
     let limits = server.limits;
     let setup = tokio::time::timeout(limits.handshake_timeout, open(&server, sock, peer)).await;
-    let (brick, mut reader, tx, tls, cert) = match setup {
+    let (brick, mut reader, tx, tls, cert, hello) = match setup {
         Err(_) => {
             tracing::warn!(%peer, "closing connection: no handshake within {:?}", limits.handshake_timeout);
             return;
@@ -113,7 +131,6 @@ pub(super) async fn serve(
         Ok(Ok(x)) => x,
     };
     reader.set_max_frame(None);
-    let client = server.next_client.fetch_add(1, Ordering::Relaxed);
     brick.clients.fetch_add(1, Ordering::AcqRel);
     // Counted before looking: a detach that began meanwhile either waits for this
     // connection or is seen here, and then the graph is never touched.
@@ -122,31 +139,92 @@ pub(super) async fn serve(
         tracing::info!(%peer, brick = %brick.name, "closing connection: brick detached");
         return;
     }
-    let cert = cert.as_deref().unwrap_or("-");
-    tracing::info!(%peer, brick = %brick.name, client, tls, cert, "client connected");
-    let fds = Arc::new(FdTable::new(server.counters.clone(), &limits, client, peer));
-    let reason = run(&server, &brick, reader, &tx, client, peer, &fds).await;
-    let open_fds = fds.count.open();
-    tracing::info!(%peer, brick = %brick.name, client, open_fds, "connection closed: {reason}");
-    // Release what the client left open, then anything else it held (locks).
-    let ctx = Ctx {
-        client,
-        ..Ctx::internal()
-    };
-    for fd in fds.drain() {
-        let r = if fd.is_dir {
-            brick.top().releasedir(&ctx, &fd, Xdata::default()).await
-        } else {
-            brick.top().release(&ctx, &fd, Xdata::default()).await
-        };
-        if let Err(e) = r {
-            tracing::debug!(client, "release on disconnect: {e}");
+    let claimed = sessions::claim(
+        &server,
+        &brick,
+        hello.session,
+        cert.clone(),
+        &hello.client_name,
+        peer,
+    )
+    .await;
+    let claimed = match claimed {
+        Ok(c) => c,
+        Err(reason) => {
+            brick.clients.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(%peer, brick = %brick.name, "refusing connection: {reason}");
+            let reply = HandshakeReply::Refused {
+                reason,
+                errno: libc::EAGAIN,
+            };
+            let f = Frame::new(
+                Kind::HandshakeReply,
+                hello.id,
+                msg::encode(&reply),
+                Bytes::new(),
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                let _ = tx.send(f).await;
+                tx.shutdown().await;
+            })
+            .await;
+            return;
         }
-    }
-    brick.top().forget_client(client).await;
+    };
+    let (state, resumed) = (claimed.state, claimed.resumed);
+    let client = state.client;
+    let cert = cert.as_deref().unwrap_or("-");
+    let ok = HandshakeReply::Accepted {
+        server_version: format!("{VERSION_MAJOR}.{VERSION_MINOR}"),
+    };
+    let meta = resume::with_resumed(&msg::encode(&ok), resumed);
+    let reason = match tx
+        .send(Frame::new(
+            Kind::HandshakeReply,
+            hello.id,
+            meta,
+            Bytes::new(),
+        ))
+        .await
+    {
+        Err(_) => "connection lost during handshake".to_string(),
+        Ok(()) => {
+            if resumed {
+                tracing::info!(%peer, brick = %brick.name, client, tls, cert, open_fds = state.fds.open(), "client reconnected: {} gets its open files and locks back", hello.client_name);
+            } else {
+                tracing::info!(%peer, brick = %brick.name, client, tls, cert, "client connected");
+            }
+            run(
+                &server,
+                &brick,
+                reader,
+                &tx,
+                client,
+                peer,
+                &state.fds,
+                claimed.kick,
+            )
+            .await
+        }
+    };
+    let open_fds = state.fds.open();
+    tracing::info!(%peer, brick = %brick.name, client, open_fds, "connection closed: {reason}");
+    // Kept for the grace period when the client can come back for it; otherwise what it
+    // left open is released, then anything else it held (locks).
+    sessions::finish(&brick, state).await;
     brick.clients.fetch_sub(1, Ordering::AcqRel);
     // A client that stopped reading must not hold this task forever.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tx.shutdown()).await;
+}
+
+/// What a client said in its handshake, beyond the brick it asked for.
+struct Hello {
+    /// The handshake frame's id (the reply carries it).
+    id: u64,
+    /// Its name (`HOST:PID:NAME`), for logs.
+    client_name: String,
+    /// Its session id ([`resume`]), when it sent one.
+    session: Option<resume::SessionId>,
 }
 
 /// A connection past its handshake: its brick, its two halves, whether it speaks TLS, and
@@ -157,9 +235,11 @@ type Opened = (
     Arc<FrameSink>,
     bool,
     Option<String>,
+    Hello,
 );
 
-/// TLS (if the client starts with a TLS record), then the handshake.
+/// TLS (if the client starts with a TLS record), then the handshake, up to (not including)
+/// the reply that accepts it.
 async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result<Opened, String> {
     let mut first = [0u8; 1];
     let n = sock
@@ -281,18 +361,12 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
             Err(r)
         }
         Ok(b) => {
-            let ok = HandshakeReply::Accepted {
-                server_version: format!("{VERSION_MAJOR}.{VERSION_MINOR}"),
+            let hello = Hello {
+                id: f.header.id,
+                session: resume::session_id(&f.meta),
+                client_name: hs.client_name,
             };
-            tx.send(Frame::new(
-                Kind::HandshakeReply,
-                f.header.id,
-                msg::encode(&ok),
-                Bytes::new(),
-            ))
-            .await
-            .map_err(|_| "connection lost during handshake".to_string())?;
-            Ok((b, reader, tx, tls, cert_name))
+            Ok((b, reader, tx, tls, cert_name, hello))
         }
     }
 }
@@ -418,7 +492,7 @@ impl Gates {
 }
 
 /// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -459,6 +533,7 @@ async fn run(
     client: u64,
     peer: SocketAddr,
     fds: &Arc<FdTable>,
+    mut kick: tokio::sync::watch::Receiver<bool>,
 ) -> String {
     let limits = server.limits;
     let log = &server.counters.log;
@@ -490,6 +565,8 @@ async fn run(
         let frame = tokio::select! {
             biased;
             _ = detached.wait_for(|d| *d) => break "brick detached".to_string(),
+            // (Err: nobody can kick this connection, it has no session id.)
+            Ok(_) = kick.wait_for(|k| *k) => break "a newer connection of this client took its place".to_string(),
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             _ = tokio::time::sleep_until(paused.unwrap_or_else(tokio::time::Instant::now)), if paused.is_some() => {
                 paused = None;

@@ -23,8 +23,9 @@ pub struct Limits {
     /// How long a new connection may take to complete its handshake.
     pub handshake_timeout: Duration,
     /// A connection silent this long is taken as dead (its client's host is gone) and
-    /// closed, releasing its fds and locks; so is one whose replies the socket has not taken
-    /// for this long (its peer stopped reading). Clients ping at least every 10 s.
+    /// closed, releasing its fds and locks (or keeping them for the brick's
+    /// `grace-timeout`); so is one whose replies the socket has not taken for this long
+    /// (its peer stopped reading). Clients ping at least every 10 s.
     pub idle_timeout: Duration,
     /// Files and directories one connection may hold open; more opens fail with `EMFILE`.
     pub max_fds_per_client: usize,

@@ -10,6 +10,7 @@ mod conn;
 pub mod control;
 mod dispatch;
 pub mod limits;
+mod sessions;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -83,7 +84,16 @@ const SERVER_OPTIONS: &[OptionSpec] = &[
         default: Some("65534"),
         description: "The gid squashed requests run as (server.root-squash, server.all-squash).",
     },
+    OptionSpec {
+        key: "grace-timeout",
+        kind: OptionKind::Duration,
+        default: Some("10"),
+        description: "Seconds a disconnected client's open files and locks are kept for it to reconnect and get them back (0: released at once; at most 1800).",
+    },
 ];
+
+/// The longest `grace-timeout` (GlusterFS's bound).
+const MAX_GRACE: std::time::Duration = std::time::Duration::from_secs(1800);
 
 /// The largest uid or gid: 2^32 - 1 means "no id" (chown's "leave unchanged").
 const MAX_ID: i64 = u32::MAX as i64 - 1;
@@ -136,6 +146,8 @@ struct Policy {
     tls_required: bool,
     ssl_allow: NameList,
     squash: Squash,
+    /// How long a disconnected client's state is kept (`grace-timeout`).
+    grace: std::time::Duration,
 }
 
 impl Policy {
@@ -157,7 +169,15 @@ impl Policy {
                 anonuid: id("server.anonuid")?,
                 anongid: id("server.anongid")?,
             },
+            grace: o.duration("grace-timeout"),
         };
+        if p.grace > MAX_GRACE {
+            return Err(format!(
+                "grace-timeout: {:?} is longer than the {} s allowed",
+                p.grace,
+                MAX_GRACE.as_secs()
+            ));
+        }
         if !p.ssl_allow.allows_all() && !p.tls_required {
             return Err(format!(
                 "auth.ssl-allow {:?} needs transport.socket.ssl-enabled on: a client that connects without TLS has no certificate name to check",
@@ -176,6 +196,9 @@ struct Brick {
     /// Flips to true when the brick is detached; its connections then close.
     detached: watch::Sender<bool>,
     clients: AtomicUsize,
+    /// Clients' state (open files, lock identity) by session id: connected ones, and
+    /// disconnected ones kept for `grace-timeout`.
+    sessions: sessions::Sessions,
 }
 
 impl Brick {
@@ -272,6 +295,7 @@ impl BrickServer {
                     policy,
                     detached,
                     clients: AtomicUsize::new(0),
+                    sessions: sessions::Sessions::default(),
                 }),
             );
             names.push(name);
@@ -280,7 +304,8 @@ impl BrickServer {
     }
 
     /// Stops serving `brick`: its clients are disconnected (their fds released, their locks
-    /// dropped) and its graph torn down. Other bricks are untouched.
+    /// dropped, nothing kept for a reconnect) and its graph torn down. Other bricks are
+    /// untouched.
     pub async fn detach(&self, brick: &str) -> Result<(), String> {
         let removed = self.bricks.write().remove(brick);
         let Some(b) = removed else {
@@ -297,19 +322,32 @@ impl BrickServer {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        // Clients kept for their grace period get nothing back from a detached brick.
+        sessions::release_all_parked(&b).await;
         b.graph.fini().await;
         tracing::info!(brick, "brick detached");
         Ok(())
     }
 
-    /// One line per brick: name and connected clients.
+    /// One line per brick: name and connected clients, and ` parked=N` when N
+    /// disconnected clients are kept for their grace period.
     pub fn status(&self) -> String {
         let map = self.bricks.read();
         if map.is_empty() {
             return "no bricks\n".into();
         }
         map.values()
-            .map(|b| format!("{} clients={}\n", b.name, b.clients.load(Ordering::Relaxed)))
+            .map(|b| {
+                let parked = match b.sessions.parked() {
+                    0 => String::new(),
+                    n => format!(" parked={n}"),
+                };
+                format!(
+                    "{} clients={}{parked}\n",
+                    b.name,
+                    b.clients.load(Ordering::Relaxed)
+                )
+            })
             .collect()
     }
 
@@ -334,8 +372,9 @@ impl BrickServer {
         let mut out = format!("=== server ===\n{}", self.usage());
         for b in self.bricks.read().values() {
             out.push_str(&format!(
-                "=== brick {} ===\n{}",
+                "=== brick {} ===\n{}{}",
                 b.name,
+                b.sessions.dump(),
                 b.graph.statedump()
             ));
         }
