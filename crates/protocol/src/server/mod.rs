@@ -530,4 +530,22 @@ mod tests {
         // `*` is the default and needs no TLS.
         assert!(policy(&[("auth.ssl-allow", "*")]).is_ok());
     }
+
+    #[test]
+    fn grace_timeout() {
+        use std::time::Duration;
+        assert_eq!(policy(&[]).unwrap().grace, Duration::from_secs(10));
+        assert_eq!(
+            policy(&[("grace-timeout", "0")]).unwrap().grace,
+            Duration::ZERO
+        );
+        assert_eq!(
+            policy(&[("grace-timeout", "1.5")]).unwrap().grace,
+            Duration::from_millis(1500)
+        );
+        assert!(policy(&[("grace-timeout", "1800")]).is_ok());
+        let e = policy(&[("grace-timeout", "1801")]).unwrap_err();
+        assert!(e.contains("grace-timeout"), "{e}");
+        assert!(policy(&[("grace-timeout", "soon")]).is_err());
+    }
 }
