@@ -54,19 +54,9 @@ fn mode(p: &Path) -> u32 {
 
 #[test]
 fn acls_are_enforced_on_both_mounts() {
-    let dir = scratch("acl");
-    let brick = dir.path().join("brick");
-    std::fs::create_dir(&brick).unwrap();
-    let vf = dir.path().join("server.vol");
-    std::fs::write(&vf, brick_graph("acl", &brick, &[])).unwrap();
-    let brickd = Brickd::start(dir.path(), &vf, &[]);
-    let client = dir.path().join("client.vol");
-    std::fs::write(&client, client_volfile("acl", brickd.port, &[])).unwrap();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::create_dir(&a).unwrap();
-    std::fs::create_dir(&b).unwrap();
-    let _ma = mount_volfile(&client, &a, &dir.path().join("a.log"), &[]);
-    let _mb = mount_volfile(&client, &b, &dir.path().join("b.log"), &[]);
+    let v = NetVolume::new("acl", 2, false);
+    let (a, b) = (v.mnt(0).to_path_buf(), v.mnt(1).to_path_buf());
+    let brick = v.brick.clone();
 
     // A deny entry for a user on a world-readable file.
     let f = a.join("denied");

@@ -5,35 +5,16 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
-
-fn handle_of(brick: &Path, file: &Path) -> std::path::PathBuf {
-    let g = getxattr(file, "trusted.weft.gfid").expect("gfid xattr");
-    let hex: String = g.iter().map(|b| format!("{b:02x}")).collect();
-    let text = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
-    brick
-        .join(".weft/handles")
-        .join(&hex[0..2])
-        .join(&hex[2..4])
-        .join(text)
-}
 
 #[test]
 fn a_lookup_restores_a_removed_handle_and_separates_copies() {
     let vol = Volume::new("repair");
     let m = vol.mount();
     std::fs::write(vol.mnt.join("f"), b"data").unwrap();
-    let h = handle_of(&vol.brick, &vol.brick.join("f"));
+    let h = handle_path(&vol.brick, &vol.brick.join("f"));
     std::fs::remove_file(&h).unwrap();
     // chmod and setxattr by the kernel's cached inode: the handle is gone, the kernel is
     // told ESTALE, looks the name up again, and the lookup makes a new handle.
@@ -80,7 +61,7 @@ fn brick_check_reports_and_repairs_offline() {
     }
     let b = &vol.brick;
     std::fs::write(b.join("by-hand"), b"placed").unwrap();
-    std::fs::remove_file(handle_of(b, &b.join("lost-handle"))).unwrap();
+    std::fs::remove_file(handle_path(b, &b.join("lost-handle"))).unwrap();
     assert!(Command::new("cp")
         .arg("-a")
         .arg(b.join("d/f"))
@@ -88,7 +69,7 @@ fn brick_check_reports_and_repairs_offline() {
         .status()
         .unwrap()
         .success());
-    let stale = handle_of(b, &b.join("gone"));
+    let stale = handle_path(b, &b.join("gone"));
     std::fs::remove_file(b.join("gone")).unwrap();
     let check = |repair: bool| {
         let mut c = weft();

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 const SCRIPT: &str = r#"
@@ -33,17 +31,7 @@ except OSError:
 "#;
 
 fn run(dir: &std::path::Path) -> String {
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", SCRIPT])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    python_ok(SCRIPT, &[dir.as_os_str()])
 }
 
 #[test]

@@ -9,33 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-struct Net {
-    dir: tempfile::TempDir,
-    _bd: Brickd,
-    mnt: std::path::PathBuf,
-    _m: MountGuard,
-}
-
-fn net(tag: &str) -> Net {
-    let dir = scratch(tag);
-    let brick = dir.path().join("brick");
-    std::fs::create_dir(&brick).unwrap();
-    let vf = dir.path().join("server.vol");
-    std::fs::write(&vf, brick_graph("lw", &brick, &[])).unwrap();
-    let bd = Brickd::start(dir.path(), &vf, &[]);
-    let cvf = dir.path().join("client.vol");
-    std::fs::write(&cvf, client_volfile("lw", bd.port, &[])).unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let m = mount_volfile(&cvf, &mnt, &dir.path().join("m.log"), &[]);
-    Net {
-        dir,
-        _bd: bd,
-        mnt,
-        _m: m,
-    }
-}
-
 const HOLDER: &str = r#"
 import fcntl, os, sys
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
@@ -80,8 +53,8 @@ fn holder(p: &std::path::Path) -> (std::process::Child, BufReader<std::process::
 /// once; neither leaves a lock behind: once the holder unlocks, another process gets it.
 #[test]
 fn a_blocked_lock_wait_ends_on_a_signal() {
-    let n = net("lkintr");
-    let f = n.mnt.join("f");
+    let n = NetVolume::new("lkintr", 1, false);
+    let f = n.mnt(0).join("f");
     let (mut h, mut hout) = holder(&f);
     for sig in [libc::SIGINT, libc::SIGKILL] {
         let mut w = Command::new("/usr/bin/python3")
@@ -170,8 +143,8 @@ print("granted", granted[0], flush=True)
 /// holder can unlock, and then every waiter gets the lock in turn.
 #[test]
 fn two_thousand_waiters_leave_the_mount_serving() {
-    let n = net("lkmany");
-    let f = n.mnt.join("f");
+    let n = NetVolume::new("lkmany", 1, false);
+    let f = n.mnt(0).join("f");
     let (mut h, mut hout) = holder(&f);
     let waiters = 2000;
     let mut w = Command::new("/usr/bin/python3")
@@ -189,7 +162,7 @@ fn two_thousand_waiters_leave_the_mount_serving() {
     let t = Instant::now();
     for i in 0..20 {
         std::fs::metadata(&f).unwrap();
-        std::fs::write(n.mnt.join(format!("other{i}")), b"x").unwrap();
+        std::fs::write(n.mnt(0).join(format!("other{i}")), b"x").unwrap();
     }
     assert!(
         t.elapsed() < Duration::from_secs(5),
@@ -206,5 +179,4 @@ fn two_thousand_waiters_leave_the_mount_serving() {
     assert!(w.wait().unwrap().success());
     h.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
     h.wait().unwrap();
-    let _ = n.dir.path();
 }

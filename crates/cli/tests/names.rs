@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 const SCRIPT: &str = r#"
@@ -40,31 +38,13 @@ print("ok")
 
 #[test]
 fn every_byte_but_slash_and_nul_is_a_name_over_the_network() {
-    let dir = scratch("names");
-    let brick = dir.path().join("brick");
-    std::fs::create_dir(&brick).unwrap();
-    let vf = dir.path().join("server.vol");
-    std::fs::write(&vf, brick_graph("nm", &brick, &[])).unwrap();
-    let brickd = Brickd::start(dir.path(), &vf, &[]);
-    let cvf = dir.path().join("client.vol");
-    std::fs::write(&cvf, client_volfile("nm", brickd.port, &[])).unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let m = mount_volfile(&cvf, &mnt, &dir.path().join("m.log"), &[]);
+    let v = NetVolume::new("names", 1, false);
+    let mnt = v.mnt(0).to_path_buf();
+    let brick = v.brick.clone();
     std::fs::create_dir(mnt.join("n")).unwrap();
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", SCRIPT])
-        .arg(mnt.join("n"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        m.log_text()
-    );
+    assert_eq!(python_ok(SCRIPT, &[mnt.join("n").as_os_str()]), "ok");
     // One connection for the whole run: nothing was dropped and reconnected.
-    let log = brickd.log_text();
+    let log = v.brickd.log_text();
     assert_eq!(log.matches("client connected").count(), 1, "{log}");
     assert!(!log.contains("connection closed"), "{log}");
     // The names are on the brick as the same bytes.

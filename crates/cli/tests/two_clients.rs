@@ -3,51 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
-
-/// A brick served by a real brickd and `n` mounts of it, with or without write-behind.
-struct Shared {
-    dir: tempfile::TempDir,
-    _brickd: Brickd,
-    mounts: Vec<(PathBuf, MountGuard)>,
-}
-
-impl Shared {
-    fn new(tag: &str, n: usize, write_behind: bool) -> Shared {
-        let dir = scratch(tag);
-        let brick = dir.path().join("brick");
-        std::fs::create_dir(&brick).unwrap();
-        let vf = dir.path().join("server.vol");
-        std::fs::write(&vf, brick_graph("sh", &brick, &[])).unwrap();
-        let brickd = Brickd::start(dir.path(), &vf, &[]);
-        let mut client = client_volfile("sh", brickd.port, &[]);
-        if write_behind {
-            client.push_str(
-                "\nvolume sh-wb\n    type performance/write-behind\n    subvolumes sh-client\nend-volume\n",
-            );
-        }
-        let cvf = dir.path().join("client.vol");
-        std::fs::write(&cvf, client).unwrap();
-        let mut mounts = Vec::new();
-        for i in 0..n {
-            let mnt = dir.path().join(format!("m{i}"));
-            std::fs::create_dir(&mnt).unwrap();
-            let g = mount_volfile(&cvf, &mnt, &dir.path().join(format!("m{i}.log")), &[]);
-            mounts.push((mnt, g));
-        }
-        Shared {
-            dir,
-            _brickd: brickd,
-            mounts,
-        }
-    }
-    fn mnt(&self, i: usize) -> &Path {
-        &self.mounts[i].0
-    }
-}
 
 const SQLITE_WRITER: &str = r#"
 import sqlite3, sys
@@ -62,7 +21,7 @@ con.close()
 "#;
 
 fn sqlite_commits_survive(tag: &str, writers: usize, each: usize, write_behind: bool) {
-    let s = Shared::new(tag, writers, write_behind);
+    let s = NetVolume::new(tag, writers, write_behind);
     let db0 = s.mnt(0).join("shared.db");
     let out = Command::new("/usr/bin/python3")
         .args([
@@ -180,7 +139,7 @@ fn flock_try(p: &Path, how: &str) -> String {
 #[test]
 fn flock_is_shared_between_mounts() {
     use std::io::{BufRead, Write};
-    let s = Shared::new("flock", 2, false);
+    let s = NetVolume::new("flock", 2, false);
     let (a, b) = (s.mnt(0).join("lockfile"), s.mnt(1).join("lockfile"));
     let mut holder = Command::new("/usr/bin/python3")
         .args(["-c", FLOCK])
@@ -232,7 +191,6 @@ fn flock_is_shared_between_mounts() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let _ = s.dir.path();
 }
 
 const CREATOR: &str = r#"
@@ -253,7 +211,7 @@ print(len(fails)); print("\n".join(fails[:10]))
 /// fails, and every file is there with one writer's bytes.
 #[test]
 fn racing_creates_from_two_mounts_lose_nothing() {
-    let s = Shared::new("createrace", 2, false);
+    let s = NetVolume::new("createrace", 2, false);
     let n = 1500;
     std::fs::create_dir(s.mnt(0).join("race")).unwrap();
     let kids: Vec<_> = [("A", 0), ("B", 1)]
@@ -321,7 +279,7 @@ print(len(fails)); print("\n".join(fails[:10]))
 /// without pause: no create or mkdir fails, and each entry has one identity on both mounts.
 #[test]
 fn listing_while_another_mount_creates_breaks_nothing() {
-    let s = Shared::new("listcreate", 2, false);
+    let s = NetVolume::new("listcreate", 2, false);
     std::fs::create_dir(s.mnt(0).join("busy")).unwrap();
     let mut lister = Command::new("/usr/bin/python3")
         .args(["-c", LISTER])
@@ -401,7 +359,7 @@ print("\n".join(f"{w}: {t}" for w, _, t in (enoent + other)[:10]))
 /// the name up again, once; only a second replacement within that window shows).
 #[test]
 fn a_name_replaced_by_another_mount_is_never_enoent() {
-    let s = Shared::new("replace", 2, false);
+    let s = NetVolume::new("replace", 2, false);
     std::fs::write(s.mnt(0).join("conf"), b"version start\n").unwrap();
     let replacer = Command::new("/usr/bin/python3")
         .args(["-c", REPLACER])
@@ -477,7 +435,7 @@ print("\n".join(out))
 /// plain appends at the end.
 #[test]
 fn o_append_matches_ext4() {
-    let s = Shared::new("append", 1, false);
+    let s = NetVolume::new("append", 1, false);
     let local = scratch("append-local");
     let run = |d: &Path| {
         let o = Command::new("/usr/bin/python3")
@@ -509,7 +467,7 @@ os.close(fd)
 /// Two mounts append 100-byte records to one file at once: no record is torn or lost.
 #[test]
 fn appends_from_two_mounts_do_not_tear() {
-    let s = Shared::new("append2", 2, true);
+    let s = NetVolume::new("append2", 2, true);
     let n = 400;
     let kids: Vec<_> = [("A", 0), ("B", 1)]
         .iter()

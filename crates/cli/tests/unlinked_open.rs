@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 const SCRIPT: &str = r#"
@@ -33,16 +31,7 @@ print("ok")
 "#;
 
 fn run(dir: &std::path::Path) {
-    let out = Command::new("/usr/bin/python3")
-        .args(["-c", SCRIPT])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(python_ok(SCRIPT, &[dir.as_os_str()]), "ok");
 }
 
 #[test]
@@ -52,16 +41,6 @@ fn fd_fops_work_on_an_unlinked_open_file() {
     let vol = Volume::new("unlinked");
     let _m = vol.mount();
     run(&vol.mnt);
-    let dir = scratch("unl-net");
-    let brick = dir.path().join("brick");
-    std::fs::create_dir(&brick).unwrap();
-    let vf = dir.path().join("server.vol");
-    std::fs::write(&vf, brick_graph("un", &brick, &[])).unwrap();
-    let bd = Brickd::start(dir.path(), &vf, &[]);
-    let cvf = dir.path().join("client.vol");
-    std::fs::write(&cvf, client_volfile("un", bd.port, &[])).unwrap();
-    let mnt = dir.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let _n = mount_volfile(&cvf, &mnt, &dir.path().join("m.log"), &[]);
-    run(&mnt);
+    let net = NetVolume::new("unl-net", 1, false);
+    run(net.mnt(0));
 }

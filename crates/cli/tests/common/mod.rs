@@ -605,3 +605,94 @@ impl TwoMounts {
         compare_scenario(name, &expected, run, &[&self.a, &self.b])
     }
 }
+
+/// One brick served by a `weft brickd` (posix < locks < protocol/server, see
+/// [`brick_graph`]) and `n` `weft mount` processes of it with default caches, each client
+/// graph topped by performance/write-behind when asked. Mounts go before the server, the
+/// server before the directory.
+pub struct NetVolume {
+    /// The mounts, in order: (mountpoint, guard).
+    pub mounts: Vec<(PathBuf, MountGuard)>,
+    /// The brick server.
+    pub brickd: Brickd,
+    /// The brick directory.
+    pub brick: PathBuf,
+    /// Holds the brick, volfiles, mountpoints and logs.
+    pub dir: tempfile::TempDir,
+}
+
+impl NetVolume {
+    /// Starts the server and mounts the brick `n` times.
+    pub fn new(tag: &str, n: usize, write_behind: bool) -> NetVolume {
+        let dir = scratch(tag);
+        let brick = dir.path().join("brick");
+        std::fs::create_dir(&brick).unwrap();
+        let sv = dir.path().join("server.vol");
+        std::fs::write(&sv, brick_graph("nv", &brick, &[])).unwrap();
+        let brickd = Brickd::start(dir.path(), &sv, &[]);
+        let mut client = client_volfile("nv", brickd.port, &[]);
+        if write_behind {
+            client.push_str(
+                "\nvolume nv-wb\n    type performance/write-behind\n    subvolumes nv-client\nend-volume\n",
+            );
+        }
+        let cvf = dir.path().join("client.vol");
+        std::fs::write(&cvf, client).unwrap();
+        let mounts = (0..n)
+            .map(|i| {
+                let mnt = dir.path().join(format!("m{i}"));
+                std::fs::create_dir(&mnt).unwrap();
+                let g = mount_volfile(&cvf, &mnt, &dir.path().join(format!("m{i}.log")), &[]);
+                (mnt, g)
+            })
+            .collect();
+        NetVolume {
+            mounts,
+            brickd,
+            brick,
+            dir,
+        }
+    }
+
+    /// Mountpoint `i`.
+    pub fn mnt(&self, i: usize) -> &Path {
+        &self.mounts[i].0
+    }
+}
+
+/// Runs `script` with `/usr/bin/python3 -c` and `args`; asserts it succeeded and returns
+/// its stdout, trimmed.
+pub fn python_ok(script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The handle path `.weft/handles/AB/CD/<gfid>` on `brick` of the file `on_brick` (read
+/// from its gfid xattr).
+pub fn handle_path(brick: &Path, on_brick: &Path) -> PathBuf {
+    let g = getxattr(on_brick, "trusted.weft.gfid").expect("a gfid xattr");
+    let hex: String = g.iter().map(|b| format!("{b:02x}")).collect();
+    let text = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    brick
+        .join(".weft/handles")
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(text)
+}
