@@ -653,4 +653,86 @@ mod tests {
         let want: Vec<u8> = (0..100u8).flat_map(|i| [i; 3]).collect();
         assert_eq!(got, want, "appends land in order");
     }
+
+    /// A child whose writes take `SLOW` to reach the brick, so a write acknowledged before
+    /// it reached the brick is seen as such.
+    struct SlowWrites {
+        children: Vec<XlatorRef>,
+    }
+
+    const SLOW: std::time::Duration = std::time::Duration::from_millis(300);
+
+    #[async_trait::async_trait]
+    impl Xlator for SlowWrites {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        fn children(&self) -> &[XlatorRef] {
+            &self.children
+        }
+        async fn writev(
+            &self,
+            ctx: &Ctx,
+            fd: &FdRef,
+            data: Bytes,
+            offset: u64,
+            xd: Xdata,
+        ) -> Fop<u64> {
+            tokio::time::sleep(SLOW).await;
+            self.child()?.writev(ctx, fd, data, offset, xd).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn o_sync_and_o_dsync_writes_are_on_disk_when_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = graph(dir.path());
+        let slow: XlatorRef = Arc::new(SlowWrites {
+            children: vec![g.get("p").unwrap().clone()],
+        });
+        let top: XlatorRef = Arc::new(WriteBehind {
+            name: "wb".into(),
+            children: vec![slow],
+            window: 64 * 1024,
+            total: Arc::new(Semaphore::new(permits(1 << 20) as usize)),
+            total_size: 1 << 20,
+            inodes: Mutex::new(HashMap::new()),
+        });
+        let ctx = Ctx::internal();
+        // The control: a plain fd's write is acknowledged before the slow child wrote it
+        // (so the checks below can see a write acknowledged early).
+        let plain = create(&top, "plain", libc::O_RDWR).await;
+        top.writev(&ctx, &plain, Bytes::from_static(b"behind"), 0, Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(dir.path().join("plain")).unwrap(), b"");
+        top.fsync(&ctx, &plain, false, Xdata::new()).await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join("plain")).unwrap(), b"behind");
+        for (name, flags) in [("sync", libc::O_SYNC), ("dsync", libc::O_DSYNC)] {
+            let fd = create(&top, name, libc::O_RDWR | flags).await;
+            for (i, chunk) in [&b"first"[..], b"second"].into_iter().enumerate() {
+                let off = 5 * i as u64;
+                let t = std::time::Instant::now();
+                let n = top
+                    .writev(&ctx, &fd, Bytes::from_static(chunk), off, Xdata::new())
+                    .await
+                    .unwrap()
+                    .0;
+                assert_eq!(n, chunk.len() as u64);
+                assert!(
+                    t.elapsed() >= SLOW,
+                    "{name}: acknowledged after {:?}",
+                    t.elapsed()
+                );
+                let on_disk = std::fs::read(dir.path().join(name)).unwrap();
+                assert_eq!(
+                    &on_disk[off as usize..],
+                    chunk,
+                    "{name}: write {i} not on disk when acknowledged"
+                );
+            }
+            top.release(&ctx, &fd, Xdata::new()).await.unwrap();
+        }
+        top.release(&ctx, &plain, Xdata::new()).await.unwrap();
+    }
 }
