@@ -158,8 +158,12 @@ fn sha256_xattr_is_computed_from_the_content() {
     }
     // Changes show at once: it is computed on every read of the xattr.
     std::fs::write(m.join("small"), b"changed\n").unwrap();
+    // sha256("changed\n"), fixed here so a stale, cached or wrong digest fails.
     let got = getxattr(&m.join("small"), "user.weft.sha256").unwrap();
-    assert_ne!(&got[..8], b"5891b5b5");
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        "7f8b1dfc466b6249f06cbe55c9174df2578e7754da793fded244ef5cba2a38f1"
+    );
     // Directories have none; other xattrs pass through; it cannot be set.
     std::fs::create_dir(m.join("dir")).unwrap();
     assert_eq!(

@@ -69,7 +69,8 @@ fn exceptions_and_wrong_types_fail_one_fop_and_the_mount_keeps_serving() {
     assert_eq!(std::fs::read(m.join("file")).unwrap(), b"still here");
     std::fs::write(m.join("file2"), b"more").unwrap();
     assert_eq!(std::fs::read(m.join("file2")).unwrap(), b"more");
-    assert!(g.pid() > 0 && is_mounted(m));
+    // The mount process still runs (not a zombie) and the kernel still shows the mount.
+    g.alive().unwrap();
 
     let log = g.log_text();
     for want in [
