@@ -361,8 +361,10 @@ fn auth_ssl_allow_serves_listed_certificate_names_and_refuses_others_clearly() {
         "{err}"
     );
     assert!(
-        bd.log_text()
-            .contains("certificate name \"mallory\" is not allowed by auth.ssl-allow"),
+        log_shows(
+            || bd.log_text(),
+            "certificate name \"mallory\" is not allowed by auth.ssl-allow"
+        ),
         "{}",
         bd.log_text()
     );

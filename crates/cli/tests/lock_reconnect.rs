@@ -286,7 +286,7 @@ fn a_lock_survives_a_brick_restart() {
     // ... and it still holds its lock: the other mount is refused once it is back too.
     assert_eq!(b.say("lock lockf"), "EAGAIN", "{}", n.logs());
     assert!(
-        n.a.log_text().contains("took 1 locks again (0 lost)"),
+        log_shows(|| n.a.log_text(), "took 1 locks again (0 lost)"),
         "{}",
         n.logs()
     );
@@ -322,6 +322,7 @@ fn a_lock_granted_elsewhere_while_the_brick_was_away_fails_every_fd_of_its_owner
     // Its other file is not concerned.
     a.ok("write data d");
     assert_eq!(a.say("read data"), "ok d");
+    log_shows(|| n.a.log_text(), "fail with EIO");
     let log = n.a.log_text();
     assert!(
         log.contains("lost the POSIX lock(s) of lock owner")
@@ -402,7 +403,7 @@ fn past_the_grace_locks_and_open_files_are_released() {
         "released after {after:?}"
     );
     assert!(
-        n.bd.log_text().contains("did not reconnect within"),
+        log_shows(|| n.bd.log_text(), "did not reconnect within"),
         "{}",
         n.logs()
     );

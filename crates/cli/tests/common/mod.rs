@@ -696,3 +696,16 @@ pub fn handle_path(brick: &Path, on_brick: &Path) -> PathBuf {
         .join(&hex[2..4])
         .join(text)
 }
+
+/// Waits up to 5 s for `needle` to appear in the text `log` returns (a process logs an
+/// event a moment after the effect a test saw), and says whether it did.
+pub fn log_shows(log: impl Fn() -> String, needle: &str) -> bool {
+    let t = Instant::now();
+    while !log().contains(needle) {
+        if t.elapsed() > Duration::from_secs(5) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
