@@ -58,3 +58,166 @@ fn internal_xattrs_are_hidden_through_a_mount() {
     );
     m.alive().unwrap();
 }
+
+/// A volfile of posix (brick `brick`) under io-stats, written untidily: a comment,
+/// extra spaces, tabs and no blank line between volumes.
+fn untidy_volfile(dir: &std::path::Path, brick: &std::path::Path) -> std::path::PathBuf {
+    let vf = dir.join("untidy.vol");
+    std::fs::write(
+        &vf,
+        format!(
+            "# a comment\nvolume   p\n  type storage/posix\n\toption directory {}\nend-volume\nvolume top\n type debug/io-stats\n   subvolumes p\nend-volume\n",
+            brick.display()
+        ),
+    )
+    .unwrap();
+    vf
+}
+
+/// A brick directory whose root carries another gfid than the root's is refused by
+/// `weft volfile check --build` and by `weft mount`, with the documented reason, and
+/// nothing is mounted; plain `volfile check` (no build) does not open bricks.
+#[test]
+fn a_foreign_root_gfid_is_refused() {
+    let d = scratch("doc-foreign");
+    let brick = d.path().join("brick");
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&brick).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    let st = std::process::Command::new("setfattr")
+        .args([
+            "-n",
+            "trusted.weft.gfid",
+            "-v",
+            "0x000000000000000000000000000000ff",
+        ])
+        .arg(&brick)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let vf = untidy_volfile(d.path(), &brick);
+    let vfs = vf.to_str().unwrap();
+    let want = "carries a foreign trusted.weft.gfid: it is not the root of a Weft brick";
+    let out = weft_output(&["volfile", "check", "--build", vfs]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(want) && err.contains(brick.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(weft_output(&["volfile", "check", vfs]).status.success());
+    let out = weft_output(&[
+        "mount",
+        "--foreground",
+        "--volfile",
+        vfs,
+        mnt.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(want), "{err}");
+    assert!(!is_mounted(&mnt));
+    // The foreign value is left as it was, and no layout was created.
+    assert_eq!(
+        getxattr(&brick, "trusted.weft.gfid"),
+        Ok([&[0u8; 15][..], &[0xff]].concat())
+    );
+    assert!(!brick.join(".weft").exists());
+}
+
+/// A successful `weft volfile check` prints the canonical text: comments dropped,
+/// four-space indentation, a blank line between volumes; checking that text prints it
+/// again unchanged.
+#[test]
+fn volfile_check_prints_the_canonical_form() {
+    let d = scratch("doc-canon");
+    let brick = d.path().join("brick");
+    std::fs::create_dir(&brick).unwrap();
+    let vf = untidy_volfile(d.path(), &brick);
+    let out = weft_output(&["volfile", "check", vf.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let want = format!(
+        "volume p\n    type storage/posix\n    option directory {}\nend-volume\n\nvolume top\n    type debug/io-stats\n    subvolumes p\nend-volume\n",
+        brick.display()
+    );
+    assert_eq!(text, want);
+    let again = d.path().join("canon.vol");
+    std::fs::write(&again, &text).unwrap();
+    let out = weft_output(&["volfile", "check", again.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
+}
+
+/// `weft translators` lists every translator type of this build, with options, their
+/// kinds, defaults and descriptions.
+#[test]
+fn translators_lists_every_type_with_its_options() {
+    let out = weft_output(&["translators"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let types: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with(' '))
+        .map(|l| l.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "debug/io-stats",
+            "debug/trace",
+            "features/locks",
+            "features/python",
+            "performance/write-behind",
+            "protocol/client",
+            "protocol/server",
+            "storage/posix",
+        ]
+    );
+    for line in [
+        "    option directory (Path) [required]: ",
+        "    option module (Str) [required]: ",
+        "    option cache-size (Size) [default: 1MB]: ",
+        "    option remote-port (Int { min: 1, max: 65535 }) [default: 24009]: ",
+        "    option auth.allow (Str) [default: *]: ",
+        "    option ping-timeout (Duration) [default: 42]: ",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(text.contains("storage/posix: Stores files as plain files"));
+}
+
+/// `--attr-timeout` and `--entry-timeout` values the argument parser accepts (a negative
+/// number given as `--x=-1`, NaN) are refused by `weft mount`'s own validation, with its
+/// message, before anything is mounted.
+#[test]
+fn negative_or_nan_timeouts_are_refused_by_validation() {
+    let vol = Volume::new("doc-timeout");
+    let v = vol.volfile.to_str().unwrap();
+    let mnt = vol.mnt.to_str().unwrap();
+    for (arg, shown) in [
+        (
+            "--attr-timeout=-1",
+            "--attr-timeout must be a non-negative number of seconds, not -1",
+        ),
+        (
+            "--entry-timeout=-0.5",
+            "--entry-timeout must be a non-negative number of seconds, not -0.5",
+        ),
+        (
+            "--attr-timeout=NaN",
+            "--attr-timeout must be a non-negative number of seconds, not NaN",
+        ),
+    ] {
+        let out = weft_output(&["mount", "--foreground", "--volfile", v, arg, mnt]);
+        // Exit 1 is Weft's error; the argument parser's would be 2.
+        assert_eq!(out.status.code(), Some(1), "{arg}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(shown), "{arg}: {err}");
+        assert!(!is_mounted(&vol.mnt));
+    }
+}
