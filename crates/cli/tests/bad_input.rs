@@ -109,11 +109,12 @@ fn bad_mountpoints_are_refused() {
         "mount",
         "--volfile",
         &v,
-        "--attr-timeout",
-        "-1",
+        "--attr-timeout=-1",
         vol.mnt.to_str().unwrap(),
     ]);
+    // `=-1` reaches Weft's validation (a separate `-1` is refused by the argument parser).
     assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be a non-negative number"));
     let out = weft_output(&["mount", "--volfile", &v]);
     assert!(
         !out.status.success(),
