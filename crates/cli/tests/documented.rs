@@ -384,3 +384,53 @@ fn punch_hole_and_zero_range_through_a_mount() {
     }
     lm.alive().unwrap();
 }
+
+/// `weft brickd --handshake-timeout 1`: a TCP connection that sends nothing is closed
+/// after about a second (not before), and the server logs why.
+#[test]
+fn a_connection_without_a_handshake_is_closed_after_the_handshake_timeout() {
+    use std::io::Read;
+    let d = scratch("doc-hs");
+    let brick = d.path().join("brick");
+    std::fs::create_dir(&brick).unwrap();
+    let sv = d.path().join("server.vol");
+    std::fs::write(&sv, brick_graph("hs", &brick, &[])).unwrap();
+    let bd = Brickd::start(d.path(), &sv, &["--handshake-timeout", "1"]);
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", bd.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).expect("closed by the server within 4 s");
+    let took = t.elapsed();
+    assert_eq!(n, 0, "the server sent bytes to a silent peer");
+    assert!(took >= Duration::from_millis(900), "closed after {took:?}");
+    assert!(
+        log_shows(|| bd.log_text(), "no handshake within 1s"),
+        "{}",
+        bd.log_text()
+    );
+}
+
+/// `weft brickd --idle-timeout 1`: a mounted client that sends nothing for a second
+/// (a client pings every ping-timeout/3, 10 s at the default 42) is disconnected with the
+/// documented reason.
+#[test]
+fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let d = scratch("doc-idle");
+    let brick = d.path().join("brick");
+    std::fs::create_dir(&brick).unwrap();
+    let sv = d.path().join("server.vol");
+    std::fs::write(&sv, brick_graph("id", &brick, &[])).unwrap();
+    let bd = Brickd::start(d.path(), &sv, &["--idle-timeout", "1"]);
+    let cv = d.path().join("client.vol");
+    std::fs::write(&cv, client_volfile("id", bd.port, &[])).unwrap();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = mount_volfile(&cv, &mnt, &d.path().join("m.log"), &[]);
+    assert!(
+        log_shows(|| bd.log_text(), "nothing received for 1s"),
+        "{}",
+        bd.log_text()
+    );
+    drop(m);
+}
