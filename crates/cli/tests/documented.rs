@@ -472,3 +472,84 @@ fn o_direct_and_o_dsync_writes_through_a_mount() {
     }
     m.alive().unwrap();
 }
+
+/// Unmounts `mnt` (lazily) on drop, for a mount made detached by `weft demo`, and
+/// SIGKILLs its process (when its pid, the second field, is set).
+struct Unmount(std::path::PathBuf, i32);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if self.1 > 0 {
+            // SAFETY: kill(2) on the demo's mount process, whose pid it printed.
+            unsafe { libc::kill(self.1, libc::SIGKILL) };
+        }
+        if is_mounted(&self.0) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+/// `weft demo` in an empty directory: `status` says not mounted; `start` writes
+/// `.weft/demo.vol` and `.weft/demo-brick`, mounts `mnt` detached and a file written there
+/// is a plain file on the brick; a second `start` says already mounted; `stop` unmounts.
+#[test]
+fn weft_demo_starts_reports_and_stops() {
+    let d = scratch("doc-demo");
+    let mnt = d.path().join("mnt");
+    let mut guard = Unmount(mnt.clone(), 0);
+    let demo = |action: &str| {
+        let out = weft()
+            .args(["demo", action])
+            .current_dir(d.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "demo {action}: {text}");
+        text
+    };
+    assert!(demo("status").contains("not mounted"));
+    let started = demo("start");
+    assert!(started.contains("Weft demo volume is up"), "{started}");
+    assert!(is_mounted(&mnt));
+    let pid: i32 = started
+        .split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {started}"));
+    guard.1 = pid;
+    assert!(d.path().join(".weft/demo.vol").is_file());
+    assert!(demo("status").contains("weft demo: mounted at"));
+    std::fs::write(mnt.join("hello.txt"), b"hello\n").unwrap();
+    assert_eq!(
+        std::fs::read(d.path().join(".weft/demo-brick/hello.txt")).unwrap(),
+        b"hello\n"
+    );
+    assert!(demo("start").contains("already mounted"));
+    assert!(demo("stop").contains("unmounted"));
+    assert!(!is_mounted(&mnt));
+    assert!(demo("status").contains("not mounted"));
+    // The detached mount process exits after the unmount.
+    let t = Instant::now();
+    // Gone, or a zombie left for whoever adopted it to reap.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+            st.rsplit(')')
+                .next()
+                .is_some_and(|r| !r.trim_start().starts_with('Z'))
+        })
+    };
+    while running() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "demo mount process {pid} still running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guard.1 = 0;
+}
