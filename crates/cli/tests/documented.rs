@@ -615,3 +615,121 @@ fn an_open_directory_is_reopened_after_a_brick_restart() {
     std::fs::write(dir.join("e"), b"e").unwrap();
     assert_eq!(list(d), ["a", "b", "c", "e"]);
 }
+
+/// `xattrop` and `rchecksum` over the network (weft-client's graph to a real brickd):
+/// xattrop adds big-endian u32/u64 arrays element-wise, wrapping, a missing xattr counting
+/// as zeros, returns the new values and stores them; a length not a multiple of the width
+/// is `EINVAL`. rchecksum answers Adler-32 and BLAKE3 of the range (short at EOF), and
+/// `EINVAL` past 1 MiB.
+#[test]
+fn xattrop_and_rchecksum_over_the_network() {
+    use weft_core::{Ctx, Fd, Loc, XattrMap, XattropOp, Xdata};
+    let d = scratch("doc-xop");
+    let brick = d.path().join("brick");
+    std::fs::create_dir(&brick).unwrap();
+    std::fs::write(brick.join("f"), b"xxabcyy").unwrap();
+    let sv = d.path().join("server.vol");
+    std::fs::write(&sv, brick_graph("xo", &brick, &[])).unwrap();
+    let bd = Brickd::start(d.path(), &sv, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut reg = weft_xlators::registry();
+    weft_protocol::register(&mut reg);
+    let vol = rt
+        .block_on(weft_client::Volume::from_volfile(
+            &client_volfile("xo", bd.port, &[]),
+            reg,
+            weft_client::OpenOptions::default(),
+        ))
+        .unwrap();
+    let top = vol.top().clone();
+    let ctx = Ctx::internal();
+    let (_, ia) = rt.block_on(vol.lookup("/f")).unwrap();
+    let loc = Loc::inode(ia.gfid);
+    let op = |kind: XattropOp, name: &str, v: Vec<u8>| {
+        rt.block_on(top.xattrop(
+            &ctx,
+            &loc,
+            kind,
+            &XattrMap::from([(name.to_string(), v)]),
+            Xdata::new(),
+        ))
+        .map(|(m, _)| m)
+    };
+    let r = op(
+        XattropOp::AddArray32,
+        "user.c32",
+        vec![0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff],
+    )
+    .unwrap();
+    assert_eq!(
+        r.get("user.c32").unwrap(),
+        &vec![0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff]
+    );
+    let r = op(
+        XattropOp::AddArray32,
+        "user.c32",
+        vec![0, 0, 1, 0, 0, 0, 0, 2],
+    )
+    .unwrap();
+    let want32 = vec![0, 0, 1, 5, 0, 0, 0, 1];
+    assert_eq!(r.get("user.c32").unwrap(), &want32);
+    assert_eq!(getxattr(&brick.join("f"), "user.c32"), Ok(want32));
+    let r = op(
+        XattropOp::AddArray64,
+        "user.c64",
+        [7u64.to_be_bytes(), u64::MAX.to_be_bytes()].concat(),
+    )
+    .unwrap();
+    assert_eq!(
+        r.get("user.c64").unwrap(),
+        &[7u64.to_be_bytes(), u64::MAX.to_be_bytes()].concat()
+    );
+    let r = op(
+        XattropOp::AddArray64,
+        "user.c64",
+        [1u64.to_be_bytes(), 3u64.to_be_bytes()].concat(),
+    )
+    .unwrap();
+    let want64 = [8u64.to_be_bytes(), 2u64.to_be_bytes()].concat();
+    assert_eq!(r.get("user.c64").unwrap(), &want64);
+    assert_eq!(getxattr(&brick.join("f"), "user.c64"), Ok(want64));
+    assert_eq!(
+        op(XattropOp::AddArray32, "user.c32", vec![0, 0, 1]).map(|_| ()),
+        Err(weft_core::Errno::EINVAL)
+    );
+    assert_eq!(
+        op(XattropOp::AddArray64, "user.c64", vec![0; 12]).map(|_| ()),
+        Err(weft_core::Errno::EINVAL)
+    );
+    // rchecksum on an open fd.
+    let fd = Fd::new(ia.gfid, libc::O_RDONLY, false);
+    rt.block_on(top.open(&ctx, &loc, &fd, Xdata::new()))
+        .unwrap();
+    let sum = |off: u64, len: u32| {
+        rt.block_on(top.rchecksum(&ctx, &fd, off, len, Xdata::new()))
+            .map(|(c, _)| c)
+    };
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let abc = sum(2, 3).unwrap();
+    assert_eq!(abc.weak, 0x024d_0127, "Adler-32 of \"abc\"");
+    assert_eq!(
+        hex(&abc.strong),
+        "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85",
+        "BLAKE3 of \"abc\""
+    );
+    // Past EOF: the range is short; beyond it, the sums of nothing.
+    assert_eq!(sum(4, 100).unwrap(), sum(4, 3).unwrap());
+    let empty = sum(100, 10).unwrap();
+    assert_eq!(empty.weak, 1);
+    assert_eq!(
+        hex(&empty.strong),
+        "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+    );
+    assert!(sum(0, 1 << 20).is_ok());
+    assert_eq!(
+        sum(0, (1 << 20) + 1).map(|_| ()),
+        Err(weft_core::Errno::EINVAL)
+    );
+    rt.block_on(top.release(&ctx, &fd, Xdata::new())).ok();
+    rt.block_on(vol.close());
+}
