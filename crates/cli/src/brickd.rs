@@ -385,6 +385,11 @@ async fn serve(a: ServeArgs) -> Result<()> {
     let control = control::bind(&control_path, &access)
         .await
         .map_err(|e| anyhow!(e))?;
+    // Signals are watched before the pid file and the "listening" line exist, so a
+    // supervisor that stops us as soon as it sees either gets a clean stop.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     if let Some(p) = &a.pid_file {
         write_pid_file(p)?;
     }
@@ -399,9 +404,6 @@ async fn serve(a: ServeArgs) -> Result<()> {
     );
     let accept = tokio::spawn(server.clone().serve(listener));
     let ctl_task = tokio::spawn(control::serve(server.clone(), control, access));
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         _ = int.recv() => tracing::info!("SIGINT: stopping"),
