@@ -95,8 +95,18 @@ impl Brick {
                     return Err(Errno::ENOENT);
                 }
                 let (dir, name) = self.entry(loc)?;
-                let node = Pin::at(dir.fd.as_fd(), &name)?;
-                let g = self.ensure_gfid(&node, p, &name)?;
+                // The inode pinned may lose its last name before its handle is made true
+                // (another client renames a new file over it): then the name holds another
+                // inode, which a fresh pin finds.
+                let mut tries = 0;
+                let (node, g) = loop {
+                    let node = Pin::at(dir.fd.as_fd(), &name)?;
+                    match self.ensure_gfid(&node, p, &name) {
+                        Ok(g) => break (node, g),
+                        Err(e) if e == Errno::ENOENT && tries < 3 => tries += 1,
+                        Err(e) => return Err(e),
+                    }
+                };
                 if let Some(want) = loc.gfid {
                     if want != g {
                         return Err(Errno::ESTALE);
@@ -262,6 +272,20 @@ impl Brick {
         umask: u32,
         want: Option<Gfid>,
     ) -> Result<(OwnedFd, Iatt), Errno> {
+        self.create_at_depth(ctx, loc, flags, mode, umask, want, 0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_at_depth(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        flags: i32,
+        mode: u32,
+        umask: u32,
+        want: Option<Gfid>,
+        depth: u32,
+    ) -> Result<(OwnedFd, Iatt), Errno> {
         let base = super::io::open_flags(flags) & !(OFlags::CREATE | OFlags::EXCL);
         let made = self.make_entry(
             ctx,
@@ -284,7 +308,14 @@ impl Brick {
             Ok((Some(fd), ia)) => Ok((fd, ia)),
             Ok((None, _)) => Err(Errno::EIO),
             Err(e) if e == Errno::EEXIST && flags & libc::O_EXCL == 0 => {
-                self.open_existing(ctx, loc, flags, base)
+                match self.open_existing(ctx, loc, flags, base) {
+                    // The existing file went between our create and our open of it (another
+                    // client removed or replaced it): create again.
+                    Err(e) if e == Errno::ENOENT && depth < 3 => {
+                        self.create_at_depth(ctx, loc, flags, mode, umask, want, depth + 1)
+                    }
+                    r => r,
+                }
             }
             Err(e) => Err(e),
         }
