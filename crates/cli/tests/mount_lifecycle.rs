@@ -25,23 +25,6 @@ fn gfid_of(p: &std::path::Path) -> Vec<u8> {
     buf[..n as usize].to_vec()
 }
 
-fn handle(brick: &std::path::Path, g: &[u8]) -> std::path::PathBuf {
-    let hex: String = g.iter().map(|b| format!("{b:02x}")).collect();
-    let text = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    );
-    brick
-        .join(".weft/handles")
-        .join(&hex[0..2])
-        .join(&hex[2..4])
-        .join(text)
-}
-
 #[test]
 fn files_are_plain_files_on_the_brick_with_gfid_and_handle() {
     let vol = Volume::new("layout");
@@ -55,14 +38,14 @@ fn files_are_plain_files_on_the_brick_with_gfid_and_handle() {
     assert_eq!(std::fs::read(&on_brick).unwrap(), b"hello brick");
     let g = gfid_of(&on_brick);
     assert_eq!(g.len(), 16);
-    let h = handle(&vol.brick, &g);
+    let h = handle_of_gfid(&vol.brick, &g);
     assert_eq!(
         std::fs::metadata(&h).unwrap().ino(),
         std::fs::metadata(&on_brick).unwrap().ino()
     );
     // A directory's handle resolves (through parent handles) to the directory, after a rename.
     let dg = gfid_of(&vol.brick.join("a/renamed/c"));
-    let dh = handle(&vol.brick, &dg);
+    let dh = handle_of_gfid(&vol.brick, &dg);
     assert!(std::fs::symlink_metadata(&dh)
         .unwrap()
         .file_type()
@@ -115,7 +98,7 @@ fn files_put_on_the_brick_by_hand_are_adopted() {
         b"from before"
     );
     let g = gfid_of(&vol.brick.join("old/data"));
-    assert!(std::fs::metadata(handle(&vol.brick, &g)).is_ok());
+    assert!(std::fs::metadata(handle_of_gfid(&vol.brick, &g)).is_ok());
 }
 
 #[test]

@@ -681,6 +681,11 @@ pub fn python_ok(script: &str, args: &[&std::ffi::OsStr]) -> String {
 /// from its gfid xattr).
 pub fn handle_path(brick: &Path, on_brick: &Path) -> PathBuf {
     let g = getxattr(on_brick, "trusted.weft.gfid").expect("a gfid xattr");
+    handle_of_gfid(brick, &g)
+}
+
+/// The handle path `.weft/handles/AB/CD/<gfid>` on `brick` of the raw 16-byte gfid `g`.
+pub fn handle_of_gfid(brick: &Path, g: &[u8]) -> PathBuf {
     let hex: String = g.iter().map(|b| format!("{b:02x}")).collect();
     let text = format!(
         "{}-{}-{}-{}-{}",
