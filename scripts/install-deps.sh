@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Weft needs and a fresh Debian machine may lack:
 # fuse3 (/dev/fuse tools), attr (getfattr/setfattr), acl (setfacl/getfacl), util-linux
-# (setpriv, to run test steps as an unprivileged user), python3 (the POSIX suite's
+# (setpriv, to run test steps as an unprivileged user), iproute2 (ss -K, to cut a test's TCP
+# connection), python3 (the POSIX suite's
 # unprivileged helpers), python3-dev (libpython3 and headers, which crates/python links
 # through PyO3; .cargo/config.toml points PyO3 at /usr/bin/python3). Safe to run again;
 # does nothing when all is present.
@@ -11,6 +12,7 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v getfattr >/dev/null || need+=(attr)
 command -v setfacl >/dev/null || need+=(acl)
 command -v setpriv >/dev/null || need+=(util-linux)
+command -v ss >/dev/null || need+=(iproute2)
 [ -x /usr/bin/python3 ] || need+=(python3)
 [ -x /usr/bin/python3-config ] && /usr/bin/python3-config --ldflags --embed >/dev/null 2>&1 \
   || need+=(python3-dev)
