@@ -58,3 +58,8 @@ pub const WRITE_APPEND_KEY: &str = "write.append";
 
 /// The prefix of Weft's internal xattrs, never shown to clients.
 pub const INTERNAL_XATTR_PREFIX: &str = "trusted.weft.";
+
+/// The TCP port a management daemon (`weft mgmtd`) listens on when its address names no
+/// port; also where `weft mount HOST:/VOL` fetches volfiles. It clashes neither with
+/// GlusterFS's glusterd (24007) nor with its brick ports (49152 and up).
+pub const MGMT_PORT: u16 = 24100;

@@ -1,0 +1,1 @@
+//! Replicated pool state (see docs/ARCHITECTURE.md, "Management").

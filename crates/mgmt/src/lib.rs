@@ -1,0 +1,1 @@
+//! Management (see docs/ARCHITECTURE.md, "Management").
