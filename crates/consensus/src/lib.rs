@@ -992,9 +992,27 @@ impl<S: StateMachine> Consensus<S> {
         }
     }
 
+    /// Voter ids as this node knows them (for diagnostics and tests).
     #[doc(hidden)]
-    /// Voter ids (for diagnostics and tests).
     pub fn voter_ids(&self) -> BTreeSet<NodeId> {
         self.inner.voters()
+    }
+
+    /// Log index covered by this node's last snapshot (diagnostics and tests).
+    #[doc(hidden)]
+    pub fn snapshot_index(&self) -> Option<u64> {
+        self.inner.metrics().snapshot.map(|l| l.index)
+    }
+
+    /// Log index up to which this node has purged its log (diagnostics and tests).
+    #[doc(hidden)]
+    pub fn purged_index(&self) -> Option<u64> {
+        self.inner.metrics().purged.map(|l| l.index)
+    }
+
+    /// Last log index applied on this node (diagnostics and tests).
+    #[doc(hidden)]
+    pub fn applied_index(&self) -> u64 {
+        *self.inner.notify.borrow()
     }
 }
