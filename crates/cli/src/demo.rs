@@ -85,7 +85,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
             let vol = state.join("demo.vol");
             std::fs::write(&vol, demo_volfile(&brick).to_string())?;
             crate::mount::run(crate::mount::MountArgs {
-                volfile: vol.clone(),
+                source: None,
+                volfile: Some(vol.clone()),
+                backup_volfile_servers: Vec::new(),
                 mountpoint: mp.clone(),
                 foreground: false,
                 attr_timeout: 1.0,

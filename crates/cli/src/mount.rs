@@ -1,4 +1,10 @@
 //! `weft mount` and `weft statedump`.
+//!
+//! A mount serves a graph read from a volfile (`--volfile FILE`) or fetched from a
+//! management daemon by volume name (`HOST[:PORT]:/VOLUME`, backups in
+//! `--backup-volfile-servers`). A mount by name then follows the volume: it keeps a
+//! long-poll open on the servers and applies each new version while it stays mounted
+//! (see [`follow`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,14 +16,34 @@ use clap::Args;
 
 use crate::volfile_cmd;
 
-/// Arguments of `weft mount`.
+/// Arguments of `weft mount`: `weft mount HOST[:PORT]:/VOLUME DIR` or
+/// `weft mount --volfile FILE DIR`.
 #[derive(Args, Clone, Debug)]
+#[command(allow_missing_positional = true)]
 pub struct MountArgs {
-    /// The client volfile describing the graph to serve.
-    #[arg(long, value_name = "FILE")]
-    pub volfile: PathBuf,
+    /// The volume to mount, by name: its volfile is fetched from the management daemon
+    /// (weft mgmtd) at HOST (port 24100 unless given), and the mount follows the volume's
+    /// changes. Not with --volfile.
+    #[arg(
+        value_name = "HOST[:PORT]:/VOLUME",
+        required_unless_present = "volfile",
+        conflicts_with = "volfile"
+    )]
+    pub source: Option<String>,
     /// An existing, empty, unmounted directory.
     pub mountpoint: PathBuf,
+    /// Serve the graph of this client volfile instead of fetching one by volume name.
+    #[arg(long, value_name = "FILE")]
+    pub volfile: Option<PathBuf>,
+    /// Management daemons to ask, in order, when HOST does not answer (comma-separated,
+    /// each HOST or HOST:PORT); also used to follow the volume's changes.
+    #[arg(
+        long,
+        value_name = "HOST[:PORT],...",
+        value_delimiter = ',',
+        requires = "source"
+    )]
+    pub backup_volfile_servers: Vec<String>,
     /// Stay in the foreground (logs to stderr) instead of detaching.
     #[arg(short, long)]
     pub foreground: bool,
@@ -62,40 +88,80 @@ fn default_log_file(mountpoint: &Path) -> PathBuf {
 pub fn run(a: MountArgs) -> Result<()> {
     let attr_timeout = timeout("attr-timeout", a.attr_timeout)?;
     let entry_timeout = timeout("entry-timeout", a.entry_timeout)?;
-    let vf = volfile_cmd::load(&a.volfile)?;
-    weft_core::Graph::check(&vf, &crate::registry::registry())
-        .with_context(|| format!("bad volfile {}", a.volfile.display()))?;
-    check_mountpoint(&a.mountpoint)?;
-    if !a.foreground {
-        return detach(&a);
-    }
-    init_logging(&a.log_level)?;
+    let origin = Origin::of(&a)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .thread_name("weft-worker")
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let (vf, version) = match &origin {
+        Origin::File(path) => {
+            let vf = volfile_cmd::load(path)?;
+            weft_core::Graph::check(&vf, &crate::registry::registry())
+                .with_context(|| format!("bad volfile {}", path.display()))?;
+            (vf, None)
+        }
+        Origin::Server { volume, servers } => {
+            let f = rt
+                .block_on(weft_client::fetch_volfile(servers, volume))
+                .with_context(|| format!("cannot fetch the volfile of volume {volume}"))?;
+            let vf = weft_core::volfile::Volfile::parse(&f.volfile)
+                .map_err(anyhow::Error::from)
+                .and_then(|vf| {
+                    weft_core::Graph::check(&vf, &crate::registry::registry())?;
+                    Ok(vf)
+                })
+                .with_context(|| {
+                    format!(
+                        "bad volfile for volume {volume} (version {}) from {}",
+                        f.version, f.server
+                    )
+                })?;
+            (vf, Some(f.version))
+        }
+    };
+    check_mountpoint(&a.mountpoint)?;
+    if !a.foreground {
+        drop(rt);
+        return detach(&a);
+    }
+    init_logging(&a.log_level)?;
     let volume = rt
         .block_on(weft_client::Volume::from_volfile(
             &vf.to_string(),
             crate::registry::registry(),
             weft_client::OpenOptions::default(),
         ))
-        .with_context(|| format!("cannot open the volume of {}", a.volfile.display()))?;
+        .with_context(|| format!("cannot open the volume of {}", origin.describe()))?;
     let volume = Arc::new(volume);
     let cfg = weft_fuse::MountConfig {
         attr_timeout,
         entry_timeout,
-        fsname: format!("weft:{}", a.volfile.display()),
+        fsname: origin.fsname(),
         ..Default::default()
     };
-    let mount = weft_fuse::mount(volume, &a.mountpoint, &cfg, rt.handle().clone())?;
+    let mount = Arc::new(weft_fuse::mount(
+        volume,
+        &a.mountpoint,
+        &cfg,
+        rt.handle().clone(),
+    )?);
     tracing::info!(
-        "mounted {} at {}",
-        a.volfile.display(),
+        "mounted {}{} at {}",
+        origin.describe(),
+        version.map(|v| format!(" (version {v})")).unwrap_or_default(),
         a.mountpoint.display()
     );
+    let follower = match (&origin, version) {
+        (Origin::Server { volume, servers }, Some(v)) => Some(rt.spawn(follow(
+            mount.clone(),
+            servers.clone(),
+            volume.clone(),
+            v,
+        ))),
+        _ => None,
+    };
     rt.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -108,10 +174,209 @@ pub fn run(a: MountArgs) -> Result<()> {
                 _ = tick.tick() => if mount.is_finished() { tracing::info!("unmounted from outside"); break; },
             }
         }
+        if let Some(f) = follower {
+            f.abort();
+            let _ = f.await;
+        }
+        let mount = Arc::into_inner(mount).expect("the follower is gone: the mount is ours alone");
         mount.unmount().await.context("unmount failed")?;
         tracing::info!("unmounted {}", a.mountpoint.display());
         anyhow::Ok(())
     })
+}
+
+/// Where a mount's graph comes from.
+enum Origin {
+    /// A volfile on disk.
+    File(PathBuf),
+    /// A volume by name, from these management daemons (the one named first, then the
+    /// backups).
+    Server {
+        volume: String,
+        servers: Vec<weft_client::VolfileServer>,
+    },
+}
+
+impl Origin {
+    fn of(a: &MountArgs) -> Result<Origin> {
+        match (&a.volfile, &a.source) {
+            (Some(path), None) => Ok(Origin::File(path.clone())),
+            (None, Some(src)) => {
+                let spec = weft_client::VolumeSpec::parse(src).map_err(anyhow::Error::msg)?;
+                let mut servers = vec![spec.server];
+                for b in &a.backup_volfile_servers {
+                    if b.trim().is_empty() {
+                        continue;
+                    }
+                    let s = weft_client::VolfileServer::parse(b)
+                        .map_err(|e| anyhow::anyhow!("--backup-volfile-servers: {e}"))?;
+                    if !servers.contains(&s) {
+                        servers.push(s);
+                    }
+                }
+                Ok(Origin::Server {
+                    volume: spec.volume,
+                    servers,
+                })
+            }
+            (Some(_), Some(_)) => bail!("give either HOST:/VOLUME or --volfile FILE, not both"),
+            (None, None) => bail!("give the volume to mount: HOST[:PORT]:/VOLUME or --volfile FILE"),
+        }
+    }
+
+    /// For messages.
+    fn describe(&self) -> String {
+        match self {
+            Origin::File(p) => p.display().to_string(),
+            Origin::Server { volume, servers } => format!("{}:/{volume}", servers[0]),
+        }
+    }
+
+    /// The mount's source in /proc/mounts: `HOST:/VOLUME` as GlusterFS shows it, or
+    /// `weft:FILE`.
+    fn fsname(&self) -> String {
+        match self {
+            Origin::File(p) => format!("weft:{}", p.display()),
+            Origin::Server { volume, servers } => format!("{}:/{volume}", servers[0].host),
+        }
+    }
+}
+
+/// How long one long-poll asks the server to wait for a change.
+const POLL_WAIT: Duration = Duration::from_secs(30);
+/// Retry delays while no server answers.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Follows volume `volume` from `version` on: a long-poll on `servers` (in order, the first
+/// that answers), and each new version applied to `mount` by [`apply`]. While no server
+/// answers (or the volume is gone) it retries with backoff and the mount serves on with
+/// the graph it has. Runs until aborted.
+async fn follow(
+    mount: Arc<weft_fuse::Mount>,
+    servers: Vec<weft_client::VolfileServer>,
+    volume: String,
+    mut version: u64,
+) {
+    let mut retry = RETRY_MIN;
+    let mut failing: Option<String> = None;
+    loop {
+        let started = Instant::now();
+        match weft_client::poll_volfile(&servers, &volume, version, POLL_WAIT).await {
+            Ok(r) => {
+                if let Some(why) = failing.take() {
+                    tracing::info!("volfile servers answer again (after: {why})");
+                }
+                retry = RETRY_MIN;
+                match r {
+                    Some(f) if f.version > version => {
+                        apply(&mount, &volume, &f).await;
+                        version = f.version;
+                    }
+                    Some(f) => {
+                        tracing::warn!(
+                            "{} answered version {} when asked for one after {version}; asking again shortly",
+                            f.server, f.version
+                        );
+                        tokio::time::sleep(RETRY_MAX / 10).await;
+                    }
+                    // A server that answers "no change" at once is not waiting: do not spin.
+                    None if started.elapsed() < Duration::from_secs(1) => {
+                        tokio::time::sleep(Duration::from_secs(1)).await
+                    }
+                    None => {}
+                }
+            }
+            Err(e) => {
+                let why = if e.is_unknown_volume() {
+                    format!("{e} (deleted?); the mount keeps its current graph")
+                } else {
+                    e.to_string()
+                };
+                if failing.as_deref() != Some(why.as_str()) {
+                    tracing::warn!("cannot follow volume {volume}: {why}; retrying");
+                    failing = Some(why);
+                }
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Applies a new version of the volume's volfile to the mount: when the graph keeps its
+/// shape, the translators whose options changed are reconfigured in place; when it does
+/// not (or a translator cannot take its new options live), a new graph is built and, once
+/// it is up, serves new requests while files already open finish on the old one. A
+/// volfile that does not check, or a new graph that does not come up, is logged and the
+/// mount keeps serving the graph it has.
+async fn apply(mount: &weft_fuse::Mount, volume: &str, f: &weft_client::FetchedVolfile) {
+    let v = f.version;
+    let registry = crate::registry::registry();
+    let vf = match weft_core::volfile::Volfile::parse(&f.volfile)
+        .map_err(weft_core::ReconfigureError::Invalid)
+        .and_then(|vf| {
+            weft_core::Graph::check(&vf, &registry)
+                .map(|()| vf)
+                .map_err(weft_core::ReconfigureError::Invalid)
+        }) {
+        Ok(vf) => vf,
+        Err(e) => {
+            tracing::error!("volume {volume} version {v} from {}: {e}; keeping the current graph", f.server);
+            return;
+        }
+    };
+    let current = mount.volume();
+    let why_new = match current.graph().shape_change(&vf) {
+        Some(why) => why,
+        None => match current.graph().reconfigure(&vf, &registry).await {
+            Ok(r) if r.refused.is_empty() => {
+                if r.applied.is_empty() {
+                    tracing::info!("volume {volume} version {v}: no option of this graph changed");
+                }
+                for (name, keys) in &r.applied {
+                    tracing::info!(
+                        "volume {volume} version {v}: reconfigured {name} ({})",
+                        keys.join(", ")
+                    );
+                }
+                return;
+            }
+            Ok(r) => {
+                for (name, keys) in &r.applied {
+                    tracing::info!(
+                        "volume {volume} version {v}: reconfigured {name} ({})",
+                        keys.join(", ")
+                    );
+                }
+                r.refused
+                    .iter()
+                    .map(|(name, keys, why)| format!("{name} cannot change {} live: {why}", keys.join(", ")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+            Err(e) => {
+                tracing::error!("volume {volume} version {v}: {e}; keeping the current graph");
+                return;
+            }
+        },
+    };
+    tracing::info!("volume {volume} version {v}: a new graph is needed ({why_new}); building it");
+    let opened = weft_client::Volume::from_volfile(
+        &f.volfile,
+        registry,
+        weft_client::OpenOptions::default(),
+    )
+    .await;
+    match opened {
+        Ok(new) => {
+            let n = mount.switch_volume(Arc::new(new));
+            tracing::info!("volume {volume} version {v}: now serving graph {n}");
+        }
+        Err(e) => tracing::error!(
+            "volume {volume} version {v}: the new graph did not come up ({e}); keeping the current graph"
+        ),
+    }
 }
 
 fn check_mountpoint(mp: &Path) -> Result<()> {
@@ -150,11 +415,18 @@ fn detach(a: &MountArgs) -> Result<()> {
         .with_context(|| format!("cannot open log file {}", log.display()))?;
     let exe = std::env::current_exe().context("cannot find the weft binary")?;
     let mut cmd = Command::new(exe);
-    cmd.arg("mount")
-        .arg("--foreground")
-        .arg("--volfile")
-        .arg(&a.volfile)
-        .arg(&a.mountpoint)
+    cmd.arg("mount").arg("--foreground");
+    if let Some(vf) = &a.volfile {
+        cmd.arg("--volfile").arg(vf);
+    }
+    if let Some(src) = &a.source {
+        cmd.arg(src);
+    }
+    if !a.backup_volfile_servers.is_empty() {
+        cmd.arg("--backup-volfile-servers")
+            .arg(a.backup_volfile_servers.join(","));
+    }
+    cmd.arg(&a.mountpoint)
         .arg("--attr-timeout")
         .arg(a.attr_timeout.to_string())
         .arg("--entry-timeout")

@@ -34,6 +34,7 @@
 //!   each method).
 
 mod file;
+pub mod mgmt;
 mod path;
 
 use std::os::unix::ffi::OsStrExt;
@@ -51,6 +52,8 @@ use weft_core::{
 };
 
 pub use file::File;
+pub use mgmt::{fetch_volfile, poll_volfile, FetchError, FetchedVolfile, VolfileServer, VolumeSpec};
+pub use weft_core::{ReconfigureError, Reconfigured};
 use path::{NotNamed, Resolved};
 
 /// Why a volume could not be opened.
@@ -113,6 +116,8 @@ struct Health {
 /// An open volume. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Volume {
     graph: Arc<Graph>,
+    /// The translator types the graph was built from (for [`Volume::reconfigure`]).
+    registry: Registry,
     ctx: Ctx,
     health: watch::Receiver<Health>,
     events: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -172,11 +177,15 @@ impl Volume {
         });
         let vol = Volume {
             graph,
+            registry,
             ctx: opts.ctx,
             health: health.clone(),
             events: Mutex::new(Some(events)),
         };
-        let waited = tokio::time::timeout(opts.connect_timeout, health.wait_for(|h| h.known)).await;
+        // Only whether it came up in time: the borrow of the state it holds is not Send.
+        let waited = tokio::time::timeout(opts.connect_timeout, health.wait_for(|h| h.known))
+            .await
+            .map(|r| r.is_ok());
         let h = vol.health.borrow().clone();
         if waited.is_err() || !h.up {
             let why = if h.errors.is_empty() {
@@ -193,6 +202,18 @@ impl Volume {
     /// The translator graph (for front ends that work by gfid, like FUSE).
     pub fn graph(&self) -> &Arc<Graph> {
         &self.graph
+    }
+
+    /// Applies the options of `volfile` live, while FOPs go on: every translator whose
+    /// options differ is reconfigured (see [`Graph::reconfigure`]). A volfile whose graph
+    /// has another shape (translators added, removed, retyped or rewired) is refused with
+    /// [`ReconfigureError::Shape`]: it needs a new graph.
+    pub async fn reconfigure(
+        &self,
+        volfile: &str,
+    ) -> std::result::Result<Reconfigured, ReconfigureError> {
+        let vf = Volfile::parse(volfile).map_err(ReconfigureError::Invalid)?;
+        self.graph.reconfigure(&vf, &self.registry).await
     }
 
     /// The top translator, where FOPs go in.

@@ -67,6 +67,13 @@ impl Registry {
 pub struct Graph {
     nodes: Vec<XlatorRef>,
     types: Vec<String>,
+    /// Each translator's subvolume names, in volfile order (the graph's shape, with
+    /// `nodes` and `types`).
+    subvolumes: Vec<Vec<String>>,
+    /// Each translator's current options (as built, then as reconfigured).
+    options: parking_lot::Mutex<Vec<Options>>,
+    /// Held while a reconfigure runs, so two never interleave.
+    reconfiguring: tokio::sync::Mutex<()>,
     events: parking_lot::Mutex<Option<EventReceiver>>,
     parents: HashMap<String, Vec<usize>>,
     top: usize,
@@ -90,6 +97,7 @@ impl Graph {
         Graph::check(vf, registry)?;
         let (events, events_rx) = EventSender::channel();
         let mut built: HashMap<&str, XlatorRef> = HashMap::new();
+        let mut options: Vec<Options> = vec![Options::default(); vf.volumes.len()];
         let mut order: Vec<usize> = Vec::new();
         // Children before parents: repeat passes until everything is built (acyclic).
         while order.len() < vf.volumes.len() {
@@ -100,8 +108,9 @@ impl Graph {
                 {
                     continue;
                 }
-                let x = build_one(v, registry, &built, &events)?;
+                let (x, o) = build_one(v, registry, &built, &events)?;
                 built.insert(v.name.as_str(), x);
+                options[i] = o;
                 order.push(i);
             }
             if order.len() == before {
@@ -126,6 +135,9 @@ impl Graph {
             top: nodes.len() - 1,
             nodes,
             types: vf.volumes.iter().map(|v| v.type_name.clone()).collect(),
+            subvolumes: vf.volumes.iter().map(|v| v.subvolumes.clone()).collect(),
+            options: parking_lot::Mutex::new(options),
+            reconfiguring: tokio::sync::Mutex::new(()),
             events: parking_lot::Mutex::new(Some(events_rx)),
             parents,
         })
@@ -197,6 +209,82 @@ impl Graph {
         out
     }
 
+    /// Why a graph built from `vf` would differ in shape from this one (translator
+    /// names, types, subvolumes, in volfile order), or `None` when it has the same shape
+    /// and only options can differ.
+    pub fn shape_change(&self, vf: &Volfile) -> Option<String> {
+        if vf.volumes.len() != self.nodes.len() {
+            return Some(format!(
+                "{} translators instead of {}",
+                vf.volumes.len(),
+                self.nodes.len()
+            ));
+        }
+        for (i, v) in vf.volumes.iter().enumerate() {
+            let name = self.nodes[i].name();
+            if v.name != name {
+                return Some(format!("translator {:?} where {name:?} was", v.name));
+            }
+            if v.type_name != self.types[i] {
+                return Some(format!(
+                    "translator {name:?} is now {} instead of {}",
+                    v.type_name, self.types[i]
+                ));
+            }
+            if v.subvolumes != self.subvolumes[i] {
+                return Some(format!(
+                    "translator {name:?} has subvolumes {:?} instead of {:?}",
+                    v.subvolumes, self.subvolumes[i]
+                ));
+            }
+        }
+        None
+    }
+
+    /// The current options of translator `name`.
+    pub fn options_of(&self, name: &str) -> Option<Options> {
+        let i = self.nodes.iter().position(|x| x.name() == name)?;
+        Some(self.options.lock()[i].clone())
+    }
+
+    /// Applies the options of `vf`, a volfile of the same shape as this graph (see
+    /// [`Graph::shape_change`]), checked against `registry` first: every translator whose
+    /// options differ is [`crate::Xlator::reconfigure`]d, in volfile order, while
+    /// the graph keeps serving. A translator that refuses keeps its options and is listed
+    /// in [`Reconfigured::refused`]; the others are applied regardless.
+    pub async fn reconfigure(
+        &self,
+        vf: &Volfile,
+        registry: &Registry,
+    ) -> Result<Reconfigured, ReconfigureError> {
+        Graph::check(vf, registry).map_err(ReconfigureError::Invalid)?;
+        if let Some(why) = self.shape_change(vf) {
+            return Err(ReconfigureError::Shape(why));
+        }
+        let _one_at_a_time = self.reconfiguring.lock().await;
+        let mut wanted = Vec::with_capacity(vf.volumes.len());
+        for v in &vf.volumes {
+            wanted.push(check_one(v, registry).map_err(ReconfigureError::Invalid)?.1);
+        }
+        let mut done = Reconfigured::default();
+        for (i, new) in wanted.into_iter().enumerate() {
+            let old = self.options.lock()[i].clone();
+            let keys = old.changed_keys(&new);
+            if keys.is_empty() {
+                continue;
+            }
+            let x = &self.nodes[i];
+            match x.reconfigure(&new).await {
+                Ok(()) => {
+                    self.options.lock()[i] = new;
+                    done.applied.push((x.name().to_string(), keys));
+                }
+                Err(why) => done.refused.push((x.name().to_string(), keys, why)),
+            }
+        }
+        Ok(done)
+    }
+
     /// Tears the graph down, top first.
     pub async fn fini(&self) {
         for x in self.nodes.iter().rev() {
@@ -204,6 +292,36 @@ impl Graph {
         }
     }
 }
+
+/// What [`Graph::reconfigure`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconfigured {
+    /// Translators reconfigured, each with the option keys that changed.
+    pub applied: Vec<(String, Vec<String>)>,
+    /// Translators that refused their new options: name, the keys, and why.
+    pub refused: Vec<(String, Vec<String>, String)>,
+}
+
+/// Why [`Graph::reconfigure`] applied nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReconfigureError {
+    /// The new volfile does not check against the registry.
+    Invalid(VolfileError),
+    /// The new volfile's graph has another shape (the text says how): it needs a new
+    /// graph, not new options.
+    Shape(String),
+}
+
+impl std::fmt::Display for ReconfigureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReconfigureError::Invalid(e) => write!(f, "bad volfile: {e}"),
+            ReconfigureError::Shape(why) => write!(f, "the graph changed shape: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ReconfigureError {}
 
 /// Checks one declaration against its type: known type, subvolume count, options.
 fn check_one(
@@ -262,8 +380,9 @@ fn build_one(
     registry: &Registry,
     built: &HashMap<&str, XlatorRef>,
     events: &EventSender,
-) -> Result<XlatorRef, VolfileError> {
+) -> Result<(XlatorRef, Options), VolfileError> {
     let (t, options) = check_one(v, registry)?;
+    let kept = options.clone();
     let children = v
         .subvolumes
         .iter()
@@ -275,6 +394,7 @@ fn build_one(
         children,
         events: events.clone(),
     })
+    .map(|x| (x, kept))
     .map_err(|msg| VolfileError {
         line: v.line,
         reason: format!("volume {:?} ({}): {msg}", v.name, v.type_name),

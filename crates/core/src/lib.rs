@@ -29,7 +29,7 @@ pub mod xlator;
 pub use errno::Errno;
 pub use fd::{Fd, FdRef};
 pub use gfid::Gfid;
-pub use graph::{Graph, Registry, XlatorInit, XlatorType};
+pub use graph::{Graph, ReconfigureError, Reconfigured, Registry, XlatorInit, XlatorType};
 pub use iatt::{Dirent, FileType, Iatt, SetAttr, SetTime, StatVfs, Timespec};
 pub use loc::{Ctx, Loc};
 pub use lock::{Checksum, EntrylkCmd, EntrylkType, Flock, LkCmd, LockType, SeekWhat, XattropOp};

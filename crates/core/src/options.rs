@@ -128,7 +128,7 @@ fn parse_duration(v: &str) -> Result<Duration, String> {
 }
 
 /// A translator's validated options: every key of its schema, defaults filled in.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options(BTreeMap<String, OptionValue>);
 
 impl Options {
@@ -167,6 +167,21 @@ impl Options {
             }
         }
         Ok(Options(map))
+    }
+
+    /// The keys whose values differ between `self` and `other` (present in one only, or
+    /// with another value), sorted.
+    pub fn changed_keys(&self, other: &Options) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .0
+            .keys()
+            .chain(other.0.keys())
+            .filter(|k| self.0.get(*k) != other.0.get(*k))
+            .cloned()
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
     }
 
     /// Text of a Str/Path/Enum option ("" if absent or of another type).
@@ -280,5 +295,15 @@ mod tests {
         assert!(e.1.contains("missing required option \"dir\""));
         assert!(parse_value(OptionKind::Size, "12XB").is_err());
         assert!(parse_value(OptionKind::Bool, "maybe").is_err());
+    }
+
+    #[test]
+    fn changed_keys_name_what_differs() {
+        let a = Options::validate(SCHEMA, &given(&[("dir", "/x")])).unwrap();
+        let b = Options::validate(SCHEMA, &given(&[("dir", "/x"), ("n", "3")])).unwrap();
+        assert_eq!(a, b, "a default written out is no change");
+        assert!(a.changed_keys(&b).is_empty());
+        let c = Options::validate(SCHEMA, &given(&[("dir", "/y"), ("on", "yes")])).unwrap();
+        assert_eq!(a.changed_keys(&c), vec!["dir".to_string(), "on".to_string()]);
     }
 }

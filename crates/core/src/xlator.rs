@@ -18,6 +18,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::options::Options;
 use crate::{
     Checksum, Ctx, Dirent, EntrylkCmd, EntrylkType, Errno, FdRef, Flock, Iatt, LkCmd, Loc,
     SeekWhat, SetAttr, StatVfs, XattrMap, XattropOp, Xdata,
@@ -98,6 +99,17 @@ pub trait Xlator: Send + Sync + 'static {
 
     /// Called once when the graph is torn down, parents before children.
     async fn fini(&self) {}
+
+    /// Applies `options`, this translator's whole new option set (validated against its
+    /// type's schema, defaults filled in, as [`crate::XlatorInit::options`] at build time),
+    /// while the graph keeps serving: FOPs in flight and after must not fail because of it.
+    /// [`crate::Graph::reconfigure`] calls it only when some option differs from the
+    /// translator's current set. An `Err` says what cannot change live (the translator
+    /// then keeps its current options; a remount applies them). Default: nothing can change.
+    async fn reconfigure(&self, options: &Options) -> Result<(), String> {
+        let _ = options;
+        Err("its options cannot change while it runs".into())
+    }
 
     /// Client connection `client` (see [`Ctx::client`]) is gone: drop whatever it held
     /// (locks, leases). Default: tell every child.

@@ -9,25 +9,72 @@ use parking_lot::Mutex;
 use weft_client::Volume;
 use weft_core::inode::InodeTable;
 use weft_core::{
-    Ctx, Dirent, Errno, Fd, FdRef, Gfid, Graph, Iatt, Loc, SetAttr, StatVfs, XattrMap, Xdata,
-    XlatorRef, GFID_REQ_KEY,
+    Ctx, Dirent, Errno, Fd, FdRef, Gfid, Iatt, Loc, SetAttr, StatVfs, XattrMap, Xdata, XlatorRef,
+    GFID_REQ_KEY,
 };
 use weft_core::{Flock, LkCmd};
 
 /// The name of the virtual xattr on the mount root that returns a statedump of the graph.
 pub const STATEDUMP_XATTR: &str = "weft.statedump";
 
+/// One graph the mount serves from: the current one, or an older one that files opened
+/// on it still use. Every FOP holds its graph while it runs; a replaced graph is torn down
+/// (closed) when the last holder lets go.
+pub struct Gen {
+    /// The volume of this graph.
+    pub volume: Arc<Volume>,
+    /// Its top translator.
+    pub top: XlatorRef,
+    /// 1 for the graph mounted first, then one more per switch.
+    pub number: u64,
+    /// Set when a newer graph replaced this one: dropping the last holder then closes it.
+    retired: std::sync::atomic::AtomicBool,
+    /// Set once it was closed (so it is closed once).
+    closed: std::sync::atomic::AtomicBool,
+    rt: tokio::runtime::Handle,
+}
+
+impl Gen {
+    fn new(volume: Arc<Volume>, number: u64, rt: tokio::runtime::Handle) -> Gen {
+        Gen {
+            top: volume.top().clone(),
+            volume,
+            number,
+            retired: Default::default(),
+            closed: Default::default(),
+            rt,
+        }
+    }
+
+    async fn close(&self) {
+        if !self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.volume.close().await;
+        }
+    }
+}
+
+impl Drop for Gen {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.retired.load(Ordering::Acquire) && !self.closed.swap(true, Ordering::AcqRel) {
+            let (volume, number) = (self.volume.clone(), self.number);
+            self.rt.spawn(async move {
+                volume.close().await;
+                tracing::info!("graph {number}: no file uses it any more; torn down");
+            });
+        }
+    }
+}
+
 /// Shared by every request of one mount.
 pub struct Inner {
-    /// The volume being served (kept for statedumps and teardown).
-    pub volume: Arc<Volume>,
-    /// Its graph.
-    pub graph: Arc<Graph>,
-    top: XlatorRef,
+    /// The graph new requests go to.
+    current: parking_lot::RwLock<Arc<Gen>>,
     /// Inodes the kernel holds, kept current across renames and removals; every fd this
     /// front end opens asks it for its path ([`Fd::path`]).
     pub inodes: Arc<InodeTable>,
-    fds: Mutex<HashMap<u64, FdRef>>,
+    /// Open files, each with the graph it was opened on (which serves all its FOPs).
+    fds: Mutex<HashMap<u64, (FdRef, Arc<Gen>)>>,
     /// The size the kernel believes each regular file has (the last one it was told, or
     /// grew it to by a write), so an O_APPEND write can be told from a write at an
     /// explicit offset: the kernel sends appends at the end of file it believes.
@@ -46,18 +93,44 @@ fn new_gfid_xdata() -> (Gfid, Xdata) {
 }
 
 impl Inner {
-    /// State for serving `volume`.
-    pub fn new(volume: Arc<Volume>) -> Inner {
-        let graph = volume.graph().clone();
-        let top = graph.top().clone();
+    /// State for serving `volume`; graphs replaced later are torn down on `rt`.
+    pub fn new(volume: Arc<Volume>, rt: tokio::runtime::Handle) -> Inner {
         Inner {
-            volume,
-            graph,
-            top,
+            current: parking_lot::RwLock::new(Arc::new(Gen::new(volume, 1, rt))),
             inodes: Arc::new(InodeTable::new()),
             fds: Mutex::new(HashMap::new()),
             kernel_sizes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The graph new requests go to.
+    pub fn cur(&self) -> Arc<Gen> {
+        self.current.read().clone()
+    }
+
+    /// Makes `volume`'s graph the one new lookups, opens and every other request not on
+    /// an open file go to. Files already open stay on the graph they were opened on until
+    /// released; the old graph is torn down once nothing uses it. Returns the new graph's
+    /// number.
+    pub fn switch(&self, volume: Arc<Volume>) -> u64 {
+        let mut cur = self.current.write();
+        let number = cur.number + 1;
+        let new = Arc::new(Gen::new(volume, number, cur.rt.clone()));
+        let old = std::mem::replace(&mut *cur, new);
+        drop(cur);
+        let open = self
+            .fds
+            .lock()
+            .values()
+            .filter(|(_, g)| Arc::ptr_eq(g, &old))
+            .count();
+        tracing::info!(
+            "graph {number} serves new requests; graph {} stays for the {open} file(s) open on it",
+            old.number
+        );
+        old.retired
+            .store(true, std::sync::atomic::Ordering::Release);
+        number
     }
 
     /// The location of inode `ino`.
@@ -118,8 +191,8 @@ impl Inner {
                 .is_none_or(|&s| s == offset)
     }
 
-    /// The open fd behind file handle `fh`.
-    pub fn fd(&self, fh: u64) -> Result<FdRef, Errno> {
+    /// The open fd behind file handle `fh`, and the graph it was opened on.
+    pub fn fd(&self, fh: u64) -> Result<(FdRef, Arc<Gen>), Errno> {
         self.fds.lock().get(&fh).cloned().ok_or(Errno::EBADF)
     }
 
@@ -130,31 +203,31 @@ impl Inner {
         fd
     }
 
-    fn keep_fd(&self, fd: FdRef) -> u64 {
+    fn keep_fd(&self, fd: FdRef, g: Arc<Gen>) -> u64 {
         let id = fd.id;
-        self.fds.lock().insert(id, fd);
+        self.fds.lock().insert(id, (fd, g));
         id
     }
 
-    fn drop_fd(&self, fh: u64) -> Option<FdRef> {
+    fn drop_fd(&self, fh: u64) -> Option<(FdRef, Arc<Gen>)> {
         self.fds.lock().remove(&fh)
     }
 
     /// Looks `name` up in `parent`.
     pub async fn lookup(&self, ctx: &Ctx, parent: u64, name: &OsStr) -> Result<Iatt, Errno> {
         let loc = self.entry_loc(parent, name)?;
-        let (ia, _) = self.top.lookup(ctx, &loc, Xdata::new()).await?;
+        let (ia, _) = self.cur().top.lookup(ctx, &loc, Xdata::new()).await?;
         self.remember(&ia, parent, name);
         Ok(ia)
     }
 
     /// Attributes of `ino`, through the open fd `fh` when given.
     pub async fn getattr(&self, ctx: &Ctx, ino: u64, fh: Option<u64>) -> Result<Iatt, Errno> {
-        let ia = if let Some(fd) = fh.and_then(|h| self.fd(h).ok()) {
-            self.top.fstat(ctx, &fd, Xdata::new()).await?.0
+        let ia = if let Some((fd, g)) = fh.and_then(|h| self.fd(h).ok()) {
+            g.top.fstat(ctx, &fd, Xdata::new()).await?.0
         } else {
             let loc = self.inode_loc(ino)?;
-            self.top.stat(ctx, &loc, Xdata::new()).await?.0
+            self.cur().top.stat(ctx, &loc, Xdata::new()).await?.0
         };
         self.told(&ia);
         Ok(ia)
@@ -168,11 +241,11 @@ impl Inner {
         fh: Option<u64>,
         a: SetAttr,
     ) -> Result<Iatt, Errno> {
-        let ia = if let Some(fd) = fh.and_then(|h| self.fd(h).ok()) {
-            self.top.fsetattr(ctx, &fd, &a, Xdata::new()).await?.0
+        let ia = if let Some((fd, g)) = fh.and_then(|h| self.fd(h).ok()) {
+            g.top.fsetattr(ctx, &fd, &a, Xdata::new()).await?.0
         } else {
             let loc = self.inode_loc(ino)?;
-            self.top.setattr(ctx, &loc, &a, Xdata::new()).await?.0
+            self.cur().top.setattr(ctx, &loc, &a, Xdata::new()).await?.0
         };
         self.told(&ia);
         Ok(ia)
@@ -182,7 +255,7 @@ impl Inner {
     pub async fn readlink(&self, ctx: &Ctx, ino: u64) -> Result<Vec<u8>, Errno> {
         use std::os::unix::ffi::OsStringExt;
         let loc = self.inode_loc(ino)?;
-        let (p, _) = self.top.readlink(ctx, &loc, Xdata::new()).await?;
+        let (p, _) = self.cur().top.readlink(ctx, &loc, Xdata::new()).await?;
         Ok(p.into_os_string().into_vec())
     }
 
@@ -198,7 +271,7 @@ impl Inner {
     ) -> Result<Iatt, Errno> {
         let loc = self.entry_loc(parent, name)?;
         let (_, xd) = new_gfid_xdata();
-        let (ia, _) = self.top.mknod(ctx, &loc, mode, rdev, umask, xd).await?;
+        let (ia, _) = self.cur().top.mknod(ctx, &loc, mode, rdev, umask, xd).await?;
         self.remember(&ia, parent, name);
         Ok(ia)
     }
@@ -214,7 +287,7 @@ impl Inner {
     ) -> Result<Iatt, Errno> {
         let loc = self.entry_loc(parent, name)?;
         let (_, xd) = new_gfid_xdata();
-        let (ia, _) = self.top.mkdir(ctx, &loc, mode, umask, xd).await?;
+        let (ia, _) = self.cur().top.mkdir(ctx, &loc, mode, umask, xd).await?;
         self.remember(&ia, parent, name);
         Ok(ia)
     }
@@ -229,7 +302,7 @@ impl Inner {
     ) -> Result<Iatt, Errno> {
         let loc = self.entry_loc(parent, name)?;
         let (_, xd) = new_gfid_xdata();
-        let (ia, _) = self.top.symlink(ctx, target, &loc, 0, xd).await?;
+        let (ia, _) = self.cur().top.symlink(ctx, target, &loc, 0, xd).await?;
         self.remember(&ia, parent, name);
         Ok(ia)
     }
@@ -244,7 +317,7 @@ impl Inner {
     ) -> Result<Iatt, Errno> {
         let old = self.inode_loc(ino)?;
         let new = self.entry_loc(parent, name)?;
-        let (ia, _) = self.top.link(ctx, &old, &new, Xdata::new()).await?;
+        let (ia, _) = self.cur().top.link(ctx, &old, &new, Xdata::new()).await?;
         self.remember(&ia, parent, name);
         Ok(ia)
     }
@@ -259,9 +332,9 @@ impl Inner {
     ) -> Result<(), Errno> {
         let loc = self.entry_loc(parent, name)?;
         if dir {
-            self.top.rmdir(ctx, &loc, Xdata::new()).await?;
+            self.cur().top.rmdir(ctx, &loc, Xdata::new()).await?;
         } else {
-            self.top.unlink(ctx, &loc, Xdata::new()).await?;
+            self.cur().top.unlink(ctx, &loc, Xdata::new()).await?;
         }
         self.inodes.removed(parent, name);
         Ok(())
@@ -279,7 +352,7 @@ impl Inner {
     ) -> Result<(), Errno> {
         let old = self.entry_loc(p, name)?;
         let new = self.entry_loc(np, nname)?;
-        self.top
+        self.cur().top
             .rename(ctx, &old, &new, flags, Xdata::new())
             .await?;
         // The kernel moves its dentries without asking again: paths must follow here.
@@ -293,12 +366,13 @@ impl Inner {
         let loc = self.inode_loc(ino)?;
         let gfid = loc.gfid.ok_or(Errno(libc::ESTALE))?;
         let fd = self.new_fd(gfid, flags, dir);
+        let g = self.cur();
         if dir {
-            self.top.opendir(ctx, &loc, &fd, Xdata::new()).await?;
+            g.top.opendir(ctx, &loc, &fd, Xdata::new()).await?;
         } else {
-            self.top.open(ctx, &loc, &fd, Xdata::new()).await?;
+            g.top.open(ctx, &loc, &fd, Xdata::new()).await?;
         }
-        Ok(self.keep_fd(fd))
+        Ok(self.keep_fd(fd, g))
     }
 
     /// Creates and opens `name` in `parent`; returns its attributes and file handle.
@@ -314,12 +388,13 @@ impl Inner {
         let loc = self.entry_loc(parent, name)?;
         let (g, xd) = new_gfid_xdata();
         let fd = self.new_fd(g, flags, false);
-        let (ia, _) = self.top.create(ctx, &loc, &fd, mode, umask, xd).await?;
+        let gen = self.cur();
+        let (ia, _) = gen.top.create(ctx, &loc, &fd, mode, umask, xd).await?;
         let fd = if ia.gfid == g {
             fd
         } else {
             // The name already existed (no O_EXCL): reopen under the inode's own gfid.
-            self.top.release(ctx, &fd, Xdata::new()).await.ok();
+            gen.top.release(ctx, &fd, Xdata::new()).await.ok();
             let fd2 = self.new_fd(
                 ia.gfid,
                 flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
@@ -327,17 +402,17 @@ impl Inner {
             );
             let mut at = Loc::inode(ia.gfid);
             at.path = loc.path.clone();
-            self.top.open(ctx, &at, &fd2, Xdata::new()).await?;
+            gen.top.open(ctx, &at, &fd2, Xdata::new()).await?;
             fd2
         };
         self.remember(&ia, parent, name);
-        Ok((ia, self.keep_fd(fd)))
+        Ok((ia, self.keep_fd(fd, gen)))
     }
 
     /// Reads from an open file.
     pub async fn read(&self, ctx: &Ctx, fh: u64, offset: u64, size: u32) -> Result<Bytes, Errno> {
-        let fd = self.fd(fh)?;
-        Ok(self
+        let (fd, g) = self.fd(fh)?;
+        Ok(g
             .top
             .readv(ctx, &fd, size, offset, Xdata::new())
             .await?
@@ -354,36 +429,36 @@ impl Inner {
         data: Bytes,
         from_cache: bool,
     ) -> Result<u64, Errno> {
-        let fd = self.fd(fh)?;
+        let (fd, g) = self.fd(fh)?;
         let mut xd = Xdata::new();
         if self.is_append(&fd, offset, from_cache) {
             xd.set(weft_core::WRITE_APPEND_KEY, Vec::new());
         }
-        let n = self.top.writev(ctx, &fd, data, offset, xd).await?.0;
+        let n = g.top.writev(ctx, &fd, data, offset, xd).await?.0;
         self.grew(fd.gfid, offset + n);
         Ok(n)
     }
 
     /// flush, fsync or fsyncdir.
     pub async fn sync(&self, ctx: &Ctx, fh: u64, what: SyncKind) -> Result<(), Errno> {
-        let fd = self.fd(fh)?;
+        let (fd, g) = self.fd(fh)?;
         match what {
-            SyncKind::Flush => self.top.flush(ctx, &fd, Xdata::new()).await?,
-            SyncKind::File(ds) => self.top.fsync(ctx, &fd, ds, Xdata::new()).await?,
-            SyncKind::Dir(ds) => self.top.fsyncdir(ctx, &fd, ds, Xdata::new()).await?,
+            SyncKind::Flush => g.top.flush(ctx, &fd, Xdata::new()).await?,
+            SyncKind::File(ds) => g.top.fsync(ctx, &fd, ds, Xdata::new()).await?,
+            SyncKind::Dir(ds) => g.top.fsyncdir(ctx, &fd, ds, Xdata::new()).await?,
         };
         Ok(())
     }
 
     /// release or releasedir: the kernel is done with `fh`.
     pub async fn release(&self, ctx: &Ctx, fh: u64) -> Result<(), Errno> {
-        let Some(fd) = self.drop_fd(fh) else {
+        let Some((fd, g)) = self.drop_fd(fh) else {
             return Ok(());
         };
         if fd.is_dir {
-            self.top.releasedir(ctx, &fd, Xdata::new()).await?;
+            g.top.releasedir(ctx, &fd, Xdata::new()).await?;
         } else {
-            self.top.release(ctx, &fd, Xdata::new()).await?;
+            g.top.release(ctx, &fd, Xdata::new()).await?;
         }
         Ok(())
     }
@@ -396,14 +471,14 @@ impl Inner {
         offset: u64,
         plus: bool,
     ) -> Result<Vec<Dirent>, Errno> {
-        let fd = self.fd(fh)?;
+        let (fd, g) = self.fd(fh)?;
         let size = 4096;
         let r = if plus {
-            self.top
+            g.top
                 .readdirp(ctx, &fd, size, offset, Xdata::new())
                 .await?
         } else {
-            self.top
+            g.top
                 .readdir(ctx, &fd, size, offset, Xdata::new())
                 .await?
         };
@@ -412,7 +487,7 @@ impl Inner {
 
     /// statfs of the volume.
     pub async fn statfs(&self, ctx: &Ctx) -> Result<StatVfs, Errno> {
-        Ok(self.top.statfs(ctx, &Loc::root(), Xdata::new()).await?.0)
+        Ok(self.cur().top.statfs(ctx, &Loc::root(), Xdata::new()).await?.0)
     }
 
     /// One xattr's value, or all names (`None`), of `ino`.
@@ -424,11 +499,11 @@ impl Inner {
     ) -> Result<XattrMap, Errno> {
         if ino == 1 && name == Some(STATEDUMP_XATTR) {
             let mut m = XattrMap::new();
-            m.insert(STATEDUMP_XATTR.into(), self.graph.statedump().into_bytes());
+            m.insert(STATEDUMP_XATTR.into(), self.statedump().into_bytes());
             return Ok(m);
         }
         let loc = self.inode_loc(ino)?;
-        Ok(self.top.getxattr(ctx, &loc, name, Xdata::new()).await?.0)
+        Ok(self.cur().top.getxattr(ctx, &loc, name, Xdata::new()).await?.0)
     }
 
     /// Sets one xattr of `ino`.
@@ -443,7 +518,7 @@ impl Inner {
         let loc = self.inode_loc(ino)?;
         let mut m = XattrMap::new();
         m.insert(name.to_string(), value.to_vec());
-        self.top
+        self.cur().top
             .setxattr(ctx, &loc, &m, flags, Xdata::new())
             .await?;
         Ok(())
@@ -452,14 +527,14 @@ impl Inner {
     /// Removes one xattr of `ino`.
     pub async fn removexattr(&self, ctx: &Ctx, ino: u64, name: &str) -> Result<(), Errno> {
         let loc = self.inode_loc(ino)?;
-        self.top.removexattr(ctx, &loc, name, Xdata::new()).await?;
+        self.cur().top.removexattr(ctx, &loc, name, Xdata::new()).await?;
         Ok(())
     }
 
     /// access(2) check of `ino`.
     pub async fn access(&self, ctx: &Ctx, ino: u64, mask: u32) -> Result<(), Errno> {
         let loc = self.inode_loc(ino)?;
-        self.top.access(ctx, &loc, mask, Xdata::new()).await?;
+        self.cur().top.access(ctx, &loc, mask, Xdata::new()).await?;
         Ok(())
     }
 
@@ -472,8 +547,8 @@ impl Inner {
         len: u64,
         mode: i32,
     ) -> Result<(), Errno> {
-        let fd = self.fd(fh)?;
-        self.top
+        let (fd, g) = self.fd(fh)?;
+        g.top
             .fallocate(ctx, &fd, mode, offset, len, Xdata::new())
             .await?;
         if mode & libc::FALLOC_FL_KEEP_SIZE == 0 {
@@ -484,7 +559,7 @@ impl Inner {
 
     /// SEEK_DATA / SEEK_HOLE on an open file.
     pub async fn lseek(&self, ctx: &Ctx, fh: u64, offset: i64, whence: i32) -> Result<i64, Errno> {
-        let fd = self.fd(fh)?;
+        let (fd, g) = self.fd(fh)?;
         let what = match whence {
             libc::SEEK_DATA => weft_core::SeekWhat::Data,
             libc::SEEK_HOLE => weft_core::SeekWhat::Hole,
@@ -493,25 +568,54 @@ impl Inner {
         if offset < 0 {
             return Err(Errno::ENXIO);
         }
-        Ok(self
+        Ok(g
             .top
             .seek(ctx, &fd, offset as u64, what, Xdata::new())
             .await?
             .0 as i64)
     }
 
-    /// Drops every fd still open (at unmount) and tears the graph down.
-    pub async fn shutdown(&self) {
-        let fds: Vec<FdRef> = self.fds.lock().drain().map(|(_, f)| f).collect();
-        let ctx = Ctx::internal();
-        for fd in fds {
-            let _ = if fd.is_dir {
-                self.top.releasedir(&ctx, &fd, Xdata::new()).await
-            } else {
-                self.top.release(&ctx, &fd, Xdata::new()).await
-            };
+    /// A statedump of the current graph (and the numbers of older ones still in use).
+    pub fn statedump(&self) -> String {
+        let cur = self.cur();
+        let mut older: Vec<u64> = self
+            .fds
+            .lock()
+            .values()
+            .filter(|(_, g)| g.number != cur.number)
+            .map(|(_, g)| g.number)
+            .collect();
+        older.sort_unstable();
+        older.dedup();
+        let mut out = String::new();
+        if cur.number > 1 {
+            out.push_str(&format!("[graph]\ncurrent = {}\n", cur.number));
+            if !older.is_empty() {
+                out.push_str(&format!("older, kept for open files = {older:?}\n"));
+            }
         }
-        self.volume.close().await;
+        out.push_str(&cur.volume.graph().statedump());
+        out
+    }
+
+    /// Drops every fd still open (at unmount) and tears every graph down.
+    pub async fn shutdown(&self) {
+        let fds: Vec<(FdRef, Arc<Gen>)> = self.fds.lock().drain().map(|(_, f)| f).collect();
+        let ctx = Ctx::internal();
+        let mut gens: Vec<Arc<Gen>> = vec![self.cur()];
+        for (fd, g) in fds {
+            let _ = if fd.is_dir {
+                g.top.releasedir(&ctx, &fd, Xdata::new()).await
+            } else {
+                g.top.release(&ctx, &fd, Xdata::new()).await
+            };
+            if !gens.iter().any(|x| Arc::ptr_eq(x, &g)) {
+                gens.push(g);
+            }
+        }
+        for g in gens {
+            g.close().await;
+        }
     }
 
     /// A POSIX lock request on open file `fh` (fcntl F_GETLK/F_SETLK/F_SETLKW).
@@ -523,12 +627,12 @@ impl Inner {
         lock: &Flock,
         flock: bool,
     ) -> Result<Flock, Errno> {
-        let fd = self.fd(fh)?;
+        let (fd, g) = self.fd(fh)?;
         let mut xd = Xdata::new();
         if flock {
             xd.set(weft_core::LK_FLOCK_KEY, Vec::new());
         }
-        Ok(self.top.lk(ctx, &fd, cmd, lock, xd).await?.0)
+        Ok(g.top.lk(ctx, &fd, cmd, lock, xd).await?.0)
     }
 }
 

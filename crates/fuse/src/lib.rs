@@ -129,7 +129,7 @@ pub fn mount(
     }
     let posix_locks =
         volume.graph().has_type("features/locks") || volume.graph().has_type("protocol/client");
-    let inner = Arc::new(inner::Inner::new(volume));
+    let inner = Arc::new(inner::Inner::new(volume, rt.clone()));
     let notifier = Arc::new(std::sync::OnceLock::new());
     let fs = fs::WeftFs {
         inner: inner.clone(),
@@ -181,7 +181,23 @@ impl Mount {
 
     /// A statedump of the graph being served.
     pub fn statedump(&self) -> String {
-        self.inner.graph.statedump()
+        self.inner.statedump()
+    }
+
+    /// The volume new requests go to (the one mounted, or the last one switched to).
+    pub fn volume(&self) -> Arc<Volume> {
+        self.inner.cur().volume.clone()
+    }
+
+    /// Serves `volume` (a new graph of the same volume, already up) from now on, without
+    /// unmounting: new lookups, opens and path requests go to it, while files already open
+    /// stay on the graph they were opened on until released. The old graph is torn down
+    /// when nothing uses it any more. Returns the new graph's number (the first is 1).
+    ///
+    /// Whether POSIX locks go to the volume or stay in the kernel was decided at mount
+    /// time and stays so.
+    pub fn switch_volume(&self, volume: Arc<Volume>) -> u64 {
+        self.inner.switch(volume)
     }
 
     /// True once the kernel side has ended (e.g. `umount` from outside).

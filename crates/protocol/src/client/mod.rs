@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use weft_core::options::{OptionKind, OptionSpec};
+use weft_core::options::{OptionKind, OptionSpec, Options};
 use weft_core::{
     Checksum, Ctx, Dirent, EntrylkCmd, EntrylkType, Errno, FdRef, Flock, Fop, Iatt, LkCmd, Loc,
     SeekWhat, SetAttr, StatVfs, XattrMap, XattropOp, Xdata, Xlator, XlatorInit, XlatorRef,
@@ -126,6 +126,7 @@ impl XlatorType for ClientType {
             name: init.name,
             session,
             task: parking_lot::Mutex::new(Some(task)),
+            options: parking_lot::Mutex::new(init.options),
         }))
     }
 }
@@ -135,7 +136,13 @@ struct Client {
     name: String,
     session: Arc<Session>,
     task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The options in force (to tell what a reconfigure changes).
+    options: parking_lot::Mutex<Options>,
 }
+
+/// The only option of protocol/client that changes live; the others (where and how to
+/// connect) need a new graph.
+const LIVE_OPTIONS: &[&str] = &["ping-timeout"];
 
 /// The reply was of another shape than the FOP promises: a server bug.
 fn shape(name: &str, fop: &str, r: &Reply) -> Errno {
@@ -254,6 +261,31 @@ impl Xlator for Client {
         }
     }
     async fn forget_client(&self, _client: u64) {}
+
+    async fn reconfigure(&self, options: &Options) -> Result<(), String> {
+        let changed = self.options.lock().changed_keys(options);
+        let fixed: Vec<&String> = changed
+            .iter()
+            .filter(|k| !LIVE_OPTIONS.contains(&k.as_str()))
+            .collect();
+        if !fixed.is_empty() {
+            return Err(format!(
+                "{} cannot change while connected (only ping-timeout can)",
+                fixed
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let ping = options
+            .duration("ping-timeout")
+            .max(std::time::Duration::from_millis(100));
+        self.session.set_ping_timeout(ping);
+        *self.options.lock() = options.clone();
+        tracing::info!("{}: ping-timeout is now {ping:?}", self.name);
+        Ok(())
+    }
 
     async fn lookup(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
         self.iatt(ctx, xd, F::Lookup { loc: loc.clone() }).await

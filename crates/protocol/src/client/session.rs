@@ -211,6 +211,9 @@ pub(crate) struct Session {
     deferred: Mutex<Vec<Deferred>>,
     /// How the last connection began, for statedumps.
     last_restore: Mutex<String>,
+    /// `ping-timeout` in milliseconds: starts as the config's, changed live by
+    /// [`Session::set_ping_timeout`].
+    ping_timeout_ms: AtomicU64,
 }
 
 /// Requests one client keeps in flight at most (the server allows 4096).
@@ -223,6 +226,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(3);
 
 impl Session {
     pub(crate) fn new(name: String, cfg: Config, events: EventSender) -> Arc<Session> {
+        let cfg_ping_ms = cfg.ping_timeout.as_millis().min(u64::MAX as u128) as u64;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "?".into());
@@ -243,7 +247,19 @@ impl Session {
             locks: Mutex::new(LockTable::default()),
             deferred: Mutex::new(Vec::new()),
             last_restore: Mutex::new("-".into()),
+            ping_timeout_ms: AtomicU64::new(cfg_ping_ms),
         })
+    }
+
+    /// The ping timeout now in force.
+    pub(crate) fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms.load(Ordering::Acquire))
+    }
+
+    /// Changes the ping timeout; the connection's pings follow from their next tick.
+    pub(crate) fn set_ping_timeout(&self, d: Duration) {
+        self.ping_timeout_ms
+            .store(d.as_millis().min(u64::MAX as u128) as u64, Ordering::Release);
     }
 
     /// Keeps a connection up until [`Session::stop`]. Run on its own task.
@@ -417,9 +433,9 @@ impl Session {
         conn: &Arc<Conn>,
         mut reader: FrameReader<tokio::io::ReadHalf<BoxStream>>,
     ) -> String {
-        let timeout = self.cfg.ping_timeout;
-        let interval = (timeout / 3).clamp(Duration::from_millis(50), Duration::from_secs(10));
-        let mut tick = tokio::time::interval(interval);
+        let mut timeout = self.ping_timeout();
+        let every = |t: Duration| (t / 3).clamp(Duration::from_millis(50), Duration::from_secs(10));
+        let mut tick = tokio::time::interval(every(timeout));
         let mut last_rx = Instant::now();
         loop {
             tokio::select! {
@@ -444,6 +460,12 @@ impl Session {
                 _ = tick.tick() => {
                     if self.stopped.load(Ordering::Acquire) {
                         return "stopped".into();
+                    }
+                    let now = self.ping_timeout();
+                    if now != timeout {
+                        timeout = now;
+                        tick = tokio::time::interval(every(timeout));
+                        tick.tick().await;
                     }
                     if last_rx.elapsed() > timeout {
                         return format!("no answer to pings for {timeout:?} (ping-timeout)");

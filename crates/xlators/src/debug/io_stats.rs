@@ -2,15 +2,19 @@
 //!
 //! The table is part of the translator's `dump()`, so it prints with every statedump
 //! (`weft statedump MOUNTPOINT`). Histogram buckets are powers of two in microseconds.
+//!
+//! Options (GlusterFS's `diagnostics.*` names, both on by default, both changeable live):
+//! `count-fop-hits off` stops counting calls (the table keeps what it had; bytes moved
+//! are still counted); `latency-measurement off` counts calls without timing them.
 
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use weft_core::options::OptionSpec;
+use weft_core::options::{OptionKind, OptionSpec, Options};
 use weft_core::*;
 
 /// Latency buckets: bucket i counts calls taking [2^i, 2^(i+1)) µs (bucket 0 also < 1 µs).
@@ -55,6 +59,10 @@ pub struct IoStats {
     read_bytes: AtomicU64,
     written_bytes: AtomicU64,
     started: Instant,
+    /// `count-fop-hits`.
+    count: AtomicBool,
+    /// `latency-measurement`.
+    latency: AtomicBool,
 }
 
 impl IoStats {
@@ -64,6 +72,17 @@ impl IoStats {
         _args: String,
         fut: impl Future<Output = Fop<T>>,
     ) -> Fop<T> {
+        if !self.count.load(Ordering::Relaxed) {
+            return fut.await;
+        }
+        if !self.latency.load(Ordering::Relaxed) {
+            let r = fut.await;
+            let mut s = self.stats.lock();
+            let e = s.entry(fop).or_default();
+            e.calls += 1;
+            e.errors += r.is_err() as u64;
+            return r;
+        }
         let t = Instant::now();
         let r = fut.await;
         let us = t.elapsed().as_micros() as u64;
@@ -95,8 +114,10 @@ impl IoStats {
 
     fn dump_state(&self) -> String {
         let mut out = format!(
-            "uptime = {:.1} s\nbytes read = {}\nbytes written = {}\n{:<14} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
+            "uptime = {:.1} s\ncount-fop-hits = {}\nlatency-measurement = {}\nbytes read = {}\nbytes written = {}\n{:<14} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}\n",
             self.started.elapsed().as_secs_f64(),
+            on_off(self.count.load(Ordering::Relaxed)),
+            on_off(self.latency.load(Ordering::Relaxed)),
             self.read_bytes.load(Ordering::Relaxed),
             self.written_bytes.load(Ordering::Relaxed),
             "fop", "calls", "errors", "avg-us", "p50-us", "p99-us", "max-us"
@@ -116,7 +137,20 @@ impl IoStats {
     }
 }
 
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
 crate::observe_all_fops!(IoStats, extra: {
+    async fn reconfigure(&self, options: &Options) -> Result<(), String> {
+        self.count.store(options.bool("count-fop-hits"), Ordering::Relaxed);
+        self.latency.store(options.bool("latency-measurement"), Ordering::Relaxed);
+        Ok(())
+    }
     async fn readv(&self, ctx: &Ctx, fd: &FdRef, size: u32, offset: u64, xd: Xdata) -> Fop<bytes::Bytes> {
         let child = self.child()?;
         let r = self.observed("readv", String::new(), child.readv(ctx, fd, size, offset, xd)).await;
@@ -135,6 +169,21 @@ crate::observe_all_fops!(IoStats, extra: {
     }
 });
 
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "count-fop-hits",
+        kind: OptionKind::Bool,
+        default: Some("on"),
+        description: "Count every FOP's calls and errors (GlusterFS's diagnostics.count-fop-hits). Changes live.",
+    },
+    OptionSpec {
+        key: "latency-measurement",
+        kind: OptionKind::Bool,
+        default: Some("on"),
+        description: "Time every FOP into the latency histograms (GlusterFS's diagnostics.latency-measurement). Changes live.",
+    },
+];
+
 /// The `debug/io-stats` type for the registry.
 pub struct IoStatsType;
 
@@ -146,7 +195,7 @@ impl XlatorType for IoStatsType {
         "Counts every FOP and keeps latency histograms, printed with each statedump."
     }
     fn options(&self) -> &'static [OptionSpec] {
-        &[]
+        OPTIONS
     }
     fn children(&self) -> (usize, usize) {
         (1, 1)
@@ -159,6 +208,8 @@ impl XlatorType for IoStatsType {
             read_bytes: AtomicU64::new(0),
             written_bytes: AtomicU64::new(0),
             started: Instant::now(),
+            count: AtomicBool::new(init.options.bool("count-fop-hits")),
+            latency: AtomicBool::new(init.options.bool("latency-measurement")),
         }))
     }
 }

@@ -18,18 +18,24 @@
 //!   acknowledged but not yet written; both are taken atomically before a write is
 //!   acknowledged (a writer beyond them waits).
 //! - fds opened with O_SYNC, O_DSYNC or O_DIRECT write through, waiting as before.
+//! - `enable off` makes every write go through as an O_SYNC fd's does (after the file's
+//!   writes already acknowledged reach the child); `enable on` acknowledges early again.
+//!   Both, and new `cache-size` / `total-cache-size` values, apply live
+//!   ([`Xlator::reconfigure`]): writes in flight keep the room they took, later ones take
+//!   room under the new sizes.
 //!
 //! Only what fsync (or O_SYNC) covered is durable, as with any page cache: a killed client
 //! process loses writes it had not yet sent down.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use weft_core::options::{OptionKind, OptionSpec};
+use weft_core::options::{OptionKind, OptionSpec, Options};
 use weft_core::*;
 
 /// Writes acknowledged but not yet done on one inode.
@@ -38,8 +44,10 @@ struct Pending {
     tx: mpsc::UnboundedSender<Job>,
     /// (writes, bytes) queued and not yet answered by the child.
     load: watch::Sender<(u64, u64)>,
-    /// Bytes of the per-file window still free (taken before a write is acknowledged).
-    window: Arc<Semaphore>,
+    /// Bytes of the per-file window still free (taken before a write is acknowledged),
+    /// and the window's size. Replaced when `cache-size` changes (writes in flight give
+    /// their room back to the semaphore they took it from).
+    window: Mutex<Room>,
     /// The inode's writeback errors, as a sequence fds sample (errseq).
     errors: Mutex<ErrSeq>,
 }
@@ -68,6 +76,32 @@ struct Job {
     _room: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
+/// A semaphore of bytes and how many it started with.
+#[derive(Clone)]
+struct Room {
+    free: Arc<Semaphore>,
+    size: u64,
+}
+
+impl Room {
+    fn new(size: u64) -> Room {
+        Room {
+            free: Arc::new(Semaphore::new(permits(size) as usize)),
+            size,
+        }
+    }
+
+    /// Takes `len` bytes of room (all of it for a write larger than the size).
+    async fn take(&self, len: u64) -> Result<OwnedSemaphorePermit, Errno> {
+        let want = permits(len.max(1)).min(permits(self.size));
+        self.free
+            .clone()
+            .acquire_many_owned(want)
+            .await
+            .map_err(|_| Errno::EIO)
+    }
+}
+
 /// What a write sent down by the background task answers: its length and result.
 type Done = (u64, Result<(), Errno>);
 /// A finished write as `JoinSet::join_next_with_id` gives it.
@@ -80,11 +114,29 @@ const IN_FLIGHT: usize = 16;
 pub struct WriteBehind {
     name: String,
     children: Vec<XlatorRef>,
-    window: u64,
-    /// Bytes acknowledged but not yet written, across every inode, still free.
-    total: Arc<Semaphore>,
-    total_size: u64,
+    /// `enable`: acknowledge writes early (else every write goes through).
+    enabled: AtomicBool,
+    /// `cache-size`: the window of each file.
+    window: AtomicU64,
+    /// Bytes acknowledged but not yet written, across every inode, still free
+    /// (`total-cache-size`).
+    total: Mutex<Room>,
     inodes: Mutex<HashMap<Gfid, Arc<Pending>>>,
+}
+
+/// The checked sizes of an option set: (cache-size, total-cache-size).
+fn sizes(o: &Options) -> Result<(u64, u64), String> {
+    let window = o.size("cache-size");
+    if window == 0 {
+        return Err("cache-size must be more than 0".into());
+    }
+    let total_size = o.size("total-cache-size");
+    if total_size < window {
+        return Err(format!(
+            "total-cache-size ({total_size} bytes) must be at least cache-size ({window} bytes)"
+        ));
+    }
+    Ok((window, total_size))
 }
 
 /// Semaphore permits are u32 and a semaphore holds at most `Semaphore::MAX_PERMITS`.
@@ -110,6 +162,23 @@ impl Inode for &Loc {
 }
 
 impl WriteBehind {
+    fn new(
+        name: String,
+        children: Vec<XlatorRef>,
+        enabled: bool,
+        window: u64,
+        total_size: u64,
+    ) -> WriteBehind {
+        WriteBehind {
+            name,
+            children,
+            enabled: AtomicBool::new(enabled),
+            window: AtomicU64::new(window),
+            total: Mutex::new(Room::new(total_size)),
+            inodes: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn pending(&self, g: &Gfid) -> Option<Arc<Pending>> {
         self.inodes.lock().get(g).cloned()
     }
@@ -196,7 +265,7 @@ impl WriteBehind {
         let p = Arc::new(Pending {
             tx,
             load,
-            window: Arc::new(Semaphore::new(permits(self.window) as usize)),
+            window: Mutex::new(Room::new(self.window.load(Ordering::Acquire))),
             errors: Mutex::new(ErrSeq::default()),
         });
         map.insert(g, p.clone());
@@ -276,9 +345,12 @@ impl WriteBehind {
 
     async fn write(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
         let child = self.child()?;
-        if fd.flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_DIRECT) != 0 || self.unreported(fd) {
-            // Written through: a synchronous fd, or one that has not yet been told of a
-            // failed write (nothing is acknowledged behind a failure).
+        if !self.enabled.load(Ordering::Acquire)
+            || fd.flags & (libc::O_SYNC | libc::O_DSYNC | libc::O_DIRECT) != 0
+            || self.unreported(fd)
+        {
+            // Written through: write-behind is off, a synchronous fd, or one that has not
+            // yet been told of a failed write (nothing is acknowledged behind a failure).
             self.drain(Some(fd.gfid)).await;
             return child.writev(ctx, fd, data, offset, xd).await;
         }
@@ -286,19 +358,10 @@ impl WriteBehind {
         let len = data.len() as u64;
         // Room in the file's window and in the total, taken atomically (a write larger
         // than a limit takes all of it: it waits for an empty queue).
-        let want = permits(len.max(1));
-        let window = p
-            .window
-            .clone()
-            .acquire_many_owned(want.min(permits(self.window)))
-            .await
-            .map_err(|_| Errno::EIO)?;
-        let total = self
-            .total
-            .clone()
-            .acquire_many_owned(want.min(permits(self.total_size)))
-            .await
-            .map_err(|_| Errno::EIO)?;
+        let window_room = p.window.lock().clone();
+        let window = window_room.take(len).await?;
+        let total_room = self.total.lock().clone();
+        let total = total_room.take(len).await?;
         p.load.send_modify(|(n, b)| {
             *n += 1;
             *b += len;
@@ -358,8 +421,10 @@ drain_then_pass! {
             })
             .collect();
         format!(
-            "cache-size={} inodes={} pending: {}\n",
-            self.window,
+            "enable={} cache-size={} total-cache-size={} inodes={} pending: {}\n",
+            if self.enabled.load(Ordering::Acquire) { "on" } else { "off" },
+            self.window.load(Ordering::Acquire),
+            self.total.lock().size,
             map.len(),
             if busy.is_empty() {
                 "none".into()
@@ -370,6 +435,30 @@ drain_then_pass! {
     }
     async fn fini(&self) {
         self.drain_all().await;
+    }
+
+    async fn reconfigure(&self, options: &Options) -> Result<(), String> {
+        let (window, total_size) = sizes(options)?;
+        let enable = options.bool("enable");
+        if self.total.lock().size != total_size {
+            *self.total.lock() = Room::new(total_size);
+        }
+        if self.window.swap(window, Ordering::AcqRel) != window {
+            for p in self.inodes.lock().values() {
+                *p.window.lock() = Room::new(window);
+            }
+        }
+        let was = self.enabled.swap(enable, Ordering::AcqRel);
+        if was != enable {
+            // Writes already acknowledged keep going down in the background; a write
+            // after this waits for its file's to be done, then goes through.
+            tracing::info!(
+                "{}: write-behind {}",
+                self.name,
+                if enable { "on: writes are acknowledged early again" } else { "off: writes go through once the pending ones are done" }
+            );
+        }
+        Ok(())
     }
 
     async fn writev(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
@@ -467,6 +556,12 @@ drain_then_pass! {
 
 const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
+        key: "enable",
+        kind: OptionKind::Bool,
+        default: Some("on"),
+        description: "off: every write goes straight through to the child (after the file's pending writes), as if write-behind were not in the graph (GlusterFS's performance.write-behind). Changes live.",
+    },
+    OptionSpec {
         key: "cache-size",
         kind: OptionKind::Size,
         default: Some("1MB"),
@@ -497,24 +592,14 @@ impl XlatorType for WriteBehindType {
         (1, 1)
     }
     fn build(&self, init: XlatorInit) -> Result<XlatorRef, String> {
-        let window = init.options.size("cache-size");
-        if window == 0 {
-            return Err("cache-size must be more than 0".into());
-        }
-        let total_size = init.options.size("total-cache-size");
-        if total_size < window {
-            return Err(format!(
-                "total-cache-size ({total_size} bytes) must be at least cache-size ({window} bytes)"
-            ));
-        }
-        Ok(Arc::new(WriteBehind {
-            name: init.name,
-            children: init.children,
+        let (window, total_size) = sizes(&init.options)?;
+        Ok(Arc::new(WriteBehind::new(
+            init.name,
+            init.children,
+            init.options.bool("enable"),
             window,
-            total: Arc::new(Semaphore::new(permits(total_size) as usize)),
             total_size,
-            inodes: Mutex::new(HashMap::new()),
-        }))
+        )))
     }
 }
 
@@ -690,14 +775,13 @@ mod tests {
         let slow: XlatorRef = Arc::new(SlowWrites {
             children: vec![g.get("p").unwrap().clone()],
         });
-        let top: XlatorRef = Arc::new(WriteBehind {
-            name: "wb".into(),
-            children: vec![slow],
-            window: 64 * 1024,
-            total: Arc::new(Semaphore::new(permits(1 << 20) as usize)),
-            total_size: 1 << 20,
-            inodes: Mutex::new(HashMap::new()),
-        });
+        let top: XlatorRef = Arc::new(WriteBehind::new(
+            "wb".into(),
+            vec![slow],
+            true,
+            64 * 1024,
+            1 << 20,
+        ));
         let ctx = Ctx::internal();
         // The control: a plain fd's write is acknowledged before the slow child wrote it
         // (so the checks below can see a write acknowledged early).
@@ -734,5 +818,69 @@ mod tests {
             top.release(&ctx, &fd, Xdata::new()).await.unwrap();
         }
         top.release(&ctx, &plain, Xdata::new()).await.unwrap();
+    }
+
+    fn options(pairs: &[(&str, &str)]) -> Options {
+        let given: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Options::validate(OPTIONS, &given).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn enable_off_and_on_live_while_writes_are_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = graph(dir.path());
+        let slow: XlatorRef = Arc::new(SlowWrites {
+            children: vec![g.get("p").unwrap().clone()],
+        });
+        let top: XlatorRef = Arc::new(WriteBehind::new(
+            "wb".into(),
+            vec![slow],
+            true,
+            64 * 1024,
+            1 << 20,
+        ));
+        let ctx = Ctx::internal();
+        let fd = create(&top, "f", libc::O_RDWR).await;
+        let path = dir.path().join("f");
+        // On: acknowledged before it is on disk.
+        top.writev(&ctx, &fd, Bytes::from_static(b"aaaa"), 0, Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        // Off while that write is pending: the next write waits for it, then goes
+        // through, and is on disk when acknowledged.
+        top.reconfigure(&options(&[("enable", "off")])).await.unwrap();
+        let t = std::time::Instant::now();
+        top.writev(&ctx, &fd, Bytes::from_static(b"bbbb"), 4, Xdata::new())
+            .await
+            .unwrap();
+        assert!(t.elapsed() >= SLOW, "went through: {:?}", t.elapsed());
+        assert_eq!(std::fs::read(&path).unwrap(), b"aaaabbbb");
+        assert!(top.dump().contains("enable=off"), "{}", top.dump());
+        // On again, with a smaller window: acknowledged early again.
+        top.reconfigure(&options(&[("enable", "on"), ("cache-size", "4KB")]))
+            .await
+            .unwrap();
+        let t = std::time::Instant::now();
+        top.writev(&ctx, &fd, Bytes::from(vec![b'c'; 8192]), 8, Xdata::new())
+            .await
+            .unwrap();
+        assert!(t.elapsed() < SLOW, "acknowledged early: {:?}", t.elapsed());
+        assert!(top.dump().contains("cache-size=4096"), "{}", top.dump());
+        top.fsync(&ctx, &fd, false, Xdata::new()).await.unwrap();
+        let got = std::fs::read(&path).unwrap();
+        assert_eq!(&got[..8], b"aaaabbbb");
+        assert_eq!(&got[8..], &[b'c'; 8192][..]);
+        // A bad set is refused and changes nothing.
+        let e = top
+            .reconfigure(&options(&[("cache-size", "2MB"), ("total-cache-size", "1MB")]))
+            .await
+            .unwrap_err();
+        assert!(e.contains("total-cache-size"), "{e}");
+        assert!(top.dump().contains("cache-size=4096"), "{}", top.dump());
+        top.release(&ctx, &fd, Xdata::new()).await.unwrap();
     }
 }
