@@ -147,7 +147,9 @@ pub fn mount(
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         O::FSName(cfg.fsname.clone()),
-        O::Subtype("weft".into()),
+        // As a kernel option (fuser hands O::Subtype only to fusermount): /proc/mounts,
+        // findmnt and df -T then say fuse.weft.
+        O::CUSTOM("subtype=weft".into()),
         O::DefaultPermissions,
         O::RW,
     ];

@@ -714,3 +714,35 @@ pub fn log_shows(log: impl Fn() -> String, needle: &str) -> bool {
     }
     true
 }
+
+/// Runs `weft mount --foreground ARGS` (a volume by name, or any other form), logging to
+/// `log`, and waits until the kernel shows `mnt` mounted.
+pub fn mount_args(args: &[&std::ffi::OsStr], mnt: &Path, log: &Path) -> MountGuard {
+    let logf = std::fs::File::create(log).unwrap();
+    let child = weft()
+        .args(["mount", "--foreground"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(logf.try_clone().unwrap())
+        .stderr(logf)
+        .spawn()
+        .expect("spawn weft mount");
+    let mut g = MountGuard {
+        child: Some(child),
+        mnt: mnt.to_path_buf(),
+        log: log.to_path_buf(),
+    };
+    let start = Instant::now();
+    while !is_mounted(mnt) {
+        if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("weft mount exited early ({st}):\n{}", g.log_text());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "mount did not appear:\n{}",
+            g.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    g
+}
