@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -96,7 +96,10 @@ async fn append_entries<S: StateMachine>(
     Json(raft.append_entries(req).await).into_response()
 }
 
-async fn vote<S: StateMachine>(State(inner): St<S>, Json(req): Json<VoteRequest<NodeId>>) -> Response {
+async fn vote<S: StateMachine>(
+    State(inner): St<S>,
+    Json(req): Json<VoteRequest<NodeId>>,
+) -> Response {
     let Some(raft) = inner.live_raft() else {
         return stopped();
     };
@@ -172,9 +175,14 @@ pub(crate) fn router<S: StateMachine>(inner: Arc<Inner<S>>) -> Router {
         .route("/raft/forward-membership", post(forward_membership::<S>))
         .route("/raft/read-index", post(read_index::<S>))
         .route("/raft/ping", get(ping::<S>))
+        // Batches of log entries and snapshot chunks exceed axum's 2 MB default.
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(inner.clone(), auth::<S>))
         .with_state(inner)
 }
+
+/// Largest request body accepted on `/raft/...`.
+const MAX_BODY: usize = 64 * 1024 * 1024;
 
 /// Timeout for probing a peer with `/raft/ping`.
 pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(1);

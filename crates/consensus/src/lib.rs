@@ -174,7 +174,9 @@ pub enum Error {
     },
     /// Leadership changed while a command was in flight: it may or may not
     /// have been committed. Re-read the state before retrying.
-    #[error("leadership changed while {0}; the outcome is unknown, re-read the state before retrying")]
+    #[error(
+        "leadership changed while {0}; the outcome is unknown, re-read the state before retrying"
+    )]
     LeaderChanged(String),
     /// A membership change was refused.
     #[error("membership change refused: {0}")]
@@ -324,6 +326,8 @@ fn raft_config(opts: &Options) -> Result<openraft::Config, Error> {
         election_timeout_min: opts.election_timeout_min.as_millis() as u64,
         election_timeout_max: opts.election_timeout_max.as_millis() as u64,
         install_snapshot_timeout: 10_000,
+        // A chunk travels as a JSON array of numbers (up to 4x its size).
+        snapshot_max_chunk_size: 256 * 1024,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_every.max(1)),
         max_in_snapshot_log_to_keep: opts.keep_logs_after_snapshot,
         ..Default::default()
@@ -425,7 +429,8 @@ impl<S: StateMachine> Inner<S> {
             let Some(node) = membership.get_node(v) else {
                 continue;
             };
-            let (client, secret, addr) = (self.http.clone(), self.secret.clone(), node.addr.clone());
+            let (client, secret, addr) =
+                (self.http.clone(), self.secret.clone(), node.addr.clone());
             probes.spawn(async move {
                 get_ok(&client, &secret, &addr, "/raft/ping", PING_TIMEOUT)
                     .await
@@ -438,7 +443,7 @@ impl<S: StateMachine> Inner<S> {
             }
         }
         let needed = voters.len() / 2 + 1;
-        if reachable < needed || m.current_leader.is_none() {
+        if reachable < needed {
             Error::NoQuorum {
                 reachable,
                 voters: voters.len(),
@@ -447,8 +452,15 @@ impl<S: StateMachine> Inner<S> {
                 waited,
             }
         } else {
+            let leader = match m.current_leader {
+                Some(l) => format!("leader is node {l}"),
+                None => "no leader elected yet".to_string(),
+            };
             Error::Timeout {
-                doing: doing.to_string(),
+                doing: format!(
+                    "{doing} ({reachable} of {} voters reachable, {leader})",
+                    voters.len()
+                ),
                 waited,
             }
         }
@@ -474,8 +486,8 @@ impl<S: StateMachine> Inner<S> {
     /// Waits (until `deadline`) for a leader to be known; `Ok(None)` on timeout.
     async fn wait_leader(&self, deadline: Instant) -> Result<Option<NodeId>, Error> {
         let mut rx = self.running()?.metrics();
-        let res = tokio::time::timeout_at(deadline, rx.wait_for(|m| m.current_leader.is_some()))
-            .await;
+        let res =
+            tokio::time::timeout_at(deadline, rx.wait_for(|m| m.current_leader.is_some())).await;
         Ok(match res {
             Ok(Ok(m)) => m.current_leader,
             _ => None,
@@ -483,7 +495,10 @@ impl<S: StateMachine> Inner<S> {
     }
 
     fn is_member(&self, m: &RaftMetrics<NodeId, BasicNode>) -> bool {
-        m.membership_config.membership().get_node(&self.id).is_some()
+        m.membership_config
+            .membership()
+            .get_node(&self.id)
+            .is_some()
     }
 
     /// Runs `op` on the leader: locally if this node leads, else by posting
@@ -517,10 +532,13 @@ impl<S: StateMachine> Inner<S> {
                 },
                 Some(l) => {
                     let Some(addr) = self.addr_of(&m, l) else {
-                        return Err(Error::Raft(format!("leader {l} has no address in the membership")));
+                        return Err(Error::Raft(format!(
+                            "leader {l} has no address in the membership"
+                        )));
                     };
                     // The leader enforces its own timeout; allow it to answer.
-                    let t = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
+                    let t =
+                        deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(2);
                     let r: Result<ForwardReply<T>, HttpError> =
                         post_json(&self.http, &self.secret, &addr, path, body, t).await;
                     match r {
@@ -556,7 +574,10 @@ impl<S: StateMachine> Inner<S> {
     }
 
     /// Leader side of a proposal: commits and applies `cmd` here.
-    pub(crate) async fn leader_propose(&self, cmd: S::Command) -> Result<(u64, S::Response), Error> {
+    pub(crate) async fn leader_propose(
+        &self,
+        cmd: S::Command,
+    ) -> Result<(u64, S::Response), Error> {
         let raft = self.running()?;
         let m = self.metrics();
         if m.current_leader != Some(self.id) {
@@ -564,14 +585,16 @@ impl<S: StateMachine> Inner<S> {
         }
         let start = Instant::now();
         match tokio::time::timeout(self.opts.propose_timeout, raft.client_write(cmd)).await {
-            Err(_) => Err(self.stalled("committing the proposal", start.elapsed()).await),
+            Err(_) => Err(self
+                .stalled("committing the proposal", start.elapsed())
+                .await),
             Ok(Ok(resp)) => match resp.data {
                 Some(r) => Ok((resp.log_id.index, r)),
                 None => Err(Error::Raft("applied command returned no response".into())),
             },
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
-                Error::LeaderChanged("committing the proposal".into()),
-            ),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(Error::LeaderChanged("committing the proposal".into()))
+            }
             Ok(Err(e)) => Err(self.raft_err(e)),
         }
     }
@@ -592,7 +615,10 @@ impl<S: StateMachine> Inner<S> {
         }
         let membership = m.membership_config.membership().clone();
         if membership.voter_ids().any(|v| v == id) {
-            let cur = membership.get_node(&id).map(|n| n.addr.clone()).unwrap_or_default();
+            let cur = membership
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+                .unwrap_or_default();
             if cur == addr {
                 return Ok(m.last_applied.map(|l| l.index).unwrap_or(0));
             }
@@ -603,9 +629,16 @@ impl<S: StateMachine> Inner<S> {
         let t = self.opts.propose_timeout;
         let start = Instant::now();
         let doing = format!("adding node {id} ({addr}) as a learner");
-        let resp = match tokio::time::timeout(t, raft.add_learner(id, BasicNode::new(addr.clone()), false)).await {
+        let resp = match tokio::time::timeout(
+            t,
+            raft.add_learner(id, BasicNode::new(addr.clone()), false),
+        )
+        .await
+        {
             Err(_) => return Err(self.stalled(&doing, start.elapsed()).await),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => return Err(Error::NotLeader),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                return Err(Error::NotLeader)
+            }
             Ok(Err(e)) => return Err(Error::Membership(format!("{doing}: {e}"))),
             Ok(Ok(r)) => r,
         };
@@ -670,7 +703,12 @@ impl<S: StateMachine> Inner<S> {
         };
         let doing = format!("removing node {id}");
         let start = Instant::now();
-        match tokio::time::timeout(self.opts.propose_timeout, raft.change_membership(change, false)).await {
+        match tokio::time::timeout(
+            self.opts.propose_timeout,
+            raft.change_membership(change, false),
+        )
+        .await
+        {
             Err(_) => Err(self.stalled(&doing, start.elapsed()).await),
             Ok(Ok(r)) => Ok(r.log_id.index),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
@@ -689,11 +727,13 @@ impl<S: StateMachine> Inner<S> {
         }
         let start = Instant::now();
         match tokio::time::timeout(self.opts.propose_timeout, raft.get_read_log_id()).await {
-            Err(_) => Err(self.stalled("confirming leadership for a read", start.elapsed()).await),
+            Err(_) => Err(self
+                .stalled("confirming leadership for a read", start.elapsed())
+                .await),
             Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index).unwrap_or(0)),
-            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(_)))) => {
-                Err(Error::NotLeader)
-            }
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                _,
+            )))) => Err(Error::NotLeader),
             Ok(Err(e)) => Err(self.raft_err(e)),
         }
     }
@@ -773,25 +813,28 @@ impl<S: StateMachine> Consensus<S> {
         api::router(self.inner.clone())
     }
 
-    /// Makes this node a one-node cluster if it belongs to none (idempotent:
-    /// does nothing if it already has a membership or a vote), and waits
-    /// until it leads (or belongs to a cluster with a leader).
+    /// Makes this node a one-node cluster if it belongs to none, and waits
+    /// (at most [`Options::propose_timeout`]) until it leads it. Idempotent: if
+    /// the node already has a membership or a vote (it was initialized before,
+    /// or a leader added it), returns Ok at once without waiting for a leader.
     pub async fn initialize_single(&self) -> Result<(), Error> {
         let raft = self.inner.running()?;
         let initialized = raft
             .is_initialized()
             .await
             .map_err(|e| self.inner.raft_err(RaftError::<NodeId>::Fatal(e)))?;
-        if !initialized {
-            let members = std::collections::BTreeMap::from([(
-                self.inner.id,
-                BasicNode::new(self.inner.addr.clone()),
-            )]);
-            match raft.initialize(members).await {
-                Ok(()) => {}
-                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(Error::Raft(format!("initializing a one-node cluster: {e}"))),
-            }
+        if initialized {
+            return Ok(());
+        }
+        let members = std::collections::BTreeMap::from([(
+            self.inner.id,
+            BasicNode::new(self.inner.addr.clone()),
+        )]);
+        match raft.initialize(members).await {
+            Ok(()) => {}
+            // Lost a race with a leader adding this node, or a second call.
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => return Ok(()),
+            Err(e) => return Err(Error::Raft(format!("initializing a one-node cluster: {e}"))),
         }
         let deadline = Instant::now() + self.inner.opts.propose_timeout;
         if self.inner.wait_leader(deadline).await?.is_none() {
@@ -815,9 +858,13 @@ impl<S: StateMachine> Consensus<S> {
         let start = Instant::now();
         let body = ProposeBody::<S> { cmd: cmd.clone() };
         let (index, resp) = inner
-            .on_leader("committing the proposal", "/raft/forward-propose", &body, timeout, || {
-                inner.leader_propose(cmd.clone())
-            })
+            .on_leader(
+                "committing the proposal",
+                "/raft/forward-propose",
+                &body,
+                timeout,
+                || inner.leader_propose(cmd.clone()),
+            )
             .await?;
         inner
             .wait_applied(index, start + timeout + Duration::from_secs(2), "proposal")
@@ -840,12 +887,25 @@ impl<S: StateMachine> Consensus<S> {
             addr: addr.clone(),
         };
         let (index, ()) = inner
-            .on_leader("adding a voter", "/raft/forward-membership", &op, timeout, || async {
-                inner.leader_add_voter(id, addr.clone()).await.map(|i| (i, ()))
-            })
+            .on_leader(
+                "adding a voter",
+                "/raft/forward-membership",
+                &op,
+                timeout,
+                || async {
+                    inner
+                        .leader_add_voter(id, addr.clone())
+                        .await
+                        .map(|i| (i, ()))
+                },
+            )
             .await?;
         inner
-            .wait_applied(index, start + timeout + Duration::from_secs(2), "membership change")
+            .wait_applied(
+                index,
+                start + timeout + Duration::from_secs(2),
+                "membership change",
+            )
             .await
     }
 
@@ -859,16 +919,24 @@ impl<S: StateMachine> Consensus<S> {
         let start = Instant::now();
         let op = MembershipOp::Remove { id };
         let (index, ()) = inner
-            .on_leader("removing a node", "/raft/forward-membership", &op, timeout, || async {
-                inner.leader_remove(id).await.map(|i| (i, ()))
-            })
+            .on_leader(
+                "removing a node",
+                "/raft/forward-membership",
+                &op,
+                timeout,
+                || async { inner.leader_remove(id).await.map(|i| (i, ())) },
+            )
             .await?;
         if id == inner.id {
             // This node is out: it will not apply the change that removed it.
             return Ok(());
         }
         inner
-            .wait_applied(index, start + timeout + Duration::from_secs(2), "membership change")
+            .wait_applied(
+                index,
+                start + timeout + Duration::from_secs(2),
+                "membership change",
+            )
             .await
     }
 
@@ -905,7 +973,10 @@ impl<S: StateMachine> Consensus<S> {
         *inner.raft.write() = raft;
         *inner.retired.lock() = retired;
         inner.stopped.store(false, Ordering::SeqCst);
-        tracing::info!(node = inner.id, "raft state reset; node belongs to no cluster");
+        tracing::info!(
+            node = inner.id,
+            "raft state reset; node belongs to no cluster"
+        );
         Ok(())
     }
 
@@ -924,12 +995,20 @@ impl<S: StateMachine> Consensus<S> {
         let timeout = inner.opts.propose_timeout;
         let start = Instant::now();
         let (index, ()) = inner
-            .on_leader("a consistent read", "/raft/read-index", &(), timeout, || async {
-                inner.leader_read_index().await.map(|i| (i, ()))
-            })
+            .on_leader(
+                "a consistent read",
+                "/raft/read-index",
+                &(),
+                timeout,
+                || async { inner.leader_read_index().await.map(|i| (i, ())) },
+            )
             .await?;
         inner
-            .wait_applied(index, start + timeout + Duration::from_secs(2), "consistent read")
+            .wait_applied(
+                index,
+                start + timeout + Duration::from_secs(2),
+                "consistent read",
+            )
             .await?;
         Ok(self.state())
     }

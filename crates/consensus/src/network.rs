@@ -189,8 +189,15 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let res: Result<Result<Resp, RaftError<NodeId, E>>, HttpError> =
-            post_json(&self.client, &self.secret, &self.node.addr, path, req, timeout).await;
+        let res: Result<Result<Resp, RaftError<NodeId, E>>, HttpError> = post_json(
+            &self.client,
+            &self.secret,
+            &self.node.addr,
+            path,
+            req,
+            timeout,
+        )
+        .await;
         match res {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(remote)) => Err(RPCError::RemoteError(RemoteError::new_with_node(

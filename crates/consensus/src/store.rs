@@ -87,9 +87,16 @@ where
         .map_err(|e| io_err(format!("storage task failed: {e}")))?
 }
 
+/// Starts a write transaction whose commit is fsync'd before it returns.
+fn begin_durable(db: &Database) -> Result<redb::WriteTransaction, AnyError> {
+    let mut txn = db.begin_write().map_err(io_err)?;
+    txn.set_durability(redb::Durability::Immediate);
+    Ok(txn)
+}
+
 /// Error used to abandon a write made by a store that [`crate::Consensus::reset`]
 /// has retired.
-fn retired() -> AnyError {
+fn retired_error() -> AnyError {
     io_err("raft store was reset; write abandoned")
 }
 
@@ -111,22 +118,22 @@ fn get_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Creates the raft tables if missing so that readers never see a missing table.
-pub(crate) fn create_tables(db: &Database) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    txn.open_table(LOG)?;
-    txn.open_table(META)?;
-    txn.open_table(SM)?;
-    txn.commit()?;
+pub(crate) fn create_tables(db: &Database) -> Result<(), AnyError> {
+    let txn = begin_durable(db)?;
+    txn.open_table(LOG).map_err(io_err)?;
+    txn.open_table(META).map_err(io_err)?;
+    txn.open_table(SM).map_err(io_err)?;
+    txn.commit().map_err(io_err)?;
     Ok(())
 }
 
 /// Deletes every raft table (log, vote, membership, state, snapshot).
-pub(crate) fn wipe_tables(db: &Database) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    txn.delete_table(LOG)?;
-    txn.delete_table(META)?;
-    txn.delete_table(SM)?;
-    txn.commit()?;
+pub(crate) fn wipe_tables(db: &Database) -> Result<(), AnyError> {
+    let txn = begin_durable(db)?;
+    txn.delete_table(LOG).map_err(io_err)?;
+    txn.delete_table(META).map_err(io_err)?;
+    txn.delete_table(SM).map_err(io_err)?;
+    txn.commit().map_err(io_err)?;
     Ok(())
 }
 
@@ -173,11 +180,11 @@ impl<S: StateMachine> LogStore<S> {
         let db = self.db.clone();
         let retired = self.retired.clone();
         blocking(move || {
-            let txn = db.begin_write().map_err(io_err)?;
+            let txn = begin_durable(&db)?;
             // Checked inside the write transaction: redb serializes writers,
             // so a reset's wipe either precedes this (and we abort) or follows it.
             if retired.load(Ordering::SeqCst) {
-                return Err(retired_err());
+                return Err(retired_error());
             }
             f(&txn)?;
             txn.commit().map_err(io_err)?;
@@ -195,10 +202,6 @@ impl<S: StateMachine> LogStore<S> {
         })
         .await
     }
-}
-
-fn retired_err() -> AnyError {
-    retired()
 }
 
 impl<S: StateMachine> RaftLogReader<C<S>> for LogStore<S> {
@@ -248,9 +251,11 @@ impl<S: StateMachine> RaftLogStorage<C<S>> for LogStore<S> {
             let txn = db.begin_read().map_err(io_err)?;
             let t = txn.open_table(LOG).map_err(io_err)?;
             let last = match t.last().map_err(io_err)? {
-                Some((_k, v)) => {
-                    Some(serde_json::from_slice::<Entry<C<S>>>(v.value()).map_err(io_err)?.log_id)
-                }
+                Some((_k, v)) => Some(
+                    serde_json::from_slice::<Entry<C<S>>>(v.value())
+                        .map_err(io_err)?
+                        .log_id,
+                ),
                 None => purged,
             };
             Ok(LogState {
@@ -336,7 +341,8 @@ impl<S: StateMachine> RaftLogStorage<C<S>> for LogStore<S> {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
-        let bytes = serde_json::to_vec(&log_id).map_err(|e| StorageIOError::write_logs(io_err(e)))?;
+        let bytes =
+            serde_json::to_vec(&log_id).map_err(|e| StorageIOError::write_logs(io_err(e)))?;
         self.write(move |txn| {
             {
                 let mut m = txn.open_table(META).map_err(io_err)?;
@@ -391,18 +397,14 @@ impl<S: StateMachine> SmStore<S> {
     }
 
     /// Persists `next` (and optionally a snapshot) durably, then publishes it.
-    async fn commit(
-        &self,
-        next: Applied<S>,
-        snapshot: Option<Vec<u8>>,
-    ) -> Result<(), AnyError> {
+    async fn commit(&self, next: Applied<S>, snapshot: Option<Vec<u8>>) -> Result<(), AnyError> {
         let bytes = serde_json::to_vec(&next).map_err(io_err)?;
         let db = self.db.clone();
         let retired = self.retired.clone();
         blocking(move || {
-            let txn = db.begin_write().map_err(io_err)?;
+            let txn = begin_durable(&db)?;
             if retired.load(Ordering::SeqCst) {
-                return Err(retired_err());
+                return Err(retired_error());
             }
             {
                 let mut t = txn.open_table(SM).map_err(io_err)?;
@@ -445,9 +447,9 @@ impl<S: StateMachine> RaftSnapshotBuilder<C<S>> for SmStore<S> {
         let retired = self.retired.clone();
         let sig = meta.signature();
         blocking(move || {
-            let txn = db.begin_write().map_err(io_err)?;
+            let txn = begin_durable(&db)?;
             if retired.load(Ordering::SeqCst) {
-                return Err(retired_err());
+                return Err(retired_error());
             }
             {
                 let mut t = txn.open_table(SM).map_err(io_err)?;
@@ -497,7 +499,7 @@ impl<S: StateMachine> RaftStateMachine<C<S>> for SmStore<S> {
         }
         self.commit(next, None)
             .await
-            .map_err(|e| StorageIOError::write_state_machine(e))?;
+            .map_err(StorageIOError::write_state_machine)?;
         Ok(out)
     }
 

@@ -134,7 +134,10 @@ impl Node {
         self.c.shutdown().await;
         let _ = self.stop.take().unwrap().send(());
         let server = self.server.take().unwrap();
-        if tokio::time::timeout(Duration::from_secs(5), server).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .is_err()
+        {
             panic!("node {} server did not stop", self.id);
         }
         (self.port, self.path.clone())
@@ -213,7 +216,10 @@ async fn wait_leader_among(nodes: &[&Consensus<Kv>], secs: u64) -> NodeId {
 async fn single_node_survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path(), 1, 0, opts()).await;
-    assert!(matches!(n.c.propose(Cmd::Incr).await, Err(Error::NotMember(1))));
+    assert!(matches!(
+        n.c.propose(Cmd::Incr).await,
+        Err(Error::NotMember(1))
+    ));
     n.c.initialize_single().await.unwrap();
     n.c.initialize_single().await.unwrap(); // idempotent
     assert_eq!(n.c.propose(set("a", "1")).await.unwrap(), Resp::Set);
@@ -255,7 +261,10 @@ async fn three_nodes_forward_and_converge() {
     // Forwarded to the leader, and visible locally once it returns.
     assert_eq!(follower.c.propose(set("k", "v")).await.unwrap(), Resp::Set);
     assert_eq!(follower.c.state().map["k"], "v");
-    assert_eq!(follower.c.propose(Cmd::Incr).await.unwrap(), Resp::Counter(1));
+    assert_eq!(
+        follower.c.propose(Cmd::Incr).await.unwrap(),
+        Resp::Counter(1)
+    );
     // A consistent read on any node sees everything.
     for n in &nodes {
         let s = n.c.read_consistent().await.unwrap();
@@ -266,7 +275,11 @@ async fn three_nodes_forward_and_converge() {
     let cs: Vec<&Consensus<Kv>> = nodes.iter().map(|n| &n.c).collect();
     converge(&cs, &want, 5).await;
     // add_voter of an existing voter is idempotent; remove + re-add works.
-    nodes[1].c.add_voter(3, nodes[2].c.addr().to_string()).await.unwrap();
+    nodes[1]
+        .c
+        .add_voter(3, nodes[2].c.addr().to_string())
+        .await
+        .unwrap();
     nodes[1].c.remove_node(3).await.unwrap();
     assert_eq!(nodes[0].c.members().len(), 2);
     for n in nodes {
@@ -293,7 +306,10 @@ async fn leader_failover_and_rejoin() {
     for n in &nodes {
         n.c.propose(Cmd::Incr).await.unwrap();
     }
-    assert_eq!(nodes[0].c.propose(set("after", "2")).await.unwrap(), Resp::Set);
+    assert_eq!(
+        nodes[0].c.propose(set("after", "2")).await.unwrap(),
+        Resp::Set
+    );
     let want = nodes[0].c.read_consistent().await.unwrap();
     assert_eq!(want.counter, 2);
 
@@ -326,7 +342,11 @@ async fn stopped_follower_catches_up_by_snapshot() {
     let (port, _) = down.kill().await;
 
     for i in 0..20 {
-        nodes[i % 2].c.propose(set(&format!("k{i}"), "x")).await.unwrap();
+        nodes[i % 2]
+            .c
+            .propose(set(&format!("k{i}"), "x"))
+            .await
+            .unwrap();
         nodes[i % 2].c.propose(Cmd::Incr).await.unwrap();
     }
     let want = nodes[0].c.read_consistent().await.unwrap();
@@ -399,7 +419,10 @@ async fn reset_then_join_another_cluster() {
     assert_eq!(a.c.state(), Kv::default());
     assert!(a.c.members().is_empty());
     assert_eq!(a.c.applied_index(), 0);
-    assert!(matches!(a.c.propose(Cmd::Incr).await, Err(Error::NotMember(1))));
+    assert!(matches!(
+        a.c.propose(Cmd::Incr).await,
+        Err(Error::NotMember(1))
+    ));
 
     let b = start(dir.path(), 2, 0, opts()).await;
     b.c.initialize_single().await.unwrap();
@@ -438,13 +461,24 @@ async fn rpcs_need_the_pool_secret() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    for p in ["append-entries", "install-snapshot", "forward-propose", "forward-membership", "read-index"] {
+    for p in [
+        "append-entries",
+        "install-snapshot",
+        "forward-propose",
+        "forward-membership",
+        "read-index",
+    ] {
         let r = http.post(url(p)).json(&vote).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 401, "{p}");
     }
     let r = http.get(url("ping")).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let r = http.get(url("ping")).bearer_auth(SECRET).send().await.unwrap();
+    let r = http
+        .get(url("ping"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     // The refused vote (term 99) changed nothing: still leader in term 1.
     assert!(n.c.is_leader());
