@@ -1,1 +1,16 @@
-//! Management (see docs/ARCHITECTURE.md, "Management").
+//! Management: the `weft mgmtd` daemon that runs on every node, the trusted pool, volume
+//! lifecycle, volfile generation, background tasks and the REST API (see
+//! docs/ARCHITECTURE.md, "Management", and docs/MANAGEMENT.md).
+
+pub mod api;
+pub mod brick_check;
+pub mod brickproc;
+pub mod client;
+pub mod daemon;
+pub mod model;
+pub mod node;
+pub mod optable;
+pub mod store;
+pub mod tasks;
+pub mod types;
+pub mod volgen;

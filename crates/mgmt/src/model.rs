@@ -1,0 +1,513 @@
+//! The pool's replicated state: peers and volumes, and the commands that change them.
+//!
+//! Every mgmtd holds a copy; changes are [`Command`]s committed through the consensus log
+//! and applied in the same order everywhere by [`PoolState::apply`], which is deterministic
+//! and decides conflicts (two creates of one name: the first committed wins, the second
+//! gets an error). Checks that need the world outside the state (is a brick directory
+//! empty, is a peer up) happen before a command is proposed and change nothing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The op-version this build runs a pool at: the features a pool may use. Raised when a
+/// change needs every peer to understand something new.
+pub const OP_VERSION: u32 = 1;
+
+/// The oldest pool op-version this build can still join and serve.
+pub const MIN_OP_VERSION: u32 = 1;
+
+/// One node of the pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Its consensus node id.
+    pub id: u64,
+    /// Its permanent identity (made at its first start).
+    pub uuid: String,
+    /// The name or address the pool knows it by (what `peer probe` was given).
+    pub host: String,
+    /// Its mgmtd port.
+    pub mgmt_port: u16,
+    /// The port of its brick process.
+    pub brick_port: u16,
+    /// The highest op-version it supports.
+    pub max_op_version: u32,
+}
+
+/// How a volume's bricks are combined.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Layout {
+    /// Files spread over the bricks (one brick: the brick itself).
+    Distribute,
+    /// Every file on `replica` bricks of a set; with `arbiter`, the last of each set keeps
+    /// names and metadata only.
+    Replicate {
+        /// Bricks per set.
+        replica: u32,
+        /// Whether the last brick of each set is an arbiter.
+        arbiter: bool,
+    },
+    /// Erasure-coded sets of `disperse` bricks, `redundancy` of which may be lost.
+    Disperse {
+        /// Bricks per set.
+        disperse: u32,
+        /// Bricks of a set that may fail.
+        redundancy: u32,
+    },
+}
+
+impl Layout {
+    /// GlusterFS's name of the volume type for `n` bricks.
+    pub fn type_name(&self, bricks: usize) -> &'static str {
+        match self {
+            Layout::Distribute => "Distribute",
+            Layout::Replicate { replica, .. } if bricks > *replica as usize => {
+                "Distributed-Replicate"
+            }
+            Layout::Replicate { .. } => "Replicate",
+            Layout::Disperse { disperse, .. } if bricks > *disperse as usize => {
+                "Distributed-Disperse"
+            }
+            Layout::Disperse { .. } => "Disperse",
+        }
+    }
+}
+
+/// One brick of a volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Brick {
+    /// The node that serves it.
+    pub node: u64,
+    /// That node's host name as the volume was created with it.
+    pub host: String,
+    /// The brick directory on that node.
+    pub path: String,
+}
+
+impl Brick {
+    /// `HOST:/PATH`, as GlusterFS writes bricks.
+    pub fn spec(&self) -> String {
+        format!("{}:{}", self.host, self.path)
+    }
+}
+
+/// Whether a volume's bricks are served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeStatus {
+    /// Created (or stopped): bricks not served.
+    Created,
+    /// Bricks served.
+    Started,
+    /// Stopped after having run.
+    Stopped,
+}
+
+impl VolumeStatus {
+    /// The word `volume info` prints.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VolumeStatus::Created => "Created",
+            VolumeStatus::Started => "Started",
+            VolumeStatus::Stopped => "Stopped",
+        }
+    }
+}
+
+/// A volume as the pool defines it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// Its name.
+    pub name: String,
+    /// Its permanent identity (written on every brick root as the brick marker).
+    pub id: String,
+    /// How its bricks combine.
+    pub layout: Layout,
+    /// Its bricks, in order.
+    pub bricks: Vec<Brick>,
+    /// Served or not.
+    pub status: VolumeStatus,
+    /// Options set with `volume set` (key as the user gave it -> value).
+    pub options: BTreeMap<String, String>,
+    /// Raised on every change; clients fetch a new volfile when it moves.
+    pub version: u64,
+}
+
+impl Volume {
+    /// The brick's name in the brick process (the graph under protocol/server).
+    pub fn brick_name(&self, index: usize) -> String {
+        format!("{}-brick{}", self.name, index)
+    }
+}
+
+/// A change to the pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A node joins (or updates how it is reached).
+    AddPeer(Peer),
+    /// A node leaves; refused while it holds bricks.
+    RemovePeer {
+        /// Its node id.
+        id: u64,
+    },
+    /// A new volume; refused if the name or a brick is taken.
+    CreateVolume(Volume),
+    /// Serve a volume's bricks (`force`: also when already started).
+    StartVolume {
+        /// The volume.
+        name: String,
+        /// Accept an already started volume (its bricks are checked again).
+        force: bool,
+    },
+    /// Stop serving a volume's bricks.
+    StopVolume {
+        /// The volume.
+        name: String,
+    },
+    /// Forget a stopped volume.
+    DeleteVolume {
+        /// The volume.
+        name: String,
+    },
+    /// Set options (already validated).
+    SetOptions {
+        /// The volume.
+        name: String,
+        /// Key -> value.
+        options: BTreeMap<String, String>,
+    },
+    /// Drop one option, or all (`key` None), back to defaults.
+    ResetOptions {
+        /// The volume.
+        name: String,
+        /// The key, or every key.
+        key: Option<String>,
+    },
+    /// Run the pool at another op-version (every peer must support it).
+    SetOpVersion {
+        /// The new op-version.
+        op_version: u32,
+    },
+}
+
+/// What applying a command gave: a message on success, the reason on refusal.
+pub type Outcome = Result<String, String>;
+
+/// Everything the pool agrees on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolState {
+    /// The op-version the pool runs at (0 before the first node sets it).
+    pub op_version: u32,
+    /// Nodes by id.
+    pub peers: BTreeMap<u64, Peer>,
+    /// Volumes by name.
+    pub volumes: BTreeMap<String, Volume>,
+}
+
+/// True when `a` is `b` or a folder inside it (as paths, component by component).
+pub fn path_within(a: &str, b: &str) -> bool {
+    let a = std::path::Path::new(a);
+    let b = std::path::Path::new(b);
+    a.starts_with(b)
+}
+
+impl PoolState {
+    /// The volume named `name`, or the error every command gives for a missing one.
+    pub fn volume(&self, name: &str) -> Result<&Volume, String> {
+        self.volumes
+            .get(name)
+            .ok_or_else(|| format!("volume {name} does not exist"))
+    }
+
+    /// The peer known by `host` (its host name, or its uuid).
+    pub fn peer_by_host(&self, host: &str) -> Option<&Peer> {
+        self.peers
+            .values()
+            .find(|p| p.host == host || p.uuid == host)
+    }
+
+    /// The volume (and brick) that already uses `path` on `node`, or holds it inside one of
+    /// its bricks, or has a brick inside it.
+    pub fn brick_conflict(&self, node: u64, path: &str) -> Option<(String, String)> {
+        self.volumes.values().find_map(|v| {
+            v.bricks.iter().find_map(|b| {
+                (b.node == node && (path_within(path, &b.path) || path_within(&b.path, path)))
+                    .then(|| (v.name.clone(), b.spec()))
+            })
+        })
+    }
+
+    /// Applies a committed command: deterministic, never panics.
+    pub fn apply(&mut self, cmd: &Command) -> Outcome {
+        match cmd {
+            Command::AddPeer(p) => {
+                if self.op_version == 0 {
+                    self.op_version = OP_VERSION.min(p.max_op_version);
+                }
+                if let Some(other) = self.peers.values().find(|o| o.host == p.host && o.id != p.id)
+                {
+                    return Err(format!(
+                        "host {} is already peer {} of the pool",
+                        p.host, other.uuid
+                    ));
+                }
+                self.peers.insert(p.id, p.clone());
+                Ok(format!("peer {} added", p.host))
+            }
+            Command::RemovePeer { id } => {
+                let Some(p) = self.peers.get(id) else {
+                    return Err(format!("node {id} is not in the pool"));
+                };
+                let used: Vec<String> = self
+                    .volumes
+                    .values()
+                    .filter(|v| v.bricks.iter().any(|b| b.node == *id))
+                    .map(|v| v.name.clone())
+                    .collect();
+                if !used.is_empty() {
+                    return Err(format!(
+                        "peer {} holds bricks of volume(s) {}; remove or replace them first",
+                        p.host,
+                        used.join(", ")
+                    ));
+                }
+                let host = p.host.clone();
+                self.peers.remove(id);
+                Ok(format!("peer {host} detached"))
+            }
+            Command::CreateVolume(v) => {
+                if self.volumes.contains_key(&v.name) {
+                    return Err(format!("volume {} already exists", v.name));
+                }
+                for (i, b) in v.bricks.iter().enumerate() {
+                    if !self.peers.contains_key(&b.node) {
+                        return Err(format!("host {} is not in the pool", b.host));
+                    }
+                    if let Some((vol, other)) = self.brick_conflict(b.node, &b.path) {
+                        return Err(format!(
+                            "brick {} overlaps brick {other} of volume {vol}",
+                            b.spec()
+                        ));
+                    }
+                    for o in &v.bricks[..i] {
+                        if o.node == b.node
+                            && (path_within(&o.path, &b.path) || path_within(&b.path, &o.path))
+                        {
+                            return Err(format!(
+                                "bricks {} and {} overlap",
+                                o.spec(),
+                                b.spec()
+                            ));
+                        }
+                    }
+                }
+                let mut v = v.clone();
+                v.status = VolumeStatus::Created;
+                v.version = 1;
+                let name = v.name.clone();
+                self.volumes.insert(name.clone(), v);
+                Ok(format!("volume create: {name}: success"))
+            }
+            Command::StartVolume { name, force } => {
+                let Some(v) = self.volumes.get_mut(name) else {
+                    return Err(format!("volume {name} does not exist"));
+                };
+                if v.status == VolumeStatus::Started && !force {
+                    return Err(format!("volume {name} already started"));
+                }
+                v.status = VolumeStatus::Started;
+                v.version += 1;
+                Ok(format!("volume start: {name}: success"))
+            }
+            Command::StopVolume { name } => {
+                let Some(v) = self.volumes.get_mut(name) else {
+                    return Err(format!("volume {name} does not exist"));
+                };
+                if v.status != VolumeStatus::Started {
+                    return Err(format!("volume {name} is not in the started state"));
+                }
+                v.status = VolumeStatus::Stopped;
+                v.version += 1;
+                Ok(format!("volume stop: {name}: success"))
+            }
+            Command::DeleteVolume { name } => {
+                let Some(v) = self.volumes.get(name) else {
+                    return Err(format!("volume {name} does not exist"));
+                };
+                if v.status == VolumeStatus::Started {
+                    return Err(format!(
+                        "volume {name} has been started; stop it before deleting it"
+                    ));
+                }
+                self.volumes.remove(name);
+                Ok(format!("volume delete: {name}: success"))
+            }
+            Command::SetOptions { name, options } => {
+                let Some(v) = self.volumes.get_mut(name) else {
+                    return Err(format!("volume {name} does not exist"));
+                };
+                for (k, val) in options {
+                    v.options.insert(k.clone(), val.clone());
+                }
+                v.version += 1;
+                Ok(format!("volume set: {name}: success"))
+            }
+            Command::ResetOptions { name, key } => {
+                let Some(v) = self.volumes.get_mut(name) else {
+                    return Err(format!("volume {name} does not exist"));
+                };
+                match key {
+                    Some(k) => {
+                        if v.options.remove(k).is_none() {
+                            return Err(format!("option {k} is not set on volume {name}"));
+                        }
+                    }
+                    None => v.options.clear(),
+                }
+                v.version += 1;
+                Ok(format!("volume reset: {name}: success"))
+            }
+            Command::SetOpVersion { op_version } => {
+                if let Some(p) = self.peers.values().find(|p| p.max_op_version < *op_version) {
+                    return Err(format!(
+                        "peer {} supports op-version {} at most, not {op_version}",
+                        p.host, p.max_op_version
+                    ));
+                }
+                if *op_version < self.op_version {
+                    return Err(format!(
+                        "the pool runs at op-version {}; it cannot go back to {op_version}",
+                        self.op_version
+                    ));
+                }
+                self.op_version = *op_version;
+                Ok(format!("op-version {op_version}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: u64, host: &str) -> Peer {
+        Peer {
+            id,
+            uuid: format!("uuid-{id}"),
+            host: host.into(),
+            mgmt_port: 24100,
+            brick_port: 24101,
+            max_op_version: OP_VERSION,
+        }
+    }
+
+    fn vol(name: &str, node: u64, path: &str) -> Volume {
+        Volume {
+            name: name.into(),
+            id: format!("id-{name}"),
+            layout: Layout::Distribute,
+            bricks: vec![Brick {
+                node,
+                host: format!("h{node}"),
+                path: path.into(),
+            }],
+            status: VolumeStatus::Created,
+            options: BTreeMap::new(),
+            version: 0,
+        }
+    }
+
+    #[test]
+    fn the_first_create_of_a_name_wins() {
+        let mut s = PoolState::default();
+        s.apply(&Command::AddPeer(peer(1, "h1"))).unwrap();
+        s.apply(&Command::CreateVolume(vol("a", 1, "/b/1"))).unwrap();
+        let e = s
+            .apply(&Command::CreateVolume(vol("a", 1, "/b/2")))
+            .unwrap_err();
+        assert_eq!(e, "volume a already exists");
+        assert_eq!(s.volumes["a"].bricks[0].path, "/b/1");
+    }
+
+    #[test]
+    fn bricks_inside_bricks_are_refused_both_ways() {
+        let mut s = PoolState::default();
+        s.apply(&Command::AddPeer(peer(1, "h1"))).unwrap();
+        s.apply(&Command::AddPeer(peer(2, "h2"))).unwrap();
+        s.apply(&Command::CreateVolume(vol("a", 1, "/b/1"))).unwrap();
+        assert!(s
+            .apply(&Command::CreateVolume(vol("x", 1, "/b/1/sub")))
+            .unwrap_err()
+            .contains("overlaps brick h1:/b/1 of volume a"));
+        assert!(s
+            .apply(&Command::CreateVolume(vol("y", 1, "/b")))
+            .is_err());
+        // The same path on another node is another brick; a sibling with a common
+        // prefix is not inside.
+        s.apply(&Command::CreateVolume(vol("z", 2, "/b/1"))).unwrap();
+        s.apply(&Command::CreateVolume(vol("w", 1, "/b/10"))).unwrap();
+    }
+
+    #[test]
+    fn lifecycle_rules() {
+        let mut s = PoolState::default();
+        s.apply(&Command::AddPeer(peer(1, "h1"))).unwrap();
+        s.apply(&Command::CreateVolume(vol("a", 1, "/b/1"))).unwrap();
+        assert!(s
+            .apply(&Command::StopVolume { name: "a".into() })
+            .is_err());
+        s.apply(&Command::StartVolume {
+            name: "a".into(),
+            force: false,
+        })
+        .unwrap();
+        assert!(s
+            .apply(&Command::StartVolume {
+                name: "a".into(),
+                force: false
+            })
+            .unwrap_err()
+            .contains("already started"));
+        assert!(s
+            .apply(&Command::DeleteVolume { name: "a".into() })
+            .unwrap_err()
+            .contains("stop it"));
+        assert!(s
+            .apply(&Command::RemovePeer { id: 1 })
+            .unwrap_err()
+            .contains("holds bricks"));
+        s.apply(&Command::StopVolume { name: "a".into() }).unwrap();
+        s.apply(&Command::DeleteVolume { name: "a".into() }).unwrap();
+        assert!(s.volumes.is_empty());
+        s.apply(&Command::RemovePeer { id: 1 }).unwrap();
+    }
+
+    #[test]
+    fn options_bump_the_version() {
+        let mut s = PoolState::default();
+        s.apply(&Command::AddPeer(peer(1, "h1"))).unwrap();
+        s.apply(&Command::CreateVolume(vol("a", 1, "/b/1"))).unwrap();
+        let v0 = s.volumes["a"].version;
+        let mut o = BTreeMap::new();
+        o.insert("performance.write-behind".to_string(), "off".to_string());
+        s.apply(&Command::SetOptions {
+            name: "a".into(),
+            options: o,
+        })
+        .unwrap();
+        assert_eq!(s.volumes["a"].version, v0 + 1);
+        assert!(s
+            .apply(&Command::ResetOptions {
+                name: "a".into(),
+                key: Some("nope".into())
+            })
+            .is_err());
+        s.apply(&Command::ResetOptions {
+            name: "a".into(),
+            key: None,
+        })
+        .unwrap();
+        assert!(s.volumes["a"].options.is_empty());
+    }
+}

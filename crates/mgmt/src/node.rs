@@ -1,0 +1,824 @@
+//! One mgmtd: its identity, the replicated pool state, its brick process, and every
+//! operation the API offers. Operations check what they can before proposing a change
+//! (bricks on their nodes, peers up, option values), then propose one command; the
+//! command commits on a majority of the pool or not at all, and each node's reconciler
+//! makes its bricks match the new state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weft_consensus::Consensus;
+use weft_core::Registry;
+
+use crate::brick_check;
+use crate::brickproc::BrickProc;
+use crate::model::{self, Brick, Command, Layout, Peer, PoolState, Volume, VolumeStatus};
+use crate::optable::{self, Side};
+use crate::client::PeerClient;
+use crate::store::LocalStore;
+use crate::types::*;
+use crate::volgen;
+
+/// An operation's failure: an HTTP status and a message for a person.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct OpError {
+    /// 400 bad input, 401 no token, 404 unknown, 409 conflict, 503 peers unreachable.
+    pub status: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl OpError {
+    /// A 400.
+    pub fn bad(m: impl Into<String>) -> OpError {
+        OpError { status: 400, message: m.into() }
+    }
+    /// A 404.
+    pub fn not_found(m: impl Into<String>) -> OpError {
+        OpError { status: 404, message: m.into() }
+    }
+    /// A 409.
+    pub fn conflict(m: impl Into<String>) -> OpError {
+        OpError { status: 409, message: m.into() }
+    }
+    /// A 503.
+    pub fn unavailable(m: impl Into<String>) -> OpError {
+        OpError { status: 503, message: m.into() }
+    }
+}
+
+/// A shorthand for operation results.
+pub type OpResult<T> = Result<T, OpError>;
+
+impl weft_consensus::StateMachine for PoolState {
+    type Command = Command;
+    type Response = model::Outcome;
+    fn apply(&mut self, cmd: &Command) -> model::Outcome {
+        PoolState::apply(self, cmd)
+    }
+}
+
+/// Who this node is and where it listens.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Permanent uuid.
+    pub uuid: String,
+    /// Consensus node id.
+    pub id: u64,
+    /// The host name peers and clients reach it by.
+    pub host: String,
+    /// mgmtd port.
+    pub port: u16,
+    /// Brick process port.
+    pub brick_port: u16,
+    /// Highest op-version this build supports.
+    pub max_op_version: u32,
+}
+
+/// A running mgmtd's shared state.
+pub struct Node {
+    /// Who it is.
+    pub me: Identity,
+    /// Its workdir.
+    pub workdir: PathBuf,
+    /// The local store.
+    pub store: LocalStore,
+    /// The pool's replicated state.
+    pub consensus: Consensus<PoolState>,
+    /// The pool token (admin bearer token and peer secret).
+    pub token: weft_consensus::Secret,
+    /// The brick process.
+    pub bricks: BrickProc,
+    /// Translator types, for option checks.
+    pub registry: Arc<Registry>,
+    /// HTTP to peers.
+    pub peers: PeerClient,
+    /// Background tasks.
+    pub tasks: crate::tasks::Tasks,
+}
+
+fn consensus_err(e: weft_consensus::Error) -> OpError {
+    use weft_consensus::Error as E;
+    match e {
+        E::NoQuorum { .. } | E::Timeout { .. } | E::Network { .. } | E::NotMember(_) | E::Shutdown(_) => {
+            OpError::unavailable(e.to_string())
+        }
+        other => OpError {
+            status: 500,
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Checks a volume name: letters, digits, `-`, `_`; 1 to 64; not starting with `-`.
+pub fn check_volume_name(name: &str) -> OpResult<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || name.starts_with('-')
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(OpError::bad(format!(
+            "{name:?} is not a valid volume name (letters, digits, - and _, at most 64, not starting with -)"
+        )));
+    }
+    Ok(())
+}
+
+/// Splits `HOST[:PORT]` (no IPv6), the port defaulting to `default`.
+pub fn split_host_port(s: &str, default: u16) -> OpResult<(String, u16)> {
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() => {
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| OpError::bad(format!("{s}: {p:?} is not a port")))?;
+            Ok((h.to_string(), port))
+        }
+        Some(_) => Err(OpError::bad(format!("{s:?} is not HOST[:PORT]"))),
+        None if s.is_empty() => Err(OpError::bad("an empty host name")),
+        None => Ok((s.to_string(), default)),
+    }
+}
+
+impl Node {
+    /// The pool token now (never hold the lock across an await).
+    pub fn token(&self) -> String {
+        self.token.read().clone()
+    }
+
+    /// The state as this node has applied it.
+    pub fn state(&self) -> PoolState {
+        self.consensus.state()
+    }
+
+    /// Proposes `cmd`; a refusal by the state machine is a 409 with its reason.
+    pub async fn propose(&self, cmd: Command) -> OpResult<String> {
+        match self.consensus.propose(cmd).await {
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err(reason)) => {
+                let status = if reason.contains("does not exist") { 404 } else { 409 };
+                Err(OpError { status, message: reason })
+            }
+            Err(e) => Err(consensus_err(e)),
+        }
+    }
+
+    /// The peer record of this node.
+    pub fn self_peer(&self) -> Peer {
+        Peer {
+            id: self.me.id,
+            uuid: self.me.uuid.clone(),
+            host: self.me.host.clone(),
+            mgmt_port: self.me.port,
+            brick_port: self.me.brick_port,
+            max_op_version: self.me.max_op_version,
+        }
+    }
+
+    /// `/internal/info`.
+    pub fn info(&self) -> NodeInfo {
+        let s = self.state();
+        NodeInfo {
+            uuid: self.me.uuid.clone(),
+            id: self.me.id,
+            port: self.me.port,
+            brick_port: self.me.brick_port,
+            min_op_version: model::MIN_OP_VERSION,
+            max_op_version: self.me.max_op_version,
+            peers: s.peers.len(),
+            volumes: s.volumes.len(),
+        }
+    }
+
+    fn peer_base(p: &Peer) -> String {
+        format!("http://{}:{}", p.host, p.mgmt_port)
+    }
+
+    /// Which peers answer now (this node always does).
+    pub async fn reachable(&self, state: &PoolState) -> BTreeSet<u64> {
+        let mut up = BTreeSet::new();
+        let checks = state.peers.values().filter(|p| p.id != self.me.id).map(|p| {
+            let base = Self::peer_base(p);
+            let id = p.id;
+            async move { (id, self.peers.info(&base).await.is_ok()) }
+        });
+        for (id, ok) in futures_join(checks).await {
+            if ok {
+                up.insert(id);
+            }
+        }
+        up.insert(self.me.id);
+        up
+    }
+
+    // ---- peers -------------------------------------------------------------------
+
+    /// `peer probe HOST[:PORT]`.
+    pub async fn probe(&self, target: &str) -> OpResult<String> {
+        let (host, port) = split_host_port(target.trim(), weft_core::MGMT_PORT)?;
+        let state = self.consensus.read_consistent().await.map_err(consensus_err)?;
+        if (host == self.me.host || host == "localhost") && port == self.me.port {
+            return Ok("peer probe: success: on localhost not needed".into());
+        }
+        if let Some(p) = state.peer_by_host(&host) {
+            if p.mgmt_port == port {
+                return Ok(format!("peer probe: success: host {host} port {port} already in peer list"));
+            }
+        }
+        let base = format!("http://{host}:{port}");
+        let info = self
+            .peers
+            .info(&base)
+            .await
+            .map_err(|e| OpError::unavailable(format!("peer probe: failed: {host}:{port} does not answer: {e}")))?;
+        let pool_ov = state.op_version.max(1);
+        if pool_ov < info.min_op_version || pool_ov > info.max_op_version {
+            return Err(OpError::conflict(format!(
+                "peer probe: failed: {host} supports op-versions {} to {}, but the pool runs at op-version {pool_ov}",
+                info.min_op_version, info.max_op_version
+            )));
+        }
+        if state.peers.contains_key(&info.id) {
+            return Err(OpError::conflict(format!(
+                "peer probe: failed: {host} is already in the pool under another name"
+            )));
+        }
+        if info.peers > 1 || info.volumes > 0 {
+            return Err(OpError::conflict(format!(
+                "peer probe: failed: {host} is already part of another pool ({} peers, {} volumes); detach it there first",
+                info.peers, info.volumes
+            )));
+        }
+        self.peers
+            .join(
+                &base,
+                &JoinRequest {
+                    token: self.token(),
+                    op_version: pool_ov,
+                },
+            )
+            .await
+            .map_err(|e| OpError::conflict(format!("peer probe: failed: {host} refused to join: {e}")))?;
+        self.consensus
+            .add_voter(info.id, base.clone())
+            .await
+            .map_err(|e| OpError::unavailable(format!("peer probe: failed: adding {host} to the pool: {e}")))?;
+        self.propose(Command::AddPeer(Peer {
+            id: info.id,
+            uuid: info.uuid,
+            host: host.clone(),
+            mgmt_port: port,
+            brick_port: info.brick_port,
+            max_op_version: info.max_op_version,
+        }))
+        .await?;
+        Ok("peer probe: success".into())
+    }
+
+    /// `peer detach HOST [force]`.
+    pub async fn detach(&self, target: &str, force: bool) -> OpResult<String> {
+        let (host, _) = split_host_port(target.trim(), weft_core::MGMT_PORT)?;
+        let state = self.consensus.read_consistent().await.map_err(consensus_err)?;
+        let Some(p) = state.peer_by_host(&host).cloned() else {
+            return Err(OpError::not_found(format!("peer detach: failed: {host} is not part of the pool")));
+        };
+        if p.id == self.me.id {
+            return Err(OpError::bad(
+                "peer detach: failed: a node cannot detach itself; run the detach on another node",
+            ));
+        }
+        let base = Self::peer_base(&p);
+        let up = self.peers.info(&base).await.is_ok();
+        if !up && !force {
+            return Err(OpError::unavailable(format!(
+                "peer detach: failed: {host} is not connected; use force to detach it anyway"
+            )));
+        }
+        self.propose(Command::RemovePeer { id: p.id }).await?;
+        self.consensus.remove_node(p.id).await.map_err(consensus_err)?;
+        if up {
+            if let Err(e) = self.peers.leave(&base, &self.token()).await {
+                tracing::warn!("{host} did not take its detach: {e}");
+            }
+        }
+        Ok("peer detach: success".into())
+    }
+
+    /// `peer status` / `pool list`.
+    pub async fn peer_list(&self) -> Vec<PeerInfo> {
+        let state = self.state();
+        let up = self.reachable(&state).await;
+        state
+            .peers
+            .values()
+            .map(|p| PeerInfo {
+                uuid: p.uuid.clone(),
+                host: p.host.clone(),
+                port: p.mgmt_port,
+                brick_port: p.brick_port,
+                state: if up.contains(&p.id) { "Connected" } else { "Disconnected" }.into(),
+                local: p.id == self.me.id,
+            })
+            .collect()
+    }
+
+    /// A fresh node taking a prober's invitation (`/internal/join`).
+    pub async fn join(&self, req: JoinRequest) -> OpResult<String> {
+        let s = self.state();
+        if s.volumes.len() > 0 || s.peers.len() > 1 {
+            return Err(OpError::conflict("this node is already part of a pool with peers or volumes"));
+        }
+        if req.op_version < model::MIN_OP_VERSION || req.op_version > self.me.max_op_version {
+            return Err(OpError::conflict(format!(
+                "this node supports op-versions {} to {}, not the pool's {}",
+                model::MIN_OP_VERSION,
+                self.me.max_op_version,
+                req.op_version
+            )));
+        }
+        if req.token.len() < 16 {
+            return Err(OpError::bad("the pool token is too short"));
+        }
+        self.consensus.reset().await.map_err(consensus_err)?;
+        crate::daemon::write_token(&self.workdir, &req.token).map_err(|e| OpError {
+            status: 500,
+            message: e.to_string(),
+        })?;
+        *self.token.write() = req.token;
+        tracing::info!("joined a pool; waiting to be added");
+        Ok("joined".into())
+    }
+
+    /// A detached node becomes a pool of its own again (`/internal/leave`).
+    pub async fn leave(&self) -> OpResult<String> {
+        self.consensus.reset().await.map_err(consensus_err)?;
+        self.consensus.initialize_single().await.map_err(consensus_err)?;
+        self.propose(Command::AddPeer(self.self_peer())).await?;
+        tracing::info!("detached from the pool; a pool of one again");
+        Ok("left".into())
+    }
+
+    // ---- volumes -----------------------------------------------------------------
+
+    /// `volume create`.
+    pub async fn create_volume(&self, req: CreateVolumeRequest) -> OpResult<String> {
+        check_volume_name(&req.name)?;
+        let state = self.consensus.read_consistent().await.map_err(consensus_err)?;
+        if state.volumes.contains_key(&req.name) {
+            return Err(OpError::conflict(format!("volume create: {}: failed: volume {} already exists", req.name, req.name)));
+        }
+        if req.bricks.is_empty() {
+            return Err(OpError::bad("volume create: at least one brick is needed"));
+        }
+        let layout = match (req.replica, req.disperse) {
+            (Some(_), Some(_)) => return Err(OpError::bad("volume create: replica and disperse cannot be combined")),
+            (Some(r), None) => {
+                if r < 2 {
+                    return Err(OpError::bad(format!("volume create: replica count {r} must be 2 or more")));
+                }
+                if req.arbiter && r != 3 {
+                    return Err(OpError::bad("volume create: arbiter 1 needs replica 3"));
+                }
+                Layout::Replicate { replica: r, arbiter: req.arbiter }
+            }
+            (None, Some(d)) => {
+                let red = req.redundancy.unwrap_or(1);
+                if d < 3 || red == 0 || 2 * red >= d {
+                    return Err(OpError::bad(format!(
+                        "volume create: disperse {d} redundancy {red}: need disperse 3 or more and 0 < redundancy < disperse/2"
+                    )));
+                }
+                Layout::Disperse { disperse: d, redundancy: red }
+            }
+            (None, None) if req.arbiter => return Err(OpError::bad("volume create: arbiter needs replica 3")),
+            (None, None) => Layout::Distribute,
+        };
+        let set = match layout {
+            Layout::Replicate { replica, .. } => replica as usize,
+            Layout::Disperse { disperse, .. } => disperse as usize,
+            Layout::Distribute => 1,
+        };
+        if req.bricks.len() % set != 0 {
+            return Err(OpError::bad(format!(
+                "volume create: {}: failed: brick count {} is not a multiple of the {} count {set}",
+                req.name,
+                req.bricks.len(),
+                if matches!(layout, Layout::Disperse { .. }) { "disperse" } else { "replica" }
+            )));
+        }
+        let mut bricks = Vec::new();
+        for spec in &req.bricks {
+            let Some((host, path)) = spec.split_once(':') else {
+                return Err(OpError::bad(format!("volume create: {spec:?} is not HOST:/PATH")));
+            };
+            let node = if host == self.me.host || host == self.me.uuid {
+                Some(self.me.id)
+            } else {
+                state.peer_by_host(host).map(|p| p.id)
+            };
+            let Some(node) = node else {
+                return Err(OpError::bad(format!(
+                    "volume create: {}: failed: host {host} is not in the pool (peer probe it first)",
+                    req.name
+                )));
+            };
+            brick_check::check_new_brick(path, true).map_err(|e| OpError::bad(format!("volume create: {}: failed: {e}", req.name)))?;
+            bricks.push(Brick {
+                node,
+                host: host.to_string(),
+                path: path.to_string(),
+            });
+        }
+        for (i, b) in bricks.iter().enumerate() {
+            for o in &bricks[..i] {
+                if o.node == b.node && (model::path_within(&o.path, &b.path) || model::path_within(&b.path, &o.path)) {
+                    return Err(OpError::bad(format!(
+                        "volume create: {}: failed: bricks {} and {} overlap",
+                        req.name,
+                        o.spec(),
+                        b.spec()
+                    )));
+                }
+            }
+            if let Some((vol, other)) = state.brick_conflict(b.node, &b.path) {
+                return Err(OpError::conflict(format!(
+                    "volume create: {}: failed: brick {} overlaps brick {other} of volume {vol}",
+                    req.name,
+                    b.spec()
+                )));
+            }
+        }
+        if set > 1 && !req.force {
+            for chunk in bricks.chunks(set) {
+                let nodes: BTreeSet<u64> = chunk.iter().map(|b| b.node).collect();
+                if nodes.len() < chunk.len() {
+                    return Err(OpError::bad(format!(
+                        "volume create: {}: failed: several bricks of one {} set are on one node ({}); this is not recommended, use force to create it anyway",
+                        req.name,
+                        if matches!(layout, Layout::Disperse { .. }) { "disperse" } else { "replica" },
+                        chunk.iter().map(Brick::spec).collect::<Vec<_>>().join(" ")
+                    )));
+                }
+            }
+        }
+        volgen::check_layout(&layout, bricks.len()).map_err(|e| OpError::bad(format!("volume create: {}: failed: {e}", req.name)))?;
+        // Every node holding a brick checks its own directories; a node that does not
+        // answer fails the create before anything is written anywhere.
+        let mut by_node: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for b in &bricks {
+            by_node.entry(b.node).or_default().push(b.path.clone());
+        }
+        for (node, paths) in by_node {
+            let check = CheckBricksRequest { paths, force: req.force };
+            if node == self.me.id {
+                self.check_bricks(&check).map_err(|e| OpError::bad(format!("volume create: {}: failed: {e}", req.name)))?;
+            } else {
+                let p = &state.peers[&node];
+                self.peers
+                    .check_bricks(&Self::peer_base(p), &self.token(), &check)
+                    .await
+                    .map_err(|e| match e.status {
+                        Some(400) | Some(409) => OpError::bad(format!("volume create: {}: failed: {}", req.name, e.message)),
+                        _ => OpError::unavailable(format!(
+                            "volume create: {}: failed: peer {} is down or does not answer ({}); the create needs it",
+                            req.name, p.host, e.message
+                        )),
+                    })?;
+            }
+        }
+        let vol = Volume {
+            name: req.name.clone(),
+            id: uuid::Uuid::new_v4().to_string(),
+            layout,
+            bricks,
+            status: VolumeStatus::Created,
+            options: BTreeMap::new(),
+            version: 0,
+        };
+        let m = self.propose(Command::CreateVolume(vol)).await?;
+        Ok(format!("{m}: please start the volume to access data"))
+    }
+
+    /// Checks, on this node, that `paths` may become bricks.
+    pub fn check_bricks(&self, req: &CheckBricksRequest) -> Result<(), String> {
+        for p in &req.paths {
+            brick_check::check_new_brick(p, req.force)?;
+        }
+        Ok(())
+    }
+
+    fn need_volume(state: &PoolState, name: &str) -> OpResult<Volume> {
+        state
+            .volumes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| OpError::not_found(format!("volume {name} does not exist")))
+    }
+
+    /// `volume start NAME [force]`: commits the change, then waits (up to 20 s) until every
+    /// brick is served, and says which are not.
+    pub async fn start_volume(&self, name: &str, force: bool) -> OpResult<String> {
+        let state = self.consensus.read_consistent().await.map_err(consensus_err)?;
+        let v = Self::need_volume(&state, name)?;
+        if !force {
+            let up = self.reachable(&state).await;
+            if let Some(b) = v.bricks.iter().find(|b| !up.contains(&b.node)) {
+                return Err(OpError::unavailable(format!(
+                    "volume start: {name}: failed: the node of brick {} is down (use force to start the other bricks)",
+                    b.spec()
+                )));
+            }
+        }
+        let m = self.propose(Command::StartVolume { name: name.into(), force }).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = self.volume_status(name).await?;
+            let down: Vec<&BrickStatus> = st.bricks.iter().filter(|b| !b.online).collect();
+            if down.is_empty() {
+                return Ok(m);
+            }
+            if tokio::time::Instant::now() > deadline {
+                let why: Vec<String> = down
+                    .iter()
+                    .map(|b| format!("{}{}", b.brick, b.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()))
+                    .collect();
+                return Err(OpError::unavailable(format!(
+                    "volume start: {name}: started, but brick(s) not online: {}",
+                    why.join("; ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `volume stop NAME`: commits, then waits (up to 20 s) until no brick is served.
+    pub async fn stop_volume(&self, name: &str) -> OpResult<String> {
+        let m = self.propose(Command::StopVolume { name: name.into() }).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline {
+            let st = self.volume_status(name).await?;
+            if st.bricks.iter().all(|b| !b.online) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(m)
+    }
+
+    /// `volume delete NAME`.
+    pub async fn delete_volume(&self, name: &str) -> OpResult<String> {
+        self.propose(Command::DeleteVolume { name: name.into() }).await
+    }
+
+    /// `volume info [NAME]`.
+    pub fn volume_info(&self, name: Option<&str>) -> OpResult<Vec<VolumeInfo>> {
+        let s = self.state();
+        match name {
+            Some(n) => Ok(vec![VolumeInfo::of(&s, &Self::need_volume(&s, n)?)]),
+            None => Ok(s.volumes.values().map(|v| VolumeInfo::of(&s, v)).collect()),
+        }
+    }
+
+    /// The brick status every node reports, by node id (absent: the node did not answer).
+    async fn all_local_bricks(&self, state: &PoolState, nodes: &BTreeSet<u64>) -> BTreeMap<u64, LocalBricks> {
+        let mut out = BTreeMap::new();
+        let asks = nodes.iter().filter_map(|id| state.peers.get(id)).map(|p| async move {
+            if p.id == self.me.id {
+                (p.id, Some(self.bricks.local_status().await))
+            } else {
+                (p.id, self.peers.local_bricks(&Self::peer_base(p)).await.ok())
+            }
+        });
+        for (id, lb) in futures_join(asks).await {
+            if let Some(lb) = lb {
+                out.insert(id, lb);
+            }
+        }
+        out
+    }
+
+    /// `volume status NAME`.
+    pub async fn volume_status(&self, name: &str) -> OpResult<VolumeStatusInfo> {
+        let state = self.state();
+        let v = Self::need_volume(&state, name)?;
+        let nodes: BTreeSet<u64> = v.bricks.iter().map(|b| b.node).collect();
+        let local = self.all_local_bricks(&state, &nodes).await;
+        let bricks = v
+            .bricks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let bn = v.brick_name(i);
+                let lb = local.get(&b.node);
+                let clients = lb.and_then(|l| l.attached.get(&bn)).copied();
+                BrickStatus {
+                    brick: b.spec(),
+                    online: clients.is_some(),
+                    port: if clients.is_some() { lb.map(|l| l.port).unwrap_or(0) } else { 0 },
+                    pid: if clients.is_some() { lb.map(|l| l.pid).unwrap_or(0) } else { 0 },
+                    clients: clients.unwrap_or(0),
+                    error: match lb {
+                        None => Some("its node does not answer".into()),
+                        Some(l) => l.errors.get(&bn).cloned(),
+                    },
+                }
+            })
+            .collect();
+        let brick_processes = nodes
+            .iter()
+            .filter_map(|id| state.peers.get(id))
+            .map(|p| match local.get(&p.id) {
+                Some(l) => BrickProcessInfo {
+                    host: p.host.clone(),
+                    online: l.online,
+                    pid: l.pid,
+                    port: l.port,
+                    restarts: l.restarts,
+                    started_at: l.started_at,
+                },
+                None => BrickProcessInfo {
+                    host: p.host.clone(),
+                    online: false,
+                    pid: 0,
+                    port: p.brick_port,
+                    restarts: 0,
+                    started_at: 0,
+                },
+            })
+            .collect();
+        Ok(VolumeStatusInfo {
+            name: v.name.clone(),
+            status: v.status.as_str().into(),
+            bricks,
+            brick_processes,
+        })
+    }
+
+    /// `volume set NAME KEY VALUE...`: every pair is checked before any is set.
+    pub async fn set_options(&self, name: &str, options: BTreeMap<String, String>) -> OpResult<String> {
+        let state = self.consensus.read_consistent().await.map_err(consensus_err)?;
+        Self::need_volume(&state, name)?;
+        if options.is_empty() {
+            return Err(OpError::bad("volume set: no option given"));
+        }
+        let mut clean = BTreeMap::new();
+        for (k, v) in options {
+            let val = optable::validate(&k, &v, &self.registry, state.op_version.max(1))
+                .map_err(|e| OpError::bad(format!("volume set: failed: {e}")))?;
+            clean.insert(k, val);
+        }
+        self.propose(Command::SetOptions { name: name.into(), options: clean }).await
+    }
+
+    /// `volume reset NAME [KEY]`.
+    pub async fn reset_options(&self, name: &str, key: Option<String>) -> OpResult<String> {
+        if let Some(k) = &key {
+            optable::lookup(k).map_err(|e| OpError::bad(format!("volume reset: failed: {e}")))?;
+        }
+        self.propose(Command::ResetOptions { name: name.into(), key }).await
+    }
+
+    /// `volume get NAME KEY|all`.
+    pub fn get_options(&self, name: &str, key: Option<&str>) -> OpResult<Vec<OptionInfo>> {
+        let s = self.state();
+        let v = Self::need_volume(&s, name)?;
+        let entries: Vec<&optable::VolumeOption> = match key {
+            None | Some("all") => optable::TABLE.iter().collect(),
+            Some(k) => vec![optable::lookup(k).map_err(OpError::bad)?],
+        };
+        Ok(entries
+            .into_iter()
+            .map(|o| self.option_info(o, Some(&v.options)))
+            .collect())
+    }
+
+    /// `volume set help`.
+    pub fn option_help(&self) -> Vec<OptionInfo> {
+        optable::TABLE.iter().map(|o| self.option_info(o, None)).collect()
+    }
+
+    fn option_info(&self, o: &optable::VolumeOption, set: Option<&BTreeMap<String, String>>) -> OptionInfo {
+        let empty = BTreeMap::new();
+        let spec = optable::spec(o, &self.registry);
+        let mut description = spec.map(|s| s.description.to_string()).unwrap_or_default();
+        if o.key == "performance.write-behind" {
+            description = "Acknowledge writes at once and write them in the background (performance/write-behind).".into();
+        }
+        if let Some(why) = o.unsupported {
+            description = format!("{description} (Not settable yet: {why}.)");
+        }
+        OptionInfo {
+            key: o.key.into(),
+            value: optable::effective(o, set.unwrap_or(&empty), &self.registry),
+            set: set.is_some_and(|s| s.contains_key(o.key)),
+            side: o.side.as_str().into(),
+            translator: format!("{} {}", o.xlator, o.option),
+            op_version: o.op_version,
+            description,
+        }
+    }
+
+    /// The client volfile of `name` and the version it belongs to.
+    pub fn client_volfile(&self, name: &str) -> OpResult<VolfileAnswer> {
+        let s = self.state();
+        let v = Self::need_volume(&s, name)?;
+        let volfile = volgen::client_volfile(&s, &v).map_err(|e| OpError::bad(e.to_string()))?;
+        Ok(VolfileAnswer {
+            volume: v.name.clone(),
+            version: v.version,
+            volfile,
+        })
+    }
+
+    /// Waits until `name`'s version exceeds `after` (or `wait` passes: None), then answers
+    /// its volfile; a deleted volume is a 404.
+    pub async fn wait_volfile(&self, name: &str, after: u64, wait: Duration) -> OpResult<Option<VolfileAnswer>> {
+        let mut rx = self.consensus.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let a = self.client_volfile(name)?;
+            if a.version > after {
+                return Ok(Some(a));
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(OpError::unavailable("mgmtd is stopping")),
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+
+    /// The server volfiles this node's brick process should serve now: brick name ->
+    /// volfile, for every brick of a started volume on this node.
+    pub fn wanted_bricks(&self, state: &PoolState) -> BTreeMap<String, String> {
+        let mut want = BTreeMap::new();
+        for v in state.volumes.values() {
+            if v.status != VolumeStatus::Started {
+                continue;
+            }
+            for (i, b) in v.bricks.iter().enumerate() {
+                if b.node == self.me.id {
+                    want.insert(v.brick_name(i), volgen::brick_volfile(v, i));
+                }
+            }
+        }
+        want
+    }
+
+    /// `volume statedump NAME`: every brick's statedump, by brick.
+    pub async fn statedump(&self, name: &str) -> OpResult<BTreeMap<String, String>> {
+        let state = self.state();
+        let v = Self::need_volume(&state, name)?;
+        let mut out = BTreeMap::new();
+        for (i, b) in v.bricks.iter().enumerate() {
+            let text = if b.node == self.me.id {
+                self.bricks.statedump().await.map_err(OpError::unavailable)?
+            } else {
+                let p = &state.peers[&b.node];
+                self.peers
+                    .statedump(&Self::peer_base(p), &self.token())
+                    .await
+                    .map_err(|e| OpError::unavailable(format!("{}: {}", b.spec(), e.message)))?
+            };
+            out.insert(b.spec(), brick_section(&text, &v.brick_name(i)));
+        }
+        Ok(out)
+    }
+
+    /// Which option keys of a volume change the brick graphs (for callers' messages).
+    pub fn brick_side(key: &str) -> bool {
+        optable::lookup(key).map(|o| o.side == Side::Brick).unwrap_or(false)
+    }
+}
+
+/// The part of a brick process's statedump about brick `name`'s graph (its translators are
+/// named `name` and `name-...`).
+fn brick_section(dump: &str, name: &str) -> String {
+    let mut out = String::new();
+    let mut on = false;
+    for line in dump.lines() {
+        if let Some(rest) = line.strip_prefix('[') {
+            let title = rest.trim_end_matches(']');
+            let xl = title.split_whitespace().next().unwrap_or("");
+            on = xl == name || xl.starts_with(&format!("{name}-"));
+        }
+        if on {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if out.is_empty() {
+        dump.to_string()
+    } else {
+        out
+    }
+}
+
+/// Runs futures concurrently and collects their results in order.
+pub async fn futures_join<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    futures::future::join_all(futs).await
+}

@@ -1,0 +1,198 @@
+//! Volfile generation: the brick graphs and the client graph of a volume, from its layout
+//! and options (through the option table), as text that `weft brickd` and `weft mount`
+//! read. Generation is a pure function of the pool state, so every node generates the same
+//! text for the same volume version.
+
+use weft_core::volfile::{VolumeDecl, Volfile};
+
+use crate::model::{Layout, PoolState, Volume};
+use crate::optable::{self, Side, WRITE_BEHIND_ENABLE};
+
+/// Why a volume cannot be turned into graphs.
+#[derive(Debug, thiserror::Error)]
+pub enum VolgenError {
+    /// The layout needs a cluster translator this build does not have.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A brick's node is not in the pool.
+    #[error("brick {0} is on a node that is not in the pool")]
+    UnknownNode(String),
+}
+
+/// Refuses layouts that no cluster translator serves yet, saying so.
+pub fn check_layout(layout: &Layout, bricks: usize) -> Result<(), VolgenError> {
+    match layout {
+        Layout::Distribute if bricks == 1 => Ok(()),
+        Layout::Distribute => Err(VolgenError::Unsupported(format!(
+            "a distributed volume of {bricks} bricks needs cluster/distribute, which this \
+             version of Weft does not have yet; create one-brick volumes for now"
+        ))),
+        Layout::Replicate { replica, .. } => Err(VolgenError::Unsupported(format!(
+            "replica {replica} needs cluster/replicate, which this version of Weft does not \
+             have yet"
+        ))),
+        Layout::Disperse { disperse, .. } => Err(VolgenError::Unsupported(format!(
+            "disperse {disperse} needs cluster/disperse, which this version of Weft does not \
+             have yet"
+        ))),
+    }
+}
+
+/// The options of `side` the volume sets, as (translator type, option, value).
+fn side_options<'a>(v: &'a Volume, side: Side) -> impl Iterator<Item = (&'static str, &'static str, &'a str)> {
+    v.options.iter().filter_map(move |(k, val)| {
+        let o = optable::lookup(k).ok()?;
+        (o.side == side).then_some((o.xlator, o.option, val.as_str()))
+    })
+}
+
+fn with_options(mut d: VolumeDecl, v: &Volume, side: Side, xlator: &str) -> VolumeDecl {
+    for (x, opt, val) in side_options(v, side) {
+        if x == xlator {
+            d = d.option(opt, val);
+        }
+    }
+    d
+}
+
+/// The server volfile of brick `index`: posix, locks and io-stats under protocol/server,
+/// the brick named [`Volume::brick_name`].
+pub fn brick_volfile(v: &Volume, index: usize) -> String {
+    let b = &v.bricks[index];
+    let name = v.brick_name(index);
+    let posix = VolumeDecl::new(&format!("{name}-posix"), "storage/posix").option("directory", &b.path);
+    let locks = VolumeDecl::new(&format!("{name}-locks"), "features/locks").subvolumes(&[posix.name.clone()]);
+    let stats = VolumeDecl::new(&name, "debug/io-stats").subvolumes(&[locks.name.clone()]);
+    let server = with_options(
+        VolumeDecl::new(&format!("{name}-server"), "protocol/server"),
+        v,
+        Side::Brick,
+        "protocol/server",
+    )
+    .subvolumes(&[stats.name.clone()]);
+    Volfile {
+        volumes: vec![posix, locks, stats, server],
+    }
+    .to_string()
+}
+
+/// The client volfile: protocol/client to each brick, write-behind (always present so
+/// turning it off and on is an option change, not a new graph), features/python when
+/// `python.module` is set, and io-stats on top named after the volume.
+pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenError> {
+    check_layout(&v.layout, v.bricks.len())?;
+    let mut decls = Vec::new();
+    let mut below = Vec::new();
+    for (i, b) in v.bricks.iter().enumerate() {
+        let peer = state
+            .peers
+            .get(&b.node)
+            .ok_or_else(|| VolgenError::UnknownNode(b.spec()))?;
+        let d = VolumeDecl::new(&format!("{}-client-{i}", v.name), "protocol/client")
+            .option("remote-host", &b.host)
+            .option("remote-port", peer.brick_port)
+            .option("remote-subvolume", v.brick_name(i));
+        let d = with_options(d, v, Side::Client, "protocol/client");
+        below.push(d.name.clone());
+        decls.push(d);
+    }
+    let enable = v
+        .options
+        .get("performance.write-behind")
+        .map(String::as_str)
+        .unwrap_or("on");
+    let wb = VolumeDecl::new(&format!("{}-write-behind", v.name), "performance/write-behind")
+        .option(WRITE_BEHIND_ENABLE, enable);
+    let mut wb = wb;
+    for (x, opt, val) in side_options(v, Side::Client) {
+        if x == "performance/write-behind" && opt != WRITE_BEHIND_ENABLE {
+            wb = wb.option(opt, val);
+        }
+    }
+    let mut top_child = wb.name.clone();
+    decls.push(wb.subvolumes(&below));
+    if v.options.contains_key("python.module") {
+        let py = with_options(
+            VolumeDecl::new(&format!("{}-python", v.name), "features/python"),
+            v,
+            Side::Client,
+            "features/python",
+        )
+        .subvolumes(&[top_child.clone()]);
+        top_child = py.name.clone();
+        decls.push(py);
+    }
+    decls.push(VolumeDecl::new(&v.name, "debug/io-stats").subvolumes(&[top_child]));
+    Ok(Volfile { volumes: decls }.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Brick, Peer, VolumeStatus};
+    use std::collections::BTreeMap;
+
+    fn state() -> (PoolState, Volume) {
+        let mut s = PoolState::default();
+        s.peers.insert(
+            7,
+            Peer {
+                id: 7,
+                uuid: "u".into(),
+                host: "127.0.0.2".into(),
+                mgmt_port: 24100,
+                brick_port: 24101,
+                max_op_version: 1,
+            },
+        );
+        let v = Volume {
+            name: "vol1".into(),
+            id: "id".into(),
+            layout: Layout::Distribute,
+            bricks: vec![Brick {
+                node: 7,
+                host: "127.0.0.2".into(),
+                path: "/srv/b1".into(),
+            }],
+            status: VolumeStatus::Created,
+            options: BTreeMap::new(),
+            version: 1,
+        };
+        (s, v)
+    }
+
+    #[test]
+    fn client_graph_reaches_the_brick_by_name_and_port() {
+        let (s, mut v) = state();
+        v.options.insert("network.ping-timeout".into(), "5".into());
+        v.options.insert("auth.allow".into(), "127.0.0.1".into());
+        let text = client_volfile(&s, &v).unwrap();
+        let vf = Volfile::parse(&text).unwrap();
+        let c = vf.get("vol1-client-0").unwrap();
+        let opts: BTreeMap<_, _> = c.options.iter().map(|o| (o.key.as_str(), o.value.as_str())).collect();
+        assert_eq!(opts["remote-host"], "127.0.0.2");
+        assert_eq!(opts["remote-port"], "24101");
+        assert_eq!(opts["remote-subvolume"], "vol1-brick0");
+        assert_eq!(opts["ping-timeout"], "5");
+        assert!(!opts.contains_key("auth.allow"), "brick options stay out of the client graph");
+        assert_eq!(vf.volumes.last().unwrap().name, "vol1");
+    }
+
+    #[test]
+    fn brick_graph_carries_server_options() {
+        let (_, mut v) = state();
+        v.options.insert("auth.allow".into(), "127.0.0.1".into());
+        let vf = Volfile::parse(&brick_volfile(&v, 0)).unwrap();
+        let top = vf.volumes.last().unwrap();
+        assert_eq!(top.type_name, "protocol/server");
+        assert_eq!(top.subvolumes, vec!["vol1-brick0".to_string()]);
+        assert!(top.options.iter().any(|o| o.key == "auth.allow" && o.value == "127.0.0.1"));
+    }
+
+    #[test]
+    fn layouts_without_a_translator_are_refused_by_name() {
+        let e = check_layout(&Layout::Replicate { replica: 3, arbiter: false }, 3).unwrap_err();
+        assert!(e.to_string().contains("cluster/replicate"));
+        assert!(check_layout(&Layout::Distribute, 2).unwrap_err().to_string().contains("cluster/distribute"));
+    }
+}
