@@ -545,3 +545,67 @@ impl<S: StateMachine> RaftStateMachine<C<S>> for SmStore<S> {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::*;
+
+    #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+    struct Counter(u64);
+
+    impl StateMachine for Counter {
+        type Command = u64;
+        type Response = u64;
+        fn apply(&mut self, cmd: &u64) -> u64 {
+            self.0 += cmd;
+            self.0
+        }
+    }
+
+    struct Builder;
+
+    impl StoreBuilder<C<Counter>, LogStore<Counter>, SmStore<Counter>, tempfile::TempDir> for Builder {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore<Counter>, SmStore<Counter>), SErr> {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Arc::new(Database::create(dir.path().join("raft.redb")).unwrap());
+            create_tables(&db).unwrap();
+            let retired = Arc::new(AtomicBool::new(false));
+            let (tx, _rx) = watch::channel(0);
+            let log = LogStore::new(db.clone(), retired.clone());
+            let sm = SmStore::new(
+                db,
+                retired,
+                Arc::new(RwLock::new(Applied::default())),
+                Arc::new(tx),
+            );
+            Ok((dir, log, sm))
+        }
+    }
+
+    /// openraft's own conformance suite for storage implementations.
+    #[test]
+    fn openraft_storage_suite() {
+        Suite::test_all(Builder).unwrap();
+    }
+
+    #[tokio::test]
+    async fn retired_store_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("raft.redb")).unwrap());
+        create_tables(&db).unwrap();
+        let retired = Arc::new(AtomicBool::new(false));
+        let mut log = LogStore::<Counter>::new(db.clone(), retired.clone());
+        let vote = Vote::new(1, 1);
+        log.save_vote(&vote).await.unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        retired.store(true, Ordering::SeqCst);
+        assert!(log.save_vote(&Vote::new(2, 1)).await.is_err());
+        wipe_tables(&db).unwrap();
+        create_tables(&db).unwrap();
+        assert_eq!(log.read_vote().await.unwrap(), None);
+    }
+}
