@@ -88,7 +88,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 source: None,
                 volfile: Some(vol.clone()),
                 backup_volfile_servers: Vec::new(),
-                mountpoint: mp.clone(),
+                mountpoint: Some(mp.clone()),
                 foreground: false,
                 attr_timeout: 1.0,
                 entry_timeout: 1.0,

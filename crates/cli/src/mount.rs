@@ -18,31 +18,25 @@ use crate::volfile_cmd;
 
 /// Arguments of `weft mount`: `weft mount HOST[:PORT]:/VOLUME DIR` or
 /// `weft mount --volfile FILE DIR`.
+///
+/// Both positionals are optional to clap (so options may come anywhere between them);
+/// [`run`] sorts them out: with `--volfile` the one positional is the mountpoint.
 #[derive(Args, Clone, Debug)]
-#[command(allow_missing_positional = true)]
 pub struct MountArgs {
     /// The volume to mount, by name: its volfile is fetched from the management daemon
     /// (weft mgmtd) at HOST (port 24100 unless given), and the mount follows the volume's
     /// changes. Not with --volfile.
-    #[arg(
-        value_name = "HOST[:PORT]:/VOLUME",
-        required_unless_present = "volfile",
-        conflicts_with = "volfile"
-    )]
+    #[arg(value_name = "HOST[:PORT]:/VOLUME")]
     pub source: Option<String>,
     /// An existing, empty, unmounted directory.
-    pub mountpoint: PathBuf,
+    #[arg(value_name = "MOUNTPOINT")]
+    pub mountpoint: Option<PathBuf>,
     /// Serve the graph of this client volfile instead of fetching one by volume name.
     #[arg(long, value_name = "FILE")]
     pub volfile: Option<PathBuf>,
     /// Management daemons to ask, in order, when HOST does not answer (comma-separated,
     /// each HOST or HOST:PORT); also used to follow the volume's changes.
-    #[arg(
-        long,
-        value_name = "HOST[:PORT],...",
-        value_delimiter = ',',
-        requires = "source"
-    )]
+    #[arg(long, value_name = "HOST[:PORT],...", value_delimiter = ',')]
     pub backup_volfile_servers: Vec<String>,
     /// Stay in the foreground (logs to stderr) instead of detaching.
     #[arg(short, long)]
@@ -86,6 +80,7 @@ fn default_log_file(mountpoint: &Path) -> PathBuf {
 /// Runs `weft mount`: everything is checked here, in the caller's terminal, before the
 /// mount detaches; a detached mount reports success only once the kernel shows it.
 pub fn run(a: MountArgs) -> Result<()> {
+    let (a, mp) = sort_positionals(a)?;
     let attr_timeout = timeout("attr-timeout", a.attr_timeout)?;
     let entry_timeout = timeout("entry-timeout", a.entry_timeout)?;
     let origin = Origin::of(&a)?;
@@ -121,10 +116,10 @@ pub fn run(a: MountArgs) -> Result<()> {
             (vf, Some(f.version))
         }
     };
-    check_mountpoint(&a.mountpoint)?;
+    check_mountpoint(&mp)?;
     if !a.foreground {
         drop(rt);
-        return detach(&a);
+        return detach(&a, &mp);
     }
     init_logging(&a.log_level)?;
     let volume = rt
@@ -141,25 +136,19 @@ pub fn run(a: MountArgs) -> Result<()> {
         fsname: origin.fsname(),
         ..Default::default()
     };
-    let mount = Arc::new(weft_fuse::mount(
-        volume,
-        &a.mountpoint,
-        &cfg,
-        rt.handle().clone(),
-    )?);
+    let mount = Arc::new(weft_fuse::mount(volume, &mp, &cfg, rt.handle().clone())?);
     tracing::info!(
         "mounted {}{} at {}",
         origin.describe(),
-        version.map(|v| format!(" (version {v})")).unwrap_or_default(),
-        a.mountpoint.display()
+        version
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default(),
+        mp.display()
     );
     let follower = match (&origin, version) {
-        (Origin::Server { volume, servers }, Some(v)) => Some(rt.spawn(follow(
-            mount.clone(),
-            servers.clone(),
-            volume.clone(),
-            v,
-        ))),
+        (Origin::Server { volume, servers }, Some(v)) => {
+            Some(rt.spawn(follow(mount.clone(), servers.clone(), volume.clone(), v)))
+        }
         _ => None,
     };
     rt.block_on(async move {
@@ -180,9 +169,35 @@ pub fn run(a: MountArgs) -> Result<()> {
         }
         let mount = Arc::into_inner(mount).expect("the follower is gone: the mount is ours alone");
         mount.unmount().await.context("unmount failed")?;
-        tracing::info!("unmounted {}", a.mountpoint.display());
+        tracing::info!("unmounted {}", mp.display());
         anyhow::Ok(())
     })
+}
+
+/// Sorts out the positionals: `SOURCE MOUNTPOINT`, or with `--volfile` the one given is
+/// the mountpoint. Returns the arguments (without a source for a volfile mount) and the
+/// mountpoint.
+fn sort_positionals(mut a: MountArgs) -> Result<(MountArgs, PathBuf)> {
+    const USAGE: &str = "weft mount HOST[:PORT]:/VOLUME DIR, or weft mount --volfile FILE DIR";
+    let mp = match (&a.volfile, a.source.take(), a.mountpoint.take()) {
+        (Some(_), Some(dir), None) => PathBuf::from(dir),
+        // Built in code (weft demo) rather than parsed.
+        (Some(_), None, Some(dir)) => dir,
+        (Some(_), Some(_), Some(_)) => {
+            bail!("give either HOST[:PORT]:/VOLUME or --volfile FILE, not both ({USAGE})")
+        }
+        (None, Some(src), Some(dir)) => {
+            a.source = Some(src);
+            dir
+        }
+        (None, Some(src), None) if src.contains(":/") => bail!("no mountpoint given ({USAGE})"),
+        (None, Some(_), None) => bail!("nothing to mount given ({USAGE})"),
+        (_, None, _) => bail!("nothing to mount given ({USAGE})"),
+    };
+    if a.volfile.is_some() && !a.backup_volfile_servers.is_empty() {
+        bail!("--backup-volfile-servers goes with HOST[:PORT]:/VOLUME, not with --volfile");
+    }
+    Ok((a, mp))
 }
 
 /// Where a mount's graph comes from.
@@ -220,7 +235,9 @@ impl Origin {
                 })
             }
             (Some(_), Some(_)) => bail!("give either HOST:/VOLUME or --volfile FILE, not both"),
-            (None, None) => bail!("give the volume to mount: HOST[:PORT]:/VOLUME or --volfile FILE"),
+            (None, None) => {
+                bail!("give the volume to mount: HOST[:PORT]:/VOLUME or --volfile FILE")
+            }
         }
     }
 
@@ -322,7 +339,10 @@ async fn apply(mount: &weft_fuse::Mount, volume: &str, f: &weft_client::FetchedV
         }) {
         Ok(vf) => vf,
         Err(e) => {
-            tracing::error!("volume {volume} version {v} from {}: {e}; keeping the current graph", f.server);
+            tracing::error!(
+                "volume {volume} version {v} from {}: {e}; keeping the current graph",
+                f.server
+            );
             return;
         }
     };
@@ -351,7 +371,9 @@ async fn apply(mount: &weft_fuse::Mount, volume: &str, f: &weft_client::FetchedV
                 }
                 r.refused
                     .iter()
-                    .map(|(name, keys, why)| format!("{name} cannot change {} live: {why}", keys.join(", ")))
+                    .map(|(name, keys, why)| {
+                        format!("{name} cannot change {} live: {why}", keys.join(", "))
+                    })
                     .collect::<Vec<_>>()
                     .join("; ")
             }
@@ -403,11 +425,8 @@ fn check_mountpoint(mp: &Path) -> Result<()> {
 
 /// Starts this same command in the foreground in a new session, its output to the log
 /// file, and waits until the mount is up (or the child fails, whose log is then shown).
-fn detach(a: &MountArgs) -> Result<()> {
-    let log = a
-        .log_file
-        .clone()
-        .unwrap_or_else(|| default_log_file(&a.mountpoint));
+fn detach(a: &MountArgs, mp: &Path) -> Result<()> {
+    let log = a.log_file.clone().unwrap_or_else(|| default_log_file(mp));
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -426,7 +445,7 @@ fn detach(a: &MountArgs) -> Result<()> {
         cmd.arg("--backup-volfile-servers")
             .arg(a.backup_volfile_servers.join(","));
     }
-    cmd.arg(&a.mountpoint)
+    cmd.arg(mp)
         .arg("--attr-timeout")
         .arg(a.attr_timeout.to_string())
         .arg("--entry-timeout")
@@ -447,10 +466,10 @@ fn detach(a: &MountArgs) -> Result<()> {
     let mut child = cmd.spawn().context("cannot start the mount process")?;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
-        if weft_fuse::is_mounted(&a.mountpoint) {
+        if weft_fuse::is_mounted(mp) {
             println!(
                 "weft: mounted at {} (pid {}, log {})",
-                a.mountpoint.display(),
+                mp.display(),
                 child.id(),
                 log.display()
             );

@@ -53,17 +53,24 @@ async fn volfile_handler(
             None => {
                 return (
                     axum::http::StatusCode::NOT_FOUND,
-                    axum::Json(serde_json::json!({"error": format!("volume {vol} does not exist")})),
+                    axum::Json(
+                        serde_json::json!({"error": format!("volume {vol} does not exist")}),
+                    ),
                 )
                     .into_response()
             }
             Some((v, text)) if after.is_none_or(|a| v > a) => {
-                return axum::Json(serde_json::json!({"volume": vol, "version": v, "volfile": text}))
-                    .into_response()
+                return axum::Json(
+                    serde_json::json!({"volume": vol, "version": v, "volfile": text}),
+                )
+                .into_response()
             }
             Some(_) => {}
         }
-        if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
             return axum::http::StatusCode::NO_CONTENT.into_response();
         }
     }
@@ -312,7 +319,10 @@ fn a_backup_server_is_used_when_the_first_is_down_also_for_updates() {
         .arg(&m.mnt)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "127.0.0.1:/vol0");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "127.0.0.1:/vol0"
+    );
     // Updates come through the backup too.
     s.http.publish(
         "vol0",
@@ -404,16 +414,20 @@ fn write_behind_off_and_on_reach_the_mount_live_while_a_writer_writes() {
     let m = s.mount("m", &[]);
     let pid = m.pid();
     assert!(statedump(&m.mnt).contains("enable=on"));
-    let (stop, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (stop, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let w = {
         let (p, stop, done) = (m.mnt.join("stream"), stop.clone(), done.clone());
         std::thread::spawn(move || writer(p, stop, done))
     };
     progress(&done, 8);
     // Off: the mount reconfigures write-behind in place; the writer goes on.
-    let v2 = s
-        .http
-        .publish("vol0", &client_vf(s.brickd.port, &[("enable", "off")], false));
+    let v2 = s.http.publish(
+        "vol0",
+        &client_vf(s.brickd.port, &[("enable", "off")], false),
+    );
     assert!(
         eventually(|| statedump(&m.mnt).contains("enable=off")),
         "{}",
@@ -461,16 +475,17 @@ fn write_behind_off_and_on_reach_the_mount_live_while_a_writer_writes() {
 fn a_new_graph_serves_new_opens_while_an_open_file_finishes_on_the_old_one() {
     let s = Setup::new("byname-switch");
     let m = s.mount("m", &[]);
-    let (stop, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let (stop, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let w = {
         let (p, stop, done) = (m.mnt.join("stream"), stop.clone(), done.clone());
         std::thread::spawn(move || writer(p, stop, done))
     };
     progress(&done, 8);
     // io-stats on top: another shape, so a new graph.
-    let v2 = s
-        .http
-        .publish("vol0", &client_vf(s.brickd.port, &[], true));
+    let v2 = s.http.publish("vol0", &client_vf(s.brickd.port, &[], true));
     assert!(
         eventually(|| statedump(&m.mnt).contains("current = 2")),
         "{}",
@@ -486,7 +501,10 @@ fn a_new_graph_serves_new_opens_while_an_open_file_finishes_on_the_old_one() {
     assert!(dump.contains("[vol0-stats]"), "{dump}");
     // New files go through the new graph (io-stats counts them); the old file goes on.
     std::fs::write(m.mnt.join("new"), b"through graph 2").unwrap();
-    assert_eq!(std::fs::read(s.brick.join("new")).unwrap(), b"through graph 2");
+    assert_eq!(
+        std::fs::read(s.brick.join("new")).unwrap(),
+        b"through graph 2"
+    );
     assert!(eventually(|| statedump(&m.mnt).contains("create ")));
     progress(&done, 8);
     stop.store(true, Ordering::Release);
@@ -514,4 +532,107 @@ fn a_new_graph_serves_new_opens_while_an_open_file_finishes_on_the_old_one() {
         m.log_text()
     );
     assert!(s.http.requests() >= 3);
+}
+
+/// Unmounts a detached mount on drop (its process then exits by itself).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+        if is_mounted(&self.0) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+fn mount_helper() -> std::process::Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mount.weft");
+    let mut c = std::process::Command::new(script);
+    c.env("WEFT", env!("CARGO_BIN_EXE_weft"))
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+#[test]
+fn the_mount_helper_maps_mount_options_and_mounts() {
+    let s = Setup::new("byname-helper");
+    let mnt = s.mountpoint("m");
+    let log = s.dir.path().join("helper-mount.log");
+    // What mount(8) runs for
+    //   127.0.0.1:DEAD:/vol0 MNT weft defaults,_netdev,backup-volfile-servers=...,log-level=DEBUG,log-file=...
+    // The first server is down; the backups are written GlusterFS's way (colons, a port
+    // after its host).
+    let (d1, d2) = (dead_port(), dead_port());
+    let opts = format!(
+        "defaults,_netdev,backup-volfile-servers=127.0.0.1:{d2}:127.0.0.1:{},log-level=DEBUG,log-file={},noatime,x-systemd.automount",
+        s.http.port,
+        log.display()
+    );
+    let spec = format!("127.0.0.1:{d1}:/vol0");
+    // -f (fake) with -v: says what it would run and mounts nothing.
+    let out = mount_helper()
+        .arg(&spec)
+        .arg(&mnt)
+        .args(["-f", "-v", "-o", &opts])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!(
+            "mount --log-level debug --log-file {} {spec} {} --backup-volfile-servers 127.0.0.1:{d2},127.0.0.1:{}",
+            log.display(),
+            mnt.display(),
+            s.http.port
+        )),
+        "{said}"
+    );
+    assert!(!is_mounted(&mnt));
+    // For real.
+    let out = mount_helper()
+        .arg(&spec)
+        .arg(&mnt)
+        .args(["-o", &opts])
+        .output()
+        .unwrap();
+    let _unmount = Unmount(mnt.clone());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(is_mounted(&mnt));
+    std::fs::write(mnt.join("f"), b"helper").unwrap();
+    assert_eq!(std::fs::read(s.brick.join("f")).unwrap(), b"helper");
+    let out = std::process::Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE,SOURCE", "--mountpoint"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.split_whitespace().collect::<Vec<_>>(),
+        ["fuse.weft", "127.0.0.1:/vol0"]
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("DEBUG"),
+        "log-level reached the mount: {text}"
+    );
+    // A failing mount fails the helper with mount(8)'s failure code, the reason on stderr.
+    let other = s.mountpoint("m2");
+    let out = mount_helper()
+        .arg(format!("127.0.0.1:{}:/nosuchvol", s.http.port))
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(32));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("volume nosuchvol does not exist"));
 }

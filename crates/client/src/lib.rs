@@ -52,9 +52,11 @@ use weft_core::{
 };
 
 pub use file::File;
-pub use mgmt::{fetch_volfile, poll_volfile, FetchError, FetchedVolfile, VolfileServer, VolumeSpec};
-pub use weft_core::{ReconfigureError, Reconfigured};
+pub use mgmt::{
+    fetch_volfile, poll_volfile, FetchError, FetchedVolfile, VolfileServer, VolumeSpec,
+};
 use path::{NotNamed, Resolved};
+pub use weft_core::{ReconfigureError, Reconfigured};
 
 /// Why a volume could not be opened.
 #[derive(Debug, thiserror::Error)]

@@ -48,7 +48,9 @@ impl VolfileServer {
             return Err(format!("{s:?}: no host name"));
         }
         if host.contains(['/', ' ', '@', '?', '#', '[', ']']) {
-            return Err(format!("{s:?}: {host:?} is not a host name or IPv4 address"));
+            return Err(format!(
+                "{s:?}: {host:?} is not a host name or IPv4 address"
+            ));
         }
         Ok(VolfileServer {
             host: host.to_string(),
@@ -251,7 +253,9 @@ async fn ask(
                 "answered with volume {:?} when asked for {volume:?}",
                 a.volume
             )),
-            Err(e) => Said::Failed(format!("HTTP 200 with a body that is not a volfile answer: {e}")),
+            Err(e) => Said::Failed(format!(
+                "HTTP 200 with a body that is not a volfile answer: {e}"
+            )),
         };
     }
     let message = serde_json::from_slice::<ErrorAnswer>(&body)
@@ -262,7 +266,10 @@ async fn ask(
             if text.is_empty() {
                 format!("HTTP {status}")
             } else {
-                format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())
+                format!(
+                    "HTTP {status}: {}",
+                    text.chars().take(200).collect::<String>()
+                )
             }
         });
     if (400..500).contains(&status) {
@@ -334,7 +341,15 @@ mod tests {
         let s = VolumeSpec::parse("10.0.0.2:24200:/v.1_x-y").unwrap();
         assert_eq!(s.server.to_string(), "10.0.0.2:24200");
         assert_eq!(s.volume, "v.1_x-y");
-        for bad in ["node1", "node1:/", ":/vol", "node1:0:/v", "node1:x:/v", "h:/a/b", "h:/.."] {
+        for bad in [
+            "node1",
+            "node1:/",
+            ":/vol",
+            "node1:0:/v",
+            "node1:x:/v",
+            "h:/a/b",
+            "h:/..",
+        ] {
             assert!(VolumeSpec::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(VolfileServer::parse("h2:7").unwrap().port, 7);

@@ -304,6 +304,9 @@ mod tests {
         assert_eq!(a, b, "a default written out is no change");
         assert!(a.changed_keys(&b).is_empty());
         let c = Options::validate(SCHEMA, &given(&[("dir", "/y"), ("on", "yes")])).unwrap();
-        assert_eq!(a.changed_keys(&c), vec!["dir".to_string(), "on".to_string()]);
+        assert_eq!(
+            a.changed_keys(&c),
+            vec!["dir".to_string(), "on".to_string()]
+        );
     }
 }

@@ -271,7 +271,11 @@ impl Inner {
     ) -> Result<Iatt, Errno> {
         let loc = self.entry_loc(parent, name)?;
         let (_, xd) = new_gfid_xdata();
-        let (ia, _) = self.cur().top.mknod(ctx, &loc, mode, rdev, umask, xd).await?;
+        let (ia, _) = self
+            .cur()
+            .top
+            .mknod(ctx, &loc, mode, rdev, umask, xd)
+            .await?;
         self.remember(&ia, parent, name);
         Ok(ia)
     }
@@ -352,7 +356,8 @@ impl Inner {
     ) -> Result<(), Errno> {
         let old = self.entry_loc(p, name)?;
         let new = self.entry_loc(np, nname)?;
-        self.cur().top
+        self.cur()
+            .top
             .rename(ctx, &old, &new, flags, Xdata::new())
             .await?;
         // The kernel moves its dentries without asking again: paths must follow here.
@@ -412,11 +417,7 @@ impl Inner {
     /// Reads from an open file.
     pub async fn read(&self, ctx: &Ctx, fh: u64, offset: u64, size: u32) -> Result<Bytes, Errno> {
         let (fd, g) = self.fd(fh)?;
-        Ok(g
-            .top
-            .readv(ctx, &fd, size, offset, Xdata::new())
-            .await?
-            .0)
+        Ok(g.top.readv(ctx, &fd, size, offset, Xdata::new()).await?.0)
     }
 
     /// Writes to an open file; `from_cache` when the kernel writes back cached pages
@@ -474,20 +475,21 @@ impl Inner {
         let (fd, g) = self.fd(fh)?;
         let size = 4096;
         let r = if plus {
-            g.top
-                .readdirp(ctx, &fd, size, offset, Xdata::new())
-                .await?
+            g.top.readdirp(ctx, &fd, size, offset, Xdata::new()).await?
         } else {
-            g.top
-                .readdir(ctx, &fd, size, offset, Xdata::new())
-                .await?
+            g.top.readdir(ctx, &fd, size, offset, Xdata::new()).await?
         };
         Ok(r.0)
     }
 
     /// statfs of the volume.
     pub async fn statfs(&self, ctx: &Ctx) -> Result<StatVfs, Errno> {
-        Ok(self.cur().top.statfs(ctx, &Loc::root(), Xdata::new()).await?.0)
+        Ok(self
+            .cur()
+            .top
+            .statfs(ctx, &Loc::root(), Xdata::new())
+            .await?
+            .0)
     }
 
     /// One xattr's value, or all names (`None`), of `ino`.
@@ -503,7 +505,12 @@ impl Inner {
             return Ok(m);
         }
         let loc = self.inode_loc(ino)?;
-        Ok(self.cur().top.getxattr(ctx, &loc, name, Xdata::new()).await?.0)
+        Ok(self
+            .cur()
+            .top
+            .getxattr(ctx, &loc, name, Xdata::new())
+            .await?
+            .0)
     }
 
     /// Sets one xattr of `ino`.
@@ -518,7 +525,8 @@ impl Inner {
         let loc = self.inode_loc(ino)?;
         let mut m = XattrMap::new();
         m.insert(name.to_string(), value.to_vec());
-        self.cur().top
+        self.cur()
+            .top
             .setxattr(ctx, &loc, &m, flags, Xdata::new())
             .await?;
         Ok(())
@@ -527,7 +535,10 @@ impl Inner {
     /// Removes one xattr of `ino`.
     pub async fn removexattr(&self, ctx: &Ctx, ino: u64, name: &str) -> Result<(), Errno> {
         let loc = self.inode_loc(ino)?;
-        self.cur().top.removexattr(ctx, &loc, name, Xdata::new()).await?;
+        self.cur()
+            .top
+            .removexattr(ctx, &loc, name, Xdata::new())
+            .await?;
         Ok(())
     }
 
@@ -568,8 +579,7 @@ impl Inner {
         if offset < 0 {
             return Err(Errno::ENXIO);
         }
-        Ok(g
-            .top
+        Ok(g.top
             .seek(ctx, &fd, offset as u64, what, Xdata::new())
             .await?
             .0 as i64)

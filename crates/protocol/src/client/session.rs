@@ -258,8 +258,10 @@ impl Session {
 
     /// Changes the ping timeout; the connection's pings follow from their next tick.
     pub(crate) fn set_ping_timeout(&self, d: Duration) {
-        self.ping_timeout_ms
-            .store(d.as_millis().min(u64::MAX as u128) as u64, Ordering::Release);
+        self.ping_timeout_ms.store(
+            d.as_millis().min(u64::MAX as u128) as u64,
+            Ordering::Release,
+        );
     }
 
     /// Keeps a connection up until [`Session::stop`]. Run on its own task.

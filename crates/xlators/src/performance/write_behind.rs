@@ -852,7 +852,9 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"");
         // Off while that write is pending: the next write waits for it, then goes
         // through, and is on disk when acknowledged.
-        top.reconfigure(&options(&[("enable", "off")])).await.unwrap();
+        top.reconfigure(&options(&[("enable", "off")]))
+            .await
+            .unwrap();
         let t = std::time::Instant::now();
         top.writev(&ctx, &fd, Bytes::from_static(b"bbbb"), 4, Xdata::new())
             .await
@@ -876,7 +878,10 @@ mod tests {
         assert_eq!(&got[8..], &[b'c'; 8192][..]);
         // A bad set is refused and changes nothing.
         let e = top
-            .reconfigure(&options(&[("cache-size", "2MB"), ("total-cache-size", "1MB")]))
+            .reconfigure(&options(&[
+                ("cache-size", "2MB"),
+                ("total-cache-size", "1MB"),
+            ]))
             .await
             .unwrap_err();
         assert!(e.contains("total-cache-size"), "{e}");
