@@ -3,6 +3,7 @@
 mod brick_cmd;
 mod brickd;
 mod demo;
+mod mgmt_cmd;
 mod mount;
 mod registry;
 mod volfile_cmd;
@@ -41,6 +42,52 @@ enum Command {
     Brick(brick_cmd::BrickCmd),
     /// Run a one-brick demo volume under ./.weft mounted at ./mnt (start, stop, status).
     Demo(demo::DemoArgs),
+    /// The management daemon of a node: pool membership, volumes, its brick process, REST API.
+    Mgmtd(mgmt_cmd::MgmtdArgs),
+    /// The pool's nodes: probe HOST[:PORT], detach HOST [force], status.
+    Peer {
+        #[command(subcommand)]
+        cmd: mgmt_cmd::PeerCmd,
+        #[command(flatten)]
+        target: mgmt_cmd::Target,
+    },
+    /// The pool: `weft pool list`.
+    Pool {
+        #[command(subcommand)]
+        cmd: PoolCmd,
+        #[command(flatten)]
+        target: mgmt_cmd::Target,
+    },
+    /// Volumes, with GlusterFS's grammar (`weft volume help`).
+    Volume {
+        /// create, start, stop, delete, info, status, list, set, get, reset, statedump, task...
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+        #[command(flatten)]
+        target: mgmt_cmd::Target,
+    },
+    /// `weft system getspec VOL`: print a volume's client volfile.
+    System {
+        #[command(subcommand)]
+        cmd: SystemCmd,
+        #[command(flatten)]
+        target: mgmt_cmd::Target,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoolCmd {
+    /// Every node of the pool, this one included.
+    List,
+}
+
+#[derive(Subcommand)]
+enum SystemCmd {
+    /// Print a volume's client volfile.
+    Getspec {
+        /// The volume.
+        volume: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -53,6 +100,17 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Brickd(a) => brickd::run(a),
         Command::Brick(c) => brick_cmd::run(c),
+        Command::Mgmtd(a) => mgmt_cmd::mgmtd(a),
+        Command::Peer { cmd, target } => mgmt_cmd::peer(cmd, target),
+        Command::Pool {
+            cmd: PoolCmd::List,
+            target,
+        } => mgmt_cmd::pool_list(target),
+        Command::Volume { args, target } => mgmt_cmd::volume(args, target),
+        Command::System {
+            cmd: SystemCmd::Getspec { volume },
+            target,
+        } => mgmt_cmd::getspec(volume, target),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,7 +24,13 @@ use crate::types::*;
 impl IntoResponse for OpError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(ApiErrorBody { error: self.message })).into_response()
+        (
+            status,
+            axum::Json(ApiErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -50,9 +56,15 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Body(v)),
             Err(e) => Err(OpError::bad(match e {
-                JsonRejection::JsonDataError(e) => format!("the request body does not fit: {}", e.body_text()),
-                JsonRejection::JsonSyntaxError(e) => format!("the request body is not valid JSON: {}", e.body_text()),
-                JsonRejection::MissingJsonContentType(_) => "the request needs Content-Type: application/json".into(),
+                JsonRejection::JsonDataError(e) => {
+                    format!("the request body does not fit: {}", e.body_text())
+                }
+                JsonRejection::JsonSyntaxError(e) => {
+                    format!("the request body is not valid JSON: {}", e.body_text())
+                }
+                JsonRejection::MissingJsonContentType(_) => {
+                    "the request needs Content-Type: application/json".into()
+                }
                 other => other.body_text(),
             })),
         }
@@ -118,14 +130,20 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let c = openapi.components.get_or_insert_with(Default::default);
-        c.add_security_scheme("token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        c.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
 /// Every route: the public API, the calls peers make of each other, the consensus RPCs.
 pub fn router(node: Shared) -> Router {
     let api = Router::new()
-        .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
         .route("/v1/peers", get(list_peers).post(probe))
         .route("/v1/peers/{host}", axum::routing::delete(detach_peer))
         .route("/v1/volumes", get(list_volumes).post(create_volume))
@@ -133,8 +151,14 @@ pub fn router(node: Shared) -> Router {
         .route("/v1/volumes/{name}/start", post(start_volume))
         .route("/v1/volumes/{name}/stop", post(stop_volume))
         .route("/v1/volumes/{name}/status", get(volume_status))
-        .route("/v1/volumes/{name}/options", get(get_options).put(set_options).delete(reset_all_options))
-        .route("/v1/volumes/{name}/options/{key}", axum::routing::delete(reset_option))
+        .route(
+            "/v1/volumes/{name}/options",
+            get(get_options).put(set_options).delete(reset_all_options),
+        )
+        .route(
+            "/v1/volumes/{name}/options/{key}",
+            axum::routing::delete(reset_option),
+        )
         .route("/v1/volumes/{name}/volfile", get(volfile))
         .route("/v1/volumes/{name}/statedump", get(statedump))
         .route("/v1/options", get(option_help))
@@ -161,7 +185,11 @@ async fn list_peers(State(n): State<Shared>) -> ApiResult<Vec<PeerInfo>> {
 }
 
 #[utoipa::path(post, path = "/v1/peers", request_body = ProbeRequest, security(("token" = [])), responses((status = 200, body = Done), (status = 409, body = ApiErrorBody)))]
-async fn probe(State(n): State<Shared>, _a: Authorized, Body(r): Body<ProbeRequest>) -> ApiResult<Done> {
+async fn probe(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Body(r): Body<ProbeRequest>,
+) -> ApiResult<Done> {
     done(n.probe(&r.host).await?)
 }
 
@@ -173,7 +201,12 @@ struct ForceQuery {
 }
 
 #[utoipa::path(delete, path = "/v1/peers/{host}", params(("host" = String, Path), ("force" = Option<bool>, Query)), security(("token" = [])), responses((status = 200, body = Done)))]
-async fn detach_peer(State(n): State<Shared>, _a: Authorized, Path(host): Path<String>, Query(q): Query<ForceQuery>) -> ApiResult<Done> {
+async fn detach_peer(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(host): Path<String>,
+    Query(q): Query<ForceQuery>,
+) -> ApiResult<Done> {
     done(n.detach(&host, q.force).await?)
 }
 
@@ -183,7 +216,11 @@ async fn list_volumes(State(n): State<Shared>) -> ApiResult<Vec<VolumeInfo>> {
 }
 
 #[utoipa::path(post, path = "/v1/volumes", request_body = CreateVolumeRequest, security(("token" = [])), responses((status = 200, body = Done), (status = 400, body = ApiErrorBody)))]
-async fn create_volume(State(n): State<Shared>, _a: Authorized, Body(r): Body<CreateVolumeRequest>) -> ApiResult<Done> {
+async fn create_volume(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Body(r): Body<CreateVolumeRequest>,
+) -> ApiResult<Done> {
     done(n.create_volume(r).await?)
 }
 
@@ -194,27 +231,48 @@ async fn volume_info(State(n): State<Shared>, Path(name): Path<String>) -> ApiRe
 }
 
 #[utoipa::path(delete, path = "/v1/volumes/{name}", params(("name" = String, Path)), security(("token" = [])), responses((status = 200, body = Done)))]
-async fn delete_volume(State(n): State<Shared>, _a: Authorized, Path(name): Path<String>) -> ApiResult<Done> {
+async fn delete_volume(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(name): Path<String>,
+) -> ApiResult<Done> {
     done(n.delete_volume(&name).await?)
 }
 
 #[utoipa::path(post, path = "/v1/volumes/{name}/start", params(("name" = String, Path)), request_body = StartRequest, security(("token" = [])), responses((status = 200, body = Done)))]
-async fn start_volume(State(n): State<Shared>, _a: Authorized, Path(name): Path<String>, Body(r): Body<StartRequest>) -> ApiResult<Done> {
+async fn start_volume(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(name): Path<String>,
+    Body(r): Body<StartRequest>,
+) -> ApiResult<Done> {
     done(n.start_volume(&name, r.force).await?)
 }
 
 #[utoipa::path(post, path = "/v1/volumes/{name}/stop", params(("name" = String, Path)), security(("token" = [])), responses((status = 200, body = Done)))]
-async fn stop_volume(State(n): State<Shared>, _a: Authorized, Path(name): Path<String>) -> ApiResult<Done> {
+async fn stop_volume(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(name): Path<String>,
+) -> ApiResult<Done> {
     done(n.stop_volume(&name).await?)
 }
 
 #[utoipa::path(get, path = "/v1/volumes/{name}/status", params(("name" = String, Path)), responses((status = 200, body = VolumeStatusInfo)))]
-async fn volume_status(State(n): State<Shared>, Path(name): Path<String>) -> ApiResult<VolumeStatusInfo> {
+async fn volume_status(
+    State(n): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<VolumeStatusInfo> {
     Ok(axum::Json(n.volume_status(&name).await?))
 }
 
 #[utoipa::path(put, path = "/v1/volumes/{name}/options", params(("name" = String, Path)), request_body = SetOptionsRequest, security(("token" = [])), responses((status = 200, body = Done)))]
-async fn set_options(State(n): State<Shared>, _a: Authorized, Path(name): Path<String>, Body(r): Body<SetOptionsRequest>) -> ApiResult<Done> {
+async fn set_options(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(name): Path<String>,
+    Body(r): Body<SetOptionsRequest>,
+) -> ApiResult<Done> {
     done(n.set_options(&name, r.options).await?)
 }
 
@@ -225,17 +283,29 @@ struct KeyQuery {
 }
 
 #[utoipa::path(get, path = "/v1/volumes/{name}/options", params(("name" = String, Path), ("key" = Option<String>, Query)), responses((status = 200, body = [OptionInfo])))]
-async fn get_options(State(n): State<Shared>, Path(name): Path<String>, Query(q): Query<KeyQuery>) -> ApiResult<Vec<OptionInfo>> {
+async fn get_options(
+    State(n): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<KeyQuery>,
+) -> ApiResult<Vec<OptionInfo>> {
     Ok(axum::Json(n.get_options(&name, q.key.as_deref())?))
 }
 
 #[utoipa::path(delete, path = "/v1/volumes/{name}/options/{key}", params(("name" = String, Path), ("key" = String, Path)), security(("token" = [])), responses((status = 200, body = Done)))]
-async fn reset_option(State(n): State<Shared>, _a: Authorized, Path((name, key)): Path<(String, String)>) -> ApiResult<Done> {
+async fn reset_option(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path((name, key)): Path<(String, String)>,
+) -> ApiResult<Done> {
     done(n.reset_options(&name, Some(key)).await?)
 }
 
 #[utoipa::path(delete, path = "/v1/volumes/{name}/options", params(("name" = String, Path)), security(("token" = [])), responses((status = 200, body = Done)))]
-async fn reset_all_options(State(n): State<Shared>, _a: Authorized, Path(name): Path<String>) -> ApiResult<Done> {
+async fn reset_all_options(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(name): Path<String>,
+) -> ApiResult<Done> {
     done(n.reset_options(&name, None).await?)
 }
 
@@ -252,7 +322,11 @@ struct VolfileQuery {
 }
 
 #[utoipa::path(get, path = "/v1/volumes/{name}/volfile", params(("name" = String, Path), ("after" = Option<u64>, Query), ("wait" = Option<u64>, Query)), responses((status = 200, body = VolfileAnswer), (status = 204, description = "nothing newer than `after` within `wait` seconds"), (status = 404, body = ApiErrorBody)))]
-async fn volfile(State(n): State<Shared>, Path(name): Path<String>, Query(q): Query<VolfileQuery>) -> Result<Response, OpError> {
+async fn volfile(
+    State(n): State<Shared>,
+    Path(name): Path<String>,
+    Query(q): Query<VolfileQuery>,
+) -> Result<Response, OpError> {
     match q.after {
         None => Ok(axum::Json(n.client_volfile(&name)?).into_response()),
         Some(after) => {
@@ -266,7 +340,11 @@ async fn volfile(State(n): State<Shared>, Path(name): Path<String>, Query(q): Qu
 }
 
 #[utoipa::path(get, path = "/v1/volumes/{name}/statedump", params(("name" = String, Path)), security(("token" = [])), responses((status = 200, body = BTreeMap<String, String>)))]
-async fn statedump(State(n): State<Shared>, _a: Authorized, Path(name): Path<String>) -> ApiResult<BTreeMap<String, String>> {
+async fn statedump(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(name): Path<String>,
+) -> ApiResult<BTreeMap<String, String>> {
     Ok(axum::Json(n.statedump(&name).await?))
 }
 
@@ -276,7 +354,11 @@ async fn list_tasks(State(n): State<Shared>) -> ApiResult<Vec<TaskRecord>> {
 }
 
 #[utoipa::path(post, path = "/v1/tasks", request_body = StartTaskRequest, security(("token" = [])), responses((status = 200, body = TaskRecord)))]
-async fn start_task(State(n): State<Shared>, _a: Authorized, Body(r): Body<StartTaskRequest>) -> ApiResult<TaskRecord> {
+async fn start_task(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Body(r): Body<StartTaskRequest>,
+) -> ApiResult<TaskRecord> {
     if let Some(v) = &r.volume {
         n.volume_info(Some(v))?;
     }
@@ -289,22 +371,39 @@ async fn task_status(State(n): State<Shared>, Path(id): Path<String>) -> ApiResu
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/pause", params(("id" = String, Path)), security(("token" = [])), responses((status = 200, body = TaskRecord)))]
-async fn pause_task(State(n): State<Shared>, _a: Authorized, Path(id): Path<String>) -> ApiResult<TaskRecord> {
+async fn pause_task(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(id): Path<String>,
+) -> ApiResult<TaskRecord> {
     Ok(axum::Json(n.tasks.pause(&id)?))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/resume", params(("id" = String, Path)), security(("token" = [])), responses((status = 200, body = TaskRecord)))]
-async fn resume_task(State(n): State<Shared>, _a: Authorized, Path(id): Path<String>) -> ApiResult<TaskRecord> {
+async fn resume_task(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(id): Path<String>,
+) -> ApiResult<TaskRecord> {
     Ok(axum::Json(n.tasks.resume(&id)?))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/stop", params(("id" = String, Path)), security(("token" = [])), responses((status = 200, body = TaskRecord)))]
-async fn stop_task(State(n): State<Shared>, _a: Authorized, Path(id): Path<String>) -> ApiResult<TaskRecord> {
+async fn stop_task(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(id): Path<String>,
+) -> ApiResult<TaskRecord> {
     Ok(axum::Json(n.tasks.stop(&id)?))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/throttle", params(("id" = String, Path)), request_body = ThrottleRequest, security(("token" = [])), responses((status = 200, body = TaskRecord)))]
-async fn throttle_task(State(n): State<Shared>, _a: Authorized, Path(id): Path<String>, Body(r): Body<ThrottleRequest>) -> ApiResult<TaskRecord> {
+async fn throttle_task(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(id): Path<String>,
+    Body(r): Body<ThrottleRequest>,
+) -> ApiResult<TaskRecord> {
     Ok(axum::Json(n.tasks.throttle(&id, r.items_per_sec)?))
 }
 
@@ -320,7 +419,11 @@ async fn internal_leave(State(n): State<Shared>, _a: Authorized) -> ApiResult<Do
     done(n.leave().await?)
 }
 
-async fn internal_check_bricks(State(n): State<Shared>, _a: Authorized, Body(r): Body<CheckBricksRequest>) -> ApiResult<Done> {
+async fn internal_check_bricks(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Body(r): Body<CheckBricksRequest>,
+) -> ApiResult<Done> {
     n.check_bricks(&r).map_err(OpError::bad)?;
     done("ok".into())
 }

@@ -34,20 +34,8 @@ pub fn clear_marker(path: &Path) -> std::io::Result<()> {
 /// directory (not a symlink), and empty unless `force`. A missing directory is created when
 /// the volume is made. The error says which rule failed.
 pub fn check_new_brick(path: &str, force: bool) -> Result<(), String> {
+    check_brick_path(path)?;
     let p = Path::new(path);
-    if !p.is_absolute() {
-        return Err(format!("brick path {path} is not absolute"));
-    }
-    if p.components()
-        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-        || path.contains("//")
-        || (path.len() > 1 && path.ends_with('/'))
-    {
-        return Err(format!("brick path {path} is not in normal form (no //, ., .. or trailing /)"));
-    }
-    if p == Path::new("/") {
-        return Err("the root directory cannot be a brick".into());
-    }
     for a in p.ancestors().skip(1) {
         if let Some(id) = marker(a) {
             return Err(format!(
@@ -61,11 +49,16 @@ pub fn check_new_brick(path: &str, force: bool) -> Result<(), String> {
         Ok(m) if !m.is_dir() => Err(format!("brick path {path} exists and is not a directory")),
         Ok(_) => {
             if let Some(id) = marker(p) {
-                return Err(format!("{path} is already part of a volume (volume id {id})"));
+                return Err(format!(
+                    "{path} is already part of a volume (volume id {id})"
+                ));
             }
-            let mut entries = std::fs::read_dir(p).map_err(|e| format!("cannot read brick directory {path}: {e}"))?;
+            let mut entries = std::fs::read_dir(p)
+                .map_err(|e| format!("cannot read brick directory {path}: {e}"))?;
             if !force && entries.next().is_some() {
-                return Err(format!("brick directory {path} is not empty (use force to use it anyway)"));
+                return Err(format!(
+                    "brick directory {path} is not empty (use force to use it anyway)"
+                ));
             }
             Ok(())
         }
@@ -74,7 +67,12 @@ pub fn check_new_brick(path: &str, force: bool) -> Result<(), String> {
             while let Some(a) = up {
                 match std::fs::symlink_metadata(a) {
                     Ok(m) if m.is_dir() => return Ok(()),
-                    Ok(_) => return Err(format!("{} (above brick {path}) is not a directory", a.display())),
+                    Ok(_) => {
+                        return Err(format!(
+                            "{} (above brick {path}) is not a directory",
+                            a.display()
+                        ))
+                    }
                     Err(_) => up = a.parent(),
                 }
             }
@@ -82,6 +80,27 @@ pub fn check_new_brick(path: &str, force: bool) -> Result<(), String> {
         }
         Err(e) => Err(format!("cannot check brick path {path}: {e}")),
     }
+}
+
+/// Checks the form of a brick path alone (no filesystem access): absolute, normal, not `/`.
+pub fn check_brick_path(path: &str) -> Result<(), String> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(format!("brick path {path} is not absolute"));
+    }
+    if p.components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+        || path.contains("//")
+        || (path.len() > 1 && path.ends_with('/'))
+    {
+        return Err(format!(
+            "brick path {path} is not in normal form (no //, ., .. or trailing /)"
+        ));
+    }
+    if p == Path::new("/") {
+        return Err("the root directory cannot be a brick".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -92,21 +111,35 @@ mod tests {
     fn rules() {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().to_str().unwrap();
-        assert!(check_new_brick("rel/b", false).unwrap_err().contains("not absolute"));
-        assert!(check_new_brick(&format!("{root}/a/../b"), false).unwrap_err().contains("normal form"));
+        assert!(check_new_brick("rel/b", false)
+            .unwrap_err()
+            .contains("not absolute"));
+        assert!(check_new_brick(&format!("{root}/a/../b"), false)
+            .unwrap_err()
+            .contains("normal form"));
         check_new_brick(&format!("{root}/new/deeper"), false).unwrap();
         std::fs::create_dir(format!("{root}/full")).unwrap();
         std::fs::write(format!("{root}/full/x"), b"x").unwrap();
-        assert!(check_new_brick(&format!("{root}/full"), false).unwrap_err().contains("not empty"));
+        assert!(check_new_brick(&format!("{root}/full"), false)
+            .unwrap_err()
+            .contains("not empty"));
         check_new_brick(&format!("{root}/full"), true).unwrap();
         std::fs::write(format!("{root}/file"), b"x").unwrap();
-        assert!(check_new_brick(&format!("{root}/file"), true).unwrap_err().contains("not a directory"));
+        assert!(check_new_brick(&format!("{root}/file"), true)
+            .unwrap_err()
+            .contains("not a directory"));
         std::os::unix::fs::symlink("/tmp", format!("{root}/link")).unwrap();
-        assert!(check_new_brick(&format!("{root}/link"), true).unwrap_err().contains("symbolic link"));
+        assert!(check_new_brick(&format!("{root}/link"), true)
+            .unwrap_err()
+            .contains("symbolic link"));
         std::fs::create_dir(format!("{root}/b1")).unwrap();
         if set_marker(Path::new(&format!("{root}/b1")), "vid").is_ok() {
-            assert!(check_new_brick(&format!("{root}/b1"), true).unwrap_err().contains("already part of a volume"));
-            assert!(check_new_brick(&format!("{root}/b1/sub"), true).unwrap_err().contains("inside"));
+            assert!(check_new_brick(&format!("{root}/b1"), true)
+                .unwrap_err()
+                .contains("already part of a volume"));
+            assert!(check_new_brick(&format!("{root}/b1/sub"), true)
+                .unwrap_err()
+                .contains("inside"));
             clear_marker(Path::new(&format!("{root}/b1"))).unwrap();
             clear_marker(Path::new(&format!("{root}/b1"))).unwrap();
             check_new_brick(&format!("{root}/b1"), false).unwrap();

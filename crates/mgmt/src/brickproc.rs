@@ -77,7 +77,12 @@ impl BrickProc {
     }
 
     async fn ask(&self, req: ControlRequest) -> Result<String, String> {
-        match tokio::time::timeout(Duration::from_secs(10), control::request(&self.cfg.control, &req)).await {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            control::request(&self.cfg.control, &req),
+        )
+        .await
+        {
             Err(_) => Err("the brick process did not answer in 10 s".into()),
             Ok(Err(e)) => Err(e),
             Ok(Ok(ControlReply::Ok(t))) => Ok(t),
@@ -147,7 +152,10 @@ impl BrickProc {
         let mut st = self.state.lock();
         if was_seen {
             st.restarts += 1;
-            tracing::warn!(restarts = st.restarts, "the brick process had died; started it again");
+            tracing::warn!(
+                restarts = st.restarts,
+                "the brick process had died; started it again"
+            );
         }
         st.ever_seen = true;
         st.started_at = now();
@@ -219,7 +227,12 @@ impl BrickProc {
             .scan(ATTACHED)
             .map_err(|e| e.to_string())?
             .into_iter()
-            .map(|(k, v)| (k[ATTACHED.len()..].to_string(), String::from_utf8_lossy(&v).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k[ATTACHED.len()..].to_string(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
             .collect();
         for name in served.keys() {
             let stale = match want.get(name) {
@@ -227,11 +240,18 @@ impl BrickProc {
                 Some(vf) => known.get(name) != Some(vf),
             };
             if stale {
-                match self.ask(ControlRequest::Detach { brick: name.clone() }).await {
+                match self
+                    .ask(ControlRequest::Detach {
+                        brick: name.clone(),
+                    })
+                    .await
+                {
                     Ok(_) => tracing::info!(brick = %name, "detached"),
                     Err(e) => tracing::warn!(brick = %name, "detach failed: {e}"),
                 }
-                self.store.delete(&format!("{ATTACHED}{name}")).map_err(|e| e.to_string())?;
+                self.store
+                    .delete(&format!("{ATTACHED}{name}"))
+                    .map_err(|e| e.to_string())?;
             }
         }
         let served = self.served().await.unwrap_or_default();
@@ -240,7 +260,12 @@ impl BrickProc {
             if served.contains_key(name) {
                 continue;
             }
-            match self.ask(ControlRequest::Attach { volfile: vf.clone() }).await {
+            match self
+                .ask(ControlRequest::Attach {
+                    volfile: vf.clone(),
+                })
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(brick = %name, "attached");
                     self.store

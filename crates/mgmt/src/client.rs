@@ -57,7 +57,10 @@ impl Api {
         let resp = req.send().await.map_err(|e| ApiError {
             status: None,
             message: if e.is_connect() {
-                format!("cannot connect to mgmtd at {}: is `weft mgmtd` running there?", self.base)
+                format!(
+                    "cannot connect to mgmtd at {}: is `weft mgmtd` running there?",
+                    self.base
+                )
             } else if e.is_timeout() {
                 format!("mgmtd at {} did not answer in time", self.base)
             } else {
@@ -88,22 +91,34 @@ impl Api {
 
     /// GET `path` as JSON.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     /// POST `body` to `path`.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ApiError> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body)).await
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
     }
 
     /// PUT `body` to `path`.
-    pub async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ApiError> {
-        self.send(self.http.put(format!("{}{path}", self.base)).json(body)).await
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
+            .await
     }
 
     /// DELETE `path`.
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
-        self.send(self.http.delete(format!("{}{path}", self.base))).await
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
     }
 }
 
@@ -128,12 +143,21 @@ impl PeerClient {
 
     /// Tells a detached node it is on its own again.
     pub async fn leave(&self, base: &str, token: &str) -> Result<Done, ApiError> {
-        Self::api(base, Some(token), 30).post("/internal/leave", &()).await
+        Self::api(base, Some(token), 30)
+            .post("/internal/leave", &())
+            .await
     }
 
     /// Asks the node to check its own brick directories.
-    pub async fn check_bricks(&self, base: &str, token: &str, req: &CheckBricksRequest) -> Result<Done, ApiError> {
-        Self::api(base, Some(token), 10).post("/internal/check-bricks", req).await
+    pub async fn check_bricks(
+        &self,
+        base: &str,
+        token: &str,
+        req: &CheckBricksRequest,
+    ) -> Result<Done, ApiError> {
+        Self::api(base, Some(token), 10)
+            .post("/internal/check-bricks", req)
+            .await
     }
 
     /// The node's brick process and bricks.
@@ -143,7 +167,9 @@ impl PeerClient {
 
     /// The node's brick process statedump.
     pub async fn statedump(&self, base: &str, token: &str) -> Result<String, ApiError> {
-        let d: Done = Self::api(base, Some(token), 10).get("/internal/statedump").await?;
+        let d: Done = Self::api(base, Some(token), 10)
+            .get("/internal/statedump")
+            .await?;
         Ok(d.message)
     }
 }

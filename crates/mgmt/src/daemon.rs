@@ -85,13 +85,21 @@ fn identity(store: &LocalStore) -> Result<(String, u64), StartError> {
         store.get("uuid").map_err(setup("store"))?,
         store.get("node-id").map_err(setup("store"))?,
     ) {
-        let id = u64::from_le_bytes(i.as_slice().try_into().map_err(|_| StartError::Setup("store: a bad node id".into()))?);
+        let id = u64::from_le_bytes(
+            i.as_slice()
+                .try_into()
+                .map_err(|_| StartError::Setup("store: a bad node id".into()))?,
+        );
         return Ok((String::from_utf8_lossy(&u).into_owned(), id));
     }
     let u = uuid::Uuid::new_v4();
     let id = u64::from_le_bytes(u.as_bytes()[..8].try_into().expect("8 bytes")) >> 1 | 1;
-    store.put("uuid", u.to_string().as_bytes()).map_err(setup("store"))?;
-    store.put("node-id", &id.to_le_bytes()).map_err(setup("store"))?;
+    store
+        .put("uuid", u.to_string().as_bytes())
+        .map_err(setup("store"))?;
+    store
+        .put("node-id", &id.to_le_bytes())
+        .map_err(setup("store"))?;
     Ok((u.to_string(), id))
 }
 
@@ -110,8 +118,14 @@ pub async fn run(cfg: Config, registry: Arc<Registry>) -> Result<(), StartError>
         .mode(0o700)
         .create(&cfg.workdir)
         .map_err(setup("cannot create the workdir"))?;
-    std::fs::set_permissions(&cfg.workdir, std::fs::Permissions::from_mode(0o700)).map_err(setup("workdir"))?;
-    let store = LocalStore::open(&cfg.workdir).map_err(|e| StartError::Setup(format!("{e} (is another mgmtd using {}?)", cfg.workdir.display())))?;
+    std::fs::set_permissions(&cfg.workdir, std::fs::Permissions::from_mode(0o700))
+        .map_err(setup("workdir"))?;
+    let store = LocalStore::open(&cfg.workdir).map_err(|e| {
+        StartError::Setup(format!(
+            "{e} (is another mgmtd using {}?)",
+            cfg.workdir.display()
+        ))
+    })?;
     let (uuid, id) = identity(&store)?;
     let token = match std::fs::read_to_string(token_path(&cfg.workdir)) {
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
@@ -167,7 +181,10 @@ pub async fn run(cfg: Config, registry: Arc<Registry>) -> Result<(), StartError>
     // never completed); a member waits for its pool.
     let members = node.consensus.members();
     if members.is_empty() {
-        node.consensus.initialize_single().await.map_err(setup("consensus"))?;
+        node.consensus
+            .initialize_single()
+            .await
+            .map_err(setup("consensus"))?;
     }
     let n2 = node.clone();
     tokio::spawn(async move { register_self(n2).await });
@@ -181,7 +198,11 @@ pub async fn run(cfg: Config, registry: Arc<Registry>) -> Result<(), StartError>
     if let Some(p) = &cfg.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id())).map_err(setup("pid file"))?;
     }
-    println!("weft mgmtd: listening on {listen}, node {}, workdir {}", node.me.uuid, cfg.workdir.display());
+    println!(
+        "weft mgmtd: listening on {listen}, node {}, workdir {}",
+        node.me.uuid,
+        cfg.workdir.display()
+    );
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: stopping (the brick process keeps serving)"),
         _ = int.recv() => tracing::info!("SIGINT: stopping (the brick process keeps serving)"),
@@ -206,7 +227,10 @@ async fn register_self(node: Arc<Node>) {
         if member {
             match known {
                 // Keep the name the pool knows it by (what `peer probe` was given).
-                Some(p) if p.mgmt_port == me.mgmt_port && p.brick_port == me.brick_port && p.max_op_version == me.max_op_version => {}
+                Some(p)
+                    if p.mgmt_port == me.mgmt_port
+                        && p.brick_port == me.brick_port
+                        && p.max_op_version == me.max_op_version => {}
                 Some(p) => {
                     let mut upd = me.clone();
                     upd.host = p.host.clone();
@@ -256,12 +280,19 @@ async fn reconcile(node: &Node, state: &PoolState) -> Result<(), String> {
         if brick_check::marker(p).as_deref() == Some(id.as_str()) {
             continue;
         }
-        if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o755).create(p) {
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(p)
+        {
             tracing::warn!("cannot create brick directory {path}: {e}");
             continue;
         }
         match brick_check::set_marker(p, id) {
-            Ok(()) => node.store.put(&format!("{MARKED}{path}"), id.as_bytes()).map_err(|e| e.to_string())?,
+            Ok(()) => node
+                .store
+                .put(&format!("{MARKED}{path}"), id.as_bytes())
+                .map_err(|e| e.to_string())?,
             Err(e) => tracing::warn!("cannot mark brick {path}: {e}"),
         }
     }

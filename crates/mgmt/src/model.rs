@@ -244,7 +244,10 @@ impl PoolState {
                 if self.op_version == 0 {
                     self.op_version = OP_VERSION.min(p.max_op_version);
                 }
-                if let Some(other) = self.peers.values().find(|o| o.host == p.host && o.id != p.id)
+                if let Some(other) = self
+                    .peers
+                    .values()
+                    .find(|o| o.host == p.host && o.id != p.id)
                 {
                     return Err(format!(
                         "host {} is already peer {} of the pool",
@@ -293,11 +296,7 @@ impl PoolState {
                         if o.node == b.node
                             && (path_within(&o.path, &b.path) || path_within(&b.path, &o.path))
                         {
-                            return Err(format!(
-                                "bricks {} and {} overlap",
-                                o.spec(),
-                                b.spec()
-                            ));
+                            return Err(format!("bricks {} and {} overlap", o.spec(), b.spec()));
                         }
                     }
                 }
@@ -422,7 +421,8 @@ mod tests {
     fn the_first_create_of_a_name_wins() {
         let mut s = PoolState::default();
         s.apply(&Command::AddPeer(peer(1, "h1"))).unwrap();
-        s.apply(&Command::CreateVolume(vol("a", 1, "/b/1"))).unwrap();
+        s.apply(&Command::CreateVolume(vol("a", 1, "/b/1")))
+            .unwrap();
         let e = s
             .apply(&Command::CreateVolume(vol("a", 1, "/b/2")))
             .unwrap_err();
@@ -435,28 +435,28 @@ mod tests {
         let mut s = PoolState::default();
         s.apply(&Command::AddPeer(peer(1, "h1"))).unwrap();
         s.apply(&Command::AddPeer(peer(2, "h2"))).unwrap();
-        s.apply(&Command::CreateVolume(vol("a", 1, "/b/1"))).unwrap();
+        s.apply(&Command::CreateVolume(vol("a", 1, "/b/1")))
+            .unwrap();
         assert!(s
             .apply(&Command::CreateVolume(vol("x", 1, "/b/1/sub")))
             .unwrap_err()
             .contains("overlaps brick h1:/b/1 of volume a"));
-        assert!(s
-            .apply(&Command::CreateVolume(vol("y", 1, "/b")))
-            .is_err());
+        assert!(s.apply(&Command::CreateVolume(vol("y", 1, "/b"))).is_err());
         // The same path on another node is another brick; a sibling with a common
         // prefix is not inside.
-        s.apply(&Command::CreateVolume(vol("z", 2, "/b/1"))).unwrap();
-        s.apply(&Command::CreateVolume(vol("w", 1, "/b/10"))).unwrap();
+        s.apply(&Command::CreateVolume(vol("z", 2, "/b/1")))
+            .unwrap();
+        s.apply(&Command::CreateVolume(vol("w", 1, "/b/10")))
+            .unwrap();
     }
 
     #[test]
     fn lifecycle_rules() {
         let mut s = PoolState::default();
         s.apply(&Command::AddPeer(peer(1, "h1"))).unwrap();
-        s.apply(&Command::CreateVolume(vol("a", 1, "/b/1"))).unwrap();
-        assert!(s
-            .apply(&Command::StopVolume { name: "a".into() })
-            .is_err());
+        s.apply(&Command::CreateVolume(vol("a", 1, "/b/1")))
+            .unwrap();
+        assert!(s.apply(&Command::StopVolume { name: "a".into() }).is_err());
         s.apply(&Command::StartVolume {
             name: "a".into(),
             force: false,
@@ -478,7 +478,8 @@ mod tests {
             .unwrap_err()
             .contains("holds bricks"));
         s.apply(&Command::StopVolume { name: "a".into() }).unwrap();
-        s.apply(&Command::DeleteVolume { name: "a".into() }).unwrap();
+        s.apply(&Command::DeleteVolume { name: "a".into() })
+            .unwrap();
         assert!(s.volumes.is_empty());
         s.apply(&Command::RemovePeer { id: 1 }).unwrap();
     }
@@ -487,7 +488,8 @@ mod tests {
     fn options_bump_the_version() {
         let mut s = PoolState::default();
         s.apply(&Command::AddPeer(peer(1, "h1"))).unwrap();
-        s.apply(&Command::CreateVolume(vol("a", 1, "/b/1"))).unwrap();
+        s.apply(&Command::CreateVolume(vol("a", 1, "/b/1")))
+            .unwrap();
         let v0 = s.volumes["a"].version;
         let mut o = BTreeMap::new();
         o.insert("performance.write-behind".to_string(), "off".to_string());

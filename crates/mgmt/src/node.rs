@@ -14,9 +14,9 @@ use weft_core::Registry;
 
 use crate::brick_check;
 use crate::brickproc::BrickProc;
+use crate::client::PeerClient;
 use crate::model::{self, Brick, Command, Layout, Peer, PoolState, Volume, VolumeStatus};
 use crate::optable::{self, Side};
-use crate::client::PeerClient;
 use crate::store::LocalStore;
 use crate::types::*;
 use crate::volgen;
@@ -34,19 +34,31 @@ pub struct OpError {
 impl OpError {
     /// A 400.
     pub fn bad(m: impl Into<String>) -> OpError {
-        OpError { status: 400, message: m.into() }
+        OpError {
+            status: 400,
+            message: m.into(),
+        }
     }
     /// A 404.
     pub fn not_found(m: impl Into<String>) -> OpError {
-        OpError { status: 404, message: m.into() }
+        OpError {
+            status: 404,
+            message: m.into(),
+        }
     }
     /// A 409.
     pub fn conflict(m: impl Into<String>) -> OpError {
-        OpError { status: 409, message: m.into() }
+        OpError {
+            status: 409,
+            message: m.into(),
+        }
     }
     /// A 503.
     pub fn unavailable(m: impl Into<String>) -> OpError {
-        OpError { status: 503, message: m.into() }
+        OpError {
+            status: 503,
+            message: m.into(),
+        }
     }
 }
 
@@ -103,9 +115,11 @@ pub struct Node {
 fn consensus_err(e: weft_consensus::Error) -> OpError {
     use weft_consensus::Error as E;
     match e {
-        E::NoQuorum { .. } | E::Timeout { .. } | E::Network { .. } | E::NotMember(_) | E::Shutdown(_) => {
-            OpError::unavailable(e.to_string())
-        }
+        E::NoQuorum { .. }
+        | E::Timeout { .. }
+        | E::Network { .. }
+        | E::NotMember(_)
+        | E::Shutdown(_) => OpError::unavailable(e.to_string()),
         other => OpError {
             status: 500,
             message: other.to_string(),
@@ -118,7 +132,9 @@ pub fn check_volume_name(name: &str) -> OpResult<()> {
     if name.is_empty()
         || name.len() > 64
         || name.starts_with('-')
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(OpError::bad(format!(
             "{name:?} is not a valid volume name (letters, digits, - and _, at most 64, not starting with -)"
@@ -160,8 +176,15 @@ impl Node {
         match self.consensus.propose(cmd).await {
             Ok(Ok(m)) => Ok(m),
             Ok(Err(reason)) => {
-                let status = if reason.contains("does not exist") { 404 } else { 409 };
-                Err(OpError { status, message: reason })
+                let status = if reason.contains("does not exist") {
+                    404
+                } else {
+                    409
+                };
+                Err(OpError {
+                    status,
+                    message: reason,
+                })
             }
             Err(e) => Err(consensus_err(e)),
         }
@@ -201,11 +224,15 @@ impl Node {
     /// Which peers answer now (this node always does).
     pub async fn reachable(&self, state: &PoolState) -> BTreeSet<u64> {
         let mut up = BTreeSet::new();
-        let checks = state.peers.values().filter(|p| p.id != self.me.id).map(|p| {
-            let base = Self::peer_base(p);
-            let id = p.id;
-            async move { (id, self.peers.info(&base).await.is_ok()) }
-        });
+        let checks = state
+            .peers
+            .values()
+            .filter(|p| p.id != self.me.id)
+            .map(|p| {
+                let base = Self::peer_base(p);
+                let id = p.id;
+                async move { (id, self.peers.info(&base).await.is_ok()) }
+            });
         for (id, ok) in futures_join(checks).await {
             if ok {
                 up.insert(id);
@@ -220,21 +247,27 @@ impl Node {
     /// `peer probe HOST[:PORT]`.
     pub async fn probe(&self, target: &str) -> OpResult<String> {
         let (host, port) = split_host_port(target.trim(), weft_core::MGMT_PORT)?;
-        let state = self.consensus.read_consistent().await.map_err(consensus_err)?;
+        let state = self
+            .consensus
+            .read_consistent()
+            .await
+            .map_err(consensus_err)?;
         if (host == self.me.host || host == "localhost") && port == self.me.port {
             return Ok("peer probe: success: on localhost not needed".into());
         }
         if let Some(p) = state.peer_by_host(&host) {
             if p.mgmt_port == port {
-                return Ok(format!("peer probe: success: host {host} port {port} already in peer list"));
+                return Ok(format!(
+                    "peer probe: success: host {host} port {port} already in peer list"
+                ));
             }
         }
         let base = format!("http://{host}:{port}");
-        let info = self
-            .peers
-            .info(&base)
-            .await
-            .map_err(|e| OpError::unavailable(format!("peer probe: failed: {host}:{port} does not answer: {e}")))?;
+        let info = self.peers.info(&base).await.map_err(|e| {
+            OpError::unavailable(format!(
+                "peer probe: failed: {host}:{port} does not answer: {e}"
+            ))
+        })?;
         let pool_ov = state.op_version.max(1);
         if pool_ov < info.min_op_version || pool_ov > info.max_op_version {
             return Err(OpError::conflict(format!(
@@ -262,11 +295,17 @@ impl Node {
                 },
             )
             .await
-            .map_err(|e| OpError::conflict(format!("peer probe: failed: {host} refused to join: {e}")))?;
+            .map_err(|e| {
+                OpError::conflict(format!("peer probe: failed: {host} refused to join: {e}"))
+            })?;
         self.consensus
             .add_voter(info.id, base.clone())
             .await
-            .map_err(|e| OpError::unavailable(format!("peer probe: failed: adding {host} to the pool: {e}")))?;
+            .map_err(|e| {
+                OpError::unavailable(format!(
+                    "peer probe: failed: adding {host} to the pool: {e}"
+                ))
+            })?;
         self.propose(Command::AddPeer(Peer {
             id: info.id,
             uuid: info.uuid,
@@ -282,9 +321,15 @@ impl Node {
     /// `peer detach HOST [force]`.
     pub async fn detach(&self, target: &str, force: bool) -> OpResult<String> {
         let (host, _) = split_host_port(target.trim(), weft_core::MGMT_PORT)?;
-        let state = self.consensus.read_consistent().await.map_err(consensus_err)?;
+        let state = self
+            .consensus
+            .read_consistent()
+            .await
+            .map_err(consensus_err)?;
         let Some(p) = state.peer_by_host(&host).cloned() else {
-            return Err(OpError::not_found(format!("peer detach: failed: {host} is not part of the pool")));
+            return Err(OpError::not_found(format!(
+                "peer detach: failed: {host} is not part of the pool"
+            )));
         };
         if p.id == self.me.id {
             return Err(OpError::bad(
@@ -299,7 +344,10 @@ impl Node {
             )));
         }
         self.propose(Command::RemovePeer { id: p.id }).await?;
-        self.consensus.remove_node(p.id).await.map_err(consensus_err)?;
+        self.consensus
+            .remove_node(p.id)
+            .await
+            .map_err(consensus_err)?;
         if up {
             if let Err(e) = self.peers.leave(&base, &self.token()).await {
                 tracing::warn!("{host} did not take its detach: {e}");
@@ -320,7 +368,12 @@ impl Node {
                 host: p.host.clone(),
                 port: p.mgmt_port,
                 brick_port: p.brick_port,
-                state: if up.contains(&p.id) { "Connected" } else { "Disconnected" }.into(),
+                state: if up.contains(&p.id) {
+                    "Connected"
+                } else {
+                    "Disconnected"
+                }
+                .into(),
                 local: p.id == self.me.id,
             })
             .collect()
@@ -330,7 +383,9 @@ impl Node {
     pub async fn join(&self, req: JoinRequest) -> OpResult<String> {
         let s = self.state();
         if s.volumes.len() > 0 || s.peers.len() > 1 {
-            return Err(OpError::conflict("this node is already part of a pool with peers or volumes"));
+            return Err(OpError::conflict(
+                "this node is already part of a pool with peers or volumes",
+            ));
         }
         if req.op_version < model::MIN_OP_VERSION || req.op_version > self.me.max_op_version {
             return Err(OpError::conflict(format!(
@@ -356,7 +411,10 @@ impl Node {
     /// A detached node becomes a pool of its own again (`/internal/leave`).
     pub async fn leave(&self) -> OpResult<String> {
         self.consensus.reset().await.map_err(consensus_err)?;
-        self.consensus.initialize_single().await.map_err(consensus_err)?;
+        self.consensus
+            .initialize_single()
+            .await
+            .map_err(consensus_err)?;
         self.propose(Command::AddPeer(self.self_peer())).await?;
         tracing::info!("detached from the pool; a pool of one again");
         Ok("left".into())
@@ -367,23 +425,39 @@ impl Node {
     /// `volume create`.
     pub async fn create_volume(&self, req: CreateVolumeRequest) -> OpResult<String> {
         check_volume_name(&req.name)?;
-        let state = self.consensus.read_consistent().await.map_err(consensus_err)?;
+        let state = self
+            .consensus
+            .read_consistent()
+            .await
+            .map_err(consensus_err)?;
         if state.volumes.contains_key(&req.name) {
-            return Err(OpError::conflict(format!("volume create: {}: failed: volume {} already exists", req.name, req.name)));
+            return Err(OpError::conflict(format!(
+                "volume create: {}: failed: volume {} already exists",
+                req.name, req.name
+            )));
         }
         if req.bricks.is_empty() {
             return Err(OpError::bad("volume create: at least one brick is needed"));
         }
         let layout = match (req.replica, req.disperse) {
-            (Some(_), Some(_)) => return Err(OpError::bad("volume create: replica and disperse cannot be combined")),
+            (Some(_), Some(_)) => {
+                return Err(OpError::bad(
+                    "volume create: replica and disperse cannot be combined",
+                ))
+            }
             (Some(r), None) => {
                 if r < 2 {
-                    return Err(OpError::bad(format!("volume create: replica count {r} must be 2 or more")));
+                    return Err(OpError::bad(format!(
+                        "volume create: replica count {r} must be 2 or more"
+                    )));
                 }
                 if req.arbiter && r != 3 {
                     return Err(OpError::bad("volume create: arbiter 1 needs replica 3"));
                 }
-                Layout::Replicate { replica: r, arbiter: req.arbiter }
+                Layout::Replicate {
+                    replica: r,
+                    arbiter: req.arbiter,
+                }
             }
             (None, Some(d)) => {
                 let red = req.redundancy.unwrap_or(1);
@@ -392,9 +466,14 @@ impl Node {
                         "volume create: disperse {d} redundancy {red}: need disperse 3 or more and 0 < redundancy < disperse/2"
                     )));
                 }
-                Layout::Disperse { disperse: d, redundancy: red }
+                Layout::Disperse {
+                    disperse: d,
+                    redundancy: red,
+                }
             }
-            (None, None) if req.arbiter => return Err(OpError::bad("volume create: arbiter needs replica 3")),
+            (None, None) if req.arbiter => {
+                return Err(OpError::bad("volume create: arbiter needs replica 3"))
+            }
             (None, None) => Layout::Distribute,
         };
         let set = match layout {
@@ -407,13 +486,19 @@ impl Node {
                 "volume create: {}: failed: brick count {} is not a multiple of the {} count {set}",
                 req.name,
                 req.bricks.len(),
-                if matches!(layout, Layout::Disperse { .. }) { "disperse" } else { "replica" }
+                if matches!(layout, Layout::Disperse { .. }) {
+                    "disperse"
+                } else {
+                    "replica"
+                }
             )));
         }
         let mut bricks = Vec::new();
         for spec in &req.bricks {
             let Some((host, path)) = spec.split_once(':') else {
-                return Err(OpError::bad(format!("volume create: {spec:?} is not HOST:/PATH")));
+                return Err(OpError::bad(format!(
+                    "volume create: {spec:?} is not HOST:/PATH"
+                )));
             };
             let node = if host == self.me.host || host == self.me.uuid {
                 Some(self.me.id)
@@ -426,7 +511,8 @@ impl Node {
                     req.name
                 )));
             };
-            brick_check::check_new_brick(path, true).map_err(|e| OpError::bad(format!("volume create: {}: failed: {e}", req.name)))?;
+            brick_check::check_brick_path(path)
+                .map_err(|e| OpError::bad(format!("volume create: {}: failed: {e}", req.name)))?;
             bricks.push(Brick {
                 node,
                 host: host.to_string(),
@@ -435,7 +521,10 @@ impl Node {
         }
         for (i, b) in bricks.iter().enumerate() {
             for o in &bricks[..i] {
-                if o.node == b.node && (model::path_within(&o.path, &b.path) || model::path_within(&b.path, &o.path)) {
+                if o.node == b.node
+                    && (model::path_within(&o.path, &b.path)
+                        || model::path_within(&b.path, &o.path))
+                {
                     return Err(OpError::bad(format!(
                         "volume create: {}: failed: bricks {} and {} overlap",
                         req.name,
@@ -465,7 +554,8 @@ impl Node {
                 }
             }
         }
-        volgen::check_layout(&layout, bricks.len()).map_err(|e| OpError::bad(format!("volume create: {}: failed: {e}", req.name)))?;
+        volgen::check_layout(&layout, bricks.len())
+            .map_err(|e| OpError::bad(format!("volume create: {}: failed: {e}", req.name)))?;
         // Every node holding a brick checks its own directories; a node that does not
         // answer fails the create before anything is written anywhere.
         let mut by_node: BTreeMap<u64, Vec<String>> = BTreeMap::new();
@@ -473,9 +563,14 @@ impl Node {
             by_node.entry(b.node).or_default().push(b.path.clone());
         }
         for (node, paths) in by_node {
-            let check = CheckBricksRequest { paths, force: req.force };
+            let check = CheckBricksRequest {
+                paths,
+                force: req.force,
+            };
             if node == self.me.id {
-                self.check_bricks(&check).map_err(|e| OpError::bad(format!("volume create: {}: failed: {e}", req.name)))?;
+                self.check_bricks(&check).map_err(|e| {
+                    OpError::bad(format!("volume create: {}: failed: {e}", req.name))
+                })?;
             } else {
                 let p = &state.peers[&node];
                 self.peers
@@ -522,7 +617,11 @@ impl Node {
     /// `volume start NAME [force]`: commits the change, then waits (up to 20 s) until every
     /// brick is served, and says which are not.
     pub async fn start_volume(&self, name: &str, force: bool) -> OpResult<String> {
-        let state = self.consensus.read_consistent().await.map_err(consensus_err)?;
+        let state = self
+            .consensus
+            .read_consistent()
+            .await
+            .map_err(consensus_err)?;
         let v = Self::need_volume(&state, name)?;
         if !force {
             let up = self.reachable(&state).await;
@@ -533,7 +632,12 @@ impl Node {
                 )));
             }
         }
-        let m = self.propose(Command::StartVolume { name: name.into(), force }).await?;
+        let m = self
+            .propose(Command::StartVolume {
+                name: name.into(),
+                force,
+            })
+            .await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let st = self.volume_status(name).await?;
@@ -544,7 +648,16 @@ impl Node {
             if tokio::time::Instant::now() > deadline {
                 let why: Vec<String> = down
                     .iter()
-                    .map(|b| format!("{}{}", b.brick, b.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()))
+                    .map(|b| {
+                        format!(
+                            "{}{}",
+                            b.brick,
+                            b.error
+                                .as_deref()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        )
+                    })
                     .collect();
                 return Err(OpError::unavailable(format!(
                     "volume start: {name}: started, but brick(s) not online: {}",
@@ -557,7 +670,9 @@ impl Node {
 
     /// `volume stop NAME`: commits, then waits (up to 20 s) until no brick is served.
     pub async fn stop_volume(&self, name: &str) -> OpResult<String> {
-        let m = self.propose(Command::StopVolume { name: name.into() }).await?;
+        let m = self
+            .propose(Command::StopVolume { name: name.into() })
+            .await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while tokio::time::Instant::now() < deadline {
             let st = self.volume_status(name).await?;
@@ -571,7 +686,8 @@ impl Node {
 
     /// `volume delete NAME`.
     pub async fn delete_volume(&self, name: &str) -> OpResult<String> {
-        self.propose(Command::DeleteVolume { name: name.into() }).await
+        self.propose(Command::DeleteVolume { name: name.into() })
+            .await
     }
 
     /// `volume info [NAME]`.
@@ -584,15 +700,25 @@ impl Node {
     }
 
     /// The brick status every node reports, by node id (absent: the node did not answer).
-    async fn all_local_bricks(&self, state: &PoolState, nodes: &BTreeSet<u64>) -> BTreeMap<u64, LocalBricks> {
+    async fn all_local_bricks(
+        &self,
+        state: &PoolState,
+        nodes: &BTreeSet<u64>,
+    ) -> BTreeMap<u64, LocalBricks> {
         let mut out = BTreeMap::new();
-        let asks = nodes.iter().filter_map(|id| state.peers.get(id)).map(|p| async move {
-            if p.id == self.me.id {
-                (p.id, Some(self.bricks.local_status().await))
-            } else {
-                (p.id, self.peers.local_bricks(&Self::peer_base(p)).await.ok())
-            }
-        });
+        let asks = nodes
+            .iter()
+            .filter_map(|id| state.peers.get(id))
+            .map(|p| async move {
+                if p.id == self.me.id {
+                    (p.id, Some(self.bricks.local_status().await))
+                } else {
+                    (
+                        p.id,
+                        self.peers.local_bricks(&Self::peer_base(p)).await.ok(),
+                    )
+                }
+            });
         for (id, lb) in futures_join(asks).await {
             if let Some(lb) = lb {
                 out.insert(id, lb);
@@ -618,8 +744,16 @@ impl Node {
                 BrickStatus {
                     brick: b.spec(),
                     online: clients.is_some(),
-                    port: if clients.is_some() { lb.map(|l| l.port).unwrap_or(0) } else { 0 },
-                    pid: if clients.is_some() { lb.map(|l| l.pid).unwrap_or(0) } else { 0 },
+                    port: if clients.is_some() {
+                        lb.map(|l| l.port).unwrap_or(0)
+                    } else {
+                        0
+                    },
+                    pid: if clients.is_some() {
+                        lb.map(|l| l.pid).unwrap_or(0)
+                    } else {
+                        0
+                    },
                     clients: clients.unwrap_or(0),
                     error: match lb {
                         None => Some("its node does not answer".into()),
@@ -659,8 +793,16 @@ impl Node {
     }
 
     /// `volume set NAME KEY VALUE...`: every pair is checked before any is set.
-    pub async fn set_options(&self, name: &str, options: BTreeMap<String, String>) -> OpResult<String> {
-        let state = self.consensus.read_consistent().await.map_err(consensus_err)?;
+    pub async fn set_options(
+        &self,
+        name: &str,
+        options: BTreeMap<String, String>,
+    ) -> OpResult<String> {
+        let state = self
+            .consensus
+            .read_consistent()
+            .await
+            .map_err(consensus_err)?;
         Self::need_volume(&state, name)?;
         if options.is_empty() {
             return Err(OpError::bad("volume set: no option given"));
@@ -671,7 +813,11 @@ impl Node {
                 .map_err(|e| OpError::bad(format!("volume set: failed: {e}")))?;
             clean.insert(k, val);
         }
-        self.propose(Command::SetOptions { name: name.into(), options: clean }).await
+        self.propose(Command::SetOptions {
+            name: name.into(),
+            options: clean,
+        })
+        .await
     }
 
     /// `volume reset NAME [KEY]`.
@@ -679,7 +825,11 @@ impl Node {
         if let Some(k) = &key {
             optable::lookup(k).map_err(|e| OpError::bad(format!("volume reset: failed: {e}")))?;
         }
-        self.propose(Command::ResetOptions { name: name.into(), key }).await
+        self.propose(Command::ResetOptions {
+            name: name.into(),
+            key,
+        })
+        .await
     }
 
     /// `volume get NAME KEY|all`.
@@ -698,10 +848,17 @@ impl Node {
 
     /// `volume set help`.
     pub fn option_help(&self) -> Vec<OptionInfo> {
-        optable::TABLE.iter().map(|o| self.option_info(o, None)).collect()
+        optable::TABLE
+            .iter()
+            .map(|o| self.option_info(o, None))
+            .collect()
     }
 
-    fn option_info(&self, o: &optable::VolumeOption, set: Option<&BTreeMap<String, String>>) -> OptionInfo {
+    fn option_info(
+        &self,
+        o: &optable::VolumeOption,
+        set: Option<&BTreeMap<String, String>>,
+    ) -> OptionInfo {
         let empty = BTreeMap::new();
         let spec = optable::spec(o, &self.registry);
         let mut description = spec.map(|s| s.description.to_string()).unwrap_or_default();
@@ -736,7 +893,12 @@ impl Node {
 
     /// Waits until `name`'s version exceeds `after` (or `wait` passes: None), then answers
     /// its volfile; a deleted volume is a 404.
-    pub async fn wait_volfile(&self, name: &str, after: u64, wait: Duration) -> OpResult<Option<VolfileAnswer>> {
+    pub async fn wait_volfile(
+        &self,
+        name: &str,
+        after: u64,
+        wait: Duration,
+    ) -> OpResult<Option<VolfileAnswer>> {
         let mut rx = self.consensus.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -776,7 +938,10 @@ impl Node {
         let mut out = BTreeMap::new();
         for (i, b) in v.bricks.iter().enumerate() {
             let text = if b.node == self.me.id {
-                self.bricks.statedump().await.map_err(OpError::unavailable)?
+                self.bricks
+                    .statedump()
+                    .await
+                    .map_err(OpError::unavailable)?
             } else {
                 let p = &state.peers[&b.node];
                 self.peers
@@ -791,7 +956,9 @@ impl Node {
 
     /// Which option keys of a volume change the brick graphs (for callers' messages).
     pub fn brick_side(key: &str) -> bool {
-        optable::lookup(key).map(|o| o.side == Side::Brick).unwrap_or(false)
+        optable::lookup(key)
+            .map(|o| o.side == Side::Brick)
+            .unwrap_or(false)
     }
 }
 
@@ -819,6 +986,8 @@ fn brick_section(dump: &str, name: &str) -> String {
 }
 
 /// Runs futures concurrently and collects their results in order.
-pub async fn futures_join<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+pub async fn futures_join<F: std::future::Future>(
+    futs: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     futures::future::join_all(futs).await
 }

@@ -41,7 +41,12 @@ pub struct VolumeOption {
     pub unsupported: Option<&'static str>,
 }
 
-const fn opt(key: &'static str, side: Side, xlator: &'static str, option: &'static str) -> VolumeOption {
+const fn opt(
+    key: &'static str,
+    side: Side,
+    xlator: &'static str,
+    option: &'static str,
+) -> VolumeOption {
     VolumeOption {
         key,
         side,
@@ -96,7 +101,10 @@ pub fn lookup(key: &str) -> Result<&'static VolumeOption, String> {
         if near.is_empty() {
             format!("option {key} does not exist (see `weft volume set help`)")
         } else {
-            format!("option {key} does not exist; did you mean {}?", near.join(" or "))
+            format!(
+                "option {key} does not exist; did you mean {}?",
+                near.join(" or ")
+            )
         }
     })
 }
@@ -112,7 +120,12 @@ pub fn spec(o: &VolumeOption, registry: &Registry) -> Option<OptionSpec> {
 }
 
 /// Checks `value` for `key`; the error says what is wrong. Returns the value as stored.
-pub fn validate(key: &str, value: &str, registry: &Registry, pool_op_version: u32) -> Result<String, String> {
+pub fn validate(
+    key: &str,
+    value: &str,
+    registry: &Registry,
+    pool_op_version: u32,
+) -> Result<String, String> {
     let o = lookup(key)?;
     if let Some(why) = o.unsupported {
         return Err(format!("option {key} cannot be set: {why}"));
@@ -123,8 +136,12 @@ pub fn validate(key: &str, value: &str, registry: &Registry, pool_op_version: u3
             o.op_version
         ));
     }
-    let s = spec(o, registry)
-        .ok_or_else(|| format!("option {key}: translator {} does not have option {}", o.xlator, o.option))?;
+    let s = spec(o, registry).ok_or_else(|| {
+        format!(
+            "option {key}: translator {} does not have option {}",
+            o.xlator, o.option
+        )
+    })?;
     if value.contains(['\n', '\r']) {
         return Err(format!("option {key}: values cannot hold a newline"));
     }
@@ -134,7 +151,11 @@ pub fn validate(key: &str, value: &str, registry: &Registry, pool_op_version: u3
 
 /// The value `key` has on a volume whose set options are `set`: the set one, else the
 /// translator's default ("(unset)" for a required option nothing sets).
-pub fn effective(o: &VolumeOption, set: &std::collections::BTreeMap<String, String>, registry: &Registry) -> String {
+pub fn effective(
+    o: &VolumeOption,
+    set: &std::collections::BTreeMap<String, String>,
+    registry: &Registry,
+) -> String {
     if let Some(v) = set.get(o.key) {
         return v.clone();
     }
@@ -155,7 +176,9 @@ mod tests {
     fn unknown_keys_are_named_with_a_suggestion() {
         let e = lookup("performance.write-behind-window").unwrap_err();
         assert!(e.contains("does not exist"), "{e}");
-        assert!(lookup("nonsense.key").unwrap_err().contains("volume set help"));
+        assert!(lookup("nonsense.key")
+            .unwrap_err()
+            .contains("volume set help"));
     }
 
     #[test]

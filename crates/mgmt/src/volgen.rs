@@ -3,7 +3,7 @@
 //! read. Generation is a pure function of the pool state, so every node generates the same
 //! text for the same volume version.
 
-use weft_core::volfile::{VolumeDecl, Volfile};
+use weft_core::volfile::{Volfile, VolumeDecl};
 
 use crate::model::{Layout, PoolState, Volume};
 use crate::optable::{self, Side, WRITE_BEHIND_ENABLE};
@@ -39,7 +39,10 @@ pub fn check_layout(layout: &Layout, bricks: usize) -> Result<(), VolgenError> {
 }
 
 /// The options of `side` the volume sets, as (translator type, option, value).
-fn side_options<'a>(v: &'a Volume, side: Side) -> impl Iterator<Item = (&'static str, &'static str, &'a str)> {
+fn side_options<'a>(
+    v: &'a Volume,
+    side: Side,
+) -> impl Iterator<Item = (&'static str, &'static str, &'a str)> {
     v.options.iter().filter_map(move |(k, val)| {
         let o = optable::lookup(k).ok()?;
         (o.side == side).then_some((o.xlator, o.option, val.as_str()))
@@ -60,8 +63,10 @@ fn with_options(mut d: VolumeDecl, v: &Volume, side: Side, xlator: &str) -> Volu
 pub fn brick_volfile(v: &Volume, index: usize) -> String {
     let b = &v.bricks[index];
     let name = v.brick_name(index);
-    let posix = VolumeDecl::new(&format!("{name}-posix"), "storage/posix").option("directory", &b.path);
-    let locks = VolumeDecl::new(&format!("{name}-locks"), "features/locks").subvolumes(&[posix.name.clone()]);
+    let posix =
+        VolumeDecl::new(&format!("{name}-posix"), "storage/posix").option("directory", &b.path);
+    let locks = VolumeDecl::new(&format!("{name}-locks"), "features/locks")
+        .subvolumes(&[posix.name.clone()]);
     let stats = VolumeDecl::new(&name, "debug/io-stats").subvolumes(&[locks.name.clone()]);
     let server = with_options(
         VolumeDecl::new(&format!("{name}-server"), "protocol/server"),
@@ -101,8 +106,11 @@ pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenErr
         .get("performance.write-behind")
         .map(String::as_str)
         .unwrap_or("on");
-    let wb = VolumeDecl::new(&format!("{}-write-behind", v.name), "performance/write-behind")
-        .option(WRITE_BEHIND_ENABLE, enable);
+    let wb = VolumeDecl::new(
+        &format!("{}-write-behind", v.name),
+        "performance/write-behind",
+    )
+    .option(WRITE_BEHIND_ENABLE, enable);
     let mut wb = wb;
     for (x, opt, val) in side_options(v, Side::Client) {
         if x == "performance/write-behind" && opt != WRITE_BEHIND_ENABLE {
@@ -169,12 +177,19 @@ mod tests {
         let text = client_volfile(&s, &v).unwrap();
         let vf = Volfile::parse(&text).unwrap();
         let c = vf.get("vol1-client-0").unwrap();
-        let opts: BTreeMap<_, _> = c.options.iter().map(|o| (o.key.as_str(), o.value.as_str())).collect();
+        let opts: BTreeMap<_, _> = c
+            .options
+            .iter()
+            .map(|o| (o.key.as_str(), o.value.as_str()))
+            .collect();
         assert_eq!(opts["remote-host"], "127.0.0.2");
         assert_eq!(opts["remote-port"], "24101");
         assert_eq!(opts["remote-subvolume"], "vol1-brick0");
         assert_eq!(opts["ping-timeout"], "5");
-        assert!(!opts.contains_key("auth.allow"), "brick options stay out of the client graph");
+        assert!(
+            !opts.contains_key("auth.allow"),
+            "brick options stay out of the client graph"
+        );
         assert_eq!(vf.volumes.last().unwrap().name, "vol1");
     }
 
@@ -186,13 +201,26 @@ mod tests {
         let top = vf.volumes.last().unwrap();
         assert_eq!(top.type_name, "protocol/server");
         assert_eq!(top.subvolumes, vec!["vol1-brick0".to_string()]);
-        assert!(top.options.iter().any(|o| o.key == "auth.allow" && o.value == "127.0.0.1"));
+        assert!(top
+            .options
+            .iter()
+            .any(|o| o.key == "auth.allow" && o.value == "127.0.0.1"));
     }
 
     #[test]
     fn layouts_without_a_translator_are_refused_by_name() {
-        let e = check_layout(&Layout::Replicate { replica: 3, arbiter: false }, 3).unwrap_err();
+        let e = check_layout(
+            &Layout::Replicate {
+                replica: 3,
+                arbiter: false,
+            },
+            3,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("cluster/replicate"));
-        assert!(check_layout(&Layout::Distribute, 2).unwrap_err().to_string().contains("cluster/distribute"));
+        assert!(check_layout(&Layout::Distribute, 2)
+            .unwrap_err()
+            .to_string()
+            .contains("cluster/distribute"));
     }
 }

@@ -1,0 +1,774 @@
+//! `weft mgmtd`, and the GlusterFS-style admin commands (`peer`, `pool`, `volume`,
+//! `system getspec`) that talk to a mgmtd over its REST API.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use weft_mgmt::client::Api;
+use weft_mgmt::tasks::{StartTaskRequest, TaskRecord, TaskState, ThrottleRequest};
+use weft_mgmt::types::*;
+
+/// `weft mgmtd`.
+#[derive(Args, Debug)]
+pub struct MgmtdArgs {
+    /// HOST[:PORT] to serve on; peers and clients reach this node by HOST [default port:
+    /// 24100].
+    #[arg(long, default_value = "127.0.0.1", value_name = "HOST[:PORT]")]
+    listen: String,
+    /// Where the node keeps its state (store, token, brick process files, logs).
+    #[arg(long, default_value = "/var/lib/weft", value_name = "DIR")]
+    workdir: PathBuf,
+    /// The port of this node's brick process [default: mgmtd's port + 1].
+    #[arg(long, value_name = "PORT")]
+    brick_port: Option<u16>,
+    /// Write the process id here.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, default_value = "info,openraft=warn")]
+    log_level: String,
+    /// Claim at most this op-version (to run beside older peers) [default: this build's].
+    #[arg(long, value_name = "N", hide = true)]
+    max_op_version: Option<u32>,
+}
+
+/// Runs `weft mgmtd`.
+pub fn mgmtd(a: MgmtdArgs) -> Result<()> {
+    crate::mount::init_logging(&a.log_level)?;
+    let (host, port) = weft_mgmt::node::split_host_port(&a.listen, weft_core::MGMT_PORT)
+        .map_err(|e| anyhow!("--listen: {e}"))?;
+    let brick_port = match a.brick_port {
+        Some(p) => p,
+        None => port
+            .checked_add(1)
+            .context("--listen port 65535 leaves no brick port; give --brick-port")?,
+    };
+    let cfg = weft_mgmt::daemon::Config {
+        host,
+        port,
+        brick_port,
+        workdir: a.workdir,
+        exe: std::env::current_exe().context("cannot find the weft executable")?,
+        max_op_version: a.max_op_version.unwrap_or(weft_mgmt::model::OP_VERSION),
+        pid_file: a.pid_file,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(weft_mgmt::daemon::run(
+        cfg,
+        Arc::new(crate::registry::registry()),
+    ))
+    .map_err(|e| anyhow!(e))
+}
+
+/// Where the admin commands send their requests.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The mgmtd to ask: HOST[:PORT] [default: $WEFT_MGMT, else 127.0.0.1:24100].
+    #[arg(long, global = true, value_name = "HOST[:PORT]")]
+    remote_host: Option<String>,
+    /// Print JSON (the shapes in docs/MANAGEMENT.md) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Target {
+    fn api(&self, timeout: Duration) -> Result<Api> {
+        let spec = self
+            .remote_host
+            .clone()
+            .or_else(|| std::env::var("WEFT_MGMT").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let (h, p) = weft_mgmt::node::split_host_port(&spec, weft_core::MGMT_PORT)
+            .map_err(|e| anyhow!("--remote-host: {e}"))?;
+        Ok(Api::new(&format!("http://{h}:{p}"), token()?, timeout))
+    }
+}
+
+/// The pool token: $WEFT_TOKEN, else the file $WEFT_TOKEN_FILE, else
+/// /var/lib/weft/token when readable.
+fn token() -> Result<Option<String>> {
+    if let Ok(t) = std::env::var("WEFT_TOKEN") {
+        return Ok(Some(t.trim().to_string()));
+    }
+    if let Ok(f) = std::env::var("WEFT_TOKEN_FILE") {
+        let t = std::fs::read_to_string(&f)
+            .with_context(|| format!("cannot read WEFT_TOKEN_FILE {f}"))?;
+        return Ok(Some(t.trim().to_string()));
+    }
+    Ok(std::fs::read_to_string("/var/lib/weft/token")
+        .ok()
+        .map(|t| t.trim().to_string()))
+}
+
+fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// `weft peer ...`.
+#[derive(Subcommand, Debug)]
+pub enum PeerCmd {
+    /// Add a node to the pool: HOST[:PORT] of its mgmtd.
+    Probe {
+        /// The node.
+        host: String,
+    },
+    /// Remove a node from the pool (`force`: also when it is down).
+    Detach {
+        /// The node.
+        host: String,
+        /// `force`.
+        force: Option<String>,
+    },
+    /// The other nodes of the pool and whether they answer.
+    Status,
+}
+
+/// `weft peer`.
+pub fn peer(cmd: PeerCmd, t: Target) -> Result<()> {
+    block(async move {
+        let api = t.api(Duration::from_secs(60))?;
+        match cmd {
+            PeerCmd::Probe { host } => {
+                let d: Done = api.post("/v1/peers", &ProbeRequest { host }).await?;
+                println!("{}", d.message);
+            }
+            PeerCmd::Detach { host, force } => {
+                let force = match force.as_deref() {
+                    None => false,
+                    Some("force") => true,
+                    Some(o) => bail!("peer detach HOST [force]: {o:?} is not `force`"),
+                };
+                let d: Done = api
+                    .delete(&format!("/v1/peers/{}?force={force}", urlencode(&host)))
+                    .await?;
+                println!("{}", d.message);
+            }
+            PeerCmd::Status => {
+                let peers: Vec<PeerInfo> = api.get("/v1/peers").await?;
+                if t.json {
+                    return print_json(&peers);
+                }
+                let others: Vec<&PeerInfo> = peers.iter().filter(|p| !p.local).collect();
+                println!("Number of Peers: {}", others.len());
+                for p in others {
+                    println!();
+                    println!("Hostname: {}", p.host);
+                    println!("Uuid: {}", p.uuid);
+                    println!("State: Peer in Cluster ({})", p.state);
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `weft pool list`.
+pub fn pool_list(t: Target) -> Result<()> {
+    block(async move {
+        let api = t.api(Duration::from_secs(30))?;
+        let peers: Vec<PeerInfo> = api.get("/v1/peers").await?;
+        if t.json {
+            return print_json(&peers);
+        }
+        println!("{:<38}{:<24}State", "UUID", "Hostname");
+        for p in peers {
+            let host = if p.local {
+                "localhost".to_string()
+            } else {
+                p.host.clone()
+            };
+            println!("{:<38}{:<24}{}", p.uuid, host, p.state);
+        }
+        Ok(())
+    })
+}
+
+/// `weft system getspec VOL`: prints the client volfile.
+pub fn getspec(vol: String, t: Target) -> Result<()> {
+    block(async move {
+        let api = t.api(Duration::from_secs(30))?;
+        let a: VolfileAnswer = api
+            .get(&format!("/v1/volumes/{}/volfile", urlencode(&vol)))
+            .await?;
+        if t.json {
+            return print_json(&a);
+        }
+        print!("{}", a.volfile);
+        if !a.volfile.ends_with('\n') {
+            println!();
+        }
+        Ok(())
+    })
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+const VOLUME_USAGE: &str = "\
+usage:
+  weft volume create NAME [replica N [arbiter 1]] [disperse N [redundancy M]] HOST:/BRICK... [force]
+  weft volume start NAME [force] | stop NAME | delete NAME
+  weft volume info [NAME|all] | status [NAME|all] | list
+  weft volume set NAME KEY VALUE [KEY VALUE...] | set help
+  weft volume get NAME KEY|all | reset NAME [KEY]
+  weft volume statedump NAME
+  weft volume add-brick | remove-brick | replace-brick ...
+  weft volume task list | status ID [--watch] | start KIND [key=value...] [throttle N]
+  weft volume task pause ID | resume ID | stop ID | throttle ID N
+every read command takes --json; --remote-host HOST[:PORT] picks the mgmtd";
+
+/// `weft volume ARGS...` with GlusterFS's grammar.
+pub fn volume(args: Vec<String>, mut t: Target) -> Result<()> {
+    // The grammar is positional, so the global flags may sit among the words.
+    let mut words = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if a == "--json" {
+            t.json = true;
+        } else if a == "--remote-host" {
+            t.remote_host = Some(
+                it.next()
+                    .ok_or_else(|| anyhow!("--remote-host needs HOST[:PORT]"))?,
+            );
+        } else if let Some(h) = a.strip_prefix("--remote-host=") {
+            t.remote_host = Some(h.to_string());
+        } else {
+            words.push(a);
+        }
+    }
+    let args = words;
+    let Some((verb, rest)) = args.split_first() else {
+        bail!("{VOLUME_USAGE}");
+    };
+    let rest: Vec<String> = rest.to_vec();
+    block(async move {
+        let api = t.api(Duration::from_secs(120))?;
+        let one = |what: &str| -> Result<String> {
+            match rest.as_slice() {
+                [n] => Ok(n.clone()),
+                _ => bail!("usage: weft volume {what} NAME"),
+            }
+        };
+        match verb.as_str() {
+            "create" => create(&api, &rest).await,
+            "start" => {
+                let (name, force) = name_force(&rest, "start")?;
+                done(
+                    api.post(
+                        &format!("/v1/volumes/{}/start", urlencode(&name)),
+                        &StartRequest { force },
+                    )
+                    .await?,
+                )
+            }
+            "stop" => {
+                let (name, _force) = name_force(&rest, "stop")?;
+                done(
+                    api.post(&format!("/v1/volumes/{}/stop", urlencode(&name)), &())
+                        .await?,
+                )
+            }
+            "delete" => done(
+                api.delete(&format!("/v1/volumes/{}", urlencode(&one("delete")?)))
+                    .await?,
+            ),
+            "list" => {
+                let v: Vec<VolumeInfo> = api.get("/v1/volumes").await?;
+                if t.json {
+                    return print_json(&v.iter().map(|v| &v.name).collect::<Vec<_>>());
+                }
+                if v.is_empty() {
+                    println!("No volumes present in cluster");
+                }
+                for v in v {
+                    println!("{}", v.name);
+                }
+                Ok(())
+            }
+            "info" => {
+                let v: Vec<VolumeInfo> = match rest.as_slice() {
+                    [] => api.get("/v1/volumes").await?,
+                    [a] if a == "all" => api.get("/v1/volumes").await?,
+                    [n] => vec![api.get(&format!("/v1/volumes/{}", urlencode(n))).await?],
+                    _ => bail!("usage: weft volume info [NAME|all]"),
+                };
+                if t.json {
+                    return print_json(&v);
+                }
+                if v.is_empty() {
+                    println!("No volumes present");
+                }
+                for v in v {
+                    print_info(&v);
+                }
+                Ok(())
+            }
+            "status" => {
+                let names: Vec<String> = match rest.as_slice() {
+                    [] => api
+                        .get::<Vec<VolumeInfo>>("/v1/volumes")
+                        .await?
+                        .into_iter()
+                        .map(|v| v.name)
+                        .collect(),
+                    [a] if a == "all" => api
+                        .get::<Vec<VolumeInfo>>("/v1/volumes")
+                        .await?
+                        .into_iter()
+                        .map(|v| v.name)
+                        .collect(),
+                    [n] => vec![n.clone()],
+                    _ => bail!("usage: weft volume status [NAME|all]"),
+                };
+                let mut all = Vec::new();
+                for n in names {
+                    let s: VolumeStatusInfo = api
+                        .get(&format!("/v1/volumes/{}/status", urlencode(&n)))
+                        .await?;
+                    all.push(s);
+                }
+                if t.json {
+                    return if rest.len() == 1 && rest[0] != "all" {
+                        print_json(&all[0])
+                    } else {
+                        print_json(&all)
+                    };
+                }
+                for s in all {
+                    print_status(&s);
+                }
+                Ok(())
+            }
+            "set" => match rest.as_slice() {
+                [h] if h == "help" => {
+                    let o: Vec<OptionInfo> = api.get("/v1/options").await?;
+                    if t.json {
+                        return print_json(&o);
+                    }
+                    for o in o {
+                        println!("Option: {}", o.key);
+                        println!("Default Value: {}", o.value);
+                        println!("Description: {}", o.description);
+                        println!(
+                            "Graph: {} ({}), op-version {}",
+                            o.side, o.translator, o.op_version
+                        );
+                        println!();
+                    }
+                    Ok(())
+                }
+                [name, kv @ ..] if !kv.is_empty() && kv.len() % 2 == 0 => {
+                    let options: BTreeMap<String, String> =
+                        kv.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect();
+                    done(
+                        api.put(
+                            &format!("/v1/volumes/{}/options", urlencode(name)),
+                            &SetOptionsRequest { options },
+                        )
+                        .await?,
+                    )
+                }
+                _ => bail!(
+                    "usage: weft volume set NAME KEY VALUE [KEY VALUE...] | weft volume set help"
+                ),
+            },
+            "get" => {
+                let (name, key) = match rest.as_slice() {
+                    [n, k] => (n.clone(), k.clone()),
+                    _ => bail!("usage: weft volume get NAME KEY|all"),
+                };
+                let o: Vec<OptionInfo> = api
+                    .get(&format!(
+                        "/v1/volumes/{}/options?key={}",
+                        urlencode(&name),
+                        urlencode(&key)
+                    ))
+                    .await?;
+                if t.json {
+                    return print_json(&o);
+                }
+                println!("{:<48}Value", "Option");
+                println!("{:<48}-----", "------");
+                for o in o {
+                    println!("{:<48}{}", o.key, o.value);
+                }
+                Ok(())
+            }
+            "reset" => match rest.as_slice() {
+                [n] => done(
+                    api.delete(&format!("/v1/volumes/{}/options", urlencode(n)))
+                        .await?,
+                ),
+                [n, f] if f == "force" => done(
+                    api.delete(&format!("/v1/volumes/{}/options", urlencode(n)))
+                        .await?,
+                ),
+                [n, k] | [n, k, _] => done(
+                    api.delete(&format!(
+                        "/v1/volumes/{}/options/{}",
+                        urlencode(n),
+                        urlencode(k)
+                    ))
+                    .await?,
+                ),
+                _ => bail!("usage: weft volume reset NAME [KEY]"),
+            },
+            "statedump" => {
+                let name = match rest.as_slice() {
+                    [n, ..] => n.clone(),
+                    _ => bail!("usage: weft volume statedump NAME"),
+                };
+                let d: BTreeMap<String, String> = api
+                    .get(&format!("/v1/volumes/{}/statedump", urlencode(&name)))
+                    .await?;
+                if t.json {
+                    return print_json(&d);
+                }
+                for (brick, text) in d {
+                    println!("Brick {brick}");
+                    print!("{text}");
+                    println!();
+                }
+                Ok(())
+            }
+            "add-brick" | "remove-brick" => {
+                let name = rest.first().cloned().unwrap_or_default();
+                let v: VolumeInfo = api
+                    .get(&format!("/v1/volumes/{}", urlencode(&name)))
+                    .await?;
+                bail!(
+                    "volume {verb}: {}: failed: changing the bricks of a {} volume needs cluster/distribute, which this version of Weft does not have yet",
+                    v.name,
+                    v.type_name
+                )
+            }
+            "replace-brick" => {
+                let name = rest.first().cloned().unwrap_or_default();
+                let v: VolumeInfo = api
+                    .get(&format!("/v1/volumes/{}", urlencode(&name)))
+                    .await?;
+                bail!(
+                    "volume replace-brick: {}: failed: replace-brick is for replicated and dispersed volumes (it relies on self-heal to fill the new brick); {} is a {} volume",
+                    v.name,
+                    v.name,
+                    v.type_name
+                )
+            }
+            "task" => task(&api, &rest, t.json).await,
+            "help" | "--help" | "-h" => {
+                println!("{VOLUME_USAGE}");
+                Ok(())
+            }
+            other => bail!("unknown volume command {other:?}\n{VOLUME_USAGE}"),
+        }
+    })
+}
+
+fn done(d: Done) -> Result<()> {
+    println!("{}", d.message);
+    Ok(())
+}
+
+fn name_force(rest: &[String], verb: &str) -> Result<(String, bool)> {
+    match rest {
+        [n] => Ok((n.clone(), false)),
+        [n, f] if f == "force" => Ok((n.clone(), true)),
+        _ => bail!("usage: weft volume {verb} NAME [force]"),
+    }
+}
+
+fn positive(word: &str, v: Option<&String>) -> Result<u32> {
+    let v = v.ok_or_else(|| anyhow!("volume create: {word} needs a count"))?;
+    v.parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| anyhow!("volume create: {word} {v:?}: not a positive count"))
+}
+
+async fn create(api: &Api, rest: &[String]) -> Result<()> {
+    let Some((name, words)) = rest.split_first() else {
+        bail!("usage: weft volume create NAME [replica N [arbiter 1]] [disperse N [redundancy M]] HOST:/BRICK... [force]");
+    };
+    let mut req = CreateVolumeRequest {
+        name: name.clone(),
+        ..Default::default()
+    };
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i].as_str();
+        match w {
+            "replica" => {
+                req.replica = Some(positive(w, words.get(i + 1))?);
+                i += 2;
+            }
+            "arbiter" => {
+                if positive(w, words.get(i + 1))? != 1 {
+                    bail!("volume create: arbiter takes 1");
+                }
+                req.arbiter = true;
+                i += 2;
+            }
+            "disperse" => {
+                req.disperse = Some(positive(w, words.get(i + 1))?);
+                i += 2;
+            }
+            "redundancy" | "disperse-data" => {
+                req.redundancy = Some(positive(w, words.get(i + 1))?);
+                i += 2;
+            }
+            "transport" => {
+                match words.get(i + 1).map(String::as_str) {
+                    Some("tcp") => {}
+                    other => bail!("volume create: transport {other:?}: only tcp is supported"),
+                }
+                i += 2;
+            }
+            "force" if i == words.len() - 1 => {
+                req.force = true;
+                i += 1;
+            }
+            b if b.contains(":/") => {
+                req.bricks.push(b.to_string());
+                i += 1;
+            }
+            other => bail!("volume create: {other:?} is neither an option nor a HOST:/PATH brick"),
+        }
+    }
+    let d: Done = api.post("/v1/volumes", &req).await?;
+    println!("{}", d.message);
+    Ok(())
+}
+
+fn print_info(v: &VolumeInfo) {
+    println!();
+    println!("Volume Name: {}", v.name);
+    println!("Type: {}", v.type_name);
+    println!("Volume ID: {}", v.id);
+    println!("Status: {}", v.status);
+    println!("Number of Bricks: {}", v.brick_count);
+    println!("Transport-type: {}", v.transport);
+    println!("Bricks:");
+    for (i, b) in v.bricks.iter().enumerate() {
+        println!("Brick{}: {}", i + 1, b.name);
+    }
+    if !v.options.is_empty() {
+        println!("Options Reconfigured:");
+        for (k, val) in &v.options {
+            println!("{k}: {val}");
+        }
+    }
+}
+
+fn print_status(s: &VolumeStatusInfo) {
+    println!("Status of volume: {} ({})", s.name, s.status);
+    println!(
+        "{:<48}{:<10}{:<8}{:<10}Clients",
+        "Brick", "Port", "Online", "Pid"
+    );
+    println!("{}", "-".repeat(82));
+    for b in &s.bricks {
+        let port = if b.online {
+            b.port.to_string()
+        } else {
+            "N/A".into()
+        };
+        let pid = if b.online {
+            b.pid.to_string()
+        } else {
+            "N/A".into()
+        };
+        println!(
+            "{:<48}{:<10}{:<8}{:<10}{}",
+            format!("Brick {}", b.brick),
+            port,
+            if b.online { "Y" } else { "N" },
+            pid,
+            b.clients
+        );
+        if let Some(e) = &b.error {
+            println!("    ({e})");
+        }
+    }
+    for p in &s.brick_processes {
+        if p.restarts > 0 {
+            println!(
+                "Brick process on {} was restarted {} time(s) by mgmtd",
+                p.host, p.restarts
+            );
+        }
+    }
+    println!();
+}
+
+fn print_task(r: &TaskRecord) {
+    let total = r
+        .items_total
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "?".into());
+    let eta = r
+        .eta_secs
+        .map(|s| format!("{s}s"))
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "{}  {:<10} {:<10} {}/{} items, {} bytes, {:.1}/s, {}s run, eta {}{}",
+        r.id,
+        r.kind,
+        format!("{:?}", r.state).to_lowercase(),
+        r.items_done,
+        total,
+        r.bytes_done,
+        r.rate,
+        r.run_secs,
+        eta,
+        r.error
+            .as_deref()
+            .map(|e| format!(" error: {e}"))
+            .unwrap_or_default()
+    );
+}
+
+async fn task(api: &Api, rest: &[String], json: bool) -> Result<()> {
+    let id_path = |id: &str, verb: &str| format!("/v1/tasks/{}/{verb}", urlencode(id));
+    match rest {
+        [l] if l == "list" => {
+            let t: Vec<TaskRecord> = api.get("/v1/tasks").await?;
+            if json {
+                return print_json(&t);
+            }
+            for r in &t {
+                print_task(r);
+            }
+            Ok(())
+        }
+        [s, id, watch @ ..] if s == "status" => {
+            let watch = match watch {
+                [] => false,
+                [w] if w == "--watch" || w == "watch" => true,
+                _ => bail!("usage: weft volume task status ID [--watch]"),
+            };
+            if !watch {
+                let r: TaskRecord = api.get(&format!("/v1/tasks/{}", urlencode(id))).await?;
+                return if json {
+                    print_json(&r)
+                } else {
+                    print_task(&r);
+                    Ok(())
+                };
+            }
+            watch_task(api, id).await
+        }
+        [s, kind, more @ ..] if s == "start" => {
+            let mut params = serde_json::Map::new();
+            let mut throttle = 0;
+            let mut i = 0;
+            while i < more.len() {
+                if more[i] == "throttle" {
+                    throttle = more
+                        .get(i + 1)
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| anyhow!("throttle needs items per second"))?;
+                    i += 2;
+                    continue;
+                }
+                let Some((k, v)) = more[i].split_once('=') else {
+                    bail!("task start: {:?} is not key=value", more[i]);
+                };
+                let v = v
+                    .parse::<u64>()
+                    .map(serde_json::Value::from)
+                    .unwrap_or_else(|_| serde_json::Value::from(v));
+                params.insert(k.to_string(), v);
+                i += 1;
+            }
+            let r: TaskRecord = api
+                .post(
+                    "/v1/tasks",
+                    &StartTaskRequest {
+                        kind: kind.clone(),
+                        volume: None,
+                        params: serde_json::Value::Object(params),
+                        throttle,
+                    },
+                )
+                .await?;
+            if json {
+                return print_json(&r);
+            }
+            println!("task {} started", r.id);
+            Ok(())
+        }
+        [verb, id] if matches!(verb.as_str(), "pause" | "resume" | "stop") => {
+            let r: TaskRecord = api.post(&id_path(id, verb), &()).await?;
+            if json {
+                return print_json(&r);
+            }
+            print_task(&r);
+            Ok(())
+        }
+        [verb, id, n] if verb == "throttle" => {
+            let items_per_sec = n
+                .parse()
+                .map_err(|_| anyhow!("throttle {n:?}: not a number of items per second"))?;
+            let r: TaskRecord = api
+                .post(&id_path(id, "throttle"), &ThrottleRequest { items_per_sec })
+                .await?;
+            print_task(&r);
+            Ok(())
+        }
+        _ => bail!("{VOLUME_USAGE}"),
+    }
+}
+
+/// Draws a live progress bar of a task until it ends.
+async fn watch_task(api: &Api, id: &str) -> Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:12} [{bar:40}] {pos}/{len} items ({per_sec}, eta {eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    loop {
+        let r: TaskRecord = api.get(&format!("/v1/tasks/{}", urlencode(id))).await?;
+        if let Some(t) = r.items_total {
+            bar.set_length(t);
+        }
+        bar.set_position(r.items_done);
+        bar.set_message(format!("{} {:?}", r.kind, r.state).to_lowercase());
+        if r.state.is_final() {
+            bar.finish();
+            print_task(&r);
+            if r.state == TaskState::Failed {
+                bail!("task failed: {}", r.error.unwrap_or_default());
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
