@@ -120,6 +120,9 @@ fn consensus_err(e: weft_consensus::Error) -> OpError {
         | E::Network { .. }
         | E::NotMember(_)
         | E::Shutdown(_) => OpError::unavailable(e.to_string()),
+        E::Raft(m) if m.contains("quorum") => OpError::unavailable(format!(
+            "no quorum: a majority of the pool's nodes must answer for this (see `weft peer status`): {m}"
+        )),
         other => OpError {
             status: 500,
             message: other.to_string(),
