@@ -13,7 +13,11 @@ use serde_json::Value;
 
 /// A unique loopback block for this test process: 127.A.B.x.
 fn block(test: u8) -> String {
-    format!("127.{}.{}", 200 + test as u32 % 50, std::process::id() % 250 + 1)
+    format!(
+        "127.{}.{}",
+        200 + test as u32 % 50,
+        std::process::id() % 250 + 1
+    )
 }
 
 /// One mgmtd; killed with its brick process on drop.
@@ -39,7 +43,11 @@ impl Node {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let mut child = weft_dying_with(libc::SIGKILL)
             .args(["mgmtd", "--listen", &self.host, "--workdir"])
             .arg(&self.workdir)
@@ -52,7 +60,12 @@ impl Node {
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-        assert!(line.contains("listening"), "mgmtd {} did not start: {line}\n{}", self.host, self.log_text());
+        assert!(
+            line.contains("listening"),
+            "mgmtd {} did not start: {line}\n{}",
+            self.host,
+            self.log_text()
+        );
         self.child = Some(child);
     }
 
@@ -73,11 +86,18 @@ impl Node {
     }
 
     fn brickd_pid(&self) -> Option<i32> {
-        std::fs::read_to_string(self.workdir.join("run/brickd.pid")).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.workdir.join("run/brickd.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     fn token(&self) -> String {
-        std::fs::read_to_string(self.workdir.join("token")).unwrap().trim().to_string()
+        std::fs::read_to_string(self.workdir.join("token"))
+            .unwrap()
+            .trim()
+            .to_string()
     }
 }
 
@@ -128,7 +148,10 @@ fn json(host: &str, t: &Node, args: &[&str]) -> Value {
 fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -156,21 +179,39 @@ fn info(host: &str, t: &Node, vol: &str) -> Value {
 fn a_pool_of_three_runs_a_volume_from_create_to_delete() {
     let d = scratch("mgmt-life");
     let nodes = pool(1, 3, d.path());
-    let (h1, h2, h3) = (nodes[0].host.clone(), nodes[1].host.clone(), nodes[2].host.clone());
+    let (h1, h2, h3) = (
+        nodes[0].host.clone(),
+        nodes[1].host.clone(),
+        nodes[2].host.clone(),
+    );
     let t = &nodes[0];
     // Every node sees the same pool, all connected.
     for n in &nodes {
         let p = json(&n.host, t, &["pool", "list"]);
-        let mut hosts: Vec<&str> = p.as_array().unwrap().iter().map(|x| x["host"].as_str().unwrap()).collect();
+        let mut hosts: Vec<&str> = p
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["host"].as_str().unwrap())
+            .collect();
         hosts.sort();
         assert_eq!(hosts, vec![h1.as_str(), h2.as_str(), h3.as_str()], "{p}");
-        assert!(p.as_array().unwrap().iter().all(|x| x["state"] == "Connected"), "{p}");
+        assert!(
+            p.as_array()
+                .unwrap()
+                .iter()
+                .all(|x| x["state"] == "Connected"),
+            "{p}"
+        );
     }
     // The token is the pool's: every node took the first one's, mode 0600.
     for n in &nodes {
         assert_eq!(n.token(), nodes[0].token());
         let m = std::fs::metadata(n.workdir.join("token")).unwrap();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777,
+            0o600
+        );
     }
     let brick = d.path().join("bricks/v1");
     let spec = format!("{h3}:{}", brick.display());
@@ -186,7 +227,8 @@ fn a_pool_of_three_runs_a_volume_from_create_to_delete() {
         assert_eq!(i["transport"], "tcp");
     }
     wait_until("the brick marker", 10, || {
-        getxattr(&brick, "trusted.weft.volume-id").is_ok_and(|v| v == info(&h1, t, "v1")["id"].as_str().unwrap().as_bytes())
+        getxattr(&brick, "trusted.weft.volume-id")
+            .is_ok_and(|v| v == info(&h1, t, "v1")["id"].as_str().unwrap().as_bytes())
     });
     let out = ok(&h1, t, &["volume", "start", "v1"]);
     assert!(out.contains("volume start: v1: success"), "{out}");
@@ -201,9 +243,16 @@ fn a_pool_of_three_runs_a_volume_from_create_to_delete() {
     // Mounted by name from node 1 (which holds no brick), written, seen on the brick.
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let m = mount_args(&[format!("{h1}:/v1").as_ref(), mnt.as_os_str()], &mnt, &d.path().join("mount.log"));
+    let m = mount_args(
+        &[format!("{h1}:/v1").as_ref(), mnt.as_os_str()],
+        &mnt,
+        &d.path().join("mount.log"),
+    );
     std::fs::write(mnt.join("hello"), b"through the pool").unwrap();
-    assert_eq!(std::fs::read(brick.join("hello")).unwrap(), b"through the pool");
+    assert_eq!(
+        std::fs::read(brick.join("hello")).unwrap(),
+        b"through the pool"
+    );
     let st = json(&h2, t, &["volume", "status", "v1"]);
     assert_eq!(st["bricks"][0]["clients"], 1, "{st}");
     // Deleting a started volume is refused; stop, then delete.
@@ -222,7 +271,9 @@ fn a_pool_of_three_runs_a_volume_from_create_to_delete() {
     }
     // The data stays; the marker goes, so the directory can be used again (with force,
     // as it is not empty).
-    wait_until("the marker to go", 10, || getxattr(&brick, "trusted.weft.volume-id").is_err());
+    wait_until("the marker to go", 10, || {
+        getxattr(&brick, "trusted.weft.volume-id").is_err()
+    });
     assert!(brick.join("hello").exists());
     let e = fails(&h1, t, &["volume", "create", "v2", &spec]);
     assert!(e.contains("not empty"), "{e}");
@@ -235,15 +286,52 @@ fn state_survives_restarts_and_a_node_that_was_down_catches_up() {
     let mut nodes = pool(2, 3, d.path());
     let (h1, h3) = (nodes[0].host.clone(), nodes[2].host.clone());
     let brick = d.path().join("b1");
-    ok(&h1, &nodes[0], &["volume", "create", "v", &format!("{h1}:{}", brick.display())]);
+    ok(
+        &h1,
+        &nodes[0],
+        &[
+            "volume",
+            "create",
+            "v",
+            &format!("{h1}:{}", brick.display()),
+        ],
+    );
     // Node 3 goes away; the other two still make changes.
     nodes[2].sigkill();
-    ok(&h1, &nodes[0], &["volume", "set", "v", "performance.write-behind-window-size", "2MB"]);
+    ok(
+        &h1,
+        &nodes[0],
+        &[
+            "volume",
+            "set",
+            "v",
+            "performance.write-behind-window-size",
+            "2MB",
+        ],
+    );
     let p = json(&h1, &nodes[0], &["peer", "status"]);
-    assert!(p.as_array().unwrap().iter().any(|x| x["host"] == h3.as_str() && x["state"] == "Disconnected"), "{p}");
+    assert!(
+        p.as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["host"] == h3.as_str() && x["state"] == "Disconnected"),
+        "{p}"
+    );
     // A create that needs the down node fails cleanly and leaves nothing.
-    let e = fails(&h1, &nodes[0], &["volume", "create", "w", &format!("{h3}:{}", d.path().join("bw").display())]);
-    assert!(e.contains("down or does not answer") && e.contains("the create needs it"), "{e}");
+    let e = fails(
+        &h1,
+        &nodes[0],
+        &[
+            "volume",
+            "create",
+            "w",
+            &format!("{h3}:{}", d.path().join("bw").display()),
+        ],
+    );
+    assert!(
+        e.contains("down or does not answer") && e.contains("the create needs it"),
+        "{e}"
+    );
     assert!(fails(&h1, &nodes[0], &["volume", "info", "w"]).contains("does not exist"));
     // Back: it has the change made while it was down.
     nodes[2].spawn();
@@ -252,13 +340,23 @@ fn state_survives_restarts_and_a_node_that_was_down_catches_up() {
         good && out.contains("\"performance.write-behind-window-size\": \"2MB\"")
     });
     // Every node restarted keeps the state.
-    for i in 0..3 {
-        nodes[i].restart();
+    for n in nodes.iter_mut() {
+        n.restart();
     }
-    wait_until("the pool to answer again", 20, || cli(&h1, &nodes[0], &["volume", "set", "v", "network.ping-timeout", "7"]).0);
+    wait_until("the pool to answer again", 20, || {
+        cli(
+            &h1,
+            &nodes[0],
+            &["volume", "set", "v", "network.ping-timeout", "7"],
+        )
+        .0
+    });
     for n in &nodes {
         let i = info(&n.host, &nodes[0], "v");
-        assert_eq!(i["options"]["performance.write-behind-window-size"], "2MB", "{i}");
+        assert_eq!(
+            i["options"]["performance.write-behind-window-size"], "2MB",
+            "{i}"
+        );
     }
 }
 
@@ -273,7 +371,12 @@ fn sigkill_during_create_or_set_leaves_all_or_nothing() {
         let vol = format!("k{round}");
         let brick = d.path().join(format!("kb{round}"));
         let create = weft()
-            .args(["volume", "create", &vol, &format!("{}:{}", hosts[(victim + 1) % 3], brick.display())])
+            .args([
+                "volume",
+                "create",
+                &vol,
+                &format!("{}:{}", hosts[(victim + 1) % 3], brick.display()),
+            ])
             .args(["--remote-host", &hosts[victim]])
             .env("WEFT_TOKEN_FILE", &token)
             .stdout(Stdio::null())
@@ -281,7 +384,13 @@ fn sigkill_during_create_or_set_leaves_all_or_nothing() {
             .spawn()
             .unwrap();
         let set = weft()
-            .args(["volume", "set", "k0", "network.ping-timeout", &format!("{}", 10 + round)])
+            .args([
+                "volume",
+                "set",
+                "k0",
+                "network.ping-timeout",
+                &format!("{}", 10 + round),
+            ])
             .args(["--remote-host", &hosts[victim]])
             .env("WEFT_TOKEN_FILE", &token)
             .stdout(Stdio::null())
@@ -296,23 +405,27 @@ fn sigkill_during_create_or_set_leaves_all_or_nothing() {
         nodes[victim].spawn();
         // All three agree: the volume is on every node with one id, or on none; the option
         // has one value everywhere.
-        let mut last = String::new();
         wait_until("the pool to agree", 30, || {
             let views: Vec<String> = hosts
                 .iter()
                 .map(|h| {
                     let (good, out, _) = cli(h, &nodes[0], &["volume", "info", "--json"]);
-                    if good { out } else { format!("error {h}") }
+                    if good {
+                        out
+                    } else {
+                        format!("error {h}")
+                    }
                 })
                 .collect();
-            last = format!("{views:?}");
-            views.iter().all(|v| v == &views[0] && !v.starts_with("error"))
+            views
+                .iter()
+                .all(|v| v == &views[0] && !v.starts_with("error"))
         });
-        let all: Value = serde_json::from_str(&ok(&hosts[0], &nodes[0], &["volume", "info", "--json"])).unwrap();
+        let all: Value =
+            serde_json::from_str(&ok(&hosts[0], &nodes[0], &["volume", "info", "--json"])).unwrap();
         for v in all.as_array().unwrap() {
             assert!(v["id"].as_str().is_some_and(|s| s.len() == 36), "{v}");
         }
-        let _ = last;
     }
 }
 
@@ -322,11 +435,24 @@ fn an_option_change_reaches_a_mounted_client_while_it_writes() {
     let b = block(4);
     let node = Node::start(&format!("{b}.1"), &d.path().join("node1"), &[]);
     let h = node.host.clone();
-    ok(&h, &node, &["volume", "create", "live", &format!("{h}:{}", d.path().join("brick").display())]);
+    ok(
+        &h,
+        &node,
+        &[
+            "volume",
+            "create",
+            "live",
+            &format!("{h}:{}", d.path().join("brick").display()),
+        ],
+    );
     ok(&h, &node, &["volume", "start", "live"]);
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let m = mount_args(&[format!("{h}:/live").as_ref(), mnt.as_os_str()], &mnt, &d.path().join("mount.log"));
+    let m = mount_args(
+        &[format!("{h}:/live").as_ref(), mnt.as_os_str()],
+        &mnt,
+        &d.path().join("mount.log"),
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let path = mnt.join("log");
     let writer = {
@@ -347,18 +473,35 @@ fn an_option_change_reaches_a_mounted_client_while_it_writes() {
     let dump = || weft_output(&["statedump", mnt.to_str().unwrap()]);
     let text = |o: std::process::Output| String::from_utf8_lossy(&o.stdout).into_owned();
     std::thread::sleep(Duration::from_millis(300));
-    ok(&h, &node, &["volume", "set", "live", "performance.write-behind", "off"]);
-    wait_until("write-behind off in the mount", 20, || text(dump()).contains("enable=off"));
+    ok(
+        &h,
+        &node,
+        &["volume", "set", "live", "performance.write-behind", "off"],
+    );
+    wait_until("write-behind off in the mount", 20, || {
+        text(dump()).contains("enable=off")
+    });
     std::thread::sleep(Duration::from_millis(300));
-    ok(&h, &node, &["volume", "reset", "live", "performance.write-behind"]);
-    wait_until("write-behind on again", 20, || text(dump()).contains("enable=on"));
+    ok(
+        &h,
+        &node,
+        &["volume", "reset", "live", "performance.write-behind"],
+    );
+    wait_until("write-behind on again", 20, || {
+        text(dump()).contains("enable=on")
+    });
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let n = writer.join().unwrap();
     assert!(n > 100, "the writer barely wrote ({n})");
     let data = std::fs::read_to_string(&path).unwrap();
     let expect: String = (0..n).map(|i| format!("record {i:08}\n")).collect();
-    assert!(data == expect, "the file lost or mixed writes: {} bytes, expected {}", data.len(), expect.len());
+    assert!(
+        data == expect,
+        "the file lost or mixed writes: {} bytes, expected {}",
+        data.len(),
+        expect.len()
+    );
     drop(m);
 }
 
@@ -368,22 +511,39 @@ fn a_killed_brick_process_is_started_again_and_clients_reconnect() {
     let b = block(5);
     let node = Node::start(&format!("{b}.1"), &d.path().join("node1"), &[]);
     let h = node.host.clone();
-    ok(&h, &node, &["volume", "create", "bv", &format!("{h}:{}", d.path().join("brick").display())]);
+    ok(
+        &h,
+        &node,
+        &[
+            "volume",
+            "create",
+            "bv",
+            &format!("{h}:{}", d.path().join("brick").display()),
+        ],
+    );
     ok(&h, &node, &["volume", "start", "bv"]);
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let _m = mount_args(&[format!("{h}:/bv").as_ref(), mnt.as_os_str()], &mnt, &d.path().join("mount.log"));
+    let _m = mount_args(
+        &[format!("{h}:/bv").as_ref(), mnt.as_os_str()],
+        &mnt,
+        &d.path().join("mount.log"),
+    );
     std::fs::write(mnt.join("before"), b"1").unwrap();
     let old = node.brickd_pid().unwrap();
     // SAFETY: kill(2) of the brick process.
     unsafe { libc::kill(old, libc::SIGKILL) };
     wait_until("the brick online again under a new pid", 30, || {
         let st = json(&h, &node, &["volume", "status", "bv"]);
-        st["bricks"][0]["online"] == true && st["bricks"][0]["pid"] != old && st["brick_processes"][0]["restarts"] == 1
+        st["bricks"][0]["online"] == true
+            && st["bricks"][0]["pid"] != old
+            && st["brick_processes"][0]["restarts"] == 1
     });
     let (_, text, _) = cli(&h, &node, &["volume", "status", "bv"]);
     assert!(text.contains("restarted 1 time"), "{text}");
-    wait_until("the mount to reconnect", 30, || std::fs::write(mnt.join("after"), b"2").is_ok());
+    wait_until("the mount to reconnect", 30, || {
+        std::fs::write(mnt.join("after"), b"2").is_ok()
+    });
     assert_eq!(std::fs::read(mnt.join("before")).unwrap(), b"1");
 }
 
@@ -393,9 +553,26 @@ fn a_task_killed_with_its_mgmtd_resumes_from_its_checkpoint() {
     let b = block(6);
     let mut node = Node::start(&format!("{b}.1"), &d.path().join("node1"), &[]);
     let h = node.host.clone();
-    let r = json(&h, &node, &["volume", "task", "start", "count", "target=120", "throttle", "30"]);
+    let r = json(
+        &h,
+        &node,
+        &[
+            "volume",
+            "task",
+            "start",
+            "count",
+            "target=120",
+            "throttle",
+            "30",
+        ],
+    );
     let id = r["id"].as_str().unwrap().to_string();
-    wait_until("some progress", 20, || json(&h, &node, &["volume", "task", "status", &id])["items_done"].as_u64().unwrap() >= 40);
+    wait_until("some progress", 20, || {
+        json(&h, &node, &["volume", "task", "status", &id])["items_done"]
+            .as_u64()
+            .unwrap()
+            >= 40
+    });
     node.sigkill();
     // What the store holds is what a restart resumes from.
     node.spawn();
@@ -405,16 +582,24 @@ fn a_task_killed_with_its_mgmtd_resumes_from_its_checkpoint() {
     assert_eq!(r["resumed"], 1, "{r}");
     json(&h, &node, &["volume", "task", "pause", &id]);
     std::thread::sleep(Duration::from_millis(300));
-    let a = json(&h, &node, &["volume", "task", "status", &id])["items_done"].as_u64().unwrap();
+    let a = json(&h, &node, &["volume", "task", "status", &id])["items_done"]
+        .as_u64()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let r = json(&h, &node, &["volume", "task", "status", &id]);
     assert_eq!(r["state"], "paused");
-    assert!(r["items_done"].as_u64().unwrap() <= a + 1, "paused but working: {r}");
+    assert!(
+        r["items_done"].as_u64().unwrap() <= a + 1,
+        "paused but working: {r}"
+    );
     ok(&h, &node, &["volume", "task", "throttle", &id, "0"]);
     json(&h, &node, &["volume", "task", "resume", &id]);
     // --watch draws progress until the end.
     let out = ok(&h, &node, &["volume", "task", "status", &id, "--watch"]);
-    assert!(out.contains("completed") && out.contains("120/120"), "{out}");
+    assert!(
+        out.contains("completed") && out.contains("120/120"),
+        "{out}"
+    );
     let r = json(&h, &node, &["volume", "task", "status", &id]);
     assert_eq!(r["items_done"], 120);
     assert_eq!(r["checkpoint"]["next"], 120);
@@ -427,13 +612,20 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let n1 = Node::start(&format!("{b}.1"), &d.path().join("node1"), &[]);
     let mut n2 = Node::start(&format!("{b}.2"), &d.path().join("node2"), &[]);
     let n3 = Node::start(&format!("{b}.3"), &d.path().join("node3"), &[]);
-    let old = Node::start(&format!("{b}.4"), &d.path().join("node4"), &["--max-op-version", "0"]);
+    let old = Node::start(
+        &format!("{b}.4"),
+        &d.path().join("node4"),
+        &["--max-op-version", "0"],
+    );
     let (h1, h2) = (n1.host.clone(), n2.host.clone());
     ok(&h1, &n1, &["peer", "probe", &h2]);
     ok(&h1, &n1, &["peer", "probe", &n3.host]);
     // A node that cannot run at the pool's op-version is refused, saying which.
     let e = fails(&h1, &n1, &["peer", "probe", &old.host]);
-    assert!(e.contains("op-version") && e.contains("0 to 0") || e.contains("supports op-versions"), "{e}");
+    assert!(
+        e.contains("op-version") && e.contains("0 to 0") || e.contains("supports op-versions"),
+        "{e}"
+    );
     let e = fails(&h1, &n1, &["peer", "probe", &format!("{b}.9")]);
     assert!(e.contains("does not answer"), "{e}");
     let e = fails(&h1, &n1, &["peer", "detach", "no.such.host"]);
@@ -442,12 +634,34 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let bp = |s: &str| format!("{h1}:{}", d.path().join(s).display());
     let bq = |s: &str| format!("{h2}:{}", d.path().join(s).display());
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["replica".into(), "2".into(), bp("r1"), bq("r2"), bp("r3")], "not a multiple of the replica count 2"),
-        (vec!["replica".into(), "2".into(), bp("r1"), bp("r2")], "several bricks of one replica set are on one node"),
-        (vec!["replica".into(), "2".into(), bp("r1"), bq("r2")], "cluster/replicate"),
-        (vec!["disperse".into(), "3".into(), bp("r1"), bq("r2"), bp("r3"), "force".into()], "cluster/disperse"),
+        (
+            vec!["replica".into(), "2".into(), bp("r1"), bq("r2"), bp("r3")],
+            "not a multiple of the replica count 2",
+        ),
+        (
+            vec!["replica".into(), "2".into(), bp("r1"), bp("r2")],
+            "several bricks of one replica set are on one node",
+        ),
+        (
+            vec!["replica".into(), "2".into(), bp("r1"), bq("r2")],
+            "cluster/replicate",
+        ),
+        (
+            vec![
+                "disperse".into(),
+                "3".into(),
+                bp("r1"),
+                bq("r2"),
+                bp("r3"),
+                "force".into(),
+            ],
+            "cluster/disperse",
+        ),
         (vec![bp("r1"), bq("r2")], "cluster/distribute"),
-        (vec!["relative/path".into()], "neither an option nor a HOST:/PATH"),
+        (
+            vec!["relative/path".into()],
+            "neither an option nor a HOST:/PATH",
+        ),
         (vec![format!("{h1}:relative")], "neither an option"),
         (vec![format!("{b}.8:/x")], "not in the pool"),
         (vec![format!("{h1}:/a/../b")], "normal form"),
@@ -464,7 +678,9 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let e = fails(&h1, &n1, &["volume", "create", "bad", &bq("full")]);
     assert!(e.contains("not empty") && e.contains("force"), "{e}");
     ok(&h1, &n1, &["volume", "create", "good", &bq("good")]);
-    wait_until("the marker", 10, || getxattr(&d.path().join("good"), "trusted.weft.volume-id").is_ok());
+    wait_until("the marker", 10, || {
+        getxattr(&d.path().join("good"), "trusted.weft.volume-id").is_ok()
+    });
     let e = fails(&h1, &n1, &["volume", "create", "bad", &bq("good/inner")]);
     assert!(e.contains("overlaps brick") || e.contains("inside"), "{e}");
     let e = fails(&h1, &n1, &["volume", "create", "bad", &bp("good")]);
@@ -474,11 +690,23 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     // Options.
     let e = fails(&h1, &n1, &["volume", "set", "good", "no.such.key", "1"]);
     assert!(e.contains("option no.such.key does not exist"), "{e}");
-    let e = fails(&h1, &n1, &["volume", "set", "good", "performance.write-behind", "maybe"]);
+    let e = fails(
+        &h1,
+        &n1,
+        &["volume", "set", "good", "performance.write-behind", "maybe"],
+    );
     assert!(e.contains("not a boolean"), "{e}");
-    let e = fails(&h1, &n1, &["volume", "set", "good", "network.ping-timeout", "soon"]);
+    let e = fails(
+        &h1,
+        &n1,
+        &["volume", "set", "good", "network.ping-timeout", "soon"],
+    );
     assert!(e.contains("network.ping-timeout"), "{e}");
-    let e = fails(&h1, &n1, &["volume", "set", "nosuch", "network.ping-timeout", "5"]);
+    let e = fails(
+        &h1,
+        &n1,
+        &["volume", "set", "nosuch", "network.ping-timeout", "5"],
+    );
     assert!(e.contains("volume nosuch does not exist"), "{e}");
     let e = fails(&h1, &n1, &["volume", "set", "good", "client.ssl", "on"]);
     assert!(e.contains("cannot be set"), "{e}");
@@ -490,7 +718,10 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let after = json(&h1, &n1, &["volume", "info"]);
     assert_eq!(before, Value::Array(vec![]));
     assert_eq!(after.as_array().unwrap().len(), 1);
-    assert!(after[0]["options"].as_object().unwrap().is_empty(), "{after}");
+    assert!(
+        after[0]["options"].as_object().unwrap().is_empty(),
+        "{after}"
+    );
     // A peer that is down when the change needs it (the other two keep the quorum).
     n2.sigkill();
     let e = fails(&h1, &n1, &["volume", "start", "good"]);
@@ -516,22 +747,49 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     };
     let body = r#"{"name":"viarest","bricks":["x:/y"]}"#;
     let r = post("/v1/volumes", None, body);
-    assert!(r.starts_with("HTTP/1.1 401") && r.contains("needs the pool token"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 401") && r.contains("needs the pool token"),
+        "{r}"
+    );
     let r = post("/v1/volumes", Some("wrong"), body);
-    assert!(r.starts_with("HTTP/1.1 401") && r.contains("wrong token"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 401") && r.contains("wrong token"),
+        "{r}"
+    );
     let tok = n1.token();
     let r = post("/v1/volumes", Some(&tok), "{not json");
-    assert!(r.starts_with("HTTP/1.1 400") && r.contains("not valid JSON"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("not valid JSON"),
+        "{r}"
+    );
     let r = post("/v1/volumes", Some(&tok), r#"{"name": 5}"#);
-    assert!(r.starts_with("HTTP/1.1 400") && r.contains("does not fit"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("does not fit"),
+        "{r}"
+    );
     let r = post("/v1/volumes/nosuch/start", Some(&tok), "{}");
-    assert!(r.starts_with("HTTP/1.1 404") && r.contains("volume nosuch does not exist"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 404") && r.contains("volume nosuch does not exist"),
+        "{r}"
+    );
     let r = raw("GET /v1/volumes/nosuch HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into());
-    assert!(r.starts_with("HTTP/1.1 404") && r.contains("\"error\""), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 404") && r.contains("\"error\""),
+        "{r}"
+    );
     let r = raw("GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into());
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
     let r = raw("GET /openapi.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into());
     let doc: Value = serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    assert!(doc["paths"]["/v1/volumes/{name}/start"]["post"].is_object(), "{doc}");
-    assert_eq!(json(&h1, &n1, &["volume", "info"]).as_array().unwrap().len(), 1);
+    assert!(
+        doc["paths"]["/v1/volumes/{name}/start"]["post"].is_object(),
+        "{doc}"
+    );
+    assert_eq!(
+        json(&h1, &n1, &["volume", "info"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -385,7 +385,7 @@ impl Node {
     /// A fresh node taking a prober's invitation (`/internal/join`).
     pub async fn join(&self, req: JoinRequest) -> OpResult<String> {
         let s = self.state();
-        if s.volumes.len() > 0 || s.peers.len() > 1 {
+        if !s.volumes.is_empty() || s.peers.len() > 1 {
             return Err(OpError::conflict(
                 "this node is already part of a pool with peers or volumes",
             ));
@@ -484,7 +484,7 @@ impl Node {
             Layout::Disperse { disperse, .. } => disperse as usize,
             Layout::Distribute => 1,
         };
-        if req.bricks.len() % set != 0 {
+        if !req.bricks.len().is_multiple_of(set) {
             return Err(OpError::bad(format!(
                 "volume create: {}: failed: brick count {} is not a multiple of the {} count {set}",
                 req.name,

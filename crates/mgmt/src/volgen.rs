@@ -39,10 +39,10 @@ pub fn check_layout(layout: &Layout, bricks: usize) -> Result<(), VolgenError> {
 }
 
 /// The options of `side` the volume sets, as (translator type, option, value).
-fn side_options<'a>(
-    v: &'a Volume,
+fn side_options(
+    v: &Volume,
     side: Side,
-) -> impl Iterator<Item = (&'static str, &'static str, &'a str)> {
+) -> impl Iterator<Item = (&'static str, &'static str, &str)> {
     v.options.iter().filter_map(move |(k, val)| {
         let o = optable::lookup(k).ok()?;
         (o.side == side).then_some((o.xlator, o.option, val.as_str()))
@@ -66,15 +66,16 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
     let posix =
         VolumeDecl::new(&format!("{name}-posix"), "storage/posix").option("directory", &b.path);
     let locks = VolumeDecl::new(&format!("{name}-locks"), "features/locks")
-        .subvolumes(&[posix.name.clone()]);
-    let stats = VolumeDecl::new(&name, "debug/io-stats").subvolumes(&[locks.name.clone()]);
+        .subvolumes(std::slice::from_ref(&posix.name));
+    let stats =
+        VolumeDecl::new(&name, "debug/io-stats").subvolumes(std::slice::from_ref(&locks.name));
     let server = with_options(
         VolumeDecl::new(&format!("{name}-server"), "protocol/server"),
         v,
         Side::Brick,
         "protocol/server",
     )
-    .subvolumes(&[stats.name.clone()]);
+    .subvolumes(std::slice::from_ref(&stats.name));
     Volfile {
         volumes: vec![posix, locks, stats, server],
     }
