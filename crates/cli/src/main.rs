@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Mount a volume described by a volfile at a directory (FUSE).
+    /// Mount a volume at a directory (FUSE): HOST[:PORT]:/VOL from a mgmtd, or --volfile FILE.
     Mount(mount::MountArgs),
     /// Check a volfile: parse it, build its graph, and print it back.
     #[command(subcommand)]
