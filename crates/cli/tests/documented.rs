@@ -470,8 +470,9 @@ fn o_direct_and_o_dsync_writes_through_a_mount() {
 }
 
 /// Unmounts `mnt` (lazily) on drop, for a mount made detached by `weft demo`, and
-/// SIGKILLs its process (when its pid, the second field, is set).
-struct Unmount(std::path::PathBuf, i32);
+/// SIGKILLs its process (when its pid, the second field, is set) and the demo's daemons
+/// (by their pid files under the third field, the state folder).
+struct Unmount(std::path::PathBuf, i32, std::path::PathBuf);
 
 impl Drop for Unmount {
     fn drop(&mut self) {
@@ -485,32 +486,57 @@ impl Drop for Unmount {
                 .arg(&self.0)
                 .status();
         }
+        for f in ["mgmtd.pid", "mgmtd/run/brickd.pid"] {
+            if let Some(pid) = std::fs::read_to_string(self.2.join(f))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
+                // SAFETY: kill(2) on the demo's daemons, by their own pid files.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
     }
 }
 
-/// `weft demo` in an empty directory: `status` says not mounted; `start` writes
-/// `.weft/demo.vol` and `.weft/demo-brick`, mounts `mnt` detached and a file written there
-/// is a plain file on the brick; a second `start` says already mounted; `stop` unmounts.
+/// `weft demo` in an empty directory: `status` says nothing runs; `start` starts a one-node
+/// pool (mgmtd and its brick process) under `.weft`, creates and starts volume `demo`,
+/// mounts it by name at `mnt` detached, and a file written there is a plain file on the
+/// brick; a second `start` says already mounted; `stop` unmounts and stops both daemons;
+/// a new `start` finds the volume and the file again.
 #[test]
 fn weft_demo_starts_reports_and_stops() {
     let d = scratch("doc-demo");
     let mnt = d.path().join("mnt");
-    let mut guard = Unmount(mnt.clone(), 0);
+    let state = d.path().join(".weft");
+    let mut guard = Unmount(mnt.clone(), 0, state.clone());
+    // Its own loopback address, so a mgmtd on the default one is never disturbed.
+    let listen = format!("127.250.{}.1", std::process::id() % 250 + 1);
     let demo = |action: &str| {
         let out = weft()
-            .args(["demo", action])
+            .args(["demo", action, "--listen", &listen])
             .current_dir(d.path())
             .stdin(Stdio::null())
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "demo {action}: {text}");
+        let logs =
+            |f: &str| std::fs::read_to_string(d.path().join(".weft").join(f)).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "demo {action}: {text}\nmgmtd.log:\n{}\ndemo-mount.log:\n{}",
+            logs("mgmtd.log"),
+            logs("demo-mount.log")
+        );
         text
     };
-    assert!(demo("status").contains("not mounted"));
+    let st = demo("status");
+    assert!(
+        st.contains("not mounted") && st.contains("mgmtd is not running"),
+        "{st}"
+    );
     let started = demo("start");
-    assert!(started.contains("Weft demo volume is up"), "{started}");
+    assert!(started.contains("Weft demo pool is up"), "{started}");
     assert!(is_mounted(&mnt));
     let pid: i32 = started
         .split("(pid ")
@@ -519,15 +545,23 @@ fn weft_demo_starts_reports_and_stops() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no pid in {started}"));
     guard.1 = pid;
-    assert!(d.path().join(".weft/demo.vol").is_file());
-    assert!(demo("status").contains("weft demo: mounted at"));
+    assert!(state.join("mgmtd/token").is_file());
+    let st = demo("status");
+    assert!(
+        st.contains("weft demo: mounted at") && st.contains("mgmtd runs"),
+        "{st}"
+    );
     std::fs::write(mnt.join("hello.txt"), b"hello\n").unwrap();
     assert_eq!(
-        std::fs::read(d.path().join(".weft/demo-brick/hello.txt")).unwrap(),
+        std::fs::read(state.join("demo-brick/hello.txt")).unwrap(),
         b"hello\n"
     );
     assert!(demo("start").contains("already mounted"));
-    assert!(demo("stop").contains("unmounted"));
+    let stopped = demo("stop");
+    assert!(
+        stopped.contains("unmounted") && stopped.contains("stopped the management daemon"),
+        "{stopped}"
+    );
     assert!(!is_mounted(&mnt));
     assert!(demo("status").contains("not mounted"));
     // The detached mount process exits after the unmount.
@@ -547,6 +581,17 @@ fn weft_demo_starts_reports_and_stops() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Started again: the same volume, the same file.
+    let again = demo("start");
+    assert!(again.contains("Weft demo pool is up"), "{again}");
+    assert_eq!(std::fs::read(mnt.join("hello.txt")).unwrap(), b"hello\n");
+    guard.1 = again
+        .split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    assert!(demo("stop").contains("unmounted"));
     guard.1 = 0;
 }
 

@@ -129,7 +129,8 @@ pub struct Volume {
     pub status: VolumeStatus,
     /// Options set with `volume set` (key as the user gave it -> value).
     pub options: BTreeMap<String, String>,
-    /// Raised on every change; clients fetch a new volfile when it moves.
+    /// Raised on every change of its client or brick volfiles (options); mounted clients
+    /// fetch the new volfile when it moves.
     pub version: u64,
 }
 
@@ -315,7 +316,6 @@ impl PoolState {
                     return Err(format!("volume {name} already started"));
                 }
                 v.status = VolumeStatus::Started;
-                v.version += 1;
                 Ok(format!("volume start: {name}: success"))
             }
             Command::StopVolume { name } => {
@@ -326,7 +326,6 @@ impl PoolState {
                     return Err(format!("volume {name} is not in the started state"));
                 }
                 v.status = VolumeStatus::Stopped;
-                v.version += 1;
                 Ok(format!("volume stop: {name}: success"))
             }
             Command::DeleteVolume { name } => {
