@@ -236,7 +236,7 @@ usage:
   weft volume info [NAME|all] | status [NAME|all] | list
   weft volume set NAME KEY VALUE [KEY VALUE...] | set help
   weft volume get NAME KEY|all | reset NAME [KEY]
-  weft volume statedump NAME
+  weft volume statedump NAME | profile NAME start|info|stop
   weft volume add-brick | remove-brick | replace-brick ...
   weft volume task list | status ID [--watch] | start KIND [key=value...] [throttle N]
   weft volume task pause ID | resume ID | stop ID | throttle ID N
@@ -455,6 +455,71 @@ pub fn volume(args: Vec<String>, mut t: Target) -> Result<()> {
                     println!();
                 }
                 Ok(())
+            }
+            "profile" => {
+                let (name, what) = match rest.as_slice() {
+                    [n, w] => (n.clone(), w.as_str()),
+                    _ => bail!("usage: weft volume profile NAME start|info|stop"),
+                };
+                let path = format!("/v1/volumes/{}/options", urlencode(&name));
+                let set = |on: &str| SetOptionsRequest {
+                    options: [
+                        (
+                            "diagnostics.latency-measurement".to_string(),
+                            on.to_string(),
+                        ),
+                        ("diagnostics.count-fop-hits".to_string(), on.to_string()),
+                    ]
+                    .into(),
+                };
+                match what {
+                    "start" => {
+                        let _: Done = api.put(&path, &set("on")).await?;
+                        println!("Starting volume profile on {name} has been successful");
+                        Ok(())
+                    }
+                    "stop" => {
+                        let _: Done = api.put(&path, &set("off")).await?;
+                        println!("Stopping volume profile on {name} has been successful");
+                        Ok(())
+                    }
+                    "info" => {
+                        let d: BTreeMap<String, String> = api
+                            .get(&format!("/v1/volumes/{}/statedump", urlencode(&name)))
+                            .await?;
+                        // Each brick's io-stats section: the translator named VOL-brickN.
+                        let mut out = BTreeMap::new();
+                        for (brick, text) in d {
+                            let mut section = String::new();
+                            let mut on = false;
+                            for line in text.lines() {
+                                if let Some(title) = line.strip_prefix('[') {
+                                    let t = title.trim_end_matches(']');
+                                    on = t
+                                        .strip_prefix(&format!("{name}-brick"))
+                                        .is_some_and(|i| i.chars().all(|c| c.is_ascii_digit()));
+                                    continue;
+                                }
+                                if on {
+                                    section.push_str(line);
+                                    section.push('\n');
+                                }
+                            }
+                            out.insert(brick, section);
+                        }
+                        if t.json {
+                            return print_json(&out);
+                        }
+                        for (brick, s) in out {
+                            println!("Brick: {brick}");
+                            println!("{}", "-".repeat(7 + brick.len()));
+                            print!("{s}");
+                            println!();
+                        }
+                        Ok(())
+                    }
+                    other => bail!("volume profile: {other:?}: use start, info or stop"),
+                }
             }
             "add-brick" | "remove-brick" => {
                 let name = rest.first().cloned().unwrap_or_default();

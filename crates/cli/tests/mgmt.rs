@@ -793,3 +793,259 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         1
     );
 }
+
+/// Unmounts a mount made through mount(8) (detached, not our child) on drop, and removes
+/// the mount helper this test installed.
+struct ExternalMount {
+    mnt: PathBuf,
+    installed_helper: bool,
+}
+
+impl Drop for ExternalMount {
+    fn drop(&mut self) {
+        if is_mounted(&self.mnt) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.mnt)
+                .status();
+        }
+        if self.installed_helper {
+            let _ = std::fs::remove_file("/sbin/mount.weft");
+        }
+    }
+}
+
+#[test]
+fn mount_t_weft_and_an_fstab_line_mount_by_name() {
+    let d = scratch("mgmt-mount-t");
+    let b = block(9);
+    let node = Node::start(&format!("{b}.1"), &d.path().join("node1"), &[]);
+    let h = node.host.clone();
+    ok(
+        &h,
+        &node,
+        &[
+            "volume",
+            "create",
+            "mt",
+            &format!("{h}:{}", d.path().join("brick").display()),
+        ],
+    );
+    ok(&h, &node, &["volume", "start", "mt"]);
+    // The helper as scripts/install.sh installs it (unless one is installed already).
+    let helper = Path::new("/sbin/mount.weft");
+    let installed_helper = !helper.exists();
+    if installed_helper {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mount.weft");
+        std::fs::copy(&src, helper).unwrap();
+    }
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut guard = ExternalMount {
+        mnt: mnt.clone(),
+        installed_helper,
+    };
+    let mount = |args: &[&str]| {
+        let o = std::process::Command::new("mount")
+            .args(args)
+            .env("WEFT", env!("CARGO_BIN_EXE_weft"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "mount {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let log = d.path().join("m.log");
+    mount(&[
+        "-t",
+        "weft",
+        &format!("{h}:/mt"),
+        mnt.to_str().unwrap(),
+        "-o",
+        &format!("log-file={}", log.display()),
+    ]);
+    let fm = String::from_utf8(
+        std::process::Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE,FSTYPE"])
+            .arg(&mnt)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        fm.split_whitespace().collect::<Vec<_>>(),
+        vec![format!("{h}:/mt").as_str(), "fuse.weft"],
+        "{fm}"
+    );
+    std::fs::write(mnt.join("f"), b"via mount -t").unwrap();
+    assert!(std::process::Command::new("umount")
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success());
+    // The same through an fstab line (mount -T FILE DIR reads it as /etc/fstab).
+    let fstab = d.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "# test\n{h}:/mt  {}  weft  defaults,_netdev,log-file={}  0 0\n",
+            mnt.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    mount(&["-T", fstab.to_str().unwrap(), mnt.to_str().unwrap()]);
+    assert_eq!(std::fs::read(mnt.join("f")).unwrap(), b"via mount -t");
+    assert!(std::process::Command::new("umount")
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success());
+    guard.mnt = mnt;
+}
+
+#[test]
+fn peers_detach_and_read_commands_answer() {
+    let d = scratch("mgmt-detach");
+    let mut nodes = pool(10, 3, d.path());
+    let (h1, h2, h3) = (
+        nodes[0].host.clone(),
+        nodes[1].host.clone(),
+        nodes[2].host.clone(),
+    );
+    let (first, others) = nodes.split_at_mut(1);
+    let t = &first[0];
+    ok(
+        &h1,
+        t,
+        &[
+            "volume",
+            "create",
+            "rd",
+            &format!("{h2}:{}", d.path().join("b").display()),
+        ],
+    );
+    // A node with bricks stays; a node cannot detach itself.
+    let e = fails(&h1, t, &["peer", "detach", &h2]);
+    assert!(e.contains("holds bricks of volume(s) rd"), "{e}");
+    let e = fails(&h1, t, &["peer", "detach", &h1]);
+    assert!(e.contains("cannot detach itself"), "{e}");
+    // Detached: gone from every node's list, and a pool of one again that can be probed back.
+    let out = ok(&h1, t, &["peer", "detach", &h3]);
+    assert!(out.contains("peer detach: success"), "{out}");
+    for h in [&h1, &h2] {
+        let p = json(h, t, &["pool", "list"]);
+        assert_eq!(p.as_array().unwrap().len(), 2, "{p}");
+    }
+    wait_until("the detached node to be on its own", 20, || {
+        let (good, out, _) = cli(&h3, t, &["pool", "list", "--json"]);
+        good && serde_json::from_str::<Value>(&out)
+            .is_ok_and(|p| p.as_array().map(|a| a.len()) == Some(1))
+    });
+    ok(&h1, t, &["peer", "probe", &h3]);
+    // A down peer needs force.
+    others[1].sigkill();
+    let e = fails(&h1, t, &["peer", "detach", &h3]);
+    assert!(e.contains("not connected") && e.contains("force"), "{e}");
+    ok(&h1, t, &["peer", "detach", &h3, "force"]);
+    assert_eq!(json(&h2, t, &["pool", "list"]).as_array().unwrap().len(), 2);
+    // Read commands.
+    let help = json(&h1, t, &["volume", "set", "help"]);
+    let keys: Vec<&str> = help
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["key"].as_str().unwrap())
+        .collect();
+    for k in [
+        "performance.write-behind",
+        "network.ping-timeout",
+        "auth.allow",
+        "python.module",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+    ok(
+        &h1,
+        t,
+        &["volume", "set", "rd", "network.ping-timeout", "9"],
+    );
+    let got = json(&h2, t, &["volume", "get", "rd", "network.ping-timeout"]);
+    assert_eq!(got[0]["value"], "9");
+    assert_eq!(got[0]["set"], true);
+    let all = json(&h2, t, &["volume", "get", "rd", "all"]);
+    let wb = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["key"] == "performance.write-behind")
+        .unwrap();
+    assert_eq!(wb["value"], "on");
+    assert_eq!(wb["set"], false);
+    let spec = ok(&h2, t, &["system", "getspec", "rd"]);
+    assert!(
+        spec.contains("option ping-timeout 9")
+            && spec.contains("option remote-subvolume rd-brick0"),
+        "{spec}"
+    );
+    // python.module puts a features/python translator into the client graph.
+    ok(
+        &h1,
+        t,
+        &[
+            "volume",
+            "set",
+            "rd",
+            "python.module",
+            "hide",
+            "python.config",
+            "prefix=secret",
+        ],
+    );
+    let spec = ok(&h1, t, &["system", "getspec", "rd"]);
+    assert!(
+        spec.contains("type features/python") && spec.contains("option module hide"),
+        "{spec}"
+    );
+    ok(&h1, t, &["volume", "reset", "rd"]);
+    let spec = ok(&h1, t, &["system", "getspec", "rd"]);
+    assert!(
+        !spec.contains("features/python") && !spec.contains("ping-timeout"),
+        "{spec}"
+    );
+    assert_eq!(ok(&h1, t, &["volume", "list"]).trim(), "rd");
+    // Statedump of the started volume's brick, through the node that does not hold it.
+    ok(&h1, t, &["volume", "start", "rd"]);
+    let dump = json(&h1, t, &["volume", "statedump", "rd"]);
+    let text = dump[format!("{h2}:{}", d.path().join("b").display())]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("[rd-brick0]") && text.contains("[rd-brick0-locks]"),
+        "{text}"
+    );
+    // Profile: the brick's io-stats, turned off and on through its options.
+    let brick = format!("{h2}:{}", d.path().join("b").display());
+    let info = json(&h1, t, &["volume", "profile", "rd", "info"]);
+    assert!(
+        info[&brick]
+            .as_str()
+            .unwrap()
+            .contains("count-fop-hits = on"),
+        "{info}"
+    );
+    ok(&h1, t, &["volume", "profile", "rd", "stop"]);
+    wait_until("profiling off on the brick", 20, || {
+        let (good, out, _) = cli(&h1, t, &["volume", "profile", "rd", "info", "--json"]);
+        good && out.contains("count-fop-hits = off") && out.contains("latency-measurement = off")
+    });
+    ok(&h1, t, &["volume", "profile", "rd", "start"]);
+    wait_until("profiling on again", 20, || {
+        let (good, out, _) = cli(&h1, t, &["volume", "profile", "rd", "info", "--json"]);
+        good && out.contains("count-fop-hits = on")
+    });
+}

@@ -81,6 +81,8 @@ pub const TABLE: &[VolumeOption] = &[
     opt("server.anonuid", Side::Brick, "protocol/server", "server.anonuid"),
     opt("server.anongid", Side::Brick, "protocol/server", "server.anongid"),
     opt("server.grace-timeout", Side::Brick, "protocol/server", "grace-timeout"),
+    opt("diagnostics.latency-measurement", Side::Brick, "debug/io-stats", "latency-measurement"),
+    opt("diagnostics.count-fop-hits", Side::Brick, "debug/io-stats", "count-fop-hits"),
     opt("python.module", Side::Client, "features/python", "module"),
     opt("python.class", Side::Client, "features/python", "class"),
     opt("python.path", Side::Client, "features/python", "path"),

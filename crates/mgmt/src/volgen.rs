@@ -67,8 +67,13 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
         VolumeDecl::new(&format!("{name}-posix"), "storage/posix").option("directory", &b.path);
     let locks = VolumeDecl::new(&format!("{name}-locks"), "features/locks")
         .subvolumes(std::slice::from_ref(&posix.name));
-    let stats =
-        VolumeDecl::new(&name, "debug/io-stats").subvolumes(std::slice::from_ref(&locks.name));
+    let stats = with_options(
+        VolumeDecl::new(&name, "debug/io-stats"),
+        v,
+        Side::Brick,
+        "debug/io-stats",
+    )
+    .subvolumes(std::slice::from_ref(&locks.name));
     let server = with_options(
         VolumeDecl::new(&format!("{name}-server"), "protocol/server"),
         v,
