@@ -256,6 +256,20 @@ enum BrickdCmd {
         /// The server volfile.
         volfile: PathBuf,
     },
+    /// Change the options of bricks a running brickd serves, in place: the volfile's
+    /// graphs must be served with the same shape; clients stay connected (with their open
+    /// files and locks) unless the new access policy refuses them.
+    Reconfigure {
+        /// The running brickd's control socket.
+        #[arg(
+            long,
+            default_value = "/run/weft/brickd-24009.sock",
+            value_name = "PATH"
+        )]
+        control: PathBuf,
+        /// The server volfile.
+        volfile: PathBuf,
+    },
     /// Stop serving one brick (its clients are disconnected).
     Detach {
         /// The running brickd's control socket.
@@ -305,6 +319,11 @@ pub fn run(a: BrickdArgs) -> Result<()> {
             let text = std::fs::read_to_string(&volfile)
                 .with_context(|| format!("cannot read {}", volfile.display()))?;
             rt.block_on(ctl(&control, ControlRequest::Attach { volfile: text }))
+        }
+        Some(BrickdCmd::Reconfigure { control, volfile }) => {
+            let text = std::fs::read_to_string(&volfile)
+                .with_context(|| format!("cannot read {}", volfile.display()))?;
+            rt.block_on(ctl(&control, ControlRequest::Reconfigure { volfile: text }))
         }
         Some(BrickdCmd::Detach { control, brick }) => {
             rt.block_on(ctl(&control, ControlRequest::Detach { brick }))

@@ -421,6 +421,16 @@ pub enum ControlRequest {
     /// Every brick graph's statedump (each translator's state: locks held and waiting,
     /// open files, counters).
     Statedump,
+    /// Apply the options of this server volfile to bricks already served, in place: every
+    /// `protocol/server` graph in it must be served here with the same shape (translator
+    /// names, types, subvolumes). Clients stay connected unless the new access policy
+    /// refuses them. All or nothing: a refusal changes nothing. (Appended last so the
+    /// encodings of the other variants do not change; an older server refuses it as a
+    /// message it cannot decode.)
+    Reconfigure {
+        /// The volfile text.
+        volfile: String,
+    },
 }
 
 /// The answer on the control socket.
@@ -428,7 +438,8 @@ pub enum ControlRequest {
 pub enum ControlReply {
     /// Done; the text says what was done (or lists bricks for `Status`).
     Ok(String),
-    /// Refused; nothing changed. The text says why.
+    /// Refused; nothing changed (except a `Reconfigure` that a translator refused part
+    /// of: the text then says what was applied). The text says why.
     Err(String),
 }
 
@@ -457,5 +468,18 @@ mod tests {
         assert_eq!(decode::<Request>(Kind::Request, &b).unwrap(), r);
         assert!(decode::<Request>(Kind::Request, &b[..b.len() - 1]).is_err());
         assert!(decode::<Response>(Kind::Reply, &[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn control_variants_keep_their_encodings() {
+        // Older peers decode these by their index: new variants go last.
+        assert_eq!(encode(&ControlRequest::Status), vec![2]);
+        assert_eq!(encode(&ControlRequest::Statedump), vec![3]);
+        let r = ControlRequest::Reconfigure {
+            volfile: "v".into(),
+        };
+        let b = encode(&r);
+        assert_eq!(b, vec![4, 1, b'v']);
+        assert_eq!(decode::<ControlRequest>(Kind::Control, &b).unwrap(), r);
     }
 }

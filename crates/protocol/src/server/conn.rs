@@ -119,7 +119,7 @@ pub(super) async fn serve(
 ) {
     let limits = server.limits;
     let setup = tokio::time::timeout(limits.handshake_timeout, open(&server, sock, peer)).await;
-    let (brick, mut reader, tx, tls, cert, hello) = match setup {
+    let (brick, mut reader, tx, who, policy, hello) = match setup {
         Err(_) => {
             tracing::warn!(%peer, "closing connection: no handshake within {:?}", limits.handshake_timeout);
             return;
@@ -143,7 +143,7 @@ pub(super) async fn serve(
         &server,
         &brick,
         hello.session,
-        cert.clone(),
+        who.cert_name.clone(),
         &hello.client_name,
         peer,
     )
@@ -173,12 +173,12 @@ pub(super) async fn serve(
     };
     let (state, resumed) = (claimed.state, claimed.resumed);
     let client = state.client;
-    let cert = cert.as_deref().unwrap_or("-");
+    let (tls, cert) = (who.tls, who.cert_name.as_deref().unwrap_or("-"));
     let ok = HandshakeReply::Accepted {
         server_version: format!("{VERSION_MAJOR}.{VERSION_MINOR}"),
     };
     let meta = resume::with_resumed(&msg::encode(&ok), resumed);
-    let reason = match tx
+    let (reason, keep) = match tx
         .send(Frame::new(
             Kind::HandshakeReply,
             hello.id,
@@ -187,31 +187,38 @@ pub(super) async fn serve(
         ))
         .await
     {
-        Err(_) => "connection lost during handshake".to_string(),
+        Err(_) => ("connection lost during handshake".to_string(), true),
         Ok(()) => {
             if resumed {
                 tracing::info!(%peer, brick = %brick.name, client, tls, cert, open_fds = state.fds.open(), "client reconnected: {} gets its open files and locks back", hello.client_name);
             } else {
                 tracing::info!(%peer, brick = %brick.name, client, tls, cert, "client connected");
             }
+            let conn = Conn {
+                client,
+                peer,
+                name: &hello.client_name,
+                who: &who,
+            };
             run(
                 &server,
                 &brick,
                 reader,
                 &tx,
-                client,
-                peer,
+                conn,
                 &state.fds,
                 claimed.kick,
+                policy,
             )
             .await
         }
     };
     let open_fds = state.fds.open();
     tracing::info!(%peer, brick = %brick.name, client, open_fds, "connection closed: {reason}");
-    // Kept for the grace period when the client can come back for it; otherwise what it
-    // left open is released, then anything else it held (locks).
-    sessions::finish(&brick, state).await;
+    // Kept for the grace period when the client can come back for it; otherwise (also
+    // when the brick's policy no longer serves it) what it left open is released, then
+    // anything else it held (locks).
+    sessions::finish(&brick, state, keep).await;
     brick.clients.fetch_sub(1, Ordering::AcqRel);
     // A client that stopped reading must not hold this task forever.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), tx.shutdown()).await;
@@ -227,14 +234,25 @@ struct Hello {
     session: Option<resume::SessionId>,
 }
 
-/// A connection past its handshake: its brick, its two halves, whether it speaks TLS, and
-/// the common name of its client certificate (for logs).
+/// What a brick's access policy looks at in a connection, beyond its address.
+pub(super) struct Who {
+    /// Whether it speaks TLS.
+    tls: bool,
+    /// Its client certificate (DER), when it presented one (the TLS layer verified it).
+    cert: Option<Vec<u8>>,
+    /// The certificate's common name (logs, and a session takeover must present it).
+    cert_name: Option<String>,
+}
+
+/// A connection past its handshake: its brick, its two halves, what the brick's policy
+/// looks at, the policy it was admitted under (the receiver sees every later swap), and
+/// its handshake.
 type Opened = (
     Arc<Brick>,
     FrameReader<tokio::io::ReadHalf<BoxStream>>,
     Arc<FrameSink>,
-    bool,
-    Option<String>,
+    Who,
+    tokio::sync::watch::Receiver<Arc<super::Policy>>,
     Hello,
 );
 
@@ -332,26 +350,13 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
         // it asked for.
         None => Err((format!("no brick named {:?} here", hs.brick), libc::ENOENT)),
         Some(b) => {
-            if let Err(why) = crate::auth::check(&b.policy.allow, &b.policy.reject, peer.ip()) {
-                Err((
-                    format!("brick {:?} refuses {}: {why}", hs.brick, hs.client_name),
-                    libc::EACCES,
-                ))
-            } else if b.policy.tls_required && !tls {
-                Err((
-                    format!(
-                        "brick {:?} requires TLS (transport.socket.ssl-enabled)",
-                        hs.brick
-                    ),
-                    libc::EACCES,
-                ))
-            } else if let Err(why) = identity::check_cert(&b.policy.ssl_allow, cert.as_deref()) {
-                Err((
-                    format!("brick {:?} refuses {}: {why}", hs.brick, hs.client_name),
-                    libc::EACCES,
-                ))
-            } else {
-                Ok(b)
+            // Subscribed before looking: a reconfigure from now on is seen by the
+            // connection, which then checks itself against the new policy.
+            let mut policy = b.policy.subscribe();
+            let p = policy.borrow_and_update().clone();
+            match p.refusal(&hs.brick, &hs.client_name, peer.ip(), tls, cert.as_deref()) {
+                Some(why) => Err((why, libc::EACCES)),
+                None => Ok((b, policy)),
             }
         }
     };
@@ -360,13 +365,18 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
             let r = refuse(reason, errno).await;
             Err(r)
         }
-        Ok(b) => {
+        Ok((b, policy)) => {
             let hello = Hello {
                 id: f.header.id,
                 session: resume::session_id(&f.meta),
                 client_name: hs.client_name,
             };
-            Ok((b, reader, tx, tls, cert_name, hello))
+            let who = Who {
+                tls,
+                cert,
+                cert_name,
+            };
+            Ok((b, reader, tx, who, policy, hello))
         }
     }
 }
@@ -524,17 +534,33 @@ fn pong_sender(tx: Arc<FrameSink>) -> (AbortOnDrop, Arc<Notify>, Arc<AtomicU64>)
     (AbortOnDrop(task), wake, last_id)
 }
 
-/// Serves requests until the connection ends; returns why it ended.
+/// One admitted connection, as [`run`] knows it.
+struct Conn<'a> {
+    /// Its client number.
+    client: u64,
+    peer: SocketAddr,
+    /// The client's name (`HOST:PID:NAME`).
+    name: &'a str,
+    who: &'a Who,
+}
+
+/// Serves requests until the connection ends; returns why it ended, and whether its
+/// client may be kept for its grace period (not when the brick's new policy refuses it:
+/// it cannot come back).
+#[allow(clippy::too_many_arguments)]
 async fn run(
     server: &Arc<BrickServer>,
     brick: &Arc<Brick>,
     mut reader: FrameReader<tokio::io::ReadHalf<BoxStream>>,
     tx: &Arc<FrameSink>,
-    client: u64,
-    peer: SocketAddr,
+    conn: Conn<'_>,
     fds: &Arc<FdTable>,
     mut kick: tokio::sync::watch::Receiver<bool>,
-) -> String {
+    mut policy: tokio::sync::watch::Receiver<Arc<super::Policy>>,
+) -> (String, bool) {
+    let (client, peer) = (conn.client, conn.peer);
+    // Who requests run as: read from the policy here, and again when it is swapped.
+    let mut squash = policy.borrow().squash;
     let limits = server.limits;
     let log = &server.counters.log;
     let mut tasks = JoinSet::new();
@@ -564,9 +590,22 @@ async fn run(
         let reading = held.is_none() && paused.is_none();
         let frame = tokio::select! {
             biased;
-            _ = detached.wait_for(|d| *d) => break "brick detached".to_string(),
+            _ = detached.wait_for(|d| *d) => break ("brick detached".to_string(), true),
             // (Err: nobody can kick this connection, it has no session id.)
-            Ok(_) = kick.wait_for(|k| *k) => break "a newer connection of this client took its place".to_string(),
+            Ok(_) = kick.wait_for(|k| *k) => break ("a newer connection of this client took its place".to_string(), true),
+            // The brick was reconfigured: this client is still served, or disconnected.
+            Ok(()) = policy.changed() => {
+                let p = policy.borrow_and_update().clone();
+                let who = conn.who;
+                if let Some(why) = p.refusal(&brick.name, conn.name, peer.ip(), who.tls, who.cert.as_deref()) {
+                    break (format!("the brick's new access policy refuses it: {why}"), false);
+                }
+                if p.squash != squash {
+                    tracing::debug!(%peer, brick = %brick.name, client, "squash options changed for this connection's requests");
+                }
+                squash = p.squash;
+                continue;
+            }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             _ = tokio::time::sleep_until(paused.unwrap_or_else(tokio::time::Instant::now)), if paused.is_some() => {
                 paused = None;
@@ -575,22 +614,22 @@ async fn run(
             _ = check.tick() => {
                 let stalled = tx.stalled_for();
                 if stalled >= limits.idle_timeout {
-                    break format!("the client does not read: nothing could be sent to it for {stalled:?}");
+                    break (format!("the client does not read: nothing could be sent to it for {stalled:?}"), true);
                 }
                 if let Some(h) = &held {
                     if h.since.elapsed() >= limits.idle_timeout {
-                        break format!(
+                        break (format!(
                             "over its budget of {} MiB in flight for {:?} (--client-max-bytes)",
                             limits.max_inflight_bytes >> 20,
                             limits.idle_timeout
-                        );
+                        ), true);
                     }
                 }
                 if reading && last_rx.elapsed() >= limits.idle_timeout {
-                    break format!(
+                    break (format!(
                         "nothing received for {:?} (clients ping at least every 10 s)",
                         limits.idle_timeout
-                    );
+                    ), true);
                 }
                 continue;
             }
@@ -599,8 +638,8 @@ async fn run(
         last_rx = Instant::now();
         let f = match frame {
             Ok(f) => f,
-            Err(ReadError::Closed) => break "closed by client".into(),
-            Err(e) => break e.to_string(),
+            Err(ReadError::Closed) => break ("closed by client".into(), true),
+            Err(e) => break (e.to_string(), true),
         };
         match f.header.kind {
             Kind::Ping | Kind::Pong => {
@@ -618,14 +657,17 @@ async fn run(
             Kind::Request => {
                 let mut req: Request = match msg::decode(Kind::Request, &f.meta) {
                     Ok(r) => r,
-                    Err(e) => break e.to_string(),
+                    Err(e) => break (e.to_string(), true),
                 };
                 // Who the request runs as: the client's ids, squashed as the brick says.
-                brick.policy.squash.apply(&mut req.ctx);
+                squash.apply(&mut req.ctx);
                 if budget.requests.load(Ordering::Acquire) >= limits.max_inflight {
-                    break format!(
-                        "too many requests in flight (more than {}, --client-max-requests)",
-                        limits.max_inflight
+                    break (
+                        format!(
+                            "too many requests in flight (more than {}, --client-max-requests)",
+                            limits.max_inflight
+                        ),
+                        true,
                     );
                 }
                 let cost = f.meta.len() + f.data.len() + dispatch::reply_cost(&req.fop);
@@ -643,7 +685,12 @@ async fn run(
                     since: Instant::now(),
                 });
             }
-            other => break format!("unexpected {other:?} frame after the handshake"),
+            other => {
+                break (
+                    format!("unexpected {other:?} frame after the handshake"),
+                    true,
+                )
+            }
         }
     };
     // Requests still running are abandoned (a lock wait, a slow read); their replies would

@@ -296,6 +296,10 @@ async fn handle(server: &BrickServer, req: ControlRequest) -> ControlReply {
             Ok(()) => ControlReply::Ok(format!("detached {brick}\n")),
             Err(e) => ControlReply::Err(e),
         },
+        ControlRequest::Reconfigure { volfile } => match server.reconfigure(&volfile).await {
+            Ok(names) => ControlReply::Ok(format!("reconfigured {}\n", names.join(", "))),
+            Err(e) => ControlReply::Err(e),
+        },
         ControlRequest::Status => ControlReply::Ok(server.status()),
         ControlRequest::Statedump => {
             let dump = server.statedump();

@@ -4,7 +4,8 @@
 //! volume whose single subvolume names the brick (the client's `remote-subvolume`).
 //! [`BrickServer`] serves every brick it has been given on one listener (brick
 //! multiplexing); bricks are attached and detached while it runs, through
-//! [`BrickServer::attach`] and [`BrickServer::detach`] (the control socket calls them).
+//! [`BrickServer::attach`] and [`BrickServer::detach`], and their options change in place
+//! through [`BrickServer::reconfigure`] (the control socket calls them).
 
 mod conn;
 pub mod control;
@@ -20,7 +21,7 @@ use parking_lot::RwLock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use weft_core::options::{OptionKind, OptionSpec, Options};
-use weft_core::volfile::Volfile;
+use weft_core::volfile::{Volfile, VolumeDecl};
 use weft_core::{Graph, Registry, Xlator, XlatorInit, XlatorRef, XlatorType};
 
 use crate::auth::AddrList;
@@ -129,6 +130,7 @@ struct ServerXlator {
     children: Vec<XlatorRef>,
 }
 
+#[async_trait::async_trait]
 impl Xlator for ServerXlator {
     fn name(&self) -> &str {
         &self.name
@@ -136,10 +138,15 @@ impl Xlator for ServerXlator {
     fn children(&self) -> &[XlatorRef] {
         &self.children
     }
+    /// Every option changes live: this only checks them; [`BrickServer::reconfigure`]
+    /// swaps the brick's [`Policy`] in (the connections read it, not this translator).
+    async fn reconfigure(&self, options: &Options) -> Result<(), String> {
+        Policy::from_options(options).map(|_| ())
+    }
 }
 
 /// Who a brick serves, and as whom their requests run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct Policy {
     allow: AddrList,
     reject: AddrList,
@@ -186,13 +193,41 @@ impl Policy {
         }
         Ok(p)
     }
+
+    /// Why this policy refuses a client connected from `peer` (with TLS or not, with this
+    /// client certificate, DER), named `client` in the reason; `None` when it serves it.
+    /// Checked at the handshake, and again on the connections of a brick reconfigured.
+    fn refusal(
+        &self,
+        brick: &str,
+        client: &str,
+        peer: std::net::IpAddr,
+        tls: bool,
+        cert: Option<&[u8]>,
+    ) -> Option<String> {
+        if let Err(why) = crate::auth::check(&self.allow, &self.reject, peer) {
+            Some(format!("brick {brick:?} refuses {client}: {why}"))
+        } else if self.tls_required && !tls {
+            Some(format!(
+                "brick {brick:?} requires TLS (transport.socket.ssl-enabled)"
+            ))
+        } else if let Err(why) = crate::identity::check_cert(&self.ssl_allow, cert) {
+            Some(format!("brick {brick:?} refuses {client}: {why}"))
+        } else {
+            None
+        }
+    }
 }
 
 /// One brick being served.
 struct Brick {
     name: String,
     graph: Graph,
-    policy: Policy,
+    /// Its access policy and squash settings, swapped in place by a reconfigure. Each
+    /// connection subscribes at its handshake and keeps a copy of what it needs per
+    /// request, so reading it costs a request nothing; a swap wakes the connections, which
+    /// close if the new policy refuses them.
+    policy: watch::Sender<Arc<Policy>>,
     /// Flips to true when the brick is detached; its connections then close.
     detached: watch::Sender<bool>,
     clients: AtomicUsize,
@@ -215,6 +250,8 @@ pub struct BrickServer {
     limits: Limits,
     next_client: AtomicU64,
     counters: Arc<Counters>,
+    /// Held while a reconfigure runs, so two never interleave.
+    reconfiguring: tokio::sync::Mutex<()>,
 }
 
 impl BrickServer {
@@ -228,6 +265,7 @@ impl BrickServer {
             limits,
             next_client: AtomicU64::new(1),
             counters: Arc::new(Counters::default()),
+            reconfiguring: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -254,25 +292,7 @@ impl BrickServer {
             if self.bricks.read().contains_key(&brick) || new.iter().any(|(n, _)| n == &brick) {
                 return Err(format!("brick {brick:?} is already served by this process"));
             }
-            let given: Vec<(String, String)> = s
-                .options
-                .iter()
-                .map(|o| (o.key.clone(), o.value.clone()))
-                .collect();
-            let opts = Options::validate(SERVER_OPTIONS, &given).map_err(|(_, e)| e)?;
-            let policy = Policy::from_options(&opts)?;
-            if policy.tls_required && self.tls.is_none() {
-                return Err(format!(
-                    "brick {brick:?} requires TLS (transport.socket.ssl-enabled) but this server was started without --tls-cert/--tls-key"
-                ));
-            }
-            if !policy.ssl_allow.allows_all()
-                && !self.tls.as_ref().is_some_and(|t| t.verifies_clients)
-            {
-                return Err(format!(
-                    "brick {brick:?} serves only some certificate names (auth.ssl-allow) but this server does not ask clients for certificates: start weft brickd with --tls-ca"
-                ));
-            }
+            let policy = self.policy_of(&brick, s)?;
             let sub = vf.subgraph(&s.name).expect("declared");
             let graph =
                 Graph::build(&sub, &self.registry).map_err(|e| format!("brick {brick:?}: {e}"))?;
@@ -292,7 +312,7 @@ impl BrickServer {
                 Arc::new(Brick {
                     name: name.clone(),
                     graph,
-                    policy,
+                    policy: watch::channel(Arc::new(policy)).0,
                     detached,
                     clients: AtomicUsize::new(0),
                     sessions: sessions::Sessions::default(),
@@ -301,6 +321,160 @@ impl BrickServer {
             names.push(name);
         }
         Ok(names)
+    }
+
+    /// The access policy of `brick` as its `protocol/server` declaration `s` sets it, checked
+    /// against what this server can do (a certificate for TLS, a client CA for
+    /// certificate names).
+    fn policy_of(&self, brick: &str, s: &VolumeDecl) -> Result<Policy, String> {
+        let given: Vec<(String, String)> = s
+            .options
+            .iter()
+            .map(|o| (o.key.clone(), o.value.clone()))
+            .collect();
+        let opts = Options::validate(SERVER_OPTIONS, &given).map_err(|(_, e)| e)?;
+        let policy = Policy::from_options(&opts)?;
+        if policy.tls_required && self.tls.is_none() {
+            return Err(format!(
+                "brick {brick:?} requires TLS (transport.socket.ssl-enabled) but this server was started without --tls-cert/--tls-key"
+            ));
+        }
+        if !policy.ssl_allow.allows_all() && !self.tls.as_ref().is_some_and(|t| t.verifies_clients)
+        {
+            return Err(format!(
+                "brick {brick:?} serves only some certificate names (auth.ssl-allow) but this server does not ask clients for certificates: start weft brickd with --tls-ca"
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// Applies the options of `volfile` to bricks already served, while they keep serving
+    /// (GlusterFS's brick reconfigure). Every `protocol/server` graph in it must be a brick
+    /// served here, with the same shape as the served graph (translator names, types,
+    /// subvolumes: [`Graph::shape_change`]); another shape is refused, to be applied by a
+    /// detach and an attach. Everything is checked before anything changes, so a refusal
+    /// changes nothing. Then each brick's translators whose options differ are
+    /// reconfigured ([`Graph::reconfigure`]) and its access policy (`protocol/server`'s
+    /// options) is swapped in: connected clients that the new policy refuses (by address,
+    /// TLS, certificate name) are disconnected and their open files and locks released;
+    /// the others keep their connections, open files and locks, and the squash options
+    /// apply to their requests from then on (a new `grace-timeout`, to clients that
+    /// disconnect from then on). A translator that cannot change an option while it runs
+    /// keeps its options and the request fails after the rest was applied, saying which
+    /// (detach and attach the brick to apply them). Returns the bricks reconfigured.
+    pub async fn reconfigure(&self, volfile: &str) -> Result<Vec<String>, String> {
+        let vf = Volfile::parse(volfile).map_err(|e| format!("server volfile: {e}"))?;
+        Graph::check(&vf, &self.registry).map_err(|e| format!("server volfile: {e}"))?;
+        let servers: Vec<_> = vf
+            .volumes
+            .iter()
+            .filter(|v| v.type_name == "protocol/server")
+            .collect();
+        if servers.is_empty() {
+            return Err(
+                "server volfile has no protocol/server volume: each brick graph must be topped by one"
+                    .into(),
+            );
+        }
+        let _one_at_a_time = self.reconfiguring.lock().await;
+        // Everything is checked first: a refusal changes nothing.
+        let mut plan: Vec<(Arc<Brick>, Volfile, Policy, Vec<String>)> = Vec::new();
+        for s in &servers {
+            let name = s.subvolumes[0].clone();
+            if plan.iter().any(|(b, ..)| b.name == name) {
+                return Err(format!("brick {name:?} appears twice in the volfile"));
+            }
+            let Some(brick) = self.brick(&name) else {
+                return Err(format!(
+                    "brick {name:?} is not served by this process ({}): attach it instead",
+                    self.brick_list()
+                ));
+            };
+            let sub = vf.subgraph(&s.name).expect("declared");
+            if let Some(why) = brick.graph.shape_change(&sub) {
+                return Err(format!(
+                    "brick {name:?}: the graph changed shape ({why}); options alone can change in place: detach and attach the brick to apply it"
+                ));
+            }
+            let policy = self.policy_of(&name, s)?;
+            let changes = self.changes(&brick.graph, &sub)?;
+            plan.push((brick, sub, policy, changes));
+        }
+        let mut names = Vec::new();
+        let mut refused = Vec::new();
+        for (brick, sub, policy, changes) in plan {
+            let done = brick
+                .graph
+                .reconfigure(&sub, &self.registry)
+                .await
+                .map_err(|e| format!("brick {:?}: {e}", brick.name))?;
+            let policy_changed = **brick.policy.borrow() != policy;
+            for (x, keys, why) in &done.refused {
+                refused.push(format!(
+                    "brick {:?}: translator {x:?} keeps its options ({}): {why}",
+                    brick.name,
+                    keys.join(", ")
+                ));
+            }
+            if changes.is_empty() {
+                tracing::info!(brick = %brick.name, "brick reconfigured: no option changed");
+            } else {
+                tracing::info!(
+                    brick = %brick.name,
+                    policy_changed,
+                    "brick reconfigured: {}",
+                    changes.join("; ")
+                );
+            }
+            // Connections see the swap and close if the new policy refuses them.
+            brick.policy.send_replace(Arc::new(policy));
+            names.push(brick.name.clone());
+        }
+        if refused.is_empty() {
+            Ok(names)
+        } else {
+            for r in &refused {
+                tracing::warn!("reconfigure: {r}");
+            }
+            Err(format!(
+                "reconfigured {} but some options cannot change while the brick runs (detach and attach it to apply them): {}",
+                names.join(", "),
+                refused.join("; ")
+            ))
+        }
+    }
+
+    /// What applying `vf` to `graph` would change: one `TRANSLATOR: key=value, ...` per
+    /// translator whose options differ; errs on options that do not validate.
+    fn changes(&self, graph: &Graph, vf: &Volfile) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        for v in &vf.volumes {
+            let Some(t) = self.registry.get(&v.type_name) else {
+                continue;
+            };
+            let given: Vec<(String, String)> = v
+                .options
+                .iter()
+                .map(|o| (o.key.clone(), o.value.clone()))
+                .collect();
+            let new = Options::validate(t.options(), &given)
+                .map_err(|(_, e)| format!("volume {:?} ({}): {e}", v.name, v.type_name))?;
+            let Some(old) = graph.options_of(&v.name) else {
+                continue;
+            };
+            let keys = old.changed_keys(&new);
+            if !keys.is_empty() {
+                let kv: Vec<String> = keys
+                    .iter()
+                    .map(|k| match v.options.iter().rev().find(|o| &o.key == k) {
+                        Some(o) => format!("{k}={}", o.value),
+                        None => format!("{k} (default)"),
+                    })
+                    .collect();
+                out.push(format!("{}: {}", v.name, kv.join(", ")));
+            }
+        }
+        Ok(out)
     }
 
     /// Stops serving `brick`: its clients are disconnected (their fds released, their locks

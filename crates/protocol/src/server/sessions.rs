@@ -240,9 +240,10 @@ fn try_claim(
 }
 
 /// A connection ended: park its client's state for the brick's grace period when it can
-/// come back for it, otherwise release it now.
-pub(super) async fn finish(brick: &Arc<Brick>, state: Arc<ClientState>) {
-    let grace = brick.policy.grace;
+/// come back for it (and `keep`: not when the brick's policy now refuses it), otherwise
+/// release it now.
+pub(super) async fn finish(brick: &Arc<Brick>, state: Arc<ClientState>, keep: bool) {
+    let grace = brick.policy.borrow().grace;
     if let Some(id) = state.id {
         let state_ref = &state;
         let mut map = brick.sessions.map.lock();
@@ -251,7 +252,7 @@ pub(super) async fn finish(brick: &Arc<Brick>, state: Arc<ClientState>) {
         if ours {
             map.remove(&id);
             let open = state.fds.open();
-            if open > 0 && !grace.is_zero() && !*brick.detached.borrow() {
+            if open > 0 && keep && !grace.is_zero() && !*brick.detached.borrow() {
                 let timer = tokio::spawn(expire(brick.clone(), id, state.clone(), grace));
                 tracing::info!(
                     brick = %brick.name,
