@@ -1049,3 +1049,71 @@ fn peers_detach_and_read_commands_answer() {
         good && out.contains("count-fop-hits = on")
     });
 }
+
+#[test]
+fn a_brick_option_change_applies_in_place_and_keeps_open_files() {
+    let d = scratch("mgmt-inplace");
+    let b = block(8);
+    let node = Node::start(&format!("{b}.1"), &d.path().join("node1"), &[]);
+    let h = node.host.clone();
+    ok(
+        &h,
+        &node,
+        &[
+            "volume",
+            "create",
+            "inpl",
+            &format!("{h}:{}", d.path().join("brick").display()),
+        ],
+    );
+    ok(&h, &node, &["volume", "start", "inpl"]);
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = mount_args(
+        &[format!("{h}:/inpl").as_ref(), mnt.as_os_str()],
+        &mnt,
+        &d.path().join("mount.log"),
+    );
+    use std::io::Write;
+    let mut f = std::fs::File::create(mnt.join("held")).unwrap();
+    f.write_all(b"before\n").unwrap();
+    f.sync_all().unwrap();
+    let status = || json(&h, &node, &["volume", "status", "inpl"]);
+    wait_until("the brick online with its client", 20, || {
+        let st = status();
+        st["bricks"][0]["online"] == true && st["bricks"][0]["clients"] == 1
+    });
+    let pid = status()["bricks"][0]["pid"].clone();
+    ok(
+        &h,
+        &node,
+        &["volume", "set", "inpl", "server.root-squash", "on"],
+    );
+    // The option reaches the brick (root's new files are the anonymous user's) ...
+    wait_until("root-squash on the brick", 20, || {
+        let _ = std::fs::remove_file(mnt.join("probe"));
+        std::fs::write(mnt.join("probe"), b"x").is_ok()
+            && std::os::unix::fs::MetadataExt::uid(
+                &std::fs::metadata(d.path().join("brick/probe")).unwrap(),
+            ) == 65534
+    });
+    // ... without a reattach: the open file is still writable, the brick process and its
+    // one client are the same.
+    f.write_all(b"after\n").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("brick/held")).unwrap(),
+        "before\nafter\n"
+    );
+    let st = status();
+    assert_eq!(st["bricks"][0]["online"], true, "{st}");
+    assert_eq!(st["bricks"][0]["pid"], pid, "{st}");
+    assert_eq!(st["bricks"][0]["clients"], 1, "{st}");
+    let log = std::fs::read_to_string(d.path().join("mount.log")).unwrap_or_default();
+    assert!(
+        !log.contains("disconnected"),
+        "the mount was disconnected:\n{log}"
+    );
+    drop(m);
+}

@@ -216,8 +216,8 @@ impl BrickProc {
     }
 
     /// Makes the process serve exactly `want` (brick name -> server volfile): attaches the
-    /// missing, reattaches those whose volfile changed, detaches the rest. Errors per brick
-    /// are kept for `volume status`.
+    /// missing, reconfigures in place those whose volfile changed (reattaching them when
+    /// that is refused), detaches the rest. Errors per brick are kept for `volume status`.
     pub async fn converge(&self, want: &BTreeMap<String, String>) -> Result<(), String> {
         self.ensure_running().await?;
         let _g = self.op.lock().await;
@@ -237,7 +237,30 @@ impl BrickProc {
         for name in served.keys() {
             let stale = match want.get(name) {
                 None => true,
-                Some(vf) => known.get(name) != Some(vf),
+                Some(vf) if known.get(name) == Some(vf) => false,
+                // Another volfile for a served brick (an option set or reset): applied in
+                // place, so its clients keep their connections, open files and locks
+                // (only those the new access policy refuses are disconnected). A change of
+                // shape, or a brick process too old to know the request, is refused: then
+                // the brick is detached and attached again.
+                Some(vf) => match self
+                    .ask(ControlRequest::Reconfigure {
+                        volfile: vf.clone(),
+                    })
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::info!(brick = %name, "reconfigured in place");
+                        self.store
+                            .put(&format!("{ATTACHED}{name}"), vf.as_bytes())
+                            .map_err(|e| e.to_string())?;
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(brick = %name, "cannot reconfigure in place ({e}): detaching and attaching it again");
+                        true
+                    }
+                },
             };
             if stale {
                 match self
