@@ -483,7 +483,7 @@ fn detach(a: &MountArgs, mp: &Path) -> Result<()> {
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(10));
     }
     let _ = child.kill();
     bail!("mount did not appear within 30 s; see {}", log.display())

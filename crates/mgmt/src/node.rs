@@ -642,6 +642,8 @@ impl Node {
             })
             .await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        // Bricks come up within milliseconds: ask often at first, then less.
+        let mut pause = Duration::from_millis(5);
         loop {
             let st = self.volume_status(name).await?;
             let down: Vec<&BrickStatus> = st.bricks.iter().filter(|b| !b.online).collect();
@@ -667,7 +669,8 @@ impl Node {
                     why.join("; ")
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 
@@ -677,12 +680,14 @@ impl Node {
             .propose(Command::StopVolume { name: name.into() })
             .await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut pause = Duration::from_millis(5);
         while tokio::time::Instant::now() < deadline {
             let st = self.volume_status(name).await?;
             if st.bricks.iter().all(|b| !b.online) {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
         }
         Ok(m)
     }
