@@ -7,5 +7,6 @@ pub fn registry() -> Registry {
     let mut r = weft_xlators::registry();
     weft_protocol::register(&mut r);
     weft_python::register(&mut r);
+    weft_cluster::register(&mut r);
     r
 }

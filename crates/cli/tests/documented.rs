@@ -170,6 +170,7 @@ fn translators_lists_every_type_with_its_options() {
     assert_eq!(
         types,
         [
+            "cluster/distribute",
             "debug/io-stats",
             "debug/trace",
             "features/locks",

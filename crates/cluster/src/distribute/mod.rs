@@ -1,0 +1,1939 @@
+//! `cluster/distribute`: many subvolumes seen as one tree, GlusterFS's DHT without a
+//! metadata server (see ARCHITECTURE.md, "cluster/distribute").
+//!
+//! - Every directory exists on every subvolume, with the same gfid; each copy carries
+//!   that subvolume's part of the directory's [`layout::Layout`] in
+//!   [`layout::LAYOUT_XATTR`]. A file lives on the subvolume whose range holds
+//!   [`hash::name_hash`] of its name.
+//! - A file found elsewhere than its hashed subvolume has a *link file* there: an empty
+//!   regular file of mode `---------T` (01000) whose xattr [`LINKTO_XATTR`] names the
+//!   subvolume holding the data. Lookups follow link files and never show them.
+//! - Inode and fd FOPs go to the subvolume holding the file, remembered per gfid.
+//! - Listings are the subvolumes' listings one after another ([`doff`]).
+//! - Distribute only uses FOPs: its subvolumes may be anything.
+
+pub mod doff;
+pub mod hash;
+pub mod layout;
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use parking_lot::Mutex;
+use weft_core::options::OptionSpec;
+use weft_core::*;
+
+use doff::{Split, Table};
+use hash::{name_hash, raw_hash};
+use layout::{Layout, Piece, LAYOUT_XATTR};
+
+/// The xattr of a link file naming the subvolume (its volfile name) holding the data.
+pub const LINKTO_XATTR: &str = "trusted.weft.dht.linkto";
+
+/// Xdata key (presence only) that lets a Weft translator reach `trusted.weft.*` xattrs
+/// on `storage/posix` (its `INTERNAL_XDATA_KEY`).
+pub const INTERNAL_XDATA_KEY: &str = "weft.internal";
+
+/// The mode of a link file: a regular file with only the sticky bit.
+pub const LINK_MODE: u32 = libc::S_IFREG | libc::S_ISVTX;
+
+/// Entries of the gfid -> subvolume map kept at most (then it starts again empty).
+const FILES_MAX: usize = 1 << 20;
+/// Directory layouts cached at most (then the cache starts again empty).
+const LAYOUTS_MAX: usize = 1 << 16;
+
+fn ixd() -> Xdata {
+    let mut x = Xdata::new();
+    x.set(INTERNAL_XDATA_KEY, Vec::new());
+    x
+}
+
+/// Whether `ia` looks like a link file (the xattr decides).
+fn link_mode(ia: &Iatt) -> bool {
+    ia.mode & (libc::S_IFMT | 0o7777) == LINK_MODE && ia.size == 0
+}
+
+fn entry_of(loc: &Loc) -> Result<(Gfid, &OsStr), Errno> {
+    match (&loc.parent, &loc.name) {
+        (Some(p), Some(n)) => Ok((*p, n.as_os_str())),
+        _ => Err(Errno::EINVAL),
+    }
+}
+
+fn entry_loc(parent: Gfid, name: &OsStr, path: Option<&PathBuf>) -> Loc {
+    let mut l = Loc::entry(parent, name);
+    l.path = path.cloned();
+    l
+}
+
+/// The answer of the lowest-numbered subvolume that answered anything but ENOTCONN.
+fn pick<T>(rs: Vec<Result<T, Errno>>) -> Result<T, Errno> {
+    rs.into_iter()
+        .find(|r| !matches!(r, Err(Errno::ENOTCONN)))
+        .unwrap_or(Err(Errno::ENOTCONN))
+}
+
+/// A directory's attributes: the first subvolume's, with the latest times any copy has
+/// (an entry made or removed changes only the copy on its own subvolume).
+fn merge_dir<'a>(iatts: impl IntoIterator<Item = &'a Iatt>) -> Option<Iatt> {
+    let mut it = iatts.into_iter();
+    let mut out = *it.next()?;
+    for ia in it {
+        out.atime = out.atime.max(ia.atime);
+        out.mtime = out.mtime.max(ia.mtime);
+        out.ctime = out.ctime.max(ia.ctime);
+    }
+    Some(out)
+}
+
+/// Merges the answers of every subvolume for a directory: the merged attributes if any
+/// answered, else the first error that is not ENOTCONN.
+fn pick_dir(rs: Vec<Result<(Iatt, Xdata), Errno>>) -> Fop<Iatt> {
+    let ok: Vec<Iatt> = rs
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|(ia, _)| *ia)
+        .collect();
+    match merge_dir(&ok) {
+        Some(ia) => Ok((ia, Xdata::new())),
+        None => pick(rs),
+    }
+}
+
+/// Where an inode lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Where {
+    /// A directory: on every subvolume.
+    Dir,
+    /// A file (anything but a directory) on this subvolume.
+    File(usize),
+}
+
+/// A name resolved in a directory.
+#[derive(Clone, Debug)]
+struct Found {
+    iatt: Iatt,
+    at: Where,
+    /// The subvolume holding the name's link file, if it has one.
+    link: Option<usize>,
+}
+
+/// What a subvolume says of a file's link-file xattr.
+enum Link {
+    /// Not a link file (no linkto xattr): a plain file.
+    Plain,
+    /// A link file pointing at this subvolume.
+    To(usize),
+    /// A link file naming no subvolume of this volume.
+    Bad,
+}
+
+/// What distribute keeps on an open fd.
+enum FdState {
+    File(usize),
+    Dir(Mutex<DirState>),
+}
+
+struct DirState {
+    /// Which subvolumes opened the directory.
+    opened: Vec<bool>,
+    /// The subvolume whose directories (and `.`/`..`) the listing shows.
+    dir_subvol: usize,
+    table: Table,
+    /// (subvolume, its cookie) after a short batch: the next read there probably ends that
+    /// subvolume, so the following ones' first batches are read at the same time.
+    hint: Option<(usize, u64)>,
+}
+
+/// The `cluster/distribute` translator.
+pub struct Distribute {
+    name: String,
+    children: Vec<XlatorRef>,
+    /// Each child's last reported state (`None`: nothing reported yet, treated as up).
+    state: Mutex<Vec<Option<bool>>>,
+    /// What was last passed up (`Some(true)`: ChildUp).
+    announced: Mutex<Option<bool>>,
+    layouts: Mutex<HashMap<Gfid, Arc<Layout>>>,
+    files: Mutex<HashMap<Gfid, usize>>,
+    split: Split,
+}
+
+impl Distribute {
+    pub fn new(name: String, children: Vec<XlatorRef>) -> Distribute {
+        let n = children.len();
+        Distribute {
+            name,
+            split: Split::new(n),
+            children,
+            state: Mutex::new(vec![None; n]),
+            announced: Mutex::new(None),
+            layouts: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn n(&self) -> usize {
+        self.children.len()
+    }
+
+    fn is_up(&self, i: usize) -> bool {
+        self.state.lock()[i] != Some(false)
+    }
+
+    fn any_down(&self) -> bool {
+        self.state.lock().contains(&Some(false))
+    }
+
+    /// Child `i`, or ENOTCONN while it is down.
+    fn sub(&self, i: usize) -> Result<&XlatorRef, Errno> {
+        if self.is_up(i) {
+            Ok(&self.children[i])
+        } else {
+            Err(Errno::ENOTCONN)
+        }
+    }
+
+    fn index_of(&self, name: &[u8]) -> Option<usize> {
+        self.children
+            .iter()
+            .position(|c| c.name().as_bytes() == name)
+    }
+
+    fn remember(&self, g: Gfid, i: usize) {
+        let mut f = self.files.lock();
+        if f.len() >= FILES_MAX {
+            f.clear();
+        }
+        f.insert(g, i);
+    }
+
+    fn cache_layout(&self, g: Gfid, l: Arc<Layout>) {
+        let mut c = self.layouts.lock();
+        if c.len() >= LAYOUTS_MAX {
+            c.clear();
+        }
+        c.insert(g, l);
+    }
+
+    /// Runs `f` on every child at once (ENOTCONN for those down), answers in child order.
+    async fn all<T, Fut>(&self, f: impl Fn(usize, XlatorRef) -> Fut) -> Vec<Result<T, Errno>>
+    where
+        Fut: Future<Output = Result<T, Errno>>,
+    {
+        let f = &f;
+        join_all((0..self.n()).map(|i| async move {
+            let c = self.sub(i)?.clone();
+            f(i, c).await
+        }))
+        .await
+    }
+
+    /// The first child (in order) that answers anything but ENOTCONN.
+    async fn first<T, Fut>(&self, f: impl Fn(usize, XlatorRef) -> Fut) -> Result<T, Errno>
+    where
+        Fut: Future<Output = Result<T, Errno>>,
+    {
+        for i in 0..self.n() {
+            let Ok(c) = self.sub(i) else { continue };
+            match f(i, c.clone()).await {
+                Err(Errno::ENOTCONN) => continue,
+                r => return r,
+            }
+        }
+        Err(Errno::ENOTCONN)
+    }
+
+    // ==== link files ====
+
+    async fn linkto(&self, i: usize, g: Gfid) -> Result<Link, Errno> {
+        let r = self
+            .sub(i)?
+            .getxattr(&Ctx::internal(), &Loc::inode(g), Some(LINKTO_XATTR), ixd())
+            .await;
+        match r {
+            Ok((m, _)) => Ok(match m.get(LINKTO_XATTR).and_then(|v| self.index_of(v)) {
+                Some(t) if t != i => Link::To(t),
+                _ => Link::Bad,
+            }),
+            Err(Errno::ENODATA) => Ok(Link::Plain),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes a link file `parent/name` on subvolume `at` pointing at `target`, with the
+    /// data's gfid.
+    async fn make_link(
+        &self,
+        at: usize,
+        parent: Gfid,
+        name: &OsStr,
+        g: Gfid,
+        target: usize,
+    ) -> Result<(), Errno> {
+        let c = self.sub(at)?;
+        let mut xd = ixd();
+        xd.set(GFID_REQ_KEY, g.0.to_vec());
+        let loc = Loc::entry(parent, name);
+        let ictx = Ctx::internal();
+        let (ia, _) = c.mknod(&ictx, &loc, LINK_MODE, 0, 0, xd).await?;
+        let mut attrs = XattrMap::new();
+        attrs.insert(
+            LINKTO_XATTR.to_string(),
+            self.children[target].name().as_bytes().to_vec(),
+        );
+        if let Err(e) = c
+            .setxattr(&ictx, &Loc::inode(ia.gfid), &attrs, 0, ixd())
+            .await
+        {
+            let _ = c.unlink(&ictx, &loc, Xdata::new()).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Points the name's link file on `at` at `target`: rewrites an existing link file,
+    /// makes one where the name is absent, leaves anything else alone.
+    async fn ensure_link(
+        &self,
+        at: usize,
+        parent: Gfid,
+        name: &OsStr,
+        g: Gfid,
+        target: usize,
+    ) -> Result<(), Errno> {
+        if at == target {
+            return Ok(());
+        }
+        let c = self.sub(at)?;
+        let ictx = Ctx::internal();
+        match c
+            .lookup(&ictx, &Loc::entry(parent, name), Xdata::new())
+            .await
+        {
+            Ok((ia, _)) if link_mode(&ia) => {
+                let mut attrs = XattrMap::new();
+                attrs.insert(
+                    LINKTO_XATTR.to_string(),
+                    self.children[target].name().as_bytes().to_vec(),
+                );
+                c.setxattr(&ictx, &Loc::inode(ia.gfid), &attrs, 0, ixd())
+                    .await
+                    .map(|_| ())
+            }
+            Ok(_) => Ok(()),
+            Err(Errno::ENOENT) => self.make_link(at, parent, name, g, target).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes `parent/name` on `at` if it is (still) a link file.
+    async fn drop_link(&self, at: usize, parent: Gfid, name: &OsStr) {
+        let Ok(c) = self.sub(at) else { return };
+        let ictx = Ctx::internal();
+        let loc = Loc::entry(parent, name);
+        if let Ok((ia, _)) = c.lookup(&ictx, &loc, Xdata::new()).await {
+            if link_mode(&ia) && !matches!(self.linkto(at, ia.gfid).await, Ok(Link::Plain)) {
+                let _ = c.unlink(&ictx, &loc.with_gfid(ia.gfid), Xdata::new()).await;
+            }
+        }
+    }
+
+    // ==== layouts ====
+
+    async fn layout(&self, ctx: &Ctx, dir: Gfid) -> Result<Arc<Layout>, Errno> {
+        if let Some(l) = self.layouts.lock().get(&dir).cloned() {
+            return Ok(l);
+        }
+        self.load_layout(ctx, dir).await
+    }
+
+    /// Reads the directory's pieces from every subvolume; writes a fresh layout when it
+    /// has holes or overlaps and every subvolume answered; caches healthy layouts.
+    async fn load_layout(&self, ctx: &Ctx, dir: Gfid) -> Result<Arc<Layout>, Errno> {
+        let rs = self
+            .all(|_, c| async move {
+                c.getxattr(
+                    &Ctx::internal(),
+                    &Loc::inode(dir),
+                    Some(LAYOUT_XATTR),
+                    ixd(),
+                )
+                .await
+            })
+            .await;
+        let mut pieces = Vec::with_capacity(self.n());
+        let mut members = Vec::new();
+        let mut down = false;
+        let mut missing = 0;
+        for (i, r) in rs.into_iter().enumerate() {
+            match r {
+                Ok((m, _)) => {
+                    members.push(i);
+                    pieces.push(m.get(LAYOUT_XATTR).and_then(|b| Piece::decode(b)));
+                }
+                Err(Errno::ENODATA) => {
+                    members.push(i);
+                    pieces.push(None);
+                }
+                Err(Errno::ENOENT) | Err(Errno::ESTALE) => {
+                    missing += 1;
+                    pieces.push(None);
+                }
+                Err(_) => {
+                    down = true;
+                    pieces.push(None);
+                }
+            }
+        }
+        if members.is_empty() {
+            return Err(if down { Errno::ENOTCONN } else { Errno::ESTALE });
+        }
+        let (l, bad) = Layout::from_pieces(&pieces);
+        if !bad.any() {
+            let l = Arc::new(l);
+            self.cache_layout(dir, l.clone());
+            return Ok(l);
+        }
+        if down {
+            // Holes where the down subvolumes' ranges are: names there answer ENOTCONN.
+            return Ok(Arc::new(l));
+        }
+        // Heal: equal ranges over the subvolumes holding the directory. Complete only if
+        // the directory holds nothing anywhere (no name can be misplaced).
+        let empty = missing == 0 && self.empty_everywhere(ctx, dir).await;
+        let new = Layout::equal(
+            &members,
+            raw_hash(&dir.0) as usize,
+            raw_hash(&[&dir.0[..], &(members.len() as u32).to_be_bytes()].concat()),
+            empty,
+        );
+        tracing::info!(
+            "{}: directory {dir}: layout had {} holes and {} overlaps; wrote a new one over {} subvolumes ({})",
+            self.name,
+            bad.holes,
+            bad.overlaps,
+            members.len(),
+            if empty { "complete" } else { "not complete" }
+        );
+        self.write_layout(dir, &new).await;
+        let new = Arc::new(new);
+        self.cache_layout(dir, new.clone());
+        Ok(new)
+    }
+
+    async fn write_layout(&self, dir: Gfid, l: &Layout) {
+        let members = l.members();
+        let rs = self
+            .all(|i, c| {
+                let piece = members.contains(&i).then(|| l.piece(i));
+                async move {
+                    let Some(p) = piece else { return Ok(()) };
+                    let mut attrs = XattrMap::new();
+                    attrs.insert(LAYOUT_XATTR.to_string(), p.encode());
+                    c.setxattr(&Ctx::internal(), &Loc::inode(dir), &attrs, 0, ixd())
+                        .await
+                        .map(|_| ())
+                }
+            })
+            .await;
+        for (i, r) in rs.into_iter().enumerate() {
+            if let Err(e) = r {
+                if members.contains(&i) {
+                    tracing::warn!(
+                        "{}: directory {dir}: writing its layout on {} failed: {e}",
+                        self.name,
+                        self.children[i].name()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The subvolume `name` hashes to in `l`; ENOTCONN when it is down or the hash falls
+    /// in a hole (the range of a subvolume that did not answer).
+    fn hashed(&self, l: &Layout, name: &OsStr) -> Result<usize, Errno> {
+        let i = l
+            .subvol_for(name_hash(name.as_bytes()))
+            .ok_or(Errno::ENOTCONN)?;
+        self.sub(i)?;
+        Ok(i)
+    }
+
+    // ==== directory contents ====
+
+    /// Lists directory `dir` on subvolume `i`: whether it has a real entry, and the names
+    /// of its link files.
+    async fn scan(&self, ctx: &Ctx, i: usize, dir: Gfid) -> Result<(bool, Vec<OsString>), Errno> {
+        let c = self.sub(i)?;
+        let fd = Fd::new(dir, libc::O_RDONLY | libc::O_DIRECTORY, true);
+        let ictx = Ctx::internal();
+        c.opendir(&ictx, &Loc::inode(dir), &fd, Xdata::new())
+            .await?;
+        let mut links = Vec::new();
+        let mut real = false;
+        let mut off = 0;
+        let r = loop {
+            let batch = match c.readdirp(&ictx, &fd, 65536, off, Xdata::new()).await {
+                Ok((b, _)) => b,
+                Err(e) => break Err(e),
+            };
+            let Some(last) = batch.last() else {
+                break Ok(());
+            };
+            off = last.offset;
+            for d in &batch {
+                if d.name == b"." || d.name == b".." {
+                    continue;
+                }
+                match &d.iatt {
+                    Some(ia) if link_mode(ia) => match self.linkto(i, ia.gfid).await {
+                        Ok(Link::Plain) => real = true,
+                        Ok(_) => links.push(OsStr::from_bytes(&d.name).to_owned()),
+                        Err(_) => real = true,
+                    },
+                    _ => real = true,
+                }
+            }
+            if real {
+                break Ok(());
+            }
+        };
+        let _ = c.releasedir(&ictx, &fd, Xdata::new()).await;
+        let _ = ctx;
+        r.map(|_| (real, links))
+    }
+
+    async fn empty_everywhere(&self, ctx: &Ctx, dir: Gfid) -> bool {
+        let rs = self.all(|i, _| self.scan(ctx, i, dir)).await;
+        rs.into_iter().all(|r| matches!(r, Ok((false, _))))
+    }
+
+    /// Checks that directory `dir` holds no real entry on any subvolume (ENOTEMPTY),
+    /// answering ENOTCONN if one cannot tell, and removes its stale link files.
+    async fn clear_for_removal(&self, ctx: &Ctx, dir: Gfid) -> Result<(), Errno> {
+        let rs = self.all(|i, _| self.scan(ctx, i, dir)).await;
+        let mut stale = Vec::new();
+        for (i, r) in rs.into_iter().enumerate() {
+            match r {
+                Ok((true, _)) => return Err(Errno::ENOTEMPTY),
+                Ok((false, links)) => stale.extend(links.into_iter().map(|n| (i, n))),
+                Err(Errno::ENOENT) | Err(Errno::ESTALE) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for (i, n) in stale {
+            self.drop_link(i, dir, &n).await;
+        }
+        Ok(())
+    }
+
+    // ==== lookups ====
+
+    /// Resolves `parent/name` (loc has parent and name).
+    async fn lookup_name(&self, ctx: &Ctx, loc: &Loc) -> Result<Found, Errno> {
+        let (parent, name) = entry_of(loc)?;
+        let eloc = entry_loc(parent, name, loc.path.as_ref());
+        let l = self.layout(ctx, parent).await?;
+        let h = match self.hashed(&l, name) {
+            Ok(h) => h,
+            Err(e) if l.complete => return Err(e),
+            Err(_) => return self.lookup_everywhere(ctx, &eloc, None).await,
+        };
+        let ia = match self.children[h].lookup(ctx, &eloc, Xdata::new()).await {
+            Ok((ia, _)) => ia,
+            Err(Errno::ENOENT) if !l.complete => {
+                return self.lookup_everywhere(ctx, &eloc, Some(h)).await
+            }
+            Err(e) => return Err(e),
+        };
+        if ia.is_dir() {
+            return self.lookup_dir(ctx, &eloc).await;
+        }
+        if link_mode(&ia) {
+            match self.linkto(h, ia.gfid).await? {
+                Link::Plain => {}
+                Link::To(t) => {
+                    match self.sub(t)?.lookup(ctx, &eloc, Xdata::new()).await {
+                        Ok((d, _)) if !d.is_dir() => {
+                            self.remember(d.gfid, t);
+                            return Ok(Found {
+                                iatt: d,
+                                at: Where::File(t),
+                                link: Some(h),
+                            });
+                        }
+                        Err(Errno::ENOTCONN) => return Err(Errno::ENOTCONN),
+                        _ => {}
+                    }
+                    tracing::info!(
+                        "{}: removing stale link file {} on {} (nothing there on {})",
+                        self.name,
+                        eloc.describe(),
+                        self.children[h].name(),
+                        self.children[t].name()
+                    );
+                    self.drop_link(h, parent, name).await;
+                    return self.lookup_everywhere(ctx, &eloc, Some(h)).await;
+                }
+                Link::Bad => {
+                    self.drop_link(h, parent, name).await;
+                    return self.lookup_everywhere(ctx, &eloc, Some(h)).await;
+                }
+            }
+        }
+        self.remember(ia.gfid, h);
+        Ok(Found {
+            iatt: ia,
+            at: Where::File(h),
+            link: None,
+        })
+    }
+
+    /// Looks the name up on every subvolume (its parent's layout is not complete, or its
+    /// link file was stale); gives a file found off its hashed subvolume a link file.
+    async fn lookup_everywhere(
+        &self,
+        ctx: &Ctx,
+        eloc: &Loc,
+        hashed: Option<usize>,
+    ) -> Result<Found, Errno> {
+        let (parent, name) = entry_of(eloc)?;
+        let rs = self
+            .all(|_, c| async move { c.lookup(ctx, eloc, Xdata::new()).await })
+            .await;
+        let mut data = None;
+        let mut down = false;
+        for (i, r) in rs.into_iter().enumerate() {
+            match r {
+                Ok((ia, _)) if ia.is_dir() => return self.lookup_dir(ctx, eloc).await,
+                Ok((ia, _)) if link_mode(&ia) => {
+                    if let Ok(Link::Plain) = self.linkto(i, ia.gfid).await {
+                        data.get_or_insert((i, ia));
+                    }
+                }
+                Ok((ia, _)) => {
+                    data.get_or_insert((i, ia));
+                }
+                Err(Errno::ENOENT) | Err(Errno::ESTALE) | Err(Errno::ENOTDIR) => {}
+                Err(_) => down = true,
+            }
+        }
+        let Some((s, ia)) = data else {
+            return Err(if down { Errno::ENOTCONN } else { Errno::ENOENT });
+        };
+        self.remember(ia.gfid, s);
+        let mut link = None;
+        if let Some(h) = hashed.filter(|&h| h != s) {
+            match self.make_link(h, parent, name, ia.gfid, s).await {
+                Ok(()) => link = Some(h),
+                Err(e) => tracing::warn!(
+                    "{}: {} is on {}, not on its hashed {}; making its link file failed: {e}",
+                    self.name,
+                    eloc.describe(),
+                    self.children[s].name(),
+                    self.children[h].name()
+                ),
+            }
+        }
+        Ok(Found {
+            iatt: ia,
+            at: Where::File(s),
+            link,
+        })
+    }
+
+    /// A directory lookup on every subvolume: heals copies missing on subvolumes that are
+    /// up (by name, with the same gfid, mode and owner), reloads (and heals) the layout;
+    /// answers the first subvolume's attributes.
+    async fn lookup_dir(&self, ctx: &Ctx, loc: &Loc) -> Result<Found, Errno> {
+        let rs = self
+            .all(|_, c| async move { c.lookup(ctx, loc, Xdata::new()).await })
+            .await;
+        let mut dirs: Vec<Iatt> = Vec::new();
+        let mut absent = Vec::new();
+        let mut err = None;
+        for (i, r) in rs.iter().enumerate() {
+            match r {
+                Ok((ia, _)) if ia.is_dir() => dirs.push(*ia),
+                Ok(_) => {}
+                Err(Errno::ENOENT) => absent.push(i),
+                Err(e) => {
+                    err.get_or_insert(*e);
+                }
+            }
+        }
+        let Some(ia) = merge_dir(&dirs) else {
+            return Err(if absent.is_empty() {
+                err.unwrap_or(Errno::ENOENT)
+            } else {
+                Errno::ENOENT
+            });
+        };
+        if let (Some(p), Some(n)) = (loc.parent, &loc.name) {
+            for i in absent {
+                let hctx = Ctx {
+                    uid: ia.uid,
+                    gid: ia.gid,
+                    ..ctx.clone()
+                };
+                let mut xd = Xdata::new();
+                xd.set(GFID_REQ_KEY, ia.gfid.0.to_vec());
+                let r = self.children[i]
+                    .mkdir(&hctx, &Loc::entry(p, n), ia.mode & 0o7777, 0, xd)
+                    .await;
+                match r {
+                    Ok(_) => tracing::info!(
+                        "{}: healed directory {} on {}",
+                        self.name,
+                        loc.describe(),
+                        self.children[i].name()
+                    ),
+                    Err(e) => tracing::warn!(
+                        "{}: healing directory {} on {} failed: {e}",
+                        self.name,
+                        loc.describe(),
+                        self.children[i].name()
+                    ),
+                }
+            }
+        }
+        self.load_layout(ctx, ia.gfid).await?;
+        Ok(Found {
+            iatt: ia,
+            at: Where::Dir,
+            link: None,
+        })
+    }
+
+    /// Finds an inode by gfid alone (a nameless lookup on every subvolume).
+    async fn lookup_gfid(&self, ctx: &Ctx, g: Gfid, loc: &Loc) -> Result<Found, Errno> {
+        let known = self.files.lock().get(&g).copied();
+        if let Some(i) = known {
+            match self.sub(i)?.lookup(ctx, loc, Xdata::new()).await {
+                Ok((ia, _)) if !ia.is_dir() => {
+                    return Ok(Found {
+                        iatt: ia,
+                        at: Where::File(i),
+                        link: None,
+                    })
+                }
+                Err(Errno::ENOTCONN) => return Err(Errno::ENOTCONN),
+                // Look everywhere; the mapping stays until another subvolume has it.
+                _ => {}
+            }
+        }
+        let iloc = Loc {
+            gfid: Some(g),
+            path: loc.path.clone(),
+            ..Loc::default()
+        };
+        let rs = self
+            .all(|_, c| {
+                let iloc = &iloc;
+                async move { c.lookup(ctx, iloc, Xdata::new()).await }
+            })
+            .await;
+        let mut down = false;
+        let mut err = None;
+        let mut dir = None;
+        for (i, r) in rs.into_iter().enumerate() {
+            match r {
+                Ok((ia, _)) if ia.is_dir() => {
+                    dir.get_or_insert(ia);
+                }
+                Ok((ia, _)) => {
+                    if link_mode(&ia) && !matches!(self.linkto(i, g).await, Ok(Link::Plain)) {
+                        continue;
+                    }
+                    self.remember(g, i);
+                    return Ok(Found {
+                        iatt: ia,
+                        at: Where::File(i),
+                        link: None,
+                    });
+                }
+                Err(Errno::ENOTCONN) => down = true,
+                Err(e) => {
+                    err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(ia) = dir {
+            if !self.layouts.lock().contains_key(&g) {
+                self.load_layout(ctx, g).await?;
+            }
+            return Ok(Found {
+                iatt: ia,
+                at: Where::Dir,
+                link: None,
+            });
+        }
+        Err(if down {
+            Errno::ENOTCONN
+        } else {
+            err.unwrap_or(Errno::ESTALE)
+        })
+    }
+
+    /// Where the inode `loc` names lives.
+    async fn target(&self, ctx: &Ctx, loc: &Loc) -> Result<Where, Errno> {
+        if let Some(g) = loc.gfid {
+            if g.is_root() || self.layouts.lock().contains_key(&g) {
+                return Ok(Where::Dir);
+            }
+            if let Some(&i) = self.files.lock().get(&g) {
+                return Ok(Where::File(i));
+            }
+            return Ok(self.lookup_gfid(ctx, g, loc).await?.at);
+        }
+        Ok(self.lookup_name(ctx, loc).await?.at)
+    }
+
+    fn fd_state(&self, fd: &FdRef) -> Option<Arc<FdState>> {
+        fd.ctx::<FdState>(&self.name)
+    }
+
+    /// The subvolume an fd's FOPs go to: the file's, or a directory's listing subvolume.
+    fn fd_subvol(&self, fd: &FdRef) -> Result<usize, Errno> {
+        match self.fd_state(fd).as_deref() {
+            Some(FdState::File(i)) => Ok(*i),
+            Some(FdState::Dir(d)) => Ok(d.lock().dir_subvol),
+            None => Err(Errno::EBADF),
+        }
+    }
+
+    /// The subvolumes that opened a directory fd (`None` for a file fd).
+    fn fd_dirs(&self, fd: &FdRef) -> Option<Vec<usize>> {
+        match self.fd_state(fd).as_deref() {
+            Some(FdState::Dir(d)) => Some(
+                d.lock()
+                    .opened
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, o)| **o)
+                    .map(|(i, _)| i)
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Runs `f` on the subvolumes in `which` at once; the first one's answer.
+    async fn on<T, Fut>(&self, which: &[usize], f: impl Fn(XlatorRef) -> Fut) -> Result<T, Errno>
+    where
+        Fut: Future<Output = Result<T, Errno>>,
+    {
+        let f = &f;
+        pick(
+            join_all(which.iter().map(|&i| async move {
+                let c = self.sub(i)?.clone();
+                f(c).await
+            }))
+            .await,
+        )
+    }
+
+    // ==== creation ====
+
+    /// Where a new non-directory `parent/name` goes: its hashed subvolume, after checking
+    /// (when the parent's layout is not complete) that the name is nowhere else.
+    async fn place_new(&self, ctx: &Ctx, loc: &Loc) -> Result<usize, Errno> {
+        let (parent, name) = entry_of(loc)?;
+        let l = self.layout(ctx, parent).await?;
+        if !l.complete {
+            match self.lookup_name(ctx, loc).await {
+                Ok(_) => return Err(Errno::EEXIST),
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.hashed(&l, name)
+    }
+
+    fn with_gfid_req(xd: &Xdata) -> (Xdata, Gfid) {
+        let mut xd = xd.clone();
+        let g = xd.get_gfid(GFID_REQ_KEY).unwrap_or_else(Gfid::random);
+        xd.set(GFID_REQ_KEY, g.0.to_vec());
+        (xd, g)
+    }
+
+    // ==== listings ====
+
+    async fn list(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        size: u32,
+        offset: u64,
+        plus: bool,
+    ) -> Fop<Vec<Dirent>> {
+        let st = self.fd_state(fd).ok_or(Errno::EBADF)?;
+        let FdState::Dir(ds) = &*st else {
+            return Err(Errno::ENOTDIR);
+        };
+        let (opened, dir_subvol, hint, start) = {
+            let d = ds.lock();
+            let start = self.split.decode(offset, &d.table).ok_or(Errno::EINVAL)?;
+            (d.opened.clone(), d.dir_subvol, d.hint, start)
+        };
+        let (mut i, mut coff) = start;
+        let n = self.n();
+        let mut pre: HashMap<usize, Result<Vec<Dirent>, Errno>> = HashMap::new();
+        let mut speculated = false;
+        let fetch = |j: usize, off: u64| async move {
+            let c = self.sub(j)?.clone();
+            c.readdirp(ctx, fd, size, off, Xdata::new())
+                .await
+                .map(|(b, _)| b)
+        };
+        loop {
+            if i >= n {
+                return Ok((Vec::new(), Xdata::new()));
+            }
+            if !opened[i] {
+                i += 1;
+                coff = 0;
+                continue;
+            }
+            let batch = if let Some(b) = (coff == 0).then(|| pre.remove(&i)).flatten() {
+                b
+            } else if !speculated && ((i == 0 && coff == 0) || hint == Some((i, coff))) {
+                // Read this subvolume and the first batch of every later one at once.
+                speculated = true;
+                let later: Vec<usize> = (i + 1..n).filter(|&j| opened[j]).collect();
+                let mut rs = join_all(
+                    std::iter::once((i, coff))
+                        .chain(later.iter().map(|&j| (j, 0)))
+                        .map(|(j, off)| fetch(j, off)),
+                )
+                .await
+                .into_iter();
+                let b = rs.next().unwrap_or(Ok(Vec::new()));
+                for (j, r) in later.into_iter().zip(rs) {
+                    pre.insert(j, r);
+                }
+                b
+            } else {
+                fetch(i, coff).await
+            };
+            let batch = match batch {
+                Ok(b) => b,
+                // A subvolume down: list the others.
+                Err(Errno::ENOTCONN) => {
+                    i += 1;
+                    coff = 0;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(last) = batch.last() else {
+                i += 1;
+                coff = 0;
+                continue;
+            };
+            coff = last.offset;
+            let bytes: u64 = batch
+                .iter()
+                .map(|d| ((24 + d.name.len() as u64 + 128) + 7) & !7)
+                .sum();
+            let short = bytes < size as u64 / 2;
+            let mut out = Vec::with_capacity(batch.len());
+            for mut d in batch {
+                let dots = d.name == b"." || d.name == b"..";
+                if dots || d.kind == FileType::Directory {
+                    if i != dir_subvol {
+                        continue;
+                    }
+                } else if let Some(ia) = &d.iatt {
+                    if link_mode(ia) && !matches!(self.linkto(i, ia.gfid).await, Ok(Link::Plain)) {
+                        continue;
+                    }
+                    self.remember(ia.gfid, i);
+                }
+                if !plus {
+                    d.iatt = None;
+                }
+                out.push(d);
+            }
+            if out.is_empty() {
+                continue;
+            }
+            let mut d = ds.lock();
+            for e in &mut out {
+                e.offset = self.split.encode(i, e.offset, &mut d.table);
+            }
+            d.hint = short.then_some((i, coff));
+            return Ok((out, Xdata::new()));
+        }
+    }
+
+    // ==== renames ====
+
+    async fn rename_dir(
+        &self,
+        ctx: &Ctx,
+        old: &Loc,
+        new: &Loc,
+        dst: Option<&Found>,
+        flags: u32,
+        xd: Xdata,
+    ) -> Fop<()> {
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        match dst {
+            Some(d) if d.at != Where::Dir => {
+                return Err(if exchange {
+                    Errno(libc::EXDEV)
+                } else {
+                    Errno::ENOTDIR
+                })
+            }
+            Some(d) if !exchange => self.clear_for_removal(ctx, d.iatt.gfid).await?,
+            _ => {}
+        }
+        if self.any_down() {
+            return Err(Errno::ENOTCONN);
+        }
+        let (np, nn) = entry_of(new)?;
+        let nl = self.layout(ctx, np).await?;
+        let h = self.hashed(&nl, nn)?;
+        let r = self.children[h]
+            .rename(ctx, old, new, flags, xd.clone())
+            .await?;
+        let rs = self
+            .all(|i, c| {
+                let xd = xd.clone();
+                async move {
+                    if i == h {
+                        return Ok(((), Xdata::new()));
+                    }
+                    c.rename(ctx, old, new, flags, xd).await
+                }
+            })
+            .await;
+        for (i, r) in rs.into_iter().enumerate() {
+            if let Err(e) = r {
+                tracing::warn!(
+                    "{}: renaming directory {} to {} on {} failed: {e}",
+                    self.name,
+                    old.describe(),
+                    new.describe(),
+                    self.children[i].name()
+                );
+            }
+        }
+        if let Some(d) = dst.filter(|_| !exchange) {
+            self.layouts.lock().remove(&d.iatt.gfid);
+        }
+        Ok(r)
+    }
+
+    async fn rename_file(
+        &self,
+        ctx: &Ctx,
+        old: &Loc,
+        new: &Loc,
+        src: &Found,
+        dst: Option<&Found>,
+        flags: u32,
+        xd: Xdata,
+    ) -> Fop<()> {
+        let (op, on) = entry_of(old)?;
+        let (np, nn) = entry_of(new)?;
+        let Where::File(s) = src.at else {
+            return Err(Errno::EINVAL);
+        };
+        let g = src.iatt.gfid;
+        let nl = self.layout(ctx, np).await?;
+        let nh = self.hashed(&nl, nn)?;
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            let Some(d) = dst else {
+                return Err(Errno::ENOENT);
+            };
+            let Where::File(t) = d.at else {
+                return Err(Errno(libc::EXDEV));
+            };
+            if s == t {
+                return self.children[s].rename(ctx, old, new, flags, xd).await;
+            }
+            // Each inode stays on its subvolume; each renames there, then the names' link
+            // files are pointed at their new data.
+            self.sub(s)?;
+            self.sub(t)?;
+            let ol = self.layout(ctx, op).await?;
+            let oh = self.hashed(&ol, on)?;
+            self.children[s]
+                .rename(ctx, old, new, 0, xd.clone())
+                .await?;
+            if let Err(e) = self.children[t].rename(ctx, new, old, 0, xd).await {
+                let _ = self.children[s]
+                    .rename(ctx, new, old, 0, Xdata::new())
+                    .await;
+                return Err(e);
+            }
+            self.ensure_link(oh, op, on, d.iatt.gfid, t).await?;
+            self.ensure_link(nh, np, nn, g, s).await?;
+            return Ok(((), Xdata::new()));
+        }
+        let dst_data = dst.and_then(|d| match d.at {
+            Where::File(t) => Some(t),
+            Where::Dir => None,
+        });
+        let dst_link = dst.and_then(|d| d.link);
+        // 1. The new name's link file, when its data will not be on its hashed subvolume.
+        let mut made = false;
+        if nh != s && dst_data != Some(nh) {
+            if dst_link == Some(nh) {
+                self.ensure_link(nh, np, nn, g, s).await?;
+            } else {
+                self.make_link(nh, np, nn, g, s).await?;
+                made = true;
+            }
+        }
+        // 2. The rename where the data is (replacing the destination there, if any).
+        if let Err(e) = self.sub(s)?.rename(ctx, old, new, flags, xd).await {
+            if made {
+                self.drop_link(nh, np, nn).await;
+            }
+            return Err(e);
+        }
+        // 3. The replaced destination's data on another subvolume.
+        if let Some(t) = dst_data.filter(|&t| t != s) {
+            let dl = entry_loc(np, nn, new.path.as_ref());
+            if let Err(e) = self.sub(t)?.unlink(ctx, &dl, Xdata::new()).await {
+                tracing::warn!(
+                    "{}: rename over {}: removing the old data on {} failed: {e}",
+                    self.name,
+                    new.describe(),
+                    self.children[t].name()
+                );
+            }
+            if t == nh {
+                self.make_link(nh, np, nn, g, s).await?;
+            }
+        }
+        // 4. The old name's link file.
+        if let Some(l) = src.link {
+            self.drop_link(l, op, on).await;
+        }
+        Ok(((), Xdata::new()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Xlator for Distribute {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn children(&self) -> &[XlatorRef] {
+        &self.children
+    }
+
+    async fn notify(&self, from: &str, event: Event) -> Option<Event> {
+        let idx = self.children.iter().position(|c| c.name() == from);
+        let (Some(i), up) = (
+            idx,
+            match &event {
+                Event::ChildUp(_) => true,
+                Event::ChildDown(_) => false,
+                _ => return Some(event),
+            },
+        ) else {
+            return Some(event);
+        };
+        let any_up = {
+            let mut st = self.state.lock();
+            st[i] = Some(up);
+            if st.iter().any(Option::is_none) {
+                // Wait until every subvolume has said something.
+                return None;
+            }
+            st.contains(&Some(true))
+        };
+        if !up {
+            tracing::warn!(
+                "{}: subvolume {from} is down: names hashing to it answer ENOTCONN",
+                self.name
+            );
+        }
+        let mut last = self.announced.lock();
+        if *last == Some(any_up) {
+            return None;
+        }
+        *last = Some(any_up);
+        Some(if any_up {
+            Event::ChildUp(self.name.clone())
+        } else {
+            Event::ChildDown(self.name.clone())
+        })
+    }
+
+    fn dump(&self) -> String {
+        let st = self.state.lock().clone();
+        let mut out = String::new();
+        for (c, s) in self.children.iter().zip(st) {
+            out.push_str(&format!(
+                "subvolume {} {}\n",
+                c.name(),
+                match s {
+                    None => "unknown",
+                    Some(true) => "up",
+                    Some(false) => "down",
+                }
+            ));
+        }
+        out.push_str(&format!(
+            "layouts cached {}\nfiles located {}\n",
+            self.layouts.lock().len(),
+            self.files.lock().len()
+        ));
+        out
+    }
+
+    // ==== inode FOPs ====
+
+    async fn lookup(&self, ctx: &Ctx, loc: &Loc, _xd: Xdata) -> Fop<Iatt> {
+        let f = if loc.parent.is_some() && loc.name.is_some() {
+            self.lookup_name(ctx, loc).await?
+        } else if let Some(g) = loc.gfid {
+            if g.is_root() || self.layouts.lock().contains_key(&g) {
+                self.lookup_dir(ctx, loc).await?
+            } else {
+                self.lookup_gfid(ctx, g, loc).await?
+            }
+        } else {
+            return Err(Errno::EINVAL);
+        };
+        Ok((f.iatt, Xdata::new()))
+    }
+
+    async fn stat(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
+        match self.target(ctx, loc).await? {
+            Where::File(i) => self.sub(i)?.stat(ctx, loc, xd).await,
+            Where::Dir => pick_dir(
+                self.all(|_, c| {
+                    let xd = xd.clone();
+                    async move { c.stat(ctx, loc, xd).await }
+                })
+                .await,
+            ),
+        }
+    }
+    async fn fstat(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<Iatt> {
+        if let Some(which) = self.fd_dirs(fd) {
+            let rs = join_all(which.iter().map(|&i| {
+                let xd = xd.clone();
+                async move { self.sub(i)?.fstat(ctx, fd, xd).await }
+            }))
+            .await;
+            return pick_dir(rs);
+        }
+        self.sub(self.fd_subvol(fd)?)?.fstat(ctx, fd, xd).await
+    }
+    async fn access(&self, ctx: &Ctx, loc: &Loc, mask: u32, xd: Xdata) -> Fop<()> {
+        match self.target(ctx, loc).await? {
+            Where::File(i) => self.sub(i)?.access(ctx, loc, mask, xd).await,
+            Where::Dir => {
+                self.first(|_, c| {
+                    let xd = xd.clone();
+                    async move { c.access(ctx, loc, mask, xd).await }
+                })
+                .await
+            }
+        }
+    }
+    async fn setattr(&self, ctx: &Ctx, loc: &Loc, attr: &SetAttr, xd: Xdata) -> Fop<Iatt> {
+        match self.target(ctx, loc).await? {
+            Where::File(i) => self.sub(i)?.setattr(ctx, loc, attr, xd).await,
+            Where::Dir => pick_dir(
+                self.all(|_, c| {
+                    let xd = xd.clone();
+                    async move { c.setattr(ctx, loc, attr, xd).await }
+                })
+                .await,
+            ),
+        }
+    }
+    async fn fsetattr(&self, ctx: &Ctx, fd: &FdRef, attr: &SetAttr, xd: Xdata) -> Fop<Iatt> {
+        if let Some(which) = self.fd_dirs(fd) {
+            let rs = join_all(which.iter().map(|&i| {
+                let xd = xd.clone();
+                async move { self.sub(i)?.fsetattr(ctx, fd, attr, xd).await }
+            }))
+            .await;
+            return pick_dir(rs);
+        }
+        self.sub(self.fd_subvol(fd)?)?
+            .fsetattr(ctx, fd, attr, xd)
+            .await
+    }
+    async fn truncate(&self, ctx: &Ctx, loc: &Loc, size: u64, xd: Xdata) -> Fop<Iatt> {
+        match self.target(ctx, loc).await? {
+            Where::File(i) => self.sub(i)?.truncate(ctx, loc, size, xd).await,
+            Where::Dir => Err(Errno::EISDIR),
+        }
+    }
+    async fn ftruncate(&self, ctx: &Ctx, fd: &FdRef, size: u64, xd: Xdata) -> Fop<Iatt> {
+        self.sub(self.fd_subvol(fd)?)?
+            .ftruncate(ctx, fd, size, xd)
+            .await
+    }
+    async fn readlink(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<PathBuf> {
+        match self.target(ctx, loc).await? {
+            Where::File(i) => self.sub(i)?.readlink(ctx, loc, xd).await,
+            Where::Dir => Err(Errno::EINVAL),
+        }
+    }
+    async fn statfs(&self, ctx: &Ctx, _loc: &Loc, xd: Xdata) -> Fop<StatVfs> {
+        let rs = self
+            .all(|_, c| {
+                let xd = xd.clone();
+                async move { c.statfs(ctx, &Loc::root(), xd).await }
+            })
+            .await;
+        let ok: Vec<StatVfs> = rs
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|(s, _)| *s)
+            .collect();
+        if ok.is_empty() {
+            return pick(rs);
+        }
+        let frsize = ok.iter().map(|s| s.frsize.max(1)).max().unwrap_or(4096);
+        let scale = |v: u64, f: u64| (v as u128 * f.max(1) as u128 / frsize as u128) as u64;
+        let mut out = StatVfs {
+            bsize: ok.iter().map(|s| s.bsize).max().unwrap_or(frsize),
+            frsize,
+            namemax: ok.iter().map(|s| s.namemax).min().unwrap_or(255),
+            ..StatVfs::default()
+        };
+        for s in &ok {
+            out.blocks += scale(s.blocks, s.frsize);
+            out.bfree += scale(s.bfree, s.frsize);
+            out.bavail += scale(s.bavail, s.frsize);
+            out.files += s.files;
+            out.ffree += s.ffree;
+        }
+        Ok((out, Xdata::new()))
+    }
+
+    // ==== entry FOPs ====
+
+    async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
+        let h = self.place_new(ctx, loc).await?;
+        let (p, n) = entry_of(loc)?;
+        let (xd, _) = Self::with_gfid_req(&xd);
+        let (ia, _) = self.children[h].mkdir(ctx, loc, mode, umask, xd).await?;
+        let mut oxd = Xdata::new();
+        oxd.set(GFID_REQ_KEY, ia.gfid.0.to_vec());
+        let oxd = &oxd;
+        let rs = self
+            .all(|i, c| async move {
+                if i == h {
+                    return Ok(ia);
+                }
+                match c.mkdir(ctx, loc, mode, umask, oxd.clone()).await {
+                    Ok((x, _)) => Ok(x),
+                    Err(Errno::EEXIST) => {
+                        match c.lookup(ctx, &Loc::entry(p, n), Xdata::new()).await {
+                            Ok((x, _)) if x.is_dir() && x.gfid == ia.gfid => Ok(x),
+                            _ => Err(Errno::EEXIST),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        let mut members = Vec::new();
+        let mut made = Vec::new();
+        for (i, r) in rs.into_iter().enumerate() {
+            match r {
+                Ok(x) => {
+                    members.push(i);
+                    made.push(x);
+                }
+                Err(e) => tracing::warn!(
+                    "{}: mkdir {} on {} failed: {e}; a later lookup heals it",
+                    self.name,
+                    loc.describe(),
+                    self.children[i].name()
+                ),
+            }
+        }
+        let complete = members.len() == self.n();
+        let l = Layout::equal(
+            &members,
+            raw_hash(&ia.gfid.0) as usize,
+            raw_hash(&[&ia.gfid.0[..], &(members.len() as u32).to_be_bytes()].concat()),
+            complete,
+        );
+        self.write_layout(ia.gfid, &l).await;
+        self.cache_layout(ia.gfid, Arc::new(l));
+        Ok((merge_dir(&made).unwrap_or(ia), Xdata::new()))
+    }
+
+    async fn rmdir(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
+        let f = self.lookup_name(ctx, loc).await?;
+        if f.at != Where::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        let g = f.iatt.gfid;
+        self.clear_for_removal(ctx, g).await?;
+        let (p, n) = entry_of(loc)?;
+        let l = self.layout(ctx, p).await?;
+        let h = self.hashed(&l, n)?;
+        let rs = self
+            .all(|i, c| {
+                let xd = xd.clone();
+                async move {
+                    if i == h {
+                        return Ok(((), Xdata::new()));
+                    }
+                    match c.rmdir(ctx, loc, xd).await {
+                        Err(Errno::ENOENT) => Ok(((), Xdata::new())),
+                        r => r,
+                    }
+                }
+            })
+            .await;
+        if let Some(e) = rs.into_iter().find_map(|r| r.err()) {
+            return Err(e);
+        }
+        let r = self.children[h].rmdir(ctx, loc, xd).await;
+        self.layouts.lock().remove(&g);
+        r
+    }
+
+    async fn unlink(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
+        let f = self.lookup_name(ctx, loc).await?;
+        let Where::File(s) = f.at else {
+            return Err(Errno::EISDIR);
+        };
+        let r = self.sub(s)?.unlink(ctx, loc, xd).await?;
+        if let Some(l) = f.link {
+            let (p, n) = entry_of(loc)?;
+            self.drop_link(l, p, n).await;
+        }
+        // The gfid stays mapped: an open file lives on after its last name goes.
+        Ok(r)
+    }
+
+    async fn rename(&self, ctx: &Ctx, old: &Loc, new: &Loc, flags: u32, xd: Xdata) -> Fop<()> {
+        let (op, on) = entry_of(old)?;
+        let (np, nn) = entry_of(new)?;
+        let src = self.lookup_name(ctx, old).await?;
+        if op == np && on == nn {
+            return Ok(((), Xdata::new()));
+        }
+        let dst = match self.lookup_name(ctx, new).await {
+            Ok(f) => Some(f),
+            Err(Errno::ENOENT) => None,
+            Err(e) => return Err(e),
+        };
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if let Some(d) = &dst {
+            if flags & libc::RENAME_NOREPLACE != 0 {
+                return Err(Errno::EEXIST);
+            }
+            if d.iatt.gfid == src.iatt.gfid && !exchange {
+                // Two names of one inode: rename does nothing.
+                return Ok(((), Xdata::new()));
+            }
+        } else if exchange {
+            return Err(Errno::ENOENT);
+        }
+        if src.at == Where::Dir {
+            return self
+                .rename_dir(ctx, old, new, dst.as_ref(), flags, xd)
+                .await;
+        }
+        if let Some(d) = &dst {
+            if d.at == Where::Dir {
+                return Err(if exchange {
+                    Errno(libc::EXDEV)
+                } else {
+                    Errno::EISDIR
+                });
+            }
+        }
+        self.rename_file(ctx, old, new, &src, dst.as_ref(), flags, xd)
+            .await
+    }
+
+    async fn link(&self, ctx: &Ctx, old: &Loc, new: &Loc, xd: Xdata) -> Fop<Iatt> {
+        let s = match self.target(ctx, old).await? {
+            Where::File(s) => s,
+            Where::Dir => return Err(Errno::EPERM),
+        };
+        let nh = self.place_new(ctx, new).await?;
+        let (np, nn) = entry_of(new)?;
+        let g = match old.gfid {
+            Some(g) => g,
+            None => self.lookup_name(ctx, old).await?.iatt.gfid,
+        };
+        if nh != s {
+            self.make_link(nh, np, nn, g, s).await?;
+        }
+        match self.sub(s)?.link(ctx, old, new, xd).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if nh != s {
+                    self.drop_link(nh, np, nn).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn symlink(
+        &self,
+        ctx: &Ctx,
+        target: &Path,
+        loc: &Loc,
+        umask: u32,
+        xd: Xdata,
+    ) -> Fop<Iatt> {
+        let h = self.place_new(ctx, loc).await?;
+        let (xd, _) = Self::with_gfid_req(&xd);
+        let (ia, x) = self.children[h]
+            .symlink(ctx, target, loc, umask, xd)
+            .await?;
+        self.remember(ia.gfid, h);
+        Ok((ia, x))
+    }
+
+    async fn mknod(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        mode: u32,
+        rdev: u64,
+        umask: u32,
+        xd: Xdata,
+    ) -> Fop<Iatt> {
+        let h = self.place_new(ctx, loc).await?;
+        let (xd, _) = Self::with_gfid_req(&xd);
+        let (ia, x) = self.children[h]
+            .mknod(ctx, loc, mode, rdev, umask, xd)
+            .await?;
+        self.remember(ia.gfid, h);
+        Ok((ia, x))
+    }
+
+    // ==== file I/O ====
+
+    async fn open(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        let i = match self.target(ctx, loc).await? {
+            Where::File(i) => i,
+            Where::Dir => (0..self.n())
+                .find(|&i| self.is_up(i))
+                .ok_or(Errno::ENOTCONN)?,
+        };
+        let r = self.sub(i)?.open(ctx, loc, fd, xd).await?;
+        fd.set_ctx(&self.name, Arc::new(FdState::File(i)));
+        Ok(r)
+    }
+
+    async fn create(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        fd: &FdRef,
+        mode: u32,
+        umask: u32,
+        xd: Xdata,
+    ) -> Fop<Iatt> {
+        let (parent, name) = entry_of(loc)?;
+        let l = self.layout(ctx, parent).await?;
+        let (xd, want) = Self::with_gfid_req(&xd);
+        let mut at = None;
+        if l.complete {
+            let h = self.hashed(&l, name)?;
+            match self.children[h]
+                .create(ctx, loc, fd, mode, umask, xd.clone())
+                .await
+            {
+                Ok((ia, x)) if !(link_mode(&ia) && ia.gfid != want) => {
+                    self.remember(ia.gfid, h);
+                    fd.set_ctx(&self.name, Arc::new(FdState::File(h)));
+                    return Ok((ia, x));
+                }
+                Ok(_) => {
+                    // It opened an existing link file: close that, open the data below.
+                    let _ = self.children[h].release(ctx, fd, Xdata::new()).await;
+                }
+                Err(Errno::EACCES) => {}
+                Err(e) => return Err(e),
+            }
+            at = Some(h);
+        }
+        let i = match self.lookup_name(ctx, loc).await {
+            Ok(f) => match f.at {
+                Where::File(i) => {
+                    if fd.flags & libc::O_EXCL != 0 {
+                        return Err(Errno::EEXIST);
+                    }
+                    i
+                }
+                Where::Dir => return Err(Errno::EISDIR),
+            },
+            Err(Errno::ENOENT) => match at {
+                Some(h) => h,
+                None => self.hashed(&l, name)?,
+            },
+            Err(e) => return Err(e),
+        };
+        let (ia, x) = self.sub(i)?.create(ctx, loc, fd, mode, umask, xd).await?;
+        self.remember(ia.gfid, i);
+        fd.set_ctx(&self.name, Arc::new(FdState::File(i)));
+        Ok((ia, x))
+    }
+
+    async fn readv(&self, ctx: &Ctx, fd: &FdRef, size: u32, offset: u64, xd: Xdata) -> Fop<Bytes> {
+        self.sub(self.fd_subvol(fd)?)?
+            .readv(ctx, fd, size, offset, xd)
+            .await
+    }
+    async fn writev(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
+        self.sub(self.fd_subvol(fd)?)?
+            .writev(ctx, fd, data, offset, xd)
+            .await
+    }
+    async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        self.sub(self.fd_subvol(fd)?)?.flush(ctx, fd, xd).await
+    }
+    async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
+        self.sub(self.fd_subvol(fd)?)?
+            .fsync(ctx, fd, datasync, xd)
+            .await
+    }
+    async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        if self.fd_dirs(fd).is_some() {
+            return self.releasedir(ctx, fd, xd).await;
+        }
+        let i = self.fd_subvol(fd)?;
+        let r = self.children[i].release(ctx, fd, xd).await;
+        fd.take_ctx::<FdState>(&self.name);
+        r
+    }
+    async fn fallocate(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        mode: i32,
+        offset: u64,
+        len: u64,
+        xd: Xdata,
+    ) -> Fop<()> {
+        self.sub(self.fd_subvol(fd)?)?
+            .fallocate(ctx, fd, mode, offset, len, xd)
+            .await
+    }
+    async fn discard(&self, ctx: &Ctx, fd: &FdRef, offset: u64, len: u64, xd: Xdata) -> Fop<()> {
+        self.sub(self.fd_subvol(fd)?)?
+            .discard(ctx, fd, offset, len, xd)
+            .await
+    }
+    async fn zerofill(&self, ctx: &Ctx, fd: &FdRef, offset: u64, len: u64, xd: Xdata) -> Fop<()> {
+        self.sub(self.fd_subvol(fd)?)?
+            .zerofill(ctx, fd, offset, len, xd)
+            .await
+    }
+    async fn seek(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        offset: u64,
+        what: SeekWhat,
+        xd: Xdata,
+    ) -> Fop<u64> {
+        self.sub(self.fd_subvol(fd)?)?
+            .seek(ctx, fd, offset, what, xd)
+            .await
+    }
+    async fn rchecksum(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        offset: u64,
+        len: u32,
+        xd: Xdata,
+    ) -> Fop<Checksum> {
+        self.sub(self.fd_subvol(fd)?)?
+            .rchecksum(ctx, fd, offset, len, xd)
+            .await
+    }
+
+    // ==== directories ====
+
+    async fn opendir(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        if let Where::File(i) = self.target(ctx, loc).await? {
+            // Let the subvolume say ENOTDIR.
+            return self.sub(i)?.opendir(ctx, loc, fd, xd).await;
+        }
+        let rs = self
+            .all(|_, c| {
+                let xd = xd.clone();
+                async move { c.opendir(ctx, loc, fd, xd).await }
+            })
+            .await;
+        let opened: Vec<bool> = rs.iter().map(Result::is_ok).collect();
+        let Some(dir_subvol) = opened.iter().position(|o| *o) else {
+            return pick(rs);
+        };
+        fd.set_ctx(
+            &self.name,
+            Arc::new(FdState::Dir(Mutex::new(DirState {
+                opened,
+                dir_subvol,
+                table: Table::default(),
+                hint: None,
+            }))),
+        );
+        Ok(((), Xdata::new()))
+    }
+    async fn readdir(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        size: u32,
+        offset: u64,
+        _xd: Xdata,
+    ) -> Fop<Vec<Dirent>> {
+        self.list(ctx, fd, size, offset, false).await
+    }
+    async fn readdirp(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        size: u32,
+        offset: u64,
+        _xd: Xdata,
+    ) -> Fop<Vec<Dirent>> {
+        self.list(ctx, fd, size, offset, true).await
+    }
+    async fn fsyncdir(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
+        let which = self.fd_dirs(fd).ok_or(Errno::EBADF)?;
+        self.on(&which, |c| {
+            let xd = xd.clone();
+            async move { c.fsyncdir(ctx, fd, datasync, xd).await }
+        })
+        .await
+    }
+    async fn releasedir(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        let Some(which) = self.fd_dirs(fd) else {
+            // Opened by a subvolume alone (see opendir of a non-directory).
+            if let Some(FdState::File(i)) = self.fd_state(fd).as_deref() {
+                return self.children[*i].releasedir(ctx, fd, xd).await;
+            }
+            return Ok(((), Xdata::new()));
+        };
+        join_all(which.iter().map(|&i| {
+            let xd = xd.clone();
+            let c = self.children[i].clone();
+            async move { c.releasedir(ctx, fd, xd).await }
+        }))
+        .await;
+        fd.take_ctx::<FdState>(&self.name);
+        Ok(((), Xdata::new()))
+    }
+
+    // ==== xattrs ====
+
+    async fn getxattr(&self, ctx: &Ctx, loc: &Loc, name: Option<&str>, xd: Xdata) -> Fop<XattrMap> {
+        match self.target(ctx, loc).await? {
+            Where::File(i) => self.sub(i)?.getxattr(ctx, loc, name, xd).await,
+            Where::Dir => {
+                self.first(|_, c| {
+                    let xd = xd.clone();
+                    async move { c.getxattr(ctx, loc, name, xd).await }
+                })
+                .await
+            }
+        }
+    }
+    async fn fgetxattr(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        name: Option<&str>,
+        xd: Xdata,
+    ) -> Fop<XattrMap> {
+        self.sub(self.fd_subvol(fd)?)?
+            .fgetxattr(ctx, fd, name, xd)
+            .await
+    }
+    async fn setxattr(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        attrs: &XattrMap,
+        flags: i32,
+        xd: Xdata,
+    ) -> Fop<()> {
+        match self.target(ctx, loc).await? {
+            Where::File(i) => self.sub(i)?.setxattr(ctx, loc, attrs, flags, xd).await,
+            Where::Dir => pick(
+                self.all(|_, c| {
+                    let xd = xd.clone();
+                    async move { c.setxattr(ctx, loc, attrs, flags, xd).await }
+                })
+                .await,
+            ),
+        }
+    }
+    async fn fsetxattr(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        attrs: &XattrMap,
+        flags: i32,
+        xd: Xdata,
+    ) -> Fop<()> {
+        if let Some(which) = self.fd_dirs(fd) {
+            return self
+                .on(&which, |c| {
+                    let xd = xd.clone();
+                    async move { c.fsetxattr(ctx, fd, attrs, flags, xd).await }
+                })
+                .await;
+        }
+        self.sub(self.fd_subvol(fd)?)?
+            .fsetxattr(ctx, fd, attrs, flags, xd)
+            .await
+    }
+    async fn removexattr(&self, ctx: &Ctx, loc: &Loc, name: &str, xd: Xdata) -> Fop<()> {
+        match self.target(ctx, loc).await? {
+            Where::File(i) => self.sub(i)?.removexattr(ctx, loc, name, xd).await,
+            Where::Dir => pick(
+                self.all(|_, c| {
+                    let xd = xd.clone();
+                    async move { c.removexattr(ctx, loc, name, xd).await }
+                })
+                .await,
+            ),
+        }
+    }
+    async fn fremovexattr(&self, ctx: &Ctx, fd: &FdRef, name: &str, xd: Xdata) -> Fop<()> {
+        if let Some(which) = self.fd_dirs(fd) {
+            return self
+                .on(&which, |c| {
+                    let xd = xd.clone();
+                    async move { c.fremovexattr(ctx, fd, name, xd).await }
+                })
+                .await;
+        }
+        self.sub(self.fd_subvol(fd)?)?
+            .fremovexattr(ctx, fd, name, xd)
+            .await
+    }
+    async fn xattrop(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        op: XattropOp,
+        attrs: &XattrMap,
+        xd: Xdata,
+    ) -> Fop<XattrMap> {
+        match self.target(ctx, loc).await? {
+            Where::File(i) => self.sub(i)?.xattrop(ctx, loc, op, attrs, xd).await,
+            Where::Dir => pick(
+                self.all(|_, c| {
+                    let xd = xd.clone();
+                    async move { c.xattrop(ctx, loc, op, attrs, xd).await }
+                })
+                .await,
+            ),
+        }
+    }
+    async fn fxattrop(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        op: XattropOp,
+        attrs: &XattrMap,
+        xd: Xdata,
+    ) -> Fop<XattrMap> {
+        self.sub(self.fd_subvol(fd)?)?
+            .fxattrop(ctx, fd, op, attrs, xd)
+            .await
+    }
+
+    // ==== locks ====
+
+    async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, xd: Xdata) -> Fop<Flock> {
+        self.sub(self.fd_subvol(fd)?)?
+            .lk(ctx, fd, cmd, lock, xd)
+            .await
+    }
+    async fn inodelk(
+        &self,
+        ctx: &Ctx,
+        domain: &str,
+        loc: &Loc,
+        cmd: LkCmd,
+        lock: &Flock,
+        xd: Xdata,
+    ) -> Fop<()> {
+        match self.target(ctx, loc).await? {
+            Where::File(i) => self.sub(i)?.inodelk(ctx, domain, loc, cmd, lock, xd).await,
+            Where::Dir => self.sub(0)?.inodelk(ctx, domain, loc, cmd, lock, xd).await,
+        }
+    }
+    async fn finodelk(
+        &self,
+        ctx: &Ctx,
+        domain: &str,
+        fd: &FdRef,
+        cmd: LkCmd,
+        lock: &Flock,
+        xd: Xdata,
+    ) -> Fop<()> {
+        self.sub(self.fd_subvol(fd)?)?
+            .finodelk(ctx, domain, fd, cmd, lock, xd)
+            .await
+    }
+    async fn entrylk(
+        &self,
+        ctx: &Ctx,
+        domain: &str,
+        loc: &Loc,
+        basename: Option<&OsString>,
+        cmd: EntrylkCmd,
+        kind: EntrylkType,
+        xd: Xdata,
+    ) -> Fop<()> {
+        // Entry locks live on the first subvolume's copy of the directory.
+        self.sub(0)?
+            .entrylk(ctx, domain, loc, basename, cmd, kind, xd)
+            .await
+    }
+}
+
+/// The `cluster/distribute` type for the registry.
+pub struct DistributeType;
+
+const OPTIONS: &[OptionSpec] = &[];
+
+impl XlatorType for DistributeType {
+    fn type_name(&self) -> &'static str {
+        "cluster/distribute"
+    }
+    fn description(&self) -> &'static str {
+        "Spreads files over its subvolumes by the hash of their names; directories exist on all of them."
+    }
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
+    }
+    fn children(&self) -> (usize, usize) {
+        (1, 1024)
+    }
+    fn build(&self, init: XlatorInit) -> Result<XlatorRef, String> {
+        Ok(Arc::new(Distribute::new(init.name, init.children)))
+    }
+}

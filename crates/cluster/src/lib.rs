@@ -1,0 +1,16 @@
+//! Weft's cluster translators (see ARCHITECTURE.md, "cluster/distribute"):
+//! - [`distribute`]: `cluster/distribute`, many subvolumes seen as one tree, each file on
+//!   the subvolume its name hashes to (GlusterFS's DHT).
+//!
+//! [`register`] adds every type this crate provides to a [`Registry`].
+
+pub mod distribute;
+
+use std::sync::Arc;
+
+use weft_core::Registry;
+
+/// Registers every translator type of this crate.
+pub fn register(r: &mut Registry) {
+    r.register(Arc::new(distribute::DistributeType));
+}
