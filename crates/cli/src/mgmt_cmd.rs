@@ -527,7 +527,7 @@ pub fn volume(args: Vec<String>, mut t: Target) -> Result<()> {
                     .get(&format!("/v1/volumes/{}", urlencode(&name)))
                     .await?;
                 bail!(
-                    "volume {verb}: {}: failed: changing the bricks of a {} volume needs cluster/distribute, which this version of Weft does not have yet",
+                    "volume {verb}: {}: failed: changing the bricks of a {} volume needs rebalance (fix-layout and file migration), which this version of Weft does not have yet",
                     v.name,
                     v.type_name
                 )

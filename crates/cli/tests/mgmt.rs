@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -657,7 +658,6 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             ],
             "cluster/disperse",
         ),
-        (vec![bp("r1"), bq("r2")], "cluster/distribute"),
         (
             vec!["relative/path".into()],
             "neither an option nor a HOST:/PATH",
@@ -713,7 +713,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let e = fails(&h1, &n1, &["volume", "start", "nosuch"]);
     assert!(e.contains("volume nosuch does not exist"), "{e}");
     let e = fails(&h1, &n1, &["volume", "add-brick", "good", &bp("more")]);
-    assert!(e.contains("cluster/distribute"), "{e}");
+    assert!(e.contains("needs rebalance"), "{e}");
     // Nothing changed but the one good volume.
     let after = json(&h1, &n1, &["volume", "info"]);
     assert_eq!(before, Value::Array(vec![]));
@@ -1116,4 +1116,73 @@ fn a_brick_option_change_applies_in_place_and_keeps_open_files() {
         "the mount was disconnected:\n{log}"
     );
     drop(m);
+}
+
+#[test]
+fn a_distributed_volume_spans_the_pool() {
+    let d = scratch("mgmt-dist");
+    let nodes = pool(11, 3, d.path());
+    let t = &nodes[0];
+    let bricks: Vec<PathBuf> = (1..=3).map(|i| d.path().join(format!("db{i}"))).collect();
+    let specs: Vec<String> = nodes
+        .iter()
+        .zip(&bricks)
+        .map(|(n, b)| format!("{}:{}", n.host, b.display()))
+        .collect();
+    let mut args = vec!["volume", "create", "dv"];
+    args.extend(specs.iter().map(String::as_str));
+    ok(&nodes[1].host, t, &args);
+    let i = info(&nodes[2].host, t, "dv");
+    assert_eq!(i["type"], "Distribute");
+    assert_eq!(i["brick_count"], 3);
+    ok(&nodes[0].host, t, &["volume", "start", "dv"]);
+    let st = json(&nodes[2].host, t, &["volume", "status", "dv"]);
+    assert!(
+        st["bricks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["online"] == true),
+        "{st}"
+    );
+    let spec = ok(&nodes[0].host, t, &["system", "getspec", "dv"]);
+    assert!(spec.contains("type cluster/distribute"), "{spec}");
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let m = mount_args(
+        &[format!("{}:/dv", nodes[0].host).as_ref(), mnt.as_os_str()],
+        &mnt,
+        &d.path().join("mount.log"),
+    );
+    std::fs::create_dir(mnt.join("dir")).unwrap();
+    for i in 0..300 {
+        std::fs::write(mnt.join(format!("dir/f{i}")), format!("file {i}")).unwrap();
+    }
+    for i in 0..300 {
+        assert_eq!(
+            std::fs::read_to_string(mnt.join(format!("dir/f{i}"))).unwrap(),
+            format!("file {i}")
+        );
+    }
+    assert_eq!(std::fs::read_dir(mnt.join("dir")).unwrap().count(), 300);
+    // Every brick holds a fair share, and every file is on exactly one brick.
+    let mut total = 0;
+    for b in &bricks {
+        let n = std::fs::read_dir(b.join("dir"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref().unwrap().metadata().unwrap().permissions().mode() & 0o7777 != 0o1000
+            })
+            .count();
+        assert!(
+            (30..=180).contains(&n),
+            "brick {} holds {n} of 300",
+            b.display()
+        );
+        total += n;
+    }
+    assert_eq!(total, 300);
+    drop(m);
+    ok(&nodes[0].host, t, &["volume", "stop", "dv"]);
+    ok(&nodes[0].host, t, &["volume", "delete", "dv"]);
 }

@@ -22,11 +22,7 @@ pub enum VolgenError {
 /// Refuses layouts that no cluster translator serves yet, saying so.
 pub fn check_layout(layout: &Layout, bricks: usize) -> Result<(), VolgenError> {
     match layout {
-        Layout::Distribute if bricks == 1 => Ok(()),
-        Layout::Distribute => Err(VolgenError::Unsupported(format!(
-            "a distributed volume of {bricks} bricks needs cluster/distribute, which this \
-             version of Weft does not have yet; create one-brick volumes for now"
-        ))),
+        Layout::Distribute => Ok(()),
         Layout::Replicate { replica, .. } => Err(VolgenError::Unsupported(format!(
             "replica {replica} needs cluster/replicate, which this version of Weft does not \
              have yet"
@@ -87,7 +83,8 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
     .to_string()
 }
 
-/// The client volfile: protocol/client to each brick, write-behind (always present so
+/// The client volfile: protocol/client to each brick, cluster/distribute over them when
+/// there are several, write-behind (always present so
 /// turning it off and on is an option change, not a new graph), features/python when
 /// `python.module` is set, and io-stats on top named after the volume.
 pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenError> {
@@ -122,6 +119,13 @@ pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenErr
         if x == "performance/write-behind" && opt != WRITE_BEHIND_ENABLE {
             wb = wb.option(opt, val);
         }
+    }
+    // Several bricks: cluster/distribute spreads files over them by name hash.
+    if below.len() > 1 {
+        let dht =
+            VolumeDecl::new(&format!("{}-dht", v.name), "cluster/distribute").subvolumes(&below);
+        below = vec![dht.name.clone()];
+        decls.push(dht);
     }
     let mut top_child = wb.name.clone();
     decls.push(wb.subvolumes(&below));
@@ -224,9 +228,35 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("cluster/replicate"));
-        assert!(check_layout(&Layout::Distribute, 2)
-            .unwrap_err()
-            .to_string()
-            .contains("cluster/distribute"));
+        check_layout(&Layout::Distribute, 4).unwrap();
+    }
+
+    #[test]
+    fn several_bricks_go_under_cluster_distribute() {
+        let (mut s, mut v) = state();
+        s.peers.insert(
+            8,
+            Peer {
+                id: 8,
+                uuid: "u8".into(),
+                host: "127.0.0.3".into(),
+                mgmt_port: 24100,
+                brick_port: 24101,
+                max_op_version: 1,
+            },
+        );
+        v.bricks.push(Brick {
+            node: 8,
+            host: "127.0.0.3".into(),
+            path: "/srv/b2".into(),
+        });
+        let vf = Volfile::parse(&client_volfile(&s, &v).unwrap()).unwrap();
+        let dht = vf.get("vol1-dht").unwrap();
+        assert_eq!(dht.type_name, "cluster/distribute");
+        assert_eq!(dht.subvolumes, vec!["vol1-client-0", "vol1-client-1"]);
+        assert_eq!(
+            vf.get("vol1-write-behind").unwrap().subvolumes,
+            vec!["vol1-dht"]
+        );
     }
 }
