@@ -227,9 +227,9 @@ impl Layout {
     /// its ranges' starts and gives up the end of its ranges, just enough to come down to
     /// an equal share among the members and `new`; those slices are `new`'s ranges. So
     /// only the names hashing into the slices move, close to 1/(m+1) of all for `m`
-    /// members of equal shares (a naive re-split would move most names). For rebalance
-    /// and fix-layout, which are not built yet; the result is never complete (names have
-    /// not moved yet).
+    /// members of equal shares (a naive re-split would move most names). Used by
+    /// fix-layout (`weft_mgmt::rebalance`); the result is never complete (names have not
+    /// moved yet).
     pub fn expanded(&self, new: usize, gen: u32) -> Layout {
         let mut members = self.members();
         members.retain(|&s| s != new);

@@ -427,6 +427,27 @@ impl Distribute {
         Ok(new)
     }
 
+    /// Whether subvolume `i`'s piece of directory `dir` is no longer the one `l` was made
+    /// of (another generation, or no longer complete).
+    async fn layout_changed(&self, dir: Gfid, i: usize, l: &Layout) -> bool {
+        let Ok(c) = self.sub(i) else { return false };
+        let r = c
+            .getxattr(
+                &Ctx::internal(),
+                &Loc::inode(dir),
+                Some(LAYOUT_XATTR),
+                ixd(),
+            )
+            .await;
+        match r {
+            Ok((m, _)) => match m.get(LAYOUT_XATTR).and_then(|b| Piece::decode(b)) {
+                Some(p) => p.gen != l.gen || !p.complete,
+                None => true,
+            },
+            Err(_) => false,
+        }
+    }
+
     async fn write_layout(&self, dir: Gfid, l: &Layout) {
         let members = l.members();
         let rs = self
@@ -549,6 +570,15 @@ impl Distribute {
             Ok((ia, _)) => ia,
             Err(Errno::ENOENT) if !l.complete => {
                 return self.lookup_everywhere(ctx, &eloc, Some(h)).await
+            }
+            // A complete layout says the name does not exist, unless the layout changed
+            // since it was cached (a fix-layout gave the directory new ranges): then the
+            // name may be on another subvolume, so the layout is read again and the name
+            // looked for everywhere.
+            Err(Errno::ENOENT) if self.layout_changed(parent, h, &l).await => {
+                let nl = self.load_layout(ctx, parent).await?;
+                let nh = self.hashed(&nl, name).ok();
+                return self.lookup_everywhere(ctx, &eloc, nh).await;
             }
             Err(e) => return Err(e),
         };
