@@ -237,7 +237,9 @@ usage:
   weft volume set NAME KEY VALUE [KEY VALUE...] | set help
   weft volume get NAME KEY|all | reset NAME [KEY]
   weft volume statedump NAME | profile NAME start|info|stop
-  weft volume add-brick | remove-brick | replace-brick ...
+  weft volume add-brick NAME HOST:/BRICK... [force]
+  weft volume rebalance NAME fix-layout start | start | status [--watch] | stop
+  weft volume remove-brick | replace-brick ...
   weft volume task list | status ID [--watch] | start KIND [key=value...] [throttle N]
   weft volume task pause ID | resume ID | stop ID | throttle ID N
 every read command takes --json; --remote-host HOST[:PORT] picks the mgmtd";
@@ -521,17 +523,40 @@ pub fn volume(args: Vec<String>, mut t: Target) -> Result<()> {
                     other => bail!("volume profile: {other:?}: use start, info or stop"),
                 }
             }
-            "add-brick" | "remove-brick" => {
+            "add-brick" => {
+                let Some((name, words)) = rest.split_first() else {
+                    bail!("usage: weft volume add-brick NAME HOST:/BRICK... [force]");
+                };
+                let mut req = AddBricksRequest {
+                    bricks: Vec::new(),
+                    force: false,
+                };
+                for (i, w) in words.iter().enumerate() {
+                    if w == "force" && i == words.len() - 1 {
+                        req.force = true;
+                    } else if w.contains(":/") {
+                        req.bricks.push(w.clone());
+                    } else {
+                        bail!("volume add-brick: {w:?} is not a HOST:/PATH brick (replica/disperse counts are for replicated and dispersed volumes, which this version of Weft does not have)");
+                    }
+                }
+                done(
+                    api.post(&format!("/v1/volumes/{}/bricks", urlencode(name)), &req)
+                        .await?,
+                )
+            }
+            "remove-brick" => {
                 let name = rest.first().cloned().unwrap_or_default();
                 let v: VolumeInfo = api
                     .get(&format!("/v1/volumes/{}", urlencode(&name)))
                     .await?;
                 bail!(
-                    "volume {verb}: {}: failed: changing the bricks of a {} volume needs rebalance (fix-layout and file migration), which this version of Weft does not have yet",
+                    "volume remove-brick: {}: failed: removing a brick of a {} volume needs its files moved off it (rebalance migration), which this version of Weft does not have yet",
                     v.name,
                     v.type_name
                 )
             }
+            "rebalance" => rebalance(&api, &rest, t.json).await,
             "replace-brick" => {
                 let name = rest.first().cloned().unwrap_or_default();
                 let v: VolumeInfo = api
@@ -806,6 +831,87 @@ async fn task(api: &Api, rest: &[String], json: bool) -> Result<()> {
             Ok(())
         }
         _ => bail!("{VOLUME_USAGE}"),
+    }
+}
+
+fn print_rebalance(s: &RebalanceStatus) {
+    println!(
+        "{:>20} {:>10} {:>10} {:>10} {:>10} {:>8} {:>12} {:>12} {:>8} {:>6}",
+        "Node", "scanned", "fixed", "moved", "skipped", "failed", "bytes", "status", "run", "eta"
+    );
+    for r in s.nodes.iter().chain(std::iter::once(&s.total)) {
+        println!(
+            "{:>20} {:>10} {:>10} {:>10} {:>10} {:>8} {:>12} {:>12} {:>7}s {:>6}",
+            r.node,
+            r.scanned,
+            r.fixed,
+            r.moved,
+            r.skipped,
+            r.failed,
+            r.bytes,
+            r.state,
+            r.run_secs,
+            r.eta_secs
+                .map(|e| format!("{e}s"))
+                .unwrap_or_else(|| "-".into())
+        );
+        if let Some(e) = &r.error {
+            println!("{:>20} error: {e}", "");
+        }
+    }
+    println!("volume rebalance: {}: {}", s.volume, s.state);
+}
+
+/// `weft volume rebalance NAME fix-layout start | start | status [--watch] | stop`.
+async fn rebalance(api: &Api, rest: &[String], json: bool) -> Result<()> {
+    const USAGE: &str = "usage: weft volume rebalance NAME fix-layout start | start | status [--json|--watch] | stop";
+    let Some((name, words)) = rest.split_first() else {
+        bail!("{USAGE}");
+    };
+    let base = format!("/v1/volumes/{}/rebalance", urlencode(name));
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["fix-layout", "start"] | ["start"] | ["start", "force"] => {
+            let req = RebalanceRequest {
+                fix_layout: words[0] == "fix-layout",
+                throttle: 0,
+            };
+            done(api.post(&base, &req).await?)
+        }
+        ["fix-layout", "start", "throttle", n] => {
+            let throttle = n
+                .parse()
+                .map_err(|_| anyhow!("throttle {n:?}: not a number of directories per second"))?;
+            done(
+                api.post(
+                    &base,
+                    &RebalanceRequest {
+                        fix_layout: true,
+                        throttle,
+                    },
+                )
+                .await?,
+            )
+        }
+        ["status"] => {
+            let s: RebalanceStatus = api.get(&base).await?;
+            if json {
+                return print_json(&s);
+            }
+            print_rebalance(&s);
+            Ok(())
+        }
+        ["status", w] if *w == "--watch" || *w == "watch" => loop {
+            let s: RebalanceStatus = api.get(&base).await?;
+            print!("\x1b[2J\x1b[H");
+            print_rebalance(&s);
+            if s.state != "running" && s.state != "paused" {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        },
+        ["stop"] => done(api.post(&format!("{base}/stop"), &()).await?),
+        _ => bail!("{USAGE}"),
     }
 }
 

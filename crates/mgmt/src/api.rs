@@ -118,7 +118,8 @@ fn done(message: String) -> ApiResult<Done> {
         list_peers, probe, detach_peer, list_volumes, create_volume, volume_info, delete_volume,
         start_volume, stop_volume, volume_status, set_options, get_options, reset_option,
         reset_all_options, option_help, volfile, statedump, list_tasks, start_task, task_status,
-        pause_task, resume_task, stop_task, throttle_task
+        pause_task, resume_task, stop_task, throttle_task, add_bricks, rebalance_start,
+        rebalance_status, rebalance_stop
     ),
     modifiers(&BearerAuth)
 )]
@@ -161,6 +162,12 @@ pub fn router(node: Shared) -> Router {
         )
         .route("/v1/volumes/{name}/volfile", get(volfile))
         .route("/v1/volumes/{name}/statedump", get(statedump))
+        .route("/v1/volumes/{name}/bricks", post(add_bricks))
+        .route(
+            "/v1/volumes/{name}/rebalance",
+            get(rebalance_status).post(rebalance_start),
+        )
+        .route("/v1/volumes/{name}/rebalance/stop", post(rebalance_stop))
         .route("/v1/options", get(option_help))
         .route("/v1/tasks", get(list_tasks).post(start_task))
         .route("/v1/tasks/{id}", get(task_status))
@@ -256,6 +263,43 @@ async fn stop_volume(
     Path(name): Path<String>,
 ) -> ApiResult<Done> {
     done(n.stop_volume(&name).await?)
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/bricks", params(("name" = String, Path)), request_body = AddBricksRequest, security(("token" = [])), responses((status = 200, body = Done)))]
+async fn add_bricks(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(name): Path<String>,
+    Body(r): Body<AddBricksRequest>,
+) -> ApiResult<Done> {
+    done(n.add_bricks(&name, r).await?)
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/rebalance", params(("name" = String, Path)), request_body = RebalanceRequest, security(("token" = [])), responses((status = 200, body = Done)))]
+async fn rebalance_start(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(name): Path<String>,
+    Body(r): Body<RebalanceRequest>,
+) -> ApiResult<Done> {
+    done(n.rebalance_start(&name, r).await?)
+}
+
+#[utoipa::path(get, path = "/v1/volumes/{name}/rebalance", params(("name" = String, Path)), responses((status = 200, body = RebalanceStatus)))]
+async fn rebalance_status(
+    State(n): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<RebalanceStatus> {
+    Ok(axum::Json(n.rebalance_status(&name).await?))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/rebalance/stop", params(("name" = String, Path)), security(("token" = [])), responses((status = 200, body = Done)))]
+async fn rebalance_stop(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(name): Path<String>,
+) -> ApiResult<Done> {
+    done(n.rebalance_stop(&name).await?)
 }
 
 #[utoipa::path(get, path = "/v1/volumes/{name}/status", params(("name" = String, Path)), responses((status = 200, body = VolumeStatusInfo)))]
@@ -359,6 +403,12 @@ async fn start_task(
     _a: Authorized,
     Body(r): Body<StartTaskRequest>,
 ) -> ApiResult<TaskRecord> {
+    if crate::rebalance::is_rebalance(&r.kind) {
+        return Err(OpError::bad(format!(
+            "{} tasks are started with POST /v1/volumes/{{name}}/rebalance (weft volume rebalance VOL ...)",
+            r.kind
+        )));
+    }
     if let Some(v) = &r.volume {
         n.volume_info(Some(v))?;
     }

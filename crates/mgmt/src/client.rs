@@ -172,4 +172,21 @@ impl PeerClient {
             .await?;
         Ok(d.message)
     }
+
+    /// The node's tasks.
+    pub async fn tasks(&self, base: &str) -> Result<Vec<crate::tasks::TaskRecord>, ApiError> {
+        Self::api(base, None, 5).get("/v1/tasks").await
+    }
+
+    /// Stops one of the node's tasks.
+    pub async fn stop_task(
+        &self,
+        base: &str,
+        token: &str,
+        id: &str,
+    ) -> Result<crate::tasks::TaskRecord, ApiError> {
+        Self::api(base, Some(token), 5)
+            .post(&format!("/v1/tasks/{id}/stop"), &())
+            .await
+    }
 }

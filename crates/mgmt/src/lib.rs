@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod model;
 pub mod node;
 pub mod optable;
+pub mod rebalance;
 pub mod store;
 pub mod tasks;
 pub mod types;

@@ -189,6 +189,15 @@ pub enum Command {
         /// The new op-version.
         op_version: u32,
     },
+    /// `volume add-brick`: more bricks at the end of a distributed volume. Existing
+    /// directories keep their layouts (the new bricks hold no range there until a
+    /// fix-layout); new directories spread over every brick.
+    AddBricks {
+        /// The volume.
+        name: String,
+        /// The new bricks, in order.
+        bricks: Vec<Brick>,
+    },
 }
 
 /// What applying a command gave: a message on success, the reason on refusal.
@@ -364,6 +373,42 @@ impl PoolState {
                 }
                 v.version += 1;
                 Ok(format!("volume reset: {name}: success"))
+            }
+            Command::AddBricks { name, bricks } => {
+                let Some(v) = self.volumes.get(name) else {
+                    return Err(format!("volume {name} does not exist"));
+                };
+                if v.layout != Layout::Distribute {
+                    return Err(format!(
+                        "volume {name} is a {} volume; only distributed volumes take add-brick",
+                        v.layout.type_name(v.bricks.len())
+                    ));
+                }
+                if bricks.is_empty() {
+                    return Err("add-brick needs at least one brick".into());
+                }
+                for (i, b) in bricks.iter().enumerate() {
+                    if !self.peers.contains_key(&b.node) {
+                        return Err(format!("host {} is not in the pool", b.host));
+                    }
+                    if let Some((vol, other)) = self.brick_conflict(b.node, &b.path) {
+                        return Err(format!(
+                            "brick {} overlaps brick {other} of volume {vol}",
+                            b.spec()
+                        ));
+                    }
+                    for o in &bricks[..i] {
+                        if o.node == b.node
+                            && (path_within(&o.path, &b.path) || path_within(&b.path, &o.path))
+                        {
+                            return Err(format!("bricks {} and {} overlap", o.spec(), b.spec()));
+                        }
+                    }
+                }
+                let v = self.volumes.get_mut(name).expect("checked above");
+                v.bricks.extend(bricks.iter().cloned());
+                v.version += 1;
+                Ok(format!("volume add-brick: {name}: success"))
             }
             Command::SetOpVersion { op_version } => {
                 if let Some(p) = self.peers.values().find(|p| p.max_op_version < *op_version) {

@@ -922,6 +922,327 @@ impl Node {
         }
     }
 
+    // ---- add-brick and rebalance -----------------------------------------------------
+
+    /// `volume add-brick NAME HOST:/BRICK... [force]`: checked as at create (form, hosts in
+    /// the pool, overlaps, each node's own directory checks), only for distributed
+    /// volumes, never while a rebalance of the volume runs; then one `AddBricks` command.
+    pub async fn add_bricks(&self, name: &str, req: AddBricksRequest) -> OpResult<String> {
+        let state = self
+            .consensus
+            .read_consistent()
+            .await
+            .map_err(consensus_err)?;
+        let v = Self::need_volume(&state, name)?;
+        let fail = |m: String| format!("volume add-brick: {name}: failed: {m}");
+        if v.layout != Layout::Distribute {
+            return Err(OpError::bad(fail(format!(
+                "{} is a {} volume; adding bricks to it needs its replica/disperse sets, which this version of Weft does not have yet",
+                name,
+                v.layout.type_name(v.bricks.len())
+            ))));
+        }
+        if req.bricks.is_empty() {
+            return Err(OpError::bad(fail("at least one brick is needed".into())));
+        }
+        let mut bricks = Vec::new();
+        for spec in &req.bricks {
+            let Some((host, path)) = spec.split_once(':') else {
+                return Err(OpError::bad(fail(format!("{spec:?} is not HOST:/PATH"))));
+            };
+            let node = if host == self.me.host || host == self.me.uuid {
+                Some(self.me.id)
+            } else {
+                state.peer_by_host(host).map(|p| p.id)
+            };
+            let Some(node) = node else {
+                return Err(OpError::bad(fail(format!(
+                    "host {host} is not in the pool (peer probe it first)"
+                ))));
+            };
+            brick_check::check_brick_path(path).map_err(|e| OpError::bad(fail(e.to_string())))?;
+            bricks.push(Brick {
+                node,
+                host: host.to_string(),
+                path: path.to_string(),
+            });
+        }
+        for (i, b) in bricks.iter().enumerate() {
+            for o in &bricks[..i] {
+                if o.node == b.node
+                    && (model::path_within(&o.path, &b.path)
+                        || model::path_within(&b.path, &o.path))
+                {
+                    return Err(OpError::bad(fail(format!(
+                        "bricks {} and {} overlap",
+                        o.spec(),
+                        b.spec()
+                    ))));
+                }
+            }
+            if let Some((vol, other)) = state.brick_conflict(b.node, &b.path) {
+                return Err(OpError::conflict(fail(format!(
+                    "brick {} overlaps brick {other} of volume {vol}",
+                    b.spec()
+                ))));
+            }
+        }
+        if let Some(row) = self
+            .rebalance_rows(&state, name)
+            .await
+            .into_iter()
+            .find(|r| r.state == "running" || r.state == "paused")
+        {
+            return Err(OpError::conflict(fail(format!(
+                "a rebalance of {name} is {} on {}; wait for it or stop it first",
+                row.state, row.node
+            ))));
+        }
+        let mut by_node: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        for b in &bricks {
+            by_node.entry(b.node).or_default().push(b.path.clone());
+        }
+        for (node, paths) in by_node {
+            let check = CheckBricksRequest {
+                paths,
+                force: req.force,
+            };
+            if node == self.me.id {
+                self.check_bricks(&check)
+                    .map_err(|e| OpError::bad(fail(e)))?;
+            } else {
+                let p = &state.peers[&node];
+                self.peers
+                    .check_bricks(&Self::peer_base(p), &self.token(), &check)
+                    .await
+                    .map_err(|e| match e.status {
+                        Some(400) | Some(409) => OpError::bad(fail(e.message)),
+                        _ => OpError::unavailable(fail(format!(
+                            "peer {} is down or does not answer ({}); the add-brick needs it",
+                            p.host, e.message
+                        ))),
+                    })?;
+            }
+        }
+        let m = self
+            .propose(Command::AddBricks {
+                name: name.to_string(),
+                bricks,
+            })
+            .await?;
+        Ok(format!(
+            "{m}: new directories use every brick; run `weft volume rebalance {name} fix-layout start` so existing directories do too"
+        ))
+    }
+
+    /// Every node's latest rebalance task of volume `name` (nodes that have none are left
+    /// out; nodes that do not answer are rows of state `unreachable`).
+    async fn rebalance_rows(&self, state: &PoolState, name: &str) -> Vec<RebalanceNode> {
+        let asks = state.peers.values().map(|p| {
+            let base = Self::peer_base(p);
+            let me = p.id == self.me.id;
+            let host = p.host.clone();
+            async move {
+                let tasks = if me {
+                    Ok(self.tasks.list())
+                } else {
+                    self.peers.tasks(&base).await
+                };
+                (host, tasks)
+            }
+        });
+        let mut rows = Vec::new();
+        for (host, tasks) in futures_join(asks).await {
+            match tasks {
+                Ok(ts) => {
+                    // Newest first.
+                    if let Some(t) = ts.into_iter().find(|t| {
+                        crate::rebalance::is_rebalance(&t.kind) && t.volume.as_deref() == Some(name)
+                    }) {
+                        rows.push(rebalance_row(host, &t));
+                    }
+                }
+                Err(e) => rows.push(RebalanceNode {
+                    node: host,
+                    task: None,
+                    kind: None,
+                    state: "unreachable".into(),
+                    scanned: 0,
+                    fixed: 0,
+                    moved: 0,
+                    skipped: 0,
+                    failed: 0,
+                    bytes: 0,
+                    run_secs: 0,
+                    eta_secs: None,
+                    resumed: 0,
+                    error: Some(e.message),
+                }),
+            }
+        }
+        rows
+    }
+
+    /// `volume rebalance NAME status`: every node's part and the sum.
+    pub async fn rebalance_status(&self, name: &str) -> OpResult<RebalanceStatus> {
+        let state = self.state();
+        Self::need_volume(&state, name)?;
+        let nodes = self.rebalance_rows(&state, name).await;
+        let st = |s: &str| nodes.iter().any(|r| r.state == s);
+        let state_word = if nodes.is_empty() {
+            "not started".to_string()
+        } else if st("running") {
+            "running".into()
+        } else if st("paused") {
+            "paused".into()
+        } else if nodes.iter().all(|r| r.state == "completed") {
+            "completed".into()
+        } else {
+            nodes
+                .iter()
+                .find(|r| r.state != "completed")
+                .map(|r| r.state.clone())
+                .unwrap_or_default()
+        };
+        let mut total = RebalanceNode {
+            node: "total".into(),
+            task: None,
+            kind: None,
+            state: state_word.clone(),
+            scanned: 0,
+            fixed: 0,
+            moved: 0,
+            skipped: 0,
+            failed: 0,
+            bytes: 0,
+            run_secs: 0,
+            eta_secs: None,
+            resumed: 0,
+            error: None,
+        };
+        for r in &nodes {
+            total.scanned += r.scanned;
+            total.fixed += r.fixed;
+            total.moved += r.moved;
+            total.skipped += r.skipped;
+            total.failed += r.failed;
+            total.bytes += r.bytes;
+            total.run_secs = total.run_secs.max(r.run_secs);
+            total.eta_secs = total.eta_secs.max(r.eta_secs);
+            total.resumed += r.resumed;
+        }
+        Ok(RebalanceStatus {
+            volume: name.to_string(),
+            state: state_word,
+            nodes,
+            total,
+        })
+    }
+
+    /// `volume rebalance NAME fix-layout start` (`fix_layout`), or `rebalance NAME start`,
+    /// which is refused: file migration is not built.
+    pub async fn rebalance_start(&self, name: &str, req: RebalanceRequest) -> OpResult<String> {
+        let state = self
+            .consensus
+            .read_consistent()
+            .await
+            .map_err(consensus_err)?;
+        let v = Self::need_volume(&state, name)?;
+        let fail = |m: String| format!("volume rebalance: {name}: failed: {m}");
+        if !req.fix_layout {
+            return Err(OpError::bad(fail(format!(
+                "moving files (rebalance start) is not built yet in this version of Weft; `weft volume rebalance {name} fix-layout start` gives existing directories layouts over every brick without moving files (names that now hash to a new brick stay where they are and stay visible; new files go to the new bricks)"
+            ))));
+        }
+        if v.layout != Layout::Distribute || v.bricks.len() < 2 {
+            return Err(OpError::bad(fail(format!(
+                "{name} is not a distributed volume of several bricks; there is nothing to rebalance"
+            ))));
+        }
+        if v.status != VolumeStatus::Started {
+            return Err(OpError::conflict(fail(format!(
+                "volume {name} is not started"
+            ))));
+        }
+        if let Some(row) = self
+            .rebalance_rows(&state, name)
+            .await
+            .into_iter()
+            .find(|r| r.state == "running" || r.state == "paused" || r.state == "unreachable")
+        {
+            return Err(OpError::conflict(fail(if row.state == "unreachable" {
+                format!(
+                    "node {} does not answer; it may be running a rebalance of {name}",
+                    row.node
+                )
+            } else {
+                format!(
+                    "a rebalance of {name} is already {} on {}",
+                    row.state, row.node
+                )
+            })));
+        }
+        let volfile = volgen::rebalance_volfile(&state, &v)
+            .map_err(|e| OpError::bad(fail(e.to_string())))?
+            .ok_or_else(|| OpError::bad(fail("the volume has one brick".into())))?;
+        let r = self
+            .tasks
+            .start(crate::tasks::StartTaskRequest {
+                kind: crate::rebalance::FIX_LAYOUT.into(),
+                volume: Some(name.to_string()),
+                params: serde_json::json!({
+                    "volfile": volfile,
+                    "bricks": v.bricks.len(),
+                }),
+                throttle: req.throttle,
+            })
+            .map_err(OpError::from)?;
+        Ok(format!(
+            "volume rebalance: {name}: fix-layout started on {} (task {}); `weft volume rebalance {name} status` shows its progress",
+            self.me.host, r.id
+        ))
+    }
+
+    /// `volume rebalance NAME stop`: stops every node's running or paused rebalance of it.
+    pub async fn rebalance_stop(&self, name: &str) -> OpResult<String> {
+        let state = self.state();
+        Self::need_volume(&state, name)?;
+        let rows = self.rebalance_rows(&state, name).await;
+        let mut stopped = 0;
+        for r in rows
+            .iter()
+            .filter(|r| r.state == "running" || r.state == "paused")
+        {
+            let Some(id) = &r.task else { continue };
+            let p = state.peers.values().find(|p| p.host == r.node);
+            let res = match p {
+                Some(p) if p.id == self.me.id => {
+                    self.tasks.stop(id).map(|_| ()).map_err(|e| e.to_string())
+                }
+                Some(p) => self
+                    .peers
+                    .stop_task(&Self::peer_base(p), &self.token(), id)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.message),
+                None => continue,
+            };
+            res.map_err(|e| {
+                OpError::unavailable(format!(
+                    "volume rebalance: {name}: stop failed on {}: {e}",
+                    r.node
+                ))
+            })?;
+            stopped += 1;
+        }
+        if stopped == 0 {
+            return Err(OpError::conflict(format!(
+                "volume rebalance: {name}: failed: no rebalance of {name} is running"
+            )));
+        }
+        Ok(format!("volume rebalance: {name}: stop: success"))
+    }
+
     /// The server volfiles this node's brick process should serve now: brick name ->
     /// volfile, for every brick of a started volume on this node.
     pub fn wanted_bricks(&self, state: &PoolState) -> BTreeMap<String, String> {
@@ -990,6 +1311,34 @@ fn brick_section(dump: &str, name: &str) -> String {
         dump.to_string()
     } else {
         out
+    }
+}
+
+fn rebalance_row(node: String, t: &crate::tasks::TaskRecord) -> RebalanceNode {
+    let c = |k: &str| t.checkpoint.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let state = serde_json::to_value(t.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    RebalanceNode {
+        node,
+        task: Some(t.id.clone()),
+        kind: Some(if t.kind == crate::rebalance::FIX_LAYOUT {
+            "fix-layout".into()
+        } else {
+            t.kind.clone()
+        }),
+        state,
+        scanned: t.items_done,
+        fixed: c("fixed"),
+        moved: c("moved"),
+        skipped: c("skipped"),
+        failed: c("failed"),
+        bytes: t.bytes_done,
+        run_secs: t.run_secs,
+        eta_secs: t.eta_secs,
+        resumed: t.resumed,
+        error: t.error.clone(),
     }
 }
 

@@ -542,6 +542,10 @@ impl Job for CountJob {
 pub fn kinds() -> BTreeMap<String, Arc<dyn Job>> {
     let mut m: BTreeMap<String, Arc<dyn Job>> = BTreeMap::new();
     m.insert("count".into(), Arc::new(CountJob));
+    m.insert(
+        crate::rebalance::FIX_LAYOUT.into(),
+        Arc::new(crate::rebalance::FixLayoutJob),
+    );
     m
 }
 

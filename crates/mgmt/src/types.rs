@@ -308,3 +308,72 @@ pub struct CheckBricksRequest {
     /// Accept non-empty directories.
     pub force: bool,
 }
+
+/// `POST /v1/volumes/{name}/bricks`: `volume add-brick`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AddBricksRequest {
+    /// `HOST:/PATH` of each new brick, in order (they go after the volume's bricks).
+    pub bricks: Vec<String>,
+    /// Accept non-empty brick directories.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `POST /v1/volumes/{name}/rebalance`: start a rebalance.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct RebalanceRequest {
+    /// Only fix the directory layouts (`rebalance VOL fix-layout start`); `false` also
+    /// migrates files (`rebalance VOL start`).
+    #[serde(default)]
+    pub fix_layout: bool,
+    /// Directories (items) a second at most (0: no limit).
+    #[serde(default)]
+    pub throttle: u64,
+}
+
+/// One node's part of a rebalance (`rebalance VOL status`).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RebalanceNode {
+    /// The node.
+    pub node: String,
+    /// Its task, when it has one for this volume.
+    pub task: Option<String>,
+    /// `fix-layout` or `migrate`.
+    pub kind: Option<String>,
+    /// The task's state (`running`, `paused`, `completed`, ...), or `unreachable`.
+    pub state: String,
+    /// Directories scanned (layouts checked and written where needed).
+    pub scanned: u64,
+    /// Directories whose layout was rewritten.
+    pub fixed: u64,
+    /// Files moved.
+    pub moved: u64,
+    /// Files skipped (open, several links).
+    pub skipped: u64,
+    /// Directories or files that failed.
+    pub failed: u64,
+    /// Bytes moved.
+    pub bytes: u64,
+    /// Seconds spent running.
+    pub run_secs: u64,
+    /// Seconds left, when known.
+    pub eta_secs: Option<u64>,
+    /// Times the task resumed after its mgmtd restarted.
+    pub resumed: u32,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// `GET /v1/volumes/{name}/rebalance`: every node's part and their sum.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RebalanceStatus {
+    /// The volume.
+    pub volume: String,
+    /// `running` while any node runs, else `completed` when all completed, else the
+    /// first other final state (`stopped`, `failed`), or `not started`.
+    pub state: String,
+    /// One row per node that has (or had) a part.
+    pub nodes: Vec<RebalanceNode>,
+    /// The sum over the nodes (`node` is `total`).
+    pub total: RebalanceNode,
+}

@@ -20,7 +20,7 @@ pub enum VolgenError {
 }
 
 /// Refuses layouts that no cluster translator serves yet, saying so.
-pub fn check_layout(layout: &Layout, bricks: usize) -> Result<(), VolgenError> {
+pub fn check_layout(layout: &Layout, _bricks: usize) -> Result<(), VolgenError> {
     match layout {
         Layout::Distribute => Ok(()),
         Layout::Replicate { replica, .. } => Err(VolgenError::Unsupported(format!(
@@ -87,6 +87,34 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
 /// there are several, write-behind (always present so
 /// turning it off and on is an option change, not a new graph), features/python when
 /// `python.module` is set, and io-stats on top named after the volume.
+/// The graph a rebalance task reaches the volume through: the volume's protocol/clients
+/// (the same names as in the client volfile, which link files record) under
+/// cluster/distribute, which is the top. `None` for a volume of one brick.
+pub fn rebalance_volfile(state: &PoolState, v: &Volume) -> Result<Option<String>, VolgenError> {
+    check_layout(&v.layout, v.bricks.len())?;
+    if v.bricks.len() < 2 {
+        return Ok(None);
+    }
+    let mut decls = Vec::new();
+    let mut below = Vec::new();
+    for (i, b) in v.bricks.iter().enumerate() {
+        let peer = state
+            .peers
+            .get(&b.node)
+            .ok_or_else(|| VolgenError::UnknownNode(b.spec()))?;
+        let d = VolumeDecl::new(&format!("{}-client-{i}", v.name), "protocol/client")
+            .option("remote-host", &b.host)
+            .option("remote-port", peer.brick_port)
+            .option("remote-subvolume", v.brick_name(i));
+        let d = with_options(d, v, Side::Client, "protocol/client");
+        below.push(d.name.clone());
+        decls.push(d);
+    }
+    decls
+        .push(VolumeDecl::new(&format!("{}-dht", v.name), "cluster/distribute").subvolumes(&below));
+    Ok(Some(Volfile { volumes: decls }.to_string()))
+}
+
 pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenError> {
     check_layout(&v.layout, v.bricks.len())?;
     let mut decls = Vec::new();

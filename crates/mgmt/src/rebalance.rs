@@ -1,0 +1,322 @@
+//! Rebalance of a distributed volume, as a background task ([`crate::tasks`]).
+//!
+//! After `volume add-brick`, existing directories keep layouts over the old bricks only:
+//! nothing hashes to a new brick there, so every name stays where lookups find it. The
+//! kind [`FIX_LAYOUT`] walks every directory of the volume, depth-first in name order,
+//! through an in-process client graph (the volume's protocol/clients under
+//! cluster/distribute, the same subvolume names as the mounts' graph) and gives each
+//! directory a layout over every brick: [`Layout::expanded`] for each new brick (its
+//! members keep the start of their ranges and hand the ends to the new brick, so only
+//! about 1/(N+1) of the names change hashed subvolume), or equal ranges when the layout
+//! had holes or overlaps. The new layout is written **not complete**: names that now hash
+//! to a new brick still live on the old one, and distribute looks for them everywhere
+//! (and leaves a link file on the hashed brick) until a migration moves them.
+//!
+//! The walk position is the checkpoint: the path (as name components) of the last
+//! directory whose layout is done. Depth-first in name order is lexicographic order of
+//! those component lists, so a resumed walk skips every subtree before it and redoes at
+//! most the directories of the last 500 ms (fixing a layout again is harmless: a
+//! directory whose layout already covers every brick is left alone).
+//!
+//! File migration (`rebalance VOL start`) is not built: it is refused before anything
+//! starts (see docs/MANAGEMENT.md).
+
+use std::cmp::Ordering;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use weft_cluster::distribute::layout::{Layout, Piece, LAYOUT_XATTR};
+use weft_cluster::distribute::INTERNAL_XDATA_KEY;
+use weft_core::*;
+
+use crate::tasks::{Job, JobEnd, TaskCtx};
+
+/// The task kind of `rebalance VOL fix-layout start`.
+pub const FIX_LAYOUT: &str = "rebalance-fix-layout";
+
+/// Every task kind that is a rebalance (`rebalance VOL status` and `stop` look for these).
+pub fn is_rebalance(kind: &str) -> bool {
+    kind == FIX_LAYOUT
+}
+
+fn ixd() -> Xdata {
+    let mut x = Xdata::new();
+    x.set(INTERNAL_XDATA_KEY, Vec::new());
+    x
+}
+
+/// The registry the rebalance graph is built against (protocol/client, distribute).
+fn registry() -> Registry {
+    let mut r = Registry::new();
+    weft_protocol::register(&mut r);
+    weft_cluster::register(&mut r);
+    r
+}
+
+/// What one directory needed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Fixed {
+    /// Its layout already gave every subvolume a range.
+    Already,
+    /// A new layout was written.
+    Written,
+}
+
+/// The layout directory `dir` should have over `n` subvolumes, given its pieces: `None`
+/// when the current one already covers every hash once and gives every subvolume a range.
+pub fn wanted_layout(pieces: &[Option<Piece>], n: usize, dir: Gfid) -> Option<Layout> {
+    let (cur, bad) = Layout::from_pieces(pieces);
+    let missing: Vec<usize> = (0..n).filter(|&i| cur.share(i) == 0).collect();
+    if !bad.any() && missing.is_empty() {
+        return None;
+    }
+    // A generation no piece has: the pieces written together are told apart from old ones.
+    let mut gen = cur.gen.wrapping_add(1);
+    while pieces.iter().flatten().any(|p| p.gen == gen) {
+        gen = gen.wrapping_add(1);
+    }
+    if bad.any() || cur.ranges.is_empty() {
+        let all: Vec<usize> = (0..n).collect();
+        let rotate = weft_cluster::distribute::hash::raw_hash(&dir.0) as usize;
+        return Some(Layout::equal(&all, rotate, gen, false));
+    }
+    let mut l = cur;
+    for s in missing {
+        l = l.expanded(s, gen);
+    }
+    l.gen = gen;
+    l.complete = false;
+    Some(l)
+}
+
+/// Gives directory `dir` a layout over every subvolume of `dht` (see the module doc).
+pub async fn fix_dir(dht: &XlatorRef, dir: Gfid) -> Result<Fixed, String> {
+    let subs = dht.children().to_vec();
+    let mut pieces = Vec::with_capacity(subs.len());
+    for s in &subs {
+        let r = s
+            .getxattr(
+                &Ctx::internal(),
+                &Loc::inode(dir),
+                Some(LAYOUT_XATTR),
+                ixd(),
+            )
+            .await;
+        pieces.push(match r {
+            Ok((m, _)) => m.get(LAYOUT_XATTR).and_then(|b| Piece::decode(b)),
+            Err(Errno::ENODATA) => None,
+            Err(e) => {
+                return Err(format!(
+                    "reading the layout of directory {dir} on {} failed: {e}",
+                    s.name()
+                ))
+            }
+        });
+    }
+    let Some(new) = wanted_layout(&pieces, subs.len(), dir) else {
+        return Ok(Fixed::Already);
+    };
+    // Every piece at once; a client that reads the pieces in between sees holes or
+    // overlaps and writes a layout of its own, never complete: names are then looked for
+    // everywhere, so nothing is hidden, and the next fix-layout finds a healthy layout.
+    let writes = subs.iter().enumerate().map(|(i, s)| {
+        let p = new.piece(i);
+        async move {
+            let mut attrs = XattrMap::new();
+            attrs.insert(LAYOUT_XATTR.to_string(), p.encode());
+            s.setxattr(&Ctx::internal(), &Loc::inode(dir), &attrs, 0, ixd())
+                .await
+                .map_err(|e| {
+                    format!(
+                        "writing the layout of directory {dir} on {} failed: {e}",
+                        s.name()
+                    )
+                })
+        }
+    });
+    for r in futures::future::join_all(writes).await {
+        r?;
+    }
+    Ok(Fixed::Written)
+}
+
+/// `a` before `b` in the walk (depth-first, name order), `a` not an ancestor of `b`.
+fn done_subtree(dir: &[Vec<u8>], last: &[Vec<u8>]) -> bool {
+    !last.starts_with(dir) && dir.cmp(last) == Ordering::Less
+}
+
+fn path_of(comps: &[Vec<u8>]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let mut p = PathBuf::from("/");
+    for c in comps {
+        p.push(std::ffi::OsStr::from_bytes(c));
+    }
+    p
+}
+
+/// The fix-layout task. Parameters: `volume`, `volfile` (the rebalance graph: the
+/// volume's protocol/clients under cluster/distribute, which is the top), `subvolumes`.
+pub struct FixLayoutJob;
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Progress {
+    /// The last directory done (name components from the root), `None` before the root.
+    last: Option<Vec<Vec<u8>>>,
+    fixed: u64,
+    failed: u64,
+}
+
+#[async_trait::async_trait]
+impl Job for FixLayoutJob {
+    async fn run(&self, ctx: &TaskCtx) -> Result<(), JobEnd> {
+        let rec = ctx.record();
+        let volfile = rec.params["volfile"]
+            .as_str()
+            .ok_or_else(|| JobEnd::Failed("the task has no volfile".into()))?
+            .to_string();
+        let mut prog: Progress = serde_json::from_value(rec.checkpoint.clone()).unwrap_or_default();
+        let opts = weft_client::OpenOptions {
+            connect_timeout: Duration::from_secs(20),
+            ..Default::default()
+        };
+        let vol = weft_client::Volume::from_volfile(&volfile, registry(), opts)
+            .await
+            .map_err(|e| JobEnd::Failed(format!("cannot reach the volume: {e}")))?;
+        let r = walk(ctx, &vol, &mut prog).await;
+        vol.close().await;
+        r
+    }
+}
+
+async fn walk(ctx: &TaskCtx, vol: &weft_client::Volume, prog: &mut Progress) -> Result<(), JobEnd> {
+    let dht = vol.top().clone();
+    if dht.children().len() < 2 {
+        return Err(JobEnd::Failed(
+            "the volume's graph has no cluster/distribute on top".into(),
+        ));
+    }
+    // Depth-first, name order: a stack of directories still to visit, last on top.
+    let mut stack: Vec<Vec<Vec<u8>>> = vec![Vec::new()];
+    while let Some(comps) = stack.pop() {
+        let last = prog.last.clone();
+        if let Some(last) = &last {
+            if done_subtree(&comps, last) {
+                continue;
+            }
+        }
+        let path = path_of(&comps);
+        let own_done = last.as_ref().is_some_and(|l| l.starts_with(&comps));
+        // Up to 10 tries over about 5 s: a brick that is briefly away does not fail the run.
+        let mut tries = 0;
+        let outcome = loop {
+            tries += 1;
+            // The lookup makes the directory on subvolumes lacking it (a new brick).
+            let r = async {
+                let (_, ia) = vol.lookup(&path).await.map_err(|e| e.to_string())?;
+                if own_done {
+                    return Ok(None);
+                }
+                fix_dir(&dht, ia.gfid).await.map(Some)
+            }
+            .await;
+            match r {
+                Err(e) if tries < 10 => {
+                    tracing::debug!("fix-layout: {}: {e}; trying again", path.display());
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                r => break r,
+            }
+        };
+        let mut children = Vec::new();
+        match outcome {
+            Ok(f) => {
+                if f == Some(Fixed::Written) {
+                    prog.fixed += 1;
+                }
+                match vol.readdir(&path).await {
+                    Ok(ents) => {
+                        for d in ents {
+                            let is_dir = d
+                                .iatt
+                                .as_ref()
+                                .map_or(d.kind == FileType::Directory, |ia| ia.is_dir());
+                            if is_dir {
+                                let mut c = comps.clone();
+                                c.push(d.name.clone());
+                                children.push(c);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("fix-layout: listing {} failed: {e}", path.display());
+                        prog.failed += 1;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("fix-layout: {}: {e}", path.display());
+                prog.failed += 1;
+            }
+        }
+        children.sort();
+        stack.extend(children.into_iter().rev());
+        if !own_done {
+            prog.last = Some(comps);
+        }
+        let cp = serde_json::to_value(&*prog).unwrap_or_default();
+        ctx.checkpoint(1, 0, cp).await?;
+    }
+    if prog.failed > 0 {
+        return Err(JobEnd::Failed(format!(
+            "{} directories could not be fixed (see the mgmtd log); run fix-layout again",
+            prog.failed
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_order_skips_done_subtrees_only() {
+        let p = |s: &[&str]| s.iter().map(|x| x.as_bytes().to_vec()).collect::<Vec<_>>();
+        let last = p(&["b", "c"]);
+        assert!(done_subtree(&p(&["a"]), &last));
+        assert!(done_subtree(&p(&["a", "z"]), &last));
+        assert!(done_subtree(&p(&["b", "a"]), &last));
+        assert!(!done_subtree(&p(&["b"]), &last)); // an ancestor: its other children
+        assert!(!done_subtree(&p(&[]), &last));
+        assert!(!done_subtree(&p(&["b", "c"]), &last)); // its children are not done
+        assert!(!done_subtree(&p(&["b", "d"]), &last));
+        assert!(!done_subtree(&p(&["c"]), &last));
+    }
+
+    #[test]
+    fn a_new_subvolume_gets_a_minimal_share() {
+        let old = Layout::equal(&[0, 1], 0, 5, true);
+        let pieces: Vec<Option<Piece>> = vec![Some(old.piece(0)), Some(old.piece(1)), None];
+        let new = wanted_layout(&pieces, 3, Gfid([1; 16])).unwrap();
+        assert!(!new.anomalies().any());
+        assert!(!new.complete);
+        assert_ne!(new.gen, 5);
+        for s in 0..3 {
+            let sh = new.share(s) as f64 / (1u64 << 32) as f64;
+            assert!((sh - 1.0 / 3.0).abs() < 0.001, "{s}: {sh}");
+        }
+        // Members keep their starts: 0 keeps [0, ...], 1 keeps [2^31, ...].
+        assert_eq!(new.subvol_for(0), Some(0));
+        assert_eq!(new.subvol_for(1 << 31), Some(1));
+        // Written again: nothing to do.
+        let pieces: Vec<Option<Piece>> = (0..3).map(|s| Some(new.piece(s))).collect();
+        assert!(wanted_layout(&pieces, 3, Gfid([1; 16])).is_none());
+        // Two new subvolumes at once, and a layout with a hole.
+        let pieces: Vec<Option<Piece>> = vec![Some(old.piece(0)), Some(old.piece(1)), None, None];
+        let l = wanted_layout(&pieces, 4, Gfid([1; 16])).unwrap();
+        assert!(!l.anomalies().any() && (0..4).all(|s| l.share(s) > 0));
+        let pieces: Vec<Option<Piece>> = vec![Some(old.piece(0)), None, None];
+        let l = wanted_layout(&pieces, 3, Gfid([1; 16])).unwrap();
+        assert!(!l.anomalies().any() && (0..3).all(|s| l.share(s) > 0));
+    }
+}
