@@ -92,10 +92,12 @@ fn call(s: &mut TcpStream, id: u64, fop: FopRequest) -> Reply {
     r.result.unwrap()
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/PID/status` figure in KiB: `VmRSS:` (touched memory) or `VmData:` (every
+/// private writable mapping, so also buffers reserved and never touched).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     text.lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap()
@@ -234,7 +236,8 @@ fn malformed_peers_lose_only_their_own_connection() {
             lock: lock(1),
         },
     );
-    let before = rss_kib(bd.pid());
+    let before = status_kib(bd.pid(), "VmRSS:");
+    let data_before = status_kib(bd.pid(), "VmData:");
     let mut burst = Vec::new();
     for id in 0..6000u64 {
         burst.extend_from_slice(
@@ -266,10 +269,17 @@ fn malformed_peers_lose_only_their_own_connection() {
     }
     std::thread::sleep(Duration::from_millis(300));
     works("hogs");
-    let after = rss_kib(bd.pid());
+    let after = status_kib(bd.pid(), "VmRSS:");
     assert!(
         after < before + 200 * 1024,
         "server memory grew from {before} KiB to {after} KiB"
+    );
+    // 64 announced 16 MiB frames would be 1 GiB if buffers were sized from the header:
+    // reserved but untouched memory shows in VmData, not in VmRSS.
+    let data_after = status_kib(bd.pid(), "VmData:");
+    assert!(
+        data_after < data_before + 256 * 1024,
+        "server mappings grew from {data_before} KiB to {data_after} KiB: buffers sized from announced lengths?"
     );
     drop(hogs);
 

@@ -364,12 +364,38 @@ fn many_lock_waiters_do_not_stall_the_mount() {
     let file = m.mnt.join("f");
     std::fs::write(&file, b"x").unwrap();
     let mut holder = hold_lock(&file);
-    // More waiters than the mount has request threads (8).
-    let wait = "import fcntl, sys\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\n";
-    let waiters: Vec<_> = (0..12)
-        .map(|_| python(wait, &[file.to_str().unwrap()]).spawn().unwrap())
+    // More waiters than the mount has request threads (8). Each, once it has the lock,
+    // appends "s ID" and then "e ID" with a pause between to a log on the mount.
+    let log = m.mnt.join("log");
+    std::fs::write(&log, b"").unwrap();
+    let wait = "import fcntl, os, sys, time\nf = open(sys.argv[1], 'r+')\nfcntl.lockf(f, fcntl.LOCK_EX)\nfd = os.open(sys.argv[2], os.O_WRONLY | os.O_APPEND)\nos.write(fd, ('s %s\\n' % sys.argv[3]).encode())\ntime.sleep(0.02)\nos.write(fd, ('e %s\\n' % sys.argv[3]).encode())\nos.close(fd)\n";
+    let mut waiters: Vec<_> = (0..12)
+        .map(|i| {
+            python(
+                wait,
+                &[
+                    file.to_str().unwrap(),
+                    log.to_str().unwrap(),
+                    &i.to_string(),
+                ],
+            )
+            .spawn()
+            .unwrap()
+        })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
+    // They are blocked: none got the lock while it is held.
+    for w in waiters.iter_mut() {
+        assert!(
+            w.try_wait().unwrap().is_none(),
+            "a waiter got past a held lock"
+        );
+    }
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        b"",
+        "a waiter wrote under a held lock"
+    );
     // The mount still serves everything else.
     let start = Instant::now();
     std::fs::write(m.mnt.join("other"), b"free").unwrap();
@@ -392,6 +418,25 @@ fn many_lock_waiters_do_not_stall_the_mount() {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+    // Served one at a time: every "s ID" is followed by its own "e ID", and all 12 ran.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 24, "{text}");
+    let mut ids = Vec::new();
+    for pair in lines.chunks(2) {
+        let id = pair[0]
+            .strip_prefix("s ")
+            .unwrap_or_else(|| panic!("overlap:\n{text}"));
+        assert_eq!(
+            pair[1],
+            format!("e {id}"),
+            "two waiters held the lock at once:\n{text}"
+        );
+        ids.push(id.to_string());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "{text}");
 }
 
 #[test]
