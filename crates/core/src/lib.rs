@@ -56,6 +56,11 @@ pub const LK_FLOCK_KEY: &str = "lk.flock";
 /// file's O_APPEND flag by itself (explicit offsets, as from mmap or RWF_NOAPPEND, stand).
 pub const WRITE_APPEND_KEY: &str = "write.append";
 
+/// Xdata key on an `unlink`: the gfid (16 bytes) of the inode the caller means to unlink.
+/// A brick that honours it removes the name only if it still names that inode, and answers
+/// `ESTALE` otherwise (another client replaced it), changing nothing.
+pub const UNLINK_GFID_KEY: &str = "unlink.gfid";
+
 /// The prefix of Weft's internal xattrs, never shown to clients.
 pub const INTERNAL_XATTR_PREFIX: &str = "trusted.weft.";
 

@@ -334,7 +334,13 @@ impl Inner {
         name: &OsStr,
         dir: bool,
     ) -> Result<(), Errno> {
-        let loc = self.entry_loc(parent, name)?;
+        let mut loc = self.entry_loc(parent, name)?;
+        // The inode the kernel knows by that name, as a hint (a cluster translator can
+        // then go straight to where the file lives; the name decides what is removed).
+        loc.gfid = self
+            .inodes
+            .child(parent, name)
+            .and_then(|i| self.inodes.gfid(i));
         if dir {
             self.cur().top.rmdir(ctx, &loc, Xdata::new()).await?;
         } else {

@@ -205,6 +205,17 @@ impl Distribute {
             .position(|c| c.name().as_bytes() == name)
     }
 
+    /// The subvolume to unlink `loc` on without looking it up first: only when `loc`
+    /// carries the inode's gfid, the inode is known to live on subvolume `s`, the
+    /// directory's layout is cached, and the name hashes to `s` (so no link file exists).
+    fn unlink_here(&self, loc: &Loc) -> Option<(usize, Gfid)> {
+        let g = loc.gfid?;
+        let (parent, name) = entry_of(loc).ok()?;
+        let s = self.files.lock().get(&g).copied()?;
+        let l = self.layouts.lock().get(&parent).cloned()?;
+        (self.hashed(&l, name).ok()? == s).then_some((s, g))
+    }
+
     fn remember(&self, g: Gfid, i: usize) {
         let mut f = self.files.lock();
         if f.len() >= FILES_MAX {
@@ -1440,6 +1451,20 @@ impl Xlator for Distribute {
     }
 
     async fn unlink(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
+        // Fast path: the caller names the inode, this translator knows it lives on the
+        // name's hashed subvolume, so there is no link file: unlink it there at once. Any
+        // doubt (not known, not hashed there, gone meanwhile) takes the full path.
+        if let Some((s, g)) = self.unlink_here(loc) {
+            // The brick removes the name only if it is still this inode (another client
+            // may have renamed something else over it: then the full path below).
+            let mut only = xd.clone();
+            only.set(UNLINK_GFID_KEY, g.0.to_vec());
+            match self.sub(s)?.unlink(ctx, loc, only).await {
+                Ok(r) => return Ok(r),
+                Err(Errno::ENOENT) | Err(Errno::ESTALE) | Err(Errno::EISDIR) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let f = self.lookup_name(ctx, loc).await?;
         let Where::File(s) = f.at else {
             return Err(Errno::EISDIR);

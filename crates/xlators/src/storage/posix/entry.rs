@@ -363,11 +363,16 @@ impl Brick {
     }
 
     /// Removes a non-directory name; the handle goes with the last name.
-    pub fn unlink(&self, loc: &Loc) -> Result<(), Errno> {
+    /// Removes a name of a non-directory; with `only`, only if the name is that inode
+    /// (ESTALE otherwise, nothing removed; see `UNLINK_GFID_KEY`).
+    pub fn unlink(&self, loc: &Loc, only: Option<Gfid>) -> Result<(), Errno> {
         let (dir, name) = self.entry(loc)?;
         let node = Pin::at(dir.fd.as_fd(), &name)?;
         if node.is_dir() {
             return Err(Errno::EISDIR);
+        }
+        if only.is_some() && node.gfid() != only {
+            return Err(Errno::ESTALE);
         }
         rfs::unlinkat(&dir.fd, &name, AtFlags::empty()).map_err(ex)?;
         if let Some(g) = node.gfid() {
@@ -470,6 +475,31 @@ mod tests {
         std::fs::write(dir.path().join("y"), b"CCC").unwrap();
         assert_eq!(read_all(&b, gx), b"A");
         assert_eq!(b.stat(&Loc::inode(gx)).unwrap().size, 1);
+    }
+
+    /// An unlink told which inode it means removes nothing when the name now names
+    /// another (replaced by another client): ESTALE, both files kept.
+    #[test]
+    fn unlink_of_a_named_inode_refuses_a_replaced_name() {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let b = Brick::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("x"), b"A").unwrap();
+        let gx = b.lookup(&Loc::entry(Gfid::ROOT, "x")).unwrap().gfid;
+        std::fs::write(dir.path().join("y"), b"B").unwrap();
+        let gy = b.lookup(&Loc::entry(Gfid::ROOT, "y")).unwrap().gfid;
+        b.rename(
+            &Loc::entry(Gfid::ROOT, "y"),
+            &Loc::entry(Gfid::ROOT, "x"),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            b.unlink(&Loc::entry(Gfid::ROOT, "x"), Some(gx)),
+            Err(Errno::ESTALE)
+        );
+        assert_eq!(std::fs::read(dir.path().join("x")).unwrap(), b"B");
+        b.unlink(&Loc::entry(Gfid::ROOT, "x"), Some(gy)).unwrap();
+        assert!(!dir.path().join("x").exists());
     }
 
     /// A FIFO made at a path a stale hint names must not be opened (it would block).

@@ -25,7 +25,7 @@ use weft_core::options::{OptionKind, OptionSpec};
 use weft_core::{
     Checksum, Ctx, Dirent, EntrylkCmd, EntrylkType, Errno, FdRef, Flock, Fop, Gfid, Iatt, LkCmd,
     Loc, SeekWhat, SetAttr, StatVfs, XattrMap, XattropOp, Xdata, Xlator, XlatorInit, XlatorRef,
-    XlatorType, GFID_REQ_KEY,
+    XlatorType, GFID_REQ_KEY, UNLINK_GFID_KEY,
 };
 
 use attr::Target;
@@ -218,9 +218,9 @@ impl Xlator for Posix {
         let loc = loc.clone();
         self.run(move |b| b.rmdir(&loc)).await
     }
-    async fn unlink(&self, _: &Ctx, loc: &Loc, _: Xdata) -> Fop<()> {
-        let loc = loc.clone();
-        self.run(move |b| b.unlink(&loc)).await
+    async fn unlink(&self, _: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
+        let (loc, only) = (loc.clone(), xd.get_gfid(UNLINK_GFID_KEY));
+        self.run(move |b| b.unlink(&loc, only)).await
     }
     async fn rename(&self, _: &Ctx, old: &Loc, new: &Loc, flags: u32, _: Xdata) -> Fop<()> {
         let (old, new) = (old.clone(), new.clone());
