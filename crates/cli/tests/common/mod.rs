@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod pool;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -219,35 +221,10 @@ impl Drop for MountGuard {
 /// Mounts `volfile` at `mnt` with `weft mount --foreground`, logging to `log`, and waits
 /// until the kernel shows it.
 pub fn mount_volfile(volfile: &Path, mnt: &Path, log: &Path, extra: &[&str]) -> MountGuard {
-    let logf = std::fs::File::create(log).unwrap();
-    let child = weft()
-        .args(["mount", "--foreground", "--volfile"])
-        .arg(volfile)
-        .arg(mnt)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone().unwrap())
-        .stderr(logf)
-        .spawn()
-        .expect("spawn weft mount");
-    let mut g = MountGuard {
-        child: Some(child),
-        mnt: mnt.to_path_buf(),
-        log: log.to_path_buf(),
-    };
-    let start = Instant::now();
-    while !is_mounted(mnt) {
-        if let Some(st) = g.child.as_mut().unwrap().try_wait().unwrap() {
-            panic!("weft mount exited early ({st}):\n{}", g.log_text());
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "mount did not appear:\n{}",
-            g.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    g
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["--volfile".as_ref(), volfile.as_os_str(), mnt.as_os_str()];
+    args.extend(extra.iter().map(|e| std::ffi::OsStr::new(*e)));
+    mount_args(&args, mnt, log)
 }
 
 /// The text of a server volfile graph for one brick: posix under locks under
