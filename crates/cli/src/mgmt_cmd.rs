@@ -864,7 +864,7 @@ fn print_rebalance(s: &RebalanceStatus) {
 
 /// `weft volume rebalance NAME fix-layout start | start | status [--watch] | stop`.
 async fn rebalance(api: &Api, rest: &[String], json: bool) -> Result<()> {
-    const USAGE: &str = "usage: weft volume rebalance NAME fix-layout start | start | status [--json|--watch] | stop";
+    const USAGE: &str = "usage: weft volume rebalance NAME fix-layout start | start [throttle N] | status [--json|--watch] | stop";
     let Some((name, words)) = rest.split_first() else {
         bail!("{USAGE}");
     };
@@ -878,15 +878,17 @@ async fn rebalance(api: &Api, rest: &[String], json: bool) -> Result<()> {
             };
             done(api.post(&base, &req).await?)
         }
-        ["fix-layout", "start", "throttle", n] => {
-            let throttle = n
-                .parse()
-                .map_err(|_| anyhow!("throttle {n:?}: not a number of directories per second"))?;
+        ["fix-layout", "start", "throttle", n] | ["start", "throttle", n] => {
+            let throttle = n.parse().map_err(|_| {
+                anyhow!(
+                    "throttle {n:?}: not a number of directories (fix-layout) or files per second"
+                )
+            })?;
             done(
                 api.post(
                     &base,
                     &RebalanceRequest {
-                        fix_layout: true,
+                        fix_layout: words[0] == "fix-layout",
                         throttle,
                     },
                 )

@@ -394,6 +394,10 @@ async fn apply(mount: &weft_fuse::Mount, volume: &str, f: &weft_client::FetchedV
         Ok(new) => {
             let n = mount.switch_volume(Arc::new(new));
             tracing::info!("volume {volume} version {v}: now serving graph {n}");
+            let moved = mount.migrate_open_files().await;
+            if moved > 0 {
+                tracing::info!("volume {volume}: {moved} open file(s) moved to graph {n}");
+            }
         }
         Err(e) => tracing::error!(
             "volume {volume} version {v}: the new graph did not come up ({e}); keeping the current graph"

@@ -472,7 +472,7 @@ fn write_behind_off_and_on_reach_the_mount_live_while_a_writer_writes() {
 }
 
 #[test]
-fn a_new_graph_serves_new_opens_while_an_open_file_finishes_on_the_old_one() {
+fn a_new_graph_takes_over_open_files_except_locked_ones() {
     let s = Setup::new("byname-switch");
     let m = s.mount("m", &[]);
     let (stop, done) = (
@@ -484,6 +484,11 @@ fn a_new_graph_serves_new_opens_while_an_open_file_finishes_on_the_old_one() {
         std::thread::spawn(move || writer(p, stop, done))
     };
     progress(&done, 8);
+    // A file holding a lock: it stays on the graph it was opened on (its lock lives in
+    // that graph's connection); the writer's file moves to the new graph.
+    let locked = std::fs::File::create(m.mnt.join("locked")).unwrap();
+    use std::os::fd::AsRawFd;
+    assert_eq!(unsafe { libc::flock(locked.as_raw_fd(), libc::LOCK_EX) }, 0);
     // io-stats on top: another shape, so a new graph.
     let v2 = s.http.publish("vol0", &client_vf(s.brickd.port, &[], true));
     assert!(
@@ -498,6 +503,11 @@ fn a_new_graph_serves_new_opens_while_an_open_file_finishes_on_the_old_one() {
     );
     let dump = statedump(&m.mnt);
     assert!(dump.contains("older, kept for open files = [1]"), "{dump}");
+    assert!(
+        eventually(|| m.log_text().contains("1 open file(s) moved to graph 2")),
+        "{}",
+        m.log_text()
+    );
     assert!(dump.contains("[vol0-stats]"), "{dump}");
     // New files go through the new graph (io-stats counts them); the old file goes on.
     std::fs::write(m.mnt.join("new"), b"through graph 2").unwrap();
@@ -511,6 +521,16 @@ fn a_new_graph_serves_new_opens_while_an_open_file_finishes_on_the_old_one() {
     let n = w.join().expect("the writer never failed");
     check_stream(&s.brick.join("stream"), n);
     check_stream(&m.mnt.join("stream"), n);
+    // The lock still holds through the old graph: another open file description of the
+    // mount cannot take it.
+    let other = std::fs::File::open(m.mnt.join("locked")).unwrap();
+    assert_ne!(
+        unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    drop(other);
+    assert!(statedump(&m.mnt).contains("older, kept for open files = [1]"));
+    drop(locked);
     // Its last file released, the old graph is torn down.
     assert!(
         eventually(|| m

@@ -1,6 +1,6 @@
-//! Growing a distributed volume: `volume add-brick` and `volume rebalance ... fix-layout`
-//! on real `weft mgmtd` processes and a real mount (block numbers 12-15; the harness is
-//! common/pool.rs).
+//! Growing a distributed volume: `volume add-brick`, `volume rebalance ... fix-layout` and
+//! `volume rebalance ... start` (moving files while they are in use) on real `weft mgmtd`
+//! processes and a real mount (block numbers 12-15; the harness is common/pool.rs).
 
 mod common;
 
@@ -143,9 +143,6 @@ fn add_brick_then_fix_layout_keeps_every_file_and_spreads_new_ones() {
         data_names(&nb, "a")
     );
 
-    // Moving files is refused, saying what exists instead.
-    let e = fails(&h, t, &["volume", "rebalance", "gv", "start"]);
-    assert!(e.contains("fix-layout"), "{e}");
     let out = ok(
         &nodes[1].host,
         t,
@@ -279,4 +276,323 @@ fn a_killed_mgmtd_resumes_fix_layout_from_its_checkpoint() {
         }
     }
     drop(m);
+}
+
+/// Where `dir/name` holds data: the index of the brick, exactly one.
+fn holder(bricks: &[PathBuf], dir: &str, name: &str) -> usize {
+    let at: Vec<usize> = (0..bricks.len())
+        .filter(|&b| data_names(&bricks[b], dir).iter().any(|x| x == name))
+        .collect();
+    assert_eq!(at.len(), 1, "{dir}/{name} is data on bricks {at:?}");
+    at[0]
+}
+
+/// The bytes the writer has appended to its file `k` after `n` records.
+fn log_record(k: usize, n: usize) -> String {
+    format!("file {k} record {n:06}\n")
+}
+
+#[test]
+fn rebalance_moves_files_in_use_without_losing_a_write() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let d = scratch("rebal-move");
+    let nodes = pool(14, 2, d.path());
+    let t = &nodes[0];
+    let h = t.host.clone();
+    let mut bricks = make_volume(&nodes, d.path(), "mv");
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _m = mount_args(
+        &[format!("{h}:/mv").as_ref(), mnt.as_os_str()],
+        &mnt,
+        &d.path().join("mount.log"),
+    );
+    // The model: 800 files in 4 directories.
+    let dirs = ["a", "b", "c/d", "c"];
+    std::fs::create_dir_all(mnt.join("c/d")).unwrap();
+    std::fs::create_dir(mnt.join("a")).unwrap();
+    std::fs::create_dir(mnt.join("b")).unwrap();
+    let mut sums = Vec::new();
+    for i in 0..800 {
+        let p = format!("{}/f{i}", dirs[i % 4]);
+        let c = content(i);
+        std::fs::write(mnt.join(&p), &c).unwrap();
+        sums.push((p, checksum(&c)));
+    }
+    // A sparse file: its hole stays a hole.
+    {
+        let f = std::fs::File::create(mnt.join("a/sparse")).unwrap();
+        f.set_len(64 << 20).unwrap();
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+    }
+    // 12 logs a writer keeps appending to through open fds, and 12 files of 1 MiB a
+    // reader keeps reading through open fds: about half of each move.
+    std::fs::create_dir(mnt.join("live")).unwrap();
+    let big = |k: usize| -> Vec<u8> { (0..1 << 20).map(|i| (i * 7 + k * 13) as u8).collect() };
+    for k in 0..12 {
+        std::fs::write(mnt.join(format!("live/big{k}")), big(k)).unwrap();
+    }
+    let before_big: Vec<usize> = (0..12)
+        .map(|k| holder(&bricks, "live", &format!("big{k}")))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (stop, written, mnt) = (stop.clone(), written.clone(), mnt.clone());
+        std::thread::spawn(move || {
+            let mut fs: Vec<std::fs::File> = (0..12)
+                .map(|k| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(mnt.join(format!("live/log{k}")))
+                        .unwrap()
+                })
+                .collect();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for (k, f) in fs.iter_mut().enumerate() {
+                    f.write_all(log_record(k, n).as_bytes())
+                        .unwrap_or_else(|e| panic!("append {n} to log{k}: {e}"));
+                }
+                n += 1;
+                if n % 25 == 0 {
+                    for (k, f) in fs.iter().enumerate() {
+                        f.sync_all()
+                            .unwrap_or_else(|e| panic!("fsync log{k} at {n}: {e}"));
+                    }
+                }
+                written.store(n, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            n
+        })
+    };
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (stop, reads, mnt) = (stop.clone(), reads.clone(), mnt.clone());
+        std::thread::spawn(move || {
+            let mut fs: Vec<std::fs::File> = (0..12)
+                .map(|k| std::fs::File::open(mnt.join(format!("live/big{k}"))).unwrap())
+                .collect();
+            let wants: Vec<Vec<u8>> = (0..12).map(big).collect();
+            let mut buf = vec![0u8; 64 << 10];
+            let mut r = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                for (k, f) in fs.iter_mut().enumerate() {
+                    let off = (r * 40_961 + k * 4096) % ((1 << 20) - buf.len());
+                    f.seek(SeekFrom::Start(off as u64)).unwrap();
+                    f.read_exact(&mut buf)
+                        .unwrap_or_else(|e| panic!("read big{k} at {off}: {e}"));
+                    assert!(
+                        buf == wants[k][off..off + buf.len()],
+                        "big{k} at {off}: wrong data"
+                    );
+                }
+                r += 1;
+                reads.store(r, Ordering::Relaxed);
+            }
+        })
+    };
+    wait_until("the writer and reader to get going", 20, || {
+        written.load(Ordering::Relaxed) > 20 && reads.load(Ordering::Relaxed) > 5
+    });
+    let before_log: Vec<usize> = (0..12)
+        .map(|k| holder(&bricks, "live", &format!("log{k}")))
+        .collect();
+
+    // Two more bricks, one per node, and the rebalance that moves files onto them.
+    for (n, name) in [(0usize, "mv-b3"), (1, "mv-b4")] {
+        let nb = d.path().join(name);
+        let spec = format!("{}:{}", nodes[n].host, nb.display());
+        ok(&h, t, &["volume", "add-brick", "mv", &spec]);
+        bricks.push(nb);
+    }
+    wait_until("the new bricks to be served", 20, || {
+        let st = json(&h, t, &["volume", "status", "mv"]);
+        let b = st["bricks"].as_array().unwrap();
+        b.len() == 4 && b.iter().all(|b| b["online"] == true)
+    });
+    let out = ok(&h, t, &["volume", "rebalance", "mv", "start"]);
+    assert!(out.contains("started on"), "{out}");
+    let st = wait_rebalance(&h, t, "mv", 120);
+    println!("{st:#}");
+    let w_at_end = written.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let appended = writer.join().expect("the writer failed");
+    reader.join().expect("the reader failed");
+    assert!(
+        appended > w_at_end,
+        "the writer stopped during the rebalance"
+    );
+    assert_eq!(st["state"], "completed", "{st}");
+    let tot = &st["total"];
+    assert_eq!(tot["failed"], 0, "{st}");
+    // Both nodes worked on their own bricks.
+    assert_eq!(st["nodes"].as_array().unwrap().len(), 2, "{st}");
+    for r in st["nodes"].as_array().unwrap() {
+        assert_eq!(r["kind"], "migrate", "{st}");
+        assert!(r["moved"].as_u64().unwrap() > 0, "{st}");
+    }
+    let moved = tot["moved"].as_u64().unwrap();
+    let files = 800 + 1 + 24;
+    let frac = moved as f64 / files as f64;
+    println!(
+        "moved {moved} of {files} files ({:.1}%) going from 2 to 4 bricks",
+        frac * 100.0
+    );
+    assert!((0.35..=0.65).contains(&frac), "moved {moved} of {files}");
+    assert!(tot["bytes"].as_u64().unwrap() > 0, "{st}");
+
+    // Every file: the model's content, on exactly one brick, a good share on new bricks.
+    for (p, s) in &sums {
+        let b = std::fs::read(mnt.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert_eq!(checksum(&b), *s, "{p}");
+    }
+    let mut on_new = 0;
+    for (p, _) in &sums {
+        let (dir, name) = p.rsplit_once('/').unwrap();
+        if holder(&bricks, dir, name) >= 2 {
+            on_new += 1;
+        }
+    }
+    assert!(
+        (250..=550).contains(&on_new),
+        "{on_new} of 800 files on the new bricks"
+    );
+    for k in 0..12 {
+        let want: String = (0..appended).map(|n| log_record(k, n)).collect();
+        let got = std::fs::read_to_string(mnt.join(format!("live/log{k}"))).unwrap();
+        assert!(
+            got == want,
+            "log{k}: {} bytes, the model says {}",
+            got.len(),
+            want.len()
+        );
+        assert_eq!(
+            std::fs::read(mnt.join(format!("live/big{k}"))).unwrap(),
+            big(k),
+            "big{k}"
+        );
+    }
+    let logs_moved = (0..12)
+        .filter(|&k| holder(&bricks, "live", &format!("log{k}")) != before_log[k])
+        .count();
+    let bigs_moved = (0..12)
+        .filter(|&k| holder(&bricks, "live", &format!("big{k}")) != before_big[k])
+        .count();
+    println!("open files moved: {logs_moved} of 12 being appended, {bigs_moved} of 12 being read");
+    assert!(logs_moved > 0 && bigs_moved > 0);
+    let sp = std::fs::metadata(mnt.join("a/sparse")).unwrap();
+    assert_eq!(sp.len(), 64 << 20);
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        sp.blocks() < 1024,
+        "the sparse file was filled: {} blocks",
+        sp.blocks()
+    );
+    // No link file is visible; listings show each name once.
+    let names: Vec<String> = std::fs::read_dir(mnt.join("live"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 24, "{names:?}");
+    // A second rebalance has nothing to move.
+    ok(&h, t, &["volume", "rebalance", "mv", "start"]);
+    let st = wait_rebalance(&h, t, "mv", 60);
+    assert_eq!(st["state"], "completed", "{st}");
+    assert_eq!(st["total"]["moved"], 0, "{st}");
+}
+
+#[test]
+fn a_killed_mgmtd_resumes_moving_files_from_its_checkpoint() {
+    let d = scratch("rebal-kill-move");
+    let mut nodes = pool(15, 2, d.path());
+    let h = nodes[0].host.clone();
+    let mut bricks = make_volume(&nodes, d.path(), "km");
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _m = mount_args(
+        &[format!("{h}:/km").as_ref(), mnt.as_os_str()],
+        &mnt,
+        &d.path().join("mount.log"),
+    );
+    let mut sums = Vec::new();
+    for i in 0..20 {
+        std::fs::create_dir(mnt.join(format!("d{i:02}"))).unwrap();
+        for j in 0..30 {
+            let p = format!("d{i:02}/f{j}");
+            let c = content(i * 30 + j);
+            std::fs::write(mnt.join(&p), &c).unwrap();
+            sums.push((p, checksum(&c)));
+        }
+    }
+    let nb = d.path().join("km-b3");
+    // The new brick on the first node: its mgmtd is the one killed, and it moves files too.
+    let spec = format!("{}:{}", h, nb.display());
+    ok(&h, &nodes[0], &["volume", "add-brick", "km", &spec]);
+    bricks.push(nb);
+    // 600 files at 60 a second on each node: several seconds.
+    ok(
+        &h,
+        &nodes[0],
+        &["volume", "rebalance", "km", "start", "throttle", "60"],
+    );
+    let mut before = 0;
+    wait_until("the move to get going", 30, || {
+        let st = rebalance_status(&h, &nodes[0], "km");
+        before = st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["node"] == h.as_str())
+            .map_or(0, |r| r["scanned"].as_u64().unwrap());
+        before >= 90
+    });
+    nodes[0].sigkill();
+    std::thread::sleep(Duration::from_millis(300));
+    // Files stay readable while no mover runs there.
+    for (p, s) in sums.iter().step_by(7) {
+        assert_eq!(checksum(&std::fs::read(mnt.join(p)).unwrap()), *s, "{p}");
+    }
+    nodes[0].spawn();
+    let t = &nodes[0];
+    // It goes on from its checkpoint (at most 500 ms old), not from zero.
+    let st = rebalance_status(&h, t, "km");
+    let after = st["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node"] == h.as_str())
+        .map_or(0, |r| r["scanned"].as_u64().unwrap());
+    assert!(
+        after + 45 >= before && after > 0,
+        "restarted from {after}, was at {before}: {st}"
+    );
+    let st = wait_rebalance(&h, t, "km", 120);
+    println!("{st:#}");
+    assert_eq!(st["state"], "completed", "{st}");
+    assert!(st["total"]["resumed"].as_u64().unwrap() >= 1, "{st}");
+    assert_eq!(st["total"]["failed"], 0, "{st}");
+    for (p, s) in &sums {
+        assert_eq!(checksum(&std::fs::read(mnt.join(p)).unwrap()), *s, "{p}");
+        let (dir, name) = p.rsplit_once('/').unwrap();
+        holder(&bricks, dir, name);
+    }
+    let on_new = sums
+        .iter()
+        .filter(|(p, _)| {
+            let (dir, name) = p.rsplit_once('/').unwrap();
+            holder(&bricks, dir, name) == 2
+        })
+        .count();
+    println!("{on_new} of 600 files on the new brick");
+    assert!(
+        (120..=280).contains(&on_new),
+        "{on_new} of 600 on the new brick"
+    );
 }

@@ -1,10 +1,13 @@
 //! Weft's cluster translators (see ARCHITECTURE.md, "cluster/distribute"):
 //! - [`distribute`]: `cluster/distribute`, many subvolumes seen as one tree, each file on
 //!   the subvolume its name hashes to (GlusterFS's DHT).
+//! - [`migrate`]: `features/migrate`, the brick half of moving a file to another
+//!   subvolume during a rebalance.
 //!
 //! [`register`] adds every type this crate provides to a [`Registry`].
 
 pub mod distribute;
+pub mod migrate;
 
 use std::sync::Arc;
 
@@ -13,4 +16,5 @@ use weft_core::Registry;
 /// Registers every translator type of this crate.
 pub fn register(r: &mut Registry) {
     r.register(Arc::new(distribute::DistributeType));
+    r.register(Arc::new(migrate::MigrateType));
 }

@@ -50,6 +50,11 @@ impl Errno {
     pub const ESTALE: Errno = Errno(libc::ESTALE);
     /// Too many levels of symbolic links (a symlink met where none may be followed).
     pub const ELOOP: Errno = Errno(libc::ELOOP);
+    /// Object is remote: the file this fd or gfid named was moved to another subvolume
+    /// by a rebalance (`features/migrate`); the caller finds it again and retries.
+    pub const EREMOTE: Errno = Errno(libc::EREMOTE);
+    /// Busy: the inode is already being moved.
+    pub const EBUSY: Errno = Errno(libc::EBUSY);
 
     /// The errno of an `std::io::Error`, EIO when it carries none.
     pub fn from_io(e: &std::io::Error) -> Errno {

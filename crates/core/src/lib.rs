@@ -61,6 +61,11 @@ pub const WRITE_APPEND_KEY: &str = "write.append";
 /// `ESTALE` otherwise (another client replaced it), changing nothing.
 pub const UNLINK_GFID_KEY: &str = "unlink.gfid";
 
+/// A virtual xattr `features/locks` answers on `getxattr`/`fgetxattr` of an inode: `1`
+/// when any lock (POSIX, flock or inodelk) is held or awaited on it, else `0`. A rebalance
+/// asks it before moving a file, since locks do not move with the data.
+pub const LOCKS_HELD_XATTR: &str = "weft.locks.held";
+
 /// The prefix of Weft's internal xattrs, never shown to clients.
 pub const INTERNAL_XATTR_PREFIX: &str = "trusted.weft.";
 

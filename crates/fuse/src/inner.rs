@@ -75,6 +75,9 @@ pub struct Inner {
     pub inodes: Arc<InodeTable>,
     /// Open files, each with the graph it was opened on (which serves all its FOPs).
     fds: Mutex<HashMap<u64, (FdRef, Arc<Gen>)>>,
+    /// File handles that asked for a lock: they stay on the graph they were opened on
+    /// (their locks live in its connections) when the graph is switched.
+    locked: Mutex<std::collections::HashSet<u64>>,
     /// The size the kernel believes each regular file has (the last one it was told, or
     /// grew it to by a write), so an O_APPEND write can be told from a write at an
     /// explicit offset: the kernel sends appends at the end of file it believes.
@@ -99,6 +102,7 @@ impl Inner {
             current: parking_lot::RwLock::new(Arc::new(Gen::new(volume, 1, rt))),
             inodes: Arc::new(InodeTable::new()),
             fds: Mutex::new(HashMap::new()),
+            locked: Mutex::new(Default::default()),
             kernel_sizes: Mutex::new(HashMap::new()),
         }
     }
@@ -210,7 +214,84 @@ impl Inner {
     }
 
     fn drop_fd(&self, fh: u64) -> Option<(FdRef, Arc<Gen>)> {
+        self.locked.lock().remove(&fh);
         self.fds.lock().remove(&fh)
+    }
+
+    /// Moves the files open on older graphs to the current one: each is flushed on its
+    /// graph (what write-behind holds goes out), opened on the current graph and released
+    /// on the old one. A rebalance may move files to bricks only the current graph knows.
+    /// Directories and files that asked for locks stay (listing offsets and locks belong to
+    /// their graph). Returns how many moved.
+    pub async fn migrate_open_files(&self) -> usize {
+        let cur = self.cur();
+        let olds: Vec<(u64, FdRef, Arc<Gen>)> = {
+            let locked = self.locked.lock();
+            self.fds
+                .lock()
+                .iter()
+                .filter(|(fh, (fd, g))| !Arc::ptr_eq(g, &cur) && !fd.is_dir && !locked.contains(fh))
+                .map(|(fh, (fd, g))| (*fh, fd.clone(), g.clone()))
+                .collect()
+        };
+        let ctx = Ctx::internal();
+        let mut moved = 0;
+        let mut retired = Vec::new();
+        for (fh, fd, g) in olds {
+            if let Err(e) = g.top.flush(&ctx, &fd, Xdata::new()).await {
+                tracing::warn!(
+                    "an open file ({}) stays on graph {}: flushing it failed: {e}",
+                    fd.gfid,
+                    g.number
+                );
+                continue;
+            }
+            let flags = fd.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+            let nfd = self.new_fd(fd.gfid, flags, false);
+            let mut loc = Loc::inode(fd.gfid);
+            loc.path = fd.path();
+            if let Err(e) = cur.top.open(&ctx, &loc, &nfd, Xdata::new()).await {
+                tracing::warn!(
+                    "an open file ({}) stays on graph {}: opening it on graph {} failed: {e}",
+                    fd.gfid,
+                    g.number,
+                    cur.number
+                );
+                continue;
+            }
+            let swapped = {
+                let mut fds = self.fds.lock();
+                match fds.get_mut(&fh) {
+                    Some(e) if e.0.id == fd.id && !self.locked.lock().contains(&fh) => {
+                        *e = (nfd.clone(), cur.clone());
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if swapped {
+                retired.push((fd, g));
+                moved += 1;
+            } else {
+                let _ = cur.top.release(&ctx, &nfd, Xdata::new()).await;
+            }
+        }
+        // Each old fd is released once the FOPs that took it before the swap are done
+        // (they hold a reference to it), at most 30 s on.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !retired.is_empty() {
+            let (idle, busy): (Vec<_>, Vec<_>) = retired.into_iter().partition(|(fd, _)| {
+                Arc::strong_count(fd) == 1 || std::time::Instant::now() >= until
+            });
+            for (fd, g) in idle {
+                let _ = g.top.release(&ctx, &fd, Xdata::new()).await;
+            }
+            retired = busy;
+            if !retired.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        moved
     }
 
     /// Looks `name` up in `parent`.
@@ -647,6 +728,9 @@ impl Inner {
         let mut xd = Xdata::new();
         if flock {
             xd.set(weft_core::LK_FLOCK_KEY, Vec::new());
+        }
+        if cmd != LkCmd::Get && lock.kind != weft_core::LockType::Unlock {
+            self.locked.lock().insert(fh);
         }
         Ok(g.top.lk(ctx, &fd, cmd, lock, xd).await?.0)
     }

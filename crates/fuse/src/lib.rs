@@ -202,6 +202,12 @@ impl Mount {
         self.inner.switch(volume)
     }
 
+    /// Moves files open on older graphs to the current one, except those that asked for
+    /// locks: their locks live in the old graph's connections. Returns how many moved.
+    pub async fn migrate_open_files(&self) -> usize {
+        self.inner.migrate_open_files().await
+    }
+
     /// True once the kernel side has ended (e.g. `umount` from outside).
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())

@@ -181,6 +181,7 @@ pub fn router(node: Shared) -> Router {
         .route("/internal/check-bricks", post(internal_check_bricks))
         .route("/internal/bricks", get(internal_bricks))
         .route("/internal/statedump", get(internal_statedump))
+        .route("/internal/tasks", post(start_peer_task))
         .fallback(|| async { OpError::not_found("no such API path (see /openapi.json)") })
         .with_state(node.clone());
     api.merge(node.consensus.router())
@@ -395,6 +396,19 @@ async fn statedump(
 #[utoipa::path(get, path = "/v1/tasks", responses((status = 200, body = [TaskRecord])))]
 async fn list_tasks(State(n): State<Shared>) -> ApiResult<Vec<TaskRecord>> {
     Ok(axum::Json(n.tasks.list()))
+}
+
+/// `POST /internal/tasks`: a peer starts its part of a pool-wide task here (a rebalance's
+/// migrate task on every node holding bricks).
+async fn start_peer_task(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Body(r): Body<StartTaskRequest>,
+) -> ApiResult<TaskRecord> {
+    if let Some(v) = &r.volume {
+        n.volume_info(Some(v))?;
+    }
+    Ok(axum::Json(n.tasks.start(r)?))
 }
 
 #[utoipa::path(post, path = "/v1/tasks", request_body = StartTaskRequest, security(("token" = [])), responses((status = 200, body = TaskRecord)))]

@@ -178,6 +178,18 @@ impl PeerClient {
         Self::api(base, None, 5).get("/v1/tasks").await
     }
 
+    /// Starts a task on the node.
+    pub async fn start_task(
+        &self,
+        base: &str,
+        token: &str,
+        req: &crate::tasks::StartTaskRequest,
+    ) -> Result<crate::tasks::TaskRecord, ApiError> {
+        Self::api(base, Some(token), 10)
+            .post("/internal/tasks", req)
+            .await
+    }
+
     /// Stops one of the node's tasks.
     pub async fn stop_task(
         &self,

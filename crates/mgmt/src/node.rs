@@ -1139,8 +1139,9 @@ impl Node {
         })
     }
 
-    /// `volume rebalance NAME fix-layout start` (`fix_layout`), or `rebalance NAME start`,
-    /// which is refused: file migration is not built.
+    /// `volume rebalance NAME fix-layout start` (`fix_layout`: one task, on this node), or
+    /// `rebalance NAME start`: a migrate task on every node holding bricks of the volume,
+    /// each moving the files of its own bricks.
     pub async fn rebalance_start(&self, name: &str, req: RebalanceRequest) -> OpResult<String> {
         let state = self
             .consensus
@@ -1149,11 +1150,6 @@ impl Node {
             .map_err(consensus_err)?;
         let v = Self::need_volume(&state, name)?;
         let fail = |m: String| format!("volume rebalance: {name}: failed: {m}");
-        if !req.fix_layout {
-            return Err(OpError::bad(fail(format!(
-                "moving files (rebalance start) is not built yet in this version of Weft; `weft volume rebalance {name} fix-layout start` gives existing directories layouts over every brick without moving files (names that now hash to a new brick stay where they are and stay visible; new files go to the new bricks)"
-            ))));
-        }
         if v.layout != Layout::Distribute || v.bricks.len() < 2 {
             return Err(OpError::bad(fail(format!(
                 "{name} is not a distributed volume of several bricks; there is nothing to rebalance"
@@ -1185,21 +1181,90 @@ impl Node {
         let volfile = volgen::rebalance_volfile(&state, &v)
             .map_err(|e| OpError::bad(fail(e.to_string())))?
             .ok_or_else(|| OpError::bad(fail("the volume has one brick".into())))?;
-        let r = self
-            .tasks
-            .start(crate::tasks::StartTaskRequest {
-                kind: crate::rebalance::FIX_LAYOUT.into(),
+        if req.fix_layout {
+            let r = self
+                .tasks
+                .start(crate::tasks::StartTaskRequest {
+                    kind: crate::rebalance::FIX_LAYOUT.into(),
+                    volume: Some(name.to_string()),
+                    params: serde_json::json!({
+                        "volfile": volfile,
+                        "bricks": v.bricks.len(),
+                    }),
+                    throttle: req.throttle,
+                })
+                .map_err(OpError::from)?;
+            return Ok(format!(
+                "volume rebalance: {name}: fix-layout started on {} (task {}); `weft volume rebalance {name} status` shows its progress",
+                self.me.host, r.id
+            ));
+        }
+        // Every node holding bricks moves the files of its own bricks.
+        let mut by_node: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (i, b) in v.bricks.iter().enumerate() {
+            by_node.entry(b.node).or_default().push(i);
+        }
+        for node in by_node.keys() {
+            let up = node == &self.me.id
+                || match state.peers.get(node) {
+                    Some(p) => self.peers.info(&Self::peer_base(p)).await.is_ok(),
+                    None => false,
+                };
+            if !up {
+                let host = state
+                    .peers
+                    .get(node)
+                    .map_or(String::new(), |p| p.host.clone());
+                return Err(OpError::unavailable(fail(format!(
+                    "node {host} holds bricks of {name} and does not answer"
+                ))));
+            }
+        }
+        let mut started = Vec::new();
+        for (node, local) in &by_node {
+            let sreq = crate::tasks::StartTaskRequest {
+                kind: crate::rebalance::MIGRATE.into(),
                 volume: Some(name.to_string()),
                 params: serde_json::json!({
                     "volfile": volfile,
                     "bricks": v.bricks.len(),
+                    "local": local,
                 }),
                 throttle: req.throttle,
-            })
-            .map_err(OpError::from)?;
+            };
+            let host = state
+                .peers
+                .get(node)
+                .map_or(String::new(), |p| p.host.clone());
+            let r = if node == &self.me.id {
+                self.tasks.start(sreq).map_err(|e| e.to_string())
+            } else {
+                let p = &state.peers[node];
+                self.peers
+                    .start_task(&Self::peer_base(p), &self.token(), &sreq)
+                    .await
+                    .map_err(|e| e.message)
+            };
+            match r {
+                Ok(rec) => started.push(format!("{host} (task {})", rec.id)),
+                Err(e) => {
+                    return Err(OpError::unavailable(fail(format!(
+                        "starting on {host} failed: {e}{}",
+                        if started.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; already started on {}: `weft volume rebalance {name} stop` stops them",
+                                started.join(", ")
+                            )
+                        }
+                    ))))
+                }
+            }
+        }
         Ok(format!(
-            "volume rebalance: {name}: fix-layout started on {} (task {}); `weft volume rebalance {name} status` shows its progress",
-            self.me.host, r.id
+            "volume rebalance: {name}: started on {}; `weft volume rebalance {name} status` shows its progress",
+            started.join(", ")
         ))
     }
 
@@ -1323,10 +1388,10 @@ fn rebalance_row(node: String, t: &crate::tasks::TaskRecord) -> RebalanceNode {
     RebalanceNode {
         node,
         task: Some(t.id.clone()),
-        kind: Some(if t.kind == crate::rebalance::FIX_LAYOUT {
-            "fix-layout".into()
-        } else {
-            t.kind.clone()
+        kind: Some(match t.kind.as_str() {
+            crate::rebalance::FIX_LAYOUT => "fix-layout".into(),
+            crate::rebalance::MIGRATE => "migrate".into(),
+            k => k.to_string(),
         }),
         state,
         scanned: t.items_done,

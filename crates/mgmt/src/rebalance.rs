@@ -18,14 +18,20 @@
 //! most the directories of the last 500 ms (fixing a layout again is harmless: a
 //! directory whose layout already covers every brick is left alone).
 //!
-//! File migration (`rebalance VOL start`) is not built: it is refused before anything
-//! starts (see docs/MANAGEMENT.md).
+//! The kind [`MIGRATE`] (`rebalance VOL start`) does the same walk and then, in each
+//! directory, moves the files of this node's own bricks whose names hash elsewhere
+//! ([`weft_cluster::distribute::mover`]: clients keep reading and writing them; what they
+//! write during a move lands in the new copy). Every node holding bricks of the volume
+//! runs one such task for its bricks, in parallel; several files move at once. The
+//! checkpoint is the same walk position plus the counters, so a killed mgmtd resumes at
+//! the directory it was in (files already moved are no longer on its bricks).
 
 use std::cmp::Ordering;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use weft_cluster::distribute::layout::{Layout, Piece, LAYOUT_XATTR};
+use weft_cluster::distribute::mover::Moved;
 use weft_cluster::distribute::INTERNAL_XDATA_KEY;
 use weft_core::*;
 
@@ -34,9 +40,15 @@ use crate::tasks::{Job, JobEnd, TaskCtx};
 /// The task kind of `rebalance VOL fix-layout start`.
 pub const FIX_LAYOUT: &str = "rebalance-fix-layout";
 
+/// The task kind of `rebalance VOL start`: fix-layout, then move files.
+pub const MIGRATE: &str = "rebalance-migrate";
+
+/// Files moved at once by one node.
+const MOVES_AT_ONCE: usize = 4;
+
 /// Every task kind that is a rebalance (`rebalance VOL status` and `stop` look for these).
 pub fn is_rebalance(kind: &str) -> bool {
-    kind == FIX_LAYOUT
+    kind == FIX_LAYOUT || kind == MIGRATE
 }
 
 fn ixd() -> Xdata {
@@ -158,17 +170,49 @@ fn path_of(comps: &[Vec<u8>]) -> PathBuf {
 /// volume's protocol/clients under cluster/distribute, which is the top), `subvolumes`.
 pub struct FixLayoutJob;
 
+/// The migrate task: [`FixLayoutJob`]'s parameters plus `local`, the indexes of the
+/// subvolumes whose bricks are on this node (their files are the ones it moves).
+pub struct MigrateJob;
+
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Progress {
     /// The last directory done (name components from the root), `None` before the root.
     last: Option<Vec<Vec<u8>>>,
     fixed: u64,
     failed: u64,
+    #[serde(default)]
+    moved: u64,
+    #[serde(default)]
+    skipped: u64,
+}
+
+#[async_trait::async_trait]
+impl Job for MigrateJob {
+    async fn run(&self, ctx: &TaskCtx) -> Result<(), JobEnd> {
+        let rec = ctx.record();
+        let local: Vec<usize> = rec.params["local"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_u64())
+                    .map(|v| v as usize)
+                    .collect()
+            })
+            .unwrap_or_default();
+        run_walk(ctx, Some(local)).await
+    }
 }
 
 #[async_trait::async_trait]
 impl Job for FixLayoutJob {
     async fn run(&self, ctx: &TaskCtx) -> Result<(), JobEnd> {
+        run_walk(ctx, None).await
+    }
+}
+
+/// Runs the walk of a fix-layout (`migrate: None`) or migrate task (the local subvolumes).
+async fn run_walk(ctx: &TaskCtx, migrate: Option<Vec<usize>>) -> Result<(), JobEnd> {
+    {
         let rec = ctx.record();
         let volfile = rec.params["volfile"]
             .as_str()
@@ -182,13 +226,203 @@ impl Job for FixLayoutJob {
         let vol = weft_client::Volume::from_volfile(&volfile, registry(), opts)
             .await
             .map_err(|e| JobEnd::Failed(format!("cannot reach the volume: {e}")))?;
-        let r = walk(ctx, &vol, &mut prog).await;
+        if let Some(local) = &migrate {
+            estimate_total(ctx, &vol, local).await;
+        }
+        let r = walk(ctx, &vol, &mut prog, migrate.as_deref()).await;
         vol.close().await;
         r
     }
 }
 
-async fn walk(ctx: &TaskCtx, vol: &weft_client::Volume, prog: &mut Progress) -> Result<(), JobEnd> {
+/// Sets the task's total to an estimate of the files on the local bricks (their
+/// filesystems' used inodes, each filesystem counted once), so status has an ETA.
+async fn estimate_total(ctx: &TaskCtx, vol: &weft_client::Volume, local: &[usize]) {
+    let subs = vol.top().children().to_vec();
+    let mut seen = Vec::new();
+    let mut total = 0u64;
+    for &i in local {
+        let Some(s) = subs.get(i) else { continue };
+        if let Ok((st, _)) = s
+            .statfs(&Ctx::internal(), &Loc::inode(Gfid::ROOT), Xdata::new())
+            .await
+        {
+            let key = (st.files, st.ffree, st.blocks);
+            if !seen.contains(&key) {
+                seen.push(key);
+                total += st.files.saturating_sub(st.ffree);
+            }
+        }
+    }
+    if total > 0 {
+        ctx.set_total(total);
+    }
+}
+
+/// What moving the files of one directory came to.
+#[derive(Default)]
+struct DirMoves {
+    scanned: u64,
+    moved: u64,
+    skipped: u64,
+    failed: u64,
+    bytes: u64,
+}
+
+/// The names of the data files (not directories, not link files) of directory `dir` on
+/// subvolume `sub`, read from it directly.
+async fn data_files(sub: &XlatorRef, dir: Gfid) -> Result<Vec<std::ffi::OsString>, Errno> {
+    use std::os::unix::ffi::OsStrExt;
+    let ctx = Ctx::internal();
+    let fd = Fd::new(dir, libc::O_RDONLY | libc::O_DIRECTORY, true);
+    sub.opendir(&ctx, &Loc::inode(dir), &fd, Xdata::new())
+        .await?;
+    let mut out = Vec::new();
+    let mut off = 0;
+    let r = loop {
+        match sub.readdirp(&ctx, &fd, 128 * 1024, off, Xdata::new()).await {
+            Ok((ents, _)) if ents.is_empty() => break Ok(()),
+            Ok((ents, _)) => {
+                for d in ents {
+                    off = d.offset;
+                    if d.name == b"." || d.name == b".." || d.kind == FileType::Directory {
+                        continue;
+                    }
+                    let plain = d.iatt.as_ref().is_none_or(|ia| {
+                        ia.mode & (libc::S_IFMT | 0o7777) != weft_cluster::distribute::LINK_MODE
+                    });
+                    if plain {
+                        out.push(std::ffi::OsStr::from_bytes(&d.name).to_os_string());
+                    }
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = sub.releasedir(&ctx, &fd, Xdata::new()).await;
+    r.map(|_| out)
+}
+
+/// Moves the files of `local` subvolumes in directory `dir` that hash elsewhere.
+async fn migrate_dir(
+    ctx: &TaskCtx,
+    dht: &XlatorRef,
+    dir: Gfid,
+    path: &std::path::Path,
+    local: &[usize],
+    prog: &mut Progress,
+) -> Result<(), JobEnd> {
+    use futures::StreamExt;
+    let subs = std::sync::Arc::new(dht.children().to_vec());
+    let mut pieces = Vec::with_capacity(subs.len());
+    for s in subs.iter() {
+        let r = s
+            .getxattr(
+                &Ctx::internal(),
+                &Loc::inode(dir),
+                Some(LAYOUT_XATTR),
+                ixd(),
+            )
+            .await;
+        pieces.push(
+            r.ok()
+                .and_then(|(m, _)| m.get(LAYOUT_XATTR).and_then(|b| Piece::decode(b))),
+        );
+    }
+    let (layout, bad) = Layout::from_pieces(&pieces);
+    if bad.any() {
+        tracing::warn!(
+            "rebalance: {}: the layout has holes or overlaps; its files stay",
+            path.display()
+        );
+        prog.failed += 1;
+        return Ok(());
+    }
+    // Every local listing first: files moved onto another local brick are not scanned
+    // twice.
+    let mut listed = Vec::new();
+    for &s in local {
+        let Some(sub) = subs.get(s) else { continue };
+        match data_files(sub, dir).await {
+            Ok(n) => listed.push((s, n)),
+            Err(e) => {
+                tracing::warn!(
+                    "rebalance: listing {} on {} failed: {e}",
+                    path.display(),
+                    sub.name()
+                );
+                prog.failed += 1;
+            }
+        }
+    }
+    for (s, names) in listed {
+        let sub = &subs[s];
+        for batch in names.chunks(256) {
+            let mut d = DirMoves::default();
+            let futs: Vec<_> = batch
+                .iter()
+                .cloned()
+                .map(|name| {
+                    let to = layout.subvol_for(weft_cluster::distribute::hash::name_hash(
+                        std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()),
+                    ));
+                    let subs = subs.clone();
+                    async move {
+                        match to {
+                            Some(t) if t != s => {
+                                let r = weft_cluster::distribute::mover::move_file(
+                                    &subs, dir, &name, s, t,
+                                )
+                                .await;
+                                Some((name, r))
+                            }
+                            _ => None,
+                        }
+                    }
+                })
+                .collect();
+            let moves = futures::stream::iter(futs)
+                .buffer_unordered(MOVES_AT_ONCE)
+                .collect::<Vec<_>>()
+                .await;
+            d.scanned = batch.len() as u64;
+            for m in moves.into_iter().flatten() {
+                match m.1 {
+                    Ok(Moved::Done(b)) => {
+                        d.moved += 1;
+                        d.bytes += b;
+                    }
+                    Ok(Moved::Skipped(why)) => {
+                        tracing::info!(
+                            "rebalance: {}/{} stays on {}: {why}",
+                            path.display(),
+                            m.0.to_string_lossy(),
+                            sub.name()
+                        );
+                        d.skipped += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!("rebalance: moving {}: {e}", path.display());
+                        d.failed += 1;
+                    }
+                }
+            }
+            prog.moved += d.moved;
+            prog.skipped += d.skipped;
+            prog.failed += d.failed;
+            let cp = serde_json::to_value(&*prog).unwrap_or_default();
+            ctx.checkpoint(d.scanned, d.bytes, cp).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn walk(
+    ctx: &TaskCtx,
+    vol: &weft_client::Volume,
+    prog: &mut Progress,
+    migrate: Option<&[usize]>,
+) -> Result<(), JobEnd> {
     let dht = vol.top().clone();
     if dht.children().len() < 2 {
         return Err(JobEnd::Failed(
@@ -233,6 +467,17 @@ async fn walk(ctx: &TaskCtx, vol: &weft_client::Volume, prog: &mut Progress) -> 
                 if f == Some(Fixed::Written) {
                     prog.fixed += 1;
                 }
+                // f is None for the directory the walk was in at a restart: its layout
+                // and files were done before.
+                if let (Some(local), Some(_)) = (migrate, f) {
+                    match vol.lookup(&path).await {
+                        Ok((_, ia)) => migrate_dir(ctx, &dht, ia.gfid, &path, local, prog).await?,
+                        Err(e) => {
+                            tracing::warn!("rebalance: {}: {e}", path.display());
+                            prog.failed += 1;
+                        }
+                    }
+                }
                 match vol.readdir(&path).await {
                     Ok(ents) => {
                         for d in ents {
@@ -264,11 +509,12 @@ async fn walk(ctx: &TaskCtx, vol: &weft_client::Volume, prog: &mut Progress) -> 
             prog.last = Some(comps);
         }
         let cp = serde_json::to_value(&*prog).unwrap_or_default();
-        ctx.checkpoint(1, 0, cp).await?;
+        // A migrate task counts files (in migrate_dir), a fix-layout task directories.
+        ctx.checkpoint(u64::from(migrate.is_none()), 0, cp).await?;
     }
     if prog.failed > 0 {
         return Err(JobEnd::Failed(format!(
-            "{} directories could not be fixed (see the mgmtd log); run fix-layout again",
+            "{} directories or files could not be fixed or moved (see the mgmtd log); run the rebalance again",
             prog.failed
         )));
     }

@@ -546,6 +546,10 @@ pub fn kinds() -> BTreeMap<String, Arc<dyn Job>> {
         crate::rebalance::FIX_LAYOUT.into(),
         Arc::new(crate::rebalance::FixLayoutJob),
     );
+    m.insert(
+        crate::rebalance::MIGRATE.into(),
+        Arc::new(crate::rebalance::MigrateJob),
+    );
     m
 }
 

@@ -54,8 +54,9 @@ fn with_options(mut d: VolumeDecl, v: &Volume, side: Side, xlator: &str) -> Volu
     d
 }
 
-/// The server volfile of brick `index`: posix, locks and io-stats under protocol/server,
-/// the brick named [`Volume::brick_name`].
+/// The server volfile of brick `index`: posix, locks, migrate (the brick half of a
+/// rebalance's file moves) and io-stats under protocol/server, the brick named
+/// [`Volume::brick_name`].
 pub fn brick_volfile(v: &Volume, index: usize) -> String {
     let b = &v.bricks[index];
     let name = v.brick_name(index);
@@ -63,13 +64,15 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
         VolumeDecl::new(&format!("{name}-posix"), "storage/posix").option("directory", &b.path);
     let locks = VolumeDecl::new(&format!("{name}-locks"), "features/locks")
         .subvolumes(std::slice::from_ref(&posix.name));
+    let migrate = VolumeDecl::new(&format!("{name}-migrate"), "features/migrate")
+        .subvolumes(std::slice::from_ref(&locks.name));
     let stats = with_options(
         VolumeDecl::new(&name, "debug/io-stats"),
         v,
         Side::Brick,
         "debug/io-stats",
     )
-    .subvolumes(std::slice::from_ref(&locks.name));
+    .subvolumes(std::slice::from_ref(&migrate.name));
     let server = with_options(
         VolumeDecl::new(&format!("{name}-server"), "protocol/server"),
         v,
@@ -78,7 +81,7 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
     )
     .subvolumes(std::slice::from_ref(&stats.name));
     Volfile {
-        volumes: vec![posix, locks, stats, server],
+        volumes: vec![posix, locks, migrate, stats, server],
     }
     .to_string()
 }

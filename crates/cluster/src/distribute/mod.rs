@@ -15,6 +15,7 @@
 pub mod doff;
 pub mod hash;
 pub mod layout;
+pub mod mover;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -36,6 +37,12 @@ use layout::{Layout, Piece, LAYOUT_XATTR};
 /// The xattr of a link file naming the subvolume (its volfile name) holding the data.
 pub const LINKTO_XATTR: &str = "trusted.weft.dht.linkto";
 
+/// The xattr a moved file's new copy carries, while still a link file, from just before its
+/// move commits until it is made a plain file: its real mode (4 bytes, little-endian). A
+/// link file with it whose target no longer has the name is a finished move whose last
+/// step did not happen; lookups finish it ([`Distribute::promote`]).
+pub const MODE_XATTR: &str = "trusted.weft.dht.mode";
+
 /// Xdata key (presence only) that lets a Weft translator reach `trusted.weft.*` xattrs
 /// on `storage/posix` (its `INTERNAL_XDATA_KEY`).
 pub const INTERNAL_XDATA_KEY: &str = "weft.internal";
@@ -54,9 +61,10 @@ fn ixd() -> Xdata {
     x
 }
 
-/// Whether `ia` looks like a link file (the xattr decides).
+/// Whether `ia` looks like a link file (the xattr decides). A link file may hold data:
+/// the copy a rebalance is filling ([`mover`]).
 fn link_mode(ia: &Iatt) -> bool {
-    ia.mode & (libc::S_IFMT | 0o7777) == LINK_MODE && ia.size == 0
+    ia.mode & (libc::S_IFMT | 0o7777) == LINK_MODE
 }
 
 fn entry_of(loc: &Loc) -> Result<(Gfid, &OsStr), Errno> {
@@ -136,8 +144,22 @@ enum Link {
 
 /// What distribute keeps on an open fd.
 enum FdState {
-    File(usize),
+    File(Mutex<FileFd>),
     Dir(Mutex<DirState>),
+}
+
+/// Where an open file's FOPs go.
+struct FileFd {
+    /// The subvolume holding the file.
+    sub: usize,
+    /// The fd opened there after the file moved (the caller's fd was opened elsewhere).
+    alt: Option<FdRef>,
+}
+
+impl FdState {
+    fn file(sub: usize) -> Arc<FdState> {
+        Arc::new(FdState::File(Mutex::new(FileFd { sub, alt: None })))
+    }
 }
 
 struct DirState {
@@ -343,13 +365,55 @@ impl Distribute {
         }
     }
 
-    /// Removes `parent/name` on `at` if it is (still) a link file.
+    /// The real mode a moved file's new copy on `at` records ([`MODE_XATTR`]), if any.
+    async fn moved_mode(&self, at: usize, g: Gfid) -> Option<u32> {
+        let (m, _) = self
+            .sub(at)
+            .ok()?
+            .getxattr(&Ctx::internal(), &Loc::inode(g), Some(MODE_XATTR), ixd())
+            .await
+            .ok()?;
+        let b: [u8; 4] = m.get(MODE_XATTR)?.as_slice().try_into().ok()?;
+        Some(u32::from_le_bytes(b))
+    }
+
+    /// Finishes a move whose commit happened but whose last step did not: the link file
+    /// `g` on `at` holds the data and its real mode; it becomes a plain file. The
+    /// attributes after, or `None` when it is no such copy.
+    async fn promote(&self, at: usize, g: Gfid) -> Option<Iatt> {
+        let c = self.sub(at).ok()?;
+        match mover::make_plain(c, g).await {
+            Ok(Some(ia)) => {
+                tracing::info!(
+                    "{}: finished the move of {g} to {} (its mover stopped after the commit)",
+                    self.name,
+                    c.name()
+                );
+                Some(ia)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(
+                    "{}: finishing the move of {g} on {} failed: {e}",
+                    self.name,
+                    c.name()
+                );
+                None
+            }
+        }
+    }
+
+    /// Removes `parent/name` on `at` if it is (still) a link file, and not the new copy of
+    /// a file whose move committed ([`MODE_XATTR`]).
     async fn drop_link(&self, at: usize, parent: Gfid, name: &OsStr) {
         let Ok(c) = self.sub(at) else { return };
         let ictx = Ctx::internal();
         let loc = Loc::entry(parent, name);
         if let Ok((ia, _)) = c.lookup(&ictx, &loc, Xdata::new()).await {
-            if link_mode(&ia) && !matches!(self.linkto(at, ia.gfid).await, Ok(Link::Plain)) {
+            if link_mode(&ia)
+                && !matches!(self.linkto(at, ia.gfid).await, Ok(Link::Plain))
+                && self.moved_mode(at, ia.gfid).await.is_none()
+            {
                 let _ = c.unlink(&ictx, &loc.with_gfid(ia.gfid), Xdata::new()).await;
             }
         }
@@ -601,7 +665,7 @@ impl Distribute {
                 Link::Plain => {}
                 Link::To(t) => {
                     match self.sub(t)?.lookup(ctx, &eloc, Xdata::new()).await {
-                        Ok((d, _)) if !d.is_dir() => {
+                        Ok((d, _)) if !d.is_dir() && d.gfid == ia.gfid => {
                             self.remember(d.gfid, t);
                             return Ok(Found {
                                 iatt: d,
@@ -611,6 +675,14 @@ impl Distribute {
                         }
                         Err(Errno::ENOTCONN) => return Err(Errno::ENOTCONN),
                         _ => {}
+                    }
+                    if let Some(done) = self.promote(h, ia.gfid).await {
+                        self.remember(done.gfid, h);
+                        return Ok(Found {
+                            iatt: done,
+                            at: Where::File(h),
+                            link: None,
+                        });
                     }
                     tracing::info!(
                         "{}: removing stale link file {} on {} (nothing there on {})",
@@ -840,12 +912,152 @@ impl Distribute {
         fd.ctx::<FdState>(&self.name)
     }
 
-    /// The subvolume an fd's FOPs go to: the file's, or a directory's listing subvolume.
-    fn fd_subvol(&self, fd: &FdRef) -> Result<usize, Errno> {
+    /// The subvolume an fd's FOPs go to (the file's, or a directory's listing subvolume)
+    /// and the fd to send there.
+    fn fd_file(&self, fd: &FdRef) -> Result<(usize, FdRef), Errno> {
         match self.fd_state(fd).as_deref() {
-            Some(FdState::File(i)) => Ok(*i),
-            Some(FdState::Dir(d)) => Ok(d.lock().dir_subvol),
+            Some(FdState::File(m)) => {
+                let f = m.lock();
+                Ok((f.sub, f.alt.clone().unwrap_or_else(|| fd.clone())))
+            }
+            Some(FdState::Dir(d)) => Ok((d.lock().dir_subvol, fd.clone())),
             None => Err(Errno::EBADF),
+        }
+    }
+
+    /// Runs `f` with the subvolume and fd an open file's FOPs go to; when the file was
+    /// moved away by a rebalance (`EREMOTE`), opens it where it is now and runs `f` again.
+    async fn on_fd<T, Fut>(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        f: impl Fn(XlatorRef, FdRef) -> Fut,
+    ) -> Result<T, Errno>
+    where
+        Fut: Future<Output = Result<T, Errno>>,
+    {
+        let (i, cfd) = self.fd_file(fd)?;
+        match f(self.sub(i)?.clone(), cfd.clone()).await {
+            Err(e) if e == Errno::EREMOTE || e == Errno::EBADF => {
+                if self.fd_file(fd)?.0 == i {
+                    if e == Errno::EBADF {
+                        return Err(e);
+                    }
+                    self.relocate(ctx, fd, i, cfd).await?;
+                }
+                let (j, nfd) = self.fd_file(fd)?;
+                f(self.sub(j)?.clone(), nfd).await
+            }
+            r => r,
+        }
+    }
+
+    /// Forgets that `g` lives on `i` (it moved).
+    fn forget(&self, g: Gfid, i: usize) {
+        let mut f = self.files.lock();
+        if f.get(&g) == Some(&i) {
+            f.remove(&g);
+        }
+    }
+
+    /// File `fd` was moved off subvolume `old` (where it is open as `old_fd`): finds it
+    /// again, opens it there and sends the fd's FOPs there from now on. The mover makes
+    /// the new copy a plain file right after the move commits, so a copy not found yet is
+    /// looked for again for up to 3 s.
+    async fn relocate(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        old: usize,
+        old_fd: FdRef,
+    ) -> Result<(), Errno> {
+        let g = fd.gfid;
+        let loc = Loc::inode(g);
+        let mut tries = 0;
+        let new = loop {
+            self.forget(g, old);
+            match self.lookup_gfid(ctx, g, &loc).await {
+                Ok(Found {
+                    at: Where::File(j), ..
+                }) if j != old => break j,
+                Ok(_) | Err(Errno::ESTALE) | Err(Errno::ENOENT) if tries < 60 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Ok(_) => return Err(Errno::ESTALE),
+                Err(e) => return Err(e),
+            }
+        };
+        let flags = fd.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+        let nfd = Fd::new(g, flags, false);
+        // The fd was allowed when it was opened; reopening it is not a new access check.
+        self.sub(new)?
+            .open(&Ctx::internal(), &loc, &nfd, Xdata::new())
+            .await?;
+        let swapped = match self.fd_state(fd).as_deref() {
+            Some(FdState::File(m)) => {
+                let mut st = m.lock();
+                if st.sub == old {
+                    st.sub = new;
+                    st.alt = Some(nfd.clone());
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        };
+        let ictx = Ctx::internal();
+        if swapped {
+            tracing::debug!(
+                "{}: {g} moved from {} to {}; its fd follows",
+                self.name,
+                self.children[old].name(),
+                self.children[new].name()
+            );
+            let _ = self.children[old]
+                .release(&ictx, &old_fd, Xdata::new())
+                .await;
+        } else {
+            // Another FOP on this fd relocated it first.
+            let _ = self.children[new].release(&ictx, &nfd, Xdata::new()).await;
+        }
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Runs `f` on subvolume `i`, which holds the inode `loc` names; when the inode turns
+    /// out to have moved (`EREMOTE`, or `ESTALE` for a gfid whose copy here is gone), finds
+    /// it again and runs `f` there.
+    async fn on_file<T, Fut>(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        i: usize,
+        f: impl Fn(XlatorRef) -> Fut,
+    ) -> Result<T, Errno>
+    where
+        Fut: Future<Output = Result<T, Errno>>,
+    {
+        match f(self.sub(i)?.clone()).await {
+            Err(e) if (e == Errno::EREMOTE || e == Errno::ESTALE) && loc.gfid.is_some() => {
+                let g = loc.gfid.unwrap_or_default();
+                self.forget(g, i);
+                let again = if loc.parent.is_some() && loc.name.is_some() {
+                    self.lookup_name(ctx, loc).await
+                } else {
+                    self.lookup_gfid(ctx, g, loc).await
+                };
+                match again {
+                    Ok(Found {
+                        at: Where::File(j),
+                        iatt,
+                        ..
+                    }) if j != i && iatt.gfid == g => f(self.sub(j)?.clone()).await,
+                    _ => Err(Errno::ESTALE),
+                }
+            }
+            r => r,
         }
     }
 
@@ -1255,7 +1467,13 @@ impl Xlator for Distribute {
 
     async fn stat(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
         match self.target(ctx, loc).await? {
-            Where::File(i) => self.sub(i)?.stat(ctx, loc, xd).await,
+            Where::File(i) => {
+                self.on_file(ctx, loc, i, |c| {
+                    let xd = xd.clone();
+                    async move { c.stat(ctx, loc, xd).await }
+                })
+                .await
+            }
             Where::Dir => pick_dir(
                 self.all(|_, c| {
                     let xd = xd.clone();
@@ -1274,11 +1492,21 @@ impl Xlator for Distribute {
             .await;
             return pick_dir(rs);
         }
-        self.sub(self.fd_subvol(fd)?)?.fstat(ctx, fd, xd).await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.fstat(ctx, &f, xd).await }
+        })
+        .await
     }
     async fn access(&self, ctx: &Ctx, loc: &Loc, mask: u32, xd: Xdata) -> Fop<()> {
         match self.target(ctx, loc).await? {
-            Where::File(i) => self.sub(i)?.access(ctx, loc, mask, xd).await,
+            Where::File(i) => {
+                self.on_file(ctx, loc, i, |c| {
+                    let xd = xd.clone();
+                    async move { c.access(ctx, loc, mask, xd).await }
+                })
+                .await
+            }
             Where::Dir => {
                 self.first(|_, c| {
                     let xd = xd.clone();
@@ -1290,7 +1518,13 @@ impl Xlator for Distribute {
     }
     async fn setattr(&self, ctx: &Ctx, loc: &Loc, attr: &SetAttr, xd: Xdata) -> Fop<Iatt> {
         match self.target(ctx, loc).await? {
-            Where::File(i) => self.sub(i)?.setattr(ctx, loc, attr, xd).await,
+            Where::File(i) => {
+                self.on_file(ctx, loc, i, |c| {
+                    let xd = xd.clone();
+                    async move { c.setattr(ctx, loc, attr, xd).await }
+                })
+                .await
+            }
             Where::Dir => pick_dir(
                 self.all(|_, c| {
                     let xd = xd.clone();
@@ -1309,20 +1543,30 @@ impl Xlator for Distribute {
             .await;
             return pick_dir(rs);
         }
-        self.sub(self.fd_subvol(fd)?)?
-            .fsetattr(ctx, fd, attr, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.fsetattr(ctx, &f, attr, xd).await }
+        })
+        .await
     }
     async fn truncate(&self, ctx: &Ctx, loc: &Loc, size: u64, xd: Xdata) -> Fop<Iatt> {
         match self.target(ctx, loc).await? {
-            Where::File(i) => self.sub(i)?.truncate(ctx, loc, size, xd).await,
+            Where::File(i) => {
+                self.on_file(ctx, loc, i, |c| {
+                    let xd = xd.clone();
+                    async move { c.truncate(ctx, loc, size, xd).await }
+                })
+                .await
+            }
             Where::Dir => Err(Errno::EISDIR),
         }
     }
     async fn ftruncate(&self, ctx: &Ctx, fd: &FdRef, size: u64, xd: Xdata) -> Fop<Iatt> {
-        self.sub(self.fd_subvol(fd)?)?
-            .ftruncate(ctx, fd, size, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.ftruncate(ctx, &f, size, xd).await }
+        })
+        .await
     }
     async fn readlink(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<PathBuf> {
         match self.target(ctx, loc).await? {
@@ -1589,8 +1833,24 @@ impl Xlator for Distribute {
                 .find(|&i| self.is_up(i))
                 .ok_or(Errno::ENOTCONN)?,
         };
-        let r = self.sub(i)?.open(ctx, loc, fd, xd).await?;
-        fd.set_ctx(&self.name, Arc::new(FdState::File(i)));
+        // Where it opened (another subvolume when the file moved meanwhile).
+        let at = Mutex::new(i);
+        let r = self
+            .on_file(ctx, loc, i, |c| {
+                let xd = xd.clone();
+                let at = &at;
+                async move {
+                    let r = c.open(ctx, loc, fd, xd).await;
+                    if r.is_ok() {
+                        if let Some(j) = self.children.iter().position(|x| x.name() == c.name()) {
+                            *at.lock() = j;
+                        }
+                    }
+                    r
+                }
+            })
+            .await?;
+        fd.set_ctx(&self.name, FdState::file(*at.lock()));
         Ok(r)
     }
 
@@ -1615,7 +1875,7 @@ impl Xlator for Distribute {
             {
                 Ok((ia, x)) if !(link_mode(&ia) && ia.gfid != want) => {
                     self.remember(ia.gfid, h);
-                    fd.set_ctx(&self.name, Arc::new(FdState::File(h)));
+                    fd.set_ctx(&self.name, FdState::file(h));
                     return Ok((ia, x));
                 }
                 Ok(_) => {
@@ -1645,34 +1905,45 @@ impl Xlator for Distribute {
         };
         let (ia, x) = self.sub(i)?.create(ctx, loc, fd, mode, umask, xd).await?;
         self.remember(ia.gfid, i);
-        fd.set_ctx(&self.name, Arc::new(FdState::File(i)));
+        fd.set_ctx(&self.name, FdState::file(i));
         Ok((ia, x))
     }
 
     async fn readv(&self, ctx: &Ctx, fd: &FdRef, size: u32, offset: u64, xd: Xdata) -> Fop<Bytes> {
-        self.sub(self.fd_subvol(fd)?)?
-            .readv(ctx, fd, size, offset, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.readv(ctx, &f, size, offset, xd).await }
+        })
+        .await
     }
     async fn writev(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
-        self.sub(self.fd_subvol(fd)?)?
-            .writev(ctx, fd, data, offset, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            let data = data.clone();
+            async move { c.writev(ctx, &f, data, offset, xd).await }
+        })
+        .await
     }
     async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
-        self.sub(self.fd_subvol(fd)?)?.flush(ctx, fd, xd).await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.flush(ctx, &f, xd).await }
+        })
+        .await
     }
     async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
-        self.sub(self.fd_subvol(fd)?)?
-            .fsync(ctx, fd, datasync, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.fsync(ctx, &f, datasync, xd).await }
+        })
+        .await
     }
     async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         if self.fd_dirs(fd).is_some() {
             return self.releasedir(ctx, fd, xd).await;
         }
-        let i = self.fd_subvol(fd)?;
-        let r = self.children[i].release(ctx, fd, xd).await;
+        let (i, cfd) = self.fd_file(fd)?;
+        let r = self.children[i].release(ctx, &cfd, xd).await;
         fd.take_ctx::<FdState>(&self.name);
         r
     }
@@ -1685,19 +1956,25 @@ impl Xlator for Distribute {
         len: u64,
         xd: Xdata,
     ) -> Fop<()> {
-        self.sub(self.fd_subvol(fd)?)?
-            .fallocate(ctx, fd, mode, offset, len, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.fallocate(ctx, &f, mode, offset, len, xd).await }
+        })
+        .await
     }
     async fn discard(&self, ctx: &Ctx, fd: &FdRef, offset: u64, len: u64, xd: Xdata) -> Fop<()> {
-        self.sub(self.fd_subvol(fd)?)?
-            .discard(ctx, fd, offset, len, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.discard(ctx, &f, offset, len, xd).await }
+        })
+        .await
     }
     async fn zerofill(&self, ctx: &Ctx, fd: &FdRef, offset: u64, len: u64, xd: Xdata) -> Fop<()> {
-        self.sub(self.fd_subvol(fd)?)?
-            .zerofill(ctx, fd, offset, len, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.zerofill(ctx, &f, offset, len, xd).await }
+        })
+        .await
     }
     async fn seek(
         &self,
@@ -1707,9 +1984,11 @@ impl Xlator for Distribute {
         what: SeekWhat,
         xd: Xdata,
     ) -> Fop<u64> {
-        self.sub(self.fd_subvol(fd)?)?
-            .seek(ctx, fd, offset, what, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.seek(ctx, &f, offset, what, xd).await }
+        })
+        .await
     }
     async fn rchecksum(
         &self,
@@ -1719,9 +1998,11 @@ impl Xlator for Distribute {
         len: u32,
         xd: Xdata,
     ) -> Fop<Checksum> {
-        self.sub(self.fd_subvol(fd)?)?
-            .rchecksum(ctx, fd, offset, len, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.rchecksum(ctx, &f, offset, len, xd).await }
+        })
+        .await
     }
 
     // ==== directories ====
@@ -1783,8 +2064,9 @@ impl Xlator for Distribute {
     async fn releasedir(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         let Some(which) = self.fd_dirs(fd) else {
             // Opened by a subvolume alone (see opendir of a non-directory).
-            if let Some(FdState::File(i)) = self.fd_state(fd).as_deref() {
-                return self.children[*i].releasedir(ctx, fd, xd).await;
+            if let Some(FdState::File(m)) = self.fd_state(fd).as_deref() {
+                let i = m.lock().sub;
+                return self.children[i].releasedir(ctx, fd, xd).await;
             }
             return Ok(((), Xdata::new()));
         };
@@ -1802,7 +2084,13 @@ impl Xlator for Distribute {
 
     async fn getxattr(&self, ctx: &Ctx, loc: &Loc, name: Option<&str>, xd: Xdata) -> Fop<XattrMap> {
         match self.target(ctx, loc).await? {
-            Where::File(i) => self.sub(i)?.getxattr(ctx, loc, name, xd).await,
+            Where::File(i) => {
+                self.on_file(ctx, loc, i, |c| {
+                    let xd = xd.clone();
+                    async move { c.getxattr(ctx, loc, name, xd).await }
+                })
+                .await
+            }
             Where::Dir => {
                 self.first(|_, c| {
                     let xd = xd.clone();
@@ -1819,9 +2107,11 @@ impl Xlator for Distribute {
         name: Option<&str>,
         xd: Xdata,
     ) -> Fop<XattrMap> {
-        self.sub(self.fd_subvol(fd)?)?
-            .fgetxattr(ctx, fd, name, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.fgetxattr(ctx, &f, name, xd).await }
+        })
+        .await
     }
     async fn setxattr(
         &self,
@@ -1832,7 +2122,13 @@ impl Xlator for Distribute {
         xd: Xdata,
     ) -> Fop<()> {
         match self.target(ctx, loc).await? {
-            Where::File(i) => self.sub(i)?.setxattr(ctx, loc, attrs, flags, xd).await,
+            Where::File(i) => {
+                self.on_file(ctx, loc, i, |c| {
+                    let xd = xd.clone();
+                    async move { c.setxattr(ctx, loc, attrs, flags, xd).await }
+                })
+                .await
+            }
             Where::Dir => pick(
                 self.all(|_, c| {
                     let xd = xd.clone();
@@ -1858,13 +2154,21 @@ impl Xlator for Distribute {
                 })
                 .await;
         }
-        self.sub(self.fd_subvol(fd)?)?
-            .fsetxattr(ctx, fd, attrs, flags, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.fsetxattr(ctx, &f, attrs, flags, xd).await }
+        })
+        .await
     }
     async fn removexattr(&self, ctx: &Ctx, loc: &Loc, name: &str, xd: Xdata) -> Fop<()> {
         match self.target(ctx, loc).await? {
-            Where::File(i) => self.sub(i)?.removexattr(ctx, loc, name, xd).await,
+            Where::File(i) => {
+                self.on_file(ctx, loc, i, |c| {
+                    let xd = xd.clone();
+                    async move { c.removexattr(ctx, loc, name, xd).await }
+                })
+                .await
+            }
             Where::Dir => pick(
                 self.all(|_, c| {
                     let xd = xd.clone();
@@ -1883,9 +2187,11 @@ impl Xlator for Distribute {
                 })
                 .await;
         }
-        self.sub(self.fd_subvol(fd)?)?
-            .fremovexattr(ctx, fd, name, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.fremovexattr(ctx, &f, name, xd).await }
+        })
+        .await
     }
     async fn xattrop(
         &self,
@@ -1896,7 +2202,13 @@ impl Xlator for Distribute {
         xd: Xdata,
     ) -> Fop<XattrMap> {
         match self.target(ctx, loc).await? {
-            Where::File(i) => self.sub(i)?.xattrop(ctx, loc, op, attrs, xd).await,
+            Where::File(i) => {
+                self.on_file(ctx, loc, i, |c| {
+                    let xd = xd.clone();
+                    async move { c.xattrop(ctx, loc, op, attrs, xd).await }
+                })
+                .await
+            }
             Where::Dir => pick(
                 self.all(|_, c| {
                     let xd = xd.clone();
@@ -1914,17 +2226,21 @@ impl Xlator for Distribute {
         attrs: &XattrMap,
         xd: Xdata,
     ) -> Fop<XattrMap> {
-        self.sub(self.fd_subvol(fd)?)?
-            .fxattrop(ctx, fd, op, attrs, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.fxattrop(ctx, &f, op, attrs, xd).await }
+        })
+        .await
     }
 
     // ==== locks ====
 
     async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, xd: Xdata) -> Fop<Flock> {
-        self.sub(self.fd_subvol(fd)?)?
-            .lk(ctx, fd, cmd, lock, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.lk(ctx, &f, cmd, lock, xd).await }
+        })
+        .await
     }
     async fn inodelk(
         &self,
@@ -1949,9 +2265,11 @@ impl Xlator for Distribute {
         lock: &Flock,
         xd: Xdata,
     ) -> Fop<()> {
-        self.sub(self.fd_subvol(fd)?)?
-            .finodelk(ctx, domain, fd, cmd, lock, xd)
-            .await
+        self.on_fd(ctx, fd, |c, f| {
+            let xd = xd.clone();
+            async move { c.finodelk(ctx, domain, &f, cmd, lock, xd).await }
+        })
+        .await
     }
     async fn entrylk(
         &self,

@@ -179,6 +179,17 @@ impl State {
         done
     }
 
+    /// Whether any lock (POSIX, flock or inodelk in any domain) is granted or awaited on
+    /// `gfid`.
+    pub fn holds_any(&self, gfid: Gfid) -> bool {
+        self.ranges.iter().any(|(k, t)| {
+            let on = match k {
+                RangeKey::Posix(g) | RangeKey::Flock(g) | RangeKey::Inode(_, g) => *g == gfid,
+            };
+            on && !t.is_empty()
+        })
+    }
+
     /// Releases every POSIX lock `owner` holds on `gfid` (close(2) semantics).
     pub fn flush(&mut self, gfid: Gfid, owner: Owner) {
         let key = RangeKey::Posix(gfid);

@@ -59,6 +59,17 @@ impl Locks {
     }
 
     /// Waits for waiter `id`'s reply. Dropping this future at any point leaves no trace.
+    /// The answer to [`LOCKS_HELD_XATTR`] for `g`.
+    fn held(&self, g: Gfid) -> XattrMap {
+        let held = self.state.lock().holds_any(g);
+        let mut m = XattrMap::new();
+        m.insert(
+            LOCKS_HELD_XATTR.to_string(),
+            vec![if held { b'1' } else { b'0' }],
+        );
+        m
+    }
+
     async fn wait(&self, id: u64, target: Target, rx: ReplyRx) -> Result<(), Errno> {
         let mut guard = WaitGuard {
             state: &self.state,
@@ -264,6 +275,27 @@ impl Xlator for Locks {
                 Ok(((), Xdata::new()))
             }
         }
+    }
+
+    async fn getxattr(&self, ctx: &Ctx, loc: &Loc, name: Option<&str>, xd: Xdata) -> Fop<XattrMap> {
+        if name == Some(LOCKS_HELD_XATTR) {
+            let g = loc.gfid.ok_or(Errno::EINVAL)?;
+            return Ok((self.held(g), Xdata::new()));
+        }
+        self.child()?.getxattr(ctx, loc, name, xd).await
+    }
+
+    async fn fgetxattr(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        name: Option<&str>,
+        xd: Xdata,
+    ) -> Fop<XattrMap> {
+        if name == Some(LOCKS_HELD_XATTR) {
+            return Ok((self.held(fd.gfid), Xdata::new()));
+        }
+        self.child()?.fgetxattr(ctx, fd, name, xd).await
     }
 
     async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
