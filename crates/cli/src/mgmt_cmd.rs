@@ -239,7 +239,8 @@ usage:
   weft volume statedump NAME | profile NAME start|info|stop
   weft volume add-brick NAME HOST:/BRICK... [force]
   weft volume rebalance NAME fix-layout start | start | status [--watch] | stop
-  weft volume remove-brick | replace-brick ...
+  weft volume remove-brick NAME HOST:/BRICK... start | status | stop | commit [force]
+  weft volume replace-brick ...
   weft volume task list | status ID [--watch] | start KIND [key=value...] [throttle N]
   weft volume task pause ID | resume ID | stop ID | throttle ID N
 every read command takes --json; --remote-host HOST[:PORT] picks the mgmtd";
@@ -545,17 +546,7 @@ pub fn volume(args: Vec<String>, mut t: Target) -> Result<()> {
                         .await?,
                 )
             }
-            "remove-brick" => {
-                let name = rest.first().cloned().unwrap_or_default();
-                let v: VolumeInfo = api
-                    .get(&format!("/v1/volumes/{}", urlencode(&name)))
-                    .await?;
-                bail!(
-                    "volume remove-brick: {}: failed: removing a brick of a {} volume needs its files moved off it (rebalance migration), which this version of Weft does not have yet",
-                    v.name,
-                    v.type_name
-                )
-            }
+            "remove-brick" => remove_brick(&api, &rest, t.json).await,
             "rebalance" => rebalance(&api, &rest, t.json).await,
             "replace-brick" => {
                 let name = rest.first().cloned().unwrap_or_default();
@@ -860,6 +851,56 @@ fn print_rebalance(s: &RebalanceStatus) {
         }
     }
     println!("volume rebalance: {}: {}", s.volume, s.state);
+}
+
+/// `weft volume remove-brick NAME HOST:/BRICK... start [throttle N] | status [--json|--watch]
+/// | stop | commit [force]`.
+async fn remove_brick(api: &Api, rest: &[String], json: bool) -> Result<()> {
+    const USAGE: &str = "usage: weft volume remove-brick NAME HOST:/BRICK... start [throttle N] | status [--json|--watch] | stop | commit [force]";
+    let Some((name, words)) = rest.split_first() else {
+        bail!("{USAGE}");
+    };
+    let split = words
+        .iter()
+        .position(|w| matches!(w.as_str(), "start" | "status" | "stop" | "commit"))
+        .ok_or_else(|| anyhow!("{USAGE}"))?;
+    let (bricks, action) = words.split_at(split);
+    if bricks.is_empty() {
+        bail!("volume remove-brick: name the bricks to remove\n{USAGE}");
+    }
+    if let Some(b) = bricks.iter().find(|b| !b.contains(":/")) {
+        bail!("volume remove-brick: {b:?} is not a HOST:/PATH brick (replica counts are for replicated volumes, which this version of Weft does not have)");
+    }
+    let action: Vec<&str> = action.iter().map(String::as_str).collect();
+    let mut req = RemoveBricksRequest {
+        action: action[0].to_string(),
+        bricks: bricks.to_vec(),
+        force: false,
+        throttle: 0,
+    };
+    match action.as_slice() {
+        ["status"] | ["status", "--watch" | "watch"] => {
+            // Progress is the volume's rebalance status (the same tasks move the files).
+            let mut args = vec![name.clone(), "status".to_string()];
+            args.extend(action[1..].iter().map(|s| s.to_string()));
+            return rebalance(api, &args, json).await;
+        }
+        ["start"] | ["stop"] | ["commit"] => {}
+        ["commit", "force"] => req.force = true,
+        ["start", "throttle", n] => {
+            req.throttle = n
+                .parse()
+                .map_err(|_| anyhow!("throttle {n:?}: not a number of files per second"))?;
+        }
+        _ => bail!("{USAGE}"),
+    }
+    done(
+        api.post(
+            &format!("/v1/volumes/{}/remove-brick", urlencode(name)),
+            &req,
+        )
+        .await?,
+    )
 }
 
 /// `weft volume rebalance NAME fix-layout start | start | status [--watch] | stop`.

@@ -596,3 +596,130 @@ fn a_killed_mgmtd_resumes_moving_files_from_its_checkpoint() {
         "{on_new} of 600 on the new brick"
     );
 }
+
+#[test]
+fn remove_brick_moves_every_file_off_before_commit() {
+    let d = scratch("rebal-remove");
+    let nodes = pool(16, 2, d.path());
+    let t = &nodes[0];
+    let h = t.host.clone();
+    // Three bricks: b1 and b3 on the first node, b2 on the second.
+    let bricks: Vec<PathBuf> = (1..=3).map(|i| d.path().join(format!("rv-b{i}"))).collect();
+    let specs: Vec<String> = bricks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("{}:{}", nodes[i % 2].host, b.display()))
+        .collect();
+    let mut args = vec!["volume", "create", "rv"];
+    args.extend(specs.iter().map(String::as_str));
+    ok(&h, t, &args);
+    ok(&h, t, &["volume", "start", "rv"]);
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _m = mount_args(
+        &[format!("{h}:/rv").as_ref(), mnt.as_os_str()],
+        &mnt,
+        &d.path().join("mount.log"),
+    );
+    let mut sums = Vec::new();
+    for i in 0..6 {
+        std::fs::create_dir(mnt.join(format!("d{i}"))).unwrap();
+        for j in 0..100 {
+            let p = format!("d{i}/f{j}");
+            let c = content(i * 100 + j);
+            std::fs::write(mnt.join(&p), &c).unwrap();
+            sums.push((p, checksum(&c)));
+        }
+    }
+    let on_b2 = |dir: &str| data_names(&bricks[1], dir).len();
+    let before: usize = (0..6).map(|i| on_b2(&format!("d{i}"))).sum();
+    assert!(before > 100, "{before} files on the brick to remove");
+    let gone = specs[1].as_str();
+    // Commit before start, and a brick of no volume: refused, nothing changes.
+    let e = fails(&h, t, &["volume", "remove-brick", "rv", gone, "commit"]);
+    assert!(e.contains("not being removed"), "{e}");
+    let e = fails(
+        &h,
+        t,
+        &["volume", "remove-brick", "rv", "nosuch:/x", "start"],
+    );
+    assert!(e.contains("not a brick of volume rv"), "{e}");
+    assert_eq!(info(&h, t, "rv")["brick_count"], 3);
+
+    let out = ok(
+        &h,
+        t,
+        &[
+            "volume",
+            "remove-brick",
+            "rv",
+            gone,
+            "start",
+            "throttle",
+            "40",
+        ],
+    );
+    assert!(out.contains("moving their files off"), "{out}");
+    // While it runs: commit is refused, new files and directories avoid the brick.
+    let e = fails(&h, t, &["volume", "remove-brick", "rv", gone, "commit"]);
+    assert!(e.contains("not completed"), "{e}");
+    wait_until("the mount to learn the brick is going", 20, || {
+        String::from_utf8(getxattr(&mnt, "weft.statedump").unwrap())
+            .unwrap()
+            .contains("decommissioned")
+    });
+    std::fs::create_dir(mnt.join("fresh")).unwrap();
+    for j in 0..90 {
+        std::fs::write(mnt.join(format!("fresh/n{j}")), b"new").unwrap();
+    }
+    assert_eq!(
+        on_b2("fresh"),
+        0,
+        "new files landed on the brick being removed"
+    );
+    let st = wait_rebalance(&h, t, "rv", 120);
+    println!("{st:#}");
+    assert_eq!(st["state"], "completed", "{st}");
+    assert_eq!(st["total"]["failed"], 0, "{st}");
+    assert_eq!(
+        st["total"]["moved"].as_u64().unwrap(),
+        before as u64,
+        "{st}"
+    );
+    let status = json(&h, t, &["volume", "remove-brick", "rv", gone, "status"]);
+    assert_eq!(status["state"], "completed", "{status}");
+    for i in 0..6 {
+        assert_eq!(
+            on_b2(&format!("d{i}")),
+            0,
+            "d{i} still has files on the brick"
+        );
+    }
+    let out = ok(&h, t, &["volume", "remove-brick", "rv", gone, "commit"]);
+    assert!(out.contains("left the volume"), "{out}");
+    let i = info(&h, t, "rv");
+    assert_eq!(i["brick_count"], 2, "{i}");
+    wait_until("the mount to serve the two remaining bricks", 30, || {
+        sums.iter()
+            .step_by(11)
+            .all(|(p, s)| std::fs::read(mnt.join(p)).is_ok_and(|b| checksum(&b) == *s))
+    });
+    for (p, s) in &sums {
+        let b = std::fs::read(mnt.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert_eq!(checksum(&b), *s, "{p}");
+    }
+    for j in 0..90 {
+        assert_eq!(
+            std::fs::read(mnt.join(format!("fresh/n{j}"))).unwrap(),
+            b"new"
+        );
+    }
+    for i in 0..6 {
+        assert_eq!(
+            std::fs::read_dir(mnt.join(format!("d{i}")))
+                .unwrap()
+                .count(),
+            100
+        );
+    }
+}

@@ -132,6 +132,10 @@ pub struct Volume {
     /// Raised on every change of its client or brick volfiles (options); mounted clients
     /// fetch the new volfile when it moves.
     pub version: u64,
+    /// Bricks being removed (`remove-brick ... start`, indexes into `bricks`): they stay
+    /// in the volume, get no hash range, and their files move off until `commit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<usize>,
 }
 
 impl Volume {
@@ -197,6 +201,26 @@ pub enum Command {
         name: String,
         /// The new bricks, in order.
         bricks: Vec<Brick>,
+    },
+    /// `remove-brick ... start`: these bricks (indexes) get no hash range any more and
+    /// their files are moved off.
+    StartRemoveBricks {
+        /// The volume.
+        name: String,
+        /// The bricks, by index.
+        bricks: Vec<usize>,
+    },
+    /// `remove-brick ... stop`: the bricks being removed stay in the volume.
+    StopRemoveBricks {
+        /// The volume.
+        name: String,
+    },
+    /// `remove-brick ... commit`: the bricks being removed leave the volume.
+    CommitRemoveBricks {
+        /// The volume.
+        name: String,
+        /// The bricks, by index (must be the ones being removed).
+        bricks: Vec<usize>,
     },
 }
 
@@ -405,10 +429,73 @@ impl PoolState {
                         }
                     }
                 }
+                if !v.removing.is_empty() {
+                    return Err(format!(
+                        "bricks of volume {name} are being removed; commit or stop that first"
+                    ));
+                }
                 let v = self.volumes.get_mut(name).expect("checked above");
                 v.bricks.extend(bricks.iter().cloned());
                 v.version += 1;
                 Ok(format!("volume add-brick: {name}: success"))
+            }
+            Command::StartRemoveBricks { name, bricks } => {
+                let Some(v) = self.volumes.get_mut(name) else {
+                    return Err(format!("volume {name} does not exist"));
+                };
+                if v.layout != Layout::Distribute {
+                    return Err(format!(
+                        "volume {name} is a {} volume; only distributed volumes lose bricks here",
+                        v.layout.type_name(v.bricks.len())
+                    ));
+                }
+                let mut want = bricks.clone();
+                want.sort_unstable();
+                want.dedup();
+                if want.is_empty() || want.iter().any(|&i| i >= v.bricks.len()) {
+                    return Err("remove-brick needs bricks of the volume".into());
+                }
+                if want.len() >= v.bricks.len() {
+                    return Err("remove-brick cannot remove every brick (delete the volume)".into());
+                }
+                if !v.removing.is_empty() && v.removing != want {
+                    return Err(format!(
+                        "other bricks of volume {name} are being removed; commit or stop that first"
+                    ));
+                }
+                v.removing = want;
+                v.version += 1;
+                Ok(format!("volume remove-brick start: {name}: success"))
+            }
+            Command::StopRemoveBricks { name } => {
+                let Some(v) = self.volumes.get_mut(name) else {
+                    return Err(format!("volume {name} does not exist"));
+                };
+                if v.removing.is_empty() {
+                    return Err(format!("no bricks of volume {name} are being removed"));
+                }
+                v.removing.clear();
+                v.version += 1;
+                Ok(format!("volume remove-brick stop: {name}: success"))
+            }
+            Command::CommitRemoveBricks { name, bricks } => {
+                let Some(v) = self.volumes.get_mut(name) else {
+                    return Err(format!("volume {name} does not exist"));
+                };
+                let mut want = bricks.clone();
+                want.sort_unstable();
+                want.dedup();
+                if v.removing.is_empty() || v.removing != want {
+                    return Err(format!(
+                        "those bricks of volume {name} are not being removed (remove-brick ... start first)"
+                    ));
+                }
+                for &i in want.iter().rev() {
+                    v.bricks.remove(i);
+                }
+                v.removing.clear();
+                v.version += 1;
+                Ok(format!("volume remove-brick commit: {name}: success"))
             }
             Command::SetOpVersion { op_version } => {
                 if let Some(p) = self.peers.values().find(|p| p.max_op_version < *op_version) {
@@ -447,6 +534,7 @@ mod tests {
 
     fn vol(name: &str, node: u64, path: &str) -> Volume {
         Volume {
+            removing: Vec::new(),
             name: name.into(),
             id: format!("id-{name}"),
             layout: Layout::Distribute,

@@ -589,6 +589,7 @@ impl Node {
             }
         }
         let vol = Volume {
+            removing: Vec::new(),
             name: req.name.clone(),
             id: uuid::Uuid::new_v4().to_string(),
             layout,
@@ -1077,6 +1078,7 @@ impl Node {
                     eta_secs: None,
                     resumed: 0,
                     error: Some(e.message),
+                    removing: Vec::new(),
                 }),
             }
         }
@@ -1119,6 +1121,7 @@ impl Node {
             eta_secs: None,
             resumed: 0,
             error: None,
+            removing: Vec::new(),
         };
         for r in &nodes {
             total.scanned += r.scanned;
@@ -1204,8 +1207,31 @@ impl Node {
         for (i, b) in v.bricks.iter().enumerate() {
             by_node.entry(b.node).or_default().push(i);
         }
+        let started = self
+            .start_migrate(&state, name, &volfile, &by_node, &[], req.throttle, &fail)
+            .await?;
+        Ok(format!(
+            "volume rebalance: {name}: started on {}; `weft volume rebalance {name} status` shows its progress",
+            started.join(", ")
+        ))
+    }
+
+    /// Starts a migrate task on every node of `by_node` (node -> the subvolumes whose files
+    /// it moves), after checking each answers. The hosts and task ids started.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_migrate(
+        &self,
+        state: &PoolState,
+        name: &str,
+        volfile: &str,
+        by_node: &BTreeMap<u64, Vec<usize>>,
+        remove: &[usize],
+        throttle: u64,
+        fail: &(dyn Fn(String) -> String + Sync),
+    ) -> OpResult<Vec<String>> {
+        let bricks = state.volumes.get(name).map_or(0, |v| v.bricks.len());
         for node in by_node.keys() {
-            let up = node == &self.me.id
+            let up = *node == self.me.id
                 || match state.peers.get(node) {
                     Some(p) => self.peers.info(&Self::peer_base(p)).await.is_ok(),
                     None => false,
@@ -1221,22 +1247,23 @@ impl Node {
             }
         }
         let mut started = Vec::new();
-        for (node, local) in &by_node {
+        for (node, local) in by_node {
             let sreq = crate::tasks::StartTaskRequest {
                 kind: crate::rebalance::MIGRATE.into(),
                 volume: Some(name.to_string()),
                 params: serde_json::json!({
                     "volfile": volfile,
-                    "bricks": v.bricks.len(),
+                    "bricks": bricks,
                     "local": local,
+                    "remove": remove,
                 }),
-                throttle: req.throttle,
+                throttle,
             };
             let host = state
                 .peers
                 .get(node)
                 .map_or(String::new(), |p| p.host.clone());
-            let r = if node == &self.me.id {
+            let r = if *node == self.me.id {
                 self.tasks.start(sreq).map_err(|e| e.to_string())
             } else {
                 let p = &state.peers[node];
@@ -1262,10 +1289,144 @@ impl Node {
                 }
             }
         }
-        Ok(format!(
-            "volume rebalance: {name}: started on {}; `weft volume rebalance {name} status` shows its progress",
-            started.join(", ")
-        ))
+        Ok(started)
+    }
+
+    /// The indexes of the bricks `specs` (`HOST:/PATH`) name in volume `v`.
+    fn brick_indexes(v: &Volume, specs: &[String]) -> Result<Vec<usize>, String> {
+        let mut out = Vec::new();
+        for spec in specs {
+            let Some(i) = v.bricks.iter().position(|b| &b.spec() == spec) else {
+                return Err(format!("{spec} is not a brick of volume {}", v.name));
+            };
+            out.push(i);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// `volume remove-brick NAME HOST:/BRICK... start|stop|commit [force]`.
+    pub async fn remove_bricks(&self, name: &str, req: RemoveBricksRequest) -> OpResult<String> {
+        let state = self
+            .consensus
+            .read_consistent()
+            .await
+            .map_err(consensus_err)?;
+        let v = Self::need_volume(&state, name)?;
+        let fail = |m: String| format!("volume remove-brick {}: {name}: failed: {m}", req.action);
+        let idx = Self::brick_indexes(&v, &req.bricks).map_err(|e| OpError::bad(fail(e)))?;
+        if idx.is_empty() {
+            return Err(OpError::bad(fail("name the bricks to remove".into())));
+        }
+        match req.action.as_str() {
+            "start" => {
+                if v.layout != Layout::Distribute {
+                    return Err(OpError::bad(fail(format!(
+                        "{name} is a {} volume; removing its bricks needs its replica/disperse sets, which this version of Weft does not have yet",
+                        v.layout.type_name(v.bricks.len())
+                    ))));
+                }
+                if v.status != VolumeStatus::Started {
+                    return Err(OpError::conflict(fail(format!(
+                        "volume {name} is not started (its files are moved off the bricks through the running bricks)"
+                    ))));
+                }
+                if let Some(row) = self
+                    .rebalance_rows(&state, name)
+                    .await
+                    .into_iter()
+                    .find(|r| r.state == "running" || r.state == "paused")
+                {
+                    return Err(OpError::conflict(fail(format!(
+                        "a rebalance of {name} is {} on {}; wait for it or stop it first",
+                        row.state, row.node
+                    ))));
+                }
+                let m = self
+                    .propose(Command::StartRemoveBricks {
+                        name: name.to_string(),
+                        bricks: idx.clone(),
+                    })
+                    .await?;
+                let state = self.state();
+                let v = Self::need_volume(&state, name)?;
+                let volfile = volgen::rebalance_volfile(&state, &v)
+                    .map_err(|e| OpError::bad(fail(e.to_string())))?
+                    .ok_or_else(|| OpError::bad(fail("the volume has one brick".into())))?;
+                let mut by_node: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+                for &i in &idx {
+                    by_node.entry(v.bricks[i].node).or_default().push(i);
+                }
+                let started = self
+                    .start_migrate(&state, name, &volfile, &by_node, &idx, req.throttle, &fail)
+                    .await?;
+                Ok(format!(
+                    "{m}: moving their files off on {}; `weft volume remove-brick {name} {} status` shows the progress, `commit` ends it",
+                    started.join(", "),
+                    req.bricks.join(" ")
+                ))
+            }
+            "stop" => {
+                if v.removing != idx {
+                    return Err(OpError::conflict(fail(
+                        "those bricks are not being removed".into(),
+                    )));
+                }
+                let _ = self.rebalance_stop(name).await;
+                self.propose(Command::StopRemoveBricks {
+                    name: name.to_string(),
+                })
+                .await
+                .map(|m| format!("{m}: the bricks stay; files already moved stay where they are"))
+            }
+            "commit" => {
+                if v.removing != idx {
+                    return Err(OpError::conflict(fail(
+                        "those bricks are not being removed (remove-brick ... start first)".into(),
+                    )));
+                }
+                if !req.force {
+                    let rows = self.rebalance_rows(&state, name).await;
+                    let holders: BTreeSet<String> = idx
+                        .iter()
+                        .filter_map(|&i| state.peers.get(&v.bricks[i].node).map(|p| p.host.clone()))
+                        .collect();
+                    for host in &holders {
+                        let Some(r) = rows.iter().find(|r| &r.node == host) else {
+                            return Err(OpError::conflict(fail(format!(
+                                "{host} has no record of moving the files off; run remove-brick ... start again"
+                            ))));
+                        };
+                        if r.state != "completed" || r.removing != idx {
+                            return Err(OpError::conflict(fail(format!(
+                                "moving the files off is {} on {host}, not completed; wait for `remove-brick ... status` to say completed",
+                                if r.removing != idx { "not started" } else { r.state.as_str() }
+                            ))));
+                        }
+                        if r.failed > 0 || r.skipped > 0 {
+                            return Err(OpError::conflict(fail(format!(
+                                "{} file(s) failed and {} were skipped on {host} (locked or with several links; see its log) and are still on the bricks; run remove-brick ... start again, or `commit force` to leave them behind",
+                                r.failed, r.skipped
+                            ))));
+                        }
+                    }
+                }
+                self.propose(Command::CommitRemoveBricks {
+                    name: name.to_string(),
+                    bricks: idx,
+                })
+                .await
+                .map(|m| {
+                    format!(
+                        "{m}: the bricks left the volume; their directories are left as they are"
+                    )
+                })
+            }
+            other => Err(OpError::bad(format!(
+                "volume remove-brick: {name}: {other:?} is not start, stop, status or commit"
+            ))),
+        }
     }
 
     /// `volume rebalance NAME stop`: stops every node's running or paused rebalance of it.
@@ -1404,6 +1565,15 @@ fn rebalance_row(node: String, t: &crate::tasks::TaskRecord) -> RebalanceNode {
         eta_secs: t.eta_secs,
         resumed: t.resumed,
         error: t.error.clone(),
+        removing: t.params["remove"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_u64())
+                    .map(|v| v as usize)
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -76,10 +76,21 @@ pub enum Fixed {
 
 /// The layout directory `dir` should have over `n` subvolumes, given its pieces: `None`
 /// when the current one already covers every hash once and gives every subvolume a range.
-pub fn wanted_layout(pieces: &[Option<Piece>], n: usize, dir: Gfid) -> Option<Layout> {
+pub fn wanted_layout(
+    pieces: &[Option<Piece>],
+    n: usize,
+    dir: Gfid,
+    remove: &[usize],
+) -> Option<Layout> {
     let (cur, bad) = Layout::from_pieces(pieces);
-    let missing: Vec<usize> = (0..n).filter(|&i| cur.share(i) == 0).collect();
-    if !bad.any() && missing.is_empty() {
+    let keep: Vec<usize> = (0..n).filter(|i| !remove.contains(i)).collect();
+    let missing: Vec<usize> = keep
+        .iter()
+        .copied()
+        .filter(|&i| cur.share(i) == 0)
+        .collect();
+    let stale = remove.iter().any(|&i| cur.share(i) > 0);
+    if !bad.any() && missing.is_empty() && !stale {
         return None;
     }
     // A generation no piece has: the pieces written together are told apart from old ones.
@@ -88,11 +99,13 @@ pub fn wanted_layout(pieces: &[Option<Piece>], n: usize, dir: Gfid) -> Option<La
         gen = gen.wrapping_add(1);
     }
     if bad.any() || cur.ranges.is_empty() {
-        let all: Vec<usize> = (0..n).collect();
         let rotate = weft_cluster::distribute::hash::raw_hash(&dir.0) as usize;
-        return Some(Layout::equal(&all, rotate, gen, false));
+        return Some(Layout::equal(&keep, rotate, gen, false));
     }
     let mut l = cur;
+    if stale {
+        l = l.without(remove, gen);
+    }
     for s in missing {
         l = l.expanded(s, gen);
     }
@@ -101,8 +114,9 @@ pub fn wanted_layout(pieces: &[Option<Piece>], n: usize, dir: Gfid) -> Option<La
     Some(l)
 }
 
-/// Gives directory `dir` a layout over every subvolume of `dht` (see the module doc).
-pub async fn fix_dir(dht: &XlatorRef, dir: Gfid) -> Result<Fixed, String> {
+/// Gives directory `dir` a layout over every subvolume of `dht` but those in `remove`
+/// (see the module doc).
+pub async fn fix_dir(dht: &XlatorRef, dir: Gfid, remove: &[usize]) -> Result<Fixed, String> {
     let subs = dht.children().to_vec();
     let mut pieces = Vec::with_capacity(subs.len());
     for s in &subs {
@@ -125,7 +139,7 @@ pub async fn fix_dir(dht: &XlatorRef, dir: Gfid) -> Result<Fixed, String> {
             }
         });
     }
-    let Some(new) = wanted_layout(&pieces, subs.len(), dir) else {
+    let Some(new) = wanted_layout(&pieces, subs.len(), dir, remove) else {
         return Ok(Fixed::Already);
     };
     // Every piece at once; a client that reads the pieces in between sees holes or
@@ -171,7 +185,8 @@ fn path_of(comps: &[Vec<u8>]) -> PathBuf {
 pub struct FixLayoutJob;
 
 /// The migrate task: [`FixLayoutJob`]'s parameters plus `local`, the indexes of the
-/// subvolumes whose bricks are on this node (their files are the ones it moves).
+/// subvolumes whose bricks are on this node (their files are the ones it moves), and for
+/// a remove-brick `remove`, the subvolumes being removed (no range; every file moves off).
 pub struct MigrateJob;
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -203,6 +218,19 @@ impl Job for MigrateJob {
     }
 }
 
+/// The subvolumes a task's parameters say are being removed.
+fn removing(params: &serde_json::Value) -> Vec<usize> {
+    params["remove"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as usize)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[async_trait::async_trait]
 impl Job for FixLayoutJob {
     async fn run(&self, ctx: &TaskCtx) -> Result<(), JobEnd> {
@@ -229,7 +257,8 @@ async fn run_walk(ctx: &TaskCtx, migrate: Option<Vec<usize>>) -> Result<(), JobE
         if let Some(local) = &migrate {
             estimate_total(ctx, &vol, local).await;
         }
-        let r = walk(ctx, &vol, &mut prog, migrate.as_deref()).await;
+        let remove = removing(&rec.params);
+        let r = walk(ctx, &vol, &mut prog, migrate.as_deref(), &remove).await;
         vol.close().await;
         r
     }
@@ -422,6 +451,7 @@ async fn walk(
     vol: &weft_client::Volume,
     prog: &mut Progress,
     migrate: Option<&[usize]>,
+    remove: &[usize],
 ) -> Result<(), JobEnd> {
     let dht = vol.top().clone();
     if dht.children().len() < 2 {
@@ -450,7 +480,7 @@ async fn walk(
                 if own_done {
                     return Ok(None);
                 }
-                fix_dir(&dht, ia.gfid).await.map(Some)
+                fix_dir(&dht, ia.gfid, remove).await.map(Some)
             }
             .await;
             match r {
@@ -543,7 +573,7 @@ mod tests {
     fn a_new_subvolume_gets_a_minimal_share() {
         let old = Layout::equal(&[0, 1], 0, 5, true);
         let pieces: Vec<Option<Piece>> = vec![Some(old.piece(0)), Some(old.piece(1)), None];
-        let new = wanted_layout(&pieces, 3, Gfid([1; 16])).unwrap();
+        let new = wanted_layout(&pieces, 3, Gfid([1; 16]), &[]).unwrap();
         assert!(!new.anomalies().any());
         assert!(!new.complete);
         assert_ne!(new.gen, 5);
@@ -556,13 +586,35 @@ mod tests {
         assert_eq!(new.subvol_for(1 << 31), Some(1));
         // Written again: nothing to do.
         let pieces: Vec<Option<Piece>> = (0..3).map(|s| Some(new.piece(s))).collect();
-        assert!(wanted_layout(&pieces, 3, Gfid([1; 16])).is_none());
+        assert!(wanted_layout(&pieces, 3, Gfid([1; 16]), &[]).is_none());
         // Two new subvolumes at once, and a layout with a hole.
         let pieces: Vec<Option<Piece>> = vec![Some(old.piece(0)), Some(old.piece(1)), None, None];
-        let l = wanted_layout(&pieces, 4, Gfid([1; 16])).unwrap();
+        let l = wanted_layout(&pieces, 4, Gfid([1; 16]), &[]).unwrap();
         assert!(!l.anomalies().any() && (0..4).all(|s| l.share(s) > 0));
         let pieces: Vec<Option<Piece>> = vec![Some(old.piece(0)), None, None];
-        let l = wanted_layout(&pieces, 3, Gfid([1; 16])).unwrap();
+        let l = wanted_layout(&pieces, 3, Gfid([1; 16]), &[]).unwrap();
         assert!(!l.anomalies().any() && (0..3).all(|s| l.share(s) > 0));
+    }
+
+    #[test]
+    fn a_removed_subvolume_hands_its_ranges_to_the_others_and_nothing_else_moves() {
+        let old = Layout::equal(&[0, 1, 2], 1, 5, true);
+        let pieces: Vec<Option<Piece>> = (0..3).map(|s| Some(old.piece(s))).collect();
+        let new = wanted_layout(&pieces, 3, Gfid([2; 16]), &[1]).unwrap();
+        assert!(!new.anomalies().any());
+        assert!(!new.complete);
+        assert_eq!(new.share(1), 0);
+        for s in [0, 2] {
+            let sh = new.share(s) as f64 / (1u64 << 32) as f64;
+            assert!((sh - 0.5).abs() < 0.001, "{s}: {sh}");
+        }
+        // Only hashes that were on the removed subvolume change hands.
+        for h in (0..u32::MAX).step_by(9_999_991) {
+            let (a, b) = (old.subvol_for(h).unwrap(), new.subvol_for(h).unwrap());
+            assert!(a == b || a == 1, "hash {h}: {a} -> {b}");
+        }
+        // Written again: nothing to do.
+        let pieces: Vec<Option<Piece>> = (0..3).map(|s| Some(new.piece(s))).collect();
+        assert!(wanted_layout(&pieces, 3, Gfid([2; 16]), &[1]).is_none());
     }
 }

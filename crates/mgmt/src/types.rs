@@ -319,6 +319,21 @@ pub struct AddBricksRequest {
     pub force: bool,
 }
 
+/// `POST /v1/volumes/{name}/remove-brick`: start, stop or commit removing bricks.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct RemoveBricksRequest {
+    /// `start`, `stop` or `commit`.
+    pub action: String,
+    /// `HOST:/PATH` of each brick to remove.
+    pub bricks: Vec<String>,
+    /// `commit force`: commit even if files stayed on the bricks.
+    #[serde(default)]
+    pub force: bool,
+    /// Files moved per second at most (0: no limit), for `start`.
+    #[serde(default)]
+    pub throttle: u64,
+}
+
 /// `POST /v1/volumes/{name}/rebalance`: start a rebalance.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct RebalanceRequest {
@@ -362,6 +377,9 @@ pub struct RebalanceNode {
     pub resumed: u32,
     /// Why it failed.
     pub error: Option<String>,
+    /// The bricks (indexes) this task moves files off, for a remove-brick.
+    #[serde(default)]
+    pub removing: Vec<usize>,
 }
 
 /// `GET /v1/volumes/{name}/rebalance`: every node's part and their sum.

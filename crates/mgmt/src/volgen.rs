@@ -86,6 +86,21 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
     .to_string()
 }
 
+/// cluster/distribute over `below` (the volume's protocol/clients, in brick order), told
+/// which bricks are being removed.
+fn dht_decl(v: &Volume, below: &[String]) -> VolumeDecl {
+    let d = VolumeDecl::new(&format!("{}-dht", v.name), "cluster/distribute").subvolumes(below);
+    if v.removing.is_empty() {
+        return d;
+    }
+    let names: Vec<&str> = v
+        .removing
+        .iter()
+        .filter_map(|&i| below.get(i).map(String::as_str))
+        .collect();
+    d.option("decommissioned", names.join(","))
+}
+
 /// The client volfile: protocol/client to each brick, cluster/distribute over them when
 /// there are several, write-behind (always present so
 /// turning it off and on is an option change, not a new graph), features/python when
@@ -113,8 +128,7 @@ pub fn rebalance_volfile(state: &PoolState, v: &Volume) -> Result<Option<String>
         below.push(d.name.clone());
         decls.push(d);
     }
-    decls
-        .push(VolumeDecl::new(&format!("{}-dht", v.name), "cluster/distribute").subvolumes(&below));
+    decls.push(dht_decl(v, &below));
     Ok(Some(Volfile { volumes: decls }.to_string()))
 }
 
@@ -153,8 +167,7 @@ pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenErr
     }
     // Several bricks: cluster/distribute spreads files over them by name hash.
     if below.len() > 1 {
-        let dht =
-            VolumeDecl::new(&format!("{}-dht", v.name), "cluster/distribute").subvolumes(&below);
+        let dht = dht_decl(v, &below);
         below = vec![dht.name.clone()];
         decls.push(dht);
     }
@@ -195,6 +208,7 @@ mod tests {
             },
         );
         let v = Volume {
+            removing: Vec::new(),
             name: "vol1".into(),
             id: "id".into(),
             layout: Layout::Distribute,

@@ -223,6 +223,61 @@ impl Layout {
         m
     }
 
+    /// The layout after taking the subvolumes `remove` out (remove-brick): each of their
+    /// ranges is cut in equal slices handed to the remaining members, so only the names
+    /// hashing there (the files on the removed subvolumes) move. Never complete.
+    pub fn without(&self, remove: &[usize], gen: u32) -> Layout {
+        let keep: Vec<usize> = self
+            .members()
+            .into_iter()
+            .filter(|s| !remove.contains(s))
+            .collect();
+        if keep.is_empty() {
+            return self.clone();
+        }
+        let mut out: Vec<(Range, usize)> = Vec::new();
+        for &(r, s) in &self.ranges {
+            if !remove.contains(&s) {
+                out.push((r, s));
+                continue;
+            }
+            let (size, k) = (r.size(), keep.len() as u64);
+            let mut start = r.start as u64;
+            for (i, &m) in keep.iter().enumerate() {
+                let part = size / k + u64::from((i as u64) < size % k);
+                if part == 0 {
+                    continue;
+                }
+                out.push((
+                    Range {
+                        start: start as u32,
+                        end: (start + part - 1) as u32,
+                    },
+                    m,
+                ));
+                start += part;
+            }
+        }
+        Self::merged(out, gen)
+    }
+
+    /// `ranges` sorted, touching slices of one subvolume merged; never complete.
+    fn merged(mut out: Vec<(Range, usize)>, gen: u32) -> Layout {
+        out.sort();
+        let mut merged: Vec<(Range, usize)> = Vec::with_capacity(out.len());
+        for (r, s) in out {
+            match merged.last_mut() {
+                Some((p, ps)) if *ps == s && p.end as u64 + 1 == r.start as u64 => p.end = r.end,
+                _ => merged.push((r, s)),
+            }
+        }
+        Layout {
+            gen,
+            complete: false,
+            ranges: merged,
+        }
+    }
+
     /// The layout after adding subvolume `new` to a healthy layout: every member keeps
     /// its ranges' starts and gives up the end of its ranges, just enough to come down to
     /// an equal share among the members and `new`; those slices are `new`'s ranges. So
@@ -267,20 +322,7 @@ impl Layout {
             }
             out.extend(own.into_iter().map(|r| (r, s)));
         }
-        out.sort();
-        // Merge touching slices of one subvolume.
-        let mut merged: Vec<(Range, usize)> = Vec::with_capacity(out.len());
-        for (r, s) in out {
-            match merged.last_mut() {
-                Some((p, ps)) if *ps == s && p.end as u64 + 1 == r.start as u64 => p.end = r.end,
-                _ => merged.push((r, s)),
-            }
-        }
-        Layout {
-            gen,
-            complete: false,
-            ranges: merged,
-        }
+        Self::merged(out, gen)
     }
 }
 

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::join_all;
 use parking_lot::Mutex;
-use weft_core::options::OptionSpec;
+use weft_core::options::{OptionSpec, Options};
 use weft_core::*;
 
 use doff::{Split, Table};
@@ -184,6 +184,9 @@ pub struct Distribute {
     layouts: Mutex<HashMap<Gfid, Arc<Layout>>>,
     files: Mutex<HashMap<Gfid, usize>>,
     split: Split,
+    /// Subvolumes being removed (`decommissioned`): directories are made there too, but
+    /// new layouts give them no range.
+    decommissioned: Mutex<Vec<usize>>,
 }
 
 impl Distribute {
@@ -197,6 +200,37 @@ impl Distribute {
             announced: Mutex::new(None),
             layouts: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
+            decommissioned: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sets the subvolumes being removed from option `decommissioned` (names, comma
+    /// separated); an unknown name is an error.
+    fn set_decommissioned(&self, opts: &Options) -> Result<(), String> {
+        let mut out = Vec::new();
+        for n in opts
+            .str("decommissioned")
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            let i = self.index_of(n.as_bytes()).ok_or_else(|| {
+                format!("decommissioned: {n} is not a subvolume of {}", self.name)
+            })?;
+            out.push(i);
+        }
+        *self.decommissioned.lock() = out;
+        Ok(())
+    }
+
+    /// `members` without the subvolumes being removed (all of them if that leaves none).
+    fn layout_members(&self, members: &[usize]) -> Vec<usize> {
+        let d = self.decommissioned.lock();
+        let keep: Vec<usize> = members.iter().copied().filter(|i| !d.contains(i)).collect();
+        if keep.is_empty() {
+            members.to_vec()
+        } else {
+            keep
         }
     }
 
@@ -482,6 +516,7 @@ impl Distribute {
         // Heal: equal ranges over the subvolumes holding the directory. Complete only if
         // the directory holds nothing anywhere (no name can be misplaced).
         let empty = missing == 0 && self.empty_everywhere(ctx, dir).await;
+        let members = self.layout_members(&members);
         let new = Layout::equal(
             &members,
             raw_hash(&dir.0) as usize,
@@ -1426,6 +1461,10 @@ impl Xlator for Distribute {
         })
     }
 
+    async fn reconfigure(&self, options: &Options) -> Result<(), String> {
+        self.set_decommissioned(options)
+    }
+
     fn dump(&self) -> String {
         let st = self.state.lock().clone();
         let mut out = String::new();
@@ -1445,6 +1484,11 @@ impl Xlator for Distribute {
             self.layouts.lock().len(),
             self.files.lock().len()
         ));
+        let d = self.decommissioned.lock();
+        if !d.is_empty() {
+            let names: Vec<&str> = d.iter().map(|&i| self.children[i].name()).collect();
+            out.push_str(&format!("decommissioned {}\n", names.join(",")));
+        }
         out
     }
 
@@ -1651,6 +1695,7 @@ impl Xlator for Distribute {
             }
         }
         let complete = members.len() == self.n();
+        let members = self.layout_members(&members);
         let l = Layout::equal(
             &members,
             raw_hash(&ia.gfid.0) as usize,
@@ -2291,7 +2336,12 @@ impl Xlator for Distribute {
 /// The `cluster/distribute` type for the registry.
 pub struct DistributeType;
 
-const OPTIONS: &[OptionSpec] = &[];
+const OPTIONS: &[OptionSpec] = &[OptionSpec {
+    key: "decommissioned",
+    kind: weft_core::options::OptionKind::Str,
+    default: Some(""),
+    description: "Subvolumes being removed (names, comma separated): new directory layouts give them no range (GlusterFS's decommissioned-bricks). Changes live.",
+}];
 
 impl XlatorType for DistributeType {
     fn type_name(&self) -> &'static str {
@@ -2307,6 +2357,8 @@ impl XlatorType for DistributeType {
         (1, 1024)
     }
     fn build(&self, init: XlatorInit) -> Result<XlatorRef, String> {
-        Ok(Arc::new(Distribute::new(init.name, init.children)))
+        let d = Distribute::new(init.name, init.children);
+        d.set_decommissioned(&init.options)?;
+        Ok(Arc::new(d))
     }
 }
