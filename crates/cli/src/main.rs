@@ -92,6 +92,23 @@ enum SystemCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Peer { .. }
+            | Command::Pool { .. }
+            | Command::Volume { .. }
+            | Command::System { .. }
+            | Command::Translators
+            | Command::Statedump { .. }
+    ) {
+        // A command that prints and exits ends quietly when the reader of its output goes
+        // (`| head`, `| grep -q`), as other command-line tools do. Never for the daemons
+        // and mounts, which must get EPIPE from a socket whose peer went, not die.
+        // SAFETY: sets a signal's disposition at start, before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let r = match cli.command {
         Command::Mount(a) => mount::run(a),
         Command::Volfile(c) => volfile_cmd::run(c),

@@ -238,7 +238,7 @@ usage:
   weft volume get NAME KEY|all | reset NAME [KEY]
   weft volume statedump NAME | profile NAME start|info|stop
   weft volume add-brick NAME HOST:/BRICK... [force]
-  weft volume rebalance NAME fix-layout start | start | status [--watch] | stop
+  weft volume rebalance NAME fix-layout start | start | status [--watch] | stop | pause | resume
   weft volume remove-brick NAME HOST:/BRICK... start | status | stop | commit [force]
   weft volume replace-brick ...
   weft volume task list | status ID [--watch] | start KIND [key=value...] [throttle N]
@@ -905,7 +905,7 @@ async fn remove_brick(api: &Api, rest: &[String], json: bool) -> Result<()> {
 
 /// `weft volume rebalance NAME fix-layout start | start | status [--watch] | stop`.
 async fn rebalance(api: &Api, rest: &[String], json: bool) -> Result<()> {
-    const USAGE: &str = "usage: weft volume rebalance NAME fix-layout start | start [throttle N] | status [--json|--watch] | stop";
+    const USAGE: &str = "usage: weft volume rebalance NAME fix-layout start | start [throttle N] | status [--json|--watch] | stop | pause | resume";
     let Some((name, words)) = rest.split_first() else {
         bail!("{USAGE}");
     };
@@ -953,7 +953,7 @@ async fn rebalance(api: &Api, rest: &[String], json: bool) -> Result<()> {
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         },
-        ["stop"] => done(api.post(&format!("{base}/stop"), &()).await?),
+        [a @ ("stop" | "pause" | "resume")] => done(api.post(&format!("{base}/{a}"), &()).await?),
         _ => bail!("{USAGE}"),
     }
 }

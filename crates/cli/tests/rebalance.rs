@@ -663,6 +663,12 @@ fn remove_brick_moves_every_file_off_before_commit() {
     // While it runs: commit is refused, new files and directories avoid the brick.
     let e = fails(&h, t, &["volume", "remove-brick", "rv", gone, "commit"]);
     assert!(e.contains("not completed"), "{e}");
+    // Paused and resumed on the node doing the work (the second), asked through the first.
+    ok(&h, t, &["volume", "rebalance", "rv", "pause"]);
+    assert_eq!(rebalance_status(&h, t, "rv")["state"], "paused");
+    let e = fails(&h, t, &["volume", "rebalance", "rv", "pause"]);
+    assert!(e.contains("no rebalance of rv is running"), "{e}");
+    ok(&h, t, &["volume", "rebalance", "rv", "resume"]);
     wait_until("the mount to learn the brick is going", 20, || {
         String::from_utf8(getxattr(&mnt, "weft.statedump").unwrap())
             .unwrap()

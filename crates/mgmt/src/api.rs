@@ -119,7 +119,7 @@ fn done(message: String) -> ApiResult<Done> {
         start_volume, stop_volume, volume_status, set_options, get_options, reset_option,
         reset_all_options, option_help, volfile, statedump, list_tasks, start_task, task_status,
         pause_task, resume_task, stop_task, throttle_task, add_bricks, remove_bricks, rebalance_start,
-        rebalance_status, rebalance_stop
+        rebalance_status, rebalance_control
     ),
     modifiers(&BearerAuth)
 )]
@@ -168,7 +168,7 @@ pub fn router(node: Shared) -> Router {
             "/v1/volumes/{name}/rebalance",
             get(rebalance_status).post(rebalance_start),
         )
-        .route("/v1/volumes/{name}/rebalance/stop", post(rebalance_stop))
+        .route("/v1/volumes/{name}/rebalance/{action}", post(rebalance_control))
         .route("/v1/options", get(option_help))
         .route("/v1/tasks", get(list_tasks).post(start_task))
         .route("/v1/tasks/{id}", get(task_status))
@@ -305,13 +305,13 @@ async fn rebalance_status(
     Ok(axum::Json(n.rebalance_status(&name).await?))
 }
 
-#[utoipa::path(post, path = "/v1/volumes/{name}/rebalance/stop", params(("name" = String, Path)), security(("token" = [])), responses((status = 200, body = Done)))]
-async fn rebalance_stop(
+#[utoipa::path(post, path = "/v1/volumes/{name}/rebalance/{action}", params(("name" = String, Path), ("action" = String, Path, description = "stop, pause or resume")), security(("token" = [])), responses((status = 200, body = Done)))]
+async fn rebalance_control(
     State(n): State<Shared>,
     _a: Authorized,
-    Path(name): Path<String>,
+    Path((name, action)): Path<(String, String)>,
 ) -> ApiResult<Done> {
-    done(n.rebalance_stop(&name).await?)
+    done(n.rebalance_control(&name, &action).await?)
 }
 
 #[utoipa::path(get, path = "/v1/volumes/{name}/status", params(("name" = String, Path)), responses((status = 200, body = VolumeStatusInfo)))]

@@ -190,6 +190,19 @@ impl PeerClient {
             .await
     }
 
+    /// Applies `action` (`stop`, `pause`, `resume`) to one of the node's tasks.
+    pub async fn task_action(
+        &self,
+        base: &str,
+        token: &str,
+        id: &str,
+        action: &str,
+    ) -> Result<crate::tasks::TaskRecord, ApiError> {
+        Self::api(base, Some(token), 5)
+            .post(&format!("/v1/tasks/{id}/{action}"), &())
+            .await
+    }
+
     /// Stops one of the node's tasks.
     pub async fn stop_task(
         &self,

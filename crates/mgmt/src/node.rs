@@ -1431,23 +1431,41 @@ impl Node {
 
     /// `volume rebalance NAME stop`: stops every node's running or paused rebalance of it.
     pub async fn rebalance_stop(&self, name: &str) -> OpResult<String> {
+        self.rebalance_control(name, "stop").await
+    }
+
+    /// `volume rebalance NAME stop|pause|resume`: applies `action` to every node's
+    /// rebalance task of the volume that can take it (stop: running or paused; pause:
+    /// running; resume: paused).
+    pub async fn rebalance_control(&self, name: &str, action: &str) -> OpResult<String> {
         let state = self.state();
         Self::need_volume(&state, name)?;
+        let from: &[&str] = match action {
+            "stop" => &["running", "paused"],
+            "pause" => &["running"],
+            "resume" => &["paused"],
+            other => {
+                return Err(OpError::bad(format!(
+                    "volume rebalance: {name}: {other:?} is not stop, pause or resume"
+                )))
+            }
+        };
         let rows = self.rebalance_rows(&state, name).await;
-        let mut stopped = 0;
-        for r in rows
-            .iter()
-            .filter(|r| r.state == "running" || r.state == "paused")
-        {
+        let mut done = 0;
+        for r in rows.iter().filter(|r| from.contains(&r.state.as_str())) {
             let Some(id) = &r.task else { continue };
             let p = state.peers.values().find(|p| p.host == r.node);
             let res = match p {
-                Some(p) if p.id == self.me.id => {
-                    self.tasks.stop(id).map(|_| ()).map_err(|e| e.to_string())
+                Some(p) if p.id == self.me.id => match action {
+                    "stop" => self.tasks.stop(id),
+                    "pause" => self.tasks.pause(id),
+                    _ => self.tasks.resume(id),
                 }
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
                 Some(p) => self
                     .peers
-                    .stop_task(&Self::peer_base(p), &self.token(), id)
+                    .task_action(&Self::peer_base(p), &self.token(), id, action)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.message),
@@ -1455,18 +1473,19 @@ impl Node {
             };
             res.map_err(|e| {
                 OpError::unavailable(format!(
-                    "volume rebalance: {name}: stop failed on {}: {e}",
+                    "volume rebalance: {name}: {action} failed on {}: {e}",
                     r.node
                 ))
             })?;
-            stopped += 1;
+            done += 1;
         }
-        if stopped == 0 {
+        if done == 0 {
             return Err(OpError::conflict(format!(
-                "volume rebalance: {name}: failed: no rebalance of {name} is running"
+                "volume rebalance: {name}: failed: no rebalance of {name} is {}",
+                from.join(" or ")
             )));
         }
-        Ok(format!("volume rebalance: {name}: stop: success"))
+        Ok(format!("volume rebalance: {name}: {action}: success"))
     }
 
     /// The server volfiles this node's brick process should serve now: brick name ->
