@@ -168,7 +168,10 @@ pub fn router(node: Shared) -> Router {
             "/v1/volumes/{name}/rebalance",
             get(rebalance_status).post(rebalance_start),
         )
-        .route("/v1/volumes/{name}/rebalance/{action}", post(rebalance_control))
+        .route(
+            "/v1/volumes/{name}/rebalance/{action}",
+            post(rebalance_control),
+        )
         .route("/v1/options", get(option_help))
         .route("/v1/tasks", get(list_tasks).post(start_task))
         .route("/v1/tasks/{id}", get(task_status))
