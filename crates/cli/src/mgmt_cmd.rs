@@ -856,7 +856,7 @@ fn print_rebalance(s: &RebalanceStatus) {
 /// `weft volume remove-brick NAME HOST:/BRICK... start [throttle N] | status [--json|--watch]
 /// | stop | commit [force]`.
 async fn remove_brick(api: &Api, rest: &[String], json: bool) -> Result<()> {
-    const USAGE: &str = "usage: weft volume remove-brick NAME HOST:/BRICK... start [throttle N] | status [--json|--watch] | stop | commit [force]";
+    const USAGE: &str = "usage: weft volume remove-brick NAME HOST:/BRICK... start [force | throttle N] | status [--json|--watch] | stop | commit [force]";
     let Some((name, words)) = rest.split_first() else {
         bail!("{USAGE}");
     };
@@ -886,7 +886,7 @@ async fn remove_brick(api: &Api, rest: &[String], json: bool) -> Result<()> {
             return rebalance(api, &args, json).await;
         }
         ["start"] | ["stop"] | ["commit"] => {}
-        ["commit", "force"] => req.force = true,
+        ["commit", "force"] | ["start", "force"] => req.force = true,
         ["start", "throttle", n] => {
             req.throttle = n
                 .parse()
@@ -905,7 +905,7 @@ async fn remove_brick(api: &Api, rest: &[String], json: bool) -> Result<()> {
 
 /// `weft volume rebalance NAME fix-layout start | start | status [--watch] | stop`.
 async fn rebalance(api: &Api, rest: &[String], json: bool) -> Result<()> {
-    const USAGE: &str = "usage: weft volume rebalance NAME fix-layout start | start [throttle N] | status [--json|--watch] | stop | pause | resume";
+    const USAGE: &str = "usage: weft volume rebalance NAME fix-layout start | start [force | throttle N] | status [--json|--watch] | stop | pause | resume";
     let Some((name, words)) = rest.split_first() else {
         bail!("{USAGE}");
     };
@@ -916,6 +916,7 @@ async fn rebalance(api: &Api, rest: &[String], json: bool) -> Result<()> {
             let req = RebalanceRequest {
                 fix_layout: words[0] == "fix-layout",
                 throttle: 0,
+                force: words.last() == Some(&"force"),
             };
             done(api.post(&base, &req).await?)
         }
@@ -931,6 +932,7 @@ async fn rebalance(api: &Api, rest: &[String], json: bool) -> Result<()> {
                     &RebalanceRequest {
                         fix_layout: words[0] == "fix-layout",
                         throttle,
+                        force: false,
                     },
                 )
                 .await?,

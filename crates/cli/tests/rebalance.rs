@@ -416,7 +416,23 @@ fn rebalance_moves_files_in_use_without_losing_a_write() {
         let b = st["bricks"].as_array().unwrap();
         b.len() == 4 && b.iter().all(|b| b["online"] == true)
     });
-    let out = ok(&h, t, &["volume", "rebalance", "mv", "start"]);
+    // A mount still on version 1 of the graph (one that polled and never came back for
+    // the new version): the rebalance waits for it, then refuses, naming it.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect((h.as_str(), 24100)).unwrap();
+        write!(
+            c,
+            "GET /v1/volumes/mv/volfile?after=1&wait=1&client=laggard:7 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut _r = String::new();
+        let _ = c.read_to_string(&mut _r);
+    }
+    let e = fails(&h, t, &["volume", "rebalance", "mv", "start"]);
+    assert!(e.contains("laggard:7 (version 1)"), "{e}");
+    assert_eq!(rebalance_status(&h, t, "mv")["state"], "not started");
+    let out = ok(&h, t, &["volume", "rebalance", "mv", "start", "force"]);
     assert!(out.contains("started on"), "{out}");
     let st = wait_rebalance(&h, t, "mv", 120);
     println!("{st:#}");
@@ -501,8 +517,8 @@ fn rebalance_moves_files_in_use_without_losing_a_write() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(names.len(), 24, "{names:?}");
-    // A second rebalance has nothing to move.
-    ok(&h, t, &["volume", "rebalance", "mv", "start"]);
+    // A second rebalance has nothing to move (force: the laggard is still remembered).
+    ok(&h, t, &["volume", "rebalance", "mv", "start", "force"]);
     let st = wait_rebalance(&h, t, "mv", 60);
     assert_eq!(st["state"], "completed", "{st}");
     assert_eq!(st["total"]["moved"], 0, "{st}");
@@ -701,6 +717,15 @@ fn remove_brick_moves_every_file_off_before_commit() {
             "d{i} still has files on the brick"
         );
     }
+    // A file on the brick that no move took (as a mount with a stale layout could leave):
+    // commit is refused, naming it.
+    std::fs::write(bricks[1].join("d0/stray"), b"left behind").unwrap();
+    let e = fails(&h, t, &["volume", "remove-brick", "rv", gone, "commit"]);
+    assert!(
+        e.contains("1 data file(s) are still on brick") && e.contains("d0/stray"),
+        "{e}"
+    );
+    std::fs::remove_file(bricks[1].join("d0/stray")).unwrap();
     let out = ok(&h, t, &["volume", "remove-brick", "rv", gone, "commit"]);
     assert!(out.contains("left the volume"), "{out}");
     let i = info(&h, t, "rv");

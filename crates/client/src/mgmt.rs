@@ -221,9 +221,10 @@ async fn ask(
         Some((v, wait)) => {
             let wait = wait.min(MAX_WAIT);
             let url = format!(
-                "{}?after={v}&wait={}",
+                "{}?after={v}&wait={}&client={}",
                 server.url(volume),
-                wait.as_secs().max(1)
+                wait.as_secs().max(1),
+                mount_id()
             );
             http.get(url).timeout(wait + FETCH_TIMEOUT)
         }
@@ -279,6 +280,15 @@ async fn ask(
     }
 }
 
+/// This process's id as a mount following a volume: `HOST:PID` (the host name as the
+/// kernel has it), shown by mgmtd when a rebalance waits for mounts.
+pub fn mount_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{host}:{}", std::process::id())
+}
+
 /// Fetches the current volfile of `volume` from the first of `servers` that answers.
 pub async fn fetch_volfile(
     servers: &[VolfileServer],
@@ -291,7 +301,8 @@ pub async fn fetch_volfile(
 
 /// One long-poll round: the volfile of `volume` once its version is greater than
 /// `after`, or `None` when `wait` passed without a change. The servers are asked in
-/// order; the first that answers is used.
+/// order; the first that answers is used. The poll tells the server that this mount
+/// ([`mount_id`]) runs version `after`: call it only once that graph serves.
 pub async fn poll_volfile(
     servers: &[VolfileServer],
     volume: &str,

@@ -186,6 +186,8 @@ pub fn router(node: Shared) -> Router {
         .route("/internal/bricks", get(internal_bricks))
         .route("/internal/statedump", get(internal_statedump))
         .route("/internal/tasks", post(start_peer_task))
+        .route("/internal/mounts/{name}", get(internal_mounts))
+        .route("/internal/brick-data", post(internal_brick_data))
         .fallback(|| async { OpError::not_found("no such API path (see /openapi.json)") })
         .with_state(node.clone());
     api.merge(node.consensus.router())
@@ -378,6 +380,8 @@ async fn option_help(State(n): State<Shared>) -> ApiResult<Vec<OptionInfo>> {
 struct VolfileQuery {
     after: Option<u64>,
     wait: Option<u64>,
+    /// The polling mount's id (`HOST:PID`), which then counts as running `after`.
+    client: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/volumes/{name}/volfile", params(("name" = String, Path), ("after" = Option<u64>, Query), ("wait" = Option<u64>, Query)), responses((status = 200, body = VolfileAnswer), (status = 204, description = "nothing newer than `after` within `wait` seconds"), (status = 404, body = ApiErrorBody)))]
@@ -389,6 +393,9 @@ async fn volfile(
     match q.after {
         None => Ok(axum::Json(n.client_volfile(&name)?).into_response()),
         Some(after) => {
+            if let Some(c) = &q.client {
+                n.mounts.note(&name, c, after);
+            }
             let wait = Duration::from_secs(q.wait.unwrap_or(30).min(60));
             match n.wait_volfile(&name, after, wait).await? {
                 Some(a) => Ok(axum::Json(a).into_response()),
@@ -410,6 +417,24 @@ async fn statedump(
 #[utoipa::path(get, path = "/v1/tasks", responses((status = 200, body = [TaskRecord])))]
 async fn list_tasks(State(n): State<Shared>) -> ApiResult<Vec<TaskRecord>> {
     Ok(axum::Json(n.tasks.list()))
+}
+
+/// `POST /internal/brick-data`: counts the data files left in one of this node's bricks
+/// (only paths of bricks of the pool's volumes on this node).
+async fn internal_brick_data(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Body(r): Body<BrickData>,
+) -> ApiResult<BrickData> {
+    Ok(axum::Json(n.brick_data(&r.path).await?))
+}
+
+/// `GET /internal/mounts/{name}`: the mounts following the volume through this node.
+async fn internal_mounts(
+    State(n): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Vec<crate::mounts::MountSeen>> {
+    Ok(axum::Json(n.mounts.of(&name)))
 }
 
 /// `POST /internal/tasks`: a peer starts its part of a pool-wide task here (a rebalance's

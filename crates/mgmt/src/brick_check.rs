@@ -103,6 +103,45 @@ pub fn check_brick_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The data files under brick directory `root`: regular files other than distribute's
+/// empty link files (mode `---------T`, size 0), outside Weft's own `.weft` folder. Their
+/// number and the relative paths of the first `sample` of them.
+pub fn data_files(root: &str, sample: usize) -> std::io::Result<(u64, Vec<String>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = std::path::Path::new(root);
+    let mut count = 0u64;
+    let mut first = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir != root => continue,
+            Err(e) => return Err(e),
+        };
+        for e in rd {
+            let e = e?;
+            let p = e.path();
+            if dir == root && e.file_name() == ".weft" {
+                continue;
+            }
+            let m = match std::fs::symlink_metadata(&p) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if m.is_dir() {
+                stack.push(p);
+            } else if !(m.is_file() && m.permissions().mode() & 0o7777 == 0o1000 && m.len() == 0) {
+                count += 1;
+                if first.len() < sample {
+                    first.push(p.strip_prefix(root).unwrap_or(&p).display().to_string());
+                }
+            }
+        }
+    }
+    Ok((count, first))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

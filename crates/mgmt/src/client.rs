@@ -178,6 +178,33 @@ impl PeerClient {
         Self::api(base, None, 5).get("/v1/tasks").await
     }
 
+    /// What data brick directory `path` of the node still holds.
+    pub async fn brick_data(
+        &self,
+        base: &str,
+        token: &str,
+        path: &str,
+    ) -> Result<BrickData, ApiError> {
+        let req = BrickData {
+            path: path.to_string(),
+            ..Default::default()
+        };
+        Self::api(base, Some(token), 600)
+            .post("/internal/brick-data", &req)
+            .await
+    }
+
+    /// The mounts following volume `name` through the node.
+    pub async fn mounts(
+        &self,
+        base: &str,
+        name: &str,
+    ) -> Result<Vec<crate::mounts::MountSeen>, ApiError> {
+        Self::api(base, None, 5)
+            .get(&format!("/internal/mounts/{name}"))
+            .await
+    }
+
     /// Starts a task on the node.
     pub async fn start_task(
         &self,

@@ -158,6 +158,7 @@ pub async fn run(cfg: Config, registry: Arc<Registry>) -> Result<(), StartError>
     );
     let tasks = crate::tasks::Tasks::new(store.clone(), cfg.host.clone(), crate::tasks::kinds());
     let node = Arc::new(Node {
+        mounts: Default::default(),
         me: Identity {
             uuid,
             id,

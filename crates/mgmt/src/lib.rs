@@ -8,6 +8,7 @@ pub mod brickproc;
 pub mod client;
 pub mod daemon;
 pub mod model;
+pub mod mounts;
 pub mod node;
 pub mod optable;
 pub mod rebalance;

@@ -110,6 +110,8 @@ pub struct Node {
     pub peers: PeerClient,
     /// Background tasks.
     pub tasks: crate::tasks::Tasks,
+    /// The mounts following volumes through this mgmtd.
+    pub mounts: crate::mounts::Mounts,
 }
 
 fn consensus_err(e: weft_consensus::Error) -> OpError {
@@ -1207,6 +1209,9 @@ impl Node {
         for (i, b) in v.bricks.iter().enumerate() {
             by_node.entry(b.node).or_default().push(i);
         }
+        if !req.force {
+            self.wait_for_mounts(&state, name, v.version, &fail).await?;
+        }
         let started = self
             .start_migrate(&state, name, &volfile, &by_node, &[], req.throttle, &fail)
             .await?;
@@ -1292,6 +1297,29 @@ impl Node {
         Ok(started)
     }
 
+    /// What data brick directory `path` of this node still holds (a brick of a volume).
+    pub async fn brick_data(&self, path: &str) -> OpResult<BrickData> {
+        let state = self.state();
+        let ours = state
+            .volumes
+            .values()
+            .flat_map(|v| v.bricks.iter())
+            .any(|b| b.node == self.me.id && b.path == path);
+        if !ours {
+            return Err(OpError::bad(format!("{path} is not a brick of this node")));
+        }
+        let p = path.to_string();
+        let (files, sample) = tokio::task::spawn_blocking(move || brick_check::data_files(&p, 5))
+            .await
+            .map_err(|e| OpError::unavailable(e.to_string()))?
+            .map_err(|e| OpError::unavailable(format!("reading brick {path}: {e}")))?;
+        Ok(BrickData {
+            path: path.to_string(),
+            files,
+            sample,
+        })
+    }
+
     /// The indexes of the bricks `specs` (`HOST:/PATH`) name in volume `v`.
     fn brick_indexes(v: &Volume, specs: &[String]) -> Result<Vec<usize>, String> {
         let mut out = Vec::new();
@@ -1354,6 +1382,18 @@ impl Node {
                 let volfile = volgen::rebalance_volfile(&state, &v)
                     .map_err(|e| OpError::bad(fail(e.to_string())))?
                     .ok_or_else(|| OpError::bad(fail("the volume has one brick".into())))?;
+                // Mounts must know the bricks are going before files move: one that does
+                // not would still make new directories with a range on them.
+                if !req.force {
+                    if let Err(e) = self.wait_for_mounts(&state, name, v.version, &fail).await {
+                        let _ = self
+                            .propose(Command::StopRemoveBricks {
+                                name: name.to_string(),
+                            })
+                            .await;
+                        return Err(e);
+                    }
+                }
                 let mut by_node: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
                 for &i in &idx {
                     by_node.entry(v.bricks[i].node).or_default().push(i);
@@ -1412,6 +1452,37 @@ impl Node {
                         }
                     }
                 }
+                // The bricks themselves, last: a mount with a stale layout may have made a
+                // file on one after the move passed its directory.
+                if !req.force {
+                    for &i in &idx {
+                        let b = &v.bricks[i];
+                        let d = if b.node == self.me.id {
+                            self.brick_data(&b.path).await?
+                        } else {
+                            let p = &state.peers[&b.node];
+                            self.peers
+                                .brick_data(&Self::peer_base(p), &self.token(), &b.path)
+                                .await
+                                .map_err(|e| {
+                                    OpError::unavailable(fail(format!(
+                                        "cannot check brick {} ({}): {}",
+                                        b.spec(),
+                                        p.host,
+                                        e.message
+                                    )))
+                                })?
+                        };
+                        if d.files > 0 {
+                            return Err(OpError::conflict(fail(format!(
+                                "{} data file(s) are still on brick {} (e.g. {}); run remove-brick ... start again to move them, or `commit force` to leave them behind",
+                                d.files,
+                                b.spec(),
+                                d.sample.join(", ")
+                            ))));
+                        }
+                    }
+                }
                 self.propose(Command::CommitRemoveBricks {
                     name: name.to_string(),
                     bricks: idx,
@@ -1426,6 +1497,54 @@ impl Node {
             other => Err(OpError::bad(format!(
                 "volume remove-brick: {name}: {other:?} is not start, stop, status or commit"
             ))),
+        }
+    }
+
+    /// Waits (up to 15 s) until every mount following volume `name` through any node runs
+    /// `version` of its graph; an error naming those that do not. Moving files under a
+    /// mount on an older graph would hide them from it (it does not know their bricks).
+    async fn wait_for_mounts(
+        &self,
+        state: &PoolState,
+        name: &str,
+        version: u64,
+        fail: &(dyn Fn(String) -> String + Sync),
+    ) -> OpResult<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let asks = state.peers.values().map(|p| {
+                let base = Self::peer_base(p);
+                let me = p.id == self.me.id;
+                async move {
+                    if me {
+                        self.mounts.of(name)
+                    } else {
+                        self.peers.mounts(&base, name).await.unwrap_or_default()
+                    }
+                }
+            });
+            let mut behind: Vec<crate::mounts::MountSeen> = futures_join(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .filter(|m| m.version < version)
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                behind.sort_by(|a, b| a.client.cmp(&b.client));
+                behind.dedup_by(|a, b| a.client == b.client);
+                let list: Vec<String> = behind
+                    .iter()
+                    .map(|m| format!("{} (version {})", m.client, m.version))
+                    .collect();
+                return Err(OpError::conflict(fail(format!(
+                    "mounts of {name} still run an older graph than version {version}: {}; files moved now would be out of their sight. Wait until they switch (their logs say why not), unmount them, or use `start force`",
+                    list.join(", ")
+                ))));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
 

@@ -319,6 +319,19 @@ pub struct AddBricksRequest {
     pub force: bool,
 }
 
+/// `POST /internal/brick-data`: what data a brick directory of this node still holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct BrickData {
+    /// The brick directory (request), as in the pool state.
+    pub path: String,
+    /// Data files under it (answer): anything but directories and empty link files.
+    #[serde(default)]
+    pub files: u64,
+    /// The first few of them, relative to the brick (answer).
+    #[serde(default)]
+    pub sample: Vec<String>,
+}
+
 /// `POST /v1/volumes/{name}/remove-brick`: start, stop or commit removing bricks.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct RemoveBricksRequest {
@@ -337,6 +350,9 @@ pub struct RemoveBricksRequest {
 /// `POST /v1/volumes/{name}/rebalance`: start a rebalance.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct RebalanceRequest {
+    /// Start even if some mounts of the volume still run an older graph.
+    #[serde(default)]
+    pub force: bool,
     /// Only fix the directory layouts (`rebalance VOL fix-layout start`); `false` also
     /// migrates files (`rebalance VOL start`).
     #[serde(default)]
