@@ -174,6 +174,7 @@ fn translators_lists_every_type_with_its_options() {
             "debug/io-stats",
             "debug/trace",
             "features/locks",
+            "features/migrate",
             "features/python",
             "performance/write-behind",
             "protocol/client",

@@ -723,6 +723,12 @@ fn mount_t_weft_and_an_fstab_line_mount_by_name() {
         .status()
         .unwrap()
         .success());
+    // That mount process has ended before the path is mounted again.
+    wait_until("the first mount process to end", 10, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(&format!("unmounted {}", mnt.display()))
+    });
     // The same through an fstab line (mount -T FILE DIR reads it as /etc/fstab).
     let fstab = d.path().join("fstab");
     std::fs::write(

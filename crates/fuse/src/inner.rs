@@ -78,6 +78,10 @@ pub struct Inner {
     /// File handles that asked for a lock: they stay on the graph they were opened on
     /// (their locks live in its connections) when the graph is switched.
     locked: Mutex<std::collections::HashSet<u64>>,
+    /// File handles being moved to a new graph: their requests wait (see
+    /// [`Inner::migrate_open_files`]); `moved` wakes them.
+    moving: Mutex<std::collections::HashSet<u64>>,
+    moved: tokio::sync::Notify,
     /// The size the kernel believes each regular file has (the last one it was told, or
     /// grew it to by a write), so an O_APPEND write can be told from a write at an
     /// explicit offset: the kernel sends appends at the end of file it believes.
@@ -103,6 +107,8 @@ impl Inner {
             inodes: Arc::new(InodeTable::new()),
             fds: Mutex::new(HashMap::new()),
             locked: Mutex::new(Default::default()),
+            moving: Mutex::new(Default::default()),
+            moved: tokio::sync::Notify::new(),
             kernel_sizes: Mutex::new(HashMap::new()),
         }
     }
@@ -200,6 +206,19 @@ impl Inner {
         self.fds.lock().get(&fh).cloned().ok_or(Errno::EBADF)
     }
 
+    /// Like [`Inner::fd`], after waiting while `fh` is being moved to a new graph.
+    async fn fd_ready(&self, fh: u64) -> Result<(FdRef, Arc<Gen>), Errno> {
+        loop {
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if !self.moving.lock().contains(&fh) {
+                return self.fd(fh);
+            }
+            moved.await;
+        }
+    }
+
     /// A new fd whose path comes from the inode table.
     fn new_fd(&self, gfid: Gfid, flags: i32, dir: bool) -> FdRef {
         let fd = Fd::new(gfid, flags, dir);
@@ -216,6 +235,51 @@ impl Inner {
     fn drop_fd(&self, fh: u64) -> Option<(FdRef, Arc<Gen>)> {
         self.locked.lock().remove(&fh);
         self.fds.lock().remove(&fh)
+    }
+
+    /// Moves open file `fh` (`fd` on graph `g`) to graph `cur`, its requests held (see
+    /// [`Inner::fd_ready`]): waits for the requests already using it to end (at most 30 s),
+    /// flushes it on `g` (write-behind's pending writes go out, so none can land after the
+    /// new graph's), opens it on `cur` and swaps it in. False if it stays on `g`.
+    async fn move_fd(&self, ctx: &Ctx, fh: u64, fd: &FdRef, g: &Arc<Gen>, cur: &Arc<Gen>) -> bool {
+        // The table's reference and ours; anything more is a request still running.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while Arc::strong_count(fd) > 2 && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if !matches!(self.fds.lock().get(&fh), Some(e) if e.0.id == fd.id)
+            || self.locked.lock().contains(&fh)
+        {
+            return false;
+        }
+        if let Err(e) = g.top.flush(ctx, fd, Xdata::new()).await {
+            tracing::warn!(
+                "an open file ({}) stays on graph {}: flushing it failed: {e}",
+                fd.gfid,
+                g.number
+            );
+            return false;
+        }
+        let flags = fd.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+        let nfd = self.new_fd(fd.gfid, flags, false);
+        let mut loc = Loc::inode(fd.gfid);
+        loc.path = fd.path();
+        if let Err(e) = cur.top.open(ctx, &loc, &nfd, Xdata::new()).await {
+            tracing::warn!(
+                "an open file ({}) stays on graph {}: opening it on graph {} failed: {e}",
+                fd.gfid,
+                g.number,
+                cur.number
+            );
+            return false;
+        }
+        match self.fds.lock().get_mut(&fh) {
+            Some(e) if e.0.id == fd.id => {
+                *e = (nfd, cur.clone());
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Moves the files open on older graphs to the current one: each is flushed on its
@@ -236,59 +300,14 @@ impl Inner {
         };
         let ctx = Ctx::internal();
         let mut moved = 0;
-        let mut retired = Vec::new();
         for (fh, fd, g) in olds {
-            if let Err(e) = g.top.flush(&ctx, &fd, Xdata::new()).await {
-                tracing::warn!(
-                    "an open file ({}) stays on graph {}: flushing it failed: {e}",
-                    fd.gfid,
-                    g.number
-                );
-                continue;
-            }
-            let flags = fd.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
-            let nfd = self.new_fd(fd.gfid, flags, false);
-            let mut loc = Loc::inode(fd.gfid);
-            loc.path = fd.path();
-            if let Err(e) = cur.top.open(&ctx, &loc, &nfd, Xdata::new()).await {
-                tracing::warn!(
-                    "an open file ({}) stays on graph {}: opening it on graph {} failed: {e}",
-                    fd.gfid,
-                    g.number,
-                    cur.number
-                );
-                continue;
-            }
-            let swapped = {
-                let mut fds = self.fds.lock();
-                match fds.get_mut(&fh) {
-                    Some(e) if e.0.id == fd.id && !self.locked.lock().contains(&fh) => {
-                        *e = (nfd.clone(), cur.clone());
-                        true
-                    }
-                    _ => false,
-                }
-            };
-            if swapped {
-                retired.push((fd, g));
-                moved += 1;
-            } else {
-                let _ = cur.top.release(&ctx, &nfd, Xdata::new()).await;
-            }
-        }
-        // Each old fd is released once the FOPs that took it before the swap are done
-        // (they hold a reference to it), at most 30 s on.
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !retired.is_empty() {
-            let (idle, busy): (Vec<_>, Vec<_>) = retired.into_iter().partition(|(fd, _)| {
-                Arc::strong_count(fd) == 1 || std::time::Instant::now() >= until
-            });
-            for (fd, g) in idle {
+            self.moving.lock().insert(fh);
+            let ok = self.move_fd(&ctx, fh, &fd, &g, &cur).await;
+            self.moving.lock().remove(&fh);
+            self.moved.notify_waiters();
+            if ok {
                 let _ = g.top.release(&ctx, &fd, Xdata::new()).await;
-            }
-            retired = busy;
-            if !retired.is_empty() {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                moved += 1;
             }
         }
         moved
@@ -503,7 +522,7 @@ impl Inner {
 
     /// Reads from an open file.
     pub async fn read(&self, ctx: &Ctx, fh: u64, offset: u64, size: u32) -> Result<Bytes, Errno> {
-        let (fd, g) = self.fd(fh)?;
+        let (fd, g) = self.fd_ready(fh).await?;
         Ok(g.top.readv(ctx, &fd, size, offset, Xdata::new()).await?.0)
     }
 
@@ -517,7 +536,7 @@ impl Inner {
         data: Bytes,
         from_cache: bool,
     ) -> Result<u64, Errno> {
-        let (fd, g) = self.fd(fh)?;
+        let (fd, g) = self.fd_ready(fh).await?;
         let mut xd = Xdata::new();
         if self.is_append(&fd, offset, from_cache) {
             xd.set(weft_core::WRITE_APPEND_KEY, Vec::new());
@@ -529,7 +548,7 @@ impl Inner {
 
     /// flush, fsync or fsyncdir.
     pub async fn sync(&self, ctx: &Ctx, fh: u64, what: SyncKind) -> Result<(), Errno> {
-        let (fd, g) = self.fd(fh)?;
+        let (fd, g) = self.fd_ready(fh).await?;
         match what {
             SyncKind::Flush => g.top.flush(ctx, &fd, Xdata::new()).await?,
             SyncKind::File(ds) => g.top.fsync(ctx, &fd, ds, Xdata::new()).await?,
@@ -540,6 +559,7 @@ impl Inner {
 
     /// release or releasedir: the kernel is done with `fh`.
     pub async fn release(&self, ctx: &Ctx, fh: u64) -> Result<(), Errno> {
+        let _ = self.fd_ready(fh).await;
         let Some((fd, g)) = self.drop_fd(fh) else {
             return Ok(());
         };
@@ -559,7 +579,7 @@ impl Inner {
         offset: u64,
         plus: bool,
     ) -> Result<Vec<Dirent>, Errno> {
-        let (fd, g) = self.fd(fh)?;
+        let (fd, g) = self.fd_ready(fh).await?;
         let size = 4096;
         let r = if plus {
             g.top.readdirp(ctx, &fd, size, offset, Xdata::new()).await?
@@ -645,7 +665,7 @@ impl Inner {
         len: u64,
         mode: i32,
     ) -> Result<(), Errno> {
-        let (fd, g) = self.fd(fh)?;
+        let (fd, g) = self.fd_ready(fh).await?;
         g.top
             .fallocate(ctx, &fd, mode, offset, len, Xdata::new())
             .await?;
@@ -657,7 +677,7 @@ impl Inner {
 
     /// SEEK_DATA / SEEK_HOLE on an open file.
     pub async fn lseek(&self, ctx: &Ctx, fh: u64, offset: i64, whence: i32) -> Result<i64, Errno> {
-        let (fd, g) = self.fd(fh)?;
+        let (fd, g) = self.fd_ready(fh).await?;
         let what = match whence {
             libc::SEEK_DATA => weft_core::SeekWhat::Data,
             libc::SEEK_HOLE => weft_core::SeekWhat::Hole,
@@ -724,7 +744,7 @@ impl Inner {
         lock: &Flock,
         flock: bool,
     ) -> Result<Flock, Errno> {
-        let (fd, g) = self.fd(fh)?;
+        let (fd, g) = self.fd_ready(fh).await?;
         let mut xd = Xdata::new();
         if flock {
             xd.set(weft_core::LK_FLOCK_KEY, Vec::new());

@@ -224,7 +224,10 @@ impl Mount {
         let mut r = Ok(());
         let mut lazy = false;
         if let Some(mut u) = self.unmounter.take() {
-            if is_mounted(&self.mountpoint) {
+            // A session that already ended was unmounted from outside; whatever is
+            // mounted at the path now (a newer mount) is not ours to unmount.
+            let ended = self.thread.as_ref().is_some_and(|t| t.is_finished());
+            if !ended && is_mounted(&self.mountpoint) {
                 r = u.unmount();
                 if r.is_err() {
                     // Busy: detach it now so nothing is left behind; the kernel finishes

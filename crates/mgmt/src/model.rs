@@ -83,6 +83,12 @@ pub struct Brick {
     pub host: String,
     /// The brick directory on that node.
     pub path: String,
+    /// Its number in the volume, for good: names its brick graph (`V-brick{N}`) and its
+    /// client (`V-client-{N}`, which link files name). Given when the brick joins the
+    /// volume and kept when bricks before it are removed. `None` in states written
+    /// before numbers existed: the brick's position then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
 }
 
 impl Brick {
@@ -141,7 +147,25 @@ pub struct Volume {
 impl Volume {
     /// The brick's name in the brick process (the graph under protocol/server).
     pub fn brick_name(&self, index: usize) -> String {
-        format!("{}-brick{}", self.name, index)
+        format!("{}-brick{}", self.name, self.brick_number(index))
+    }
+
+    /// The number of brick `index` ([`Brick::number`], else its position).
+    pub fn brick_number(&self, index: usize) -> u32 {
+        self.bricks[index].number.unwrap_or(index as u32)
+    }
+
+    /// The client translator of brick `index` in client graphs.
+    pub fn client_name(&self, index: usize) -> String {
+        format!("{}-client-{}", self.name, self.brick_number(index))
+    }
+
+    /// The number the next brick added gets.
+    pub fn next_brick_number(&self) -> u32 {
+        (0..self.bricks.len())
+            .map(|i| self.brick_number(i) + 1)
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -435,7 +459,12 @@ impl PoolState {
                     ));
                 }
                 let v = self.volumes.get_mut(name).expect("checked above");
-                v.bricks.extend(bricks.iter().cloned());
+                let first = v.next_brick_number();
+                v.bricks
+                    .extend(bricks.iter().enumerate().map(|(k, b)| Brick {
+                        number: Some(first + k as u32),
+                        ..b.clone()
+                    }));
                 v.version += 1;
                 Ok(format!("volume add-brick: {name}: success"))
             }
@@ -542,11 +571,69 @@ mod tests {
                 node,
                 host: format!("h{node}"),
                 path: path.into(),
+                number: None,
             }],
             status: VolumeStatus::Created,
             options: BTreeMap::new(),
             version: 0,
         }
+    }
+
+    #[test]
+    fn bricks_keep_their_names_when_others_leave() {
+        let mut s = PoolState::default();
+        s.apply(&Command::AddPeer(peer(1, "h1"))).unwrap();
+        s.apply(&Command::CreateVolume(vol("a", 1, "/b/0")))
+            .unwrap();
+        let more = |p: &str| Brick {
+            node: 1,
+            host: "h1".into(),
+            path: p.into(),
+            number: None,
+        };
+        s.apply(&Command::AddBricks {
+            name: "a".into(),
+            bricks: vec![more("/b/1"), more("/b/2")],
+        })
+        .unwrap();
+        let names = |s: &PoolState| {
+            let v = &s.volumes["a"];
+            (0..v.bricks.len())
+                .map(|i| (v.brick_name(i), v.client_name(i)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&s)[2], ("a-brick2".into(), "a-client-2".into()));
+        s.apply(&Command::StartRemoveBricks {
+            name: "a".into(),
+            bricks: vec![1],
+        })
+        .unwrap();
+        let e = s
+            .apply(&Command::AddBricks {
+                name: "a".into(),
+                bricks: vec![more("/b/3")],
+            })
+            .unwrap_err();
+        assert!(e.contains("being removed"), "{e}");
+        s.apply(&Command::CommitRemoveBricks {
+            name: "a".into(),
+            bricks: vec![1],
+        })
+        .unwrap();
+        assert_eq!(
+            names(&s),
+            [
+                ("a-brick0".into(), "a-client-0".into()),
+                ("a-brick2".into(), "a-client-2".into())
+            ]
+        );
+        s.apply(&Command::AddBricks {
+            name: "a".into(),
+            bricks: vec![more("/b/3")],
+        })
+        .unwrap();
+        assert_eq!(names(&s)[2], ("a-brick3".into(), "a-client-3".into()));
+        assert!(s.volumes["a"].removing.is_empty());
     }
 
     #[test]

@@ -522,6 +522,7 @@ impl Node {
                 node,
                 host: host.to_string(),
                 path: path.to_string(),
+                number: Some(bricks.len() as u32),
             });
         }
         for (i, b) in bricks.iter().enumerate() {
@@ -968,6 +969,8 @@ impl Node {
                 node,
                 host: host.to_string(),
                 path: path.to_string(),
+                // Given by the AddBricks command when it applies.
+                number: None,
             });
         }
         for (i, b) in bricks.iter().enumerate() {

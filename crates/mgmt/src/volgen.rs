@@ -120,7 +120,7 @@ pub fn rebalance_volfile(state: &PoolState, v: &Volume) -> Result<Option<String>
             .peers
             .get(&b.node)
             .ok_or_else(|| VolgenError::UnknownNode(b.spec()))?;
-        let d = VolumeDecl::new(&format!("{}-client-{i}", v.name), "protocol/client")
+        let d = VolumeDecl::new(&v.client_name(i), "protocol/client")
             .option("remote-host", &b.host)
             .option("remote-port", peer.brick_port)
             .option("remote-subvolume", v.brick_name(i));
@@ -141,7 +141,7 @@ pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenErr
             .peers
             .get(&b.node)
             .ok_or_else(|| VolgenError::UnknownNode(b.spec()))?;
-        let d = VolumeDecl::new(&format!("{}-client-{i}", v.name), "protocol/client")
+        let d = VolumeDecl::new(&v.client_name(i), "protocol/client")
             .option("remote-host", &b.host)
             .option("remote-port", peer.brick_port)
             .option("remote-subvolume", v.brick_name(i));
@@ -216,6 +216,7 @@ mod tests {
                 node: 7,
                 host: "127.0.0.2".into(),
                 path: "/srv/b1".into(),
+                number: None,
             }],
             status: VolumeStatus::Created,
             options: BTreeMap::new(),
@@ -294,6 +295,7 @@ mod tests {
             node: 8,
             host: "127.0.0.3".into(),
             path: "/srv/b2".into(),
+            number: None,
         });
         let vf = Volfile::parse(&client_volfile(&s, &v).unwrap()).unwrap();
         let dht = vf.get("vol1-dht").unwrap();

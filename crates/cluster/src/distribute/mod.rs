@@ -144,8 +144,60 @@ enum Link {
 
 /// What distribute keeps on an open fd.
 enum FdState {
-    File(Mutex<FileFd>),
+    File(Mutex<FileFd>, Order),
     Dir(Mutex<DirState>),
+}
+
+/// The order of an open file's FOPs, kept across a move: FOPs that a moved file's old
+/// brick answered `EREMOTE` are sent again in the order they were first sent, and FOPs
+/// sent meanwhile wait behind them (two appends must not swap places).
+#[derive(Default)]
+struct Order {
+    next: std::sync::atomic::AtomicU64,
+    /// FOPs on the fd not finished yet, by number.
+    running: Mutex<std::collections::BTreeSet<u64>>,
+    /// FOPs being sent again after a move.
+    retrying: std::sync::atomic::AtomicUsize,
+    turn: tokio::sync::Notify,
+}
+
+impl Order {
+    fn begin(&self) -> u64 {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.running.lock().insert(n);
+        n
+    }
+
+    fn end(&self, n: u64) {
+        self.running.lock().remove(&n);
+        self.turn.notify_waiters();
+    }
+
+    fn retrying(&self) -> bool {
+        self.retrying.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+
+    /// Waits until every FOP begun before `n` has finished.
+    async fn wait_turn(&self, n: u64) {
+        loop {
+            let notified = self.turn.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.running.lock().first().is_none_or(|&m| m >= n) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Ends FOP `n` of an [`Order`] however its future ends.
+struct Turn<'a>(&'a Order, u64);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.end(self.1);
+    }
 }
 
 /// Where an open file's FOPs go.
@@ -158,7 +210,10 @@ struct FileFd {
 
 impl FdState {
     fn file(sub: usize) -> Arc<FdState> {
-        Arc::new(FdState::File(Mutex::new(FileFd { sub, alt: None })))
+        Arc::new(FdState::File(
+            Mutex::new(FileFd { sub, alt: None }),
+            Order::default(),
+        ))
     }
 }
 
@@ -951,7 +1006,7 @@ impl Distribute {
     /// and the fd to send there.
     fn fd_file(&self, fd: &FdRef) -> Result<(usize, FdRef), Errno> {
         match self.fd_state(fd).as_deref() {
-            Some(FdState::File(m)) => {
+            Some(FdState::File(m, _)) => {
                 let f = m.lock();
                 Ok((f.sub, f.alt.clone().unwrap_or_else(|| fd.clone())))
             }
@@ -971,17 +1026,41 @@ impl Distribute {
     where
         Fut: Future<Output = Result<T, Errno>>,
     {
+        let state = self.fd_state(fd);
+        let order = match state.as_deref() {
+            Some(FdState::File(_, o)) => Some(o),
+            _ => None,
+        };
+        let turn = order.map(|o| Turn(o, o.begin()));
+        if let Some(t) = &turn {
+            if t.0.retrying() {
+                t.0.wait_turn(t.1).await;
+            }
+        }
         let (i, cfd) = self.fd_file(fd)?;
         match f(self.sub(i)?.clone(), cfd.clone()).await {
             Err(e) if e == Errno::EREMOTE || e == Errno::EBADF => {
-                if self.fd_file(fd)?.0 == i {
-                    if e == Errno::EBADF {
-                        return Err(e);
-                    }
-                    self.relocate(ctx, fd, i, cfd).await?;
+                if self.fd_file(fd)?.0 == i && e == Errno::EBADF {
+                    return Err(e);
                 }
-                let (j, nfd) = self.fd_file(fd)?;
-                f(self.sub(j)?.clone(), nfd).await
+                let Some(t) = &turn else {
+                    return Err(e);
+                };
+                t.0.retrying
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let r = async {
+                    if self.fd_file(fd)?.0 == i {
+                        self.relocate(ctx, fd, i, cfd).await?;
+                    }
+                    // Sent again in the order first sent.
+                    t.0.wait_turn(t.1).await;
+                    let (j, nfd) = self.fd_file(fd)?;
+                    f(self.sub(j)?.clone(), nfd).await
+                }
+                .await;
+                t.0.retrying
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                r
             }
             r => r,
         }
@@ -1030,7 +1109,7 @@ impl Distribute {
             .open(&Ctx::internal(), &loc, &nfd, Xdata::new())
             .await?;
         let swapped = match self.fd_state(fd).as_deref() {
-            Some(FdState::File(m)) => {
+            Some(FdState::File(m, _)) => {
                 let mut st = m.lock();
                 if st.sub == old {
                     st.sub = new;
@@ -2109,7 +2188,7 @@ impl Xlator for Distribute {
     async fn releasedir(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         let Some(which) = self.fd_dirs(fd) else {
             // Opened by a subvolume alone (see opendir of a non-directory).
-            if let Some(FdState::File(m)) = self.fd_state(fd).as_deref() {
+            if let Some(FdState::File(m, _)) = self.fd_state(fd).as_deref() {
                 let i = m.lock().sub;
                 return self.children[i].releasedir(ctx, fd, xd).await;
             }
