@@ -754,3 +754,171 @@ fn remove_brick_moves_every_file_off_before_commit() {
         );
     }
 }
+
+/// A small xorshift generator: the random workload below is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Random writes, truncates, hole punches, zeroed ranges and fsyncs on 6 files through
+/// fds held open, every read checked against an in-memory model, until `stop`. The
+/// number of operations done.
+fn random_io(dir: &Path, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    const MAX: u64 = 1 << 20;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let files: Vec<std::fs::File> = (0..6)
+        .map(|i| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dir.join(format!("r{i}")))
+                .unwrap()
+        })
+        .collect();
+    let mut model: Vec<Vec<u8>> = vec![Vec::new(); files.len()];
+    let mut ops = 0u64;
+    let check = |f: &std::fs::File, m: &[u8], ops: u64, i: usize| {
+        let size = f.metadata().unwrap().len();
+        let mut got = vec![0u8; size as usize];
+        f.read_exact_at(&mut got, 0).unwrap();
+        if got != m {
+            let at = got.iter().zip(m).position(|(a, b)| a != b);
+            panic!(
+                "r{i} after {ops} operations: {} bytes, the model {}; first difference at {at:?}",
+                got.len(),
+                m.len()
+            );
+        }
+    };
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) || ops < 200 {
+        let i = rng.below(files.len() as u64) as usize;
+        let (f, m) = (&files[i], &mut model[i]);
+        let op = rng.below(100);
+        let off = rng.below(MAX);
+        let len = 1 + rng.below(64 << 10);
+        if op < 45 {
+            let b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            f.write_all_at(&b, off).unwrap();
+            let end = (off + len) as usize;
+            if m.len() < end {
+                m.resize(end, 0);
+            }
+            m[off as usize..end].copy_from_slice(&b);
+        } else if op < 60 {
+            f.set_len(off).unwrap();
+            m.resize(off as usize, 0);
+        } else if op < 70 {
+            let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+            // SAFETY: a valid open descriptor and plain integers.
+            let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, off as i64, len as i64) };
+            assert_eq!(r, 0, "punch hole: {}", std::io::Error::last_os_error());
+            let end = ((off + len) as usize).min(m.len());
+            if (off as usize) < end {
+                m[off as usize..end].fill(0);
+            }
+        } else if op < 80 {
+            // SAFETY: as above.
+            let r = unsafe {
+                libc::fallocate(
+                    f.as_raw_fd(),
+                    libc::FALLOC_FL_ZERO_RANGE,
+                    off as i64,
+                    len as i64,
+                )
+            };
+            assert_eq!(r, 0, "zero range: {}", std::io::Error::last_os_error());
+            let end = (off + len) as usize;
+            if m.len() < end {
+                m.resize(end, 0);
+            }
+            m[off as usize..end].fill(0);
+        } else if op < 85 {
+            f.sync_all().unwrap();
+        } else {
+            check(f, m, ops, i);
+        }
+        ops += 1;
+    }
+    for (i, f) in files.iter().enumerate() {
+        check(f, &model[i], ops, i);
+    }
+    ops
+}
+
+#[test]
+fn random_io_stays_right_through_rebalances_and_a_remove_brick() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let d = scratch("rebal-random");
+    let nodes = pool(17, 1, d.path());
+    let t = &nodes[0];
+    let h = t.host.clone();
+    let b: Vec<String> = (1..=4)
+        .map(|i| format!("{h}:{}", d.path().join(format!("rr-b{i}")).display()))
+        .collect();
+    ok(&h, t, &["volume", "create", "rr", &b[0], &b[1]]);
+    ok(&h, t, &["volume", "start", "rr"]);
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _m = mount_args(
+        &[format!("{h}:/rr").as_ref(), mnt.as_os_str()],
+        &mnt,
+        &d.path().join("mount.log"),
+    );
+    std::fs::create_dir(mnt.join("x")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let io = {
+        let (dir, stop) = (mnt.join("x"), stop.clone());
+        std::thread::spawn(move || random_io(&dir, &stop))
+    };
+    let rebalance = || {
+        ok(&h, t, &["volume", "rebalance", "rr", "start"]);
+        let st = wait_rebalance(&h, t, "rr", 120);
+        assert_eq!(st["state"], "completed", "{st}");
+        assert_eq!(st["total"]["failed"], 0, "{st}");
+        st["total"]["moved"].as_u64().unwrap()
+    };
+    let mut moved = 0;
+    for nb in &b[2..] {
+        std::thread::sleep(Duration::from_millis(500));
+        ok(&h, t, &["volume", "add-brick", "rr", nb]);
+        moved += rebalance();
+    }
+    // Then both original bricks go: every file has moved at least once by the end.
+    for gone in &b[..2] {
+        std::thread::sleep(Duration::from_millis(500));
+        ok(&h, t, &["volume", "remove-brick", "rr", gone, "start"]);
+        let st = wait_rebalance(&h, t, "rr", 120);
+        assert_eq!(st["state"], "completed", "{st}");
+        moved += st["total"]["moved"].as_u64().unwrap();
+        ok(&h, t, &["volume", "remove-brick", "rr", gone, "commit"]);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ops = io
+        .join()
+        .expect("the random I/O found a difference from its model");
+    println!("{ops} random operations, {moved} file moves under them");
+    assert!(moved >= 6, "{moved} moves under the workload");
+    for i in 0..6 {
+        assert!(
+            !data_names(&d.path().join("rr-b1"), "x").contains(&format!("r{i}"))
+                && !data_names(&d.path().join("rr-b2"), "x").contains(&format!("r{i}")),
+            "r{i} is still on a removed brick"
+        );
+    }
+}
