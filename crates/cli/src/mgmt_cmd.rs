@@ -946,17 +946,54 @@ async fn rebalance(api: &Api, rest: &[String], json: bool) -> Result<()> {
             print_rebalance(&s);
             Ok(())
         }
-        ["status", w] if *w == "--watch" || *w == "watch" => loop {
-            let s: RebalanceStatus = api.get(&base).await?;
-            print!("\x1b[2J\x1b[H");
-            print_rebalance(&s);
-            if s.state != "running" && s.state != "paused" {
-                return Ok(());
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        },
+        ["status", w] if *w == "--watch" || *w == "watch" => watch_rebalance(api, &base).await,
         [a @ ("stop" | "pause" | "resume")] => done(api.post(&format!("{base}/{a}"), &()).await?),
         _ => bail!("{USAGE}"),
+    }
+}
+
+/// `rebalance NAME status --watch`: a live progress bar per node (files or directories
+/// scanned of its estimate) and one for the total, until the rebalance ends; then the
+/// status table.
+async fn watch_rebalance(api: &Api, base: &str) -> Result<()> {
+    let multi = indicatif::MultiProgress::new();
+    let style =
+        indicatif::ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> ");
+    let mut bars: BTreeMap<String, indicatif::ProgressBar> = BTreeMap::new();
+    loop {
+        let s: RebalanceStatus = api.get(base).await?;
+        let mut total = s.total.clone();
+        total.total = s.nodes.iter().map(|r| r.total).sum();
+        for r in s.nodes.iter().chain(std::iter::once(&total)) {
+            let bar = bars.entry(r.node.clone()).or_insert_with(|| {
+                let b = multi.add(indicatif::ProgressBar::new(0));
+                b.set_style(style.clone());
+                b.set_prefix(r.node.clone());
+                b
+            });
+            bar.set_length(r.total.unwrap_or(r.scanned).max(r.scanned));
+            bar.set_position(r.scanned);
+            bar.set_message(format!(
+                "{}: moved {}, skipped {}, failed {}, {} bytes, {}s, eta {}",
+                r.state,
+                r.moved,
+                r.skipped,
+                r.failed,
+                r.bytes,
+                r.run_secs,
+                r.eta_secs.map_or("-".into(), |e| format!("{e}s"))
+            ));
+        }
+        if s.state != "running" && s.state != "paused" {
+            for b in bars.values() {
+                b.finish();
+            }
+            print_rebalance(&s);
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -710,6 +710,12 @@ fn remove_brick_moves_every_file_off_before_commit() {
     );
     let status = json(&h, t, &["volume", "remove-brick", "rv", gone, "status"]);
     assert_eq!(status["state"], "completed", "{status}");
+    let watch = ok(
+        &h,
+        t,
+        &["volume", "remove-brick", "rv", gone, "status", "--watch"],
+    );
+    assert!(watch.contains("volume rebalance: rv: completed"), "{watch}");
     for i in 0..6 {
         assert_eq!(
             on_b2(&format!("d{i}")),

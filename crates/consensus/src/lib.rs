@@ -219,6 +219,10 @@ pub struct Options {
     /// How long a proposal, membership step or consistent read may wait for a
     /// leader and a quorum before failing (default 5 s).
     pub propose_timeout: Duration,
+    /// How long a membership change (adding a learner, promoting it, removing a node) may
+    /// take: two log entries committed in turn, so longer than a proposal on a loaded
+    /// machine.
+    pub membership_timeout: Duration,
     /// How long [`Consensus::add_voter`] waits for the new node to catch up
     /// before giving up (default 20 s).
     pub catch_up_timeout: Duration,
@@ -233,6 +237,7 @@ impl Default for Options {
             snapshot_every: 1000,
             keep_logs_after_snapshot: 100,
             propose_timeout: Duration::from_secs(5),
+            membership_timeout: Duration::from_secs(20),
             catch_up_timeout: Duration::from_secs(20),
         }
     }
@@ -626,7 +631,7 @@ impl<S: StateMachine> Inner<S> {
                 "node {id} is already a voter at {cur}; remove it before adding it at {addr}"
             )));
         }
-        let t = self.opts.propose_timeout;
+        let t = self.opts.membership_timeout;
         let start = Instant::now();
         let doing = format!("adding node {id} ({addr}) as a learner");
         let resp = match tokio::time::timeout(
@@ -704,7 +709,7 @@ impl<S: StateMachine> Inner<S> {
         let doing = format!("removing node {id}");
         let start = Instant::now();
         match tokio::time::timeout(
-            self.opts.propose_timeout,
+            self.opts.membership_timeout,
             raft.change_membership(change, false),
         )
         .await

@@ -1084,6 +1084,7 @@ impl Node {
                     resumed: 0,
                     error: Some(e.message),
                     removing: Vec::new(),
+                    total: None,
                 }),
             }
         }
@@ -1127,6 +1128,7 @@ impl Node {
             resumed: 0,
             error: None,
             removing: Vec::new(),
+            total: None,
         };
         for r in &nodes {
             total.scanned += r.scanned;
@@ -1706,6 +1708,7 @@ fn rebalance_row(node: String, t: &crate::tasks::TaskRecord) -> RebalanceNode {
         eta_secs: t.eta_secs,
         resumed: t.resumed,
         error: t.error.clone(),
+        total: t.items_total,
         removing: t.params["remove"]
             .as_array()
             .map(|a| {

@@ -396,6 +396,9 @@ pub struct RebalanceNode {
     /// The bricks (indexes) this task moves files off, for a remove-brick.
     #[serde(default)]
     pub removing: Vec<usize>,
+    /// What `scanned` should reach, when the task knows (an estimate for migrate).
+    #[serde(default)]
+    pub total: Option<u64>,
 }
 
 /// `GET /v1/volumes/{name}/rebalance`: every node's part and their sum.
