@@ -161,6 +161,26 @@ impl Stopped {
         assert!(pid > 0);
         // SAFETY: kill(2) on a child of this test.
         unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        // A group stop is not instant on a busy machine: wait until every thread is stopped
+        // (each task's state `T`), so nothing the test sends next is answered.
+        let t0 = Instant::now();
+        let stopped = || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok()).all(|e| {
+                        std::fs::read_to_string(e.path().join("stat"))
+                            .map(|st| {
+                                st.rsplit_once(") ")
+                                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+                            })
+                            .unwrap_or(true)
+                    })
+                })
+                .unwrap_or(true)
+        };
+        while !stopped() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         Stopped(pid as i32)
     }
     fn resume(self) {}
