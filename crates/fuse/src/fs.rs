@@ -825,15 +825,26 @@ impl Filesystem for WeftFs {
     ) {
         let (me, c, name) = (self.inner.clone(), ctx(req, None), name.to_owned());
         let et = self.entry_ttl;
+        let caps = self.no_caps.clone();
         self.go(async move {
             match me.create(&c, parent.0, &name, mode, umask, flags).await {
-                Ok((ia, fh)) => reply.created(
-                    &et,
-                    &attr(&ia),
-                    Generation(0),
-                    FileHandle(fh),
-                    open_flags_for(flags),
-                ),
+                Ok((ia, fh)) => {
+                    // A file just made has no capabilities: the kernel's question before
+                    // its first writes is answered here, as for a file asked about before.
+                    let mut m = caps.lock();
+                    if m.len() >= NO_CAPS_MAX {
+                        m.clear();
+                    }
+                    m.insert(ia.ino, std::time::Instant::now());
+                    drop(m);
+                    reply.created(
+                        &et,
+                        &attr(&ia),
+                        Generation(0),
+                        FileHandle(fh),
+                        open_flags_for(flags),
+                    )
+                }
                 Err(e) => reply.error(errno(e)),
             }
         });
