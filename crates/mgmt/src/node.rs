@@ -993,17 +993,7 @@ impl Node {
                 ))));
             }
         }
-        if let Some(row) = self
-            .rebalance_rows(&state, name)
-            .await
-            .into_iter()
-            .find(|r| r.state == "running" || r.state == "paused")
-        {
-            return Err(OpError::conflict(fail(format!(
-                "a rebalance of {name} is {} on {}; wait for it or stop it first",
-                row.state, row.node
-            ))));
-        }
+        self.no_rebalance_running(&state, name, &fail).await?;
         let mut by_node: BTreeMap<u64, Vec<String>> = BTreeMap::new();
         for b in &bricks {
             by_node.entry(b.node).or_default().push(b.path.clone());
@@ -1091,6 +1081,32 @@ impl Node {
         rows
     }
 
+    /// Refuses (409, worded by `fail`) while a rebalance of volume `name` runs or is
+    /// paused on some node, or a node that may be running one does not answer.
+    async fn no_rebalance_running(
+        &self,
+        state: &PoolState,
+        name: &str,
+        fail: &(dyn Fn(String) -> String + Sync),
+    ) -> OpResult<()> {
+        let busy = self
+            .rebalance_rows(state, name)
+            .await
+            .into_iter()
+            .find(|r| r.state == "running" || r.state == "paused" || r.state == "unreachable");
+        match busy {
+            None => Ok(()),
+            Some(r) if r.state == "unreachable" => Err(OpError::conflict(fail(format!(
+                "node {} does not answer; it may be running a rebalance of {name}",
+                r.node
+            )))),
+            Some(r) => Err(OpError::conflict(fail(format!(
+                "a rebalance of {name} is {} on {}; wait for it or stop it first",
+                r.state, r.node
+            )))),
+        }
+    }
+
     /// `volume rebalance NAME status`: every node's part and the sum.
     pub async fn rebalance_status(&self, name: &str) -> OpResult<RebalanceStatus> {
         let state = self.state();
@@ -1170,24 +1186,7 @@ impl Node {
                 "volume {name} is not started"
             ))));
         }
-        if let Some(row) = self
-            .rebalance_rows(&state, name)
-            .await
-            .into_iter()
-            .find(|r| r.state == "running" || r.state == "paused" || r.state == "unreachable")
-        {
-            return Err(OpError::conflict(fail(if row.state == "unreachable" {
-                format!(
-                    "node {} does not answer; it may be running a rebalance of {name}",
-                    row.node
-                )
-            } else {
-                format!(
-                    "a rebalance of {name} is already {} on {}",
-                    row.state, row.node
-                )
-            })));
-        }
+        self.no_rebalance_running(&state, name, &fail).await?;
         let volfile = volgen::rebalance_volfile(&state, &v)
             .map_err(|e| OpError::bad(fail(e.to_string())))?
             .ok_or_else(|| OpError::bad(fail("the volume has one brick".into())))?;
@@ -1365,17 +1364,7 @@ impl Node {
                         "volume {name} is not started (its files are moved off the bricks through the running bricks)"
                     ))));
                 }
-                if let Some(row) = self
-                    .rebalance_rows(&state, name)
-                    .await
-                    .into_iter()
-                    .find(|r| r.state == "running" || r.state == "paused")
-                {
-                    return Err(OpError::conflict(fail(format!(
-                        "a rebalance of {name} is {} on {}; wait for it or stop it first",
-                        row.state, row.node
-                    ))));
-                }
+                self.no_rebalance_running(&state, name, &fail).await?;
                 let m = self
                     .propose(Command::StartRemoveBricks {
                         name: name.to_string(),
@@ -1709,15 +1698,7 @@ fn rebalance_row(node: String, t: &crate::tasks::TaskRecord) -> RebalanceNode {
         resumed: t.resumed,
         error: t.error.clone(),
         total: t.items_total,
-        removing: t.params["remove"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_u64())
-                    .map(|v| v as usize)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        removing: crate::rebalance::indexes(&t.params, "remove"),
     }
 }
 

@@ -204,23 +204,15 @@ struct Progress {
 #[async_trait::async_trait]
 impl Job for MigrateJob {
     async fn run(&self, ctx: &TaskCtx) -> Result<(), JobEnd> {
-        let rec = ctx.record();
-        let local: Vec<usize> = rec.params["local"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_u64())
-                    .map(|v| v as usize)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let local = indexes(&ctx.record().params, "local");
         run_walk(ctx, Some(local)).await
     }
 }
 
-/// The subvolumes a task's parameters say are being removed.
-fn removing(params: &serde_json::Value) -> Vec<usize> {
-    params["remove"]
+/// The subvolume indexes a task's parameters list under `key` (`local`: this node's,
+/// `remove`: those being removed); none when absent.
+pub fn indexes(params: &serde_json::Value, key: &str) -> Vec<usize> {
+    params[key]
         .as_array()
         .map(|a| {
             a.iter()
@@ -257,7 +249,7 @@ async fn run_walk(ctx: &TaskCtx, migrate: Option<Vec<usize>>) -> Result<(), JobE
         if let Some(local) = &migrate {
             estimate_total(ctx, &vol, local).await;
         }
-        let remove = removing(&rec.params);
+        let remove = indexes(&rec.params, "remove");
         let r = walk(ctx, &vol, &mut prog, migrate.as_deref(), &remove).await;
         vol.close().await;
         r
