@@ -171,8 +171,10 @@ fn translators_lists_every_type_with_its_options() {
         types,
         [
             "cluster/distribute",
+            "cluster/replicate",
             "debug/io-stats",
             "debug/trace",
+            "features/index",
             "features/locks",
             "features/migrate",
             "features/python",

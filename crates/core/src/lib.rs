@@ -66,6 +66,12 @@ pub const UNLINK_GFID_KEY: &str = "unlink.gfid";
 /// asks it before moving a file, since locks do not move with the data.
 pub const LOCKS_HELD_XATTR: &str = "weft.locks.held";
 
+/// Xdata key on a `lookup`: an xattr name prefix (UTF-8). A brick that honours it answers,
+/// in the reply's xdata, every xattr of the found inode whose name starts with it (key: the
+/// xattr's name, value: its bytes), so a replica set learns its changelogs in the lookup
+/// round trip. Internal (`trusted.weft.`) names need the internal xdata key as well.
+pub const LOOKUP_XATTRS_KEY: &str = "lookup.xattrs";
+
 /// The prefix of Weft's internal xattrs, never shown to clients.
 pub const INTERNAL_XATTR_PREFIX: &str = "trusted.weft.";
 

@@ -66,6 +66,12 @@ pub const TABLE: &[VolumeOption] = &[
     opt("performance.write-behind-window-size", Side::Client, "performance/write-behind", "cache-size"),
     opt("performance.write-behind-total-cache-size", Side::Client, "performance/write-behind", "total-cache-size"),
     opt("network.ping-timeout", Side::Client, "protocol/client", "ping-timeout"),
+    opt("cluster.quorum-type", Side::Client, "cluster/replicate", "quorum-type"),
+    opt("cluster.quorum-count", Side::Client, "cluster/replicate", "quorum-count"),
+    opt("cluster.favorite-child-policy", Side::Client, "cluster/replicate", "favorite-child-policy"),
+    opt("cluster.eager-lock", Side::Client, "cluster/replicate", "eager-lock"),
+    opt("cluster.post-op-delay", Side::Client, "cluster/replicate", "post-op-delay"),
+    opt("cluster.self-heal-on-access", Side::Client, "cluster/replicate", "self-heal-on-access"),
     VolumeOption {
         unsupported: Some("TLS between mounts and bricks is not yet set up by mgmtd (write volfiles by hand for TLS)"),
         ..opt("client.ssl", Side::Client, "protocol/client", "transport.socket.ssl-enabled")

@@ -23,10 +23,11 @@ pub enum VolgenError {
 pub fn check_layout(layout: &Layout, _bricks: usize) -> Result<(), VolgenError> {
     match layout {
         Layout::Distribute => Ok(()),
-        Layout::Replicate { replica, .. } => Err(VolgenError::Unsupported(format!(
-            "replica {replica} needs cluster/replicate, which this version of Weft does not \
-             have yet"
-        ))),
+        Layout::Replicate { arbiter: true, .. } => Err(VolgenError::Unsupported(
+            "arbiter bricks are not served by this version of Weft yet (use replica 3 without arbiter)"
+                .to_string(),
+        )),
+        Layout::Replicate { .. } => Ok(()),
         Layout::Disperse { disperse, .. } => Err(VolgenError::Unsupported(format!(
             "disperse {disperse} needs cluster/disperse, which this version of Weft does not \
              have yet"
@@ -54,8 +55,9 @@ fn with_options(mut d: VolumeDecl, v: &Volume, side: Side, xlator: &str) -> Volu
     d
 }
 
-/// The server volfile of brick `index`: posix, locks, migrate (the brick half of a
-/// rebalance's file moves) and io-stats under protocol/server, the brick named
+/// The server volfile of brick `index`: posix, locks, index (the inodes with pending
+/// replication changes), migrate (the brick half of a rebalance's file moves) and io-stats
+/// under protocol/server, the brick named
 /// [`Volume::brick_name`].
 pub fn brick_volfile(v: &Volume, index: usize) -> String {
     let b = &v.bricks[index];
@@ -64,8 +66,11 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
         VolumeDecl::new(&format!("{name}-posix"), "storage/posix").option("directory", &b.path);
     let locks = VolumeDecl::new(&format!("{name}-locks"), "features/locks")
         .subvolumes(std::slice::from_ref(&posix.name));
-    let migrate = VolumeDecl::new(&format!("{name}-migrate"), "features/migrate")
+    let index = VolumeDecl::new(&format!("{name}-index"), "features/index")
+        .option("directory", &b.path)
         .subvolumes(std::slice::from_ref(&locks.name));
+    let migrate = VolumeDecl::new(&format!("{name}-migrate"), "features/migrate")
+        .subvolumes(std::slice::from_ref(&index.name));
     let stats = with_options(
         VolumeDecl::new(&name, "debug/io-stats"),
         v,
@@ -81,9 +86,32 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
     )
     .subvolumes(std::slice::from_ref(&stats.name));
     Volfile {
-        volumes: vec![posix, locks, migrate, stats, server],
+        volumes: vec![posix, locks, index, migrate, stats, server],
     }
     .to_string()
+}
+
+/// Groups the protocol/clients `below` (in brick order) into the volume's replica sets,
+/// each under a cluster/replicate named `VOL-replicate-K` (K counts sets from 0) that
+/// carries the volume's replicate options; returns the names distribute goes over (the
+/// clients themselves when the volume is not replicated).
+fn replica_sets(v: &Volume, below: Vec<String>, decls: &mut Vec<VolumeDecl>) -> Vec<String> {
+    let Layout::Replicate { replica, .. } = v.layout else {
+        return below;
+    };
+    let mut out = Vec::new();
+    for (k, set) in below.chunks(replica.max(1) as usize).enumerate() {
+        let d = with_options(
+            VolumeDecl::new(&format!("{}-replicate-{k}", v.name), "cluster/replicate"),
+            v,
+            Side::Client,
+            "cluster/replicate",
+        )
+        .subvolumes(set);
+        out.push(d.name.clone());
+        decls.push(d);
+    }
+    out
 }
 
 /// cluster/distribute over `below` (the volume's protocol/clients, in brick order), told
@@ -128,6 +156,10 @@ pub fn rebalance_volfile(state: &PoolState, v: &Volume) -> Result<Option<String>
         below.push(d.name.clone());
         decls.push(d);
     }
+    let below = replica_sets(v, below, &mut decls);
+    if below.len() < 2 {
+        return Ok(None);
+    }
     decls.push(dht_decl(v, &below));
     Ok(Some(Volfile { volumes: decls }.to_string()))
 }
@@ -165,7 +197,9 @@ pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenErr
             wb = wb.option(opt, val);
         }
     }
-    // Several bricks: cluster/distribute spreads files over them by name hash.
+    // Replica sets: cluster/replicate over each set's bricks.
+    let mut below = replica_sets(v, below, &mut decls);
+    // Several bricks or sets: cluster/distribute spreads files over them by name hash.
     if below.len() > 1 {
         let dht = dht_decl(v, &below);
         below = vec![dht.name.clone()];
@@ -266,15 +300,80 @@ mod tests {
     #[test]
     fn layouts_without_a_translator_are_refused_by_name() {
         let e = check_layout(
-            &Layout::Replicate {
-                replica: 3,
-                arbiter: false,
+            &Layout::Disperse {
+                disperse: 3,
+                redundancy: 1,
             },
             3,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("cluster/replicate"));
+        assert!(e.to_string().contains("cluster/disperse"));
+        let e = check_layout(
+            &Layout::Replicate {
+                replica: 3,
+                arbiter: true,
+            },
+            3,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("arbiter"));
         check_layout(&Layout::Distribute, 4).unwrap();
+        check_layout(
+            &Layout::Replicate {
+                replica: 3,
+                arbiter: false,
+            },
+            6,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn replica_sets_go_under_cluster_replicate_then_distribute() {
+        let (s, mut v) = state();
+        for i in 2..=6 {
+            v.bricks.push(Brick {
+                node: 7,
+                host: "127.0.0.2".into(),
+                path: format!("/srv/b{i}"),
+                number: None,
+            });
+        }
+        v.layout = Layout::Replicate {
+            replica: 3,
+            arbiter: false,
+        };
+        v.options
+            .insert("cluster.quorum-type".into(), "fixed".into());
+        let vf = Volfile::parse(&client_volfile(&s, &v).unwrap()).unwrap();
+        let r0 = vf.get("vol1-replicate-0").unwrap();
+        assert_eq!(r0.type_name, "cluster/replicate");
+        assert_eq!(
+            r0.subvolumes,
+            vec!["vol1-client-0", "vol1-client-1", "vol1-client-2"]
+        );
+        assert!(r0
+            .options
+            .iter()
+            .any(|o| o.key == "quorum-type" && o.value == "fixed"));
+        assert_eq!(
+            vf.get("vol1-dht").unwrap().subvolumes,
+            vec!["vol1-replicate-0", "vol1-replicate-1"]
+        );
+        // One set: no distribute.
+        v.bricks.truncate(3);
+        let vf = Volfile::parse(&client_volfile(&s, &v).unwrap()).unwrap();
+        assert!(vf.get("vol1-dht").is_none());
+        assert_eq!(
+            vf.get("vol1-write-behind").unwrap().subvolumes,
+            vec!["vol1-replicate-0"]
+        );
+        // Every brick graph keeps the index of pending changes.
+        let b = Volfile::parse(&brick_volfile(&v, 1)).unwrap();
+        assert_eq!(
+            b.get("vol1-brick1-index").unwrap().type_name,
+            "features/index"
+        );
     }
 
     #[test]

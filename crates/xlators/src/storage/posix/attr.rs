@@ -223,6 +223,25 @@ pub fn getxattr(t: Target<'_>, name: Option<&str>, xd: &Xdata) -> Result<XattrMa
     Ok(out)
 }
 
+/// Every xattr whose name starts with `prefix` that `xd` may see (the answer to a lookup's
+/// [`weft_core::LOOKUP_XATTRS_KEY`]).
+pub fn getxattr_prefixed(t: Target<'_>, prefix: &str, xd: &Xdata) -> Result<XattrMap, Errno> {
+    let mut out = XattrMap::new();
+    for n in list_names(t)? {
+        if !n.starts_with(prefix) || !allowed(&n, xd) {
+            continue;
+        }
+        match get_one(t, &n) {
+            Ok(v) => {
+                out.insert(n, v);
+            }
+            Err(e) if e == Errno::ENODATA => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// Sets every xattr in `attrs` with XATTR_CREATE/XATTR_REPLACE `flags`.
 pub fn setxattr(t: Target<'_>, attrs: &XattrMap, flags: i32, xd: &Xdata) -> Result<(), Errno> {
     let f = XattrFlags::from_bits(flags as u32).ok_or(Errno::EINVAL)?;

@@ -25,7 +25,7 @@ use weft_core::options::{OptionKind, OptionSpec};
 use weft_core::{
     Checksum, Ctx, Dirent, EntrylkCmd, EntrylkType, Errno, FdRef, Flock, Fop, Gfid, Iatt, LkCmd,
     Loc, SeekWhat, SetAttr, StatVfs, XattrMap, XattropOp, Xdata, Xlator, XlatorInit, XlatorRef,
-    XlatorType, GFID_REQ_KEY, UNLINK_GFID_KEY,
+    XlatorType, GFID_REQ_KEY, LOOKUP_XATTRS_KEY, UNLINK_GFID_KEY,
 };
 
 use attr::Target;
@@ -139,9 +139,25 @@ impl Xlator for Posix {
         format!("directory = {}\n", self.brick.root.display())
     }
 
-    async fn lookup(&self, _: &Ctx, loc: &Loc, _: Xdata) -> Fop<Iatt> {
+    async fn lookup(&self, _: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
         let loc = loc.clone();
-        self.run(move |b| b.lookup(&loc)).await
+        let Some(prefix) = xd
+            .get(LOOKUP_XATTRS_KEY)
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+        else {
+            return self.run(move |b| b.lookup(&loc)).await;
+        };
+        let b = self.brick.clone();
+        weft_core::blocking::run_blocking(move || {
+            let ia = b.lookup(&loc)?;
+            let node = b.inode(&Loc::inode(ia.gfid))?;
+            let mut out = Xdata::new();
+            for (k, v) in attr::getxattr_prefixed(Target::Pin(&node), &prefix, &xd)? {
+                out.set(k, v);
+            }
+            Ok((ia, out))
+        })
+        .await
     }
     async fn stat(&self, _: &Ctx, loc: &Loc, _: Xdata) -> Fop<Iatt> {
         let l = loc.clone();

@@ -1,0 +1,580 @@
+//! Transactions: how a change reaches every replica so that a crash anywhere leaves the
+//! survivors knowing who is behind (see [`super::changelog`]).
+//!
+//! 1. *Lock*: an inode lock (data or metadata domain, whole file) or entry locks on the
+//!    names (entry domain) in `features/locks` on every replica that is up. Locks are
+//!    tried on all at once without waiting; on a conflict what was taken is given back
+//!    and they are taken one replica after another in order, waiting, so two clients
+//!    cannot deadlock.
+//! 2. *Pre-op*: every locked replica raises every replica's counter by one, an absent
+//!    replica's by two.
+//! 3. The change itself, on every locked replica at once.
+//! 4. A replica the change failed on is *accused* (its counter raised once more on the
+//!    others) before the change is acknowledged.
+//! 5. *Post-op*: the counters of replicas where every change succeeded go down by one;
+//!    then the locks are given back.
+//!
+//! Data and metadata changes of one inode in flight together share one transaction
+//! (a [`Slot`] holds it): the first takes the lock and does the pre-op, the last one out
+//! does the post-op, after `post-op-delay` so that the next write of a sequential writer
+//! finds it still held (eager locking). Entry changes each have their own; their post-op
+//! and unlock happen after the answer.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use weft_core::*;
+
+use super::changelog::{encode, key, Kind};
+use super::{ixd, Inode, Replicate};
+
+/// Lock domain of data transactions (and of heals copying data).
+pub(crate) const DATA_DOMAIN: &str = "weft.afr.data";
+/// Lock domain of metadata transactions.
+pub(crate) const META_DOMAIN: &str = "weft.afr.metadata";
+/// Lock domain of entry transactions (names in a directory; the whole directory for heal).
+pub(crate) const ENTRY_DOMAIN: &str = "weft.afr.entry";
+
+/// The lock domain of changes of `kind`.
+pub(crate) fn domain(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Data => DATA_DOMAIN,
+        Kind::Metadata => META_DOMAIN,
+        Kind::Entry => ENTRY_DOMAIN,
+    }
+}
+
+/// The transaction an inode's changes of one kind share while in flight.
+#[derive(Default)]
+pub(crate) struct Slot {
+    current: tokio::sync::Mutex<Option<Arc<Batch>>>,
+    active: AtomicUsize,
+}
+
+/// One transaction: its lock and its pre-op, shared by the changes in it.
+pub(crate) struct Batch {
+    kind: Kind,
+    /// The inodes whose changelogs it moves: the inode itself, or the parent directories.
+    targets: Vec<Gfid>,
+    owner: u64,
+    /// Replicas it holds the lock on.
+    locked: Vec<usize>,
+    /// Replicas every change so far succeeded on (the post-op lowers their counters).
+    members: Mutex<Vec<usize>>,
+    /// Replicas already accused in this transaction.
+    accused: tokio::sync::Mutex<Vec<usize>>,
+}
+
+impl Batch {
+    fn members(&self) -> Vec<usize> {
+        self.members.lock().clone()
+    }
+}
+
+fn lock_ctx(owner: u64) -> Ctx {
+    Ctx {
+        lk_owner: owner,
+        ..Ctx::internal()
+    }
+}
+
+fn flock(kind: LockType, owner: u64, start: u64, len: u64) -> Flock {
+    Flock {
+        kind,
+        start,
+        len,
+        pid: 0,
+        owner,
+    }
+}
+
+impl Replicate {
+    /// Takes an inode lock on `[start, start+len)` (len 0: to the end) in `domain` on the
+    /// candidates; returns the replicas that hold it.
+    pub(crate) async fn lock_inode(
+        &self,
+        domain: &str,
+        g: Gfid,
+        owner: u64,
+        range: (u64, u64),
+        cands: &[usize],
+    ) -> Vec<usize> {
+        let ctx = lock_ctx(owner);
+        let lk = flock(LockType::Write, owner, range.0, range.1);
+        let loc = Loc::inode(g);
+        let rs = self
+            .each(cands, |_, c| {
+                let (ctx, loc) = (&ctx, &loc);
+                async move {
+                    c.inodelk(ctx, domain, loc, LkCmd::Set, &lk, Xdata::new())
+                        .await
+                }
+            })
+            .await;
+        let got: Vec<usize> = rs
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| *i)
+            .collect();
+        if !rs
+            .iter()
+            .any(|(_, r)| matches!(r, Err(e) if *e == Errno::EAGAIN))
+        {
+            return got;
+        }
+        // Someone holds it somewhere: give back what was taken, then wait in order.
+        self.unlock_inode(domain, g, owner, range, &got).await;
+        let mut held = Vec::new();
+        for &i in cands {
+            if self.children[i]
+                .inodelk(&ctx, domain, &loc, LkCmd::SetWait, &lk, Xdata::new())
+                .await
+                .is_ok()
+            {
+                held.push(i);
+            }
+        }
+        held
+    }
+
+    /// Gives back an inode lock taken by [`Replicate::lock_inode`].
+    pub(crate) async fn unlock_inode(
+        &self,
+        domain: &str,
+        g: Gfid,
+        owner: u64,
+        range: (u64, u64),
+        on: &[usize],
+    ) {
+        let ctx = lock_ctx(owner);
+        let lk = flock(LockType::Unlock, owner, range.0, range.1);
+        let loc = Loc::inode(g);
+        self.each(on, |_, c| {
+            let (ctx, loc) = (&ctx, &loc);
+            async move {
+                c.inodelk(ctx, domain, loc, LkCmd::Set, &lk, Xdata::new())
+                    .await
+            }
+        })
+        .await;
+    }
+
+    /// Takes entry locks on every name (or whole directories, `None`) on the candidates;
+    /// returns the replicas that hold all of them.
+    pub(crate) async fn lock_entries(
+        &self,
+        owner: u64,
+        names: &[(Gfid, Option<OsString>)],
+        cands: &[usize],
+    ) -> Vec<usize> {
+        let ctx = lock_ctx(owner);
+        let try_all = |i: usize, cmd: EntrylkCmd| {
+            let c = self.children[i].clone();
+            let ctx = ctx.clone();
+            async move {
+                let mut taken = 0;
+                for (p, n) in names {
+                    match c
+                        .entrylk(
+                            &ctx,
+                            ENTRY_DOMAIN,
+                            &Loc::inode(*p),
+                            n.as_ref(),
+                            cmd,
+                            EntrylkType::Write,
+                            Xdata::new(),
+                        )
+                        .await
+                    {
+                        Ok(_) => taken += 1,
+                        Err(e) => return (taken, Err(e)),
+                    }
+                }
+                (taken, Ok(()))
+            }
+        };
+        let rs = futures::future::join_all(
+            cands
+                .iter()
+                .map(|&i| try_all(i, EntrylkCmd::LockNonBlocking)),
+        )
+        .await;
+        let mut got = Vec::new();
+        let mut conflict = false;
+        for (&i, (taken, r)) in cands.iter().zip(&rs) {
+            match r {
+                Ok(()) => got.push(i),
+                Err(e) => {
+                    conflict |= *e == Errno::EAGAIN;
+                    if *taken > 0 {
+                        self.unlock_entries(owner, &names[..*taken], &[i]).await;
+                    }
+                }
+            }
+        }
+        if !conflict {
+            return got;
+        }
+        self.unlock_entries(owner, names, &got).await;
+        let mut held = Vec::new();
+        for &i in cands {
+            let (taken, r) = try_all(i, EntrylkCmd::Lock).await;
+            match r {
+                Ok(()) => held.push(i),
+                Err(_) if taken > 0 => self.unlock_entries(owner, &names[..taken], &[i]).await,
+                Err(_) => {}
+            }
+        }
+        held
+    }
+
+    /// Gives back entry locks taken by [`Replicate::lock_entries`].
+    pub(crate) async fn unlock_entries(
+        &self,
+        owner: u64,
+        names: &[(Gfid, Option<OsString>)],
+        on: &[usize],
+    ) {
+        let ctx = lock_ctx(owner);
+        self.each(on, |_, c| {
+            let ctx = &ctx;
+            async move {
+                for (p, n) in names {
+                    let _ = c
+                        .entrylk(
+                            ctx,
+                            ENTRY_DOMAIN,
+                            &Loc::inode(*p),
+                            n.as_ref(),
+                            EntrylkCmd::Unlock,
+                            EntrylkType::Write,
+                            Xdata::new(),
+                        )
+                        .await;
+                }
+                Ok::<(), Errno>(())
+            }
+        })
+        .await;
+    }
+
+    /// Adds `delta(j)` to every replica `j`'s changelog of every target on each replica
+    /// in `on`; returns the replicas where it succeeded for every target.
+    pub(crate) async fn changelog_add(
+        &self,
+        targets: &[Gfid],
+        on: &[usize],
+        delta: impl Fn(usize) -> [i64; 3],
+    ) -> Vec<usize> {
+        let mut attrs = XattrMap::new();
+        // Every replica's counters are named, moved or not: the bricks' index follows
+        // the values an xattrop answers.
+        let mut moves = false;
+        for j in 0..self.n() {
+            let d = delta(j);
+            moves |= d != [0; 3];
+            attrs.insert(key(&self.names[j]), encode(d));
+        }
+        if !moves {
+            return on.to_vec();
+        }
+        let rs = self
+            .each(on, |_, c| {
+                let attrs = &attrs;
+                async move {
+                    for &g in targets {
+                        c.xattrop(
+                            &Ctx::internal(),
+                            &Loc::inode(g),
+                            XattropOp::AddArray32,
+                            attrs,
+                            ixd(),
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                }
+            })
+            .await;
+        rs.into_iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn one(kind: Kind, v: i64) -> [i64; 3] {
+        let mut d = [0; 3];
+        d[kind as usize] = v;
+        d
+    }
+
+    /// Locks and pre-ops a new transaction on `targets` (already locked on `locked`).
+    async fn preop(
+        &self,
+        kind: Kind,
+        targets: Vec<Gfid>,
+        owner: u64,
+        locked: Vec<usize>,
+    ) -> Result<Arc<Batch>, Errno> {
+        let ok = self
+            .changelog_add(&targets, &locked, |j| {
+                Self::one(kind, if locked.contains(&j) { 1 } else { 2 })
+            })
+            .await;
+        let batch = Arc::new(Batch {
+            kind,
+            targets,
+            owner,
+            locked: locked.clone(),
+            members: Mutex::new(ok.clone()),
+            accused: tokio::sync::Mutex::new(Vec::new()),
+        });
+        if !self.has_quorum(&ok) {
+            self.finish(&batch).await;
+            return Err(if ok.is_empty() {
+                Errno::ENOTCONN
+            } else {
+                Errno::EROFS
+            });
+        }
+        let lost: Vec<usize> = locked.into_iter().filter(|i| !ok.contains(i)).collect();
+        if !lost.is_empty() {
+            self.fail(&batch, &lost).await;
+        }
+        Ok(batch)
+    }
+
+    /// Accuses replicas a change of `batch` failed on (once per transaction), before the
+    /// change is acknowledged, and leaves them out of the rest of it.
+    async fn fail(&self, batch: &Batch, bad: &[usize]) {
+        let mut accused = batch.accused.lock().await;
+        batch.members.lock().retain(|i| !bad.contains(i));
+        let new: Vec<usize> = bad
+            .iter()
+            .copied()
+            .filter(|i| !accused.contains(i))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let good = batch.members();
+        self.changelog_add(&batch.targets, &good, |j| {
+            Self::one(batch.kind, if new.contains(&j) { 1 } else { 0 })
+        })
+        .await;
+        for &j in &new {
+            tracing::debug!(
+                "{}: a {} change failed on {}; it is pending there",
+                self.name,
+                batch.kind.word(),
+                self.names[j]
+            );
+            for &g in &batch.targets {
+                self.mark_bad(g, j);
+            }
+        }
+        accused.extend(new);
+    }
+
+    /// Post-op and unlock of a transaction no change uses any more.
+    async fn finish(&self, batch: &Batch) {
+        let members = batch.members();
+        self.changelog_add(&batch.targets, &members, |j| {
+            Self::one(batch.kind, if members.contains(&j) { -1 } else { 0 })
+        })
+        .await;
+        match batch.kind {
+            Kind::Entry => {}
+            k => {
+                self.unlock_inode(
+                    super::txn::domain(k),
+                    batch.targets[0],
+                    batch.owner,
+                    (0, 0),
+                    &batch.locked,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Runs the change `op` of `kind` (data or metadata) on inode `g` on every replica, in
+    /// a transaction shared with the changes in flight on it.
+    pub(crate) async fn txn<T, F, Fut>(
+        &self,
+        g: Gfid,
+        kind: Kind,
+        fd: Option<&FdRef>,
+        op: F,
+    ) -> Fop<T>
+    where
+        F: Fn(usize, XlatorRef) -> Fut,
+        Fut: Future<Output = Fop<T>>,
+    {
+        let ino = self.inode(g);
+        let batch = self.join(g, kind, &ino).await?;
+        let mut members = batch.members();
+        if let Some(fd) = fd {
+            let open = self.ensure_open(fd, &members).await;
+            let lost: Vec<usize> = members
+                .iter()
+                .copied()
+                .filter(|i| !open.contains(i))
+                .collect();
+            if !lost.is_empty() {
+                self.fail(&batch, &lost).await;
+            }
+            members = open;
+        }
+        let rs = self.each(&members, op).await;
+        let out = self.settle(&batch, rs).await;
+        self.leave(kind, ino, batch);
+        out
+    }
+
+    fn slot(ino: &Inode, kind: Kind) -> &Slot {
+        if kind == Kind::Data {
+            &ino.data
+        } else {
+            &ino.meta
+        }
+    }
+
+    /// Joins the transaction in flight on `g`, or starts one.
+    async fn join(&self, g: Gfid, kind: Kind, ino: &Arc<Inode>) -> Result<Arc<Batch>, Errno> {
+        let slot = Self::slot(ino, kind);
+        let mut cur = slot.current.lock().await;
+        if let Some(b) = cur.as_ref() {
+            slot.active.fetch_add(1, Ordering::AcqRel);
+            return Ok(b.clone());
+        }
+        let up = self.up();
+        if !self.has_quorum(&up) {
+            return Err(Errno::EROFS);
+        }
+        let owner = self.owner();
+        let locked = self.lock_inode(domain(kind), g, owner, (0, 0), &up).await;
+        if !self.has_quorum(&locked) {
+            self.unlock_inode(domain(kind), g, owner, (0, 0), &locked)
+                .await;
+            return Err(if locked.is_empty() {
+                Errno::ENOTCONN
+            } else {
+                Errno::EROFS
+            });
+        }
+        let b = self.preop(kind, vec![g], owner, locked).await?;
+        *cur = Some(b.clone());
+        slot.active.fetch_add(1, Ordering::AcqRel);
+        Ok(b)
+    }
+
+    /// Leaves a shared transaction; the last one out ends it (now, or after
+    /// `post-op-delay` if nothing joined meanwhile).
+    fn leave(&self, kind: Kind, ino: Arc<Inode>, batch: Arc<Batch>) {
+        let slot = Self::slot(&ino, kind);
+        if slot.active.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        let cfg = self.cfg();
+        let delay = if cfg.eager_lock && kind == Kind::Data {
+            cfg.post_op_delay
+        } else {
+            std::time::Duration::ZERO
+        };
+        tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let slot = Self::slot(&ino, kind);
+            let mut cur = slot.current.lock().await;
+            let same = cur.as_ref().is_some_and(|b| Arc::ptr_eq(b, &batch));
+            if !same || slot.active.load(Ordering::Acquire) != 0 {
+                return;
+            }
+            *cur = None;
+            me.finish(&batch).await;
+        });
+    }
+
+    /// Sorts the answers of a change: accuses the replicas it failed on when it
+    /// succeeded elsewhere; answers the first success, or the error when it failed on
+    /// every replica (then nobody is behind).
+    async fn settle<T>(&self, batch: &Batch, rs: Vec<(usize, Fop<T>)>) -> Fop<T> {
+        let ok: Vec<usize> = rs
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| *i)
+            .collect();
+        let bad: Vec<usize> = rs
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(i, _)| *i)
+            .collect();
+        if ok.is_empty() {
+            return Self::first_ok(rs);
+        }
+        if !bad.is_empty() {
+            self.fail(batch, &bad).await;
+        }
+        if !self.has_quorum(&ok) {
+            return Err(Errno::EROFS);
+        }
+        Self::first_ok(rs)
+    }
+
+    /// Runs the entry change `op` (names in `locs`, which must name their parent and
+    /// name) on every replica in its own transaction.
+    pub(crate) async fn entry_txn<T, F, Fut>(&self, locs: &[&Loc], op: F) -> Fop<T>
+    where
+        F: Fn(usize, XlatorRef) -> Fut,
+        Fut: Future<Output = Fop<T>>,
+    {
+        let mut names = Vec::new();
+        for l in locs {
+            match (l.parent, &l.name) {
+                (Some(p), Some(n)) => names.push((p, Some(n.clone()))),
+                _ => return Err(Errno::EINVAL),
+            }
+        }
+        names.sort();
+        names.dedup();
+        let up = self.up();
+        if !self.has_quorum(&up) {
+            return Err(Errno::EROFS);
+        }
+        let owner = self.owner();
+        let locked = self.lock_entries(owner, &names, &up).await;
+        if !self.has_quorum(&locked) {
+            self.unlock_entries(owner, &names, &locked).await;
+            return Err(if locked.is_empty() {
+                Errno::ENOTCONN
+            } else {
+                Errno::EROFS
+            });
+        }
+        let mut parents: Vec<Gfid> = names.iter().map(|(p, _)| *p).collect();
+        parents.dedup();
+        let batch = match self.preop(Kind::Entry, parents, owner, locked).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.unlock_entries(owner, &names, &up).await;
+                return Err(e);
+            }
+        };
+        let members = batch.members();
+        let rs = self.each(&members, op).await;
+        let out = self.settle(&batch, rs).await;
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move {
+                me.finish(&batch).await;
+                me.unlock_entries(batch.owner, &names, &batch.locked).await;
+            });
+        }
+        out
+    }
+}
