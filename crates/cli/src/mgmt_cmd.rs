@@ -240,6 +240,8 @@ usage:
   weft volume add-brick NAME HOST:/BRICK... [force]
   weft volume rebalance NAME fix-layout start | start | status [--watch] | stop | pause | resume
   weft volume remove-brick NAME HOST:/BRICK... start | status | stop | commit [force]
+  weft volume heal NAME [full] [--watch] | status | info [summary|split-brain]
+  weft volume heal NAME split-brain bigger-file FILE | latest-mtime FILE | source-brick HOST:/BRICK [FILE]
   weft volume replace-brick ...
   weft volume task list | status ID [--watch] | start KIND [key=value...] [throttle N]
   weft volume task pause ID | resume ID | stop ID | throttle ID N
@@ -548,6 +550,7 @@ pub fn volume(args: Vec<String>, mut t: Target) -> Result<()> {
             }
             "remove-brick" => remove_brick(&api, &rest, t.json).await,
             "rebalance" => rebalance(&api, &rest, t.json).await,
+            "heal" => heal(&api, &rest, t.json).await,
             "replace-brick" => {
                 let name = rest.first().cloned().unwrap_or_default();
                 let v: VolumeInfo = api
@@ -949,6 +952,171 @@ async fn rebalance(api: &Api, rest: &[String], json: bool) -> Result<()> {
         ["status", w] if *w == "--watch" || *w == "watch" => watch_rebalance(api, &base).await,
         [a @ ("stop" | "pause" | "resume")] => done(api.post(&format!("{base}/{a}"), &()).await?),
         _ => bail!("{USAGE}"),
+    }
+}
+
+/// `weft volume heal NAME [full] [--watch] | status | info [summary|split-brain] |
+/// split-brain POLICY ...`.
+async fn heal(api: &Api, rest: &[String], json: bool) -> Result<()> {
+    const USAGE: &str = "usage: weft volume heal NAME [full] [--watch] | status | info [summary|split-brain] | split-brain bigger-file FILE | split-brain latest-mtime FILE | split-brain source-brick HOST:/BRICK [FILE]";
+    let Some((name, words)) = rest.split_first() else {
+        bail!("{USAGE}");
+    };
+    let base = format!("/v1/volumes/{}/heal", urlencode(name));
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let watch = words.iter().any(|w| *w == "--watch" || *w == "watch");
+    let words: Vec<&str> = words
+        .into_iter()
+        .filter(|w| *w != "--watch" && *w != "watch")
+        .collect();
+    match words.as_slice() {
+        [] | ["full"] => {
+            let d: Done = api
+                .post(
+                    &base,
+                    &HealRequest {
+                        full: words.first() == Some(&"full"),
+                        throttle: 0,
+                    },
+                )
+                .await?;
+            println!("{}", d.message);
+            if watch {
+                watch_heal(api, &base).await?;
+            }
+            Ok(())
+        }
+        ["status"] => {
+            if watch {
+                return watch_heal(api, &base).await;
+            }
+            let ts: Vec<TaskRecord> = api.get(&base).await?;
+            if json {
+                return print_json(&ts);
+            }
+            if ts.is_empty() {
+                println!("volume heal: {name}: no heal has run");
+            }
+            for t in ts {
+                print_heal_task(&t);
+            }
+            Ok(())
+        }
+        ["info"] | ["info", "summary" | "split-brain"] => {
+            let which = words.get(1).copied().unwrap_or("all");
+            let i: weft_mgmt::heal::HealInfo =
+                api.get(&format!("{base}/info?which={which}")).await?;
+            if json {
+                return print_json(&i);
+            }
+            for b in &i.bricks {
+                println!("Brick {}", b.brick);
+                println!("Status: {}", b.status);
+                for e in &b.entries {
+                    println!("{} - {}", e.gfid, e.status);
+                }
+                match which {
+                    "summary" => {
+                        println!("Total Number of entries: {}", b.pending);
+                        println!(
+                            "Number of entries in heal pending: {}",
+                            b.pending - b.split_brain
+                        );
+                        println!("Number of entries in split-brain: {}", b.split_brain);
+                    }
+                    "split-brain" => {
+                        println!("Number of entries in split-brain: {}", b.split_brain)
+                    }
+                    _ => println!("Number of entries: {}", b.pending),
+                }
+                println!();
+            }
+            Ok(())
+        }
+        ["split-brain", policy @ ("bigger-file" | "latest-mtime"), file] => done(
+            api.post(
+                &format!("{base}/split-brain"),
+                &SplitBrainRequest {
+                    policy: policy.to_string(),
+                    file: Some(file.to_string()),
+                    brick: None,
+                },
+            )
+            .await?,
+        ),
+        ["split-brain", "source-brick", brick, file @ ..] if file.len() <= 1 => done(
+            api.post(
+                &format!("{base}/split-brain"),
+                &SplitBrainRequest {
+                    policy: "source-brick".into(),
+                    file: file.first().map(|f| f.to_string()),
+                    brick: Some(brick.to_string()),
+                },
+            )
+            .await?,
+        ),
+        _ => bail!("{USAGE}"),
+    }
+}
+
+fn print_heal_task(t: &TaskRecord) {
+    let c = &t.checkpoint;
+    println!(
+        "{}: task {} {:?}: healed {}, split-brain {}, failed {}, crawled {}, {:.1}/s, {}s{}",
+        t.node,
+        t.id,
+        t.state,
+        c["healed"].as_u64().unwrap_or(0),
+        c["split_brain"].as_u64().unwrap_or(0),
+        c["failed"].as_u64().unwrap_or(0),
+        c["crawled"].as_u64().unwrap_or(0),
+        t.rate,
+        t.run_secs,
+        t.eta_secs.map_or(String::new(), |e| format!(", eta {e}s"))
+    );
+}
+
+/// `heal NAME --watch`: a live bar per node's heal task (entries healed of those its
+/// indexes listed) until every one ends.
+async fn watch_heal(api: &Api, base: &str) -> Result<()> {
+    let multi = indicatif::MultiProgress::new();
+    let style =
+        indicatif::ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> ");
+    let mut bars: BTreeMap<String, indicatif::ProgressBar> = BTreeMap::new();
+    loop {
+        let ts: Vec<TaskRecord> = api.get(base).await?;
+        for t in &ts {
+            let bar = bars.entry(t.node.clone()).or_insert_with(|| {
+                let b = multi.add(indicatif::ProgressBar::new(0));
+                b.set_style(style.clone());
+                b.set_prefix(t.node.clone());
+                b
+            });
+            bar.set_length(t.items_total.unwrap_or(t.items_done).max(t.items_done));
+            bar.set_position(t.items_done);
+            bar.set_message(format!(
+                "{:?}: split-brain {}, {:.1}/s, eta {}",
+                t.state,
+                t.checkpoint["split_brain"].as_u64().unwrap_or(0),
+                t.rate,
+                t.eta_secs.map_or("-".into(), |e| format!("{e}s"))
+            ));
+        }
+        if ts
+            .iter()
+            .all(|t| !matches!(t.state, TaskState::Running | TaskState::Paused))
+        {
+            for b in bars.values() {
+                b.finish();
+            }
+            for t in &ts {
+                print_heal_task(t);
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

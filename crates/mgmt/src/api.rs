@@ -119,7 +119,7 @@ fn done(message: String) -> ApiResult<Done> {
         start_volume, stop_volume, volume_status, set_options, get_options, reset_option,
         reset_all_options, option_help, volfile, statedump, list_tasks, start_task, task_status,
         pause_task, resume_task, stop_task, throttle_task, add_bricks, remove_bricks, rebalance_start,
-        rebalance_status, rebalance_control
+        rebalance_status, rebalance_control, heal_start, heal_status, heal_info, heal_split_brain
     ),
     modifiers(&BearerAuth)
 )]
@@ -167,6 +167,12 @@ pub fn router(node: Shared) -> Router {
         .route(
             "/v1/volumes/{name}/rebalance",
             get(rebalance_status).post(rebalance_start),
+        )
+        .route("/v1/volumes/{name}/heal", get(heal_status).post(heal_start))
+        .route("/v1/volumes/{name}/heal/info", get(heal_info))
+        .route(
+            "/v1/volumes/{name}/heal/split-brain",
+            post(heal_split_brain),
         )
         .route(
             "/v1/volumes/{name}/rebalance/{action}",
@@ -300,6 +306,53 @@ async fn rebalance_start(
     Body(r): Body<RebalanceRequest>,
 ) -> ApiResult<Done> {
     done(n.rebalance_start(&name, r).await?)
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/heal", params(("name" = String, Path)), request_body = HealRequest, security(("token" = [])), responses((status = 200, body = Done)))]
+async fn heal_start(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(name): Path<String>,
+    Body(r): Body<HealRequest>,
+) -> ApiResult<Done> {
+    done(n.heal_start(&name, r).await?)
+}
+
+#[utoipa::path(get, path = "/v1/volumes/{name}/heal", params(("name" = String, Path)), responses((status = 200, body = Vec<TaskRecord>)))]
+async fn heal_status(
+    State(n): State<Shared>,
+    Path(name): Path<String>,
+) -> ApiResult<Vec<TaskRecord>> {
+    Ok(axum::Json(n.heal_tasks(&name).await?))
+}
+
+/// What `heal info` lists.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+struct HealInfoQuery {
+    /// `all` (default), `summary` or `split-brain`.
+    which: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/volumes/{name}/heal/info", params(("name" = String, Path), HealInfoQuery), responses((status = 200, body = crate::heal::HealInfo)))]
+async fn heal_info(
+    State(n): State<Shared>,
+    Path(name): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HealInfoQuery>,
+) -> ApiResult<crate::heal::HealInfo> {
+    Ok(axum::Json(
+        n.heal_info(&name, q.which.as_deref().unwrap_or("all"))
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/heal/split-brain", params(("name" = String, Path)), request_body = SplitBrainRequest, security(("token" = [])), responses((status = 200, body = Done)))]
+async fn heal_split_brain(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(name): Path<String>,
+    Body(r): Body<SplitBrainRequest>,
+) -> ApiResult<Done> {
+    done(n.heal_split_brain(&name, r).await?)
 }
 
 #[utoipa::path(get, path = "/v1/volumes/{name}/rebalance", params(("name" = String, Path)), responses((status = 200, body = RebalanceStatus)))]

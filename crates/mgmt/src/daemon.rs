@@ -192,6 +192,14 @@ pub async fn run(cfg: Config, registry: Arc<Registry>) -> Result<(), StartError>
     let n3 = node.clone();
     let reconciler = tokio::spawn(async move { reconcile_loop(n3).await });
     node.tasks.resume_all();
+    let n4 = node.clone();
+    let shd = tokio::spawn(async move {
+        // The self-heal daemon: pending entries on this node's bricks start a heal task.
+        loop {
+            tokio::time::sleep(crate::heal::SHD_INTERVAL).await;
+            n4.shd_tick().await;
+        }
+    });
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).map_err(setup("SIGTERM"))?;
@@ -211,6 +219,7 @@ pub async fn run(cfg: Config, registry: Arc<Registry>) -> Result<(), StartError>
     }
     node.tasks.shutdown();
     reconciler.abort();
+    shd.abort();
     node.consensus.shutdown().await;
     if let Some(p) = &cfg.pid_file {
         let _ = std::fs::remove_file(p);

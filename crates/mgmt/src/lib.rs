@@ -7,6 +7,7 @@ pub mod brick_check;
 pub mod brickproc;
 pub mod client;
 pub mod daemon;
+pub mod heal;
 pub mod model;
 pub mod mounts;
 pub mod node;

@@ -21,6 +21,8 @@ use crate::store::LocalStore;
 use crate::types::*;
 use crate::volgen;
 
+mod heal_ops;
+
 /// An operation's failure: an HTTP status and a message for a person.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]

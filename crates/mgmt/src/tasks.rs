@@ -550,6 +550,7 @@ pub fn kinds() -> BTreeMap<String, Arc<dyn Job>> {
         crate::rebalance::MIGRATE.into(),
         Arc::new(crate::rebalance::MigrateJob),
     );
+    crate::heal::register_kind(&mut m);
     m
 }
 

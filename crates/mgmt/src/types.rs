@@ -347,6 +347,32 @@ pub struct RemoveBricksRequest {
     pub throttle: u64,
 }
 
+/// `POST /v1/volumes/{name}/heal`: heal what the indexes list (`volume heal VOL`), or
+/// first walk the whole volume (`volume heal VOL full`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct HealRequest {
+    /// Walk every directory first, healing every inode met, not only the indexed ones.
+    #[serde(default)]
+    pub full: bool,
+    /// Inodes a second at most per node (0: no limit).
+    #[serde(default)]
+    pub throttle: u64,
+}
+
+/// `POST /v1/volumes/{name}/heal/split-brain`: resolve split-brain.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct SplitBrainRequest {
+    /// `bigger-file`, `latest-mtime` or `source-brick`.
+    pub policy: String,
+    /// The file (path in the volume); required but for `source-brick`, which without it
+    /// resolves every split-brain entry of that brick's replica set.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// `HOST:/PATH` of the brick whose copy wins (`source-brick`).
+    #[serde(default)]
+    pub brick: Option<String>,
+}
+
 /// `POST /v1/volumes/{name}/rebalance`: start a rebalance.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct RebalanceRequest {

@@ -129,18 +129,37 @@ fn dht_decl(v: &Volume, below: &[String]) -> VolumeDecl {
     d.option("decommissioned", names.join(","))
 }
 
-/// The client volfile: protocol/client to each brick, cluster/distribute over them when
-/// there are several, write-behind (always present so
-/// turning it off and on is an option change, not a new graph), features/python when
-/// `python.module` is set, and io-stats on top named after the volume.
 /// The graph a rebalance task reaches the volume through: the volume's protocol/clients
-/// (the same names as in the client volfile, which link files record) under
-/// cluster/distribute, which is the top. `None` for a volume of one brick.
+/// (the same names as in the client volfile, which link files record), the replica sets
+/// over them, under cluster/distribute, which is the top. `None` for a volume of one
+/// brick or one replica set.
 pub fn rebalance_volfile(state: &PoolState, v: &Volume) -> Result<Option<String>, VolgenError> {
-    check_layout(&v.layout, v.bricks.len())?;
-    if v.bricks.len() < 2 {
+    let (mut decls, below) = cluster_decls(state, v)?;
+    if below.len() < 2 {
         return Ok(None);
     }
+    decls.push(dht_decl(v, &below));
+    Ok(Some(Volfile { volumes: decls }.to_string()))
+}
+
+/// The graph self-heal reaches a replicated volume through: its protocol/clients and
+/// cluster/replicate sets (the same names as in the client volfile), under
+/// cluster/distribute when there are several sets.
+pub fn heal_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenError> {
+    let (mut decls, below) = cluster_decls(state, v)?;
+    if below.len() > 1 {
+        decls.push(dht_decl(v, &below));
+    }
+    Ok(Volfile { volumes: decls }.to_string())
+}
+
+/// The protocol/clients of every brick and the replica sets over them; returns the
+/// declarations and the names distribute would go over.
+fn cluster_decls(
+    state: &PoolState,
+    v: &Volume,
+) -> Result<(Vec<VolumeDecl>, Vec<String>), VolgenError> {
+    check_layout(&v.layout, v.bricks.len())?;
     let mut decls = Vec::new();
     let mut below = Vec::new();
     for (i, b) in v.bricks.iter().enumerate() {
@@ -157,30 +176,15 @@ pub fn rebalance_volfile(state: &PoolState, v: &Volume) -> Result<Option<String>
         decls.push(d);
     }
     let below = replica_sets(v, below, &mut decls);
-    if below.len() < 2 {
-        return Ok(None);
-    }
-    decls.push(dht_decl(v, &below));
-    Ok(Some(Volfile { volumes: decls }.to_string()))
+    Ok((decls, below))
 }
 
+/// The client volfile: protocol/client to each brick, cluster/replicate over each replica
+/// set, cluster/distribute over them when there are several, write-behind (always present so
+/// turning it off and on is an option change, not a new graph), features/python when
+/// `python.module` is set, and io-stats on top named after the volume.
 pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenError> {
-    check_layout(&v.layout, v.bricks.len())?;
-    let mut decls = Vec::new();
-    let mut below = Vec::new();
-    for (i, b) in v.bricks.iter().enumerate() {
-        let peer = state
-            .peers
-            .get(&b.node)
-            .ok_or_else(|| VolgenError::UnknownNode(b.spec()))?;
-        let d = VolumeDecl::new(&v.client_name(i), "protocol/client")
-            .option("remote-host", &b.host)
-            .option("remote-port", peer.brick_port)
-            .option("remote-subvolume", v.brick_name(i));
-        let d = with_options(d, v, Side::Client, "protocol/client");
-        below.push(d.name.clone());
-        decls.push(d);
-    }
+    let (mut decls, mut below) = cluster_decls(state, v)?;
     let enable = v
         .options
         .get("performance.write-behind")
@@ -197,8 +201,6 @@ pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenErr
             wb = wb.option(opt, val);
         }
     }
-    // Replica sets: cluster/replicate over each set's bricks.
-    let mut below = replica_sets(v, below, &mut decls);
     // Several bricks or sets: cluster/distribute spreads files over them by name hash.
     if below.len() > 1 {
         let dht = dht_decl(v, &below);

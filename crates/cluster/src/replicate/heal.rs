@@ -42,6 +42,17 @@ pub enum HealOutcome {
     Partial,
 }
 
+/// How a command resolves a split-brain (`volume heal VOL split-brain ...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// The biggest copy wins (for metadata: the latest ctime).
+    BiggerFile,
+    /// The copy modified last wins.
+    LatestMtime,
+    /// The copy on this replica (child index) wins.
+    Brick(usize),
+}
+
 /// Heal counters for `dump`.
 #[derive(Default)]
 pub(crate) struct Stats {
@@ -66,6 +77,12 @@ type Answers = Vec<(usize, Iatt, Xdata)>;
 impl Replicate {
     /// Heals every kind of change pending on inode `g`.
     pub async fn heal(&self, g: Gfid) -> Result<HealOutcome, Errno> {
+        self.heal_with(g, None).await
+    }
+
+    /// Heals inode `g`, resolving a split-brain by `choice` when given (else by
+    /// `favorite-child-policy`).
+    pub async fn heal_with(&self, g: Gfid, choice: Option<Choice>) -> Result<HealOutcome, Errno> {
         let answers = match self.refresh_quiet(g).await {
             Ok(a) => a,
             Err(e) if e == Errno::ENOENT || e == Errno::ESTALE => {
@@ -82,7 +99,7 @@ impl Replicate {
         };
         let mut out = HealOutcome::Clean;
         for &k in kinds {
-            let r = self.heal_kind(g, k).await;
+            let r = self.heal_kind(g, k, choice).await;
             match r {
                 Ok(HealOutcome::Clean) => {}
                 Ok(o) => {
@@ -107,6 +124,23 @@ impl Replicate {
         }
         // What this client knew of the copies is stale now.
         *self.inode(g).known.lock() = None;
+        if out == HealOutcome::Clean && self.up().len() < self.n() {
+            // Clean among the replicas up; what is pending for the others waits for them.
+            let pending = self
+                .refresh_quiet(g)
+                .await
+                .map(|a| {
+                    let mut m = Matrix::new(self.n());
+                    for (i, _, xd) in &a {
+                        m.set_row(*i, &self.names, |k| xd.get(k));
+                    }
+                    m.any_pending_at_all()
+                })
+                .unwrap_or(false);
+            if pending {
+                return Ok(HealOutcome::Partial);
+            }
+        }
         if matches!(out, HealOutcome::Clean | HealOutcome::Healed) {
             self.forget_index(g).await;
         }
@@ -157,7 +191,12 @@ impl Replicate {
     }
 
     /// Heals changes of `kind` on `g`, under that kind's lock.
-    pub(crate) async fn heal_kind(&self, g: Gfid, kind: Kind) -> Result<HealOutcome, Errno> {
+    pub(crate) async fn heal_kind(
+        &self,
+        g: Gfid,
+        kind: Kind,
+        choice: Option<Choice>,
+    ) -> Result<HealOutcome, Errno> {
         let up = self.up();
         if up.len() < 2 {
             return Ok(HealOutcome::Partial);
@@ -171,7 +210,7 @@ impl Replicate {
         let r = if locked.len() < 2 {
             Ok(HealOutcome::Partial)
         } else {
-            self.heal_locked(g, kind, owner, &locked).await
+            self.heal_locked(g, kind, owner, &locked, choice).await
         };
         match kind {
             Kind::Entry => self.unlock_entries(owner, &names, &locked).await,
@@ -189,6 +228,7 @@ impl Replicate {
         kind: Kind,
         owner: u64,
         locked: &[usize],
+        choice: Option<Choice>,
     ) -> Result<HealOutcome, Errno> {
         let answers = match self.lookup_on(g, locked).await {
             Ok(a) => a,
@@ -211,7 +251,7 @@ impl Replicate {
                 // (GlusterFS's conservative merge).
                 (answers[0].0, answers.iter().map(|a| a.0).collect(), true)
             }
-            Verdict::SplitBrain => match self.favorite(&answers, &m, kind) {
+            Verdict::SplitBrain => match self.favorite(&answers, kind, choice) {
                 Some(s) => (
                     s,
                     answers.iter().map(|a| a.0).filter(|&i| i != s).collect(),
@@ -242,9 +282,14 @@ impl Replicate {
             Kind::Metadata => self.heal_metadata(g, &answers, source, &sinks).await,
             Kind::Entry => self.heal_entries(g, source, &sinks, merge).await?,
         };
-        // Subtract what was read, for the copies made equal to the source.
-        let mut settled = healed.clone();
-        settled.push(source);
+        // Subtract what was read, for the copies now equal to the source: the sources (not
+        // accused, so equal to it) and the sinks healed. What a copy left out still says
+        // of it, or what was counted meanwhile, stays.
+        let settled: Vec<usize> = answers
+            .iter()
+            .map(|a| a.0)
+            .filter(|i| !sinks.contains(i) || healed.contains(i))
+            .collect();
         for (i, _, _) in &answers {
             // Every counter named (see txn::changelog_add).
             let mut attrs = XattrMap::new();
@@ -285,16 +330,22 @@ impl Replicate {
         Ok(HealOutcome::Healed)
     }
 
-    /// The copy a split-brain resolves to under `favorite-child-policy`, if any.
-    fn favorite(&self, answers: &Answers, m: &Matrix, kind: Kind) -> Option<usize> {
-        let _ = m;
+    /// The copy a split-brain resolves to: by `choice` when given, else under
+    /// `favorite-child-policy`; `None` when nothing chooses.
+    fn favorite(&self, answers: &Answers, kind: Kind, choice: Option<Choice>) -> Option<usize> {
         let pick = |f: &dyn Fn(&Iatt) -> (u64, Timespec)| {
             answers
                 .iter()
                 .max_by_key(|(i, ia, _)| (f(ia), std::cmp::Reverse(*i)))
                 .map(|a| a.0)
         };
-        match self.cfg().favorite {
+        let policy = match choice {
+            Some(Choice::Brick(b)) => return answers.iter().find(|a| a.0 == b).map(|a| a.0),
+            Some(Choice::BiggerFile) => Favorite::Size,
+            Some(Choice::LatestMtime) => Favorite::Mtime,
+            None => self.cfg().favorite,
+        };
+        match policy {
             Favorite::None => None,
             Favorite::Size if kind == Kind::Data => pick(&|ia| (ia.size, ia.mtime)),
             Favorite::Size => pick(&|ia| (0, ia.ctime)),
@@ -602,15 +653,23 @@ impl Replicate {
                 Ok(h) => h,
                 Err(_) => continue,
             };
+            // Names the source gives another inode go first; then new names are made
+            // (a renamed file is linked to while its old name still holds it); then names
+            // the source does not have go.
             let mut ok = true;
             for (name, ia) in &have {
-                if want.get(name).map(|w| w.gfid) != Some(ia.gfid) {
+                if want.get(name).is_some_and(|w| w.gfid != ia.gfid) {
                     ok &= self.remove_entry(s, dir, name, ia).await.is_ok();
                 }
             }
             for (name, ia) in &want {
                 if have.get(name).map(|h| h.gfid) != Some(ia.gfid) {
                     ok &= self.make_entry(source, s, dir, name, ia).await.is_ok();
+                }
+            }
+            for (name, ia) in &have {
+                if !want.contains_key(name) {
+                    ok &= self.remove_entry(s, dir, name, ia).await.is_ok();
                 }
             }
             if ok {

@@ -30,20 +30,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
+use futures::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use weft_core::options::{OptionKind, OptionSpec, Options};
 use weft_core::*;
 
 use changelog::{Kind, Matrix, Verdict, PENDING_PREFIX};
 
-pub use heal::HealOutcome;
+pub use heal::{Choice, HealOutcome};
 
 /// Xdata key (presence only) that lets a Weft translator reach `trusted.weft.*` xattrs.
 use crate::distribute::INTERNAL_XDATA_KEY;
 
 /// Virtual xattr (internal xdata only): `setxattr` with a gfid as text heals that inode
-/// now (every kind of change), answering `EIO` for a split-brain it cannot resolve.
+/// now (every kind of change), answering `EIO` for a split-brain it cannot resolve and
+/// `EAGAIN` when changes stay pending for a replica that is down.
 pub const HEAL_XATTR: &str = "weft.afr.heal";
+/// Virtual xattr (internal xdata only): `setxattr` with `bigger-file GFID`,
+/// `latest-mtime GFID` or `source-brick SUBVOLUME GFID` heals that inode, resolving a
+/// split-brain by that choice; `EINVAL` for a malformed value or unknown subvolume,
+/// `ENOENT` for an inode no replica has.
+pub const RESOLVE_XATTR: &str = "weft.afr.resolve";
 /// Virtual xattr (internal xdata only): `getxattr` answers the gfids (text, one per line)
 /// that the index of any replica lists as pending.
 pub const PENDING_XATTR: &str = "weft.afr.pending";
@@ -104,6 +111,7 @@ struct Config {
     eager_lock: bool,
     post_op_delay: Duration,
     heal_on_access: bool,
+    heal_on_reconnect: bool,
 }
 
 fn config(o: &Options) -> Result<Config, String> {
@@ -129,6 +137,7 @@ fn config(o: &Options) -> Result<Config, String> {
         eager_lock: o.bool("eager-lock"),
         post_op_delay: o.duration("post-op-delay"),
         heal_on_access: o.bool("self-heal-on-access"),
+        heal_on_reconnect: o.bool("self-heal-on-reconnect"),
     })
 }
 
@@ -147,6 +156,9 @@ struct Known {
 #[derive(Default)]
 struct Inode {
     known: Mutex<Option<Known>>,
+    /// Bumped whenever a change fails on a replica: what a lookup sent before learnt may
+    /// predate the accusation, so it is not kept.
+    epoch: AtomicU64,
     data: txn::Slot,
     meta: txn::Slot,
 }
@@ -175,6 +187,10 @@ pub struct Replicate {
     next_owner: AtomicU64,
     /// Inodes a background heal is working on.
     healing: Mutex<HashSet<Gfid>>,
+    /// A sweep of the indexes runs.
+    sweeping: std::sync::atomic::AtomicBool,
+    /// A replica came back since the running sweep's passes began.
+    sweep_again: std::sync::atomic::AtomicBool,
     stats: heal::Stats,
 }
 
@@ -200,6 +216,8 @@ impl Replicate {
             inodes: Mutex::new(HashMap::new()),
             next_owner: AtomicU64::new(seed | 1),
             healing: Mutex::new(HashSet::new()),
+            sweeping: std::sync::atomic::AtomicBool::new(false),
+            sweep_again: std::sync::atomic::AtomicBool::new(false),
             stats: heal::Stats::default(),
         })
     }
@@ -317,8 +335,18 @@ impl Replicate {
         let known = match known {
             Some(k) => k,
             None => {
-                self.refresh(g).await?;
-                ino.known.lock().clone().ok_or(Errno::EIO)?
+                let mut tries = 0;
+                loop {
+                    self.refresh(g).await?;
+                    if let Some(k) = ino.known.lock().clone() {
+                        break k;
+                    }
+                    // A change failed meanwhile: learn again.
+                    tries += 1;
+                    if tries > 5 {
+                        return Err(Errno::EIO);
+                    }
+                }
             }
         };
         if known.split_brain {
@@ -340,6 +368,7 @@ impl Replicate {
     /// Learns the copies of `g` again (a nameless lookup with the changelogs on every
     /// child that is up); returns the answers.
     async fn refresh(&self, g: Gfid) -> Result<Vec<(usize, Iatt, Xdata)>, Errno> {
+        let epoch = self.inode(g).epoch.load(Ordering::Acquire);
         let up = self.up();
         let rs = self
             .each(&up, |_, c| async move {
@@ -360,7 +389,7 @@ impl Replicate {
             return Err(err);
         }
         let (known, m) = self.judge(&answers);
-        *self.inode(g).known.lock() = Some(known);
+        self.learn(g, known, epoch);
         if m.any_pending_at_all() {
             self.background_heal(g);
         }
@@ -369,8 +398,23 @@ impl Replicate {
 
     /// Marks copy `c` of `g` as not good (a change failed there).
     fn mark_bad(&self, g: Gfid, c: usize) {
-        if let Some(k) = self.inode(g).known.lock().as_mut() {
+        let ino = self.inode(g);
+        let mut k = ino.known.lock();
+        ino.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Some(k) = k.as_mut() {
             k.good[c] = false;
+        }
+    }
+
+    /// Keeps what a lookup learnt of `g`'s copies, unless a change failed since it was
+    /// sent (`epoch` then): its answers may predate that accusation.
+    fn learn(&self, g: Gfid, known: Known, epoch: u64) {
+        let ino = self.inode(g);
+        let mut k = ino.known.lock();
+        if ino.epoch.load(Ordering::Acquire) == epoch {
+            *k = Some(known);
+        } else {
+            *k = None;
         }
     }
 
@@ -408,6 +452,48 @@ impl Replicate {
                 tracing::debug!("{}: background heal of {g}: {e:?}", me.name);
             }
             me.healing.lock().remove(&g);
+        });
+    }
+
+    /// Heals, in the background, every inode the replicas' indexes list, pass after pass
+    /// while passes make progress (one sweep at a time).
+    fn sweep(&self) {
+        let Some(me) = self.me.upgrade() else { return };
+        self.sweep_again.store(true, Ordering::Release);
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            // The running sweep starts over when its passes end.
+            return;
+        }
+        tokio::spawn(async move {
+            loop {
+                while me.sweep_again.swap(false, Ordering::AcqRel) {
+                    let mut last = usize::MAX;
+                    loop {
+                        let list = me.pending_list().await.unwrap_or_default();
+                        let gfids: Vec<Gfid> =
+                            list.lines().filter_map(|l| l.parse().ok()).collect();
+                        if gfids.is_empty() || gfids.len() >= last {
+                            break;
+                        }
+                        last = gfids.len();
+                        futures::stream::iter(gfids)
+                            .for_each_concurrent(4, |g| {
+                                let me = me.clone();
+                                async move {
+                                    let _ = me.heal(g).await;
+                                }
+                            })
+                            .await;
+                    }
+                }
+                me.sweeping.store(false, Ordering::Release);
+                // A request that came after the last check but before the flag dropped.
+                if !me.sweep_again.load(Ordering::Acquire)
+                    || me.sweeping.swap(true, Ordering::AcqRel)
+                {
+                    break;
+                }
+            }
         });
     }
 
@@ -468,6 +554,9 @@ impl Replicate {
     }
 
     async fn do_lookup(&self, ctx: &Ctx, loc: &Loc, xd: Xdata, healed: bool) -> Fop<Iatt> {
+        let epoch = loc
+            .gfid
+            .map(|g| self.inode(g).epoch.load(Ordering::Acquire));
         let up = self.up();
         let xd2 = lookup_xd(xd.clone());
         let rs = self
@@ -497,7 +586,7 @@ impl Replicate {
             if (mismatch || (missing > 0 && !found.is_empty())) && !healed {
                 // The copies disagree on this name: the parent's entry changelog says
                 // which are right; heal it, then look again.
-                if let Err(e) = self.heal_kind(parent, Kind::Entry).await {
+                if let Err(e) = self.heal_kind(parent, Kind::Entry, None).await {
                     tracing::debug!("{}: entry heal of {parent}: {e:?}", self.name);
                 }
                 return Box::pin(self.do_lookup(ctx, loc, xd, true)).await;
@@ -529,7 +618,11 @@ impl Replicate {
                 ia.ctime = ia.ctime.max(other.ctime);
             }
         }
-        *self.inode(g).known.lock() = Some(known);
+        match epoch {
+            Some(e) if loc.gfid == Some(g) => self.learn(g, known, e),
+            // A name looked up for the first time: nothing of it failed before.
+            _ => self.learn(g, known, self.inode(g).epoch.load(Ordering::Acquire)),
+        }
         if pending {
             self.background_heal(g);
         }
@@ -538,6 +631,31 @@ impl Replicate {
 
     /// Handles the virtual xattrs of [`HEAL_XATTR`]; `None` when `attrs` is not one.
     async fn virtual_set(&self, attrs: &XattrMap, xd: &Xdata) -> Option<Fop<()>> {
+        if let Some(v) = attrs.get(RESOLVE_XATTR) {
+            if !xd.has(INTERNAL_XDATA_KEY) {
+                return Some(Err(Errno::EPERM));
+            }
+            let text = String::from_utf8_lossy(v).into_owned();
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let (choice, g) = match words.as_slice() {
+                ["bigger-file", g] => (Choice::BiggerFile, *g),
+                ["latest-mtime", g] => (Choice::LatestMtime, *g),
+                ["source-brick", sub, g] => match self.names.iter().position(|n| n == sub) {
+                    Some(i) => (Choice::Brick(i), *g),
+                    None => return Some(Err(Errno::EINVAL)),
+                },
+                _ => return Some(Err(Errno::EINVAL)),
+            };
+            let Ok(g) = g.parse::<Gfid>() else {
+                return Some(Err(Errno::EINVAL));
+            };
+            return Some(match self.heal_with(g, Some(choice)).await {
+                Ok(HealOutcome::SplitBrain) => Err(Errno::EIO),
+                Ok(HealOutcome::Gone) => Err(Errno::ENOENT),
+                Ok(_) => Ok(((), Xdata::new())),
+                Err(e) => Err(e),
+            });
+        }
         let v = attrs.get(HEAL_XATTR)?;
         if !xd.has(INTERNAL_XDATA_KEY) {
             return Some(Err(Errno::EPERM));
@@ -550,6 +668,7 @@ impl Replicate {
         };
         Some(match self.heal(g).await {
             Ok(HealOutcome::SplitBrain) => Err(Errno::EIO),
+            Ok(HealOutcome::Partial) => Err(Errno::EAGAIN),
             Ok(_) => Ok(((), Xdata::new())),
             Err(e) => Err(e),
         })
@@ -618,6 +737,9 @@ impl Xlator for Replicate {
                 );
             } else if was == Some(false) {
                 tracing::info!("{}: replica {from} is back", self.name);
+                if self.cfg().heal_on_reconnect {
+                    self.sweep();
+                }
             }
             if st.iter().any(Option::is_none) && !up {
                 return None;
@@ -1429,6 +1551,12 @@ const OPTIONS: &[OptionSpec] = &[
         kind: OptionKind::Duration,
         default: Some("5ms"),
         description: "How long a file's lock and changelog stay held after its last write, for the next write to share (with eager-lock). Another client's writes to the file wait at most this long.",
+    },
+    OptionSpec {
+        key: "self-heal-on-reconnect",
+        kind: OptionKind::Bool,
+        default: Some("off"),
+        description: "When a replica comes back, this client heals everything the other replicas' indexes list (for graphs without a pool's self-heal daemon; mgmtd's daemon does it for pool volumes).",
     },
     OptionSpec {
         key: "self-heal-on-access",

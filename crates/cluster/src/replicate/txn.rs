@@ -102,6 +102,11 @@ impl Replicate {
         range: (u64, u64),
         cands: &[usize],
     ) -> Vec<usize> {
+        // Always in child order: two lockers waiting in different orders could deadlock.
+        let mut sorted = cands.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let cands = &sorted[..];
         let ctx = lock_ctx(owner);
         let lk = flock(LockType::Write, owner, range.0, range.1);
         let loc = Loc::inode(g);
@@ -170,6 +175,10 @@ impl Replicate {
         names: &[(Gfid, Option<OsString>)],
         cands: &[usize],
     ) -> Vec<usize> {
+        let mut sorted = cands.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let cands = &sorted[..];
         let ctx = lock_ctx(owner);
         let try_all = |i: usize, cmd: EntrylkCmd| {
             let c = self.children[i].clone();

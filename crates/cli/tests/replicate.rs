@@ -1,0 +1,426 @@
+//! `cluster/replicate` on real brick processes and a real mount: a random workload checked
+//! against an in-memory model while brick processes are SIGKILLed and restarted one at a
+//! time, then heal, then every replica byte-identical to the model (replica 3, and 2x3
+//! distributed-replicated).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A brick graph with the index of pending changes: posix < locks < index < server.
+fn replica_brick_graph(name: &str, dir: &Path) -> String {
+    format!(
+        "volume {name}-posix\n    type storage/posix\n    option directory {d}\nend-volume\n\n\
+         volume {name}-locks\n    type features/locks\n    subvolumes {name}-posix\nend-volume\n\n\
+         volume {name}\n    type features/index\n    option directory {d}\n    subvolumes {name}-locks\nend-volume\n\n\
+         volume {name}-server\n    type protocol/server\n    subvolumes {name}\nend-volume\n\n",
+        d = dir.display()
+    )
+}
+
+/// Bricks served by their own brickd, `sets` replica sets of 3, and one mount of them.
+struct Replicated {
+    bricks: Vec<PathBuf>,
+    servers: Arc<Mutex<Vec<Brickd>>>,
+    names: Vec<String>,
+    mount: Option<MountGuard>,
+    mnt: PathBuf,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Replicated {
+    fn new(tag: &str, sets: usize) -> Replicated {
+        let dir = scratch(tag);
+        let mut bricks = Vec::new();
+        let mut servers = Vec::new();
+        let mut names = Vec::new();
+        let mut client = String::new();
+        for i in 0..sets * 3 {
+            let b = dir.path().join(format!("b{i}"));
+            std::fs::create_dir(&b).unwrap();
+            let sd = dir.path().join(format!("s{i}"));
+            std::fs::create_dir(&sd).unwrap();
+            let vf = sd.join("brick.vol");
+            std::fs::write(&vf, replica_brick_graph(&format!("r{i}"), &b)).unwrap();
+            let s = Brickd::start(&sd, &vf, &[]);
+            client.push_str(&client_volfile(&format!("r{i}"), s.port, &[]));
+            client.push('\n');
+            names.push(format!("r{i}-client"));
+            bricks.push(b);
+            servers.push(s);
+        }
+        let mut tops = Vec::new();
+        for k in 0..sets {
+            let subs: Vec<String> = names[k * 3..k * 3 + 3].to_vec();
+            client.push_str(&format!(
+                "volume rep{k}\n    type cluster/replicate\n    option self-heal-on-reconnect on\n    subvolumes {}\nend-volume\n\n",
+                subs.join(" ")
+            ));
+            tops.push(format!("rep{k}"));
+        }
+        let below = if sets > 1 {
+            client.push_str(&format!(
+                "volume dht\n    type cluster/distribute\n    subvolumes {}\nend-volume\n\n",
+                tops.join(" ")
+            ));
+            "dht".to_string()
+        } else {
+            tops[0].clone()
+        };
+        client.push_str(&format!(
+            "volume wb\n    type performance/write-behind\n    subvolumes {below}\nend-volume\n"
+        ));
+        let cvf = dir.path().join("client.vol");
+        std::fs::write(&cvf, client).unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let log = dir.path().join("mnt.log");
+        let mount = mount_volfile(&cvf, &mnt, &log, &[]);
+        Replicated {
+            bricks,
+            servers: Arc::new(Mutex::new(servers)),
+            names,
+            mount: Some(mount),
+            mnt,
+            log,
+            dir,
+        }
+    }
+
+    fn back_count(&self, i: usize) -> usize {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let want = format!("replica {} is back", self.names[i]);
+        text.lines().filter(|l| l.contains(&want)).count()
+    }
+
+    /// Entries left in every brick's index.
+    fn pending(&self) -> usize {
+        pending_on(&self.bricks)
+    }
+}
+
+/// Entries in the indexes of `bricks`.
+fn pending_on(bricks: &[PathBuf]) -> usize {
+    bricks
+        .iter()
+        .map(|b| {
+            std::fs::read_dir(b.join(".weft/indices/pending"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Each brick's pending entries with their changelogs, for failure messages.
+fn describe_pending(bricks: &[PathBuf]) -> String {
+    let mut out = String::new();
+    for b in bricks {
+        for e in std::fs::read_dir(b.join(".weft/indices/pending"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let g = e.file_name().to_string_lossy().into_owned();
+            let h = b
+                .join(".weft/handles")
+                .join(&g[0..2])
+                .join(&g[2..4])
+                .join(&g);
+            let h = if g.ends_with("0001") { b.clone() } else { h };
+            let o = std::process::Command::new("getfattr")
+                .args(["-d", "-m", "trusted.weft.afr", "-e", "hex"])
+                .arg(&h)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            out.push_str(&format!("{}: {g}\n{o}\n", b.display()));
+        }
+    }
+    out
+}
+
+/// xorshift: reproducible randomness without a crate.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn op_err(what: &str, i: usize, e: impl std::fmt::Display, log: &Path) -> ! {
+    panic!(
+        "operation {i} ({what}) failed: {e}\nmount log:\n{}",
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
+
+/// The workload: writes, truncates, punched and zeroed ranges, fallocate, renames, fsyncs
+/// and checked reads on a few files, against `model` (name -> bytes).
+fn workload(r: &Replicated, ops: usize, seed: u64) -> BTreeMap<String, Vec<u8>> {
+    let dir = r.mnt.join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for f in 0..6 {
+        let name = format!("f{f}");
+        std::fs::write(dir.join(&name), b"").unwrap();
+        model.insert(name, Vec::new());
+    }
+    let mut rng = Rng(seed);
+    let mut renames = 0;
+    for i in 0..ops {
+        let names: Vec<String> = model.keys().cloned().collect();
+        let name = names[rng.below(names.len() as u64) as usize].clone();
+        let path = dir.join(&name);
+        let cur = model.get_mut(&name).unwrap();
+        match rng.below(20) {
+            0..=8 => {
+                let off = rng.below(cur.len() as u64 + 8192);
+                let len = 1 + rng.below(16384) as usize;
+                let byte = (rng.next() & 0xff) as u8;
+                let data: Vec<u8> = (0..len).map(|k| byte.wrapping_add(k as u8)).collect();
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap_or_else(|e| op_err("open for write", i, e, &r.log));
+                f.write_all_at(&data, off)
+                    .unwrap_or_else(|e| op_err("write", i, e, &r.log));
+                if rng.below(4) == 0 {
+                    f.sync_all()
+                        .unwrap_or_else(|e| op_err("fsync", i, e, &r.log));
+                }
+                drop(f);
+                let end = off as usize + len;
+                if cur.len() < end {
+                    cur.resize(end, 0);
+                }
+                cur[off as usize..end].copy_from_slice(&data);
+            }
+            9 | 10 => {
+                let size = rng.below(200_000);
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap_or_else(|e| op_err("open for truncate", i, e, &r.log));
+                f.set_len(size)
+                    .unwrap_or_else(|e| op_err("truncate", i, e, &r.log));
+                cur.resize(size as usize, 0);
+            }
+            11 | 12 => {
+                // Punch a hole (size kept) or zero a range (may extend).
+                let off = rng.below(cur.len() as u64 + 4096);
+                let len = 1 + rng.below(40_000);
+                let punch = rng.below(2) == 0;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap_or_else(|e| op_err("open for fallocate", i, e, &r.log));
+                let mode = if punch {
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
+                } else {
+                    libc::FALLOC_FL_ZERO_RANGE
+                };
+                // SAFETY: fallocate on an fd we own.
+                let rc = unsafe { libc::fallocate(f.as_raw_fd(), mode, off as i64, len as i64) };
+                if rc != 0 {
+                    op_err("fallocate", i, std::io::Error::last_os_error(), &r.log);
+                }
+                let end = (off + len) as usize;
+                if !punch && cur.len() < end {
+                    cur.resize(end, 0);
+                }
+                let stop = end.min(cur.len());
+                if (off as usize) < stop {
+                    cur[off as usize..stop].fill(0);
+                }
+            }
+            13 => {
+                renames += 1;
+                let new = format!("{}.{renames}", name.split('.').next().unwrap());
+                std::fs::rename(&path, dir.join(&new))
+                    .unwrap_or_else(|e| op_err("rename", i, e, &r.log));
+                let v = model.remove(&name).unwrap();
+                model.insert(new, v);
+            }
+            _ => {
+                let got = std::fs::read(&path).unwrap_or_else(|e| op_err("read", i, e, &r.log));
+                if got != *cur {
+                    let first = got
+                        .iter()
+                        .zip(cur.iter())
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(got.len().min(cur.len()));
+                    panic!(
+                        "operation {i}: {name} read {} bytes differing from the model ({} bytes) at {first}",
+                        got.len(),
+                        cur.len()
+                    );
+                }
+            }
+        }
+    }
+    model
+}
+
+/// SIGKILLs and restarts one brick process at a time until `stop`, waiting each time for
+/// the mount to see it back before the next. The thread reports its kill count on the
+/// first channel, then stays until the second says so: brick processes it started die
+/// with it (PR_SET_PDEATHSIG is per thread).
+fn kill_loop(
+    r: &Replicated,
+    stop: Arc<AtomicBool>,
+) -> (
+    std::sync::mpsc::Receiver<usize>,
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (kills_tx, kills_rx) = std::sync::mpsc::channel();
+    let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+    let servers = r.servers.clone();
+    let n = r.names.len();
+    let log = r.log.clone();
+    let names = r.names.clone();
+    let bricks = r.bricks.clone();
+    let handle = std::thread::spawn(move || {
+        let mut kills = 0;
+        let mut i = 0;
+        while !stop.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(400));
+            let before = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches(&format!("replica {} is back", names[i]))
+                .count();
+            servers.lock().unwrap()[i].kill9();
+            kills += 1;
+            std::thread::sleep(Duration::from_millis(300 + (kills as u64 * 97) % 500));
+            servers.lock().unwrap()[i].restart();
+            let t = Instant::now();
+            while std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches(&format!("replica {} is back", names[i]))
+                .count()
+                <= before
+            {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "the mount did not see {} back",
+                    names[i]
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // The next kill waits until what this one left pending is healed: killing
+            // another brick first could leave the only good copy of a file down.
+            let t = Instant::now();
+            while pending_on(&bricks) > 0 {
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "pending entries were not healed within 60 s:\n{}",
+                    describe_pending(&bricks)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            i = (i + 1) % n;
+        }
+        let _ = kills_tx.send(kills);
+        let _ = end_rx.recv();
+    });
+    (kills_rx, end_tx, handle)
+}
+
+/// Every brick of every set holds the model's bytes for each name (on the set holding it).
+fn assert_replicas_equal_model(r: &Replicated, model: &BTreeMap<String, Vec<u8>>) {
+    let sets = r.bricks.len() / 3;
+    for (name, want) in model {
+        let mut holders = 0;
+        for k in 0..sets {
+            let copies: Vec<Option<Vec<u8>>> = r.bricks[k * 3..k * 3 + 3]
+                .iter()
+                .map(|b| std::fs::read(b.join("data").join(name)).ok())
+                .collect();
+            if copies.iter().all(Option::is_none) {
+                continue;
+            }
+            holders += 1;
+            for (j, c) in copies.iter().enumerate() {
+                let c = c
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{name} missing on brick {} of set {k}", j));
+                assert!(
+                    c == want,
+                    "{name} on brick {j} of set {k}: {} bytes, model {} bytes",
+                    c.len(),
+                    want.len()
+                );
+            }
+        }
+        assert_eq!(holders, 1, "{name} is on {holders} replica sets");
+    }
+}
+
+fn model_test(tag: &str, sets: usize, ops: usize) {
+    let mut r = Replicated::new(tag, sets);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (kills_rx, end_tx, killer) = kill_loop(&r, stop.clone());
+    let model = workload(&r, ops, 0x9e37_79b9_7f4a_7c15 ^ sets as u64);
+    stop.store(true, Ordering::Release);
+    let kills = kills_rx.recv().expect("the kill loop ended early");
+    assert!(kills >= 3, "only {kills} brick kills happened");
+    // Every brick is up; what was missed heals on access (a lookup that finds pending
+    // changes) until every index is empty.
+    let t = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(1100));
+        for name in model.keys() {
+            let got = std::fs::read(r.mnt.join("data").join(name))
+                .unwrap_or_else(|e| op_err(&format!("read {name} after the kills"), 0, e, &r.log));
+            assert!(got == model[name], "{name} read wrong after the kills");
+        }
+        let _ = std::fs::read_dir(r.mnt.join("data")).map(|d| d.count());
+        if r.pending() == 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{} entries still pending after 60 s",
+            r.pending()
+        );
+    }
+    assert_replicas_equal_model(&r, &model);
+    let log = std::fs::read_to_string(&r.log).unwrap_or_default();
+    assert!(!log.contains("split-brain"), "split-brain reported:\n{log}");
+    assert!(r.back_count(0) >= 1);
+    r.mount.take();
+    let _ = end_tx.send(());
+    killer.join().expect("the kill loop");
+    drop(r.dir);
+}
+
+#[test]
+fn replica3_model_survives_brick_kills_and_heals_identical() {
+    model_test("rep3-model", 1, 1500);
+}
+
+#[test]
+fn distributed_replicated_2x3_model_survives_brick_kills() {
+    model_test("rep2x3-model", 2, 1200);
+}
