@@ -23,7 +23,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use weft_cluster::distribute::INTERNAL_XDATA_KEY;
-use weft_cluster::index::{INDEX_AFTER_KEY, INDEX_DIR, INDEX_MORE_KEY, INDEX_PENDING_XATTR};
+use weft_cluster::index::{
+    INDEX_AFTER_KEY, INDEX_COUNT_XATTR, INDEX_DIR, INDEX_MORE_KEY, INDEX_PENDING_XATTR,
+};
 use weft_cluster::replicate::{HEAL_XATTR, RESOLVE_XATTR, STATUS_XATTR_PREFIX};
 use weft_core::*;
 
@@ -116,6 +118,34 @@ pub async fn list_index(child: &XlatorRef, max: usize) -> Result<Vec<Gfid>, Errn
     }
     out.truncate(max);
     Ok(out)
+}
+
+/// Waits (up to 5 s) until every protocol/client named in `vol` answers, so nothing is
+/// judged while a brick is merely still connecting.
+pub async fn wait_connected(vol: &weft_client::Volume, children: &[String]) {
+    let g = vol.graph().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    {
+        for cname in children {
+            let Some(child) = g.get(cname).cloned() else {
+                continue;
+            };
+            while let Err(Errno::ENOTCONN) = child
+                .getxattr(
+                    &Ctx::internal(),
+                    &Loc::root(),
+                    Some(INDEX_COUNT_XATTR),
+                    ixd(),
+                )
+                .await
+            {
+                if tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Entries in the index folder of a local brick (no graph needed: the self-heal daemon's
@@ -232,6 +262,13 @@ impl Job for HealJob {
         let mut prog: HealProgress =
             serde_json::from_value(rec.checkpoint.clone()).unwrap_or_default();
         let vol = open(&volfile).await.map_err(JobEnd::Failed)?;
+        let g = vol.graph().clone();
+        let children: Vec<String> = plan
+            .iter()
+            .filter_map(|(set, _, _)| g.get(set))
+            .flat_map(|rep| rep.children().iter().map(|c| c.name().to_string()))
+            .collect();
+        wait_connected(&vol, &children).await;
         let r = run_heal(ctx, &vol, &plan, full, &mut prog).await;
         vol.close().await;
         r
@@ -403,6 +440,11 @@ pub struct HealInfo {
 /// Gathers `heal info` through an open client graph of the volume. `which`: `all`,
 /// `summary` (counts only) or `split-brain` (only those entries).
 pub async fn info(vol: &weft_client::Volume, plan: &[SetPlan], which: &str) -> Vec<HealBrick> {
+    let names: Vec<String> = plan
+        .iter()
+        .flat_map(|s| s.children.iter().map(|c| c.0.clone()))
+        .collect();
+    wait_connected(vol, &names).await;
     let g = vol.graph().clone();
     let mut out = Vec::new();
     for set in plan {

@@ -71,6 +71,7 @@ pub const TABLE: &[VolumeOption] = &[
     opt("cluster.favorite-child-policy", Side::Client, "cluster/replicate", "favorite-child-policy"),
     opt("cluster.eager-lock", Side::Client, "cluster/replicate", "eager-lock"),
     opt("cluster.post-op-delay", Side::Client, "cluster/replicate", "post-op-delay"),
+    opt("cluster.self-heal-daemon", Side::Client, "cluster/replicate", "self-heal-daemon"),
     opt("cluster.self-heal-on-access", Side::Client, "cluster/replicate", "self-heal-on-access"),
     VolumeOption {
         unsupported: Some("TLS between mounts and bricks is not yet set up by mgmtd (write volfiles by hand for TLS)"),

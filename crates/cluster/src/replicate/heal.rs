@@ -277,7 +277,7 @@ impl Replicate {
             }
         };
         let healed: Vec<usize> = match kind {
-            Kind::Data if regular => self.heal_data(g, owner, source, &sinks).await?,
+            Kind::Data if regular => self.heal_data(g, owner, locked, source, &sinks).await?,
             Kind::Data => sinks.clone(),
             Kind::Metadata => self.heal_metadata(g, &answers, source, &sinks).await,
             Kind::Entry => self.heal_entries(g, source, &sinks, merge).await?,
@@ -374,6 +374,7 @@ impl Replicate {
         &self,
         g: Gfid,
         owner: u64,
+        locked: &[usize],
         source: usize,
         sinks: &[usize],
     ) -> Result<Vec<usize>, Errno> {
@@ -398,7 +399,7 @@ impl Replicate {
             Err(Errno::ENOTCONN)
         } else {
             let sinks: Vec<usize> = sinks.iter().copied().filter(|i| open.contains(i)).collect();
-            self.copy_file(g, owner, &fd, source, &sinks)
+            self.copy_file(g, owner, locked, &fd, source, &sinks)
                 .await
                 .map(|_| sinks)
         };
@@ -414,6 +415,7 @@ impl Replicate {
         &self,
         g: Gfid,
         owner: u64,
+        locked: &[usize],
         fd: &FdRef,
         source: usize,
         sinks: &[usize],
@@ -423,9 +425,10 @@ impl Replicate {
         let (ia, _) = src.fstat(&ctx, fd, Xdata::new()).await?;
         let mut done = 0;
         if ia.size > CHUNK {
-            // Chunk by chunk without the whole-file lock, so writers go on meanwhile.
-            let mut on = vec![source];
-            on.extend_from_slice(sinks);
+            // Chunk by chunk without the whole-file lock, so writers go on meanwhile. The
+            // lock is given back, and chunk locks taken, on every replica it was held on:
+            // holding it on one while waiting for a writer on another would deadlock.
+            let on = locked.to_vec();
             self.unlock_inode(DATA_DOMAIN, g, owner, (0, 0), &on).await;
             let chunk_owner = self.owner();
             let mut r = Ok(());

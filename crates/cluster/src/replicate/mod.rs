@@ -449,7 +449,7 @@ impl Replicate {
         let Some(me) = self.me.upgrade() else { return };
         tokio::spawn(async move {
             if let Err(e) = me.heal(g).await {
-                tracing::debug!("{}: background heal of {g}: {e:?}", me.name);
+                tracing::warn!("{}: background heal of {g} failed: {e:?}", me.name);
             }
             me.healing.lock().remove(&g);
         });
@@ -480,7 +480,9 @@ impl Replicate {
                             .for_each_concurrent(4, |g| {
                                 let me = me.clone();
                                 async move {
-                                    let _ = me.heal(g).await;
+                                    if let Err(e) = me.heal(g).await {
+                                        tracing::warn!("{}: heal of {g} failed: {e:?}", me.name);
+                                    }
                                 }
                             })
                             .await;
@@ -533,7 +535,7 @@ impl Replicate {
     }
 
     /// The first success of a set of answers, or the error that matters most.
-    fn first_ok<T>(rs: Vec<(usize, Result<(T, Xdata), Errno>)>) -> Fop<T> {
+    fn first_ok<T>(rs: Vec<(usize, Fop<T>)>) -> Fop<T> {
         let mut err = None;
         for (_, r) in rs {
             match r {
@@ -1551,6 +1553,12 @@ const OPTIONS: &[OptionSpec] = &[
         kind: OptionKind::Duration,
         default: Some("5ms"),
         description: "How long a file's lock and changelog stay held after its last write, for the next write to share (with eager-lock). Another client's writes to the file wait at most this long.",
+    },
+    OptionSpec {
+        key: "self-heal-daemon",
+        kind: OptionKind::Bool,
+        default: Some("on"),
+        description: "Whether the pool's self-heal daemon heals this volume (mgmtd reads it; the translator only carries it).",
     },
     OptionSpec {
         key: "self-heal-on-reconnect",

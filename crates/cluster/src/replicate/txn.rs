@@ -52,11 +52,23 @@ pub(crate) fn domain(kind: Kind) -> &'static str {
 pub(crate) struct Slot {
     current: tokio::sync::Mutex<Option<Arc<Batch>>>,
     active: AtomicUsize,
+    /// Told when the current transaction ends.
+    ended: tokio::sync::Notify,
 }
+
+/// How long a shared transaction takes new changes: after that they wait for it to end and
+/// start another, so a heal or another client waiting for the lock gets its turn.
+const JOIN_FOR: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One transaction: its lock and its pre-op, shared by the changes in it.
 pub(crate) struct Batch {
     kind: Kind,
+    /// When it began, and the event generation then (a replica that came back since
+    /// is not in it: new changes wait for the next).
+    started: std::time::Instant,
+    gen: u64,
+    /// Takes no more changes.
+    closed: std::sync::atomic::AtomicBool,
     /// The inodes whose changelogs it moves: the inode itself, or the parent directories.
     targets: Vec<Gfid>,
     owner: u64,
@@ -308,6 +320,18 @@ impl Replicate {
                 }
             })
             .await;
+        for (i, r) in &rs {
+            if let Err(e) = r {
+                if *e != Errno::ENOTCONN {
+                    tracing::warn!(
+                        "{}: changelog update of {:?} on {} failed: {e:?}",
+                        self.name,
+                        targets,
+                        self.names[*i]
+                    );
+                }
+            }
+        }
         rs.into_iter()
             .filter(|(_, r)| r.is_ok())
             .map(|(i, _)| i)
@@ -335,6 +359,9 @@ impl Replicate {
             .await;
         let batch = Arc::new(Batch {
             kind,
+            started: std::time::Instant::now(),
+            gen: self.gen.load(Ordering::Acquire),
+            closed: std::sync::atomic::AtomicBool::new(false),
             targets,
             owner,
             locked: locked.clone(),
@@ -342,6 +369,13 @@ impl Replicate {
             accused: tokio::sync::Mutex::new(Vec::new()),
         });
         if !self.has_quorum(&ok) {
+            tracing::warn!(
+                "{}: the pre-op of a {} change reached {} of {} replicas: no quorum",
+                self.name,
+                kind.word(),
+                ok.len(),
+                self.n()
+            );
             self.finish(&batch).await;
             return Err(if ok.is_empty() {
                 Errno::ENOTCONN
@@ -455,11 +489,29 @@ impl Replicate {
     /// Joins the transaction in flight on `g`, or starts one.
     async fn join(&self, g: Gfid, kind: Kind, ino: &Arc<Inode>) -> Result<Arc<Batch>, Errno> {
         let slot = Self::slot(ino, kind);
-        let mut cur = slot.current.lock().await;
-        if let Some(b) = cur.as_ref() {
-            slot.active.fetch_add(1, Ordering::AcqRel);
-            return Ok(b.clone());
-        }
+        let mut cur = loop {
+            let cur = slot.current.lock().await;
+            let Some(b) = cur.as_ref() else { break cur };
+            let fresh = b.started.elapsed() < JOIN_FOR
+                && b.gen == self.gen.load(Ordering::Acquire)
+                && !b.closed.load(Ordering::Acquire);
+            if fresh {
+                slot.active.fetch_add(1, Ordering::AcqRel);
+                return Ok(b.clone());
+            }
+            // Wait for it to end (it ends as soon as its changes in flight are done).
+            b.closed.store(true, Ordering::Release);
+            let ended = slot.ended.notified();
+            let idle = slot.active.load(Ordering::Acquire) == 0;
+            drop(cur);
+            if idle {
+                if let Some(me) = self.me.upgrade() {
+                    let ino = ino.clone();
+                    tokio::spawn(async move { me.end_if_idle(kind, &ino).await });
+                }
+            }
+            ended.await;
+        };
         let up = self.up();
         if !self.has_quorum(&up) {
             return Err(Errno::EROFS);
@@ -495,19 +547,31 @@ impl Replicate {
         } else {
             std::time::Duration::ZERO
         };
+        let delay = if batch.closed.load(Ordering::Acquire) {
+            std::time::Duration::ZERO
+        } else {
+            delay
+        };
         tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let slot = Self::slot(&ino, kind);
-            let mut cur = slot.current.lock().await;
-            let same = cur.as_ref().is_some_and(|b| Arc::ptr_eq(b, &batch));
-            if !same || slot.active.load(Ordering::Acquire) != 0 {
-                return;
-            }
-            *cur = None;
-            me.finish(&batch).await;
+            me.end_if_idle(kind, &ino).await;
         });
+    }
+
+    /// Ends the shared transaction of `kind` on `ino` if no change uses it.
+    async fn end_if_idle(&self, kind: Kind, ino: &Arc<Inode>) {
+        let slot = Self::slot(ino, kind);
+        let mut cur = slot.current.lock().await;
+        if slot.active.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let Some(batch) = cur.take() else { return };
+        // Post-op and unlock before anyone starts the next one.
+        self.finish(&batch).await;
+        drop(cur);
+        slot.ended.notify_waiters();
     }
 
     /// Sorts the answers of a change: accuses the replicas it failed on when it
@@ -531,6 +595,21 @@ impl Replicate {
             self.fail(batch, &bad).await;
         }
         if !self.has_quorum(&ok) {
+            let errs: Vec<String> = rs
+                .iter()
+                .filter_map(|(i, r)| {
+                    r.as_ref()
+                        .err()
+                        .map(|e| format!("{}: {e:?}", self.names[*i]))
+                })
+                .collect();
+            tracing::warn!(
+                "{}: a {} change succeeded on too few replicas ({}); failed on {}: EROFS",
+                self.name,
+                batch.kind.word(),
+                ok.len(),
+                errs.join(", ")
+            );
             return Err(Errno::EROFS);
         }
         Self::first_ok(rs)

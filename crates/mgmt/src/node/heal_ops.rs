@@ -314,7 +314,13 @@ impl Node {
     pub async fn shd_tick(&self) {
         let state = self.state();
         for v in state.volumes.values() {
-            if !matches!(v.layout, Layout::Replicate { .. }) || v.status != VolumeStatus::Started {
+            if !matches!(v.layout, Layout::Replicate { .. })
+                || v.status != VolumeStatus::Started
+                || v.options
+                    .get("cluster.self-heal-daemon")
+                    .map(String::as_str)
+                    == Some("off")
+            {
                 continue;
             }
             let pending: usize = v
