@@ -540,7 +540,7 @@ pub fn volume(args: Vec<String>, mut t: Target) -> Result<()> {
                     } else if w.contains(":/") {
                         req.bricks.push(w.clone());
                     } else {
-                        bail!("volume add-brick: {w:?} is not a HOST:/PATH brick (replica/disperse counts are for replicated and dispersed volumes, which this version of Weft does not have)");
+                        bail!("volume add-brick: {w:?} is not a HOST:/PATH brick (this version of Weft does not grow replicated or dispersed volumes, so it takes no replica/disperse count)");
                     }
                 }
                 done(
@@ -872,7 +872,7 @@ async fn remove_brick(api: &Api, rest: &[String], json: bool) -> Result<()> {
         bail!("volume remove-brick: name the bricks to remove\n{USAGE}");
     }
     if let Some(b) = bricks.iter().find(|b| !b.contains(":/")) {
-        bail!("volume remove-brick: {b:?} is not a HOST:/PATH brick (replica counts are for replicated volumes, which this version of Weft does not have)");
+        bail!("volume remove-brick: {b:?} is not a HOST:/PATH brick (this version of Weft does not shrink replicated volumes, so it takes no replica count)");
     }
     let action: Vec<&str> = action.iter().map(String::as_str).collect();
     let mut req = RemoveBricksRequest {

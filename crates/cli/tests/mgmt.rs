@@ -481,8 +481,17 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
             "several bricks of one replica set are on one node",
         ),
         (
-            vec!["replica".into(), "2".into(), bp("r1"), bq("r2")],
-            "cluster/replicate",
+            vec![
+                "replica".into(),
+                "3".into(),
+                "arbiter".into(),
+                "1".into(),
+                bp("r1"),
+                bq("r2"),
+                bp("r3"),
+                "force".into(),
+            ],
+            "arbiter",
         ),
         (
             vec![

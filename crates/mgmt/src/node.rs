@@ -943,7 +943,7 @@ impl Node {
         let fail = |m: String| format!("volume add-brick: {name}: failed: {m}");
         if v.layout != Layout::Distribute {
             return Err(OpError::bad(fail(format!(
-                "{} is a {} volume; adding bricks to it needs its replica/disperse sets, which this version of Weft does not have yet",
+                "{} is a {} volume; this version of Weft does not add bricks to replicated or dispersed volumes yet",
                 name,
                 v.layout.type_name(v.bricks.len())
             ))));
@@ -1357,7 +1357,7 @@ impl Node {
             "start" => {
                 if v.layout != Layout::Distribute {
                     return Err(OpError::bad(fail(format!(
-                        "{name} is a {} volume; removing its bricks needs its replica/disperse sets, which this version of Weft does not have yet",
+                        "{name} is a {} volume; this version of Weft does not remove bricks from replicated or dispersed volumes yet",
                         v.layout.type_name(v.bricks.len())
                     ))));
                 }
