@@ -176,14 +176,19 @@ impl Brick {
                 .filter(|g| !g.is_null() && !g.is_root())
                 .unwrap_or_else(Gfid::random);
             node.set_gfid_once(&g)?;
-            match self.create_handle(&g, &node, &parent, &name) {
-                Err(e) if e == Errno::EEXIST => {
-                    // The proposed gfid belongs to another inode: this one gets its own.
-                    g = Gfid::random();
-                    node.replace_gfid(&g)?;
-                    self.create_handle(&g, &node, &parent, &name)?;
+            let mut tries = 0;
+            loop {
+                match self.create_handle(&g, &node, &parent, &name) {
+                    Err(e) if e == Errno::EEXIST && tries < 8 => {
+                        // The proposed gfid belongs to another inode: this one gets its
+                        // own, derived from the proposal, the parent and the name, so every
+                        // replica given the same proposal picks the same one.
+                        tries += 1;
+                        g = derived_gfid(&g, &parent, &name);
+                        node.replace_gfid(&g)?;
+                    }
+                    r => break r?,
                 }
-                r => r?,
             }
             set_owner_and_mode(&node, &dir, &new)?;
             Ok(iatt(g, &node.restat()?))
@@ -571,4 +576,18 @@ mod tests {
             Err(Errno::ENOENT)
         );
     }
+}
+
+/// A gfid made from `g`, `parent` and `name` alone (XXH3-128): the same on every brick,
+/// for an entry whose proposed gfid is taken there.
+fn derived_gfid(g: &Gfid, parent: &Gfid, name: &OsStr) -> Gfid {
+    use std::os::unix::ffi::OsStrExt;
+    let mut input = Vec::with_capacity(32 + name.len());
+    input.extend_from_slice(&g.0);
+    input.extend_from_slice(&parent.0);
+    input.extend_from_slice(name.as_bytes());
+    let mut out = xxhash_rust::xxh3::xxh3_128(&input).to_le_bytes();
+    // Never the null or root gfid.
+    out[0] |= 0x80;
+    Gfid(out)
 }
