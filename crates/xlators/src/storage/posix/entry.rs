@@ -446,6 +446,20 @@ impl Brick {
     }
 }
 
+/// A gfid made from `g`, `parent` and `name` alone (XXH3-128): the same on every brick,
+/// for an entry whose proposed gfid is taken there.
+fn derived_gfid(g: &Gfid, parent: &Gfid, name: &OsStr) -> Gfid {
+    use std::os::unix::ffi::OsStrExt;
+    let mut input = Vec::with_capacity(32 + name.len());
+    input.extend_from_slice(&g.0);
+    input.extend_from_slice(&parent.0);
+    input.extend_from_slice(name.as_bytes());
+    let mut out = xxhash_rust::xxh3::xxh3_128(&input).to_le_bytes();
+    // Never the null or root gfid.
+    out[0] |= 0x80;
+    Gfid(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,18 +590,4 @@ mod tests {
             Err(Errno::ENOENT)
         );
     }
-}
-
-/// A gfid made from `g`, `parent` and `name` alone (XXH3-128): the same on every brick,
-/// for an entry whose proposed gfid is taken there.
-fn derived_gfid(g: &Gfid, parent: &Gfid, name: &OsStr) -> Gfid {
-    use std::os::unix::ffi::OsStrExt;
-    let mut input = Vec::with_capacity(32 + name.len());
-    input.extend_from_slice(&g.0);
-    input.extend_from_slice(&parent.0);
-    input.extend_from_slice(name.as_bytes());
-    let mut out = xxhash_rust::xxh3::xxh3_128(&input).to_le_bytes();
-    // Never the null or root gfid.
-    out[0] |= 0x80;
-    Gfid(out)
 }
