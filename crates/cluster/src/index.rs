@@ -49,8 +49,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::distribute::INTERNAL_XDATA_KEY;
 
-/// The prefix of the xattrs that are replication's pending counters.
-pub const PENDING_PREFIX: &str = "trusted.weft.afr.";
+/// The prefix of the replication counters (one definition: `cluster/replicate`'s).
+pub use crate::replicate::changelog::PENDING_PREFIX;
 
 /// The virtual xattr listing the pending gfids (see the [module docs](self)).
 pub const INDEX_PENDING_XATTR: &str = "weft.index.pending";

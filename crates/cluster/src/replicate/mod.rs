@@ -435,6 +435,25 @@ impl Replicate {
         Err(last)
     }
 
+    /// Sends a read FOP on an open fd to a good copy where it is open (opening it there
+    /// first if needed), falling over to the next on ENOTCONN or EBADF.
+    async fn read_fd<T, F, Fut>(&self, fd: &FdRef, f: F) -> Fop<T>
+    where
+        F: Fn(XlatorRef) -> Fut,
+        Fut: Future<Output = Fop<T>>,
+    {
+        let order = self.readable(fd.gfid).await?;
+        let open = self.ensure_open(fd, &order).await;
+        let mut last = Errno::ENOTCONN;
+        for i in open {
+            match f(self.children[i].clone()).await {
+                Err(e) if e == Errno::ENOTCONN || e == Errno::EBADF => last = e,
+                r => return r,
+            }
+        }
+        Err(last)
+    }
+
     /// Starts a heal of `g` in the background unless one runs or too many do.
     fn background_heal(&self, g: Gfid) {
         if !self.cfg().heal_on_access {
@@ -1027,19 +1046,11 @@ impl Xlator for Replicate {
     }
 
     async fn readv(&self, ctx: &Ctx, fd: &FdRef, size: u32, offset: u64, xd: Xdata) -> Fop<Bytes> {
-        let order = self.readable(fd.gfid).await?;
-        let open = self.ensure_open(fd, &order).await;
-        let mut last = Errno::ENOTCONN;
-        for i in open {
-            match self.children[i]
-                .readv(ctx, fd, size, offset, xd.clone())
-                .await
-            {
-                Err(e) if e == Errno::ENOTCONN || e == Errno::EBADF => last = e,
-                r => return r,
-            }
-        }
-        Err(last)
+        self.read_fd(fd, |c| {
+            let xd = xd.clone();
+            async move { c.readv(ctx, fd, size, offset, xd).await }
+        })
+        .await
     }
 
     async fn writev(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
@@ -1150,19 +1161,11 @@ impl Xlator for Replicate {
         what: SeekWhat,
         xd: Xdata,
     ) -> Fop<u64> {
-        let order = self.readable(fd.gfid).await?;
-        let open = self.ensure_open(fd, &order).await;
-        let mut last = Errno::ENOTCONN;
-        for i in open {
-            match self.children[i]
-                .seek(ctx, fd, offset, what, xd.clone())
-                .await
-            {
-                Err(e) if e == Errno::ENOTCONN || e == Errno::EBADF => last = e,
-                r => return r,
-            }
-        }
-        Err(last)
+        self.read_fd(fd, |c| {
+            let xd = xd.clone();
+            async move { c.seek(ctx, fd, offset, what, xd).await }
+        })
+        .await
     }
 
     async fn rchecksum(
@@ -1173,19 +1176,11 @@ impl Xlator for Replicate {
         len: u32,
         xd: Xdata,
     ) -> Fop<Checksum> {
-        let order = self.readable(fd.gfid).await?;
-        let open = self.ensure_open(fd, &order).await;
-        let mut last = Errno::ENOTCONN;
-        for i in open {
-            match self.children[i]
-                .rchecksum(ctx, fd, offset, len, xd.clone())
-                .await
-            {
-                Err(e) if e == Errno::ENOTCONN || e == Errno::EBADF => last = e,
-                r => return r,
-            }
-        }
-        Err(last)
+        self.read_fd(fd, |c| {
+            let xd = xd.clone();
+            async move { c.rchecksum(ctx, fd, offset, len, xd).await }
+        })
+        .await
     }
 
     async fn opendir(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, xd: Xdata) -> Fop<()> {
@@ -1281,16 +1276,12 @@ impl Xlator for Replicate {
         if let Some(r) = self.virtual_get(name, &xd).await {
             return r;
         }
-        let order = self.readable(fd.gfid).await?;
-        let open = self.ensure_open(fd, &order).await;
-        let mut last = Errno::ENOTCONN;
-        for i in open {
-            match self.children[i].fgetxattr(ctx, fd, name, xd.clone()).await {
-                Err(e) if e == Errno::ENOTCONN || e == Errno::EBADF => last = e,
-                r => return r.map(|(m, x)| (strip_changelogs(m), x)),
-            }
-        }
-        Err(last)
+        self.read_fd(fd, |c| {
+            let xd = xd.clone();
+            async move { c.fgetxattr(ctx, fd, name, xd).await }
+        })
+        .await
+        .map(|(m, x)| (strip_changelogs(m), x))
     }
 
     async fn setxattr(
