@@ -654,11 +654,27 @@ fn print_info(v: &VolumeInfo) {
     println!("Type: {}", v.type_name);
     println!("Volume ID: {}", v.id);
     println!("Status: {}", v.status);
-    println!("Number of Bricks: {}", v.brick_count);
+    if v.replica > 1 {
+        // GlusterFS's form: sets x bricks per set (data + arbiter) = total.
+        let per = if v.arbiter {
+            format!("({} + 1)", v.replica - 1)
+        } else {
+            v.replica.to_string()
+        };
+        println!(
+            "Number of Bricks: {} x {per} = {}",
+            v.brick_count / v.replica as usize,
+            v.brick_count
+        );
+    } else {
+        println!("Number of Bricks: {}", v.brick_count);
+    }
     println!("Transport-type: {}", v.transport);
     println!("Bricks:");
     for (i, b) in v.bricks.iter().enumerate() {
-        println!("Brick{}: {}", i + 1, b.name);
+        let arbiter = v.arbiter && v.replica > 0 && (i + 1) % v.replica as usize == 0;
+        let tag = if arbiter { " (arbiter)" } else { "" };
+        println!("Brick{}: {}{tag}", i + 1, b.name);
     }
     if !v.options.is_empty() {
         println!("Options Reconfigured:");

@@ -174,6 +174,7 @@ fn translators_lists_every_type_with_its_options() {
             "cluster/replicate",
             "debug/io-stats",
             "debug/trace",
+            "features/arbiter",
             "features/index",
             "features/locks",
             "features/migrate",

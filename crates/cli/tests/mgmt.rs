@@ -483,15 +483,14 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         (
             vec![
                 "replica".into(),
-                "3".into(),
+                "2".into(),
                 "arbiter".into(),
                 "1".into(),
                 bp("r1"),
                 bq("r2"),
-                bp("r3"),
                 "force".into(),
             ],
-            "arbiter",
+            "arbiter 1 needs replica 3",
         ),
         (
             vec![

@@ -1,7 +1,7 @@
 //! `cluster/replicate` on real brick processes and a real mount: a random workload checked
 //! against an in-memory model while brick processes are SIGKILLed and restarted one at a
 //! time, then heal, then every replica byte-identical to the model (replica 3, and 2x3
-//! distributed-replicated).
+//! distributed-replicated, replica 3 arbiter 1).
 
 mod common;
 
@@ -15,11 +15,20 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A brick graph with the index of pending changes: posix < locks < index < server.
-fn replica_brick_graph(name: &str, dir: &Path) -> String {
+/// A brick graph with the index of pending changes: posix < locks < index < server, with
+/// features/arbiter above posix for an arbiter brick.
+fn replica_brick_graph(name: &str, dir: &Path, arbiter: bool) -> String {
+    let (arb, below) = if arbiter {
+        (
+            format!("volume {name}-arbiter\n    type features/arbiter\n    subvolumes {name}-posix\nend-volume\n\n"),
+            format!("{name}-arbiter"),
+        )
+    } else {
+        (String::new(), format!("{name}-posix"))
+    };
     format!(
-        "volume {name}-posix\n    type storage/posix\n    option directory {d}\nend-volume\n\n\
-         volume {name}-locks\n    type features/locks\n    subvolumes {name}-posix\nend-volume\n\n\
+        "volume {name}-posix\n    type storage/posix\n    option directory {d}\nend-volume\n\n{arb}\
+         volume {name}-locks\n    type features/locks\n    subvolumes {below}\nend-volume\n\n\
          volume {name}\n    type features/index\n    option directory {d}\n    subvolumes {name}-locks\nend-volume\n\n\
          volume {name}-server\n    type protocol/server\n    subvolumes {name}\nend-volume\n\n",
         d = dir.display()
@@ -34,11 +43,13 @@ struct Replicated {
     mount: Option<MountGuard>,
     mnt: PathBuf,
     log: PathBuf,
+    /// The last brick of each set is an arbiter.
+    arbiter: bool,
     dir: tempfile::TempDir,
 }
 
 impl Replicated {
-    fn new(tag: &str, sets: usize) -> Replicated {
+    fn new(tag: &str, sets: usize, arbiter: bool) -> Replicated {
         let dir = scratch(tag);
         let mut bricks = Vec::new();
         let mut servers = Vec::new();
@@ -50,7 +61,11 @@ impl Replicated {
             let sd = dir.path().join(format!("s{i}"));
             std::fs::create_dir(&sd).unwrap();
             let vf = sd.join("brick.vol");
-            std::fs::write(&vf, replica_brick_graph(&format!("r{i}"), &b)).unwrap();
+            std::fs::write(
+                &vf,
+                replica_brick_graph(&format!("r{i}"), &b, arbiter && i % 3 == 2),
+            )
+            .unwrap();
             let s = Brickd::start(&sd, &vf, &[]);
             client.push_str(&client_volfile(&format!("r{i}"), s.port, &[]));
             client.push('\n');
@@ -62,7 +77,8 @@ impl Replicated {
         for k in 0..sets {
             let subs: Vec<String> = names[k * 3..k * 3 + 3].to_vec();
             client.push_str(&format!(
-                "volume rep{k}\n    type cluster/replicate\n    option self-heal-on-reconnect on\n    subvolumes {}\nend-volume\n\n",
+                "volume rep{k}\n    type cluster/replicate\n    option self-heal-on-reconnect on\n    option arbiter-count {}\n    subvolumes {}\nend-volume\n\n",
+                u8::from(arbiter),
                 subs.join(" ")
             ));
             tops.push(format!("rep{k}"));
@@ -92,6 +108,7 @@ impl Replicated {
             mount: Some(mount),
             mnt,
             log,
+            arbiter,
             dir,
         }
     }
@@ -385,6 +402,14 @@ fn assert_replicas_equal_model(r: &Replicated, model: &BTreeMap<String, Vec<u8>>
                 let c = c
                     .as_ref()
                     .unwrap_or_else(|| panic!("{name} missing on brick {} of set {k}", j));
+                if r.arbiter && j == 2 {
+                    assert!(
+                        c.is_empty(),
+                        "{name} holds {} bytes on the arbiter of set {k}",
+                        c.len()
+                    );
+                    continue;
+                }
                 assert!(
                     c == want,
                     "{name} on brick {j} of set {k}: {} bytes, model {} bytes",
@@ -397,8 +422,8 @@ fn assert_replicas_equal_model(r: &Replicated, model: &BTreeMap<String, Vec<u8>>
     }
 }
 
-fn model_test(tag: &str, sets: usize, ops: usize, kill: bool) {
-    let mut r = Replicated::new(tag, sets);
+fn model_test(tag: &str, sets: usize, ops: usize, kill: bool, arbiter: bool) {
+    let mut r = Replicated::new(tag, sets, arbiter);
     let stop = Arc::new(AtomicBool::new(!kill));
     let (kills_rx, end_tx, killer) = kill_loop(&r, stop.clone());
     let model = workload(&r, ops, 0x9e37_79b9_7f4a_7c15 ^ sets as u64);
@@ -437,17 +462,163 @@ fn model_test(tag: &str, sets: usize, ops: usize, kill: bool) {
 
 #[test]
 fn replica3_model_survives_brick_kills_and_heals_identical() {
-    model_test("rep3-model", 1, 1500, true);
+    model_test("rep3-model", 1, 1500, true, false);
 }
 
 #[test]
 fn distributed_replicated_2x3_model() {
-    model_test("rep2x3-model", 2, 1200, false);
+    model_test("rep2x3-model", 2, 1200, false, false);
 }
 
 #[test]
 fn distributed_replicated_2x3_model_survives_brick_kills() {
-    model_test("rep2x3-kill-model", 2, 1200, true);
+    model_test("rep2x3-kill-model", 2, 1200, true, false);
+}
+
+/// Replica 3 arbiter 1 under the same workload and kill loop: no operation fails, reads
+/// match the model, the two data bricks end equal to it and the arbiter holds every name
+/// with no data.
+#[test]
+fn arbiter_model_survives_brick_kills_and_keeps_no_data() {
+    model_test("arb-model", 1, 1000, true, true);
+}
+
+/// Opens `p` for writing, writes and fsyncs; the error if any step fails.
+fn write_synced(p: &Path, data: &[u8]) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(p)?;
+    f.write_all_at(data, 0)?;
+    f.set_len(data.len() as u64)?;
+    f.sync_all()
+}
+
+/// Waits until the mount's log says replica `i` is back.
+fn wait_back(r: &Replicated, i: usize, before: usize) {
+    let t = Instant::now();
+    while r.back_count(i) <= before {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the mount did not see {} back",
+            r.names[i]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The arbiter decides but never serves data: with one data brick down the volume stays
+/// writable; when the only good data copy is down and the other data brick is behind,
+/// writes and reads of that file fail instead of the arbiter becoming the only source
+/// (nothing is written to the stale copy); once the good copy is back everything heals.
+#[test]
+fn arbiter_never_becomes_the_only_source_of_data() {
+    let r = Replicated::new("arb-source", 1, true);
+    let dir = r.mnt.join("data");
+    std::fs::create_dir(&dir).unwrap();
+    let f = dir.join("f");
+    write_synced(&f, b"version one").unwrap();
+    let brick = |i: usize| r.bricks[i].join("data/f");
+    assert_eq!(std::fs::read(brick(0)).unwrap(), b"version one");
+    assert_eq!(std::fs::read(brick(1)).unwrap(), b"version one");
+    assert_eq!(
+        std::fs::metadata(brick(2)).unwrap().len(),
+        0,
+        "arbiter holds data"
+    );
+
+    // Data brick 0 down: still writable (brick 1 and the arbiter).
+    r.servers.lock().unwrap()[0].kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    write_synced(&f, b"version two, written while brick 0 was down").unwrap();
+    let g = dir.join("g");
+    std::fs::write(&g, b"new file").unwrap();
+    assert_eq!(std::fs::metadata(brick(2)).unwrap().len(), 0);
+
+    // An fd kept open across what follows: its writes go straight to the transaction.
+    let held = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+    // Brick 1 (the only good data copy) down, stale brick 0 back.
+    let before = r.back_count(0);
+    r.servers.lock().unwrap()[1].kill9();
+    r.servers.lock().unwrap()[0].restart();
+    wait_back(&r, 0, before);
+    std::thread::sleep(Duration::from_millis(300));
+    let w = write_synced(&f, b"version three must not be taken");
+    assert!(
+        w.is_err(),
+        "a write succeeded with only the arbiter holding good data"
+    );
+    let w = held
+        .write_all_at(b"VERSION THREE", 0)
+        .and_then(|_| held.sync_all());
+    assert!(
+        w.is_err(),
+        "a write on an open fd succeeded with only the arbiter holding good data"
+    );
+    drop(held);
+    assert!(
+        std::fs::read(&f).is_err(),
+        "a read was served with no good data copy up"
+    );
+    assert_eq!(
+        std::fs::read(brick(0)).unwrap(),
+        b"version one",
+        "the stale copy was changed"
+    );
+    // A file made now has both its copies up: it is writable.
+    let h = dir.join("h");
+    std::fs::write(&h, b"made while brick 1 was down").unwrap();
+    assert_eq!(std::fs::read(&h).unwrap(), b"made while brick 1 was down");
+
+    // The good copy back: heal, and every copy agrees.
+    let before = r.back_count(1);
+    r.servers.lock().unwrap()[1].restart();
+    wait_back(&r, 1, before);
+    let t = Instant::now();
+    loop {
+        let _ = std::fs::read_dir(&dir).map(|d| d.count());
+        let _ = std::fs::read(&f);
+        let _ = std::fs::read(&g);
+        let _ = std::fs::read(&h);
+        if r.pending() == 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "still pending after 60 s:\n{}",
+            describe_pending(&r.bricks)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let want: [(&str, &[u8]); 3] = [
+        ("f", b"version two, written while brick 0 was down"),
+        ("g", b"new file"),
+        ("h", b"made while brick 1 was down"),
+    ];
+    for (name, data) in want {
+        assert_eq!(
+            std::fs::read(dir.join(name)).unwrap(),
+            data,
+            "{name} on the mount"
+        );
+        for b in 0..2 {
+            assert_eq!(
+                std::fs::read(r.bricks[b].join("data").join(name)).unwrap(),
+                data,
+                "{name} on data brick {b}"
+            );
+        }
+        assert_eq!(
+            std::fs::metadata(r.bricks[2].join("data").join(name))
+                .unwrap()
+                .len(),
+            0,
+            "{name} holds data on the arbiter"
+        );
+    }
+    let log = std::fs::read_to_string(&r.log).unwrap_or_default();
+    assert!(!log.contains("split-brain"), "split-brain reported:\n{log}");
 }
 
 /// Files under `root` (brick or mount), without the brick's `.weft`: path -> bytes.
@@ -496,13 +667,55 @@ fn down(n: &mut common::pool::Node) {
 /// info` lists them, the self-heal daemon heals them from the indexes (no crawl), the
 /// replicas end identical; quorum (two bricks down: EROFS, reads work); a split-brain
 /// made on purpose on a replica 2 volume shows in `heal info split-brain`, reads EIO, and
-/// each resolution command fixes it.
+/// each resolution command fixes it. First, a `replica 3 arbiter 1` volume through the
+/// pool: the arbiter brick keeps names but no data.
 #[test]
 fn pool_heals_from_the_index_keeps_quorum_and_resolves_split_brain() {
     use common::pool::*;
     let d = scratch("rep-pool");
     let mut nodes = pool(18, 3, d.path());
     let h = nodes[0].host.clone();
+    {
+        let ab: Vec<PathBuf> = (0..3).map(|i| d.path().join(format!("av-b{i}"))).collect();
+        let mut args: Vec<String> = ["volume", "create", "av", "replica", "3", "arbiter", "1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for (n, b) in nodes.iter().zip(&ab) {
+            args.push(format!("{}:{}", n.host, b.display()));
+        }
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&h, &nodes[0], &a);
+        ok(&h, &nodes[0], &["volume", "start", "av"]);
+        let text = ok(&h, &nodes[0], &["volume", "info", "av"]);
+        assert!(text.contains("Number of Bricks: 1 x (2 + 1) = 3"), "{text}");
+        assert!(
+            text.contains(&format!("{} (arbiter)", ab[2].display())),
+            "{text}"
+        );
+        assert_eq!(info(&h, &nodes[0], "av")["arbiter"], true);
+        let mnt = d.path().join("av-mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let m = mount_args(
+            &[format!("{h}:/av").as_ref(), mnt.as_os_str()],
+            &mnt,
+            &d.path().join("av-mount.log"),
+        );
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::create_dir(mnt.join("dir")).unwrap();
+        std::fs::write(mnt.join("dir/big"), &data).unwrap();
+        assert_eq!(std::fs::read(mnt.join("dir/big")).unwrap(), data);
+        assert_eq!(
+            std::fs::metadata(mnt.join("dir/big")).unwrap().len(),
+            300_000
+        );
+        for b in &ab[..2] {
+            assert_eq!(std::fs::read(b.join("dir/big")).unwrap(), data);
+        }
+        assert_eq!(std::fs::metadata(ab[2].join("dir/big")).unwrap().len(), 0);
+        drop(m);
+        ok(&h, &nodes[0], &["volume", "stop", "av"]);
+    }
     let bricks: Vec<PathBuf> = (0..3).map(|i| d.path().join(format!("rv-b{i}"))).collect();
     let mut args = vec![
         "volume".to_string(),

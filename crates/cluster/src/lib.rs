@@ -1,4 +1,6 @@
 //! Weft's cluster translators (see ARCHITECTURE.md, "cluster/distribute"):
+//! - [`arbiter`]: `features/arbiter`, the brick half of an arbiter: names and metadata,
+//!   no file data.
 //! - [`distribute`]: `cluster/distribute`, many subvolumes seen as one tree, each file on
 //!   the subvolume its name hashes to (GlusterFS's DHT).
 //! - [`index`]: `features/index`, the brick's list of inodes whose replication counters
@@ -8,6 +10,7 @@
 //!
 //! [`register`] adds every type this crate provides to a [`Registry`].
 
+pub mod arbiter;
 pub mod distribute;
 pub mod index;
 pub mod migrate;
@@ -19,6 +22,7 @@ use weft_core::Registry;
 
 /// Registers every translator type of this crate.
 pub fn register(r: &mut Registry) {
+    r.register(Arc::new(arbiter::ArbiterType));
     r.register(Arc::new(distribute::DistributeType));
     r.register(Arc::new(index::IndexType));
     r.register(Arc::new(migrate::MigrateType));

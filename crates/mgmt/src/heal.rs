@@ -36,7 +36,7 @@ use crate::tasks::{Job, JobEnd, TaskCtx};
 pub const HEAL: &str = "heal";
 
 /// How often each mgmtd looks for pending heals on its bricks.
-pub const SHD_INTERVAL: Duration = Duration::from_secs(5);
+pub const SHD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Inodes healed at once by one node.
 const HEALS_AT_ONCE: usize = 4;

@@ -23,10 +23,12 @@ pub enum VolgenError {
 pub fn check_layout(layout: &Layout, _bricks: usize) -> Result<(), VolgenError> {
     match layout {
         Layout::Distribute => Ok(()),
-        Layout::Replicate { arbiter: true, .. } => Err(VolgenError::Unsupported(
-            "arbiter bricks are not served by this version of Weft yet (use replica 3 without arbiter)"
-                .to_string(),
-        )),
+        Layout::Replicate {
+            arbiter: true,
+            replica,
+        } if *replica != 3 => Err(VolgenError::Unsupported(format!(
+            "an arbiter needs replica 3 (two data bricks and the arbiter), not replica {replica}"
+        ))),
         Layout::Replicate { .. } => Ok(()),
         Layout::Disperse { disperse, .. } => Err(VolgenError::Unsupported(format!(
             "disperse {disperse} needs cluster/disperse, which this version of Weft does not \
@@ -55,17 +57,38 @@ fn with_options(mut d: VolumeDecl, v: &Volume, side: Side, xlator: &str) -> Volu
     d
 }
 
-/// The server volfile of brick `index`: posix, locks, index (the inodes with pending
+/// Whether brick `index` of `v` is an arbiter: the last brick of each replica set of a
+/// `replica 3 arbiter 1` volume.
+pub fn is_arbiter(v: &Volume, index: usize) -> bool {
+    match v.layout {
+        Layout::Replicate {
+            replica,
+            arbiter: true,
+        } => replica > 0 && index % replica as usize == replica as usize - 1,
+        _ => false,
+    }
+}
+
+/// The server volfile of brick `index`: posix (with features/arbiter above it on an
+/// arbiter brick, which then keeps no file data), locks, index (the inodes with pending
 /// replication changes), migrate (the brick half of a rebalance's file moves) and io-stats
-/// under protocol/server, the brick named
-/// [`Volume::brick_name`].
+/// under protocol/server, the brick named [`Volume::brick_name`].
 pub fn brick_volfile(v: &Volume, index: usize) -> String {
     let b = &v.bricks[index];
     let name = v.brick_name(index);
     let posix =
         VolumeDecl::new(&format!("{name}-posix"), "storage/posix").option("directory", &b.path);
+    let mut volumes = vec![posix];
+    if is_arbiter(v, index) {
+        let below = volumes[0].name.clone();
+        volumes.push(
+            VolumeDecl::new(&format!("{name}-arbiter"), "features/arbiter")
+                .subvolumes(std::slice::from_ref(&below)),
+        );
+    }
+    let below = volumes.last().map(|d| d.name.clone()).unwrap_or_default();
     let locks = VolumeDecl::new(&format!("{name}-locks"), "features/locks")
-        .subvolumes(std::slice::from_ref(&posix.name));
+        .subvolumes(std::slice::from_ref(&below));
     let index = VolumeDecl::new(&format!("{name}-index"), "features/index")
         .option("directory", &b.path)
         .subvolumes(std::slice::from_ref(&locks.name));
@@ -85,10 +108,8 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
         "protocol/server",
     )
     .subvolumes(std::slice::from_ref(&stats.name));
-    Volfile {
-        volumes: vec![posix, locks, index, migrate, stats, server],
-    }
-    .to_string()
+    volumes.extend([locks, index, migrate, stats, server]);
+    Volfile { volumes }.to_string()
 }
 
 /// Groups the protocol/clients `below` (in brick order) into the volume's replica sets,
@@ -96,18 +117,21 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
 /// carries the volume's replicate options; returns the names distribute goes over (the
 /// clients themselves when the volume is not replicated).
 fn replica_sets(v: &Volume, below: Vec<String>, decls: &mut Vec<VolumeDecl>) -> Vec<String> {
-    let Layout::Replicate { replica, .. } = v.layout else {
+    let Layout::Replicate { replica, arbiter } = v.layout else {
         return below;
     };
     let mut out = Vec::new();
     for (k, set) in below.chunks(replica.max(1) as usize).enumerate() {
-        let d = with_options(
+        let mut d = with_options(
             VolumeDecl::new(&format!("{}-replicate-{k}", v.name), "cluster/replicate"),
             v,
             Side::Client,
             "cluster/replicate",
         )
         .subvolumes(set);
+        if arbiter {
+            d = d.option("arbiter-count", "1");
+        }
         out.push(d.name.clone());
         decls.push(d);
     }
@@ -312,13 +336,21 @@ mod tests {
         assert!(e.to_string().contains("cluster/disperse"));
         let e = check_layout(
             &Layout::Replicate {
+                replica: 2,
+                arbiter: true,
+            },
+            2,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("arbiter needs replica 3"));
+        check_layout(
+            &Layout::Replicate {
                 replica: 3,
                 arbiter: true,
             },
             3,
         )
-        .unwrap_err();
-        assert!(e.to_string().contains("arbiter"));
+        .unwrap();
         check_layout(&Layout::Distribute, 4).unwrap();
         check_layout(
             &Layout::Replicate {
@@ -375,6 +407,50 @@ mod tests {
         assert_eq!(
             b.get("vol1-brick1-index").unwrap().type_name,
             "features/index"
+        );
+        assert!(b.get("vol1-brick1-arbiter").is_none());
+    }
+
+    #[test]
+    fn arbiter_is_the_last_brick_of_each_set() {
+        let (s, mut v) = state();
+        for i in 2..=6 {
+            v.bricks.push(Brick {
+                node: 7,
+                host: "127.0.0.2".into(),
+                path: format!("/srv/b{i}"),
+                number: None,
+            });
+        }
+        v.layout = Layout::Replicate {
+            replica: 3,
+            arbiter: true,
+        };
+        let arbiters: Vec<usize> = (0..6).filter(|&i| is_arbiter(&v, i)).collect();
+        assert_eq!(arbiters, vec![2, 5]);
+        let vf = Volfile::parse(&client_volfile(&s, &v).unwrap()).unwrap();
+        for set in ["vol1-replicate-0", "vol1-replicate-1"] {
+            assert!(vf
+                .get(set)
+                .unwrap()
+                .options
+                .iter()
+                .any(|o| o.key == "arbiter-count" && o.value == "1"));
+        }
+        // The arbiter sits right above posix; data bricks have none.
+        let b = Volfile::parse(&brick_volfile(&v, 5)).unwrap();
+        let arb = b.get("vol1-brick5-arbiter").unwrap();
+        assert_eq!(arb.type_name, "features/arbiter");
+        assert_eq!(arb.subvolumes, vec!["vol1-brick5-posix"]);
+        assert_eq!(
+            b.get("vol1-brick5-locks").unwrap().subvolumes,
+            vec!["vol1-brick5-arbiter"]
+        );
+        let b = Volfile::parse(&brick_volfile(&v, 4)).unwrap();
+        assert!(b.get("vol1-brick4-arbiter").is_none());
+        assert_eq!(
+            b.get("vol1-brick4-locks").unwrap().subvolumes,
+            vec!["vol1-brick4-posix"]
         );
     }
 

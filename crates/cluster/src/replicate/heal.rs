@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use weft_core::*;
 
 use super::changelog::{encode, key, Kind, Matrix, Verdict};
-use super::txn::{domain, DATA_DOMAIN};
+use super::txn::{domain, DATA_DOMAIN, SELF_HEAL_DOMAIN};
 use super::{ixd, lookup_xd, Favorite, Replicate};
 use crate::index::{INDEX_FORGET_XATTR, INDEX_PENDING_XATTR};
 
@@ -202,6 +202,22 @@ impl Replicate {
             return Ok(HealOutcome::Partial);
         }
         let owner = self.owner();
+        // A data heal of a big file gives its data lock back between chunks, so writers go
+        // on; heals of one inode (from any client or node) take turns in their own domain,
+        // or two could read the same counters and both subtract them.
+        let turn = if kind == Kind::Data {
+            let got = self
+                .lock_inode(SELF_HEAL_DOMAIN, g, owner, (0, 0), &up)
+                .await;
+            if got.len() < 2 {
+                self.unlock_inode(SELF_HEAL_DOMAIN, g, owner, (0, 0), &got)
+                    .await;
+                return Ok(HealOutcome::Partial);
+            }
+            got
+        } else {
+            Vec::new()
+        };
         let names = [(g, None::<OsString>)];
         let locked = match kind {
             Kind::Entry => self.lock_entries(owner, &names, &up).await,
@@ -219,6 +235,8 @@ impl Replicate {
                     .await
             }
         }
+        self.unlock_inode(SELF_HEAL_DOMAIN, g, owner, (0, 0), &turn)
+            .await;
         r
     }
 
@@ -243,7 +261,29 @@ impl Replicate {
         for (i, _, xd) in &answers {
             m.set_row(*i, &self.names, |k| xd.get(k));
         }
-        let verdict = m.verdict(kind);
+        let mut verdict = m.verdict(kind);
+        // With an arbiter, file data comes only from a data copy.
+        let data_only = kind == Kind::Data && regular && self.arbiter.is_some();
+        if data_only {
+            if let Verdict::Heal { sources, .. } = &verdict {
+                if !sources.iter().any(|&i| self.holds_data(i)) {
+                    let data_answered = answers.iter().filter(|a| self.holds_data(a.0)).count();
+                    if data_answered < self.n() - 1 {
+                        // The good data copy is down: wait for it.
+                        return Ok(HealOutcome::Partial);
+                    }
+                    // Both data copies are behind the arbiter: neither is known good.
+                    verdict = Verdict::SplitBrain;
+                }
+            }
+        }
+        if data_only && matches!(choice, Some(Choice::Brick(b)) if !self.holds_data(b)) {
+            tracing::warn!(
+                "{}: {g}: the arbiter holds no data and cannot be the source of a data heal",
+                self.name
+            );
+            return Err(Errno::EINVAL);
+        }
         let (source, sinks, merge) = match verdict {
             Verdict::Clean => return Ok(HealOutcome::Clean),
             Verdict::SplitBrain if kind == Kind::Entry => {
@@ -251,7 +291,7 @@ impl Replicate {
                 // (GlusterFS's conservative merge).
                 (answers[0].0, answers.iter().map(|a| a.0).collect(), true)
             }
-            Verdict::SplitBrain => match self.favorite(&answers, kind, choice) {
+            Verdict::SplitBrain => match self.favorite(&answers, kind, choice, data_only) {
                 Some(s) => (
                     s,
                     answers.iter().map(|a| a.0).filter(|&i| i != s).collect(),
@@ -267,7 +307,12 @@ impl Replicate {
                 }
             },
             Verdict::Heal { sources, sinks } => {
-                let src = best(&answers, &sources);
+                let candidates: Vec<usize> = sources
+                    .iter()
+                    .copied()
+                    .filter(|&i| !data_only || self.holds_data(i))
+                    .collect();
+                let src = best(&answers, &candidates);
                 let sinks = if sinks.is_empty() {
                     sources.into_iter().filter(|&i| i != src).collect()
                 } else {
@@ -277,7 +322,14 @@ impl Replicate {
             }
         };
         let healed: Vec<usize> = match kind {
-            Kind::Data if regular => self.heal_data(g, owner, locked, source, &sinks).await?,
+            Kind::Data if regular => {
+                // An arbiter sink needs no data: its counters settle with the others.
+                let (copy_to, arbiter): (Vec<usize>, Vec<usize>) =
+                    sinks.iter().partition(|&&i| self.holds_data(i));
+                let mut healed = self.heal_data(g, owner, locked, source, &copy_to).await?;
+                healed.extend(arbiter);
+                healed
+            }
             Kind::Data => sinks.clone(),
             Kind::Metadata => self.heal_metadata(g, &answers, source, &sinks).await,
             Kind::Entry => self.heal_entries(g, source, &sinks, merge).await?,
@@ -331,8 +383,26 @@ impl Replicate {
     }
 
     /// The copy a split-brain resolves to: by `choice` when given, else under
-    /// `favorite-child-policy`; `None` when nothing chooses.
-    fn favorite(&self, answers: &Answers, kind: Kind, choice: Option<Choice>) -> Option<usize> {
+    /// `favorite-child-policy`; `None` when nothing chooses. With `data_only`, only data
+    /// copies (not an arbiter) are candidates.
+    fn favorite(
+        &self,
+        answers: &Answers,
+        kind: Kind,
+        choice: Option<Choice>,
+        data_only: bool,
+    ) -> Option<usize> {
+        let kept: Answers;
+        let answers = if data_only {
+            kept = answers
+                .iter()
+                .filter(|a| self.holds_data(a.0))
+                .cloned()
+                .collect();
+            &kept
+        } else {
+            answers
+        };
         let pick = |f: &dyn Fn(&Iatt) -> (u64, Timespec)| {
             answers
                 .iter()

@@ -16,6 +16,13 @@
 //!   ([`heal`]); the self-heal daemon finds the rest in the bricks' `features/index`.
 //! - Split-brain (each copy accuses the other) reads as `EIO` until it is resolved by a
 //!   command or by `favorite-child-policy`.
+//! - With `arbiter-count 1` the last replica is an *arbiter* (its brick runs
+//!   `features/arbiter`): it keeps names, metadata and changelogs but no file data. It
+//!   counts for quorum and for which copy is good, but file data and attributes are never
+//!   read from it, it is never a source of a data heal, and a data change that would leave
+//!   it the only good copy (the one good data copy down, the other behind) fails with
+//!   `ENOTCONN` before anything is written, so two data copies cannot each take changes
+//!   the other missed (split-brain).
 
 pub mod changelog;
 mod heal;
@@ -150,6 +157,8 @@ struct Known {
     good: Vec<bool>,
     /// No copy is known good.
     split_brain: bool,
+    /// A regular file: with an arbiter, only data copies serve it.
+    file: bool,
 }
 
 /// Per-inode state.
@@ -183,6 +192,8 @@ pub struct Replicate {
     /// Bumped when a child comes up: what was known of copies must be learnt again.
     gen: AtomicU64,
     cfg: RwLock<Config>,
+    /// The arbiter's index (the last child) when there is one.
+    arbiter: Option<usize>,
     inodes: Mutex<HashMap<Gfid, Arc<Inode>>>,
     next_owner: AtomicU64,
     /// Inodes a background heal is working on.
@@ -195,7 +206,12 @@ pub struct Replicate {
 }
 
 impl Replicate {
-    fn new(name: String, children: Vec<XlatorRef>, cfg: Config) -> Arc<Replicate> {
+    fn new(
+        name: String,
+        children: Vec<XlatorRef>,
+        cfg: Config,
+        arbiter: Option<usize>,
+    ) -> Arc<Replicate> {
         let n = children.len();
         let names = children.iter().map(|c| c.name().to_string()).collect();
         // Lock owners unique across processes and graphs: a random high half.
@@ -213,6 +229,7 @@ impl Replicate {
             announced: Mutex::new(None),
             gen: AtomicU64::new(1),
             cfg: RwLock::new(cfg),
+            arbiter,
             inodes: Mutex::new(HashMap::new()),
             next_owner: AtomicU64::new(seed | 1),
             healing: Mutex::new(HashSet::new()),
@@ -228,6 +245,11 @@ impl Replicate {
 
     fn cfg(&self) -> Config {
         *self.cfg.read()
+    }
+
+    /// Whether child `i` holds file data (every child but an arbiter).
+    fn holds_data(&self, i: usize) -> bool {
+        self.arbiter != Some(i)
     }
 
     /// Children that are up (or have not said yet: they are tried).
@@ -292,6 +314,10 @@ impl Replicate {
             m.set_row(*i, &self.names, |k| xd.get(k));
         }
         let is_dir = answers.first().map(|a| a.1.is_dir()).unwrap_or(false);
+        let file = answers
+            .first()
+            .map(|a| a.1.mode & libc::S_IFMT == libc::S_IFREG)
+            .unwrap_or(false);
         let kinds: &[Kind] = if is_dir {
             &[Kind::Metadata, Kind::Entry]
         } else {
@@ -306,7 +332,16 @@ impl Replicate {
             match m.verdict(k) {
                 Verdict::Clean => {}
                 Verdict::SplitBrain => split_brain = true,
-                Verdict::Heal { sinks, .. } => {
+                Verdict::Heal { sources, sinks } => {
+                    // With an arbiter, data the arbiter alone is good for is in
+                    // split-brain when both data copies answered (each is behind).
+                    if k == Kind::Data
+                        && self.arbiter.is_some()
+                        && !sources.iter().any(|&i| self.holds_data(i))
+                        && answers.iter().filter(|a| self.holds_data(a.0)).count() == self.n() - 1
+                    {
+                        split_brain = true;
+                    }
                     for s in sinks {
                         good[s] = false;
                     }
@@ -321,6 +356,7 @@ impl Replicate {
                 gen: self.gen.load(Ordering::Acquire),
                 good,
                 split_brain,
+                file,
             },
             m,
         )
@@ -353,7 +389,10 @@ impl Replicate {
             return Err(Errno::EIO);
         }
         let up = self.up();
-        let good: Vec<usize> = up.into_iter().filter(|&i| known.good[i]).collect();
+        let good: Vec<usize> = up
+            .into_iter()
+            .filter(|&i| known.good[i] && (!known.file || self.holds_data(i)))
+            .collect();
         if good.is_empty() {
             return Err(Errno::ENOTCONN);
         }
@@ -627,10 +666,29 @@ impl Replicate {
         let g = found[0].1.gfid;
         let (known, m) = self.judge(&found);
         let pending = m.any_pending_at_all();
-        let pick = found
-            .iter()
-            .find(|(i, _, _)| known.good[*i])
-            .unwrap_or(&found[0]);
+        let pick = if known.file && self.arbiter.is_some() {
+            // A file's size and times come from a good data copy; the arbiter's are not
+            // its (it holds no data).
+            let Some(p) = found
+                .iter()
+                .find(|(i, _, _)| known.good[*i] && self.holds_data(*i))
+            else {
+                if pending {
+                    self.background_heal(g);
+                }
+                return Err(if known.split_brain {
+                    Errno::EIO
+                } else {
+                    Errno::ENOTCONN
+                });
+            };
+            p
+        } else {
+            found
+                .iter()
+                .find(|(i, _, _)| known.good[*i])
+                .unwrap_or(&found[0])
+        };
         let mut ia = pick.1;
         if ia.is_dir() {
             // An entry made or removed changes only the copies it reached; show the latest.
@@ -797,6 +855,9 @@ impl Xlator for Replicate {
                     Some(false) => "down",
                 }
             ));
+        }
+        if let Some(a) = self.arbiter {
+            out.push_str(&format!("arbiter {}\n", self.names[a]));
         }
         out.push_str(&format!(
             "config {:?}\ninodes {}\nhealing {}\n{}",
@@ -1227,9 +1288,10 @@ impl Xlator for Replicate {
     ) -> Fop<Vec<Dirent>> {
         let i = self.dir_reader(fd).await?;
         let (mut ents, x) = self.children[i].readdirp(ctx, fd, size, offset, xd).await?;
-        if self.ever_down.lock()[i] {
-            // A replica that was down may hold stale attributes of files not healed yet:
-            // let the kernel look them up (through a good copy) instead.
+        if self.ever_down.lock()[i] || !self.holds_data(i) {
+            // A replica that was down may hold stale attributes of files not healed yet,
+            // and an arbiter's files are empty: let the kernel look them up (through a
+            // good data copy) instead.
             for e in &mut ents {
                 e.iatt = None;
             }
@@ -1490,7 +1552,8 @@ impl Replicate {
         let down = self.ever_down.lock().clone();
         open.iter()
             .copied()
-            .find(|&i| !down[i])
+            .find(|&i| !down[i] && self.holds_data(i))
+            .or_else(|| open.iter().copied().find(|&i| !down[i]))
             .or_else(|| open.first().copied())
             .ok_or(Errno::ENOTCONN)
     }
@@ -1546,6 +1609,12 @@ const OPTIONS: &[OptionSpec] = &[
         description: "How long a file's lock and changelog stay held after its last write, for the next write to share (with eager-lock). Another client's writes to the file wait at most this long.",
     },
     OptionSpec {
+        key: "arbiter-count",
+        kind: OptionKind::Int { min: 0, max: 1 },
+        default: Some("0"),
+        description: "1: the last subvolume is an arbiter (its brick runs features/arbiter), holding names and metadata but no file data; needs three subvolumes. It is fixed when the graph is built.",
+    },
+    OptionSpec {
         key: "self-heal-daemon",
         kind: OptionKind::Bool,
         default: Some("on"),
@@ -1580,6 +1649,16 @@ impl XlatorType for ReplicateType {
     }
     fn build(&self, init: XlatorInit) -> Result<XlatorRef, String> {
         let cfg = config(&init.options)?;
-        Ok(Replicate::new(init.name, init.children, cfg))
+        let arbiter = match init.options.int("arbiter-count") {
+            0 => None,
+            _ if init.children.len() != 3 => {
+                return Err(format!(
+                    "arbiter-count 1 needs exactly 3 subvolumes (2 for data, 1 arbiter), not {}",
+                    init.children.len()
+                ))
+            }
+            _ => Some(2),
+        };
+        Ok(Replicate::new(init.name, init.children, cfg, arbiter))
     }
 }

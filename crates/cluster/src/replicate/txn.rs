@@ -28,13 +28,16 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use weft_core::*;
 
-use super::changelog::{encode, key, Kind};
+use super::changelog::{encode, key, Kind, Matrix};
 use super::{ixd, Inode, Replicate};
 
 /// Lock domain of data transactions (and of heals copying data).
 pub(crate) const DATA_DOMAIN: &str = "weft.afr.data";
 /// Lock domain of metadata transactions.
 pub(crate) const META_DOMAIN: &str = "weft.afr.metadata";
+/// Lock domain heals of one inode's data take turns in (held for the whole data heal,
+/// while the data lock is given back between chunks of a big file; writers never take it).
+pub(crate) const SELF_HEAL_DOMAIN: &str = "weft.afr.self-heal";
 /// Lock domain of entry transactions (names in a directory; the whole directory for heal).
 pub(crate) const ENTRY_DOMAIN: &str = "weft.afr.entry";
 
@@ -290,6 +293,21 @@ impl Replicate {
         on: &[usize],
         delta: impl Fn(usize) -> [i64; 3],
     ) -> Vec<usize> {
+        self.changelog_add_read(targets, on, delta)
+            .await
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// [`Self::changelog_add`], answering with each replica where it succeeded the
+    /// counters it holds afterwards (of the last target).
+    async fn changelog_add_read(
+        &self,
+        targets: &[Gfid],
+        on: &[usize],
+        delta: impl Fn(usize) -> [i64; 3],
+    ) -> Vec<(usize, XattrMap)> {
         let mut attrs = XattrMap::new();
         // Every replica's counters are named, moved or not: the bricks' index follows
         // the values an xattrop answers.
@@ -300,23 +318,26 @@ impl Replicate {
             attrs.insert(key(&self.names[j]), encode(d));
         }
         if !moves {
-            return on.to_vec();
+            return on.iter().map(|&i| (i, XattrMap::new())).collect();
         }
         let rs = self
             .each(on, |_, c| {
                 let attrs = &attrs;
                 async move {
+                    let mut last = XattrMap::new();
                     for &g in targets {
-                        c.xattrop(
-                            &Ctx::internal(),
-                            &Loc::inode(g),
-                            XattropOp::AddArray32,
-                            attrs,
-                            ixd(),
-                        )
-                        .await?;
+                        last = c
+                            .xattrop(
+                                &Ctx::internal(),
+                                &Loc::inode(g),
+                                XattropOp::AddArray32,
+                                attrs,
+                                ixd(),
+                            )
+                            .await?
+                            .0;
                     }
-                    Ok(())
+                    Ok(last)
                 }
             })
             .await;
@@ -333,8 +354,7 @@ impl Replicate {
             }
         }
         rs.into_iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(i, _)| i)
+            .filter_map(|(i, r)| r.ok().map(|m| (i, m)))
             .collect()
     }
 
@@ -352,11 +372,9 @@ impl Replicate {
         owner: u64,
         locked: Vec<usize>,
     ) -> Result<Arc<Batch>, Errno> {
-        let ok = self
-            .changelog_add(&targets, &locked, |j| {
-                Self::one(kind, if locked.contains(&j) { 1 } else { 2 })
-            })
-            .await;
+        let delta = |j: usize| Self::one(kind, if locked.contains(&j) { 1 } else { 2 });
+        let answers = self.changelog_add_read(&targets, &locked, delta).await;
+        let ok: Vec<usize> = answers.iter().map(|a| a.0).collect();
         let batch = Arc::new(Batch {
             kind,
             started: std::time::Instant::now(),
@@ -376,18 +394,58 @@ impl Replicate {
                 ok.len(),
                 self.n()
             );
-            self.finish(&batch).await;
+            self.abort(&batch, &ok, delta).await;
             return Err(if ok.is_empty() {
                 Errno::ENOTCONN
             } else {
                 Errno::EROFS
             });
         }
+        if kind == Kind::Data && self.arbiter.is_some() && !self.data_source_among(&answers) {
+            tracing::warn!(
+                "{}: no good data copy of {:?} is up (only the arbiter is good): ENOTCONN",
+                self.name,
+                batch.targets
+            );
+            self.abort(&batch, &ok, delta).await;
+            return Err(Errno::ENOTCONN);
+        }
         let lost: Vec<usize> = locked.into_iter().filter(|i| !ok.contains(i)).collect();
         if !lost.is_empty() {
             self.fail(&batch, &lost).await;
         }
         Ok(batch)
+    }
+
+    /// Whether, by the counters the pre-op answered (`answers`: replica, its counters),
+    /// some data copy among those replicas is good: not accused by another of them. The
+    /// pre-op moved every one of their counters alike, so it is what they said before.
+    fn data_source_among(&self, answers: &[(usize, XattrMap)]) -> bool {
+        let mut m = Matrix::new(self.n());
+        for (i, x) in answers {
+            m.set_row(*i, &self.names, |k| x.get(k).map(Vec::as_slice));
+        }
+        answers.iter().any(|&(j, _)| {
+            self.holds_data(j) && !answers.iter().any(|&(i, _)| m.accuses(i, j, Kind::Data))
+        })
+    }
+
+    /// Gives up a transaction before its change: undoes exactly what its pre-op added on
+    /// `ok` (where it succeeded) and unlocks, so nobody is accused of a change that never
+    /// happened.
+    async fn abort(&self, batch: &Batch, ok: &[usize], delta: impl Fn(usize) -> [i64; 3]) {
+        self.changelog_add(&batch.targets, ok, |j| delta(j).map(|v| -v))
+            .await;
+        if batch.kind != Kind::Entry {
+            self.unlock_inode(
+                domain(batch.kind),
+                batch.targets[0],
+                batch.owner,
+                (0, 0),
+                &batch.locked,
+            )
+            .await;
+        }
     }
 
     /// Accuses replicas a change of `batch` failed on (once per transaction), before the
@@ -590,6 +648,18 @@ impl Replicate {
             .collect();
         if ok.is_empty() {
             return Self::first_ok(rs);
+        }
+        if batch.kind == Kind::Data && !ok.iter().any(|&i| self.holds_data(i)) {
+            // It reached only the arbiter, which stores no data: it failed. Nobody is
+            // accused (no data copy has it).
+            let data: Vec<(usize, Fop<T>)> = rs
+                .into_iter()
+                .filter(|(i, _)| self.holds_data(*i))
+                .collect();
+            return match Self::first_ok(data) {
+                Ok(_) => Err(Errno::EIO),
+                e => e,
+            };
         }
         if !bad.is_empty() {
             self.fail(batch, &bad).await;

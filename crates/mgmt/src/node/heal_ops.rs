@@ -12,12 +12,42 @@ use crate::volgen;
 use super::{consensus_err, futures_join, Node, OpError, OpResult};
 
 /// How long the self-heal daemon waits before trying again a volume whose pending count
-/// has not changed.
+/// and reachable bricks have not changed.
 const SHD_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Per volume: the pending count and when the self-heal daemon last started on it.
-static SHD_LAST: parking_lot::Mutex<BTreeMap<String, (usize, std::time::Instant)>> =
+/// What the self-heal daemon saw of a volume when it last started a heal of it.
+struct ShdSeen {
+    pending: usize,
+    /// Per brick: whether its brick process accepted a connection.
+    reachable: Vec<bool>,
+    at: std::time::Instant,
+}
+
+/// Per volume: what the self-heal daemon saw when it last started on it.
+static SHD_LAST: parking_lot::Mutex<BTreeMap<String, ShdSeen>> =
     parking_lot::Mutex::new(BTreeMap::new());
+
+/// Per brick of `v`: whether its node's brick process accepts a TCP connection now (within
+/// 300 ms). A brick coming back is what lets pending entries heal, so the self-heal
+/// daemon tries again at once when this changes.
+async fn reachable_bricks(state: &crate::model::PoolState, v: &crate::model::Volume) -> Vec<bool> {
+    let probes = v.bricks.iter().map(|b| {
+        let port = state.peers.get(&b.node).map(|p| p.brick_port);
+        let host = b.host.clone();
+        async move {
+            let Some(port) = port else { return false };
+            matches!(
+                tokio::time::timeout(
+                    std::time::Duration::from_millis(300),
+                    tokio::net::TcpStream::connect((host.as_str(), port)),
+                )
+                .await,
+                Ok(Ok(_))
+            )
+        }
+    });
+    futures::future::join_all(probes).await
+}
 
 impl Node {
     /// The replicated, started volume `name`, or the error `fail` words.
@@ -215,6 +245,12 @@ impl Node {
         let vol = heal::open(&volfile)
             .await
             .map_err(|e| OpError::unavailable(fail(e)))?;
+        // Whether a file is in split-brain shows only with both sides connected.
+        let names: Vec<String> = plan
+            .iter()
+            .flat_map(|s| s.children.iter().map(|c| c.0.clone()))
+            .collect();
+        heal::wait_connected(&vol, &names).await;
         let r = self
             .resolve_in(&vol, &plan, &req, brick.as_ref(), &fail)
             .await;
@@ -294,8 +330,11 @@ impl Node {
                 }
                 continue;
             }
-            heal::resolve(&rep, gf, &how).await.map_err(|e| {
-                OpError::unavailable(fail(format!("resolving {shown} failed: {e}")))
+            heal::resolve(&rep, gf, &how).await.map_err(|e| match (e, brick) {
+                (weft_core::Errno::EINVAL, Some((_, child))) => OpError::bad(fail(format!(
+                    "{child} cannot be the source of {shown}: it is the set's arbiter, which holds no file data (choose a data brick)"
+                ))),
+                _ => OpError::unavailable(fail(format!("resolving {shown} failed: {e}"))),
             })?;
             done.push(shown);
         }
@@ -332,18 +371,6 @@ impl Node {
             if pending == 0 {
                 continue;
             }
-            {
-                // While a replica is down its entries stay: look again when the count
-                // changes or after SHD_RETRY.
-                let mut last = SHD_LAST.lock();
-                let now = std::time::Instant::now();
-                match last.get(&v.name) {
-                    Some((n, at)) if *n == pending && at.elapsed() < SHD_RETRY => continue,
-                    _ => {
-                        last.insert(v.name.clone(), (pending, now));
-                    }
-                }
-            }
             let busy = self.tasks.list().iter().any(|t| {
                 t.kind == heal::HEAL
                     && t.volume.as_deref() == Some(v.name.as_str())
@@ -351,6 +378,31 @@ impl Node {
             });
             if busy {
                 continue;
+            }
+            let reachable = reachable_bricks(&state, v).await;
+            {
+                // While a replica is down its entries stay: look again when the count or
+                // the reachable bricks change, or after SHD_RETRY.
+                let mut last = SHD_LAST.lock();
+                match last.get(&v.name) {
+                    Some(seen)
+                        if seen.pending == pending
+                            && seen.reachable == reachable
+                            && seen.at.elapsed() < SHD_RETRY =>
+                    {
+                        continue
+                    }
+                    _ => {
+                        last.insert(
+                            v.name.clone(),
+                            ShdSeen {
+                                pending,
+                                reachable,
+                                at: std::time::Instant::now(),
+                            },
+                        );
+                    }
+                }
             }
             match Self::heal_request(&state, v, self.me.id, false, 0) {
                 Ok(Some(req)) => match self.tasks.start(req) {
