@@ -36,6 +36,16 @@ cleanup() {
 trap cleanup EXIT
 
 now() { date +%s.%N; }
+# The most a heal may take before the run gives up on it.
+HEAL_MAX=${HEAL_MAX:-1800}
+
+# Fails the run when heal has taken longer than HEAL_MAX seconds since $1.
+give_up_after() {
+  if python3 -c "import sys; sys.exit(0 if $(now) - $1 > $HEAL_MAX else 1)"; then
+    echo "$2: heal did not finish within $HEAL_MAX s" >&2
+    exit 1
+  fi
+}
 
 # Writes the files into directory $1 (FILES x SIZE_MB MiB, random bytes).
 write_files() {
@@ -63,8 +73,10 @@ report() { # system seconds same
 
 start_node() { # n
   local n=$1 h=${HOSTS[$(($1 - 1))]}
+  : >"$D/n$n/mgmtd.out"
   setsid "$WEFT" mgmtd --listen "$h" --workdir "$D/n$n/work" --pid-file "$D/n$n/mgmtd.pid" \
     </dev/null >>"$D/n$n/mgmtd.out" 2>>"$D/n$n/mgmtd.log" &
+  disown
   for _ in $(seq 100); do grep -q "listening on" "$D/n$n/mgmtd.out" 2>/dev/null && break; sleep 0.1; done
   grep -q "listening on" "$D/n$n/mgmtd.out" || { echo "mgmtd $n did not start:"; cat "$D/n$n/mgmtd.log"; exit 1; }
 }
@@ -98,6 +110,7 @@ start_node 3
 while :; do
   p=$(weft_pending || echo -1)
   [ "$p" = 0 ] && break
+  give_up_after "$t0" weft
   sleep 0.5
 done
 t1=$(now)
@@ -124,6 +137,7 @@ while :; do
   n=$(gluster volume heal rep3 info summary 2>/dev/null |
     awk -F: '/Total Number of entries:/ {s += $2} /Transport endpoint|not connected/ {s = -1e9} END {print s + 0}')
   [ "$n" = 0 ] && break
+  give_up_after "$t0" glusterfs
   sleep 0.5
 done
 t1=$(now)

@@ -755,6 +755,9 @@ fn pool_heals_from_the_index_keeps_quorum_and_resolves_split_brain() {
         }
     }
     std::fs::write(mnt.join("new"), b"made while down").unwrap();
+    // A directory made while down: its heal must leave nothing pending.
+    std::fs::create_dir(mnt.join("newdir")).unwrap();
+    std::fs::write(mnt.join("newdir/inside"), b"in a new directory").unwrap();
     let i = json(&h, &nodes[0], &["volume", "heal", "rv", "info", "summary"]);
     for b in &i["bricks"].as_array().unwrap()[..2] {
         assert!(b["pending"].as_u64().unwrap() >= 1000, "{i}");
@@ -782,7 +785,7 @@ fn pool_heals_from_the_index_keeps_quorum_and_resolves_split_brain() {
     assert_eq!(crawled, 0, "the daemon crawled: {tasks}");
     assert!(healed > 0, "{tasks}");
     let t0 = tree(&bricks[0]);
-    assert_eq!(t0.len(), 10 + 1000 + 1);
+    assert_eq!(t0.len(), 10 + 1000 + 1 + 2);
     for b in &bricks[1..] {
         let t = tree(b);
         let diff: Vec<&String> = t0

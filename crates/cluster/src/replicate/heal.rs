@@ -92,7 +92,18 @@ impl Replicate {
             Err(e) => return Err(e),
         };
         let is_dir = answers[0].1.is_dir();
-        let kinds: &[Kind] = if is_dir {
+        let stray_data = is_dir && {
+            let mut m = Matrix::new(self.n());
+            for (i, _, xd) in &answers {
+                m.set_row(*i, &self.names, |k| xd.get(k));
+            }
+            m.any_pending(Kind::Data)
+        };
+        let kinds: &[Kind] = if stray_data {
+            // A directory's data counters mean nothing; settling them lets its index
+            // entry go (older versions marked new directories with one).
+            &[Kind::Entry, Kind::Metadata, Kind::Data]
+        } else if is_dir {
             &[Kind::Entry, Kind::Metadata]
         } else {
             &[Kind::Metadata, Kind::Data]
@@ -493,6 +504,16 @@ impl Replicate {
         let ctx = Ctx::internal();
         let src = &self.children[source];
         let (ia, _) = src.fstat(&ctx, fd, Xdata::new()).await?;
+        // Where each sink ends now: chunks past it surely differ and are copied without
+        // comparing checksums (a new copy is filled without reading it back).
+        let ends: Vec<(usize, u64)> = self
+            .each(sinks, |_, c| async move {
+                c.fstat(&Ctx::internal(), fd, Xdata::new()).await
+            })
+            .await
+            .into_iter()
+            .map(|(i, r)| (i, r.map(|(ia, _)| ia.size).unwrap_or(0)))
+            .collect();
         let mut done = 0;
         if ia.size > CHUNK {
             // Chunk by chunk without the whole-file lock, so writers go on meanwhile. The
@@ -508,7 +529,7 @@ impl Replicate {
                     .lock_inode(DATA_DOMAIN, g, chunk_owner, range, &on)
                     .await;
                 r = if got.contains(&source) {
-                    self.copy_chunk(fd, source, sinks, done).await
+                    self.copy_chunk(fd, source, &ends, done).await
                 } else {
                     Err(Errno::ENOTCONN)
                 };
@@ -525,7 +546,7 @@ impl Replicate {
         let (now, _) = src.fstat(&ctx, fd, Xdata::new()).await?;
         let mut off = done.min(now.size);
         while off < now.size {
-            self.copy_chunk(fd, source, sinks, off).await?;
+            self.copy_chunk(fd, source, &ends, off).await?;
             off += CHUNK;
         }
         let size = now.size;
@@ -543,31 +564,46 @@ impl Replicate {
     }
 
     /// Makes `[off, off+CHUNK)` of each sink equal to the source's where checksums differ.
+    /// `sinks`: each sink with where it ended when the heal began (a chunk at or past
+    /// that end is copied without comparing).
     async fn copy_chunk(
         &self,
         fd: &FdRef,
         source: usize,
-        sinks: &[usize],
+        sinks: &[(usize, u64)],
         off: u64,
     ) -> Result<(), Errno> {
         let ctx = Ctx::internal();
-        let mut all = vec![source];
-        all.extend_from_slice(sinks);
-        let sums = self
-            .each(&all, |_, c| async move {
-                c.rchecksum(&Ctx::internal(), fd, off, CHUNK as u32, Xdata::new())
-                    .await
-            })
-            .await;
-        let want = match &sums[0].1 {
-            Ok((s, _)) => s.clone(),
-            Err(e) => return Err(*e),
-        };
-        let differ: Vec<usize> = sums[1..]
+        let mut differ: Vec<usize> = sinks
             .iter()
-            .filter(|(_, r)| !matches!(r, Ok((s, _)) if *s == want))
+            .filter(|(_, end)| *end <= off)
             .map(|(i, _)| *i)
             .collect();
+        let compare: Vec<usize> = sinks
+            .iter()
+            .filter(|(_, end)| *end > off)
+            .map(|(i, _)| *i)
+            .collect();
+        if !compare.is_empty() {
+            let mut all = vec![source];
+            all.extend_from_slice(&compare);
+            let sums = self
+                .each(&all, |_, c| async move {
+                    c.rchecksum(&Ctx::internal(), fd, off, CHUNK as u32, Xdata::new())
+                        .await
+                })
+                .await;
+            let want = match &sums[0].1 {
+                Ok((s, _)) => s.clone(),
+                Err(e) => return Err(*e),
+            };
+            differ.extend(
+                sums[1..]
+                    .iter()
+                    .filter(|(_, r)| !matches!(r, Ok((s, _)) if *s == want))
+                    .map(|(i, _)| *i),
+            );
+        }
         if differ.is_empty() {
             return Ok(());
         }
@@ -798,10 +834,12 @@ impl Replicate {
             }
         };
         if fresh {
-            let entry = if ia.is_dir() { 1 } else { 0 };
+            // What the new copy lacks: a directory's metadata and names, a file's data
+            // and metadata (a directory has no data counter to heal).
+            let lacks = if ia.is_dir() { [0, 1, 1] } else { [1, 1, 0] };
             let mut attrs = XattrMap::new();
             for (j, n) in self.names.iter().enumerate() {
-                let d = if j == to { [1, 1, entry] } else { [0; 3] };
+                let d = if j == to { lacks } else { [0; 3] };
                 attrs.insert(key(n), encode(d));
             }
             self.children[from]
