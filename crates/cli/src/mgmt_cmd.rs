@@ -242,7 +242,7 @@ usage:
   weft volume remove-brick NAME HOST:/BRICK... start | status | stop | commit [force]
   weft volume heal NAME [full] [--watch] | status | info [summary|split-brain]
   weft volume heal NAME split-brain bigger-file FILE | latest-mtime FILE | source-brick HOST:/BRICK [FILE]
-  weft volume replace-brick ...
+  weft volume replace-brick NAME HOST:/OLD HOST:/NEW commit force
   weft volume task list | status ID [--watch] | start KIND [key=value...] [throttle N]
   weft volume task pause ID | resume ID | stop ID | throttle ID N
 every read command takes --json; --remote-host HOST[:PORT] picks the mgmtd";
@@ -552,15 +552,30 @@ pub fn volume(args: Vec<String>, mut t: Target) -> Result<()> {
             "rebalance" => rebalance(&api, &rest, t.json).await,
             "heal" => heal(&api, &rest, t.json).await,
             "replace-brick" => {
-                let name = rest.first().cloned().unwrap_or_default();
-                let v: VolumeInfo = api
-                    .get(&format!("/v1/volumes/{}", urlencode(&name)))
-                    .await?;
-                bail!(
-                    "volume replace-brick: {}: failed: replace-brick is for replicated and dispersed volumes (it relies on self-heal to fill the new brick); {} is a {} volume",
-                    v.name,
-                    v.name,
-                    v.type_name
+                const USAGE: &str =
+                    "usage: weft volume replace-brick NAME HOST:/OLD HOST:/NEW commit force";
+                let [name, old, new, commit, force] = rest.as_slice() else {
+                    bail!("{USAGE}");
+                };
+                if commit != "commit" || force != "force" {
+                    bail!("volume replace-brick: only `commit force` is supported (the new brick is filled by self-heal)\n{USAGE}");
+                }
+                for b in [old, new] {
+                    if !b.contains(":/") {
+                        bail!("volume replace-brick: {b:?} is not a HOST:/PATH brick\n{USAGE}");
+                    }
+                }
+                let req = ReplaceBrickRequest {
+                    old: old.clone(),
+                    new: new.clone(),
+                    force: false,
+                };
+                done(
+                    api.post(
+                        &format!("/v1/volumes/{}/replace-brick", urlencode(name)),
+                        &req,
+                    )
+                    .await?,
                 )
             }
             "task" => task(&api, &rest, t.json).await,

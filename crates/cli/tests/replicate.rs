@@ -621,6 +621,22 @@ fn arbiter_never_becomes_the_only_source_of_data() {
     assert!(!log.contains("split-brain"), "split-brain reported:\n{log}");
 }
 
+/// Asserts two trees (of [`tree`]) are equal, naming at most ten paths that differ.
+fn same_tree(got: &BTreeMap<String, Vec<u8>>, want: &BTreeMap<String, Vec<u8>>, what: &str) {
+    let diff: Vec<&String> = got
+        .keys()
+        .chain(want.keys())
+        .filter(|k| got.get(*k) != want.get(*k))
+        .take(10)
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "{what}: {} paths against {}, differing at {diff:?}",
+        got.len(),
+        want.len()
+    );
+}
+
 /// Files under `root` (brick or mount), without the brick's `.weft`: path -> bytes.
 fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -945,4 +961,133 @@ fn pool_heals_from_the_index_keeps_quorum_and_resolves_split_brain() {
             std::fs::read(sb[1].join(n)).unwrap()
         );
     }
+}
+
+/// `volume replace-brick` on a replica 3 volume: a brick moves to a new, empty directory;
+/// every file reads right through the mount at once (the new brick is a sink from its
+/// first moment, never an empty source), self-heal fills it, and it ends identical to the
+/// others. Bad requests are refused with the reason and change nothing.
+#[test]
+fn replace_brick_fills_the_new_brick_by_self_heal() {
+    use common::pool::*;
+    let d = scratch("rep-replace");
+    let nodes = pool(19, 3, d.path());
+    let h = nodes[0].host.clone();
+    let bricks: Vec<PathBuf> = (0..3).map(|i| d.path().join(format!("rp-b{i}"))).collect();
+    let mut args: Vec<String> = ["volume", "create", "rp", "replica", "3"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (n, b) in nodes.iter().zip(&bricks) {
+        args.push(format!("{}:{}", n.host, b.display()));
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    ok(&h, &nodes[0], &a);
+    ok(&h, &nodes[0], &["volume", "start", "rp"]);
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _m = mount_args(
+        &[format!("{h}:/rp").as_ref(), mnt.as_os_str()],
+        &mnt,
+        &d.path().join("mount.log"),
+    );
+    for k in 0..3 {
+        std::fs::create_dir_all(mnt.join(format!("d{k}/sub"))).unwrap();
+        for i in 0..40 {
+            std::fs::write(mnt.join(format!("d{k}/f{i}")), format!("{k}/{i}\n")).unwrap();
+        }
+        std::fs::write(mnt.join(format!("d{k}/sub/deep")), b"deep").unwrap();
+    }
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(mnt.join("big"), &big).unwrap();
+    let before = tree(&mnt);
+
+    let old = format!("{}:{}", nodes[2].host, bricks[2].display());
+    let new_dir = d.path().join("rp-b2-new");
+    let new = format!("{}:{}", nodes[2].host, new_dir.display());
+    // Refused, changing nothing: not a brick of the volume, a node already holding a
+    // brick of the set, the same brick, and without `commit force`.
+    let e = fails(
+        &h,
+        &nodes[0],
+        &[
+            "volume",
+            "replace-brick",
+            "rp",
+            &format!("{}:/nope", nodes[2].host),
+            &new,
+            "commit",
+            "force",
+        ],
+    );
+    assert!(e.contains("is not a brick of rp"), "{e}");
+    let e = fails(
+        &h,
+        &nodes[0],
+        &[
+            "volume",
+            "replace-brick",
+            "rp",
+            &old,
+            &format!("{}:{}", nodes[0].host, d.path().join("elsewhere").display()),
+            "commit",
+            "force",
+        ],
+    );
+    assert!(
+        e.contains("already holds a brick of the same replica set"),
+        "{e}"
+    );
+    let e = fails(
+        &h,
+        &nodes[0],
+        &[
+            "volume",
+            "replace-brick",
+            "rp",
+            &old,
+            &old,
+            "commit",
+            "force",
+        ],
+    );
+    assert!(e.contains("the new brick is the old one"), "{e}");
+    let e = fails(
+        &h,
+        &nodes[0],
+        &["volume", "replace-brick", "rp", &old, &new],
+    );
+    assert!(e.contains("usage"), "{e}");
+    assert_eq!(info(&h, &nodes[0], "rp")["bricks"][2]["name"], old.as_str());
+
+    let out = ok(
+        &h,
+        &nodes[0],
+        &[
+            "volume",
+            "replace-brick",
+            "rp",
+            &old,
+            &new,
+            "commit",
+            "force",
+        ],
+    );
+    assert!(out.contains("success"), "{out}");
+    assert_eq!(info(&h, &nodes[0], "rp")["bricks"][2]["name"], new.as_str());
+    // Right away, while the new brick is still empty or filling, the mount reads right.
+    same_tree(&tree(&mnt), &before, "the mount right after the replace");
+    wait_until("heal info to return to zero", 120, || {
+        heal_total(&h, &nodes[0], "rp") == 0
+    });
+    let t0 = tree(&bricks[0]);
+    same_tree(&tree(&new_dir), &t0, "the new brick (against brick 0)");
+    same_tree(&tree(&bricks[1]), &t0, "brick 1 (against brick 0)");
+    same_tree(&tree(&mnt), &before, "the mount after heal");
+    // Still fully replicated: a write reaches the new brick.
+    std::fs::write(mnt.join("after"), b"written after the replace").unwrap();
+    assert_eq!(
+        std::fs::read(new_dir.join("after")).unwrap(),
+        b"written after the replace"
+    );
 }

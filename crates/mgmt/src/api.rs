@@ -118,7 +118,7 @@ fn done(message: String) -> ApiResult<Done> {
         list_peers, probe, detach_peer, list_volumes, create_volume, volume_info, delete_volume,
         start_volume, stop_volume, volume_status, set_options, get_options, reset_option,
         reset_all_options, option_help, volfile, statedump, list_tasks, start_task, task_status,
-        pause_task, resume_task, stop_task, throttle_task, add_bricks, remove_bricks, rebalance_start,
+        pause_task, resume_task, stop_task, throttle_task, add_bricks, remove_bricks, replace_brick, rebalance_start,
         rebalance_status, rebalance_control, heal_start, heal_status, heal_info, heal_split_brain
     ),
     modifiers(&BearerAuth)
@@ -164,6 +164,7 @@ pub fn router(node: Shared) -> Router {
         .route("/v1/volumes/{name}/statedump", get(statedump))
         .route("/v1/volumes/{name}/bricks", post(add_bricks))
         .route("/v1/volumes/{name}/remove-brick", post(remove_bricks))
+        .route("/v1/volumes/{name}/replace-brick", post(replace_brick))
         .route(
             "/v1/volumes/{name}/rebalance",
             get(rebalance_status).post(rebalance_start),
@@ -286,6 +287,16 @@ async fn add_bricks(
     Body(r): Body<AddBricksRequest>,
 ) -> ApiResult<Done> {
     done(n.add_bricks(&name, r).await?)
+}
+
+#[utoipa::path(post, path = "/v1/volumes/{name}/replace-brick", params(("name" = String, Path)), request_body = ReplaceBrickRequest, security(("token" = [])), responses((status = 200, body = Done)))]
+async fn replace_brick(
+    State(n): State<Shared>,
+    _a: Authorized,
+    Path(name): Path<String>,
+    Body(r): Body<ReplaceBrickRequest>,
+) -> ApiResult<Done> {
+    done(n.replace_brick(&name, r).await?)
 }
 
 #[utoipa::path(post, path = "/v1/volumes/{name}/remove-brick", params(("name" = String, Path)), request_body = RemoveBricksRequest, security(("token" = [])), responses((status = 200, body = Done)))]

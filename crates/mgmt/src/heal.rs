@@ -44,7 +44,8 @@ const HEALS_AT_ONCE: usize = 4;
 /// Passes over the indexes at most per task.
 const PASSES: usize = 20;
 
-fn ixd() -> Xdata {
+/// Xdata marking a call as Weft's own (reaches `trusted.weft.*` and virtual xattrs).
+pub(crate) fn ixd() -> Xdata {
     let mut x = Xdata::new();
     x.set(INTERNAL_XDATA_KEY, Vec::new());
     x

@@ -226,6 +226,17 @@ pub enum Command {
         /// The new bricks, in order.
         bricks: Vec<Brick>,
     },
+    /// `volume replace-brick ... commit force`: brick `index` of a replicated volume is now
+    /// `brick`, keeping the old one's number (so its client name, which the replication
+    /// changelogs are named after, stays); self-heal fills it.
+    ReplaceBrick {
+        /// The volume.
+        name: String,
+        /// Which brick.
+        index: usize,
+        /// The new brick.
+        brick: Brick,
+    },
     /// `remove-brick ... start`: these bricks (indexes) get no hash range any more and
     /// their files are moved off.
     StartRemoveBricks {
@@ -467,6 +478,41 @@ impl PoolState {
                     }));
                 v.version += 1;
                 Ok(format!("volume add-brick: {name}: success"))
+            }
+            Command::ReplaceBrick { name, index, brick } => {
+                let Some(v) = self.volumes.get(name) else {
+                    return Err(format!("volume {name} does not exist"));
+                };
+                if !matches!(v.layout, Layout::Replicate { .. }) {
+                    return Err(format!(
+                        "volume {name} is a {} volume; only replicated volumes take replace-brick",
+                        v.layout.type_name(v.bricks.len())
+                    ));
+                }
+                if *index >= v.bricks.len() {
+                    return Err(format!("volume {name} has no brick {index}"));
+                }
+                if !self.peers.contains_key(&brick.node) {
+                    return Err(format!("host {} is not in the pool", brick.host));
+                }
+                if let Some((vol, other)) = self.brick_conflict(brick.node, &brick.path) {
+                    return Err(format!(
+                        "brick {} overlaps brick {other} of volume {vol}",
+                        brick.spec()
+                    ));
+                }
+                let v = self.volumes.get_mut(name).expect("checked above");
+                let number = v.brick_number(*index);
+                v.bricks[*index] = Brick {
+                    number: Some(number),
+                    ..brick.clone()
+                };
+                v.version += 1;
+                Ok(format!(
+                    "volume replace-brick: {name}: success: brick {} is now {}",
+                    number,
+                    brick.spec()
+                ))
             }
             Command::StartRemoveBricks { name, bricks } => {
                 let Some(v) = self.volumes.get_mut(name) else {

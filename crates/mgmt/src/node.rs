@@ -22,6 +22,7 @@ use crate::types::*;
 use crate::volgen;
 
 mod heal_ops;
+mod replace_brick;
 
 /// An operation's failure: an HTTP status and a message for a person.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -930,6 +931,67 @@ impl Node {
 
     // ---- add-brick and rebalance -----------------------------------------------------
 
+    /// A new brick from its `HOST:/PATH` (host in the pool, path of an acceptable form),
+    /// without a number yet.
+    fn brick_at(
+        &self,
+        state: &PoolState,
+        spec: &str,
+        fail: &dyn Fn(String) -> String,
+    ) -> OpResult<Brick> {
+        let Some((host, path)) = spec.split_once(':') else {
+            return Err(OpError::bad(fail(format!("{spec:?} is not HOST:/PATH"))));
+        };
+        let node = if host == self.me.host || host == self.me.uuid {
+            Some(self.me.id)
+        } else {
+            state.peer_by_host(host).map(|p| p.id)
+        };
+        let Some(node) = node else {
+            return Err(OpError::bad(fail(format!(
+                "host {host} is not in the pool (peer probe it first)"
+            ))));
+        };
+        brick_check::check_brick_path(path).map_err(|e| OpError::bad(fail(e.to_string())))?;
+        Ok(Brick {
+            node,
+            host: host.to_string(),
+            path: path.to_string(),
+            number: None,
+        })
+    }
+
+    /// Node `node`'s own checks of new brick directories `paths` (here or over its API).
+    async fn check_bricks_on(
+        &self,
+        state: &PoolState,
+        node: u64,
+        paths: Vec<String>,
+        force: bool,
+        fail: &(dyn Fn(String) -> String + Sync),
+    ) -> OpResult<()> {
+        let check = CheckBricksRequest { paths, force };
+        if node == self.me.id {
+            return self.check_bricks(&check).map_err(|e| OpError::bad(fail(e)));
+        }
+        let Some(p) = state.peers.get(&node) else {
+            return Err(OpError::bad(fail(format!(
+                "node {node} is not in the pool"
+            ))));
+        };
+        self.peers
+            .check_bricks(&Self::peer_base(p), &self.token(), &check)
+            .await
+            .map_err(|e| match e.status {
+                Some(400) | Some(409) => OpError::bad(fail(e.message)),
+                _ => OpError::unavailable(fail(format!(
+                    "peer {} is down or does not answer ({}); the change needs it",
+                    p.host, e.message
+                ))),
+            })?;
+        Ok(())
+    }
+
     /// `volume add-brick NAME HOST:/BRICK... [force]`: checked as at create (form, hosts in
     /// the pool, overlaps, each node's own directory checks), only for distributed
     /// volumes, never while a rebalance of the volume runs; then one `AddBricks` command.
@@ -953,27 +1015,7 @@ impl Node {
         }
         let mut bricks = Vec::new();
         for spec in &req.bricks {
-            let Some((host, path)) = spec.split_once(':') else {
-                return Err(OpError::bad(fail(format!("{spec:?} is not HOST:/PATH"))));
-            };
-            let node = if host == self.me.host || host == self.me.uuid {
-                Some(self.me.id)
-            } else {
-                state.peer_by_host(host).map(|p| p.id)
-            };
-            let Some(node) = node else {
-                return Err(OpError::bad(fail(format!(
-                    "host {host} is not in the pool (peer probe it first)"
-                ))));
-            };
-            brick_check::check_brick_path(path).map_err(|e| OpError::bad(fail(e.to_string())))?;
-            bricks.push(Brick {
-                node,
-                host: host.to_string(),
-                path: path.to_string(),
-                // Given by the AddBricks command when it applies.
-                number: None,
-            });
+            bricks.push(self.brick_at(&state, spec, &fail)?);
         }
         for (i, b) in bricks.iter().enumerate() {
             for o in &bricks[..i] {
@@ -1001,26 +1043,8 @@ impl Node {
             by_node.entry(b.node).or_default().push(b.path.clone());
         }
         for (node, paths) in by_node {
-            let check = CheckBricksRequest {
-                paths,
-                force: req.force,
-            };
-            if node == self.me.id {
-                self.check_bricks(&check)
-                    .map_err(|e| OpError::bad(fail(e)))?;
-            } else {
-                let p = &state.peers[&node];
-                self.peers
-                    .check_bricks(&Self::peer_base(p), &self.token(), &check)
-                    .await
-                    .map_err(|e| match e.status {
-                        Some(400) | Some(409) => OpError::bad(fail(e.message)),
-                        _ => OpError::unavailable(fail(format!(
-                            "peer {} is down or does not answer ({}); the add-brick needs it",
-                            p.host, e.message
-                        ))),
-                    })?;
-            }
+            self.check_bricks_on(&state, node, paths, req.force, &fail)
+                .await?;
         }
         let m = self
             .propose(Command::AddBricks {

@@ -319,6 +319,19 @@ pub struct AddBricksRequest {
     pub force: bool,
 }
 
+/// `POST /v1/volumes/{name}/replace-brick`: `volume replace-brick NAME OLD NEW commit
+/// force`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReplaceBrickRequest {
+    /// `HOST:/PATH` of the brick to replace, as the volume lists it.
+    pub old: String,
+    /// `HOST:/PATH` of its replacement (an empty or new directory).
+    pub new: String,
+    /// Accept a non-empty directory, or a node already holding a brick of the same set.
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// `POST /internal/brick-data`: what data a brick directory of this node still holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct BrickData {
