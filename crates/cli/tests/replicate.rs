@@ -857,7 +857,7 @@ fn pool_heals_from_the_index_keeps_quorum_and_resolves_split_brain() {
         &smnt,
         &d.path().join("smount.log"),
     );
-    let names = ["big", "late", "brick"];
+    let names = ["big", "late", "brick", "auto"];
     for n in names {
         std::fs::write(smnt.join(n), b"both\n").unwrap();
     }
@@ -905,7 +905,7 @@ fn pool_heals_from_the_index_keeps_quorum_and_resolves_split_brain() {
         .iter()
         .map(|b| b["split_brain"].as_u64().unwrap())
         .sum();
-    assert!(listed >= 3, "{sbi}");
+    assert!(listed >= 4, "{sbi}");
     ok(
         &h,
         &nodes[0],
@@ -942,6 +942,32 @@ fn pool_heals_from_the_index_keeps_quorum_and_resolves_split_brain() {
         &["volume", "heal", "sb", "split-brain", "bigger-file", "/big"],
     );
     assert!(err.contains("not in split-brain"), "{err}");
+    // The favorite-child policy resolves the last one without a command (the self-heal
+    // daemon heals it by that policy).
+    assert!(std::fs::read(smnt.join("auto")).is_err());
+    ok(
+        &h,
+        &nodes[0],
+        &[
+            "volume",
+            "set",
+            "sb",
+            "cluster.favorite-child-policy",
+            "size",
+        ],
+    );
+    ok(
+        &h,
+        &nodes[0],
+        &["volume", "set", "sb", "cluster.self-heal-daemon", "on"],
+    );
+    wait_until("the favorite-child policy to resolve auto", 60, || {
+        std::fs::read(smnt.join("auto")).is_ok()
+    });
+    assert_eq!(
+        std::fs::read_to_string(smnt.join("auto")).unwrap(),
+        "auto written on brick 1 only, the longer copy\n"
+    );
     std::thread::sleep(Duration::from_millis(1200));
     assert_eq!(
         std::fs::read_to_string(smnt.join("big")).unwrap(),

@@ -234,6 +234,9 @@ pub enum Command {
         name: String,
         /// Which brick.
         index: usize,
+        /// `HOST:/PATH` of the brick it replaces: the command applies only while brick
+        /// `index` is still that one (two replacements of one brick: the first wins).
+        old: String,
         /// The new brick.
         brick: Brick,
     },
@@ -479,7 +482,12 @@ impl PoolState {
                 v.version += 1;
                 Ok(format!("volume add-brick: {name}: success"))
             }
-            Command::ReplaceBrick { name, index, brick } => {
+            Command::ReplaceBrick {
+                name,
+                index,
+                old,
+                brick,
+            } => {
                 let Some(v) = self.volumes.get(name) else {
                     return Err(format!("volume {name} does not exist"));
                 };
@@ -489,8 +497,8 @@ impl PoolState {
                         v.layout.type_name(v.bricks.len())
                     ));
                 }
-                if *index >= v.bricks.len() {
-                    return Err(format!("volume {name} has no brick {index}"));
+                if v.bricks.get(*index).map(Brick::spec).as_deref() != Some(old.as_str()) {
+                    return Err(format!("{old} is no longer a brick of volume {name}"));
                 }
                 if !self.peers.contains_key(&brick.node) {
                     return Err(format!("host {} is not in the pool", brick.host));
@@ -623,6 +631,50 @@ mod tests {
             options: BTreeMap::new(),
             version: 0,
         }
+    }
+
+    #[test]
+    fn replace_brick_keeps_the_number_and_applies_once() {
+        let mut s = PoolState::default();
+        s.apply(&Command::AddPeer(peer(1, "h1"))).unwrap();
+        s.apply(&Command::AddPeer(peer(2, "h2"))).unwrap();
+        let mut v = vol("r", 1, "/b/0");
+        v.layout = Layout::Replicate {
+            replica: 2,
+            arbiter: false,
+        };
+        v.bricks.push(Brick {
+            node: 2,
+            host: "h2".into(),
+            path: "/b/1".into(),
+            number: None,
+        });
+        s.apply(&Command::CreateVolume(v)).unwrap();
+        let new = |p: &str| Brick {
+            node: 2,
+            host: "h2".into(),
+            path: p.into(),
+            number: None,
+        };
+        let replace = |old: &str, p: &str| Command::ReplaceBrick {
+            name: "r".into(),
+            index: 1,
+            old: old.into(),
+            brick: new(p),
+        };
+        s.apply(&replace("h2:/b/1", "/c/1")).unwrap();
+        let v = &s.volumes["r"];
+        assert_eq!(v.bricks[1].spec(), "h2:/c/1");
+        assert_eq!(v.client_name(1), "r-client-1");
+        // A second replacement of the same old brick (a retry, another admin) is refused.
+        let e = s.apply(&replace("h2:/b/1", "/d/1")).unwrap_err();
+        assert!(e.contains("no longer a brick"), "{e}");
+        assert_eq!(s.volumes["r"].bricks[1].spec(), "h2:/c/1");
+        // A brick of another volume is refused.
+        s.apply(&Command::CreateVolume(vol("other", 2, "/e/0")))
+            .unwrap();
+        let e = s.apply(&replace("h2:/c/1", "/e/0")).unwrap_err();
+        assert!(e.contains("overlaps"), "{e}");
     }
 
     #[test]

@@ -752,6 +752,15 @@ impl Distribute {
         }
         if link_mode(&ia) {
             match self.linkto(h, ia.gfid).await? {
+                Link::Plain if ia.size == 0 => {
+                    // An empty file in link mode without a target: a real empty file
+                    // with mode 01000, or a link file whose maker died between making
+                    // it and naming its target. The data's copy, if another subvolume
+                    // holds this gfid under the name, is the file; the link is repaired.
+                    if let Some(found) = self.orphan_link_target(ctx, &eloc, h, ia.gfid).await {
+                        return Ok(found);
+                    }
+                }
                 Link::Plain => {}
                 Link::To(t) => {
                     match self.sub(t)?.lookup(ctx, &eloc, Xdata::new()).await {
@@ -800,6 +809,45 @@ impl Distribute {
 
     /// Looks the name up on every subvolume (its parent's layout is not complete, or its
     /// link file was stale); gives a file found off its hashed subvolume a link file.
+    /// For an empty link-mode file `eloc` on subvolume `h` that names no target: the
+    /// subvolume holding gfid `g`'s data under the same name, if any, with the link on
+    /// `h` pointed at it.
+    async fn orphan_link_target(&self, ctx: &Ctx, eloc: &Loc, h: usize, g: Gfid) -> Option<Found> {
+        let (parent, name) = entry_of(eloc).ok()?;
+        let rs = self
+            .all(|i, c| async move {
+                if i == h {
+                    return Err(Errno::ENOENT);
+                }
+                c.lookup(ctx, eloc, Xdata::new()).await
+            })
+            .await;
+        let (s, d) = rs.into_iter().enumerate().find_map(|(i, r)| match r {
+            Ok((d, _)) if !d.is_dir() && d.gfid == g && !link_mode(&d) => Some((i, d)),
+            _ => None,
+        })?;
+        tracing::warn!(
+            "{}: {} on {} is a link file naming no target while {} holds its data: pointing it there",
+            self.name,
+            eloc.describe(),
+            self.children[h].name(),
+            self.children[s].name()
+        );
+        if let Err(e) = self.ensure_link(h, parent, name, g, s).await {
+            tracing::warn!(
+                "{}: repairing the link of {}: {e}",
+                self.name,
+                eloc.describe()
+            );
+        }
+        self.remember(g, s);
+        Some(Found {
+            iatt: d,
+            at: Where::File(s),
+            link: Some(h),
+        })
+    }
+
     async fn lookup_everywhere(
         &self,
         ctx: &Ctx,

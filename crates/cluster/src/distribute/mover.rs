@@ -106,9 +106,16 @@ pub async fn move_file(
             let _ = src
                 .setxattr(&ctx, &iloc, &control(ABORT_XATTR), 0, ixd())
                 .await;
-            // The copy stays a link file pointing at `from`, emptied.
-            let _ = dst.truncate(&ctx, &iloc, 0, Xdata::new()).await.map(|_| ());
-            let _ = dst.removexattr(&ctx, &iloc, MODE_XATTR, ixd()).await;
+            // The copy stays a link file pointing at `from`, emptied; only while it is a
+            // link file (a plain copy of this gfid there is data, never emptied).
+            let is_link = matches!(
+                dst.lookup(&ctx, &iloc, Xdata::new()).await,
+                Ok((ia, _)) if super::link_mode(&ia)
+            );
+            if is_link {
+                let _ = dst.truncate(&ctx, &iloc, 0, Xdata::new()).await.map(|_| ());
+                let _ = dst.removexattr(&ctx, &iloc, MODE_XATTR, ixd()).await;
+            }
             match r {
                 Ok(None) => Ok(Moved::Skipped("locked or changed while moving".into())),
                 Err(e) => Err(format!("{what}: {e}")),

@@ -92,6 +92,14 @@ impl Replicate {
             Err(e) => return Err(e),
         };
         let is_dir = answers[0].1.is_dir();
+        let regular = answers[0].1.mode & libc::S_IFMT == libc::S_IFREG;
+        if regular && matches!(choice, Some(Choice::Brick(b)) if !self.holds_data(b)) {
+            tracing::warn!(
+                "{}: {g}: the arbiter holds no data and cannot be the source of a file",
+                self.name
+            );
+            return Err(Errno::EINVAL);
+        }
         let stray_data = is_dir && {
             let mut m = Matrix::new(self.n());
             for (i, _, xd) in &answers {
@@ -217,9 +225,14 @@ impl Replicate {
         // on; heals of one inode (from any client or node) take turns in their own domain,
         // or two could read the same counters and both subtract them.
         let turn = if kind == Kind::Data {
-            let got = self
-                .lock_inode(SELF_HEAL_DOMAIN, g, owner, (0, 0), &up)
-                .await;
+            // Another heal at work on it: leave it to that one (a resolution by command
+            // waits its turn instead).
+            let got = if choice.is_some() {
+                self.lock_inode(SELF_HEAL_DOMAIN, g, owner, (0, 0), &up)
+                    .await
+            } else {
+                self.try_lock_inode(SELF_HEAL_DOMAIN, g, owner, &up).await
+            };
             if got.len() < 2 {
                 self.unlock_inode(SELF_HEAL_DOMAIN, g, owner, (0, 0), &got)
                     .await;
@@ -650,13 +663,16 @@ impl Replicate {
             Err(_) => return Vec::new(),
         };
         let symlink = ia.mode & libc::S_IFMT == libc::S_IFLNK;
+        // An arbiter's file times never move with writes (it stores no data): a file's
+        // times are not taken from it.
+        let times = ia.mode & libc::S_IFMT != libc::S_IFREG || self.holds_data(source);
         let attr = SetAttr {
             mode: (!symlink).then_some(ia.mode & 0o7777),
             uid: Some(ia.uid),
             gid: Some(ia.gid),
             size: None,
-            atime: Some(SetTime::At(ia.atime)),
-            mtime: Some(SetTime::At(ia.mtime)),
+            atime: times.then_some(SetTime::At(ia.atime)),
+            mtime: times.then_some(SetTime::At(ia.mtime)),
         };
         let rs = self
             .each(sinks, |_, c| {

@@ -160,6 +160,42 @@ impl Replicate {
         held
     }
 
+    /// Takes a whole-file inode lock in `domain` on the candidates without waiting; when
+    /// anyone holds it anywhere, gives back what it took and returns none.
+    pub(crate) async fn try_lock_inode(
+        &self,
+        domain: &str,
+        g: Gfid,
+        owner: u64,
+        cands: &[usize],
+    ) -> Vec<usize> {
+        let ctx = lock_ctx(owner);
+        let lk = flock(LockType::Write, owner, 0, 0);
+        let loc = Loc::inode(g);
+        let rs = self
+            .each(cands, |_, c| {
+                let (ctx, loc) = (&ctx, &loc);
+                async move {
+                    c.inodelk(ctx, domain, loc, LkCmd::Set, &lk, Xdata::new())
+                        .await
+                }
+            })
+            .await;
+        let got: Vec<usize> = rs
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(i, _)| *i)
+            .collect();
+        if rs
+            .iter()
+            .any(|(_, r)| matches!(r, Err(e) if *e == Errno::EAGAIN))
+        {
+            self.unlock_inode(domain, g, owner, (0, 0), &got).await;
+            return Vec::new();
+        }
+        got
+    }
+
     /// Gives back an inode lock taken by [`Replicate::lock_inode`].
     pub(crate) async fn unlock_inode(
         &self,
@@ -452,6 +488,17 @@ impl Replicate {
     /// change is acknowledged, and leaves them out of the rest of it.
     async fn fail(&self, batch: &Batch, bad: &[usize]) {
         let mut accused = batch.accused.lock().await;
+        if batch.kind == Kind::Data && self.arbiter.is_some() {
+            let left_with_data = batch
+                .members()
+                .iter()
+                .any(|&i| !bad.contains(&i) && self.holds_data(i));
+            if !left_with_data {
+                // No data copy would have the change: it fails (see `settle`), and
+                // accusing the data copies would leave the arbiter the only source.
+                return;
+            }
+        }
         batch.members.lock().retain(|i| !bad.contains(i));
         let new: Vec<usize> = bad
             .iter()
