@@ -352,6 +352,82 @@ fn hard_links_and_directory_moves() {
     v.m.alive().unwrap();
 }
 
+/// A link file whose maker died between making it and naming its target (a rebalance
+/// mover killed mid-move) is an empty link-mode file with no linkto on the name's hashed
+/// brick while another brick holds the data under the same name and gfid: a lookup
+/// serves the data (not an empty file) and points the link at it.
+#[test]
+fn an_orphan_link_file_does_not_hide_the_data() {
+    let d = Dist::local("orphan-link", 2, &[]);
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    write(&d.mnt.join("victim"), &data);
+    let h = (0..2)
+        .find(|&i| d.bricks[i].join("victim").exists())
+        .expect("the file on a brick");
+    let o = 1 - h;
+    let gfid = getxattr(&d.bricks[h].join("victim"), "trusted.weft.gfid").unwrap();
+    assert_eq!(gfid.len(), 16);
+    let vol = d.mnt.parent().unwrap().join("client.vol");
+    let log = d.mnt.parent().unwrap().join("mount2.log");
+    let Dist {
+        m,
+        bricks,
+        mnt,
+        _dir,
+    } = d;
+    drop(m);
+    // The data moved to brick o with its gfid (and gfid handle), as a move leaves it...
+    let hex: String = gfid.iter().map(|b| format!("{b:02x}")).collect();
+    let uuid = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    let moved = bricks[o].join("victim");
+    std::fs::copy(bricks[h].join("victim"), &moved).unwrap();
+    let st = Command::new("setfattr")
+        .args(["-n", "trusted.weft.gfid", "-v", &format!("0x{hex}")])
+        .arg(&moved)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let handles = bricks[o]
+        .join(".weft/handles")
+        .join(&uuid[0..2])
+        .join(&uuid[2..4]);
+    std::fs::create_dir_all(&handles).unwrap();
+    std::fs::hard_link(&moved, handles.join(&uuid)).unwrap();
+    // ...and on the hashed brick, an empty link-mode file naming no target.
+    let stub = bricks[h].join("victim");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&stub)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o1000)).unwrap();
+    let _m = mount_volfile(&vol, &mnt, &log, &[]);
+    let got = std::fs::read(mnt.join("victim")).unwrap();
+    assert!(
+        got == data,
+        "victim read {} bytes, {} written",
+        got.len(),
+        data.len()
+    );
+    assert_eq!(
+        getxattr(&stub, LINKTO_XATTR).unwrap(),
+        format!("orphan-link-b{o}").into_bytes(),
+        "the link was not pointed at the data"
+    );
+    // A real empty file in link mode stays what it is.
+    std::fs::write(mnt.join("empty"), b"").unwrap();
+    std::fs::set_permissions(mnt.join("empty"), std::fs::Permissions::from_mode(0o1000)).unwrap();
+    assert_eq!(std::fs::metadata(mnt.join("empty")).unwrap().len(), 0);
+}
+
 #[test]
 fn statfs_is_the_sum_of_the_bricks() {
     let v = Dist::local("dstatfs", 4, &[]);
