@@ -669,6 +669,23 @@ fn heal_total(h: &str, t: &common::pool::Node, vol: &str) -> u64 {
     b.iter().map(|b| b["pending"].as_u64().unwrap()).sum()
 }
 
+/// Creates volume `vol` (`layout` words, then one brick per node: `bricks[i]` on
+/// `nodes[i]`) through node 1 and starts it.
+fn create_and_start(nodes: &[common::pool::Node], vol: &str, layout: &[&str], bricks: &[PathBuf]) {
+    let h = &nodes[0].host;
+    let mut args: Vec<String> = ["volume", "create", vol]
+        .iter()
+        .chain(layout)
+        .map(|s| s.to_string())
+        .collect();
+    for (n, b) in nodes.iter().zip(bricks) {
+        args.push(format!("{}:{}", n.host, b.display()));
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    common::pool::ok(h, &nodes[0], &a);
+    common::pool::ok(h, &nodes[0], &["volume", "start", vol]);
+}
+
 /// Stops a node: its mgmtd and its brick process, SIGKILLed.
 fn down(n: &mut common::pool::Node) {
     let pid = n.brickd_pid();
@@ -693,16 +710,7 @@ fn pool_heals_from_the_index_keeps_quorum_and_resolves_split_brain() {
     let h = nodes[0].host.clone();
     {
         let ab: Vec<PathBuf> = (0..3).map(|i| d.path().join(format!("av-b{i}"))).collect();
-        let mut args: Vec<String> = ["volume", "create", "av", "replica", "3", "arbiter", "1"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        for (n, b) in nodes.iter().zip(&ab) {
-            args.push(format!("{}:{}", n.host, b.display()));
-        }
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        ok(&h, &nodes[0], &a);
-        ok(&h, &nodes[0], &["volume", "start", "av"]);
+        create_and_start(&nodes, "av", &["replica", "3", "arbiter", "1"], &ab);
         let text = ok(&h, &nodes[0], &["volume", "info", "av"]);
         assert!(text.contains("Number of Bricks: 1 x (2 + 1) = 3"), "{text}");
         assert!(
@@ -733,19 +741,7 @@ fn pool_heals_from_the_index_keeps_quorum_and_resolves_split_brain() {
         ok(&h, &nodes[0], &["volume", "stop", "av"]);
     }
     let bricks: Vec<PathBuf> = (0..3).map(|i| d.path().join(format!("rv-b{i}"))).collect();
-    let mut args = vec![
-        "volume".to_string(),
-        "create".into(),
-        "rv".into(),
-        "replica".into(),
-        "3".into(),
-    ];
-    for (n, b) in nodes.iter().zip(&bricks) {
-        args.push(format!("{}:{}", n.host, b.display()));
-    }
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&h, &nodes[0], &a);
-    ok(&h, &nodes[0], &["volume", "start", "rv"]);
+    create_and_start(&nodes, "rv", &["replica", "3"], &bricks);
     assert_eq!(info(&h, &nodes[0], "rv")["type"], "Replicate");
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
@@ -1000,16 +996,7 @@ fn replace_brick_fills_the_new_brick_by_self_heal() {
     let nodes = pool(19, 3, d.path());
     let h = nodes[0].host.clone();
     let bricks: Vec<PathBuf> = (0..3).map(|i| d.path().join(format!("rp-b{i}"))).collect();
-    let mut args: Vec<String> = ["volume", "create", "rp", "replica", "3"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for (n, b) in nodes.iter().zip(&bricks) {
-        args.push(format!("{}:{}", n.host, b.display()));
-    }
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    ok(&h, &nodes[0], &a);
-    ok(&h, &nodes[0], &["volume", "start", "rp"]);
+    create_and_start(&nodes, "rp", &["replica", "3"], &bricks);
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let _m = mount_args(

@@ -121,34 +121,15 @@ impl Replicate {
         let mut sorted = cands.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
-        let cands = &sorted[..];
+        if let Some(got) = self.try_lock_range(domain, g, owner, range, &sorted).await {
+            return got;
+        }
+        // Someone holds it somewhere (what was taken is given back): wait in order.
         let ctx = lock_ctx(owner);
         let lk = flock(LockType::Write, owner, range.0, range.1);
         let loc = Loc::inode(g);
-        let rs = self
-            .each(cands, |_, c| {
-                let (ctx, loc) = (&ctx, &loc);
-                async move {
-                    c.inodelk(ctx, domain, loc, LkCmd::Set, &lk, Xdata::new())
-                        .await
-                }
-            })
-            .await;
-        let got: Vec<usize> = rs
-            .iter()
-            .filter(|(_, r)| r.is_ok())
-            .map(|(i, _)| *i)
-            .collect();
-        if !rs
-            .iter()
-            .any(|(_, r)| matches!(r, Err(e) if *e == Errno::EAGAIN))
-        {
-            return got;
-        }
-        // Someone holds it somewhere: give back what was taken, then wait in order.
-        self.unlock_inode(domain, g, owner, range, &got).await;
         let mut held = Vec::new();
-        for &i in cands {
+        for &i in &sorted {
             if self.children[i]
                 .inodelk(&ctx, domain, &loc, LkCmd::SetWait, &lk, Xdata::new())
                 .await
@@ -169,8 +150,23 @@ impl Replicate {
         owner: u64,
         cands: &[usize],
     ) -> Vec<usize> {
+        self.try_lock_range(domain, g, owner, (0, 0), cands)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Tries the lock on every candidate at once without waiting: the replicas that took
+    /// it, or `None` (and nothing held) when anyone holds it anywhere.
+    async fn try_lock_range(
+        &self,
+        domain: &str,
+        g: Gfid,
+        owner: u64,
+        range: (u64, u64),
+        cands: &[usize],
+    ) -> Option<Vec<usize>> {
         let ctx = lock_ctx(owner);
-        let lk = flock(LockType::Write, owner, 0, 0);
+        let lk = flock(LockType::Write, owner, range.0, range.1);
         let loc = Loc::inode(g);
         let rs = self
             .each(cands, |_, c| {
@@ -190,10 +186,10 @@ impl Replicate {
             .iter()
             .any(|(_, r)| matches!(r, Err(e) if *e == Errno::EAGAIN))
         {
-            self.unlock_inode(domain, g, owner, (0, 0), &got).await;
-            return Vec::new();
+            self.unlock_inode(domain, g, owner, range, &got).await;
+            return None;
         }
-        got
+        Some(got)
     }
 
     /// Gives back an inode lock taken by [`Replicate::lock_inode`].
