@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # Weft over the network, one brick, beside GlusterFS 10.3's one-brick volume (dist1), in one
 # run: builds release, starts `weft brickd` on 127.0.0.1 (storage/posix < features/locks <
-# protocol/server) under setsid with a pid file, mounts a client volfile of protocol/client
-# under performance/write-behind (GlusterFS's client graph has write-behind too), mounts the
+# features/upcall < protocol/server) under setsid with a pid file, mounts a client volfile
+# of protocol/client under performance/write-behind under performance/md-cache (the graph
+# `weft volume create` generates; GlusterFS's client graph has write-behind and md-cache
+# too; BENCH_CACHES=off leaves out upcall and md-cache, as before issue 11), mounts the
 # GlusterFS anchor with ../shared/bench/gluster-anchor-setup.sh, runs
 # ../shared/bench/fsbench.sh on both and prints the table (ratios to GlusterFS).
 # Run as root from anywhere. Leaves nothing behind: brickd and the mount are stopped at
 # exit (the GlusterFS anchor stays mounted; gluster-anchor-teardown.sh removes it).
 #   BENCH_DIR (default /tmp/weft-bench-net), BENCH_PORT (default 24650),
-#   BENCH_OUT (default $BENCH_DIR/results.jsonl)
+#   BENCH_OUT (default $BENCH_DIR/results.jsonl), BENCH_CACHES (on|off, default on),
+#   BENCH_LABEL (default weft-net, or weft-net-nocache with BENCH_CACHES=off),
+#   BENCH_ANCHOR (default 1; 0 skips the GlusterFS run, to add a Weft row to BENCH_OUT)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
 D=${BENCH_DIR:-/tmp/weft-bench-net}
 PORT=${BENCH_PORT:-24650}
 OUT=${BENCH_OUT:-$D/results.jsonl}
+CACHES=${BENCH_CACHES:-on}
+ANCHOR=${BENCH_ANCHOR:-1}
+if [ "$CACHES" = on ]; then LABEL=${BENCH_LABEL:-weft-net}; else LABEL=${BENCH_LABEL:-weft-net-nocache}; fi
 WEFT=$ROOT/target/release/weft
 
 cleanup() {
@@ -33,9 +40,15 @@ volume bench-posix
     option directory $D/brick
 end-volume
 
-volume bench
+volume bench-locks
     type features/locks
     subvolumes bench-posix
+end-volume
+
+volume bench
+    type features/upcall
+    option cache-invalidation $CACHES
+    subvolumes bench-locks
 end-volume
 
 volume bench-server
@@ -50,6 +63,7 @@ volume bench-client
     option remote-host 127.0.0.1
     option remote-port $PORT
     option remote-subvolume bench
+    option cache-invalidation $CACHES
 end-volume
 
 volume bench-wb
@@ -57,6 +71,17 @@ volume bench-wb
     subvolumes bench-client
 end-volume
 VOL
+if [ "$CACHES" = on ]; then
+  cat >>"$D/client.vol" <<VOL
+
+volume bench-md-cache
+    type performance/md-cache
+    option cache-invalidation on
+    option md-cache-timeout 60
+    subvolumes bench-wb
+end-volume
+VOL
+fi
 setsid "$WEFT" brickd --listen "127.0.0.1:$PORT" --volfile "$D/server.vol" \
   --control "$D/brickd.sock" --pid-file "$D/brickd.pid" \
   </dev/null >"$D/brickd.out" 2>"$D/brickd.log" &
@@ -64,8 +89,10 @@ for _ in $(seq 100); do grep -q "listening on" "$D/brickd.out" 2>/dev/null && br
 grep -q "listening on" "$D/brickd.out" || { echo "brickd did not start:"; cat "$D/brickd.log"; exit 1; }
 "$WEFT" mount --volfile "$D/client.vol" --log-file "$D/mount.log" "$D/mnt"
 
-ANCHOR_VOLS=dist1 "$SHARED/gluster-anchor-setup.sh"
-rm -f "$OUT"
-FSBENCH_OUT=$OUT "$SHARED/fsbench.sh" /mnt/anchor/dist1 gluster-dist1
-FSBENCH_OUT=$OUT "$SHARED/fsbench.sh" "$D/mnt" weft-net
+if [ "$ANCHOR" = 1 ]; then
+  ANCHOR_VOLS=dist1 "$SHARED/gluster-anchor-setup.sh"
+  rm -f "$OUT"
+  FSBENCH_OUT=$OUT "$SHARED/fsbench.sh" /mnt/anchor/dist1 gluster-dist1
+fi
+FSBENCH_OUT=$OUT "$SHARED/fsbench.sh" "$D/mnt" "$LABEL"
 python3 "$SHARED/table.py" "$OUT" gluster-dist1

@@ -195,8 +195,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 backup_volfile_servers: Vec::new(),
                 mountpoint: Some(mp.clone()),
                 foreground: false,
-                attr_timeout: 1.0,
-                entry_timeout: 1.0,
+                attr_timeout: None,
+                entry_timeout: None,
                 log_level: "info".into(),
                 log_file: Some(state.join("demo-mount.log")),
             })?;

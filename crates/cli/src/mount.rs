@@ -41,12 +41,13 @@ pub struct MountArgs {
     /// Stay in the foreground (logs to stderr) instead of detaching.
     #[arg(short, long)]
     pub foreground: bool,
-    /// Seconds the kernel may cache attributes.
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
-    pub attr_timeout: f64,
-    /// Seconds the kernel may cache name lookups.
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
-    pub entry_timeout: f64,
+    /// Seconds the kernel may cache attributes [default: the volume's md-cache-timeout
+    /// when its bricks tell the mount about changes (cache-invalidation), otherwise 1].
+    #[arg(long, value_name = "SECONDS")]
+    pub attr_timeout: Option<f64>,
+    /// Seconds the kernel may cache name lookups [default: as --attr-timeout].
+    #[arg(long, value_name = "SECONDS")]
+    pub entry_timeout: Option<f64>,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -81,8 +82,14 @@ fn default_log_file(mountpoint: &Path) -> PathBuf {
 /// mount detaches; a detached mount reports success only once the kernel shows it.
 pub fn run(a: MountArgs) -> Result<()> {
     let (a, mp) = sort_positionals(a)?;
-    let attr_timeout = timeout("attr-timeout", a.attr_timeout)?;
-    let entry_timeout = timeout("entry-timeout", a.entry_timeout)?;
+    let attr_timeout = a
+        .attr_timeout
+        .map(|t| timeout("attr-timeout", t))
+        .transpose()?;
+    let entry_timeout = a
+        .entry_timeout
+        .map(|t| timeout("entry-timeout", t))
+        .transpose()?;
     let origin = Origin::of(&a)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
@@ -449,12 +456,14 @@ fn detach(a: &MountArgs, mp: &Path) -> Result<()> {
         cmd.arg("--backup-volfile-servers")
             .arg(a.backup_volfile_servers.join(","));
     }
-    cmd.arg(mp)
-        .arg("--attr-timeout")
-        .arg(a.attr_timeout.to_string())
-        .arg("--entry-timeout")
-        .arg(a.entry_timeout.to_string())
-        .arg("--log-level")
+    cmd.arg(mp);
+    if let Some(t) = a.attr_timeout {
+        cmd.arg("--attr-timeout").arg(t.to_string());
+    }
+    if let Some(t) = a.entry_timeout {
+        cmd.arg("--entry-timeout").arg(t.to_string());
+    }
+    cmd.arg("--log-level")
         .arg(&a.log_level)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)

@@ -47,8 +47,8 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use weft_core::volfile::{Volfile, VolfileError};
 use weft_core::{
-    Ctx, Dirent, Errno, Event, Fd, Gfid, Graph, Iatt, Loc, Registry, SetAttr, StatVfs, XattrMap,
-    Xdata, XlatorRef, GFID_REQ_KEY,
+    Ctx, Dirent, Errno, Event, Fd, Gfid, Graph, Iatt, Loc, Registry, SetAttr, StatVfs, Upcall,
+    XattrMap, Xdata, XlatorRef, GFID_REQ_KEY,
 };
 
 pub use file::File;
@@ -123,7 +123,14 @@ pub struct Volume {
     ctx: Ctx,
     health: watch::Receiver<Health>,
     events: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    upcalls: UpcallHandlerSlot,
 }
+
+/// What a front end does with the invalidations that come out of the top of the graph
+/// (see [`Volume::on_upcall`]).
+pub type UpcallHandler = Arc<dyn Fn(Upcall) + Send + Sync>;
+
+type UpcallHandlerSlot = Arc<Mutex<Option<UpcallHandler>>>;
 
 impl Volume {
     /// Opens the volume described by the volfile at `path`.
@@ -154,9 +161,19 @@ impl Volume {
         });
         let mut rx = graph.take_events().expect("fresh graph");
         let g = graph.clone();
+        let upcalls: UpcallHandlerSlot = Arc::new(Mutex::new(None));
+        let handler = upcalls.clone();
         let events = tokio::spawn(async move {
             while let Some((from, ev)) = rx.recv().await {
                 for out in g.notify(&from, ev).await {
+                    if let Event::Upcall(u) = out {
+                        // The handler keeps the ack for as long as its own work needs.
+                        let h = handler.lock().clone();
+                        if let Some(h) = h {
+                            h(u);
+                        }
+                        continue;
+                    }
                     tx.send_modify(|h| match out {
                         Event::ChildUp(_) => {
                             h.up = true;
@@ -172,7 +189,7 @@ impl Volume {
                                 h.errors.remove(0);
                             }
                         }
-                        Event::Shutdown => {}
+                        Event::Shutdown | Event::Upcall(_) => {}
                     });
                 }
             }
@@ -183,6 +200,7 @@ impl Volume {
             ctx: opts.ctx,
             health: health.clone(),
             events: Mutex::new(Some(events)),
+            upcalls,
         };
         // Only whether it came up in time: the borrow of the state it holds is not Send.
         let waited = tokio::time::timeout(opts.connect_timeout, health.wait_for(|h| h.known))
@@ -216,6 +234,15 @@ impl Volume {
     ) -> std::result::Result<Reconfigured, ReconfigureError> {
         let vf = Volfile::parse(volfile).map_err(ReconfigureError::Invalid)?;
         self.graph.reconfigure(&vf, &self.registry).await
+    }
+
+    /// Hands every invalidation that comes out of the top of the graph (the caches in the
+    /// graph have dropped what it names) to `handler`, which drops the front end's own
+    /// copies (the kernel's, for a FUSE mount). The brick that sent it hears back when
+    /// the handler has dropped the [`Upcall`]'s ack (it may keep a clone while it works).
+    /// Replaces any earlier handler; without one, invalidations end at the top.
+    pub fn on_upcall(&self, handler: UpcallHandler) {
+        *self.upcalls.lock() = Some(handler);
     }
 
     /// The top translator, where FOPs go in.

@@ -164,6 +164,13 @@ impl Graph {
         self.types.iter().any(|t| t == type_name)
     }
 
+    /// The current options of the first translator of type `type_name` (volfile order),
+    /// if the graph has one.
+    pub fn options_of_type(&self, type_name: &str) -> Option<Options> {
+        let i = self.types.iter().position(|t| t == type_name)?;
+        self.options.lock().get(i).cloned()
+    }
+
     /// The events translators raise themselves, to be passed to [`Graph::notify`] by the
     /// graph's owner. `None` after the first call.
     pub fn take_events(&self) -> Option<EventReceiver> {

@@ -107,6 +107,16 @@ impl InodeTable {
         }
     }
 
+    /// Every inode known, with the parent and name it is known by (if any), for a front
+    /// end that must drop everything the kernel caches.
+    pub fn all(&self) -> Vec<(u64, Option<(u64, OsString)>)> {
+        let m = self.maps.lock();
+        m.by_ino
+            .iter()
+            .map(|(&ino, e)| (ino, e.link.clone()))
+            .collect()
+    }
+
     /// Records one more lookup of `gfid`, found as `name` in inode `parent`; returns its
     /// inode number.
     pub fn remember(&self, gfid: Gfid, kind: FileType, parent: u64, name: &OsStr) -> u64 {

@@ -22,6 +22,7 @@ pub mod inode;
 pub mod loc;
 pub mod lock;
 pub mod options;
+pub mod upcall;
 pub mod volfile;
 pub mod xdata;
 pub mod xlator;
@@ -33,6 +34,7 @@ pub use graph::{Graph, ReconfigureError, Reconfigured, Registry, XlatorInit, Xla
 pub use iatt::{Dirent, FileType, Iatt, SetAttr, SetTime, StatVfs, Timespec};
 pub use loc::{Ctx, Loc};
 pub use lock::{Checksum, EntrylkCmd, EntrylkType, Flock, LkCmd, LockType, SeekWhat, XattropOp};
+pub use upcall::{Ack, Invalidation, Upcall};
 pub use xdata::Xdata;
 pub use xlator::{Event, EventReceiver, EventSender, Fop, Xlator, XlatorRef};
 
@@ -71,6 +73,17 @@ pub const LOCKS_HELD_XATTR: &str = "weft.locks.held";
 /// xattr's name, value: its bytes), so a replica set learns its changelogs in the lookup
 /// round trip. Internal (`trusted.weft.`) names need the internal xdata key as well.
 pub const LOOKUP_XATTRS_KEY: &str = "lookup.xattrs";
+
+/// Xdata key on a `lookup`: the largest file size (8 bytes, big-endian u64) whose content
+/// the caller wants with the answer. A brick that honours it (at most 1 MiB, whatever is
+/// asked) puts the whole content of a regular file no larger than that in the reply's
+/// xdata under [`QUICK_READ_CONTENT_KEY`], with the returned iatt describing exactly that
+/// content; it leaves the key out when the file is larger, not regular, or changed while
+/// being read. Used by `performance/quick-read`.
+pub const QUICK_READ_KEY: &str = "quick-read.max-file-size";
+
+/// Reply xdata key of a `lookup` asked with [`QUICK_READ_KEY`]: the file's whole content.
+pub const QUICK_READ_CONTENT_KEY: &str = "quick-read.content";
 
 /// The prefix of Weft's internal xattrs, never shown to clients.
 pub const INTERNAL_XATTR_PREFIX: &str = "trusted.weft.";

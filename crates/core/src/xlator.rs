@@ -42,6 +42,10 @@ pub enum Event {
     ChildError(String, String),
     /// The graph is being torn down.
     Shutdown,
+    /// Cached state to drop (see [`crate::upcall`]): raised by `features/upcall` on a
+    /// brick for the brick server to deliver, and by `protocol/client` for what a brick
+    /// sent, on its way up through the client graph's caches to the front end.
+    Upcall(crate::upcall::Upcall),
 }
 
 /// Where a translator reports events it raises itself (a connection came up or went

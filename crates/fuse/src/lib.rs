@@ -10,6 +10,7 @@
 mod convert;
 mod fs;
 mod inner;
+mod invalidate;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,10 +40,13 @@ pub enum MountError {
 /// How a mount behaves.
 #[derive(Clone, Debug)]
 pub struct MountConfig {
-    /// How long the kernel may cache attributes.
-    pub attr_timeout: Duration,
-    /// How long the kernel may cache name lookups.
-    pub entry_timeout: Duration,
+    /// How long the kernel may cache attributes; `None`: the volume's `md-cache-timeout`
+    /// when its graph has `performance/md-cache` on with `cache-invalidation` (the bricks
+    /// tell the mount about other clients' changes, and the mount tells the kernel),
+    /// otherwise 1 s.
+    pub attr_timeout: Option<Duration>,
+    /// How long the kernel may cache name lookups; `None` as for `attr_timeout`.
+    pub entry_timeout: Option<Duration>,
     /// Largest write request to ask the kernel for.
     pub max_write: u32,
     /// Threads reading and serving requests from /dev/fuse (each serves one at a time).
@@ -56,14 +60,21 @@ pub struct MountConfig {
 impl Default for MountConfig {
     fn default() -> Self {
         MountConfig {
-            attr_timeout: Duration::from_secs(1),
-            entry_timeout: Duration::from_secs(1),
+            attr_timeout: None,
+            entry_timeout: None,
             max_write: 1 << 20,
             reader_threads: 8,
             fsname: "weft".into(),
             allow_other: true,
         }
     }
+}
+
+/// The kernel timeouts a mount of `volume` follows: its `md-cache-timeout`, when its graph
+/// caches metadata and its bricks tell it about other clients' changes.
+pub fn volume_cache_timeout(volume: &Volume) -> Option<Duration> {
+    let o = volume.graph().options_of_type("performance/md-cache")?;
+    (o.bool("enable") && o.bool("cache-invalidation")).then(|| o.duration("md-cache-timeout"))
 }
 
 /// True when `path` is a mountpoint (the kernel's own list says so).
@@ -107,6 +118,8 @@ pub struct Mount {
     unmounter: Option<fuser::SessionUnmounter>,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
     inner: Arc<inner::Inner>,
+    /// Turns invalidations from every graph served into kernel notifications.
+    invalidator: Arc<invalidate::Invalidator>,
 }
 
 /// Mounts `volume` at `mountpoint`, answering requests on `rt`. POSIX locks go to the
@@ -129,19 +142,29 @@ pub fn mount(
     }
     let posix_locks =
         volume.graph().has_type("features/locks") || volume.graph().has_type("protocol/client");
-    let inner = Arc::new(inner::Inner::new(volume, rt.clone()));
+    let follow = volume_cache_timeout(&volume).unwrap_or(Duration::from_secs(1));
+    let inner = Arc::new(inner::Inner::new(volume.clone(), rt.clone()));
     let notifier = Arc::new(std::sync::OnceLock::new());
+    let no_caps: Arc<parking_lot::Mutex<std::collections::HashMap<u64, std::time::Instant>>> =
+        Default::default();
+    let invalidator = invalidate::Invalidator::start(
+        notifier.clone(),
+        inner.inodes.clone(),
+        no_caps.clone(),
+        rt.clone(),
+    );
+    volume.on_upcall(invalidator.handler());
     let fs = fs::WeftFs {
         inner: inner.clone(),
         rt,
-        attr_ttl: cfg.attr_timeout,
-        entry_ttl: cfg.entry_timeout,
+        attr_ttl: cfg.attr_timeout.unwrap_or(follow),
+        entry_ttl: cfg.entry_timeout.unwrap_or(follow),
         max_write: cfg.max_write,
         posix_locks,
         posix_acl: false,
         notifier: notifier.clone(),
         interrupts: Default::default(),
-        no_caps: Default::default(),
+        no_caps,
     };
     use fuser::MountOption as O;
     let mut config = fuser::Config::default();
@@ -172,6 +195,7 @@ pub fn mount(
         unmounter: Some(unmounter),
         thread: Some(thread),
         inner,
+        invalidator,
     })
 }
 
@@ -199,6 +223,7 @@ impl Mount {
     /// Whether POSIX locks go to the volume or stay in the kernel was decided at mount
     /// time and stays so.
     pub fn switch_volume(&self, volume: Arc<Volume>) -> u64 {
+        volume.on_upcall(self.invalidator.handler());
         self.inner.switch(volume)
     }
 

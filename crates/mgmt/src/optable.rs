@@ -57,6 +57,29 @@ const fn opt(
     }
 }
 
+/// Whether the volume's bricks tell its clients about changes (`features.cache-invalidation`,
+/// on unless set off): clients then cache metadata for `performance.md-cache-timeout`.
+pub fn cache_invalidation(set: &std::collections::BTreeMap<String, String>) -> bool {
+    use weft_core::options::{OptionKind, OptionValue};
+    !matches!(
+        set.get("features.cache-invalidation")
+            .map(|v| parse_value(OptionKind::Bool, v)),
+        Some(Ok(OptionValue::Bool(false)))
+    )
+}
+
+/// How long clients cache metadata when `performance.md-cache-timeout` is not set: 60 s
+/// when the bricks tell them about changes, else 1 s (GlusterFS's default). Either way
+/// below `features.cache-invalidation-timeout` (120 s by default), how long a brick keeps
+/// telling a client that asked nothing since.
+pub fn md_cache_timeout_default(set: &std::collections::BTreeMap<String, String>) -> &'static str {
+    if cache_invalidation(set) {
+        "60"
+    } else {
+        "1"
+    }
+}
+
 /// The write-behind option that turns it off and on without changing the graph's shape.
 pub const WRITE_BEHIND_ENABLE: &str = "enable";
 
@@ -66,6 +89,18 @@ pub const TABLE: &[VolumeOption] = &[
     opt("performance.write-behind-window-size", Side::Client, "performance/write-behind", "cache-size"),
     opt("performance.write-behind-total-cache-size", Side::Client, "performance/write-behind", "total-cache-size"),
     opt("network.ping-timeout", Side::Client, "protocol/client", "ping-timeout"),
+    opt("performance.stat-prefetch", Side::Client, "performance/md-cache", "enable"),
+    opt("performance.md-cache-timeout", Side::Client, "performance/md-cache", "md-cache-timeout"),
+    opt("performance.nl-cache", Side::Client, "performance/md-cache", "cache-negative-entries"),
+    opt("performance.md-cache-max-entries", Side::Client, "performance/md-cache", "max-entries"),
+    opt("performance.quick-read", Side::Client, "performance/quick-read", "enable"),
+    opt("performance.open-behind", Side::Client, "performance/quick-read", "open-behind"),
+    opt("performance.qr-cache-timeout", Side::Client, "performance/quick-read", "cache-timeout"),
+    opt("performance.quick-read-cache-size", Side::Client, "performance/quick-read", "cache-size"),
+    opt("performance.quick-read-max-file-size", Side::Client, "performance/quick-read", "max-file-size"),
+    opt("features.cache-invalidation", Side::Brick, "features/upcall", "cache-invalidation"),
+    opt("features.cache-invalidation-timeout", Side::Brick, "features/upcall", "cache-invalidation-timeout"),
+    opt("features.cache-invalidation-wait", Side::Brick, "features/upcall", "invalidation-wait"),
     opt("cluster.quorum-type", Side::Client, "cluster/replicate", "quorum-type"),
     opt("cluster.quorum-count", Side::Client, "cluster/replicate", "quorum-count"),
     opt("cluster.favorite-child-policy", Side::Client, "cluster/replicate", "favorite-child-policy"),
@@ -170,6 +205,12 @@ pub fn effective(
     }
     if o.xlator == "performance/write-behind" && o.option == WRITE_BEHIND_ENABLE {
         return "on".into();
+    }
+    if o.key == "features.cache-invalidation" {
+        return "on".into();
+    }
+    if o.key == "performance.md-cache-timeout" || o.key == "performance.qr-cache-timeout" {
+        return md_cache_timeout_default(set).into();
     }
     match spec(o, registry).and_then(|s| s.default) {
         Some(d) => d.to_string(),

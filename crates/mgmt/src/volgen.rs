@@ -71,8 +71,9 @@ pub fn is_arbiter(v: &Volume, index: usize) -> bool {
 
 /// The server volfile of brick `index`: posix (with features/arbiter above it on an
 /// arbiter brick, which then keeps no file data), locks, index (the inodes with pending
-/// replication changes), migrate (the brick half of a rebalance's file moves) and io-stats
-/// under protocol/server, the brick named [`Volume::brick_name`].
+/// replication changes), migrate (the brick half of a rebalance's file moves), upcall
+/// (tells clients about other clients' changes, `features.cache-invalidation`, on by
+/// default) and io-stats under protocol/server, the brick named [`Volume::brick_name`].
 pub fn brick_volfile(v: &Volume, index: usize) -> String {
     let b = &v.bricks[index];
     let name = v.brick_name(index);
@@ -94,13 +95,24 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
         .subvolumes(std::slice::from_ref(&locks.name));
     let migrate = VolumeDecl::new(&format!("{name}-migrate"), "features/migrate")
         .subvolumes(std::slice::from_ref(&index.name));
+    let mut upcall = with_options(
+        VolumeDecl::new(&format!("{name}-upcall"), "features/upcall"),
+        v,
+        Side::Brick,
+        "features/upcall",
+    );
+    if !v.options.contains_key("features.cache-invalidation") {
+        // On unless set off (the translator's own default is off).
+        upcall = upcall.option("cache-invalidation", "on");
+    }
+    let upcall = upcall.subvolumes(std::slice::from_ref(&migrate.name));
     let stats = with_options(
         VolumeDecl::new(&name, "debug/io-stats"),
         v,
         Side::Brick,
         "debug/io-stats",
     )
-    .subvolumes(std::slice::from_ref(&migrate.name));
+    .subvolumes(std::slice::from_ref(&upcall.name));
     let server = with_options(
         VolumeDecl::new(&format!("{name}-server"), "protocol/server"),
         v,
@@ -108,7 +120,7 @@ pub fn brick_volfile(v: &Volume, index: usize) -> String {
         "protocol/server",
     )
     .subvolumes(std::slice::from_ref(&stats.name));
-    volumes.extend([locks, index, migrate, stats, server]);
+    volumes.extend([locks, index, migrate, upcall, stats, server]);
     Volfile { volumes }.to_string()
 }
 
@@ -203,10 +215,14 @@ fn cluster_decls(
     Ok((decls, below))
 }
 
-/// The client volfile: protocol/client to each brick, cluster/replicate over each replica
-/// set, cluster/distribute over them when there are several, write-behind (always present so
-/// turning it off and on is an option change, not a new graph), features/python when
-/// `python.module` is set, and io-stats on top named after the volume.
+/// The client volfile: protocol/client to each brick (asking for upcalls when the volume
+/// has `features.cache-invalidation` on), cluster/replicate over each replica set,
+/// cluster/distribute over them when there are several, write-behind (always present so
+/// turning it off and on is an option change, not a new graph), quick-read (with
+/// open-behind) and md-cache above it (always present too; `performance.md-cache-timeout`
+/// and `performance.qr-cache-timeout` default to 60 s with cache invalidation, 1 s
+/// without), features/python when `python.module` is set, and io-stats on top named
+/// after the volume.
 pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenError> {
     let (mut decls, mut below) = cluster_decls(state, v)?;
     let enable = v
@@ -231,8 +247,53 @@ pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenErr
         below = vec![dht.name.clone()];
         decls.push(dht);
     }
-    let mut top_child = wb.name.clone();
-    decls.push(wb.subvolumes(&below));
+    let invalidation = optable::cache_invalidation(&v.options);
+    if invalidation {
+        for d in decls
+            .iter_mut()
+            .filter(|d| d.type_name == "protocol/client")
+        {
+            *d = d.clone().option("cache-invalidation", "on");
+        }
+    }
+    decls.push(wb.clone().subvolumes(&below));
+    let qr = with_options(
+        VolumeDecl::new(&format!("{}-quick-read", v.name), "performance/quick-read"),
+        v,
+        Side::Client,
+        "performance/quick-read",
+    );
+    let qr = if v.options.contains_key("performance.qr-cache-timeout") {
+        qr
+    } else {
+        qr.option(
+            "cache-timeout",
+            optable::md_cache_timeout_default(&v.options),
+        )
+    }
+    .subvolumes(std::slice::from_ref(&wb.name));
+    decls.push(qr.clone());
+    let md = with_options(
+        VolumeDecl::new(&format!("{}-md-cache", v.name), "performance/md-cache"),
+        v,
+        Side::Client,
+        "performance/md-cache",
+    );
+    let md = if v.options.contains_key("performance.md-cache-timeout") {
+        md
+    } else {
+        md.option(
+            "md-cache-timeout",
+            optable::md_cache_timeout_default(&v.options),
+        )
+    }
+    .option(
+        "cache-invalidation",
+        if invalidation { "on" } else { "off" },
+    )
+    .subvolumes(std::slice::from_ref(&qr.name));
+    let mut top_child = md.name.clone();
+    decls.push(md);
     if v.options.contains_key("python.module") {
         let py = with_options(
             VolumeDecl::new(&format!("{}-python", v.name), "features/python"),
@@ -283,6 +344,65 @@ mod tests {
             version: 1,
         };
         (s, v)
+    }
+
+    fn opt<'a>(d: &'a VolumeDecl, key: &str) -> Option<&'a str> {
+        d.options
+            .iter()
+            .find(|o| o.key == key)
+            .map(|o| o.value.as_str())
+    }
+
+    #[test]
+    fn caches_are_on_by_default_and_follow_cache_invalidation() {
+        let (s, mut v) = state();
+        let vf = Volfile::parse(&client_volfile(&s, &v).unwrap()).unwrap();
+        let md = vf.get("vol1-md-cache").unwrap();
+        assert_eq!(md.type_name, "performance/md-cache");
+        assert_eq!(md.subvolumes, vec!["vol1-quick-read".to_string()]);
+        let qr = vf.get("vol1-quick-read").unwrap();
+        assert_eq!(qr.subvolumes, vec!["vol1-write-behind".to_string()]);
+        assert_eq!(opt(qr, "cache-timeout"), Some("60"));
+        assert_eq!(
+            vf.get("vol1").unwrap().subvolumes,
+            vec!["vol1-md-cache".to_string()]
+        );
+        assert_eq!(opt(md, "cache-invalidation"), Some("on"));
+        assert_eq!(opt(md, "md-cache-timeout"), Some("60"));
+        let client = vf.get(&v.client_name(0)).unwrap();
+        assert_eq!(opt(client, "cache-invalidation"), Some("on"));
+        let bv = Volfile::parse(&brick_volfile(&v, 0)).unwrap();
+        let up = bv.get(&format!("{}-upcall", v.brick_name(0))).unwrap();
+        assert_eq!(up.type_name, "features/upcall");
+        assert_eq!(opt(up, "cache-invalidation"), Some("on"));
+        assert_eq!(
+            bv.get(&v.brick_name(0)).unwrap().subvolumes,
+            vec![up.name.clone()]
+        );
+
+        // Off: nobody tells the clients, so they cache for 1 s and ask for no upcalls.
+        v.options
+            .insert("features.cache-invalidation".into(), "off".into());
+        let vf = Volfile::parse(&client_volfile(&s, &v).unwrap()).unwrap();
+        let md = vf.get("vol1-md-cache").unwrap();
+        assert_eq!(opt(md, "cache-invalidation"), Some("off"));
+        assert_eq!(opt(md, "md-cache-timeout"), Some("1"));
+        assert_eq!(
+            opt(vf.get(&v.client_name(0)).unwrap(), "cache-invalidation"),
+            None
+        );
+        let bv = Volfile::parse(&brick_volfile(&v, 0)).unwrap();
+        let up = bv.get(&format!("{}-upcall", v.brick_name(0))).unwrap();
+        assert_eq!(opt(up, "cache-invalidation"), Some("off"));
+
+        // A timeout set by hand is kept.
+        v.options
+            .insert("performance.md-cache-timeout".into(), "5".into());
+        let vf = Volfile::parse(&client_volfile(&s, &v).unwrap()).unwrap();
+        assert_eq!(
+            opt(vf.get("vol1-md-cache").unwrap(), "md-cache-timeout"),
+            Some("5")
+        );
     }
 
     #[test]

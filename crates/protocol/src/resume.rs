@@ -17,6 +17,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 /// Marks a client handshake's session trailer.
 pub const CLIENT_MAGIC: [u8; 8] = *b"WEFTSID1";
+/// Marks a client's request for upcalls (cache invalidations): 8 bytes just before the
+/// session trailer, so an older server, which reads only the last 24 bytes, is unaffected.
+pub const UPCALL_MAGIC: [u8; 8] = *b"WEFTUPC1";
 /// Marks a server handshake reply's session trailer.
 pub const SERVER_MAGIC: [u8; 8] = *b"WEFTRSM1";
 
@@ -49,6 +52,28 @@ pub fn with_session_id(meta: &[u8], id: SessionId) -> Bytes {
     b.put_slice(&CLIENT_MAGIC);
     b.put_slice(&id.0);
     b.freeze()
+}
+
+/// `meta` (an encoded `Handshake`) followed by the upcall request, then the session
+/// trailer for `id`.
+pub fn with_upcalls_and_session_id(meta: &[u8], id: SessionId) -> Bytes {
+    let mut b = BytesMut::with_capacity(meta.len() + 32);
+    b.put_slice(meta);
+    b.put_slice(&UPCALL_MAGIC);
+    b.put_slice(&CLIENT_MAGIC);
+    b.put_slice(&id.0);
+    b.freeze()
+}
+
+/// Whether a handshake's metadata asks for upcalls (the marker just before a session
+/// trailer).
+pub fn wants_upcalls(meta: &[u8]) -> bool {
+    session_id(meta).is_some()
+        && meta
+            .len()
+            .checked_sub(32)
+            .and_then(|at| meta.get(at..at + 8))
+            == Some(&UPCALL_MAGIC[..])
 }
 
 /// The session id at the end of a handshake's metadata, if it has the trailer.

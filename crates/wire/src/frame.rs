@@ -24,7 +24,7 @@ pub const MAGIC: u32 = 0x5745_4654;
 /// The protocol's major version; peers of different majors cannot talk.
 pub const VERSION_MAJOR: u8 = 1;
 /// The protocol's minor version; newer minors only add what older peers may ignore.
-pub const VERSION_MINOR: u8 = 0;
+pub const VERSION_MINOR: u8 = 1;
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 24;
 /// Largest metadata part accepted (a readdirp reply or a big xattr map fits easily).
@@ -52,6 +52,11 @@ pub enum Kind {
     Control = 7,
     /// The answer to `Control`.
     ControlReply = 8,
+    /// Server → client (minor 1): drop what is cached (`Vec<Invalidation>`); sent only to
+    /// clients that asked for it in their handshake. Answered with `UpcallAck`, same id.
+    Upcall = 9,
+    /// Client → server (minor 1): the upcall with this id has been handled.
+    UpcallAck = 10,
 }
 
 impl Kind {
@@ -66,6 +71,8 @@ impl Kind {
             6 => Kind::Pong,
             7 => Kind::Control,
             8 => Kind::ControlReply,
+            9 => Kind::Upcall,
+            10 => Kind::UpcallAck,
             _ => return None,
         })
     }

@@ -51,6 +51,9 @@ pub fn decode<T: DeserializeOwned>(kind: Kind, meta: &[u8]) -> Result<T, FrameEr
     })
 }
 
+/// What an `Upcall` frame carries: the invalidations, in the order the brick made them.
+pub type UpcallMsg = Vec<weft_core::Invalidation>;
+
 /// The first frame a client sends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handshake {

@@ -1,7 +1,9 @@
 //! Weft's translators, one module folder per family (see ARCHITECTURE.md):
 //! - [`storage`]: `storage/posix`, a brick directory;
 //! - [`debug`]: `debug/trace` and `debug/io-stats`;
-//! - [`features`]: `features/locks`, the brick's lock server.
+//! - [`features`]: `features/locks`, the brick's lock server;
+//! - [`performance`]: `performance/write-behind`, `performance/md-cache` and
+//!   `performance/quick-read`, client-side.
 //!
 //! [`registry`] returns every type this crate provides, for [`weft_core::Graph::build`].
 
@@ -21,6 +23,9 @@ pub fn registry() -> Registry {
     r.register(Arc::new(debug::trace::TraceType));
     r.register(Arc::new(debug::io_stats::IoStatsType));
     r.register(Arc::new(features::locks::LocksType));
+    r.register(Arc::new(features::upcall::UpcallType));
     r.register(Arc::new(performance::write_behind::WriteBehindType));
+    r.register(Arc::new(performance::md_cache::MdCacheType));
+    r.register(Arc::new(performance::quick_read::QuickReadType));
     r
 }

@@ -242,6 +242,35 @@ pub fn brick_graph(name: &str, dir: &Path, server_options: &[(&str, &str)]) -> S
     )
 }
 
+/// A brick graph with cache invalidation, as volgen makes it: posix < locks <
+/// features/upcall (the brick, named `name`) < protocol/server.
+pub fn caching_brick_graph(name: &str, dir: &Path) -> String {
+    format!(
+        "volume {name}-posix\n    type storage/posix\n    option directory {}\nend-volume\n\n\
+         volume {name}-locks\n    type features/locks\n    subvolumes {name}-posix\nend-volume\n\n\
+         volume {name}\n    type features/upcall\n    option cache-invalidation on\n    subvolumes {name}-locks\nend-volume\n\n\
+         volume {name}-server\n    type protocol/server\n    subvolumes {name}\nend-volume\n\n",
+        dir.display()
+    )
+}
+
+/// A caching client volfile for brick `brick` at 127.0.0.1:`port`: protocol/client asking
+/// for upcalls < (write-behind <) md-cache (60 s, cache invalidation on), as volgen makes it.
+pub fn caching_client_volfile(brick: &str, port: u16, write_behind: bool) -> String {
+    let mut v = client_volfile(brick, port, &[("cache-invalidation", "on")]);
+    let mut below = format!("{brick}-client");
+    if write_behind {
+        v.push_str(&format!(
+            "\nvolume {brick}-wb\n    type performance/write-behind\n    subvolumes {below}\nend-volume\n"
+        ));
+        below = format!("{brick}-wb");
+    }
+    v.push_str(&format!(
+        "\nvolume {brick}-md-cache\n    type performance/md-cache\n    option cache-invalidation on\n    option md-cache-timeout 60\n    subvolumes {below}\nend-volume\n"
+    ));
+    v
+}
+
 /// A client volfile reaching brick `brick` at 127.0.0.1:`port`, with extra options.
 pub fn client_volfile(brick: &str, port: u16, extra: &[(&str, &str)]) -> String {
     let opts: String = extra
@@ -525,17 +554,43 @@ impl TwoMounts {
         Self::start(tag, &[], &[], false)
     }
 
+    /// Like [`TwoMounts::default_caches`], but with the caches on as `weft volume create`
+    /// makes them: the brick has features/upcall with cache invalidation, each client
+    /// graph performance/md-cache (60 s) over a protocol/client that asks for upcalls, and
+    /// the kernel timeouts follow md-cache (60 s). Coherence then rests on the
+    /// invalidations alone. With `write_behind`, write-behind sits under md-cache, as in
+    /// a generated graph: a write then reaches the brick (and other mounts) at the
+    /// latest when its file is closed or fsync'd.
+    pub fn caching(tag: &str, write_behind: bool) -> TwoMounts {
+        Self::start_with(tag, &[], &[], false, Some(write_behind))
+    }
+
     fn start(
         tag: &str,
         client_opts: &[(&str, &str)],
         mount_args: &[&str],
         zero_timeouts: bool,
     ) -> TwoMounts {
+        Self::start_with(tag, client_opts, mount_args, zero_timeouts, None)
+    }
+
+    fn start_with(
+        tag: &str,
+        client_opts: &[(&str, &str)],
+        mount_args: &[&str],
+        zero_timeouts: bool,
+        caching: Option<bool>,
+    ) -> TwoMounts {
         let dir = scratch(tag);
         let brick = dir.path().join("brick");
         std::fs::create_dir(&brick).unwrap();
         let sv = dir.path().join("server.vol");
-        std::fs::write(&sv, brick_graph("two", &brick, &[])).unwrap();
+        let graph = if caching.is_some() {
+            caching_brick_graph("two", &brick)
+        } else {
+            brick_graph("two", &brick, &[])
+        };
+        std::fs::write(&sv, graph).unwrap();
         let brickd = Brickd::start(dir.path(), &sv, &[]);
         let mut args = Vec::new();
         if zero_timeouts {
@@ -544,7 +599,12 @@ impl TwoMounts {
         args.extend_from_slice(mount_args);
         let mount = |side: &str| {
             let vf = dir.path().join(format!("{side}.vol"));
-            std::fs::write(&vf, client_volfile("two", brickd.port, client_opts)).unwrap();
+            let text = if let Some(wb) = caching {
+                caching_client_volfile("two", brickd.port, wb)
+            } else {
+                client_volfile("two", brickd.port, client_opts)
+            };
+            std::fs::write(&vf, text).unwrap();
             let mnt = dir.path().join(format!("mnt-{side}"));
             std::fs::create_dir(&mnt).unwrap();
             mount_volfile(&vf, &mnt, &dir.path().join(format!("{side}.log")), &args)

@@ -73,6 +73,12 @@ const CLIENT_OPTIONS: &[OptionSpec] = &[
         default: Some(""),
         description: "PEM private key of ssl-own-cert.",
     },
+    OptionSpec {
+        key: "cache-invalidation",
+        kind: OptionKind::Bool,
+        default: Some("off"),
+        description: "Ask the brick to tell this client (upcalls) when another client changes what it has seen, and pass those invalidations up the graph to its caches (set when the graph has performance/md-cache with cache-invalidation on).",
+    },
 ];
 
 /// The `protocol/client` type.
@@ -117,6 +123,7 @@ impl XlatorType for ClientType {
                 .duration("ping-timeout")
                 .max(std::time::Duration::from_millis(100)),
             tls,
+            upcalls: o.bool("cache-invalidation"),
         };
         let rt = tokio::runtime::Handle::try_current()
             .map_err(|_| "protocol/client must be built inside a tokio runtime".to_string())?;

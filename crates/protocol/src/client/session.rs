@@ -25,7 +25,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
-use weft_core::{Ctx, Errno, Event, EventSender, Fd, Flock, LkCmd, Loc, LockType, Xdata};
+use weft_core::{
+    Ctx, Errno, Event, EventSender, Fd, Flock, Invalidation, LkCmd, Loc, LockType, Xdata,
+};
 use weft_wire::msg::{self, FopRequest, Handshake, HandshakeReply, Reply, Request, Response};
 use weft_wire::{Frame, Kind};
 
@@ -40,6 +42,8 @@ pub(crate) struct Config {
     pub brick: String,
     pub ping_timeout: Duration,
     pub tls: Option<tokio_rustls::TlsConnector>,
+    /// Ask the brick for upcalls (cache invalidations) and raise them as events.
+    pub upcalls: bool,
 }
 
 /// The server's number for an open file, valid in one server session (epoch).
@@ -183,6 +187,23 @@ impl Conn {
             detached.fetch_sub(1, Ordering::AcqRel);
         });
     }
+    /// Answers upcall `id` once `done` resolves (every holder of its ack let go), from its
+    /// own task. Never dropped for being one too many, unlike pings: the brick waits for it.
+    fn ack_when(&self, id: u64, done: weft_core::upcall::AckWait) {
+        let tx = self.tx.clone();
+        let mut killed = self.killed.subscribe();
+        tokio::spawn(async move {
+            let send = async {
+                let _ = done.await;
+                let ack = Frame::new(Kind::UpcallAck, id, Bytes::new(), Bytes::new());
+                let _ = tx.send(ack).await;
+            };
+            tokio::select! {
+                _ = send => {}
+                _ = killed.wait_for(|k| *k) => {}
+            }
+        });
+    }
 }
 
 /// A protocol/client's session with its brick.
@@ -293,6 +314,8 @@ impl Session {
                                 self.cfg.port,
                                 self.cfg.brick
                             );
+                            // Whatever was cached before may have changed meanwhile.
+                            self.raise_upcall(vec![Invalidation::All], weft_core::Ack::none());
                             self.events
                                 .send(&self.name, Event::ChildUp(self.name.clone()));
                             was_up = true;
@@ -309,6 +332,8 @@ impl Session {
                             self.cfg.port
                         );
                         *self.last_error.lock() = Some(why);
+                        // Changes made now reach no invalidation to this client.
+                        self.raise_upcall(vec![Invalidation::All], weft_core::Ack::none());
                         self.events
                             .send(&self.name, Event::ChildDown(self.name.clone()));
                     }
@@ -331,6 +356,19 @@ impl Session {
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
+        }
+    }
+
+    /// Raises invalidations as an [`Event::Upcall`] for the graph's caches (only when this
+    /// client asked its brick for upcalls: otherwise nothing above caches on their strength).
+    fn raise_upcall(&self, invalidations: Vec<Invalidation>, ack: weft_core::Ack) {
+        if self.cfg.upcalls {
+            let u = weft_core::Upcall {
+                client: 0,
+                invalidations,
+                ack,
+            };
+            self.events.send(&self.name, Event::Upcall(u));
         }
     }
 
@@ -378,7 +416,11 @@ impl Session {
         tx.send(Frame::new(
             Kind::Handshake,
             0,
-            resume::with_session_id(&msg::encode(&hs), self.session_id),
+            if self.cfg.upcalls {
+                resume::with_upcalls_and_session_id(&msg::encode(&hs), self.session_id)
+            } else {
+                resume::with_session_id(&msg::encode(&hs), self.session_id)
+            },
             Bytes::new(),
         ))
         .await
@@ -456,6 +498,16 @@ impl Session {
                         }
                         Kind::Pong => {}
                         Kind::Ping => conn.send_detached(Kind::Pong, f.header.id),
+                        Kind::Upcall if self.cfg.upcalls => {
+                            let invalidations: weft_wire::msg::UpcallMsg =
+                                match msg::decode(Kind::Upcall, &f.meta) {
+                                    Ok(v) => v,
+                                    Err(e) => return e.to_string(),
+                                };
+                            let (ack, done) = weft_core::Ack::new();
+                            conn.ack_when(f.header.id, done);
+                            self.raise_upcall(invalidations, ack);
+                        }
                         k => return format!("unexpected {k:?} frame from the server"),
                     }
                 }

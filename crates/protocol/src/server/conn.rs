@@ -194,13 +194,15 @@ pub(super) async fn serve(
             } else {
                 tracing::info!(%peer, brick = %brick.name, client, tls, cert, "client connected");
             }
+            let route = hello.upcalls.then(|| brick.upcalls.add(client, tx.clone()));
             let conn = Conn {
                 client,
                 peer,
                 name: &hello.client_name,
                 who: &who,
+                route: route.as_ref(),
             };
-            run(
+            let ended = run(
                 &server,
                 &brick,
                 reader,
@@ -210,7 +212,11 @@ pub(super) async fn serve(
                 claimed.kick,
                 policy,
             )
-            .await
+            .await;
+            if let Some(r) = &route {
+                brick.upcalls.remove(client, r);
+            }
+            ended
         }
     };
     let open_fds = state.fds.open();
@@ -232,6 +238,8 @@ struct Hello {
     client_name: String,
     /// Its session id ([`resume`]), when it sent one.
     session: Option<resume::SessionId>,
+    /// It asked for upcalls (cache invalidations).
+    upcalls: bool,
 }
 
 /// What a brick's access policy looks at in a connection, beyond its address.
@@ -369,6 +377,7 @@ async fn open(server: &BrickServer, sock: TcpStream, peer: SocketAddr) -> Result
             let hello = Hello {
                 id: f.header.id,
                 session: resume::session_id(&f.meta),
+                upcalls: resume::wants_upcalls(&f.meta),
                 client_name: hs.client_name,
             };
             let who = Who {
@@ -542,6 +551,8 @@ struct Conn<'a> {
     /// The client's name (`HOST:PID:NAME`).
     name: &'a str,
     who: &'a Who,
+    /// Where its upcalls' acknowledgements go, when it takes upcalls.
+    route: Option<&'a Arc<super::upcalls::Route>>,
 }
 
 /// Serves requests until the connection ends; returns why it ended, and whether its
@@ -652,6 +663,11 @@ async fn run(
                     log.hit("pings", |n| {
                         tracing::warn!(%peer, client, "client sends more than {} pings a second: reading from it more slowly (--max-ping-rate){}", limits.max_pings_per_sec, more(n))
                     });
+                }
+            }
+            Kind::UpcallAck if conn.route.is_some() => {
+                if let Some(r) = conn.route {
+                    r.acked(f.header.id);
                 }
             }
             Kind::Request => {

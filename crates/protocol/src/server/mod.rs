@@ -12,6 +12,7 @@ pub mod control;
 mod dispatch;
 pub mod limits;
 mod sessions;
+mod upcalls;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -234,6 +235,8 @@ struct Brick {
     /// Clients' state (open files, lock identity) by session id: connected ones, and
     /// disconnected ones kept for `grace-timeout`.
     sessions: sessions::Sessions,
+    /// The connected clients that take upcalls (cache invalidations).
+    upcalls: upcalls::Routes,
 }
 
 impl Brick {
@@ -307,17 +310,20 @@ impl BrickServer {
         for (name, (graph, policy)) in new {
             let (detached, _) = watch::channel(false);
             tracing::info!(brick = %name, "brick attached");
-            map.insert(
-                name.clone(),
-                Arc::new(Brick {
-                    name: name.clone(),
-                    graph,
-                    policy: watch::channel(Arc::new(policy)).0,
-                    detached,
-                    clients: AtomicUsize::new(0),
-                    sessions: sessions::Sessions::default(),
-                }),
-            );
+            let events = graph.take_events();
+            let brick = Arc::new(Brick {
+                name: name.clone(),
+                graph,
+                policy: watch::channel(Arc::new(policy)).0,
+                detached,
+                clients: AtomicUsize::new(0),
+                sessions: sessions::Sessions::default(),
+                upcalls: upcalls::Routes::default(),
+            });
+            if let Some(events) = events {
+                tokio::spawn(upcalls::deliver(Arc::downgrade(&brick), events));
+            }
+            map.insert(name.clone(), brick);
             names.push(name);
         }
         Ok(names)
@@ -546,8 +552,9 @@ impl BrickServer {
         let mut out = format!("=== server ===\n{}", self.usage());
         for b in self.bricks.read().values() {
             out.push_str(&format!(
-                "=== brick {} ===\n{}{}",
+                "=== brick {} ===\nupcall_clients={}\n{}{}",
                 b.name,
+                b.upcalls.len(),
                 b.sessions.dump(),
                 b.graph.statedump()
             ));

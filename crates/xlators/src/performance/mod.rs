@@ -1,3 +1,6 @@
-//! Performance translators: `performance/write-behind`.
+//! Performance translators: `performance/write-behind`, `performance/md-cache` and
+//! `performance/quick-read` (with open-behind).
 
+pub mod md_cache;
+pub mod quick_read;
 pub mod write_behind;

@@ -25,13 +25,47 @@ use weft_core::options::{OptionKind, OptionSpec};
 use weft_core::{
     Checksum, Ctx, Dirent, EntrylkCmd, EntrylkType, Errno, FdRef, Flock, Fop, Gfid, Iatt, LkCmd,
     Loc, SeekWhat, SetAttr, StatVfs, XattrMap, XattropOp, Xdata, Xlator, XlatorInit, XlatorRef,
-    XlatorType, GFID_REQ_KEY, LOOKUP_XATTRS_KEY, UNLINK_GFID_KEY,
+    XlatorType, GFID_REQ_KEY, LOOKUP_XATTRS_KEY, QUICK_READ_CONTENT_KEY, QUICK_READ_KEY,
+    UNLINK_GFID_KEY,
 };
 
 use attr::Target;
 use brick::Brick;
 use dir::PosixDir;
 use io::PosixFile;
+
+/// The most content a `lookup` carries for [`QUICK_READ_KEY`], whatever the caller asks.
+pub const QUICK_READ_MAX: u64 = 1 << 20;
+
+/// The whole content of the regular file `g` if it is no larger than `max`, with its
+/// attributes taken after the read, when they show the file did not change while it was
+/// read (size, mtime and ctime the same before and after; tried twice). `None` on any
+/// error, a file too large or not regular, or one that kept changing.
+fn quick_read(b: &Brick, g: Gfid, max: u64) -> Option<(Iatt, Vec<u8>)> {
+    let f = b.open_file(&Loc::inode(g), libc::O_RDONLY).ok()?;
+    let same = |x: &rustix::fs::Stat, y: &rustix::fs::Stat| {
+        x.st_size == y.st_size
+            && x.st_mtime == y.st_mtime
+            && x.st_mtime_nsec == y.st_mtime_nsec
+            && x.st_ctime == y.st_ctime
+            && x.st_ctime_nsec == y.st_ctime_nsec
+    };
+    for _ in 0..2 {
+        let before = rustix::fs::fstat(&f.fd).ok()?;
+        let size = u64::try_from(before.st_size).ok()?;
+        if before.st_mode & libc::S_IFMT != libc::S_IFREG || size > max {
+            return None;
+        }
+        // One byte more than the size: a file that grew meanwhile reads longer.
+        let want = u32::try_from(size + 1).ok()?;
+        let data = f.read(want, 0).ok()?;
+        let after = rustix::fs::fstat(&f.fd).ok()?;
+        if same(&before, &after) && data.len() as u64 == size {
+            return Some((brick::iatt(g, &after), Vec::from(data)));
+        }
+    }
+    None
+}
 
 /// The posix translator: one brick directory.
 pub struct Posix {
@@ -141,19 +175,31 @@ impl Xlator for Posix {
 
     async fn lookup(&self, _: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
         let loc = loc.clone();
-        let Some(prefix) = xd
+        let prefix = xd
             .get(LOOKUP_XATTRS_KEY)
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-        else {
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+        let quick = xd.get_u64(QUICK_READ_KEY);
+        if prefix.is_none() && quick.is_none() {
             return self.run(move |b| b.lookup(&loc)).await;
-        };
+        }
         let b = self.brick.clone();
         weft_core::blocking::run_blocking(move || {
-            let ia = b.lookup(&loc)?;
-            let node = b.inode(&Loc::inode(ia.gfid))?;
+            let mut ia = b.lookup(&loc)?;
             let mut out = Xdata::new();
-            for (k, v) in attr::getxattr_prefixed(Target::Pin(&node), &prefix, &xd)? {
-                out.set(k, v);
+            if let Some(prefix) = prefix {
+                let node = b.inode(&Loc::inode(ia.gfid))?;
+                for (k, v) in attr::getxattr_prefixed(Target::Pin(&node), &prefix, &xd)? {
+                    out.set(k, v);
+                }
+            }
+            if let Some(max) = quick {
+                let max = max.min(QUICK_READ_MAX);
+                if ia.mode & libc::S_IFMT == libc::S_IFREG && ia.size <= max {
+                    if let Some((now, content)) = quick_read(&b, ia.gfid, max) {
+                        ia = now;
+                        out.set(QUICK_READ_CONTENT_KEY, content);
+                    }
+                }
             }
             Ok((ia, out))
         })
@@ -598,5 +644,84 @@ impl XlatorType for PosixType {
             &init.name,
             &init.options.path("directory"),
         )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quick(max: u64) -> Xdata {
+        let mut xd = Xdata::new();
+        xd.set_u64(QUICK_READ_KEY, max);
+        xd
+    }
+
+    /// A lookup asked for content gets the whole of a small regular file, with an iatt
+    /// that describes it; large files, directories and plain lookups get none.
+    #[tokio::test]
+    async fn lookup_carries_small_file_content_when_asked() {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let p = Posix::new("p", dir.path()).unwrap();
+        let ctx = Ctx::internal();
+        std::fs::write(dir.path().join("small"), b"hello world").unwrap();
+        std::fs::write(dir.path().join("big"), vec![7u8; 200]).unwrap();
+        std::fs::write(dir.path().join("huge"), vec![1u8; 2 << 20]).unwrap();
+        std::fs::write(dir.path().join("empty"), b"").unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+
+        let (ia, xd) = p
+            .lookup(&ctx, &Loc::entry(Gfid::ROOT, "small"), quick(100))
+            .await
+            .unwrap();
+        assert_eq!(xd.get(QUICK_READ_CONTENT_KEY), Some(&b"hello world"[..]));
+        assert_eq!(ia.size, 11);
+        // By gfid too, and with the xattr prefix key at the same time.
+        let mut both = quick(11);
+        both.set(LOOKUP_XATTRS_KEY, b"user.".to_vec());
+        rustix::fs::setxattr(
+            dir.path().join("small"),
+            "user.a",
+            b"1",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        let (ia2, xd) = p.lookup(&ctx, &Loc::inode(ia.gfid), both).await.unwrap();
+        assert_eq!(ia2.gfid, ia.gfid);
+        assert_eq!(xd.get(QUICK_READ_CONTENT_KEY), Some(&b"hello world"[..]));
+        assert_eq!(xd.get("user.a"), Some(&b"1"[..]));
+        // An empty file has (empty) content.
+        let (_, xd) = p
+            .lookup(&ctx, &Loc::entry(Gfid::ROOT, "empty"), quick(100))
+            .await
+            .unwrap();
+        assert_eq!(xd.get(QUICK_READ_CONTENT_KEY), Some(&b""[..]));
+
+        // Larger than asked, larger than 1 MiB whatever is asked, a directory, not asked.
+        for (name, xd) in [
+            ("big", quick(100)),
+            ("huge", quick(u64::MAX)),
+            ("d", quick(1 << 20)),
+            ("small", Xdata::new()),
+        ] {
+            let (_, out) = p
+                .lookup(&ctx, &Loc::entry(Gfid::ROOT, name), xd)
+                .await
+                .unwrap();
+            assert!(!out.has(QUICK_READ_CONTENT_KEY), "{name}");
+        }
+        let (ia, xd) = p
+            .lookup(&ctx, &Loc::entry(Gfid::ROOT, "big"), quick(200))
+            .await
+            .unwrap();
+        assert_eq!(xd.get(QUICK_READ_CONTENT_KEY).map(<[u8]>::len), Some(200));
+        assert_eq!(ia.size, 200);
+        // Errors stay errors.
+        assert_eq!(
+            p.lookup(&ctx, &Loc::entry(Gfid::ROOT, "nope"), quick(100))
+                .await
+                .unwrap_err(),
+            Errno::ENOENT
+        );
     }
 }

@@ -1,0 +1,508 @@
+//! Coherent client caching (issue 11): two `weft mount`s of one brick with every cache on
+//! and long timeouts (md-cache and the kernel 60 s, see [`TwoMounts::caching`]).
+//!
+//! - `a_random_workload_on_two_mounts_matches_the_model`: thousands of random changes
+//!   (create, overwrite, append, truncate, chmod, rename, unlink, mkdir, rmdir, setxattr,
+//!   removexattr), each made through one mount, then checked right away through both
+//!   (stat, read, readdir of the parent, getxattr) against a model of what the tree must
+//!   be; the whole tree is compared every 250 changes.
+//! - `a_mount_whose_brick_went_away_serves_nothing_stale`: a mount that cached a file,
+//!   then lost its brick while the file changed, sees the change once it reconnects.
+//! - `md_cache_stays_within_its_entries_under_many_files`: the statedump's counts stay
+//!   within `max-entries` over a tree far larger.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+/// A small deterministic generator (xorshift64*), so a failure names its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let n = self.below(max + 1);
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Node {
+    File {
+        data: Vec<u8>,
+        mode: u32,
+        xattr: Option<Vec<u8>>,
+    },
+    Dir {
+        mode: u32,
+    },
+}
+
+/// Paths relative to the work directory.
+type Model = BTreeMap<PathBuf, Node>;
+
+const XATTR: &str = "user.weft-test";
+
+fn children(m: &Model, dir: &Path) -> Vec<String> {
+    m.keys()
+        .filter(|p| p.parent() == Some(dir))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// What `root/rel` is through one mount, in the model's terms (`None`: absent).
+fn observe(root: &Path, rel: &Path) -> Option<Node> {
+    let p = root.join(rel);
+    let md = std::fs::symlink_metadata(&p).ok()?;
+    let mode = md.permissions().mode() & 0o7777;
+    if md.is_dir() {
+        return Some(Node::Dir { mode });
+    }
+    let data = std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+    assert_eq!(
+        data.len() as u64,
+        md.size(),
+        "{}: stat size and bytes read differ",
+        p.display()
+    );
+    let xattr = getxattr(&p, XATTR).ok();
+    Some(Node::File { data, mode, xattr })
+}
+
+fn listing(root: &Path, rel: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join(rel))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn short(n: &Option<Node>) -> String {
+    match n {
+        None => "absent".into(),
+        Some(Node::Dir { mode }) => format!("dir {mode:o}"),
+        Some(Node::File { data, mode, xattr }) => format!(
+            "file {} bytes (sum {}) mode {mode:o} xattr {:?}",
+            data.len(),
+            data.iter().map(|&b| b as u64).sum::<u64>(),
+            xattr.as_ref().map(|x| x.len())
+        ),
+    }
+}
+
+/// Checks `rels` (and their parents' listings) through `root` against the model.
+fn check(root: &Path, side: &str, m: &Model, rels: &[PathBuf], step: &str) -> Vec<String> {
+    let mut bad = Vec::new();
+    for rel in rels {
+        let got = observe(root, rel);
+        let want = m.get(rel).cloned();
+        if got != want {
+            bad.push(format!(
+                "{step}: mount {side} sees {} as {} but it is {}",
+                rel.display(),
+                short(&got),
+                short(&want)
+            ));
+        }
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        if parent == Path::new("") || m.contains_key(parent) {
+            let got = listing(root, parent);
+            let mut want = children(m, parent);
+            want.sort();
+            if got != want {
+                bad.push(format!(
+                    "{step}: mount {side} lists {:?} as {got:?} but it holds {want:?}",
+                    parent.display()
+                ));
+            }
+        }
+    }
+    bad
+}
+
+/// One random change through `root`, applied to the model too; returns what it touched
+/// and a description. `None` when the drawn change does not apply to the tree now.
+fn change(rng: &mut Rng, root: &Path, m: &mut Model) -> Option<(Vec<PathBuf>, String)> {
+    let dirs: Vec<PathBuf> = std::iter::once(PathBuf::new())
+        .chain(
+            m.iter()
+                .filter(|(_, n)| matches!(n, Node::Dir { .. }))
+                .map(|(p, _)| p.clone()),
+        )
+        .collect();
+    let files: Vec<PathBuf> = m
+        .iter()
+        .filter(|(_, n)| matches!(n, Node::File { .. }))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let dir = dirs[rng.below(dirs.len())].clone();
+    // A small name space, so names come back after they go (stale names would show).
+    let name = dir.join(format!("n{}", rng.below(6)));
+    let pick_file =
+        |rng: &mut Rng| (!files.is_empty()).then(|| files[rng.below(files.len())].clone());
+    let at = |rel: &Path| root.join(rel);
+    match rng.below(11) {
+        // create or overwrite (O_TRUNC)
+        0 | 1 => {
+            if matches!(m.get(&name), Some(Node::Dir { .. })) {
+                return None;
+            }
+            let data = rng.bytes(9000);
+            std::fs::write(at(&name), &data).unwrap();
+            let (mode, xattr) = match m.get(&name) {
+                Some(Node::File { mode, xattr, .. }) => (*mode, xattr.clone()),
+                _ => (0o644, None),
+            };
+            m.insert(name.clone(), Node::File { data, mode, xattr });
+            Some((vec![name.clone()], format!("write {}", name.display())))
+        }
+        // append
+        2 => {
+            let f = pick_file(rng)?;
+            let more = rng.bytes(3000);
+            use std::io::Write;
+            let mut h = std::fs::OpenOptions::new()
+                .append(true)
+                .open(at(&f))
+                .unwrap();
+            h.write_all(&more).unwrap();
+            drop(h);
+            if let Some(Node::File { data, .. }) = m.get_mut(&f) {
+                data.extend_from_slice(&more);
+            }
+            Some((vec![f.clone()], format!("append {}", f.display())))
+        }
+        // overwrite in place
+        3 => {
+            let f = pick_file(rng)?;
+            let Some(Node::File { data, .. }) = m.get_mut(&f) else {
+                return None;
+            };
+            if data.is_empty() {
+                return None;
+            }
+            let off = rng.below(data.len());
+            let patch = rng.bytes(data.len() - off);
+            use std::os::unix::fs::FileExt;
+            let h = std::fs::OpenOptions::new()
+                .write(true)
+                .open(at(&f))
+                .unwrap();
+            h.write_all_at(&patch, off as u64).unwrap();
+            drop(h);
+            data[off..off + patch.len()].copy_from_slice(&patch);
+            Some((vec![f.clone()], format!("pwrite {} at {off}", f.display())))
+        }
+        // truncate
+        4 => {
+            let f = pick_file(rng)?;
+            let len = rng.below(12000);
+            let h = std::fs::OpenOptions::new()
+                .write(true)
+                .open(at(&f))
+                .unwrap();
+            h.set_len(len as u64).unwrap();
+            drop(h);
+            if let Some(Node::File { data, .. }) = m.get_mut(&f) {
+                data.resize(len, 0);
+            }
+            Some((
+                vec![f.clone()],
+                format!("truncate {} to {len}", f.display()),
+            ))
+        }
+        // chmod
+        5 => {
+            let all: Vec<PathBuf> = m.keys().cloned().collect();
+            if all.is_empty() {
+                return None;
+            }
+            let p = all[rng.below(all.len())].clone();
+            let new = [0o600, 0o640, 0o644, 0o700, 0o755][rng.below(5)];
+            std::fs::set_permissions(at(&p), std::fs::Permissions::from_mode(new)).unwrap();
+            match m.get_mut(&p) {
+                Some(Node::File { mode, .. }) | Some(Node::Dir { mode }) => *mode = new,
+                None => {}
+            }
+            Some((vec![p.clone()], format!("chmod {} {new:o}", p.display())))
+        }
+        // rename a file (over a file or to a free name)
+        6 => {
+            let f = pick_file(rng)?;
+            if f == name || matches!(m.get(&name), Some(Node::Dir { .. })) {
+                return None;
+            }
+            std::fs::rename(at(&f), at(&name)).unwrap();
+            let n = m.remove(&f).unwrap();
+            m.insert(name.clone(), n);
+            Some((
+                vec![f.clone(), name.clone()],
+                format!("rename {} {}", f.display(), name.display()),
+            ))
+        }
+        // unlink
+        7 => {
+            let f = pick_file(rng)?;
+            std::fs::remove_file(at(&f)).unwrap();
+            m.remove(&f);
+            Some((vec![f.clone()], format!("unlink {}", f.display())))
+        }
+        // mkdir (depth at most 2)
+        8 => {
+            if m.contains_key(&name) || name.components().count() > 2 {
+                return None;
+            }
+            std::fs::create_dir(at(&name)).unwrap();
+            let mode = std::fs::metadata(at(&name)).unwrap().permissions().mode() & 0o7777;
+            m.insert(name.clone(), Node::Dir { mode });
+            Some((vec![name.clone()], format!("mkdir {}", name.display())))
+        }
+        // rmdir an empty directory
+        9 => {
+            let empty: Vec<PathBuf> = dirs
+                .iter()
+                .filter(|d| !d.as_os_str().is_empty() && children(m, d).is_empty())
+                .cloned()
+                .collect();
+            if empty.is_empty() {
+                return None;
+            }
+            let d = empty[rng.below(empty.len())].clone();
+            std::fs::remove_dir(at(&d)).unwrap();
+            m.remove(&d);
+            Some((vec![d.clone()], format!("rmdir {}", d.display())))
+        }
+        // setxattr / removexattr
+        _ => {
+            let f = pick_file(rng)?;
+            let Some(Node::File { xattr, .. }) = m.get_mut(&f) else {
+                return None;
+            };
+            let path =
+                std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(at(&f).as_os_str()))
+                    .unwrap();
+            let key = std::ffi::CString::new(XATTR).unwrap();
+            if xattr.is_some() && rng.below(3) == 0 {
+                // SAFETY: both are NUL-terminated strings that outlive the call.
+                let r = unsafe { libc::removexattr(path.as_ptr(), key.as_ptr()) };
+                assert_eq!(r, 0, "removexattr: {}", std::io::Error::last_os_error());
+                *xattr = None;
+                Some((vec![f.clone()], format!("removexattr {}", f.display())))
+            } else {
+                let v = rng.bytes(64);
+                // SAFETY: as above; the value pointer and length describe `v`.
+                let r = unsafe {
+                    libc::setxattr(path.as_ptr(), key.as_ptr(), v.as_ptr().cast(), v.len(), 0)
+                };
+                assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
+                *xattr = Some(v);
+                Some((vec![f.clone()], format!("setxattr {}", f.display())))
+            }
+        }
+    }
+}
+
+#[test]
+fn a_random_workload_on_two_mounts_matches_the_model() {
+    let two = TwoMounts::caching("coh-model", true);
+    let seed = std::env::var("WEFT_COHERENCE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED_0011u64);
+    let steps: usize = std::env::var("WEFT_COHERENCE_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2500);
+    let mut rng = Rng(seed);
+    let roots = [two.a.mnt.join("w"), two.b.mnt.join("w")];
+    std::fs::create_dir(&roots[0]).unwrap();
+    let mut m = Model::new();
+    let mut done = 0;
+    let mut problems = Vec::new();
+    while done < steps && problems.is_empty() {
+        let side = rng.below(2);
+        let Some((touched, what)) = change(&mut rng, &roots[side], &mut m) else {
+            continue;
+        };
+        done += 1;
+        let step = format!(
+            "step {done} (seed {seed:#x}) on mount {}: {what}",
+            ["A", "B"][side]
+        );
+        // The other mount first: it is the one that must have been told.
+        let other = 1 - side;
+        problems.extend(check(&roots[other], ["A", "B"][other], &m, &touched, &step));
+        problems.extend(check(&roots[side], ["A", "B"][side], &m, &touched, &step));
+        if done % 250 == 0 {
+            let all: Vec<PathBuf> = m.keys().cloned().collect();
+            for (i, r) in roots.iter().enumerate() {
+                problems.extend(check(
+                    r,
+                    ["A", "B"][i],
+                    &m,
+                    &all,
+                    &format!("{step} (whole tree)"),
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n{}\n{}",
+        problems.len(),
+        problems.join("\n"),
+        two.logs()
+    );
+    let dump = String::from_utf8(getxattr(&two.b.mnt, "weft.statedump").unwrap()).unwrap();
+    let hits: u64 = dump
+        .lines()
+        .filter_map(|l| l.strip_prefix("lookup_hits = "))
+        .filter_map(|v| v.trim().parse::<u64>().ok())
+        .sum();
+    assert!(hits > 0, "md-cache answered no lookup: {dump}");
+    println!(
+        "{done} changes matched the model on both mounts; mount B md-cache lookup hits: {hits}"
+    );
+}
+
+#[test]
+fn a_mount_whose_brick_went_away_serves_nothing_stale() {
+    let mut two = TwoMounts::caching("coh-reconnect", true);
+    let (a, b) = (two.a.mnt.clone(), two.b.mnt.clone());
+    std::fs::write(a.join("f"), b"before").unwrap();
+    std::fs::create_dir(a.join("d")).unwrap();
+    // B caches the file, its attributes and the directory's names.
+    assert_eq!(std::fs::read(b.join("f")).unwrap(), b"before");
+    assert!(std::fs::read_dir(b.join("d")).unwrap().next().is_none());
+    // The brick goes away and comes back; meanwhile the files change on the brick itself
+    // (as another client whose invalidations could not reach B would change them).
+    two.brickd.kill9();
+    let brick = two.dir.path().join("brick");
+    std::fs::write(brick.join("f"), b"after, and longer").unwrap();
+    two.brickd.restart();
+    // Until B has reconnected its calls fail; after, it must see the new state.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match std::fs::read(b.join("f")) {
+            Ok(d) if d == b"after, and longer" => break,
+            Ok(d) if std::time::Instant::now() > deadline => panic!(
+                "mount B still reads {:?} after reconnecting\n{}",
+                String::from_utf8_lossy(&d),
+                two.logs()
+            ),
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("mount B never came back: {e}\n{}", two.logs())
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    assert_eq!(
+        std::fs::metadata(b.join("f")).unwrap().len(),
+        "after, and longer".len() as u64
+    );
+}
+
+/// The `N` in a statedump line `KEY = N/MAX` or `KEY = N`.
+fn dump_count(dump: &str, key: &str) -> u64 {
+    dump.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+        .and_then(|v| v.split('/').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in:\n{dump}"))
+}
+
+/// 100,000 files made and looked up through a client graph whose md-cache may hold 4,096
+/// entries: the statedump's inode and name counts never pass it, and it evicted.
+#[test]
+fn md_cache_stays_within_its_entries_under_many_files() {
+    const FILES: usize = 100_000;
+    const MAX: u64 = 4096;
+    let dir = scratch("coh-bound");
+    let brick = dir.path().join("brick");
+    std::fs::create_dir(&brick).unwrap();
+    let sv = dir.path().join("server.vol");
+    std::fs::write(&sv, caching_brick_graph("big", &brick)).unwrap();
+    let bd = Brickd::start(dir.path(), &sv, &[]);
+    let text = format!(
+        "{}\nvolume big-md-cache\n    type performance/md-cache\n    option cache-invalidation on\n    option md-cache-timeout 60\n    option max-entries {MAX}\n    subvolumes big-client\nend-volume\n",
+        client_volfile("big", bd.port, &[("cache-invalidation", "on")])
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut reg = weft_xlators::registry();
+        weft_protocol::register(&mut reg);
+        let vol = std::sync::Arc::new(
+            weft_client::Volume::from_volfile(&text, reg, weft_client::OpenOptions::default())
+                .await
+                .unwrap(),
+        );
+        let d = vol.mkdir("/d", 0o755).await.unwrap().gfid;
+        let check = |vol: &weft_client::Volume, when: &str| {
+            let dump = vol.graph().statedump();
+            for key in ["inodes", "names"] {
+                let n = dump_count(&dump, key);
+                assert!(
+                    n <= MAX,
+                    "{when}: md-cache holds {n} {key}, over {MAX}:\n{dump}"
+                );
+            }
+            dump
+        };
+        // Made 8 at a time, then every name looked up again the same way.
+        for pass in ["mknod", "lookup"] {
+            let mut tasks = tokio::task::JoinSet::new();
+            for t in 0..8 {
+                let vol = vol.clone();
+                tasks.spawn(async move {
+                    for i in (t..FILES).step_by(8) {
+                        let name = format!("f{i:06}");
+                        if pass == "mknod" {
+                            let mut xd = weft_core::Xdata::new();
+                            xd.set(
+                                weft_core::GFID_REQ_KEY,
+                                weft_core::Gfid::random().0.to_vec(),
+                            );
+                            let loc = weft_core::Loc::entry(d, &name);
+                            vol.top()
+                                .mknod(
+                                    &weft_core::Ctx::internal(),
+                                    &loc,
+                                    libc::S_IFREG | 0o644,
+                                    0,
+                                    0,
+                                    xd,
+                                )
+                                .await
+                                .unwrap();
+                        } else {
+                            vol.stat(format!("/d/{name}")).await.unwrap();
+                        }
+                    }
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r.unwrap();
+            }
+            check(&vol, pass);
+        }
+        let dump = check(&vol, "end");
+        assert!(
+            dump_count(&dump, "evictions") > 0,
+            "nothing was evicted:\n{dump}"
+        );
+        vol.close().await;
+    });
+}

@@ -1,0 +1,1567 @@
+//! `performance/quick-read`: keeps the whole content of small files in the client and
+//! answers reads from it, and opens read-only files "behind" (answers `open` at once), as
+//! GlusterFS's quick-read and open-behind do. It sits under md-cache in client graphs.
+//!
+//! **Content.** A `readv` that finds no fresh content for its file asks the child for it
+//! with a `lookup` by gfid carrying [`QUICK_READ_KEY`] (`max-file-size`); a brick
+//! (`storage/posix`) answers a regular file no larger with its whole content under
+//! [`QUICK_READ_CONTENT_KEY`] and an iatt describing exactly that content. The content is
+//! kept (if its length equals the iatt's size, and by the race rule below) and the read is
+//! served from it; later reads of any fd of that file are served from memory until the
+//! content is older than `cache-timeout` (at most 600 s) or dropped. A file that comes back
+//! without content (too large, or the child does not honour the key) is remembered as such
+//! for `cache-timeout`, and the fd that asked reads through the real file from then on. At
+//! most `cache-size` bytes of content are kept, the least recently used going first. Reads
+//! with xdata, of `O_DIRECT` or write-only fds, or while `enable` is off go down.
+//!
+//! **Open-behind.** An `open` for reading only (`flags & (O_ACCMODE | O_TRUNC | O_CREAT |
+//! O_EXCL | O_APPEND | O_DIRECT) == O_RDONLY`) is answered `Ok` at once while `open-behind`
+//! is on, and the real open is started in the background right then (so a file another
+//! client unlinks just after stays readable through the fd). Nobody waits for it but the
+//! FOPs that need the real fd: a read that the content cannot serve, and every other fd
+//! FOP (write, fstat, fsync, flush, locks, fd xattrs, seek, fallocate...), each of which
+//! waits and then fails with the open's error if it failed (but `flush`, which then has
+//! nothing to flush, answers `Ok`). `release` of such an fd answers at once and releases
+//! the real open when it is done (nothing when it failed).
+//!
+//! **Coherence.** Changes made through this client (writes, truncates, setattr with a size,
+//! fallocate/discard/zerofill, open with `O_TRUNC`, create, unlink, rename) drop the file's
+//! content before and after they pass down. Changes made elsewhere arrive as
+//! [`Event::Upcall`] invalidations through [`Xlator::notify`]: an inode's (with or without
+//! `data`: its size may have changed) drops its content; `All`, `ChildUp` and `ChildDown`
+//! drop everything; the event is always passed on. A lookup, stat or fstat answer passing
+//! up whose size or mtime differs from the kept content's drops it too.
+//! **The race rule** (as md-cache's): every change bumps a counter and is remembered by
+//! gfid in a ring of the last 4096; content fetched by a lookup is kept only if its file
+//! saw no change since the lookup started (a ring that no longer reaches back counts as a
+//! change).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use weft_core::options::{OptionKind, OptionSpec, Options};
+use weft_core::*;
+
+/// How many changes the race rule remembers.
+const RING: usize = 4096;
+/// The largest `max-file-size` honoured (the brick's own cap).
+const MAX_FILE_SIZE: u64 = 1 << 20;
+/// The longest `cache-timeout` honoured.
+const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// The most files remembered as having no content to offer (cleared beyond).
+const MAX_NO_CONTENT: usize = 65_536;
+/// Open flags that keep an open from going behind: anything but a plain read-only open.
+const NOT_BEHIND: i32 = libc::O_ACCMODE
+    | libc::O_TRUNC
+    | libc::O_CREAT
+    | libc::O_EXCL
+    | libc::O_APPEND
+    | libc::O_DIRECT;
+
+/// The options in effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Config {
+    enable: bool,
+    max_file_size: u64,
+    cache_size: u64,
+    timeout: Duration,
+    open_behind: bool,
+}
+
+impl Config {
+    fn from_options(o: &Options) -> Config {
+        Config {
+            enable: o.bool("enable"),
+            max_file_size: o.size("max-file-size").min(MAX_FILE_SIZE),
+            cache_size: o.size("cache-size"),
+            timeout: o.duration("cache-timeout").min(MAX_TIMEOUT),
+            open_behind: o.bool("open-behind"),
+        }
+    }
+}
+
+/// Least-recently-used order kept lazily (as md-cache's): each use pushes `(generation,
+/// key)` and the item remembers its latest generation; stale pushes are skipped when
+/// popped. Rebuilt from the live items when it grows too long.
+struct Recency<K> {
+    queue: VecDeque<(u64, K)>,
+    next: u64,
+}
+
+impl<K: Clone> Recency<K> {
+    fn new() -> Recency<K> {
+        Recency {
+            queue: VecDeque::new(),
+            next: 0,
+        }
+    }
+
+    /// Records a use of `k` now; returns the generation the item must remember.
+    fn stamp(&mut self, k: &K) -> u64 {
+        self.next += 1;
+        self.queue.push_back((self.next, k.clone()));
+        self.next
+    }
+
+    fn oldest(&mut self) -> Option<(u64, K)> {
+        self.queue.pop_front()
+    }
+
+    fn too_long(&self, live: usize) -> bool {
+        self.queue.len() > 2 * live + 1024
+    }
+
+    fn rebuild(&mut self, mut live: Vec<(u64, K)>) {
+        live.sort_unstable_by_key(|e| e.0);
+        self.queue = live.into();
+    }
+
+    fn clear(&mut self) {
+        self.queue.clear();
+    }
+}
+
+/// The recent changes, for the race rule: change number `seq` is the latest; changes up to
+/// `floor` are forgotten (an operation that started before `floor` counts as raced).
+struct Ring {
+    seq: u64,
+    floor: u64,
+    notes: VecDeque<(u64, Gfid)>,
+    by_gfid: HashMap<Gfid, u64>,
+}
+
+impl Ring {
+    fn new() -> Ring {
+        Ring {
+            seq: 0,
+            floor: 0,
+            notes: VecDeque::new(),
+            by_gfid: HashMap::new(),
+        }
+    }
+
+    /// Records a change of the content of `g`.
+    fn note(&mut self, g: Gfid) {
+        self.seq += 1;
+        let s = self.seq;
+        self.by_gfid.insert(g, s);
+        self.notes.push_back((s, g));
+        while self.notes.len() > RING {
+            let Some((s, g)) = self.notes.pop_front() else {
+                break;
+            };
+            self.floor = s;
+            if self.by_gfid.get(&g) == Some(&s) {
+                self.by_gfid.remove(&g);
+            }
+        }
+    }
+
+    /// Records a change of everything.
+    fn all(&mut self) {
+        self.seq += 1;
+        self.floor = self.seq;
+        self.notes.clear();
+        self.by_gfid.clear();
+    }
+
+    /// Whether `g` changed after change number `start`.
+    fn changed(&self, start: u64, g: &Gfid) -> bool {
+        start < self.floor || self.by_gfid.get(g).is_some_and(|s| *s > start)
+    }
+}
+
+/// The kept content of one file.
+struct Content {
+    data: Bytes,
+    /// The file's size and mtime when it was read (what later answers are checked against).
+    size: u64,
+    mtime: Timespec,
+    at: Instant,
+    gen: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: u64,
+    misses: u64,
+    fetches: u64,
+    evictions: u64,
+    invalidations: u64,
+    opens_behind: u64,
+}
+
+/// Everything quick-read knows, under one lock.
+struct State {
+    cfg: Config,
+    files: HashMap<Gfid, Content>,
+    lru: Recency<Gfid>,
+    /// Bytes of content kept.
+    bytes: u64,
+    /// Files a fetch found without content, and when.
+    no_content: HashMap<Gfid, Instant>,
+    ring: Ring,
+    n: Counters,
+}
+
+impl State {
+    fn new(cfg: Config) -> State {
+        State {
+            cfg,
+            files: HashMap::new(),
+            lru: Recency::new(),
+            bytes: 0,
+            no_content: HashMap::new(),
+            ring: Ring::new(),
+            n: Counters::default(),
+        }
+    }
+
+    fn fresh(&self, at: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(at) < self.cfg.timeout
+    }
+
+    /// The fresh content of `g`, marked as just used.
+    fn get(&mut self, g: &Gfid, now: Instant) -> Option<Bytes> {
+        let at = self.files.get(g)?.at;
+        if !self.fresh(at, now) {
+            self.remove(g);
+            return None;
+        }
+        let gen = self.lru.stamp(g);
+        let c = self.files.get_mut(g)?;
+        c.gen = gen;
+        let data = c.data.clone();
+        self.tidy();
+        Some(data)
+    }
+
+    /// Whether a fetch for `g` found no content lately.
+    fn known_empty(&mut self, g: &Gfid, now: Instant) -> bool {
+        match self.no_content.get(g) {
+            Some(at) if self.fresh(*at, now) => true,
+            Some(_) => {
+                self.no_content.remove(g);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps `data` as the content of `ia`'s file unless caching is off, it is too large,
+    /// or the file changed since `start`.
+    fn put(&mut self, start: u64, ia: &Iatt, data: Bytes, now: Instant) {
+        let g = ia.gfid;
+        let len = data.len() as u64;
+        if !self.cfg.enable
+            || self.ring.changed(start, &g)
+            || len > self.cfg.max_file_size
+            || len > self.cfg.cache_size
+        {
+            return;
+        }
+        self.remove(&g);
+        self.no_content.remove(&g);
+        let gen = self.lru.stamp(&g);
+        self.files.insert(
+            g,
+            Content {
+                data,
+                size: ia.size,
+                mtime: ia.mtime,
+                at: now,
+                gen,
+            },
+        );
+        self.bytes += len;
+        self.tidy();
+    }
+
+    /// Remembers that `g` had no content to offer, unless it changed since `start`.
+    fn put_no_content(&mut self, start: u64, g: Gfid, now: Instant) {
+        if !self.cfg.enable || self.ring.changed(start, &g) {
+            return;
+        }
+        if self.no_content.len() >= MAX_NO_CONTENT {
+            self.no_content.clear();
+        }
+        self.no_content.insert(g, now);
+    }
+
+    fn remove(&mut self, g: &Gfid) {
+        if let Some(c) = self.files.remove(g) {
+            self.bytes = self.bytes.saturating_sub(c.data.len() as u64);
+        }
+    }
+
+    /// `g`'s content changed: remember it (race rule) and drop what is kept of it.
+    fn changed(&mut self, g: Gfid) {
+        self.ring.note(g);
+        self.remove(&g);
+        self.no_content.remove(&g);
+    }
+
+    /// An answer passing up says `ia`: drop kept content it contradicts.
+    fn seen(&mut self, ia: &Iatt) {
+        if let Some(c) = self.files.get(&ia.gfid) {
+            if c.size != ia.size || c.mtime != ia.mtime {
+                self.changed(ia.gfid);
+            }
+        }
+    }
+
+    /// Drops everything and makes every fetch in flight count as raced.
+    fn drop_all(&mut self) {
+        self.ring.all();
+        self.files.clear();
+        self.lru.clear();
+        self.bytes = 0;
+        self.no_content.clear();
+    }
+
+    /// Drops content over `max-file-size` (after it was lowered).
+    fn drop_oversized(&mut self) {
+        let max = self.cfg.max_file_size;
+        let big: Vec<Gfid> = self
+            .files
+            .iter()
+            .filter(|(_, c)| c.data.len() as u64 > max)
+            .map(|(g, _)| *g)
+            .collect();
+        for g in big {
+            self.remove(&g);
+            self.n.evictions += 1;
+        }
+    }
+
+    /// Evicts beyond `cache-size` and keeps the recency queue short.
+    fn tidy(&mut self) {
+        let mut rebuilt = false;
+        while self.bytes > self.cfg.cache_size {
+            match self.lru.oldest() {
+                Some((gen, g)) => {
+                    if self.files.get(&g).is_some_and(|c| c.gen == gen) {
+                        self.remove(&g);
+                        self.n.evictions += 1;
+                    }
+                }
+                None if !rebuilt => {
+                    rebuilt = true;
+                    self.rebuild_lru();
+                }
+                None => break,
+            }
+        }
+        if self.lru.too_long(self.files.len()) {
+            self.rebuild_lru();
+        }
+    }
+
+    fn rebuild_lru(&mut self) {
+        let live = self.files.iter().map(|(g, c)| (c.gen, *g)).collect();
+        self.lru.rebuild(live);
+    }
+}
+
+/// The result of a background open: `None` while it runs.
+type Opening = watch::Receiver<Option<Result<(), Errno>>>;
+
+/// Per-fd state, hung on the fd under quick-read's name.
+struct FdState {
+    /// The real open running behind (open-behind); `None` when opened for real.
+    behind: Option<Opening>,
+    /// A fetch for this fd found no content: read through the real fd from now on.
+    no_fetch: AtomicBool,
+}
+
+/// Waits for a background open; a task that ended without answering is `EIO`.
+async fn opened(mut rx: Opening) -> Result<(), Errno> {
+    let r = match rx.wait_for(Option::is_some).await {
+        Ok(v) => (*v).unwrap_or(Err(Errno::EIO)),
+        Err(_) => Err(Errno::EIO),
+    };
+    r
+}
+
+/// `size` bytes at `offset` of `data` (fewer at its end, none past it).
+fn slice(data: &Bytes, size: u32, offset: u64) -> Bytes {
+    let len = data.len() as u64;
+    if offset >= len {
+        return Bytes::new();
+    }
+    let end = offset.saturating_add(u64::from(size)).min(len);
+    data.slice(offset as usize..end as usize)
+}
+
+/// What a read does.
+enum Read {
+    /// Served from the kept content.
+    Hit(Bytes),
+    /// Ask for the content, having read the change number.
+    Fetch(u64, u64),
+    /// Read through the real fd.
+    Down,
+}
+
+/// The quick-read (and open-behind) translator (`performance/quick-read`). See the module
+/// docs.
+pub struct QuickRead {
+    name: String,
+    children: Vec<XlatorRef>,
+    state: Mutex<State>,
+}
+
+impl QuickRead {
+    fn new(name: String, children: Vec<XlatorRef>, cfg: Config) -> QuickRead {
+        QuickRead {
+            name,
+            children,
+            state: Mutex::new(State::new(cfg)),
+        }
+    }
+
+    fn fd_state(&self, fd: &FdRef) -> Option<Arc<FdState>> {
+        fd.ctx::<FdState>(&self.name)
+    }
+
+    /// Waits for `fd`'s background open, if it has one; its error if it failed.
+    async fn wait_open(&self, fd: &FdRef) -> Result<(), Errno> {
+        match self.fd_state(fd).and_then(|s| s.behind.clone()) {
+            Some(rx) => opened(rx).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The content of `g` changed through this client.
+    fn changed(&self, g: Option<Gfid>) {
+        if let Some(g) = g {
+            self.state.lock().changed(g);
+        }
+    }
+
+    /// Runs a FOP that changes the content of `g`, dropping it before and after.
+    async fn modify<T>(&self, g: Option<Gfid>, fop: impl Future<Output = Fop<T>> + Send) -> Fop<T> {
+        self.changed(g);
+        let r = fop.await;
+        self.changed(g);
+        r
+    }
+
+    /// Drops kept content an iatt passing up contradicts.
+    fn seen(&self, r: &Fop<Iatt>) {
+        if let Ok((ia, _)) = r {
+            self.state.lock().seen(ia);
+        }
+    }
+
+    fn read_begin(&self, fd: &FdRef, offset: u64) -> Read {
+        let no_fetch = self
+            .fd_state(fd)
+            .is_some_and(|s| s.no_fetch.load(Ordering::Relaxed));
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        if !st.cfg.enable {
+            return Read::Down;
+        }
+        if let Some(data) = st.get(&fd.gfid, now) {
+            st.n.hits += 1;
+            return Read::Hit(data);
+        }
+        st.n.misses += 1;
+        let max = st.cfg.max_file_size;
+        // A file with content to offer is no larger than max: a read from there is past
+        // its end anyway, and the real fd answers that as well.
+        if no_fetch || offset >= max || st.known_empty(&fd.gfid, now) {
+            return Read::Down;
+        }
+        st.n.fetches += 1;
+        Read::Fetch(st.ring.seq, max)
+    }
+
+    /// Asks the child for `fd`'s file content (race rule from `start`); keeps it, and
+    /// returns it, when the answer carries it.
+    async fn fetch(
+        &self,
+        child: &XlatorRef,
+        ctx: &Ctx,
+        fd: &FdRef,
+        start: u64,
+        max: u64,
+    ) -> Option<Bytes> {
+        let mut xd = Xdata::new();
+        xd.set_u64(QUICK_READ_KEY, max);
+        let r = child.lookup(ctx, &Loc::inode(fd.gfid), xd).await;
+        let now = Instant::now();
+        let content = match r {
+            Ok((ia, mut rxd)) if ia.gfid == fd.gfid => rxd
+                .0
+                .remove(QUICK_READ_CONTENT_KEY)
+                .filter(|c| {
+                    ia.mode & libc::S_IFMT == libc::S_IFREG
+                        && c.len() as u64 == ia.size
+                        && c.len() as u64 <= max
+                })
+                .map(|c| (ia, Bytes::from(c))),
+            _ => None,
+        };
+        let mut st = self.state.lock();
+        match content {
+            Some((ia, data)) => {
+                st.put(start, &ia, data.clone(), now);
+                Some(data)
+            }
+            None => {
+                st.put_no_content(start, fd.gfid, now);
+                drop(st);
+                if let Some(s) = self.fd_state(fd) {
+                    s.no_fetch.store(true, Ordering::Relaxed);
+                }
+                None
+            }
+        }
+    }
+
+    /// Starts the real open of `fd` in the background; `None` when there is no runtime to
+    /// run it on.
+    fn open_behind(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, xd: Xdata) -> Option<Opening> {
+        let rt = tokio::runtime::Handle::try_current().ok()?;
+        let child = self.child().ok()?.clone();
+        let (tx, rx) = watch::channel(None);
+        let (ctx, loc, fd) = (ctx.clone(), loc.clone(), fd.clone());
+        rt.spawn(async move {
+            let r = child.open(&ctx, &loc, &fd, xd).await.map(|_| ());
+            tx.send_replace(Some(r));
+        });
+        Some(rx)
+    }
+}
+
+#[async_trait::async_trait]
+impl Xlator for QuickRead {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn children(&self) -> &[XlatorRef] {
+        &self.children
+    }
+
+    async fn notify(&self, _from: &str, event: Event) -> Option<Event> {
+        match &event {
+            Event::Upcall(u) => {
+                let mut st = self.state.lock();
+                for inv in &u.invalidations {
+                    match inv {
+                        // Attributes only: the size may have changed too.
+                        Invalidation::Inode { gfid, .. } => {
+                            st.n.invalidations += 1;
+                            st.changed(*gfid);
+                        }
+                        Invalidation::Entry { .. } => {}
+                        Invalidation::All => {
+                            st.n.invalidations += 1;
+                            st.drop_all();
+                        }
+                    }
+                }
+            }
+            Event::ChildUp(_) | Event::ChildDown(_) => self.state.lock().drop_all(),
+            _ => {}
+        }
+        Some(event)
+    }
+
+    fn dump(&self) -> String {
+        let st = self.state.lock();
+        let onoff = |b: bool| if b { "on" } else { "off" };
+        let c = &st.cfg;
+        let n = &st.n;
+        format!(
+            "enable = {}\nmax-file-size = {}\ncache-size = {}\ncache-timeout = {:?}\n\
+             open-behind = {}\nfiles = {}\nbytes = {}/{}\nhits = {}\nmisses = {}\n\
+             fetches = {}\nevictions = {}\ninvalidations = {}\nopens_behind = {}\n",
+            onoff(c.enable),
+            c.max_file_size,
+            c.cache_size,
+            c.timeout,
+            onoff(c.open_behind),
+            st.files.len(),
+            st.bytes,
+            c.cache_size,
+            n.hits,
+            n.misses,
+            n.fetches,
+            n.evictions,
+            n.invalidations,
+            n.opens_behind,
+        )
+    }
+
+    async fn fini(&self) {
+        self.state.lock().drop_all();
+    }
+
+    async fn reconfigure(&self, options: &Options) -> Result<(), String> {
+        let cfg = Config::from_options(options);
+        let mut st = self.state.lock();
+        let off = st.cfg.enable && !cfg.enable;
+        st.cfg = cfg;
+        if off {
+            st.drop_all();
+        } else {
+            st.drop_oversized();
+            st.tidy();
+        }
+        Ok(())
+    }
+
+    // ==== answers that tell about content ====
+
+    async fn lookup(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
+        let r = self.child()?.lookup(ctx, loc, xd).await;
+        self.seen(&r);
+        r
+    }
+    async fn stat(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
+        let r = self.child()?.stat(ctx, loc, xd).await;
+        self.seen(&r);
+        r
+    }
+    async fn fstat(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<Iatt> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        let r = child.fstat(ctx, fd, xd).await;
+        self.seen(&r);
+        r
+    }
+
+    // ==== open, read, release ====
+
+    async fn open(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        let child = self.child()?;
+        let behind = self.state.lock().cfg.open_behind
+            && !fd.is_dir
+            && fd.flags & NOT_BEHIND == libc::O_RDONLY;
+        if behind {
+            if let Some(rx) = self.open_behind(ctx, loc, fd, xd.clone()) {
+                fd.set_ctx(
+                    &self.name,
+                    Arc::new(FdState {
+                        behind: Some(rx),
+                        no_fetch: AtomicBool::new(false),
+                    }),
+                );
+                self.state.lock().n.opens_behind += 1;
+                return Ok(((), Xdata::new()));
+            }
+        }
+        let r = if fd.flags & libc::O_TRUNC != 0 {
+            let g = loc.gfid.or(Some(fd.gfid));
+            self.modify(g, child.open(ctx, loc, fd, xd)).await
+        } else {
+            child.open(ctx, loc, fd, xd).await
+        };
+        if r.is_ok() && !fd.is_dir {
+            fd.set_ctx(
+                &self.name,
+                Arc::new(FdState {
+                    behind: None,
+                    no_fetch: AtomicBool::new(false),
+                }),
+            );
+        }
+        r
+    }
+
+    async fn create(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        fd: &FdRef,
+        mode: u32,
+        umask: u32,
+        xd: Xdata,
+    ) -> Fop<Iatt> {
+        let child = self.child()?;
+        let r = child.create(ctx, loc, fd, mode, umask, xd).await;
+        if let Ok((ia, _)) = &r {
+            // Without O_EXCL an existing file may come back (truncated by O_TRUNC).
+            self.changed(Some(ia.gfid));
+            fd.set_ctx(
+                &self.name,
+                Arc::new(FdState {
+                    behind: None,
+                    no_fetch: AtomicBool::new(false),
+                }),
+            );
+        }
+        r
+    }
+
+    async fn readv(&self, ctx: &Ctx, fd: &FdRef, size: u32, offset: u64, xd: Xdata) -> Fop<Bytes> {
+        let child = self.child()?;
+        // A write-only fd reads nothing (the real fd answers EBADF).
+        let readable = fd.flags & libc::O_ACCMODE != libc::O_WRONLY;
+        if xd.is_empty() && readable && !fd.is_dir && fd.flags & libc::O_DIRECT == 0 {
+            match self.read_begin(fd, offset) {
+                Read::Hit(data) => return Ok((slice(&data, size, offset), Xdata::new())),
+                Read::Fetch(start, max) => {
+                    if let Some(data) = self.fetch(child, ctx, fd, start, max).await {
+                        return Ok((slice(&data, size, offset), Xdata::new()));
+                    }
+                }
+                Read::Down => {}
+            }
+        }
+        self.wait_open(fd).await?;
+        child.readv(ctx, fd, size, offset, xd).await
+    }
+
+    async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        let child = self.child()?;
+        let Some(rx) = fd
+            .take_ctx::<FdState>(&self.name)
+            .and_then(|s| s.behind.clone())
+        else {
+            return child.release(ctx, fd, xd).await;
+        };
+        // Done already: release it now; failed: nothing to release.
+        let done = *rx.borrow();
+        match done {
+            Some(Ok(())) => return child.release(ctx, fd, xd).await,
+            Some(Err(_)) => return Ok(((), Xdata::new())),
+            None => {}
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let (child, ctx, fd) = (child.clone(), ctx.clone(), fd.clone());
+                rt.spawn(async move {
+                    if opened(rx).await.is_ok() {
+                        let _ = child.release(&ctx, &fd, xd).await;
+                    }
+                });
+                Ok(((), Xdata::new()))
+            }
+            Err(_) => {
+                if opened(rx).await.is_ok() {
+                    child.release(ctx, fd, xd).await
+                } else {
+                    Ok(((), Xdata::new()))
+                }
+            }
+        }
+    }
+
+    // ==== other fd FOPs: the real fd first ====
+
+    async fn writev(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        let fop = child.writev(ctx, fd, data, offset, xd);
+        self.modify(Some(fd.gfid), fop).await
+    }
+    async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        let child = self.child()?;
+        // A read-only fd whose real open failed has nothing to flush (and holds no lock:
+        // `lk` would have failed); its reads already reported the error.
+        if self.wait_open(fd).await.is_err() {
+            return Ok(((), Xdata::new()));
+        }
+        child.flush(ctx, fd, xd).await
+    }
+    async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        child.fsync(ctx, fd, datasync, xd).await
+    }
+    async fn fsetattr(&self, ctx: &Ctx, fd: &FdRef, attr: &SetAttr, xd: Xdata) -> Fop<Iatt> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        let fop = child.fsetattr(ctx, fd, attr, xd);
+        if attr.size.is_some() {
+            self.modify(Some(fd.gfid), fop).await
+        } else {
+            fop.await
+        }
+    }
+    async fn ftruncate(&self, ctx: &Ctx, fd: &FdRef, size: u64, xd: Xdata) -> Fop<Iatt> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        let fop = child.ftruncate(ctx, fd, size, xd);
+        self.modify(Some(fd.gfid), fop).await
+    }
+    async fn fallocate(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        mode: i32,
+        offset: u64,
+        len: u64,
+        xd: Xdata,
+    ) -> Fop<()> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        let fop = child.fallocate(ctx, fd, mode, offset, len, xd);
+        self.modify(Some(fd.gfid), fop).await
+    }
+    async fn discard(&self, ctx: &Ctx, fd: &FdRef, offset: u64, len: u64, xd: Xdata) -> Fop<()> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        let fop = child.discard(ctx, fd, offset, len, xd);
+        self.modify(Some(fd.gfid), fop).await
+    }
+    async fn zerofill(&self, ctx: &Ctx, fd: &FdRef, offset: u64, len: u64, xd: Xdata) -> Fop<()> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        let fop = child.zerofill(ctx, fd, offset, len, xd);
+        self.modify(Some(fd.gfid), fop).await
+    }
+    async fn seek(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        offset: u64,
+        what: SeekWhat,
+        xd: Xdata,
+    ) -> Fop<u64> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        child.seek(ctx, fd, offset, what, xd).await
+    }
+    async fn rchecksum(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        offset: u64,
+        len: u32,
+        xd: Xdata,
+    ) -> Fop<Checksum> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        child.rchecksum(ctx, fd, offset, len, xd).await
+    }
+    async fn fgetxattr(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        name: Option<&str>,
+        xd: Xdata,
+    ) -> Fop<XattrMap> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        child.fgetxattr(ctx, fd, name, xd).await
+    }
+    async fn fsetxattr(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        attrs: &XattrMap,
+        flags: i32,
+        xd: Xdata,
+    ) -> Fop<()> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        child.fsetxattr(ctx, fd, attrs, flags, xd).await
+    }
+    async fn fremovexattr(&self, ctx: &Ctx, fd: &FdRef, name: &str, xd: Xdata) -> Fop<()> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        child.fremovexattr(ctx, fd, name, xd).await
+    }
+    async fn fxattrop(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        op: XattropOp,
+        attrs: &XattrMap,
+        xd: Xdata,
+    ) -> Fop<XattrMap> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        child.fxattrop(ctx, fd, op, attrs, xd).await
+    }
+    async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, xd: Xdata) -> Fop<Flock> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        child.lk(ctx, fd, cmd, lock, xd).await
+    }
+    async fn finodelk(
+        &self,
+        ctx: &Ctx,
+        domain: &str,
+        fd: &FdRef,
+        cmd: LkCmd,
+        lock: &Flock,
+        xd: Xdata,
+    ) -> Fop<()> {
+        let child = self.child()?;
+        self.wait_open(fd).await?;
+        child.finodelk(ctx, domain, fd, cmd, lock, xd).await
+    }
+
+    // ==== changes by location ====
+
+    async fn setattr(&self, ctx: &Ctx, loc: &Loc, attr: &SetAttr, xd: Xdata) -> Fop<Iatt> {
+        let child = self.child()?;
+        let fop = child.setattr(ctx, loc, attr, xd);
+        if attr.size.is_some() {
+            self.modify(loc.gfid, fop).await
+        } else {
+            fop.await
+        }
+    }
+    async fn truncate(&self, ctx: &Ctx, loc: &Loc, size: u64, xd: Xdata) -> Fop<Iatt> {
+        let child = self.child()?;
+        let fop = child.truncate(ctx, loc, size, xd);
+        self.modify(loc.gfid, fop).await
+    }
+    async fn unlink(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
+        let child = self.child()?;
+        let fop = child.unlink(ctx, loc, xd);
+        self.modify(loc.gfid, fop).await
+    }
+    async fn rename(&self, ctx: &Ctx, old: &Loc, new: &Loc, flags: u32, xd: Xdata) -> Fop<()> {
+        let child = self.child()?;
+        self.changed(new.gfid);
+        let fop = child.rename(ctx, old, new, flags, xd);
+        let r = self.modify(old.gfid, fop).await;
+        self.changed(new.gfid);
+        r
+    }
+}
+
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "enable",
+        kind: OptionKind::Bool,
+        default: Some("on"),
+        description: "off: no file content is kept and every read goes down (open-behind is its own option). Changes live.",
+    },
+    OptionSpec {
+        key: "max-file-size",
+        kind: OptionKind::Size,
+        default: Some("64KiB"),
+        description: "The largest file whose whole content is fetched and kept; values above 1MiB count as 1MiB. Changes live.",
+    },
+    OptionSpec {
+        key: "cache-size",
+        kind: OptionKind::Size,
+        default: Some("128MiB"),
+        description: "The most bytes of file content kept over all files; the least recently used go first. Changes live.",
+    },
+    OptionSpec {
+        key: "cache-timeout",
+        kind: OptionKind::Duration,
+        default: Some("1s"),
+        description: "How long kept content is trusted, with or without invalidations; values above 600s count as 600s. Changes live.",
+    },
+    OptionSpec {
+        key: "open-behind",
+        kind: OptionKind::Bool,
+        default: Some("on"),
+        description: "Answer read-only opens at once and open for real in the background, waiting only when the real fd is needed. Changes live (for later opens).",
+    },
+];
+
+/// The `performance/quick-read` type.
+pub struct QuickReadType;
+
+impl XlatorType for QuickReadType {
+    fn type_name(&self) -> &'static str {
+        "performance/quick-read"
+    }
+    fn description(&self) -> &'static str {
+        "Keeps the whole content of small files in the client and serves reads from it, and opens read-only files in the background (open-behind), kept coherent by brick invalidations."
+    }
+    fn options(&self) -> &'static [OptionSpec] {
+        OPTIONS
+    }
+    fn children(&self) -> (usize, usize) {
+        (1, 1)
+    }
+    fn build(&self, init: XlatorInit) -> Result<XlatorRef, String> {
+        Ok(Arc::new(QuickRead::new(
+            init.name,
+            init.children,
+            Config::from_options(&init.options),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::posix::io::PosixFile;
+    use std::sync::atomic::AtomicU64;
+    use weft_core::volfile::{Volfile, VolumeDecl};
+
+    fn options(pairs: &[(&str, &str)]) -> Options {
+        let given: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Options::validate(OPTIONS, &given).unwrap()
+    }
+
+    /// Passes everything down, counting opens and releases, optionally slowing opens and
+    /// lookups.
+    struct Probe {
+        children: Vec<XlatorRef>,
+        open_delay: Duration,
+        lookup_delay: Duration,
+        opens_done: AtomicU64,
+        releases: AtomicU64,
+        lookups: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl Xlator for Probe {
+        fn name(&self) -> &str {
+            "probe"
+        }
+        fn children(&self) -> &[XlatorRef] {
+            &self.children
+        }
+        async fn open(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, xd: Xdata) -> Fop<()> {
+            tokio::time::sleep(self.open_delay).await;
+            let r = self.child()?.open(ctx, loc, fd, xd).await;
+            self.opens_done.fetch_add(1, Ordering::SeqCst);
+            r
+        }
+        async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+            self.releases.fetch_add(1, Ordering::SeqCst);
+            self.child()?.release(ctx, fd, xd).await
+        }
+        async fn lookup(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(self.lookup_delay).await;
+            self.child()?.lookup(ctx, loc, xd).await
+        }
+    }
+
+    /// A brick in a tempdir, a probe over it, and quick-read (options `pairs`) on top.
+    struct Rig {
+        dir: tempfile::TempDir,
+        _graph: Graph,
+        probe: Arc<Probe>,
+        qr: QuickRead,
+    }
+
+    fn rig_with(pairs: &[(&str, &str)], open_delay: u64, lookup_delay: u64) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let vf = Volfile {
+            volumes: vec![
+                VolumeDecl::new("p", "storage/posix").option("directory", dir.path().display())
+            ],
+        };
+        let graph = Graph::build(&vf, &crate::registry()).unwrap();
+        let probe = Arc::new(Probe {
+            children: vec![graph.get("p").unwrap().clone()],
+            open_delay: Duration::from_millis(open_delay),
+            lookup_delay: Duration::from_millis(lookup_delay),
+            opens_done: AtomicU64::new(0),
+            releases: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
+        });
+        let qr = QuickRead::new(
+            "qr".into(),
+            vec![probe.clone()],
+            Config::from_options(&options(pairs)),
+        );
+        Rig {
+            dir,
+            _graph: graph,
+            probe,
+            qr,
+        }
+    }
+
+    fn rig(pairs: &[(&str, &str)]) -> Rig {
+        rig_with(pairs, 0, 0)
+    }
+
+    impl Rig {
+        fn path(&self, rel: &str) -> std::path::PathBuf {
+            self.dir.path().join(rel)
+        }
+
+        /// Writes `data` as file `name` on the brick directly; its gfid.
+        async fn file(&self, name: &str, data: &[u8]) -> Gfid {
+            std::fs::write(self.path(name), data).unwrap();
+            self.qr
+                .lookup(&ctx(), &Loc::entry(Gfid::ROOT, name), Xdata::new())
+                .await
+                .unwrap()
+                .0
+                .gfid
+        }
+
+        async fn open(&self, g: Gfid, flags: i32) -> FdRef {
+            let fd = Fd::new(g, flags, false);
+            self.qr
+                .open(&ctx(), &Loc::inode(g), &fd, Xdata::new())
+                .await
+                .unwrap();
+            fd
+        }
+
+        async fn read(&self, fd: &FdRef, size: u32, offset: u64) -> Vec<u8> {
+            self.qr
+                .readv(&ctx(), fd, size, offset, Xdata::new())
+                .await
+                .unwrap()
+                .0
+                .to_vec()
+        }
+
+        async fn release(&self, fd: &FdRef) {
+            self.qr.release(&ctx(), fd, Xdata::new()).await.unwrap();
+        }
+
+        /// Waits (at most 5 s) until every background open is done and released.
+        async fn settled(&self, opens: u64) {
+            for _ in 0..500 {
+                if self.probe.opens_done.load(Ordering::SeqCst) == opens
+                    && self.probe.releases.load(Ordering::SeqCst) == opens
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "opens {} releases {} (want {opens})",
+                self.probe.opens_done.load(Ordering::SeqCst),
+                self.probe.releases.load(Ordering::SeqCst)
+            );
+        }
+    }
+
+    /// Counter `key` of a dump.
+    fn counter(x: &dyn Xlator, key: &str) -> u64 {
+        let dump = x.dump();
+        dump.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} = ")))
+            .and_then(|v| v.split(['/', ' ']).next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {dump}"))
+    }
+
+    fn ctx() -> Ctx {
+        Ctx::internal()
+    }
+
+    fn upcall(invalidations: Vec<Invalidation>) -> Event {
+        Event::Upcall(Upcall {
+            client: 0,
+            invalidations,
+            ack: Ack::none(),
+        })
+    }
+
+    fn inode_inval(gfid: Gfid, data: bool) -> Event {
+        upcall(vec![Invalidation::Inode {
+            gfid,
+            data,
+            xattrs: false,
+        }])
+    }
+
+    #[tokio::test]
+    async fn a_small_file_is_fetched_once_and_served_in_slices() {
+        let r = rig(&[]);
+        let g = r.file("f", b"hello world").await;
+        let fd1 = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd1, 5, 0).await, b"hello");
+        assert_eq!(r.read(&fd1, 100, 6).await, b"world");
+        assert_eq!(r.read(&fd1, 3, 4).await, b"o w");
+        assert_eq!(r.read(&fd1, 10, 11).await, b"");
+        assert_eq!(r.read(&fd1, 10, 1 << 40).await, b"");
+        assert_eq!(r.read(&fd1, u32::MAX, u64::MAX - 1).await, b"");
+        let fd2 = r.open(g, libc::O_RDONLY | libc::O_NOATIME).await;
+        assert_eq!(r.read(&fd2, 4096, 0).await, b"hello world");
+        assert_eq!(counter(&r.qr, "fetches"), 1);
+        assert_eq!(counter(&r.qr, "misses"), 1);
+        assert_eq!(counter(&r.qr, "hits"), 6);
+        assert_eq!(counter(&r.qr, "opens_behind"), 2);
+        assert_eq!(counter(&r.qr, "files"), 1);
+        assert_eq!(counter(&r.qr, "bytes"), 11);
+        // Flush of a behind fd waits for the real open and passes down.
+        r.qr.flush(&ctx(), &fd1, Xdata::new()).await.unwrap();
+        let lock = Flock {
+            kind: LockType::Read,
+            start: 0,
+            len: 0,
+            pid: 1,
+            owner: 1,
+        };
+        assert_eq!(
+            r.qr.lk(&ctx(), &fd1, LkCmd::Get, &lock, Xdata::new())
+                .await
+                .unwrap_err(),
+            Errno::ENOTSUP,
+            "posix's own answer: the call went down"
+        );
+        r.release(&fd1).await;
+        r.release(&fd2).await;
+        r.settled(2).await;
+        for fd in [&fd1, &fd2] {
+            assert!(fd.ctx::<PosixFile>("p").is_none(), "released on posix");
+            assert!(fd.ctx::<FdState>("qr").is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_does_not_wait_for_the_background_open() {
+        let r = rig_with(&[], 300, 0);
+        let g = r.file("f", b"quick").await;
+        let fd = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd, 10, 0).await, b"quick");
+        assert_eq!(
+            r.probe.opens_done.load(Ordering::SeqCst),
+            0,
+            "still opening"
+        );
+        // Released before the open is done: released once it is.
+        r.release(&fd).await;
+        assert_eq!(r.probe.releases.load(Ordering::SeqCst), 0);
+        r.settled(1).await;
+        assert!(fd.ctx::<PosixFile>("p").is_none());
+        // fstat waits for the open and reports the file.
+        let fd = r.open(g, libc::O_RDONLY).await;
+        let (ia, _) = r.qr.fstat(&ctx(), &fd, Xdata::new()).await.unwrap();
+        assert_eq!(ia.size, 5);
+        assert_eq!(r.probe.opens_done.load(Ordering::SeqCst), 2);
+        r.release(&fd).await;
+        r.settled(2).await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_background_open_fails_the_calls_that_need_it() {
+        let r = rig(&[]);
+        let fd = r.open(Gfid::random(), libc::O_RDONLY).await;
+        assert_eq!(
+            r.qr.fstat(&ctx(), &fd, Xdata::new()).await.unwrap_err(),
+            Errno::ESTALE
+        );
+        assert_eq!(
+            r.qr.readv(&ctx(), &fd, 10, 0, Xdata::new())
+                .await
+                .unwrap_err(),
+            Errno::ESTALE
+        );
+        r.qr.flush(&ctx(), &fd, Xdata::new()).await.unwrap();
+        r.release(&fd).await;
+        assert_eq!(r.probe.releases.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_file_over_max_file_size_is_read_through_the_real_fd() {
+        let r = rig(&[("max-file-size", "1KiB")]);
+        let data: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+        let g = r.file("big", &data).await;
+        let fd = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd, 100, 0).await, &data[..100]);
+        assert_eq!(r.read(&fd, 2000, 3000).await, &data[3000..]);
+        let fd2 = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd2, 10, 5).await, &data[5..15]);
+        // One fetch found no content; neither this fd nor another asks again.
+        assert_eq!(counter(&r.qr, "fetches"), 1);
+        assert_eq!(counter(&r.qr, "files"), 0);
+        assert_eq!(counter(&r.qr, "hits"), 0);
+        // A file shrunk below the limit (through this client) is fetched again.
+        let rw = r.open(g, libc::O_RDWR).await;
+        assert_eq!(counter(&r.qr, "opens_behind"), 2);
+        r.qr.ftruncate(&ctx(), &rw, 10, Xdata::new()).await.unwrap();
+        let fd3 = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd3, 100, 0).await, &data[..10]);
+        assert_eq!(counter(&r.qr, "fetches"), 2);
+        assert_eq!(counter(&r.qr, "files"), 1);
+        for fd in [&fd, &fd2, &rw, &fd3] {
+            r.release(fd).await;
+        }
+        r.settled(4).await;
+    }
+
+    #[tokio::test]
+    async fn invalidations_make_the_next_read_fetch_again() {
+        let r = rig(&[]);
+        let g = r.file("f", b"old").await;
+        let fd = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd, 100, 0).await, b"old");
+        // Changed on the brick behind its back: not seen before an invalidation...
+        std::fs::write(r.path("f"), b"newer").unwrap();
+        assert_eq!(r.read(&fd, 100, 0).await, b"old");
+        // ...and seen right after one, which is passed on unchanged.
+        let ev = inode_inval(g, true);
+        assert_eq!(r.qr.notify("p", ev.clone()).await, Some(ev));
+        assert_eq!(r.read(&fd, 100, 0).await, b"newer");
+        assert_eq!(counter(&r.qr, "fetches"), 2);
+        // Attributes only: dropped too (the size may have changed).
+        std::fs::write(r.path("f"), b"newest").unwrap();
+        r.qr.notify("p", inode_inval(g, false)).await;
+        assert_eq!(r.read(&fd, 100, 0).await, b"newest");
+        // All, and a child going down, drop everything; entry invalidations nothing.
+        r.qr.notify(
+            "p",
+            upcall(vec![Invalidation::Entry {
+                parent: Gfid::ROOT,
+                name: b"f".to_vec(),
+            }]),
+        )
+        .await;
+        assert_eq!(counter(&r.qr, "files"), 1);
+        r.qr.notify("p", upcall(vec![Invalidation::All])).await;
+        assert_eq!(counter(&r.qr, "files"), 0);
+        r.read(&fd, 100, 0).await;
+        assert_eq!(counter(&r.qr, "files"), 1);
+        r.qr.notify("p", Event::ChildDown("p".into())).await;
+        assert_eq!(counter(&r.qr, "files"), 0);
+        assert_eq!(counter(&r.qr, "invalidations"), 3);
+        assert_eq!(counter(&r.qr, "fetches"), 4);
+        // A lookup answer whose size differs drops the content.
+        r.read(&fd, 100, 0).await;
+        std::fs::write(r.path("f"), b"x").unwrap();
+        r.qr.lookup(&ctx(), &Loc::inode(g), Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(r.read(&fd, 100, 0).await, b"x");
+        r.release(&fd).await;
+        r.settled(1).await;
+    }
+
+    #[tokio::test]
+    async fn content_expires_after_cache_timeout() {
+        let r = rig(&[("cache-timeout", "50ms")]);
+        let g = r.file("f", b"abc").await;
+        let fd = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd, 100, 0).await, b"abc");
+        std::fs::write(r.path("f"), b"xyz").unwrap();
+        assert_eq!(r.read(&fd, 100, 0).await, b"abc");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(r.read(&fd, 100, 0).await, b"xyz");
+        r.release(&fd).await;
+        r.settled(1).await;
+    }
+
+    #[tokio::test]
+    async fn changes_through_quick_read_drop_the_content() {
+        let r = rig(&[]);
+        let g = r.file("f", b"hello world").await;
+        let ro = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(r.read(&ro, 100, 0).await, b"hello world");
+        let rw = r.open(g, libc::O_RDWR).await;
+        assert_eq!(
+            counter(&r.qr, "opens_behind"),
+            1,
+            "a read-write open is real"
+        );
+        r.qr.writev(&ctx(), &rw, Bytes::from_static(b"HELLO"), 0, Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(r.read(&ro, 100, 0).await, b"HELLO world");
+        // Truncate by location, setattr with a size.
+        r.qr.truncate(&ctx(), &Loc::inode(g), 4, Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(r.read(&ro, 100, 0).await, b"HELL");
+        let grow = SetAttr {
+            size: Some(6),
+            ..SetAttr::default()
+        };
+        r.qr.setattr(&ctx(), &Loc::inode(g), &grow, Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(r.read(&ro, 100, 0).await, b"HELL\0\0");
+        // A truncating open.
+        let tr = r.open(g, libc::O_WRONLY | libc::O_TRUNC).await;
+        assert_eq!(r.read(&ro, 100, 0).await, b"");
+        assert_eq!(counter(&r.qr, "fetches"), 5);
+        // Unlinked through quick-read: the open fds still read it (by the real fd).
+        r.qr.writev(
+            &ctx(),
+            &rw,
+            Bytes::from_static(b"still here"),
+            0,
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        r.qr.unlink(
+            &ctx(),
+            &Loc::entry(Gfid::ROOT, "f").with_gfid(g),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(counter(&r.qr, "files"), 0);
+        assert_eq!(r.read(&ro, 100, 0).await, b"still here");
+        for fd in [&ro, &rw, &tr] {
+            r.release(fd).await;
+        }
+        r.settled(3).await;
+    }
+
+    #[tokio::test]
+    async fn a_file_unlinked_right_after_a_behind_open_stays_readable() {
+        let r = rig(&[("max-file-size", "16")]);
+        let g = r.file("f", b"more than sixteen bytes").await;
+        let fd = r.open(g, libc::O_RDONLY).await;
+        // The real open started at once; give it a moment, as a kernel would.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r.qr.unlink(&ctx(), &Loc::entry(Gfid::ROOT, "f"), Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(r.read(&fd, 100, 0).await, b"more than sixteen bytes");
+        r.release(&fd).await;
+        r.settled(1).await;
+    }
+
+    #[tokio::test]
+    async fn cache_size_bounds_the_bytes_kept_least_recently_used_first() {
+        let r = rig(&[("cache-size", "100")]);
+        let mut g = HashMap::new();
+        let mut fds = Vec::new();
+        for name in ["a", "b", "c", "d"] {
+            let gfid = r.file(name, &[name.as_bytes()[0]; 40]).await;
+            g.insert(name, gfid);
+        }
+        for name in ["a", "b", "c", "b", "d"] {
+            let fd = r.open(g[name], libc::O_RDONLY).await;
+            assert_eq!(r.read(&fd, 100, 0).await, [name.as_bytes()[0]; 40]);
+            fds.push(fd);
+        }
+        {
+            let st = r.qr.state.lock();
+            assert!(st.bytes <= 100);
+            assert!(st.files.contains_key(&g["b"]), "used last but one");
+            assert!(st.files.contains_key(&g["d"]));
+            assert!(!st.files.contains_key(&g["a"]));
+            assert!(!st.files.contains_key(&g["c"]));
+        }
+        assert_eq!(counter(&r.qr, "evictions"), 2);
+        assert_eq!(counter(&r.qr, "bytes"), 80);
+        // Content larger than the whole cache is served, not kept.
+        let big = r.file("e", &[b'e'; 120]).await;
+        let fd = r.open(big, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd, 200, 0).await, [b'e'; 120]);
+        assert!(!r.qr.state.lock().files.contains_key(&big));
+        fds.push(fd);
+        for fd in &fds {
+            r.release(fd).await;
+        }
+        r.settled(fds.len() as u64).await;
+    }
+
+    #[tokio::test]
+    async fn a_fetch_racing_an_invalidation_is_served_but_not_kept() {
+        let r = rig_with(&[], 0, 200);
+        std::fs::write(r.path("f"), b"abc").unwrap();
+        let g = r.probe.children[0]
+            .lookup(&ctx(), &Loc::entry(Gfid::ROOT, "f"), Xdata::new())
+            .await
+            .unwrap()
+            .0
+            .gfid;
+        let fd = r.open(g, libc::O_RDONLY).await;
+        let (data, _) = tokio::join!(r.read(&fd, 100, 0), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            r.qr.notify("p", inode_inval(g, true)).await;
+        });
+        assert_eq!(data, b"abc");
+        assert_eq!(counter(&r.qr, "files"), 0, "raced: not kept");
+        assert_eq!(r.read(&fd, 100, 0).await, b"abc");
+        assert_eq!(counter(&r.qr, "files"), 1);
+        assert_eq!(counter(&r.qr, "fetches"), 2);
+        r.release(&fd).await;
+        r.settled(1).await;
+    }
+
+    #[tokio::test]
+    async fn options_change_live() {
+        let r = rig(&[]);
+        let g = r.file("f", b"abc").await;
+        let fd = r.open(g, libc::O_RDONLY).await;
+        r.read(&fd, 100, 0).await;
+        assert_eq!(counter(&r.qr, "files"), 1);
+        // Off: content dropped, reads go down (through the real fd).
+        r.qr.reconfigure(&options(&[("enable", "off")]))
+            .await
+            .unwrap();
+        assert!(r.qr.dump().contains("enable = off"), "{}", r.qr.dump());
+        assert_eq!(counter(&r.qr, "files"), 0);
+        std::fs::write(r.path("f"), b"abcd").unwrap();
+        assert_eq!(r.read(&fd, 100, 0).await, b"abcd");
+        assert_eq!(counter(&r.qr, "fetches"), 1);
+        // Open-behind off: opens are real.
+        r.qr.reconfigure(&options(&[("open-behind", "off")]))
+            .await
+            .unwrap();
+        let real = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(counter(&r.qr, "opens_behind"), 1);
+        assert!(real.ctx::<PosixFile>("p").is_some());
+        assert_eq!(r.read(&real, 100, 0).await, b"abcd");
+        // A smaller max-file-size drops larger content at once; sizes shown.
+        r.qr.reconfigure(&options(&[
+            ("max-file-size", "2"),
+            ("cache-timeout", "10s"),
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(counter(&r.qr, "files"), 0);
+        let dump = r.qr.dump();
+        assert!(dump.contains("max-file-size = 2\n"), "{dump}");
+        assert!(dump.contains("cache-timeout = 10s"), "{dump}");
+        assert!(dump.contains("bytes = 0/134217728"), "{dump}");
+        // Above 1 MiB counts as 1 MiB.
+        r.qr.reconfigure(&options(&[("max-file-size", "8MiB")]))
+            .await
+            .unwrap();
+        assert!(r.qr.dump().contains("max-file-size = 1048576\n"));
+        r.release(&fd).await;
+        r.release(&real).await;
+        r.settled(2).await;
+    }
+
+    #[tokio::test]
+    async fn built_from_a_volfile_under_md_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "volume p\n    type storage/posix\n    option directory {}\nend-volume\n\
+             volume qr\n    type performance/quick-read\n    option cache-timeout 60\n    \
+             subvolumes p\nend-volume\n\
+             volume md\n    type performance/md-cache\n    subvolumes qr\nend-volume\n",
+            dir.path().display()
+        );
+        let vf = Volfile::parse(&text).unwrap();
+        let graph = Graph::build(&vf, &crate::registry()).unwrap();
+        let top = graph.top().clone();
+        std::fs::write(dir.path().join("f"), b"through the graph").unwrap();
+        let (ia, _) = top
+            .lookup(&ctx(), &Loc::entry(Gfid::ROOT, "f"), Xdata::new())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let fd = Fd::new(ia.gfid, libc::O_RDONLY, false);
+            top.open(&ctx(), &Loc::inode(ia.gfid), &fd, Xdata::new())
+                .await
+                .unwrap();
+            let (data, _) = top.readv(&ctx(), &fd, 100, 0, Xdata::new()).await.unwrap();
+            assert_eq!(&data[..], b"through the graph");
+            top.flush(&ctx(), &fd, Xdata::new()).await.unwrap();
+            top.release(&ctx(), &fd, Xdata::new()).await.unwrap();
+        }
+        let ev = inode_inval(ia.gfid, true);
+        assert_eq!(graph.notify("p", ev.clone()).await, vec![ev]);
+        let dump = graph.statedump();
+        assert!(dump.contains("[qr]"), "{dump}");
+        assert!(dump.contains("fetches = 1\n"), "{dump}");
+        assert!(dump.contains("hits = 1\n"), "{dump}");
+        assert!(dump.contains("opens_behind = 2\n"), "{dump}");
+        assert!(dump.contains("invalidations = 1\n"), "{dump}");
+    }
+}
