@@ -2,7 +2,7 @@
 # Weft over the network, one brick, beside GlusterFS 10.3's one-brick volume (dist1), in one
 # run: builds release, starts `weft brickd` on 127.0.0.1 (storage/posix < features/locks <
 # features/upcall < protocol/server) under setsid with a pid file, mounts a client volfile
-# of protocol/client under performance/write-behind under performance/md-cache (the graph
+# of protocol/client < write-behind < quick-read (open-behind) < md-cache (the graph
 # `weft volume create` generates; GlusterFS's client graph has write-behind and md-cache
 # too; BENCH_CACHES=off leaves out upcall and md-cache, as before issue 11), mounts the
 # GlusterFS anchor with ../shared/bench/gluster-anchor-setup.sh, runs
@@ -74,11 +74,17 @@ VOL
 if [ "$CACHES" = on ]; then
   cat >>"$D/client.vol" <<VOL
 
+volume bench-quick-read
+    type performance/quick-read
+    option cache-timeout 60
+    subvolumes bench-wb
+end-volume
+
 volume bench-md-cache
     type performance/md-cache
     option cache-invalidation on
     option md-cache-timeout 60
-    subvolumes bench-wb
+    subvolumes bench-quick-read
 end-volume
 VOL
 fi

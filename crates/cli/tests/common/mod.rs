@@ -255,7 +255,8 @@ pub fn caching_brick_graph(name: &str, dir: &Path) -> String {
 }
 
 /// A caching client volfile for brick `brick` at 127.0.0.1:`port`: protocol/client asking
-/// for upcalls < (write-behind <) md-cache (60 s, cache invalidation on), as volgen makes it.
+/// for upcalls < (write-behind <) quick-read with open-behind (60 s) < md-cache (60 s,
+/// cache invalidation on), as volgen makes it.
 pub fn caching_client_volfile(brick: &str, port: u16, write_behind: bool) -> String {
     let mut v = client_volfile(brick, port, &[("cache-invalidation", "on")]);
     let mut below = format!("{brick}-client");
@@ -266,7 +267,8 @@ pub fn caching_client_volfile(brick: &str, port: u16, write_behind: bool) -> Str
         below = format!("{brick}-wb");
     }
     v.push_str(&format!(
-        "\nvolume {brick}-md-cache\n    type performance/md-cache\n    option cache-invalidation on\n    option md-cache-timeout 60\n    subvolumes {below}\nend-volume\n"
+        "\nvolume {brick}-quick-read\n    type performance/quick-read\n    option cache-timeout 60\n    subvolumes {below}\nend-volume\n\n\
+         volume {brick}-md-cache\n    type performance/md-cache\n    option cache-invalidation on\n    option md-cache-timeout 60\n    subvolumes {brick}-quick-read\nend-volume\n"
     ));
     v
 }
@@ -556,7 +558,8 @@ impl TwoMounts {
 
     /// Like [`TwoMounts::default_caches`], but with the caches on as `weft volume create`
     /// makes them: the brick has features/upcall with cache invalidation, each client
-    /// graph performance/md-cache (60 s) over a protocol/client that asks for upcalls, and
+    /// graph performance/md-cache over performance/quick-read (both 60 s) over a
+    /// protocol/client that asks for upcalls, and
     /// the kernel timeouts follow md-cache (60 s). Coherence then rests on the
     /// invalidations alone. With `write_behind`, write-behind sits under md-cache, as in
     /// a generated graph: a write then reaches the brick (and other mounts) at the
