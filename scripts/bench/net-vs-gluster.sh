@@ -12,7 +12,10 @@
 #   BENCH_DIR (default /tmp/weft-bench-net), BENCH_PORT (default 24650),
 #   BENCH_OUT (default $BENCH_DIR/results.jsonl), BENCH_CACHES (on|off, default on),
 #   BENCH_LABEL (default weft-net, or weft-net-nocache with BENCH_CACHES=off),
-#   BENCH_ANCHOR (default 1; 0 skips the GlusterFS run, to add a Weft row to BENCH_OUT)
+#   BENCH_ANCHOR (default 1; 0 skips the GlusterFS run, to add a Weft row to BENCH_OUT),
+#   BENCH_TREE (default 1): then also a tree of 50,000 empty files (50 directories of
+#   1,000) on each mount, `find | wc -l` and `ls -lR > /dev/null` timed with the kernel's
+#   caches dropped first, then again at once (the second run), printed as a table
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
@@ -102,3 +105,33 @@ if [ "$ANCHOR" = 1 ]; then
 fi
 FSBENCH_OUT=$OUT "$SHARED/fsbench.sh" "$D/mnt" "$LABEL"
 python3 "$SHARED/table.py" "$OUT" gluster-dist1
+
+if [ "${BENCH_TREE:-1}" = 1 ]; then
+  walk() { # MOUNT LABEL: make the tree, then time find and ls -lR, cold then warm
+    local t="$1/.tree.$$"
+    python3 - "$t" <<'PY'
+import os, sys
+root = sys.argv[1]
+for d in range(50):
+    p = os.path.join(root, "d%02d" % d); os.makedirs(p)
+    for f in range(1000):
+        os.close(os.open(os.path.join(p, "f%04d" % f), os.O_CREAT | os.O_WRONLY, 0o644))
+PY
+    local row="$2"
+    for cmd in "find $t | wc -l" "ls -lR $t > /dev/null"; do
+      sync; echo 3 >/proc/sys/vm/drop_caches
+      for run in first second; do
+        local s e
+        s=$(date +%s.%N); bash -c "$cmd" >/dev/null; e=$(date +%s.%N)
+        row="$row | $(python3 -c "print('%.2f s' % ($e - $s))")"
+      done
+    done
+    rm -rf "$t"
+    echo "$row |"
+  }
+  echo
+  echo "| 50,000 files | find, first | find, second | ls -lR, first | ls -lR, second |"
+  echo "|---|---|---|---|---|"
+  if [ "$ANCHOR" = 1 ]; then walk /mnt/anchor/dist1 "| gluster-dist1"; fi
+  walk "$D/mnt" "| $LABEL"
+fi

@@ -26,6 +26,8 @@ pub struct WeftFs {
     pub(crate) rt: tokio::runtime::Handle,
     pub(crate) attr_ttl: Duration,
     pub(crate) entry_ttl: Duration,
+    /// Says when a reply must carry no timeout (an invalidation crossed it).
+    pub(crate) fresh: Arc<crate::invalidate::Freshness>,
     pub(crate) max_write: u32,
     /// Ask the kernel to send POSIX lock requests here rather than keep them local.
     pub(crate) posix_locks: bool,
@@ -156,10 +158,13 @@ impl WeftFs {
 macro_rules! spawn_entry {
     ($self:ident, $reply:ident, |$inner:ident| $body:expr) => {{
         let $inner = $self.inner.clone();
-        let (et, at) = ($self.entry_ttl, $self.attr_ttl);
+        let (et, at) = (
+            $self.fresh.guard($self.entry_ttl),
+            $self.fresh.guard($self.attr_ttl),
+        );
         $self.go(async move {
             match $body.await {
-                Ok(ia) => $reply.entry_with_ttls(&et, &at, &attr(&ia), Generation(0)),
+                Ok(ia) => $reply.entry_with_ttls(&et.ttl(), &at.ttl(), &attr(&ia), Generation(0)),
                 Err(e) => $reply.error(errno(e)),
             }
         });
@@ -236,10 +241,11 @@ impl Filesystem for WeftFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        let (me, c, ttl) = (self.inner.clone(), ctx(req, None), self.attr_ttl);
+        let (me, c) = (self.inner.clone(), ctx(req, None));
+        let ttl = self.fresh.guard(self.attr_ttl);
         self.go(async move {
             match me.getattr(&c, ino.0, fh.map(|f| f.0)).await {
-                Ok(ia) => reply.attr(&ttl, &attr(&ia)),
+                Ok(ia) => reply.attr(&ttl.ttl(), &attr(&ia)),
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -271,10 +277,11 @@ impl Filesystem for WeftFs {
             atime: set_time(atime),
             mtime: set_time(mtime),
         };
-        let (me, c, ttl) = (self.inner.clone(), ctx(req, None), self.attr_ttl);
+        let (me, c) = (self.inner.clone(), ctx(req, None));
+        let ttl = self.fresh.guard(self.attr_ttl);
         self.go(async move {
             match me.setattr(&c, ino.0, fh.map(|f| f.0), a).await {
-                Ok(ia) => reply.attr(&ttl, &attr(&ia)),
+                Ok(ia) => reply.attr(&ttl.ttl(), &attr(&ia)),
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -636,10 +643,11 @@ impl Filesystem for WeftFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
-        let et = self.entry_ttl;
+        let guard = self.fresh.guard(self.entry_ttl);
         self.go(async move {
             match me.readdir(&c, fh.0, offset, true).await {
                 Ok(ents) => {
+                    let et = guard.ttl();
                     for d in ents {
                         let name = OsStr::from_bytes(&d.name);
                         let full = match &d.iatt {
@@ -824,11 +832,12 @@ impl Filesystem for WeftFs {
         reply: ReplyCreate,
     ) {
         let (me, c, name) = (self.inner.clone(), ctx(req, None), name.to_owned());
-        let et = self.entry_ttl;
+        let guard = self.fresh.guard(self.entry_ttl);
         let caps = self.no_caps.clone();
         self.go(async move {
             match me.create(&c, parent.0, &name, mode, umask, flags).await {
                 Ok((ia, fh)) => {
+                    let et = guard.ttl();
                     // A file just made has no capabilities: the kernel's question before
                     // its first writes is answered here, as for a file asked about before.
                     let mut m = caps.lock();

@@ -78,6 +78,10 @@ pub struct Inner {
     /// File handles that asked for a lock: they stay on the graph they were opened on
     /// (their locks live in its connections) when the graph is switched.
     locked: Mutex<std::collections::HashSet<u64>>,
+    /// Files (by gfid) this mount ever asked a lock on: a close(2) of a read-only
+    /// descriptor of any other file has nothing to flush and no lock to drop, so it is
+    /// answered here without a round trip.
+    lock_inodes: Mutex<std::collections::HashSet<weft_core::Gfid>>,
     /// File handles being moved to a new graph: their requests wait (see
     /// [`Inner::migrate_open_files`]); `moved` wakes them.
     moving: Mutex<std::collections::HashSet<u64>>,
@@ -107,6 +111,7 @@ impl Inner {
             inodes: Arc::new(InodeTable::new()),
             fds: Mutex::new(HashMap::new()),
             locked: Mutex::new(Default::default()),
+            lock_inodes: Mutex::new(Default::default()),
             moving: Mutex::new(Default::default()),
             moved: tokio::sync::Notify::new(),
             kernel_sizes: Mutex::new(HashMap::new()),
@@ -550,6 +555,12 @@ impl Inner {
     pub async fn sync(&self, ctx: &Ctx, fh: u64, what: SyncKind) -> Result<(), Errno> {
         let (fd, g) = self.fd_ready(fh).await?;
         match what {
+            SyncKind::Flush
+                if fd.flags & libc::O_ACCMODE == libc::O_RDONLY
+                    && !self.lock_inodes.lock().contains(&fd.gfid) =>
+            {
+                ((), Xdata::new())
+            }
             SyncKind::Flush => g.top.flush(ctx, &fd, Xdata::new()).await?,
             SyncKind::File(ds) => g.top.fsync(ctx, &fd, ds, Xdata::new()).await?,
             SyncKind::Dir(ds) => g.top.fsyncdir(ctx, &fd, ds, Xdata::new()).await?,
@@ -752,6 +763,7 @@ impl Inner {
         if cmd != LkCmd::Get && lock.kind != weft_core::LockType::Unlock {
             self.locked.lock().insert(fh);
         }
+        self.lock_inodes.lock().insert(fd.gfid);
         Ok(g.top.lk(ctx, &fd, cmd, lock, xd).await?.0)
     }
 }

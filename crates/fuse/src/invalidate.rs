@@ -11,6 +11,7 @@
 //! before the handler ran.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,6 +23,53 @@ use weft_core::{Invalidation, Upcall};
 /// The longest an acknowledgement waits for the kernel to drop its copy.
 pub(crate) const KERNEL_WAIT: Duration = Duration::from_millis(200);
 
+/// Whether a reply's attributes and names may be cached by the kernel for the full
+/// timeout: not when an invalidation arrived while the request ran (the reply may carry
+/// what it dropped, and the kernel may not have had the inode or name yet to drop), nor
+/// while the kernel is late taking notifications.
+#[derive(Default)]
+pub(crate) struct Freshness {
+    /// Counts invalidations received.
+    seq: AtomicU64,
+    /// Jobs handed to the thread and not done.
+    queued: AtomicUsize,
+    /// Set when an acknowledgement went back before the kernel took a notification;
+    /// cleared when the thread has caught up.
+    late: AtomicBool,
+}
+
+impl Freshness {
+    /// Notes the state when a request starts; the guard says later which timeout its
+    /// reply may carry.
+    pub(crate) fn guard(self: &Arc<Self>, ttl: Duration) -> TtlGuard {
+        TtlGuard {
+            fresh: self.clone(),
+            start: self.seq.load(Ordering::Acquire),
+            ttl,
+        }
+    }
+}
+
+/// See [`Freshness::guard`].
+pub(crate) struct TtlGuard {
+    fresh: Arc<Freshness>,
+    start: u64,
+    ttl: Duration,
+}
+
+impl TtlGuard {
+    /// The timeout for the reply: the full one, or zero when an invalidation crossed the
+    /// request or the kernel is behind on notifications.
+    pub(crate) fn ttl(&self) -> Duration {
+        let f = &self.fresh;
+        if f.seq.load(Ordering::Acquire) != self.start || f.late.load(Ordering::Acquire) {
+            Duration::ZERO
+        } else {
+            self.ttl
+        }
+    }
+}
+
 struct Job {
     invalidations: Vec<Invalidation>,
     done: tokio::sync::oneshot::Sender<()>,
@@ -31,6 +79,7 @@ struct Job {
 pub(crate) struct Invalidator {
     tx: parking_lot::Mutex<mpsc::Sender<Job>>,
     rt: tokio::runtime::Handle,
+    fresh: Arc<Freshness>,
 }
 
 impl Invalidator {
@@ -43,6 +92,8 @@ impl Invalidator {
         rt: tokio::runtime::Handle,
     ) -> Arc<Invalidator> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let fresh = Arc::new(Freshness::default());
+        let f = fresh.clone();
         let spawned = std::thread::Builder::new()
             .name("weft-fuse-inval".into())
             .spawn(move || {
@@ -53,6 +104,9 @@ impl Invalidator {
                         }
                     }
                     let _ = job.done.send(());
+                    if f.queued.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        f.late.store(false, Ordering::Release);
+                    }
                 }
             });
         if let Err(e) = spawned {
@@ -61,7 +115,23 @@ impl Invalidator {
         Arc::new(Invalidator {
             tx: parking_lot::Mutex::new(tx),
             rt,
+            fresh,
         })
+    }
+
+    /// What replies consult for their kernel timeouts (see [`Freshness`]).
+    pub(crate) fn freshness(&self) -> Arc<Freshness> {
+        self.fresh.clone()
+    }
+
+    /// Drops everything the kernel caches for this mount (a graph switch: what the old
+    /// graph's answers told the kernel is covered by no brick's registration any more).
+    pub(crate) fn drop_all(&self) {
+        self.take(Upcall {
+            client: 0,
+            invalidations: vec![Invalidation::All],
+            ack: weft_core::Ack::none(),
+        });
     }
 
     /// The handler to give every volume this mount serves.
@@ -71,17 +141,26 @@ impl Invalidator {
     }
 
     fn take(&self, u: Upcall) {
+        // Counted before anything: a reply computed before this invalidation and sent
+        // after it must not be cached for the full timeout.
+        self.fresh.seq.fetch_add(1, Ordering::AcqRel);
         let (done, wait) = tokio::sync::oneshot::channel();
         let job = Job {
             invalidations: u.invalidations,
             done,
         };
+        self.fresh.queued.fetch_add(1, Ordering::AcqRel);
         if self.tx.lock().send(job).is_err() {
+            self.fresh.queued.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let ack = u.ack;
+        let fresh = self.fresh.clone();
         self.rt.spawn(async move {
-            let _ = tokio::time::timeout(KERNEL_WAIT, wait).await;
+            if tokio::time::timeout(KERNEL_WAIT, wait).await.is_err() {
+                // The kernel is behind: until it catches up, replies carry no timeout.
+                fresh.late.store(true, Ordering::Release);
+            }
             drop(ack);
         });
     }

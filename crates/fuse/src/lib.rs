@@ -159,6 +159,7 @@ pub fn mount(
         rt,
         attr_ttl: cfg.attr_timeout.unwrap_or(follow),
         entry_ttl: cfg.entry_timeout.unwrap_or(follow),
+        fresh: invalidator.freshness(),
         max_write: cfg.max_write,
         posix_locks,
         posix_acl: false,
@@ -224,7 +225,11 @@ impl Mount {
     /// time and stays so.
     pub fn switch_volume(&self, volume: Arc<Volume>) -> u64 {
         volume.on_upcall(self.invalidator.handler());
-        self.inner.switch(volume)
+        let n = self.inner.switch(volume);
+        // What the kernel holds came from the old graph's answers, which its bricks will
+        // not tell the new graph's connections about.
+        self.invalidator.drop_all();
+        n
     }
 
     /// Moves files open on older graphs to the current one, except those that asked for

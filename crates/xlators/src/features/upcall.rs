@@ -35,6 +35,9 @@ use weft_core::{
     Upcall, XattrMap, Xdata, Xlator, XlatorInit, XlatorRef, XlatorType,
 };
 
+/// How long a client whose rights lapsed is told of changes without being waited for.
+const LAPSE_COOLDOWN: Duration = Duration::from_secs(30);
+
 const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "cache-invalidation",
@@ -45,7 +48,7 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "cache-invalidation-timeout",
         kind: OptionKind::Duration,
-        default: Some("120"),
+        default: Some("300"),
         description: "How long a client stays registered on an inode after it last asked about it (clients must cache for less: md-cache-timeout).",
     },
     OptionSpec {
@@ -114,6 +117,9 @@ struct Reg {
 #[derive(Default)]
 struct Table {
     inodes: HashMap<Gfid, Reg>,
+    /// Clients whose rights lapsed, and until when they are told without being waited
+    /// for (a client that never answers must not add `invalidation-wait` to every change).
+    lapsed: HashMap<u64, Instant>,
     /// Counts changes; a FOP notes it when it starts.
     seq: u64,
     last_sweep: Option<Instant>,
@@ -289,6 +295,18 @@ impl UpcallXlator {
             waits.push((client, wait));
         }
         self.stats.lock().upcalls += waits.len() as u64;
+        let now = Instant::now();
+        waits.retain(|(client, _)| {
+            let mut t = self.table.lock();
+            match t.lapsed.get(client) {
+                Some(until) if *until > now => false,
+                Some(_) => {
+                    t.lapsed.remove(client);
+                    true
+                }
+                None => true,
+            }
+        });
         let deadline = tokio::time::Instant::now() + cfg.wait;
         for (client, wait) in waits {
             if tokio::time::timeout_at(deadline, wait).await.is_err() {
@@ -297,8 +315,9 @@ impl UpcallXlator {
         }
     }
 
-    /// `client` did not acknowledge in time: it is no longer registered anywhere and is
-    /// told (without waiting) to drop everything it cached.
+    /// `client` did not acknowledge in time: it is no longer registered anywhere, is
+    /// told (without waiting) to drop everything it cached, and for [`LAPSE_COOLDOWN`]
+    /// is told of changes without being waited for.
     fn lapse(&self, client: u64, wait: Duration) {
         tracing::warn!(
             "{}: client {client} did not acknowledge a cache invalidation within {wait:?}: its cache registrations lapse",
@@ -309,6 +328,7 @@ impl UpcallXlator {
         for r in t.inodes.values_mut() {
             r.clients.retain(|(c, _)| *c != client);
         }
+        t.lapsed.insert(client, Instant::now() + LAPSE_COOLDOWN);
         drop(t);
         self.events.send(
             &self.name,
@@ -418,6 +438,7 @@ impl Xlator for UpcallXlator {
             for r in t.inodes.values_mut() {
                 r.clients.retain(|(c, _)| *c != client);
             }
+            t.lapsed.remove(&client);
         }
         self.child0().forget_client(client).await;
     }
@@ -618,12 +639,14 @@ impl Xlator for UpcallXlator {
         let start = self.before(ctx, &[loc.parent]);
         let r = self.child0().create(ctx, loc, fd, mode, umask, xd).await;
         if let Ok((ia, _)) = &r {
+            // Registered (and told of others' changes) before its own change counts, so
+            // that its own truncation is never told back to it.
+            self.after(ctx, start, [ia.gfid]).await;
             let mut c = Change::default().entry(loc);
             if has_trunc(fd.flags) {
                 c = c.inode(Some(ia.gfid), true, false);
             }
             self.changed(ctx, c).await;
-            self.after(ctx, start, [ia.gfid]).await;
         }
         r
     }
@@ -706,8 +729,8 @@ impl UpcallXlator {
         let start = self.before(ctx, &[loc.parent]);
         let r = fop.await;
         if let Ok((ia, _)) = &r {
-            self.changed(ctx, Change::default().entry(loc)).await;
             self.after(ctx, start, [ia.gfid]).await;
+            self.changed(ctx, Change::default().entry(loc)).await;
         }
         r
     }

@@ -1343,6 +1343,16 @@ impl Xlator for MdCache {
         let fop = child.ftruncate(ctx, fd, size, xd);
         self.modify(Some(fd.gfid), Scope::Data, fop).await
     }
+    async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, xd: Xdata) -> Fop<Flock> {
+        let child = self.child()?;
+        if cmd == LkCmd::Get || lock.kind == LockType::Unlock {
+            return child.lk(ctx, fd, cmd, lock, xd).await;
+        }
+        // A lock holder reads what the previous holder wrote, whatever the caches: the
+        // attributes (size) are asked again after a lock is granted.
+        let fop = child.lk(ctx, fd, cmd, lock, xd);
+        self.modify(Some(fd.gfid), Scope::Data, fop).await
+    }
     async fn writev(
         &self,
         ctx: &Ctx,
