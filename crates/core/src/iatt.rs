@@ -103,6 +103,16 @@ pub struct Iatt {
 }
 
 impl Iatt {
+    /// The attributes as bytes for an xdata value (postcard), read by [`Iatt::from_bytes`].
+    pub fn to_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Attributes from [`Iatt::to_bytes`]; `None` for bytes that are not.
+    pub fn from_bytes(b: &[u8]) -> Option<Iatt> {
+        postcard::from_bytes(b).ok()
+    }
+
     /// The inode's type, `None` if the mode carries an unknown format.
     pub fn file_type(&self) -> Option<FileType> {
         FileType::from_mode(self.mode)

@@ -44,6 +44,12 @@ pub type XattrMap = std::collections::BTreeMap<String, Vec<u8>>;
 /// The xattr holding an inode's gfid on a brick.
 pub const GFID_XATTR: &str = "trusted.weft.gfid";
 
+/// Reply xdata key of an entry change (create, mkdir, mknod, symlink, link, unlink,
+/// rmdir): the directory's attributes right after the change ([`Iatt::to_bytes`]), so a
+/// client's cache need not ask for them again. Absent when a translator below does not
+/// pass it on.
+pub const POSTPARENT_KEY: &str = "weft.postparent";
+
 /// The xdata key in which a client proposes the gfid of an inode it creates (mkdir, create,
 /// mknod, symlink), so every replica gives the new inode the same identity. 16 bytes.
 pub const GFID_REQ_KEY: &str = "gfid-req";

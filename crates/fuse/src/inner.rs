@@ -82,6 +82,10 @@ pub struct Inner {
     /// descriptor of any other file has nothing to flush and no lock to drop, so it is
     /// answered here without a round trip.
     lock_inodes: Mutex<std::collections::HashSet<weft_core::Gfid>>,
+    /// Directory listings read ahead, by file handle (see [`Inner::readdir`]).
+    dir_ahead: Mutex<HashMap<u64, DirAhead>>,
+    /// Invalidations seen, for replies' timeouts and read-ahead listings.
+    pub fresh: Arc<crate::invalidate::Freshness>,
     /// File handles being moved to a new graph: their requests wait (see
     /// [`Inner::migrate_open_files`]); `moved` wakes them.
     moving: Mutex<std::collections::HashSet<u64>>,
@@ -112,6 +116,8 @@ impl Inner {
             fds: Mutex::new(HashMap::new()),
             locked: Mutex::new(Default::default()),
             lock_inodes: Mutex::new(Default::default()),
+            dir_ahead: Mutex::new(HashMap::new()),
+            fresh: Default::default(),
             moving: Mutex::new(Default::default()),
             moved: tokio::sync::Notify::new(),
             kernel_sizes: Mutex::new(HashMap::new()),
@@ -239,6 +245,7 @@ impl Inner {
 
     fn drop_fd(&self, fh: u64) -> Option<(FdRef, Arc<Gen>)> {
         self.locked.lock().remove(&fh);
+        self.dir_ahead.lock().remove(&fh);
         self.fds.lock().remove(&fh)
     }
 
@@ -374,6 +381,7 @@ impl Inner {
         umask: u32,
         rdev: u64,
     ) -> Result<Iatt, Errno> {
+        let _changing = self.fresh.dir_changing();
         let loc = self.entry_loc(parent, name)?;
         let (_, xd) = new_gfid_xdata();
         let (ia, _) = self
@@ -394,6 +402,7 @@ impl Inner {
         mode: u32,
         umask: u32,
     ) -> Result<Iatt, Errno> {
+        let _changing = self.fresh.dir_changing();
         let loc = self.entry_loc(parent, name)?;
         let (_, xd) = new_gfid_xdata();
         let (ia, _) = self.cur().top.mkdir(ctx, &loc, mode, umask, xd).await?;
@@ -409,6 +418,7 @@ impl Inner {
         name: &OsStr,
         target: &std::path::Path,
     ) -> Result<Iatt, Errno> {
+        let _changing = self.fresh.dir_changing();
         let loc = self.entry_loc(parent, name)?;
         let (_, xd) = new_gfid_xdata();
         let (ia, _) = self.cur().top.symlink(ctx, target, &loc, 0, xd).await?;
@@ -424,6 +434,7 @@ impl Inner {
         parent: u64,
         name: &OsStr,
     ) -> Result<Iatt, Errno> {
+        let _changing = self.fresh.dir_changing();
         let old = self.inode_loc(ino)?;
         let new = self.entry_loc(parent, name)?;
         let (ia, _) = self.cur().top.link(ctx, &old, &new, Xdata::new()).await?;
@@ -439,6 +450,7 @@ impl Inner {
         name: &OsStr,
         dir: bool,
     ) -> Result<(), Errno> {
+        let _changing = self.fresh.dir_changing();
         let mut loc = self.entry_loc(parent, name)?;
         // The inode the kernel knows by that name, as a hint (a cluster translator can
         // then go straight to where the file lives; the name decides what is removed).
@@ -465,6 +477,7 @@ impl Inner {
         nname: &OsStr,
         flags: u32,
     ) -> Result<(), Errno> {
+        let _changing = self.fresh.dir_changing();
         let old = self.entry_loc(p, name)?;
         let new = self.entry_loc(np, nname)?;
         self.cur()
@@ -501,6 +514,7 @@ impl Inner {
         umask: u32,
         flags: i32,
     ) -> Result<(Iatt, u64), Errno> {
+        let _changing = self.fresh.dir_changing();
         let loc = self.entry_loc(parent, name)?;
         let (g, xd) = new_gfid_xdata();
         let fd = self.new_fd(g, flags, false);
@@ -591,12 +605,33 @@ impl Inner {
         plus: bool,
     ) -> Result<Vec<Dirent>, Errno> {
         let (fd, g) = self.fd_ready(fh).await?;
-        let size = 4096;
+        if offset != 0 {
+            if let Some(rest) = self
+                .dir_ahead
+                .lock()
+                .get(&fh)
+                .and_then(|a| a.after(offset, plus, self.fresh.dir_seq()))
+            {
+                return Ok(rest);
+            }
+        }
+        let start = self.fresh.dir_seq();
         let r = if plus {
-            g.top.readdirp(ctx, &fd, size, offset, Xdata::new()).await?
+            g.top
+                .readdirp(ctx, &fd, READDIR_AHEAD, offset, Xdata::new())
+                .await?
         } else {
-            g.top.readdir(ctx, &fd, size, offset, Xdata::new()).await?
+            g.top
+                .readdir(ctx, &fd, READDIR_AHEAD, offset, Xdata::new())
+                .await?
         };
+        let ahead = DirAhead {
+            seq: start,
+            plus,
+            from: offset,
+            entries: r.0.clone(),
+        };
+        self.dir_ahead.lock().insert(fh, ahead);
         Ok(r.0)
     }
 
@@ -765,6 +800,38 @@ impl Inner {
         }
         self.lock_inodes.lock().insert(fd.gfid);
         Ok(g.top.lk(ctx, &fd, cmd, lock, xd).await?.0)
+    }
+}
+
+/// Bytes of directory entries asked of the graph at once: the kernel asks for one page
+/// (about 25 entries with attributes) per request, so one graph call serves about 16.
+const READDIR_AHEAD: u32 = 64 * 1024;
+
+/// What one graph call of a listing brought beyond what the kernel took yet.
+struct DirAhead {
+    /// The count of invalidations and of this mount's entry changes when it was asked
+    /// for: stale once either moves (entries it holds may be gone or changed).
+    seq: u64,
+    plus: bool,
+    /// The offset it was read from.
+    from: u64,
+    entries: Vec<Dirent>,
+}
+
+impl DirAhead {
+    /// The entries after the one at `offset` (the kernel's resume point), when this
+    /// listing has them and nothing was invalidated since (`seq`); `None`: ask the graph.
+    fn after(&self, offset: u64, plus: bool, seq: u64) -> Option<Vec<Dirent>> {
+        if self.seq != seq || self.plus != plus {
+            return None;
+        }
+        let at = if offset == self.from {
+            0
+        } else {
+            self.entries.iter().position(|d| d.offset == offset)? + 1
+        };
+        // Past the last entry read: the graph says whether there is more.
+        (at < self.entries.len()).then(|| self.entries[at..].to_vec())
     }
 }
 

@@ -31,6 +31,8 @@ pub(crate) const KERNEL_WAIT: Duration = Duration::from_millis(200);
 pub(crate) struct Freshness {
     /// Counts invalidations received.
     seq: AtomicU64,
+    /// Counts invalidations and this mount's own entry changes (for listings read ahead).
+    dirs: AtomicU64,
     /// Jobs handed to the thread and not done.
     queued: AtomicUsize,
     /// Set when an acknowledgement went back before the kernel took a notification;
@@ -39,6 +41,23 @@ pub(crate) struct Freshness {
 }
 
 impl Freshness {
+    /// How many invalidations and entry changes of this mount there have been.
+    pub(crate) fn dir_seq(&self) -> u64 {
+        self.dirs.load(Ordering::Acquire)
+    }
+
+    /// This mount changed a name (listings read ahead may hold it as it was).
+    pub(crate) fn dir_changed(&self) {
+        self.dirs.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// This mount is changing a name: counted now and again when the guard drops, so a
+    /// listing read while the change ran is stale too.
+    pub(crate) fn dir_changing(self: &Arc<Self>) -> DirChanging {
+        self.dir_changed();
+        DirChanging(self.clone())
+    }
+
     /// Notes the state when a request starts; the guard says later which timeout its
     /// reply may carry.
     pub(crate) fn guard(self: &Arc<Self>, ttl: Duration) -> TtlGuard {
@@ -47,6 +66,15 @@ impl Freshness {
             start: self.seq.load(Ordering::Acquire),
             ttl,
         }
+    }
+}
+
+/// See [`Freshness::dir_changing`].
+pub(crate) struct DirChanging(Arc<Freshness>);
+
+impl Drop for DirChanging {
+    fn drop(&mut self) {
+        self.0.dir_changed();
     }
 }
 
@@ -89,10 +117,10 @@ impl Invalidator {
         notifier: Arc<OnceLock<fuser::Notifier>>,
         inodes: Arc<InodeTable>,
         no_caps: Arc<parking_lot::Mutex<HashMap<u64, Instant>>>,
+        fresh: Arc<Freshness>,
         rt: tokio::runtime::Handle,
     ) -> Arc<Invalidator> {
         let (tx, rx) = mpsc::channel::<Job>();
-        let fresh = Arc::new(Freshness::default());
         let f = fresh.clone();
         let spawned = std::thread::Builder::new()
             .name("weft-fuse-inval".into())
@@ -144,6 +172,7 @@ impl Invalidator {
         // Counted before anything: a reply computed before this invalidation and sent
         // after it must not be cached for the full timeout.
         self.fresh.seq.fetch_add(1, Ordering::AcqRel);
+        self.fresh.dir_changed();
         let (done, wait) = tokio::sync::oneshot::channel();
         let job = Job {
             invalidations: u.invalidations,

@@ -151,6 +151,7 @@ pub fn mount(
         notifier.clone(),
         inner.inodes.clone(),
         no_caps.clone(),
+        inner.fresh.clone(),
         rt.clone(),
     );
     volume.on_upcall(invalidator.handler());

@@ -70,8 +70,8 @@ pub fn cache_invalidation(set: &std::collections::BTreeMap<String, String>) -> b
 
 /// How long clients cache metadata when `performance.md-cache-timeout` is not set: 60 s
 /// when the bricks tell them about changes, else 1 s (GlusterFS's default). Either way
-/// below `features.cache-invalidation-timeout` (120 s by default), how long a brick keeps
-/// telling a client that asked nothing since.
+/// below half of `features.cache-invalidation-timeout` (300 s by default), how long a
+/// brick keeps telling a client that asked nothing since.
 pub fn md_cache_timeout_default(set: &std::collections::BTreeMap<String, String>) -> &'static str {
     if cache_invalidation(set) {
         "60"

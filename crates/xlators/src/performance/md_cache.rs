@@ -47,6 +47,11 @@ use parking_lot::Mutex;
 use weft_core::options::{OptionKind, OptionSpec, Options};
 use weft_core::*;
 
+/// The directory's attributes an entry change's reply carries ([`POSTPARENT_KEY`]).
+fn postparent(xd: &Xdata) -> Option<Iatt> {
+    xd.get(POSTPARENT_KEY).and_then(Iatt::from_bytes)
+}
+
 /// How many changes the race rule remembers.
 const RING: usize = 4096;
 /// The longest `md-cache-timeout` honoured; longer values are treated as this.
@@ -350,6 +355,18 @@ impl State {
         });
         e.gen = gen;
         e
+    }
+
+    /// After this client's entry change in directory `p`: keeps the directory's
+    /// attributes the brick sent with the reply (`post`), when nothing else changed the
+    /// directory since the change started (`parent_ok`), so the kernel's next look at the
+    /// directory needs no round trip.
+    fn keep_postparent(&mut self, parent_ok: bool, p: Gfid, post: Option<Iatt>, now: Instant) {
+        if let Some(ia) = post {
+            if parent_ok && self.cfg.enable && ia.gfid == p {
+                self.put_iatt(&ia, now);
+            }
+        }
     }
 
     fn put_iatt(&mut self, ia: &Iatt, now: Instant) {
@@ -924,11 +941,14 @@ impl MdCache {
         };
         let g = ia.gfid;
         let inode_ok = st.cfg.enable && !g.is_null() && !st.ring.inode_changed(start, &g);
+        let post = r.as_ref().ok().and_then(|(_, xd)| postparent(xd));
         match key {
             Some((p, n)) => {
                 let name_ok = !st.ring.name_changed(start, &p, &n);
+                let parent_ok = !st.ring.inode_changed(start, &p);
                 st.ring.note(p, Some(&n));
                 st.drop_inode(&p, Scope::Iatt);
+                st.keep_postparent(parent_ok, p, post, now);
                 if name_ok && st.cfg.enable {
                     st.put_name(p, &n, NameState::Positive(g), now);
                 } else {
@@ -992,7 +1012,15 @@ impl MdCache {
     }
 
     /// After unlink or rmdir of `loc`, whose inode was `victim` (if known).
-    fn removed(&self, start: u64, loc: &Loc, victim: Option<Gfid>, ok: bool, dir: bool) {
+    fn removed(
+        &self,
+        start: u64,
+        loc: &Loc,
+        victim: Option<Gfid>,
+        reply: Option<&Xdata>,
+        dir: bool,
+    ) {
+        let ok = reply.is_some();
         let now = Instant::now();
         let mut st = self.state.lock();
         if let Some(v) = victim {
@@ -1012,8 +1040,10 @@ impl MdCache {
             return;
         }
         let name_ok = !st.ring.name_changed(start, &p, &n);
+        let parent_ok = !st.ring.inode_changed(start, &p);
         st.ring.note(p, Some(&n));
         st.drop_inode(&p, Scope::Iatt);
+        st.keep_postparent(parent_ok, p, reply.and_then(postparent), now);
         if name_ok && st.cfg.enable && st.cfg.negative {
             st.put_name(p, &n, NameState::Negative, now);
         } else {
@@ -1524,7 +1554,7 @@ impl Xlator for MdCache {
         let victim = self.target(loc);
         let start = self.seq();
         let r = child.unlink(ctx, loc, xd).await;
-        self.removed(start, loc, victim, r.is_ok(), false);
+        self.removed(start, loc, victim, r.as_ref().ok().map(|(_, x)| x), false);
         r
     }
     async fn rmdir(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
@@ -1532,7 +1562,7 @@ impl Xlator for MdCache {
         let victim = self.target(loc);
         let start = self.seq();
         let r = child.rmdir(ctx, loc, xd).await;
-        self.removed(start, loc, victim, r.is_ok(), true);
+        self.removed(start, loc, victim, r.as_ref().ok().map(|(_, x)| x), true);
         r
     }
     async fn rename(&self, ctx: &Ctx, old: &Loc, new: &Loc, flags: u32, xd: Xdata) -> Fop<()> {
@@ -1728,6 +1758,34 @@ mod tests {
             .await
             .unwrap()
             .0
+    }
+
+    /// The directory's attributes the brick sends with an entry change are kept: the next
+    /// stat of the directory is a hit and shows the change (nlink and mtime of the
+    /// directory as the brick has them), until something else changes the directory.
+    #[tokio::test]
+    async fn entry_changes_keep_the_directory_attributes_the_brick_sent() {
+        let r = rig(&[("md-cache-timeout", "60")]);
+        let d = mkdir(&*r.md, Gfid::ROOT, "d").await;
+        let hits = counter(&*r.md, "stat_hits");
+        let misses = counter(&*r.md, "stat_misses");
+        let sub = mkdir(&*r.md, d.gfid, "sub").await;
+        let after_mkdir = stat(&*r.md, d.gfid).await;
+        assert_eq!(after_mkdir.nlink, 3, "the new subdirectory counts");
+        assert_eq!(counter(&*r.md, "stat_hits"), hits + 1);
+        assert_eq!(counter(&*r.md, "stat_misses"), misses);
+        let on_brick = std::fs::metadata(r.path("d")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(after_mkdir.mtime.sec, on_brick.mtime());
+        r.md.rmdir(&ctx(), &Loc::entry(d.gfid, "sub").with_gfid(sub.gfid), Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(stat(&*r.md, d.gfid).await.nlink, 2);
+        assert_eq!(counter(&*r.md, "stat_misses"), misses, "still hits");
+        // Another client's change of the directory drops them.
+        r.md.notify("p", inode_inval(d.gfid)).await;
+        stat(&*r.md, d.gfid).await;
+        assert_eq!(counter(&*r.md, "stat_misses"), misses + 1);
     }
 
     fn upcall(invalidations: Vec<Invalidation>) -> Event {

@@ -99,6 +99,25 @@ impl Posix {
             .map(|v| (v, Xdata::new()))
     }
 
+    /// Runs an entry change, then stats directory `parent` for the reply's
+    /// [`weft_core::POSTPARENT_KEY`].
+    async fn run_entry<T, F>(&self, parent: Option<Gfid>, f: F) -> Fop<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Brick) -> Result<T, Errno> + Send + 'static,
+    {
+        let b = self.brick.clone();
+        weft_core::blocking::run_blocking(move || {
+            let v = f(&b)?;
+            let mut xd = Xdata::new();
+            if let Some(ia) = parent.and_then(|p| b.stat(&Loc::inode(p)).ok()) {
+                xd.set(weft_core::POSTPARENT_KEY, ia.to_bytes());
+            }
+            Ok((v, xd))
+        })
+        .await
+    }
+
     fn track_open(&self, f: &Arc<PosixFile>) {
         let mut m = self.open_files.lock();
         let v = m.entry(f.gfid).or_default();
@@ -273,16 +292,17 @@ impl Xlator for Posix {
 
     async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
         let (loc, ctx, want) = (loc.clone(), ctx.clone(), xd.get_gfid(GFID_REQ_KEY));
-        self.run(move |b| b.mkdir(&ctx, &loc, mode, umask, want))
+        self.run_entry(loc.parent, move |b| b.mkdir(&ctx, &loc, mode, umask, want))
             .await
     }
     async fn rmdir(&self, _: &Ctx, loc: &Loc, _: Xdata) -> Fop<()> {
         let loc = loc.clone();
-        self.run(move |b| b.rmdir(&loc)).await
+        self.run_entry(loc.parent, move |b| b.rmdir(&loc)).await
     }
     async fn unlink(&self, _: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
         let (loc, only) = (loc.clone(), xd.get_gfid(UNLINK_GFID_KEY));
-        self.run(move |b| b.unlink(&loc, only)).await
+        self.run_entry(loc.parent, move |b| b.unlink(&loc, only))
+            .await
     }
     async fn rename(&self, _: &Ctx, old: &Loc, new: &Loc, flags: u32, _: Xdata) -> Fop<()> {
         let (old, new) = (old.clone(), new.clone());
@@ -290,7 +310,8 @@ impl Xlator for Posix {
     }
     async fn link(&self, _: &Ctx, old: &Loc, new: &Loc, _: Xdata) -> Fop<Iatt> {
         let (old, new) = (old.clone(), new.clone());
-        self.run(move |b| b.link(&old, &new)).await
+        self.run_entry(new.parent, move |b| b.link(&old, &new))
+            .await
     }
     async fn symlink(&self, ctx: &Ctx, target: &Path, loc: &Loc, _: u32, xd: Xdata) -> Fop<Iatt> {
         let (loc, ctx, target, want) = (
@@ -299,7 +320,7 @@ impl Xlator for Posix {
             target.to_path_buf(),
             xd.get_gfid(GFID_REQ_KEY),
         );
-        self.run(move |b| b.symlink(&ctx, &target, &loc, want))
+        self.run_entry(loc.parent, move |b| b.symlink(&ctx, &target, &loc, want))
             .await
     }
     async fn mknod(
@@ -312,8 +333,10 @@ impl Xlator for Posix {
         xd: Xdata,
     ) -> Fop<Iatt> {
         let (loc, ctx, want) = (loc.clone(), ctx.clone(), xd.get_gfid(GFID_REQ_KEY));
-        self.run(move |b| b.mknod(&ctx, &loc, mode, rdev, umask, want))
-            .await
+        self.run_entry(loc.parent, move |b| {
+            b.mknod(&ctx, &loc, mode, rdev, umask, want)
+        })
+        .await
     }
 
     async fn open(&self, _: &Ctx, loc: &Loc, fd: &FdRef, _: Xdata) -> Fop<()> {
@@ -339,8 +362,11 @@ impl Xlator for Posix {
             fd.flags,
             xd.get_gfid(GFID_REQ_KEY),
         );
+        let parent = loc.parent;
         let ((file, ia), xd) = self
-            .run(move |b| b.create(&ctx, &loc, flags, mode, umask, want))
+            .run_entry(parent, move |b| {
+                b.create(&ctx, &loc, flags, mode, umask, want)
+            })
             .await?;
         let file = Arc::new(PosixFile {
             fd: file,
