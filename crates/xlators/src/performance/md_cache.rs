@@ -1777,9 +1777,13 @@ mod tests {
         let on_brick = std::fs::metadata(r.path("d")).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_eq!(after_mkdir.mtime.sec, on_brick.mtime());
-        r.md.rmdir(&ctx(), &Loc::entry(d.gfid, "sub").with_gfid(sub.gfid), Xdata::new())
-            .await
-            .unwrap();
+        r.md.rmdir(
+            &ctx(),
+            &Loc::entry(d.gfid, "sub").with_gfid(sub.gfid),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(stat(&*r.md, d.gfid).await.nlink, 2);
         assert_eq!(counter(&*r.md, "stat_misses"), misses, "still hits");
         // Another client's change of the directory drops them.
