@@ -144,6 +144,7 @@ fn malformed_peers_lose_only_their_own_connection() {
         Bytes::new(),
     );
     f.header.major = 9;
+    f.header.minor = 0;
     send(&mut s, &f);
     let r: HandshakeReply = msg::decode(Kind::HandshakeReply, &recv(&mut s).meta).unwrap();
     match r {
