@@ -6,7 +6,9 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use weft_wire::msg::{self, ControlReply, ControlRequest, Handshake, HandshakeReply, Request, Response};
+use weft_wire::msg::{
+    self, ControlReply, ControlRequest, Handshake, HandshakeReply, Request, Response, UpcallMsg,
+};
 use weft_wire::{Frame, Kind};
 
 fuzz_target!(|data: &[u8]| {
@@ -25,7 +27,8 @@ fuzz_target!(|data: &[u8]| {
                         Kind::Reply => msg::decode::<Response>(f.header.kind, m).map(|_| ()),
                         Kind::Control => msg::decode::<ControlRequest>(f.header.kind, m).map(|_| ()),
                         Kind::ControlReply => msg::decode::<ControlReply>(f.header.kind, m).map(|_| ()),
-                        Kind::Ping | Kind::Pong => Ok(()),
+                        Kind::Upcall => msg::decode::<UpcallMsg>(f.header.kind, m).map(|_| ()),
+                        Kind::Ping | Kind::Pong | Kind::UpcallAck => Ok(()),
                     };
                 }
                 Ok(None) => break,

@@ -7,7 +7,9 @@
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use weft_wire::msg::{self, ControlReply, ControlRequest, Handshake, HandshakeReply, Request, Response};
+use weft_wire::msg::{
+    self, ControlReply, ControlRequest, Handshake, HandshakeReply, Request, Response, UpcallMsg,
+};
 use weft_wire::Kind;
 
 fn round_trip<T: Serialize + DeserializeOwned + std::fmt::Debug>(kind: Kind, meta: &[u8]) {
@@ -22,12 +24,13 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, meta)) = data.split_first() else {
         return;
     };
-    match which % 6 {
+    match which % 7 {
         0 => round_trip::<Handshake>(Kind::Handshake, meta),
         1 => round_trip::<HandshakeReply>(Kind::HandshakeReply, meta),
         2 => round_trip::<Request>(Kind::Request, meta),
         3 => round_trip::<Response>(Kind::Reply, meta),
         4 => round_trip::<ControlRequest>(Kind::Control, meta),
+        5 => round_trip::<UpcallMsg>(Kind::Upcall, meta),
         _ => round_trip::<ControlReply>(Kind::ControlReply, meta),
     }
 });
