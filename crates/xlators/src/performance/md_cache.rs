@@ -44,6 +44,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use super::recency::Recency;
 use weft_core::options::{OptionKind, OptionSpec, Options};
 use weft_core::*;
 
@@ -85,47 +87,6 @@ impl Config {
             negative: o.bool("cache-negative-entries"),
             max: o.int("max-entries").clamp(MIN_ENTRIES, MAX_ENTRIES) as usize,
         }
-    }
-}
-
-/// Least-recently-used order kept lazily: each use pushes `(generation, key)`, and the
-/// item remembers its latest generation; older pushes of the same key are skipped when
-/// popped. Rebuilt from the live items when it grows too long.
-struct Recency<K> {
-    queue: VecDeque<(u64, K)>,
-    next: u64,
-}
-
-impl<K: Clone> Recency<K> {
-    fn new() -> Recency<K> {
-        Recency {
-            queue: VecDeque::new(),
-            next: 0,
-        }
-    }
-
-    /// Records a use of `k` now; returns the generation the item must remember.
-    fn stamp(&mut self, k: &K) -> u64 {
-        self.next += 1;
-        self.queue.push_back((self.next, k.clone()));
-        self.next
-    }
-
-    fn oldest(&mut self) -> Option<(u64, K)> {
-        self.queue.pop_front()
-    }
-
-    fn too_long(&self, live: usize) -> bool {
-        self.queue.len() > 2 * live + 1024
-    }
-
-    fn rebuild(&mut self, mut live: Vec<(u64, K)>) {
-        live.sort_unstable_by_key(|e| e.0);
-        self.queue = live.into();
-    }
-
-    fn clear(&mut self) {
-        self.queue.clear();
     }
 }
 
@@ -2127,8 +2088,8 @@ mod tests {
                 assert!(st.dirs.len() <= 16);
             }
             // The recency queues stay short.
-            assert!(st.inode_lru.queue.len() <= 2 * 16 + 1024 + 1);
-            assert!(st.name_lru.queue.len() <= 2 * 16 + 1024 + 1);
+            assert!(st.inode_lru.len() <= 2 * 16 + 1024 + 1);
+            assert!(st.name_lru.len() <= 2 * 16 + 1024 + 1);
         }
         assert_eq!(counter(md, "inodes"), 16);
         assert!(md.dump().contains("inodes = 16/16"), "{}", md.dump());

@@ -3,4 +3,5 @@
 
 pub mod md_cache;
 pub mod quick_read;
+mod recency;
 pub mod write_behind;

@@ -44,6 +44,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+
+use super::recency::Recency;
 use tokio::sync::watch;
 use weft_core::options::{OptionKind, OptionSpec, Options};
 use weft_core::*;
@@ -86,47 +88,6 @@ impl Config {
             timeout: o.duration("cache-timeout").min(MAX_TIMEOUT),
             open_behind: o.bool("open-behind"),
         }
-    }
-}
-
-/// Least-recently-used order kept lazily (as md-cache's): each use pushes `(generation,
-/// key)` and the item remembers its latest generation; stale pushes are skipped when
-/// popped. Rebuilt from the live items when it grows too long.
-struct Recency<K> {
-    queue: VecDeque<(u64, K)>,
-    next: u64,
-}
-
-impl<K: Clone> Recency<K> {
-    fn new() -> Recency<K> {
-        Recency {
-            queue: VecDeque::new(),
-            next: 0,
-        }
-    }
-
-    /// Records a use of `k` now; returns the generation the item must remember.
-    fn stamp(&mut self, k: &K) -> u64 {
-        self.next += 1;
-        self.queue.push_back((self.next, k.clone()));
-        self.next
-    }
-
-    fn oldest(&mut self) -> Option<(u64, K)> {
-        self.queue.pop_front()
-    }
-
-    fn too_long(&self, live: usize) -> bool {
-        self.queue.len() > 2 * live + 1024
-    }
-
-    fn rebuild(&mut self, mut live: Vec<(u64, K)>) {
-        live.sort_unstable_by_key(|e| e.0);
-        self.queue = live.into();
-    }
-
-    fn clear(&mut self) {
-        self.queue.clear();
     }
 }
 
