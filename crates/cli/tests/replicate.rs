@@ -1088,9 +1088,11 @@ fn replace_brick_fills_the_new_brick_by_self_heal() {
     );
     assert!(out.contains("success"), "{out}");
     assert_eq!(info(&h, &nodes[0], "rp")["bricks"][2]["name"], new.as_str());
-    // Right away, while the new brick is still empty or filling, the mount reads right.
+    // Right away, and all the while the new brick fills, the mount reads right: a copy
+    // the heal has just made is never read before it is filled.
     same_tree(&tree(&mnt), &before, "the mount right after the replace");
     wait_until("heal info to return to zero", 120, || {
+        same_tree(&tree(&mnt), &before, "the mount while the heal runs");
         heal_total(&h, &nodes[0], "rp") == 0
     });
     let t0 = tree(&bricks[0]);

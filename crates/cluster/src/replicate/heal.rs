@@ -804,8 +804,10 @@ impl Replicate {
         Ok(healed)
     }
 
-    /// Makes `dir/name` on replica `to` as it is on `from` (same gfid), and marks the new
-    /// copy's data and metadata as pending on `from`, for the heal that fills it.
+    /// Makes `dir/name` on replica `to` as it is on `from` (same gfid). A new copy's data
+    /// and metadata (a directory's metadata and names) are marked pending on `from` *before*
+    /// the copy is made, so no client ever finds the copy with nothing accusing it and
+    /// reads its empty content; if making it fails, the mark is taken back.
     async fn make_entry(
         &self,
         from: usize,
@@ -817,58 +819,73 @@ impl Replicate {
         let ctx = Ctx::internal();
         let c = &self.children[to];
         let loc = Loc::entry(dir, name);
+        let kind = ia.mode & libc::S_IFMT;
+        // Another name of a file `to` already holds (a hard link, or the new name of a
+        // rename made while this replica was down) needs no heal of its own.
+        let linked = kind != libc::S_IFDIR
+            && kind != libc::S_IFLNK
+            && c.lookup(&ctx, &Loc::inode(ia.gfid), Xdata::new())
+                .await
+                .is_ok();
+        if linked {
+            c.link(&ctx, &Loc::inode(ia.gfid), &loc, Xdata::new())
+                .await?;
+            return Ok(());
+        }
+        let lacks: [i64; 3] = if ia.is_dir() { [0, 1, 1] } else { [1, 1, 0] };
+        self.mark_lacking(from, to, ia.gfid, lacks).await?;
         let mut xd = ixd();
         xd.set(GFID_REQ_KEY, ia.gfid.0.to_vec());
         let perm = ia.mode & 0o7777;
-        let fresh = match ia.mode & libc::S_IFMT {
-            libc::S_IFDIR => {
-                c.mkdir(&ctx, &loc, perm, 0, xd).await?;
-                true
-            }
-            libc::S_IFLNK => {
-                let (target, _) = self.children[from]
-                    .readlink(&ctx, &Loc::inode(ia.gfid), Xdata::new())
-                    .await?;
-                c.symlink(&ctx, &target, &loc, 0, xd).await?;
-                true
-            }
-            _ => {
-                let exists = c
-                    .lookup(&ctx, &Loc::inode(ia.gfid), Xdata::new())
-                    .await
-                    .is_ok();
-                if exists {
-                    // Another name of the same file (a hard link, or the new name of a
-                    // rename made while this replica was down).
-                    c.link(&ctx, &Loc::inode(ia.gfid), &loc, Xdata::new())
-                        .await?;
-                    false
-                } else {
-                    c.mknod(&ctx, &loc, ia.mode, ia.rdev, 0, xd).await?;
-                    true
-                }
-            }
+        let made = match kind {
+            libc::S_IFDIR => c.mkdir(&ctx, &loc, perm, 0, xd).await.map(drop),
+            libc::S_IFLNK => match self.children[from]
+                .readlink(&ctx, &Loc::inode(ia.gfid), Xdata::new())
+                .await
+            {
+                Ok((target, _)) => c.symlink(&ctx, &target, &loc, 0, xd).await.map(drop),
+                Err(e) => Err(e),
+            },
+            _ => c.mknod(&ctx, &loc, ia.mode, ia.rdev, 0, xd).await.map(drop),
         };
-        if fresh {
-            // What the new copy lacks: a directory's metadata and names, a file's data
-            // and metadata (a directory has no data counter to heal).
-            let lacks = if ia.is_dir() { [0, 1, 1] } else { [1, 1, 0] };
-            let mut attrs = XattrMap::new();
-            for (j, n) in self.names.iter().enumerate() {
-                let d = if j == to { lacks } else { [0; 3] };
-                attrs.insert(key(n), encode(d));
+        if let Err(e) = made {
+            let undo = lacks.map(|n| -n);
+            if let Err(u) = self.mark_lacking(from, to, ia.gfid, undo).await {
+                tracing::warn!(
+                    "replicate: taking back the pending mark on {} for {}: {u}",
+                    self.names[from],
+                    ia.gfid
+                );
             }
-            self.children[from]
-                .xattrop(
-                    &ctx,
-                    &Loc::inode(ia.gfid),
-                    XattropOp::AddArray32,
-                    &attrs,
-                    ixd(),
-                )
-                .await?;
+            return Err(e);
         }
         Ok(())
+    }
+
+    /// Adds `counts` (data, metadata, entry) to what `from`'s copy of `g` says replica `to`
+    /// lacks.
+    async fn mark_lacking(
+        &self,
+        from: usize,
+        to: usize,
+        g: Gfid,
+        counts: [i64; 3],
+    ) -> Result<(), Errno> {
+        let mut attrs = XattrMap::new();
+        for (j, n) in self.names.iter().enumerate() {
+            let d = if j == to { counts } else { [0; 3] };
+            attrs.insert(key(n), encode(d));
+        }
+        self.children[from]
+            .xattrop(
+                &Ctx::internal(),
+                &Loc::inode(g),
+                XattropOp::AddArray32,
+                &attrs,
+                ixd(),
+            )
+            .await
+            .map(drop)
     }
 
     /// Removes `dir/name` (a whole tree for a directory) from replica `on`.
