@@ -50,6 +50,13 @@ pub const GFID_XATTR: &str = "trusted.weft.gfid";
 /// pass it on.
 pub const POSTPARENT_KEY: &str = "weft.postparent";
 
+/// Xdata key (presence only) on a `flush` or `fsync`: a brick that honours it answers, in
+/// the reply's xdata under the same key, the file's attributes once the call is done
+/// ([`Iatt::to_bytes`]), so a client's cache knows them after its own writes without
+/// asking again. Absent from the reply when a translator below does not pass it on (a
+/// replica set, whose copies may differ, never does).
+pub const POSTSTAT_KEY: &str = "weft.poststat";
+
 /// The xdata key in which a client proposes the gfid of an inode it creates (mkdir, create,
 /// mknod, symlink), so every replica gives the new inode the same identity. 16 bytes.
 pub const GFID_REQ_KEY: &str = "gfid-req";

@@ -240,6 +240,22 @@ impl Filesystem for WeftFs {
         self.inner.inodes.forget(ino.0, nlookup);
     }
 
+    /// No ioctl is supported: ENOTTY at once, as a local file answers the ioctls programs
+    /// probe with (Python's `open` asks TCGETS of every file), without a log line each.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(fuser::Errno::ENOTTY);
+    }
+
     fn getattr(&self, req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
         let ttl = self.fresh.guard(self.attr_ttl);

@@ -1122,7 +1122,9 @@ impl Xlator for Replicate {
         .await
     }
 
-    async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+    async fn flush(&self, ctx: &Ctx, fd: &FdRef, mut xd: Xdata) -> Fop<()> {
+        // One copy's attributes are not the file's (a copy may be behind): not asked.
+        xd.0.remove(POSTSTAT_KEY);
         let open: Vec<usize> = {
             let st = self.fd_state(fd);
             let o = st.open.lock();
@@ -1137,7 +1139,8 @@ impl Xlator for Replicate {
         Self::first_ok(rs)
     }
 
-    async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
+    async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, mut xd: Xdata) -> Fop<()> {
+        xd.0.remove(POSTSTAT_KEY);
         // Not a change: every copy that holds good data makes it durable; a copy that
         // fails is behind already (its write failed) or down.
         let up = self.up();

@@ -20,7 +20,9 @@
 //! - Changes made through this client update the cache as they pass (the bricks do not tell
 //!   a client about its own changes): attributes of changed inodes are dropped (not stored
 //!   from the reply: a write-behind below may answer before the brick has the data), names
-//!   made, removed and renamed are set.
+//!   made, removed and renamed are set. A flush or fsync asks for the file's attributes
+//!   once it is done ([`POSTSTAT_KEY`]: every write of this client is below by then) and
+//!   keeps them under the race rule, so a stat after writing and closing a file is a hit.
 //! - Changes made elsewhere arrive as [`Event::Upcall`] invalidations through
 //!   [`Xlator::notify`], which drop what they name (an inode: its attributes and xattrs; an
 //!   entry: that name, made `Unknown`, and the directory's attributes; `All`: everything)
@@ -824,6 +826,32 @@ impl MdCache {
         }
     }
 
+    // ==== flush / fsync ====
+
+    /// Asks for the file's attributes after a flush or fsync (the writes this client made
+    /// are all below by then: write-behind drains first); returns the change number.
+    fn poststat_begin(&self, mut xd: Xdata) -> (u64, Xdata) {
+        let st = self.state.lock();
+        if st.cfg.enable {
+            xd.set(POSTSTAT_KEY, Vec::new());
+        }
+        (st.ring.seq, xd)
+    }
+
+    /// Keeps the attributes a flush or fsync brought back, unless the inode changed
+    /// meanwhile (a write through another fd, an invalidation): the race rule.
+    fn poststat_end(&self, start: u64, fd: &FdRef, r: &Fop<()>) {
+        let Ok((_, xd)) = r else {
+            return;
+        };
+        let Some(ia) = xd.get(POSTSTAT_KEY).and_then(Iatt::from_bytes) else {
+            return;
+        };
+        if ia.gfid == fd.gfid {
+            self.state.lock().store_iatt(start, &ia, Instant::now());
+        }
+    }
+
     // ==== getxattr ====
 
     /// getxattr of one cacheable name of inode `g`, answered from the cache or by `fop`.
@@ -1283,6 +1311,22 @@ impl Xlator for MdCache {
         r
     }
 
+    async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        let child = self.child()?;
+        let (start, xd) = self.poststat_begin(xd);
+        let r = child.flush(ctx, fd, xd).await;
+        self.poststat_end(start, fd, &r);
+        r
+    }
+
+    async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
+        let child = self.child()?;
+        let (start, xd) = self.poststat_begin(xd);
+        let r = child.fsync(ctx, fd, datasync, xd).await;
+        self.poststat_end(start, fd, &r);
+        r
+    }
+
     async fn getxattr(&self, ctx: &Ctx, loc: &Loc, name: Option<&str>, xd: Xdata) -> Fop<XattrMap> {
         let child = self.child()?;
         match (loc.gfid, name) {
@@ -1719,6 +1763,60 @@ mod tests {
             .await
             .unwrap()
             .0
+    }
+
+    /// Writes drop the attributes; the flush that follows (over write-behind, which
+    /// acknowledged the writes early) brings back the ones the brick has after them, so
+    /// the next stat is a hit with the written size. A write through another fd while the
+    /// flush is on its way keeps them out (race rule).
+    #[tokio::test]
+    async fn a_flush_brings_back_the_attributes_after_this_clients_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let vf = Volfile {
+            volumes: vec![
+                VolumeDecl::new("p", "storage/posix").option("directory", dir.path().display()),
+                VolumeDecl::new("wb", "performance/write-behind").subvolumes(&["p"]),
+            ],
+        };
+        let graph = Graph::build(&vf, &crate::registry()).unwrap();
+        let md = MdCache::new(
+            "md".into(),
+            vec![graph.get("wb").unwrap().clone()],
+            Config::from_options(&options(&[("md-cache-timeout", "60")])),
+        );
+        let (ia, fd) = create(&md, Gfid::ROOT, "f").await;
+        md.writev(
+            &ctx(),
+            &fd,
+            bytes::Bytes::from(vec![7u8; 4096]),
+            0,
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        let misses = counter(&md, "stat_misses");
+        md.flush(&ctx(), &fd, Xdata::new()).await.unwrap();
+        assert_eq!(stat(&md, ia.gfid).await.size, 4096);
+        assert_eq!(counter(&md, "stat_misses"), misses, "a hit");
+
+        // Another fd writes while the flush is between asking and answering: the flush's
+        // answer (taken before that write) is not kept.
+        let start = md.seq();
+        md.writev(
+            &ctx(),
+            &fd,
+            bytes::Bytes::from(vec![1u8; 10]),
+            4096,
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        let mut stale = Xdata::new();
+        stale.set(POSTSTAT_KEY, Iatt { size: 4096, ..ia }.to_bytes());
+        md.poststat_end(start, &fd, &Ok(((), stale)));
+        assert_eq!(stat(&md, ia.gfid).await.size, 4106);
+        assert_eq!(counter(&md, "stat_misses"), misses + 1);
+        drop(graph);
     }
 
     /// The directory's attributes the brick sends with an entry change are kept: the next

@@ -32,6 +32,32 @@ pub const PRIVATE_DIR: &str = ".weft";
 /// The most handle hops a directory path may take before we call it a loop.
 const MAX_DEPTH: usize = 4096;
 
+/// How many handles [`Brick`] remembers as true at most (about 64 bytes each).
+const TRUE_HANDLES_MAX: usize = 262_144;
+
+/// What a gfid handle stands for.
+#[derive(Clone, PartialEq, Eq, Debug)]
+enum HandleFor {
+    /// A non-directory's hard link: that inode.
+    File { dev: u64, ino: u64 },
+    /// A directory's symlink: this target (its parent's handle and its name).
+    Dir(PathBuf),
+}
+
+impl HandleFor {
+    /// What the handle of `node`, entry `name` of `parent`, must stand for.
+    fn of(node: &Pin, parent: &Gfid, name: &OsStr) -> HandleFor {
+        if node.is_dir() {
+            HandleFor::Dir(dir_handle_target(parent, name))
+        } else {
+            HandleFor::File {
+                dev: node.st.st_dev,
+                ino: node.st.st_ino,
+            }
+        }
+    }
+}
+
 /// How many locks guard entries being created (by hash of parent and name).
 const CREATE_STRIPES: usize = 256;
 
@@ -49,6 +75,12 @@ pub struct Brick {
     /// Bumped whenever a directory handle moves or goes, so a resolution that raced with it
     /// does not put its stale answer into `dir_paths`.
     dir_gen: AtomicU64,
+    /// Handles known to be true (checked on disk, or made or moved by this process), so a
+    /// lookup of a known entry does not check its handle again: after the kernel's caches
+    /// are dropped that check reads two handle folders from disk per file. An entry goes
+    /// when this process moves or removes the handle, or when resolving its gfid fails;
+    /// the whole map starts over past [`TRUE_HANDLES_MAX`].
+    true_handles: Mutex<HashMap<Gfid, HandleFor>>,
     /// One bit per `.weft/handles/AB/CD` folder known to exist.
     handle_dirs: Vec<AtomicU64>,
     /// Held while an entry is created and given its gfid, so that nobody else gives the
@@ -142,6 +174,7 @@ impl Brick {
             handles_fd,
             dir_paths: Mutex::new(HashMap::new()),
             dir_gen: AtomicU64::new(0),
+            true_handles: Mutex::new(HashMap::new()),
             handle_dirs: (0..1024).map(|_| AtomicU64::new(0)).collect(),
             creating: (0..CREATE_STRIPES).map(|_| Mutex::new(())).collect(),
             umask: super::sys::process_umask(),
@@ -222,7 +255,10 @@ impl Brick {
                 link_inode(node.fd.as_fd(), self.handles_fd.as_fd(), OsStr::new(&rel))
             };
             match r {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.handle_true(g, HandleFor::of(node, parent, name));
+                    return Ok(());
+                }
                 Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(ex(e)),
             }
@@ -233,6 +269,7 @@ impl Brick {
                         // handle at where it is now.
                         return self.move_dir_handle(g, parent, name);
                     }
+                    self.handle_true(g, HandleFor::of(node, parent, name));
                     return Ok(());
                 }
                 Some(_) => return Err(Errno::EEXIST),
@@ -285,12 +322,24 @@ impl Brick {
         .map_err(ex)?;
         self.dir_gen.fetch_add(1, Ordering::SeqCst);
         self.dir_paths.lock().clear();
+        self.handle_true(g, HandleFor::Dir(dir_handle_target(parent, name)));
         Ok(())
     }
 
+    /// Forgets what is known of `g`'s handle (it went, or is about to be replaced).
     fn forget_dir(&self, g: &Gfid) {
         self.dir_gen.fetch_add(1, Ordering::SeqCst);
         self.dir_paths.lock().remove(g);
+        self.true_handles.lock().remove(g);
+    }
+
+    /// Remembers that `g`'s handle stands for `what`.
+    fn handle_true(&self, g: &Gfid, what: HandleFor) {
+        let mut known = self.true_handles.lock();
+        if known.len() >= TRUE_HANDLES_MAX {
+            known.clear();
+        }
+        known.insert(*g, what);
     }
 
     /// Removes `g`'s handle (a directory's, or a file's last extra link).
@@ -307,6 +356,7 @@ impl Brick {
     /// Only the handle of that very inode is removed, so a concurrent link that gave it a
     /// new name keeps it: the link count is read from the handle after the fact.
     pub fn drop_handle_if_orphan(&self, g: &Gfid) {
+        self.true_handles.lock().remove(g);
         if let Ok(h) = self.handle_pin(g) {
             if h.st.st_nlink == 1 && h.kind() != libc::S_IFDIR {
                 let _ = rfs::unlinkat(
@@ -338,7 +388,14 @@ impl Brick {
             }
             self.forget_dir(g);
         }
-        let h = self.handle_pin(g).map_err(stale)?;
+        let h = match self.handle_pin(g) {
+            Ok(h) => h,
+            Err(e) => {
+                // Gone behind this process's back: the next lookup by name checks again.
+                self.true_handles.lock().remove(g);
+                return Err(stale(e));
+            }
+        };
         if h.kind() != libc::S_IFLNK || h.gfid() == Some(*g) {
             return Ok(h); // a non-directory's hard link (a symlink carries its own gfid)
         }
@@ -546,21 +603,33 @@ impl Brick {
         out
     }
 
-    /// Whether `g`'s handle already stands for `node` as entry `name` of `parent` (one
-    /// syscall: a stat of a file's handle, or a read of a directory's handle link).
+    /// Whether `g`'s handle already stands for `node` as entry `name` of `parent`: no
+    /// syscall when this process knows it already, else one (a stat of a file's handle, or
+    /// a read of a directory's handle link).
     pub fn handle_is_true(&self, g: &Gfid, node: &Pin, parent: &Gfid, name: &OsStr) -> bool {
-        let rel = Brick::handle_rel(g);
-        if node.is_dir() {
-            match rfs::readlinkat(&self.handles_fd, rel.as_str(), Vec::new()) {
-                Ok(t) => t.as_bytes() == dir_handle_target(parent, name).as_os_str().as_bytes(),
-                Err(_) => false,
-            }
-        } else {
-            match rfs::statat(&self.handles_fd, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st.st_ino == node.st.st_ino && st.st_dev == node.st.st_dev,
-                Err(_) => false,
-            }
+        let want = HandleFor::of(node, parent, name);
+        if self.true_handles.lock().get(g) == Some(&want) {
+            return true;
         }
+        let rel = Brick::handle_rel(g);
+        let ok = match &want {
+            HandleFor::Dir(target) => {
+                match rfs::readlinkat(&self.handles_fd, rel.as_str(), Vec::new()) {
+                    Ok(t) => t.as_bytes() == target.as_os_str().as_bytes(),
+                    Err(_) => false,
+                }
+            }
+            HandleFor::File { dev, ino } => {
+                match rfs::statat(&self.handles_fd, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => st.st_ino == *ino && st.st_dev == *dev,
+                    Err(_) => false,
+                }
+            }
+        };
+        if ok {
+            self.handle_true(g, want);
+        }
+        ok
     }
 }
 

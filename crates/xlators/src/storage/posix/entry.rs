@@ -496,6 +496,35 @@ mod tests {
         assert_eq!(b.stat(&Loc::inode(gx)).unwrap().size, 1);
     }
 
+    /// A handle the brick remembers as true but that went behind its back (removed on
+    /// disk) is made again by the next lookup by name, once a lookup by gfid has failed.
+    #[test]
+    fn a_remembered_handle_removed_on_disk_is_made_again() {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let b = Brick::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("f"), b"A").unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        for name in ["f", "d"] {
+            let g = b.lookup(&Loc::entry(Gfid::ROOT, name)).unwrap().gfid;
+            b.lookup(&Loc::entry(Gfid::ROOT, name)).unwrap();
+            let handle = dir.path().join(".weft/handles").join(Brick::handle_rel(&g));
+            std::fs::remove_file(&handle).unwrap();
+            assert_eq!(b.stat(&Loc::inode(g)).unwrap_err(), Errno::ESTALE, "{name}");
+            assert_eq!(b.lookup(&Loc::entry(Gfid::ROOT, name)).unwrap().gfid, g);
+            assert!(
+                handle.symlink_metadata().is_ok(),
+                "{name}: handle made again"
+            );
+            assert_eq!(b.stat(&Loc::inode(g)).unwrap().gfid, g, "{name}");
+        }
+        // A directory renamed behind the brick's back: its handle is pointed at the new
+        // place by the next lookup there, and resolving by gfid finds it.
+        let g = b.lookup(&Loc::entry(Gfid::ROOT, "d")).unwrap().gfid;
+        std::fs::rename(dir.path().join("d"), dir.path().join("e")).unwrap();
+        assert_eq!(b.lookup(&Loc::entry(Gfid::ROOT, "e")).unwrap().gfid, g);
+        assert!(b.stat(&Loc::inode(g)).is_ok());
+    }
+
     /// An unlink told which inode it means removes nothing when the name now names
     /// another (replaced by another client): ESTALE, both files kept.
     #[test]

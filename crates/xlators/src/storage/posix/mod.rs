@@ -180,6 +180,14 @@ impl Posix {
     }
 }
 
+/// The reply of a flush or fsync asked for [`weft_core::POSTSTAT_KEY`]: nothing, with the
+/// file's attributes in the xdata.
+fn poststat((ia, _): (Iatt, Xdata)) -> ((), Xdata) {
+    let mut out = Xdata::new();
+    out.set(weft_core::POSTSTAT_KEY, ia.to_bytes());
+    ((), out)
+}
+
 #[async_trait]
 impl Xlator for Posix {
     fn name(&self) -> &str {
@@ -385,12 +393,23 @@ impl Xlator for Posix {
         }
         self.with_file(fd, move |f| f.write(&data, offset)).await
     }
-    async fn flush(&self, _: &Ctx, fd: &FdRef, _: Xdata) -> Fop<()> {
+    async fn flush(&self, _: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         self.file(fd)?;
-        Ok(((), Xdata::new()))
+        if !xd.has(weft_core::POSTSTAT_KEY) {
+            return Ok(((), Xdata::new()));
+        }
+        self.with_file(fd, |f| f.fstat()).await.map(poststat)
     }
-    async fn fsync(&self, _: &Ctx, fd: &FdRef, datasync: bool, _: Xdata) -> Fop<()> {
-        self.with_file(fd, move |f| f.sync(datasync)).await
+    async fn fsync(&self, _: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
+        if !xd.has(weft_core::POSTSTAT_KEY) {
+            return self.with_file(fd, move |f| f.sync(datasync)).await;
+        }
+        self.with_file(fd, move |f| {
+            f.sync(datasync)?;
+            f.fstat()
+        })
+        .await
+        .map(poststat)
     }
     async fn release(&self, _: &Ctx, fd: &FdRef, _: Xdata) -> Fop<()> {
         if let Some(f) = fd.take_ctx::<PosixFile>(&self.name) {
@@ -681,6 +700,49 @@ mod tests {
         let mut xd = Xdata::new();
         xd.set_u64(QUICK_READ_KEY, max);
         xd
+    }
+
+    /// A flush or fsync asked for the attributes answers them as they are after the
+    /// writes; one not asked answers nothing.
+    #[tokio::test]
+    async fn flush_and_fsync_answer_the_attributes_when_asked() {
+        use weft_core::{Fd, POSTSTAT_KEY};
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let p = Posix::new("p", dir.path()).unwrap();
+        let ctx = Ctx::internal();
+        let fd = Fd::new(Gfid::random(), libc::O_RDWR, false);
+        let mut req = Xdata::new();
+        req.set(GFID_REQ_KEY, fd.gfid.0.to_vec());
+        let (ia, _) = p
+            .create(&ctx, &Loc::entry(Gfid::ROOT, "f"), &fd, 0o644, 0, req)
+            .await
+            .unwrap();
+        p.writev(
+            &ctx,
+            &fd,
+            bytes::Bytes::from_static(b"hello"),
+            0,
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        let mut ask = Xdata::new();
+        ask.set(POSTSTAT_KEY, Vec::new());
+        let (_, xd) = p.flush(&ctx, &fd, ask.clone()).await.unwrap();
+        let post = Iatt::from_bytes(xd.get(POSTSTAT_KEY).unwrap()).unwrap();
+        assert_eq!((post.gfid, post.size), (ia.gfid, 5));
+        p.writev(&ctx, &fd, bytes::Bytes::from_static(b"!"), 5, Xdata::new())
+            .await
+            .unwrap();
+        let (_, xd) = p.fsync(&ctx, &fd, false, ask).await.unwrap();
+        assert_eq!(
+            Iatt::from_bytes(xd.get(POSTSTAT_KEY).unwrap())
+                .unwrap()
+                .size,
+            6
+        );
+        let (_, xd) = p.flush(&ctx, &fd, Xdata::new()).await.unwrap();
+        assert!(!xd.has(POSTSTAT_KEY));
     }
 
     /// A lookup asked for content gets the whole of a small regular file, with an iatt
