@@ -13,6 +13,7 @@
 
 pub mod blocking;
 pub mod bytes_path;
+pub mod entry_xattrs;
 pub mod errno;
 pub mod fd;
 pub mod gfid;
@@ -27,6 +28,7 @@ pub mod volfile;
 pub mod xdata;
 pub mod xlator;
 
+pub use entry_xattrs::{EntryXattrs, READDIRP_XATTRS_KEY};
 pub use errno::Errno;
 pub use fd::{Fd, FdRef};
 pub use gfid::Gfid;

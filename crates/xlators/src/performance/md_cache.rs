@@ -1136,8 +1136,8 @@ impl MdCache {
     fn listing_end(&self, start: u64, fd: &FdRef, offset: u64, r: &Fop<Vec<Dirent>>) {
         let now = Instant::now();
         let listing = fd.ctx::<Listing>(&self.name);
-        let entries = match r {
-            Ok((entries, _)) => entries,
+        let (entries, reply) = match r {
+            Ok((entries, reply)) => (entries, reply),
             Err(_) => {
                 if let Some(l) = listing {
                     l.0.lock().whole = false;
@@ -1174,6 +1174,21 @@ impl MdCache {
                 }
                 // It exists, attributes unknown: ask when looked up.
                 _ => st.put_name(p, &e.name, NameState::Unknown, now),
+            }
+        }
+        // The xattrs the brick listed with the entries (ENODATA for a name asked and
+        // absent), each kept unless its inode changed since the call started.
+        let listed = reply
+            .get(READDIRP_XATTRS_KEY)
+            .and_then(EntryXattrs::from_bytes);
+        for (g, have) in listed.iter().flat_map(|l| &l.entries) {
+            if st.ring.inode_changed(start, g) {
+                continue;
+            }
+            for name in listed.iter().flat_map(|l| &l.names) {
+                if cacheable_xattr(name) {
+                    st.put_xattr(*g, name, have.get(name).cloned(), now);
+                }
             }
         }
         if let Some((list_start, at)) = complete_since {
@@ -1591,6 +1606,10 @@ impl Xlator for MdCache {
     ) -> Fop<Vec<Dirent>> {
         let child = self.child()?;
         let start = self.listing_begin(fd, offset);
+        let mut xd = xd;
+        if self.state.lock().cfg.enable && !xd.has(READDIRP_XATTRS_KEY) {
+            xd.set(READDIRP_XATTRS_KEY, EntryXattrs::ask(LISTED_XATTRS));
+        }
         let r = child.readdirp(ctx, fd, size, offset, xd).await;
         self.listing_end(start, fd, offset, &r);
         r
@@ -1600,6 +1619,15 @@ impl Xlator for MdCache {
         self.child()?.releasedir(ctx, fd, xd).await
     }
 }
+
+/// The xattrs a listing asks the brick for with every entry: what `ls -l` asks of each
+/// file (its security label and ACL), and what the kernel asks before a write.
+const LISTED_XATTRS: &[&str] = &[
+    "security.selinux",
+    "security.capability",
+    "system.posix_acl_access",
+    "system.posix_acl_default",
+];
 
 /// What a setattr drops: a mode change also changes a POSIX ACL's mask, and a change of
 /// owner removes file capabilities, so those drop every cached xattr.
@@ -1763,6 +1791,65 @@ mod tests {
             .await
             .unwrap()
             .0
+    }
+
+    /// A listing brings each entry's security label and ACLs with it: the getxattrs
+    /// `ls -l` makes of every file afterwards are hits, the value where the file has one
+    /// and ENODATA where not; another client's change of a file drops its values.
+    #[tokio::test]
+    async fn a_listing_brings_the_xattrs_ls_asks_for() {
+        let r = rig(&[("md-cache-timeout", "60")]);
+        std::fs::create_dir(r.path("d")).unwrap();
+        std::fs::write(r.path("d/labelled"), b"x").unwrap();
+        std::fs::write(r.path("d/plain"), b"y").unwrap();
+        rustix::fs::setxattr(
+            r.path("d/labelled"),
+            "security.selinux",
+            b"system_u:object_r:weft_t:s0",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        let d = lookup(&*r.md, Gfid::ROOT, "d").await.unwrap();
+        let listed = list_all(&*r.md, d.gfid, 4096).await;
+        let gfid_of = |n: &str| {
+            listed
+                .iter()
+                .find(|e| e.name == n.as_bytes())
+                .and_then(|e| e.iatt)
+                .unwrap()
+                .gfid
+        };
+        let (labelled, plain) = (gfid_of("labelled"), gfid_of("plain"));
+        let misses = counter(&*r.md, "getxattr_misses");
+        let get = |g: Gfid, name: &'static str| {
+            let md = r.md.clone();
+            async move {
+                md.getxattr(&ctx(), &Loc::inode(g), Some(name), Xdata::new())
+                    .await
+                    .map(|(m, _)| m.into_values().next().unwrap_or_default())
+            }
+        };
+        assert_eq!(
+            get(labelled, "security.selinux").await.unwrap(),
+            b"system_u:object_r:weft_t:s0"
+        );
+        assert_eq!(get(plain, "security.selinux").await, Err(Errno::ENODATA));
+        for g in [labelled, plain] {
+            assert_eq!(get(g, "system.posix_acl_access").await, Err(Errno::ENODATA));
+            assert_eq!(get(g, "security.capability").await, Err(Errno::ENODATA));
+        }
+        assert_eq!(counter(&*r.md, "getxattr_misses"), misses, "all hits");
+        // Another client changes the label: dropped, asked again, the new value.
+        rustix::fs::setxattr(
+            r.path("d/labelled"),
+            "security.selinux",
+            b"other",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        r.md.notify("p", inode_inval(labelled)).await;
+        assert_eq!(get(labelled, "security.selinux").await.unwrap(), b"other");
+        assert_eq!(counter(&*r.md, "getxattr_misses"), misses + 1);
     }
 
     /// Writes drop the attributes; the flush that follows (over write-behind, which

@@ -223,6 +223,26 @@ pub fn getxattr(t: Target<'_>, name: Option<&str>, xd: &Xdata) -> Result<XattrMa
     Ok(out)
 }
 
+/// The values `t` has among `names` (one listxattr, then one getxattr per name it has;
+/// internal names are never answered): the answer to a readdirp's
+/// [`weft_core::READDIRP_XATTRS_KEY`].
+pub fn getxattr_named(t: Target<'_>, names: &[String]) -> Result<XattrMap, Errno> {
+    let mut out = XattrMap::new();
+    let none = Xdata::new();
+    for n in list_names(t)? {
+        if names.contains(&n) && allowed(&n, &none) {
+            match get_one(t, &n) {
+                Ok(v) => {
+                    out.insert(n, v);
+                }
+                Err(e) if e == Errno::ENODATA => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Every xattr whose name starts with `prefix` that `xd` may see (the answer to a lookup's
 /// [`weft_core::LOOKUP_XATTRS_KEY`]).
 pub fn getxattr_prefixed(t: Target<'_>, prefix: &str, xd: &Xdata) -> Result<XattrMap, Errno> {

@@ -9,10 +9,14 @@ use std::os::unix::ffi::OsStrExt;
 
 use parking_lot::Mutex;
 use rustix::fs::{self as rfs, OFlags};
-use weft_core::{Dirent, Errno, FileType, Gfid, Loc, GFID_XATTR};
+use weft_core::{Dirent, Errno, FileType, Gfid, Loc, XattrMap, GFID_XATTR};
 
+use super::attr::Target;
 use super::brick::{ex, iatt, Brick, PRIVATE_DIR};
 use super::sys::{proc_path, Pin};
+
+/// Per entry of a listing (by gfid), the xattr values it has among those asked.
+pub type EntryValues = Vec<(Gfid, XattrMap)>;
 
 /// An open directory's state on the posix translator. Entries are reached relative to the
 /// open directory itself, so a rename of it (or of any ancestor) while it is open changes
@@ -68,14 +72,16 @@ impl Brick {
     }
 
     /// Up to `size` bytes' worth of entries after cookie `offset`; with `plus`, each
-    /// entry's attributes (assigning gfids to entries that lack one).
+    /// entry's attributes (assigning gfids to entries that lack one), and the values each
+    /// such entry has among the xattr names `want` (see [`weft_core::READDIRP_XATTRS_KEY`]).
     pub fn readdir(
         &self,
         d: &PosixDir,
         size: u32,
         offset: u64,
         plus: bool,
-    ) -> Result<Vec<Dirent>, Errno> {
+        want: &[String],
+    ) -> Result<(Vec<Dirent>, EntryValues), Errno> {
         let mut st = d.state.lock();
         if st.at != Some(offset) {
             if offset == 0 {
@@ -87,6 +93,7 @@ impl Brick {
         let hide_private = d.gfid.is_root();
         let dfd = d.fd.as_fd();
         let mut out = Vec::new();
+        let mut xattrs = Vec::new();
         let mut used = 0usize;
         let mut at = offset;
         loop {
@@ -106,13 +113,13 @@ impl Brick {
             let cost = entry_cost(name.len(), plus);
             if used + cost > size as usize && !out.is_empty() {
                 st.at = None; // we read one entry too many
-                return Ok(out);
+                return Ok((out, xattrs));
             }
             used += cost;
             at = e.offset() as u64;
             let dot = name == b"." || name == b"..";
             let ia = if plus && !dot {
-                self.entry_iatt(d, dfd, name)
+                self.entry_iatt(d, dfd, name, want, &mut xattrs)
             } else {
                 None
             };
@@ -135,19 +142,28 @@ impl Brick {
             });
         }
         st.at = Some(at);
-        Ok(out)
+        Ok((out, xattrs))
     }
 
+    /// Entry `name`'s attributes, and (when `want` names any) the values it has among
+    /// those xattrs, pushed to `xattrs` (left out if they cannot be read).
     fn entry_iatt(
         &self,
         d: &PosixDir,
         dir: BorrowedFd<'_>,
         name: &[u8],
+        want: &[String],
+        xattrs: &mut EntryValues,
     ) -> Option<weft_core::Iatt> {
         let node = Pin::at(dir, OsStr::from_bytes(name)).ok()?;
         let g = self
             .ensure_gfid(&node, &d.gfid, OsStr::from_bytes(name))
             .ok()?;
+        if !want.is_empty() {
+            if let Ok(m) = super::attr::getxattr_named(Target::Pin(&node), want) {
+                xattrs.push((g, m));
+            }
+        }
         Some(iatt(g, &node.st))
     }
 

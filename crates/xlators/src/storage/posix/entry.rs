@@ -610,7 +610,7 @@ mod tests {
         std::fs::write(dir.path().join("f"), b"1").unwrap();
         let ia = b.lookup(&Loc::entry(Gfid::ROOT, "f")).unwrap();
         let d = b.opendir(&Loc::root()).unwrap();
-        let ents = b.readdir(&d, 65536, 0, false).unwrap();
+        let (ents, _) = b.readdir(&d, 65536, 0, false, &[]).unwrap();
         let f = ents.iter().find(|e| e.name == b"f").unwrap();
         assert_eq!(f.ino, ia.ino);
         assert!(ents.iter().all(|e| e.name != b".weft"));

@@ -459,7 +459,8 @@ impl Xlator for Posix {
         _: Xdata,
     ) -> Fop<Vec<Dirent>> {
         let d = self.dir(fd)?;
-        self.run(move |b| b.readdir(&d, size, off, false)).await
+        self.run(move |b| b.readdir(&d, size, off, false, &[]).map(|(e, _)| e))
+            .await
     }
     async fn readdirp(
         &self,
@@ -467,10 +468,27 @@ impl Xlator for Posix {
         fd: &FdRef,
         size: u32,
         off: u64,
-        _: Xdata,
+        xd: Xdata,
     ) -> Fop<Vec<Dirent>> {
         let d = self.dir(fd)?;
-        self.run(move |b| b.readdir(&d, size, off, true)).await
+        let want = xd
+            .get(weft_core::READDIRP_XATTRS_KEY)
+            .and_then(weft_core::EntryXattrs::asked)
+            .unwrap_or_default();
+        let b = self.brick.clone();
+        weft_core::blocking::run_blocking(move || {
+            let (entries, found) = b.readdir(&d, size, off, true, &want)?;
+            let mut out = Xdata::new();
+            if !want.is_empty() {
+                let answer = weft_core::EntryXattrs {
+                    names: want,
+                    entries: found,
+                };
+                out.set(weft_core::READDIRP_XATTRS_KEY, answer.to_bytes());
+            }
+            Ok((entries, out))
+        })
+        .await
     }
     async fn fsyncdir(&self, _: &Ctx, fd: &FdRef, _: bool, _: Xdata) -> Fop<()> {
         let d = self.dir(fd)?;
