@@ -494,6 +494,21 @@ mod tests {
         std::fs::write(dir.path().join("y"), b"CCC").unwrap();
         assert_eq!(read_all(&b, gx), b"A");
         assert_eq!(b.stat(&Loc::inode(gx)).unwrap().size, 1);
+        // The caller's path, when it names another inode now (or nothing, or the private
+        // folder), is not taken: the gfid decides.
+        let hinted = |g: Gfid, path: &str| {
+            let mut l = Loc::inode(g);
+            l.path = Some(path.into());
+            l
+        };
+        for path in ["/y", "/x", "/gone", "/", "", "/.weft/handles"] {
+            assert_eq!(b.stat(&hinted(gx, path)).unwrap().size, 1, "{path}");
+        }
+        assert_eq!(b.stat(&hinted(gx, "/z")).unwrap().size, 1);
+        let f = b.open_file(&hinted(gnew, "//x"), libc::O_RDONLY).unwrap();
+        assert_eq!(&f.read(100, 0).unwrap()[..], b"BB");
+        let f = b.open_file(&hinted(gnew, "/z"), libc::O_RDONLY).unwrap();
+        assert_eq!(&f.read(100, 0).unwrap()[..], b"BB");
     }
 
     /// A handle the brick remembers as true but that went behind its back (removed on
