@@ -1287,8 +1287,10 @@ impl Xlator for Replicate {
         fd: &FdRef,
         size: u32,
         offset: u64,
-        xd: Xdata,
+        mut xd: Xdata,
     ) -> Fop<Vec<Dirent>> {
+        // One copy's xattrs are not the files' (that copy may be behind): not asked.
+        xd.0.remove(READDIRP_XATTRS_KEY);
         let i = self.dir_reader(fd).await?;
         let (mut ents, x) = self.children[i].readdirp(ctx, fd, size, offset, xd).await?;
         if self.ever_down.lock()[i] || !self.holds_data(i) {

@@ -488,39 +488,15 @@ impl Brick {
         Ok((self.dir(&parent)?, name.to_os_string()))
     }
 
-    /// Pins the inode `loc` names: by gfid (through the caller's path when that still
-    /// leads to it), else by parent + name.
+    /// Pins the inode `loc` names: by gfid, else by parent + name.
     pub fn inode(&self, loc: &Loc) -> Result<Pin, Errno> {
         match loc.gfid {
-            Some(g) => match self.by_path_hint(loc, &g) {
-                Some(p) => Ok(p),
-                None => self.resolve(&g),
-            },
+            Some(g) => self.resolve(&g),
             None => {
                 let (dir, name) = self.entry(loc)?;
                 Pin::at(dir.fd.as_fd(), &name)
             }
         }
-    }
-
-    /// Inode `g` reached through the path the caller gave with it, if that path leads to
-    /// an inode carrying `g` (three syscalls). A non-directory is otherwise reached
-    /// through its handle, whose two folders are read from disk for every file once the
-    /// kernel's caches are cold, where the caller's path shares its directories with its
-    /// neighbours. Directories whose path is cached, the root and `.weft` go the usual way.
-    fn by_path_hint(&self, loc: &Loc, g: &Gfid) -> Option<Pin> {
-        let path = loc.path.as_ref()?;
-        if g.is_root() || self.dir_paths.lock().contains_key(g) {
-            return None;
-        }
-        let rel = path.as_os_str().as_bytes();
-        let start = rel.iter().position(|&c| c != b'/')?;
-        let rel = &rel[start..];
-        if rel.split(|&c| c == b'/').next() == Some(PRIVATE_DIR.as_bytes()) {
-            return None;
-        }
-        let p = Pin::new(open_beneath(self.root_fd.as_fd(), rel, OFlags::PATH).ok()?).ok()?;
-        (p.gfid() == Some(*g)).then_some(p)
     }
 
     /// Held while entry `name` of `parent` is being created and given its gfid.
