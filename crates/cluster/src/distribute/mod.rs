@@ -2096,14 +2096,17 @@ impl Xlator for Distribute {
         })
         .await
     }
-    async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+    async fn flush(&self, ctx: &Ctx, fd: &FdRef, mut xd: Xdata) -> Fop<()> {
+        // A file being moved answers its old copy's attributes: not asked.
+        xd.0.remove(POSTSTAT_KEY);
         self.on_fd(ctx, fd, |c, f| {
             let xd = xd.clone();
             async move { c.flush(ctx, &f, xd).await }
         })
         .await
     }
-    async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
+    async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, mut xd: Xdata) -> Fop<()> {
+        xd.0.remove(POSTSTAT_KEY);
         self.on_fd(ctx, fd, |c, f| {
             let xd = xd.clone();
             async move { c.fsync(ctx, &f, datasync, xd).await }
