@@ -95,6 +95,7 @@ pub const TABLE: &[VolumeOption] = &[
     opt("performance.md-cache-max-entries", Side::Client, "performance/md-cache", "max-entries"),
     opt("performance.quick-read", Side::Client, "performance/quick-read", "enable"),
     opt("performance.open-behind", Side::Client, "performance/quick-read", "open-behind"),
+    opt("performance.lazy-open", Side::Client, "performance/quick-read", "lazy-open"),
     opt("performance.qr-cache-timeout", Side::Client, "performance/quick-read", "cache-timeout"),
     opt("performance.quick-read-cache-size", Side::Client, "performance/quick-read", "cache-size"),
     opt("performance.quick-read-max-file-size", Side::Client, "performance/quick-read", "max-file-size"),

@@ -721,6 +721,35 @@ impl Distribute {
 
     // ==== lookups ====
 
+    /// A quick-read content lookup of file `g` (`loc` by gfid): asked of the subvolume
+    /// that holds its data, following a move. `None` when `g` is a directory or only a
+    /// link file answered: the plain lookup then answers, without content.
+    async fn lookup_content(&self, ctx: &Ctx, g: Gfid, loc: &Loc, max: u64) -> Option<Fop<Iatt>> {
+        if g.is_root() || self.layouts.lock().contains_key(&g) {
+            return None;
+        }
+        let Where::File(i) = self.target(ctx, loc).await.ok()? else {
+            return None;
+        };
+        let r = self
+            .on_file(ctx, loc, i, |c| async move {
+                let mut xd = Xdata::new();
+                xd.set_u64(QUICK_READ_KEY, max);
+                c.lookup(ctx, loc, xd).await
+            })
+            .await;
+        match r {
+            Ok((ia, mut rxd)) if !ia.is_dir() && !link_mode(&ia) && ia.gfid == g => {
+                let mut out = Xdata::new();
+                if let Some(content) = rxd.0.remove(QUICK_READ_CONTENT_KEY) {
+                    out.0.insert(QUICK_READ_CONTENT_KEY.to_string(), content);
+                }
+                Some(Ok((ia, out)))
+            }
+            _ => None,
+        }
+    }
+
     /// Resolves `parent/name` (loc has parent and name).
     async fn lookup_name(&self, ctx: &Ctx, loc: &Loc) -> Result<Found, Errno> {
         let (parent, name) = entry_of(loc)?;
@@ -1621,7 +1650,12 @@ impl Xlator for Distribute {
 
     // ==== inode FOPs ====
 
-    async fn lookup(&self, ctx: &Ctx, loc: &Loc, _xd: Xdata) -> Fop<Iatt> {
+    async fn lookup(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
+        if let (Some(max), Some(g), None) = (xd.get_u64(QUICK_READ_KEY), loc.gfid, &loc.name) {
+            if let Some(r) = self.lookup_content(ctx, g, loc, max).await {
+                return r;
+            }
+        }
         let f = if loc.parent.is_some() && loc.name.is_some() {
             self.lookup_name(ctx, loc).await?
         } else if let Some(g) = loc.gfid {

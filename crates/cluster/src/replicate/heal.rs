@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use weft_core::*;
 
-use super::changelog::{encode, key, Kind, Matrix, Verdict};
+use super::changelog::{Kind, Matrix, Verdict};
 use super::txn::{domain, DATA_DOMAIN, SELF_HEAL_DOMAIN};
 use super::{ixd, lookup_xd, Favorite, Replicate};
 use crate::index::{INDEX_FORGET_XATTR, INDEX_PENDING_XATTR};
@@ -367,21 +367,15 @@ impl Replicate {
             .filter(|i| !sinks.contains(i) || healed.contains(i))
             .collect();
         for (i, _, _) in &answers {
-            // Every counter named (see txn::changelog_add).
-            let mut attrs = XattrMap::new();
-            let mut moves = false;
-            for j in 0..self.n() {
-                let d = if settled.contains(&j) {
+            let Some(attrs) = self.changelog_operand(|j| {
+                if settled.contains(&j) {
                     m.undo(*i, j, &[kind])
                 } else {
-                    encode([0; 3])
-                };
-                moves |= d != encode([0; 3]);
-                attrs.insert(key(&self.names[j]), d);
-            }
-            if !moves {
+                    [0; 3]
+                }
+            }) else {
                 continue;
-            }
+            };
             let _ = self.children[*i]
                 .xattrop(
                     &Ctx::internal(),
@@ -849,6 +843,16 @@ impl Replicate {
             _ => c.mknod(&ctx, &loc, ia.mode, ia.rdev, 0, xd).await.map(drop),
         };
         if let Err(e) = made {
+            // The mark is taken back only when `to` surely holds no copy: an unclear error
+            // (a dropped connection) may follow a create that happened, and a mark left
+            // behind only costs a heal that finds nothing to do.
+            let absent = matches!(
+                c.lookup(&ctx, &Loc::inode(ia.gfid), Xdata::new()).await,
+                Err(Errno(libc::ENOENT | libc::ESTALE))
+            );
+            if !absent {
+                return Err(e);
+            }
             let undo = lacks.map(|n| -n);
             if let Err(u) = self.mark_lacking(from, to, ia.gfid, undo).await {
                 tracing::warn!(
@@ -871,11 +875,9 @@ impl Replicate {
         g: Gfid,
         counts: [i64; 3],
     ) -> Result<(), Errno> {
-        let mut attrs = XattrMap::new();
-        for (j, n) in self.names.iter().enumerate() {
-            let d = if j == to { counts } else { [0; 3] };
-            attrs.insert(key(n), encode(d));
-        }
+        let Some(attrs) = self.changelog_operand(|j| if j == to { counts } else { [0; 3] }) else {
+            return Ok(());
+        };
         self.children[from]
             .xattrop(
                 &Ctx::internal(),

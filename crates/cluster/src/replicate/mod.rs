@@ -869,7 +869,28 @@ impl Xlator for Replicate {
         out
     }
 
-    async fn lookup(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
+    async fn lookup(&self, ctx: &Ctx, loc: &Loc, mut xd: Xdata) -> Fop<Iatt> {
+        let content = xd.0.remove(QUICK_READ_KEY);
+        if let (Some(max), Some(g), None) = (content, loc.gfid, &loc.name) {
+            // A quick-read content lookup of a file by gfid: one good copy answers, as a
+            // read would (the copies are judged as for reads).
+            let r = self
+                .read_fop(g, |_, c| {
+                    let mut xd = Xdata::new();
+                    xd.set(QUICK_READ_KEY, max.clone());
+                    async move { c.lookup(ctx, loc, xd).await }
+                })
+                .await;
+            if let Ok((ia, mut rxd)) = r {
+                if !ia.is_dir() && ia.gfid == g {
+                    let mut out = Xdata::new();
+                    if let Some(c) = rxd.0.remove(QUICK_READ_CONTENT_KEY) {
+                        out.0.insert(QUICK_READ_CONTENT_KEY.to_string(), c);
+                    }
+                    return Ok((ia, out));
+                }
+            }
+        }
         self.do_lookup(ctx, loc, xd, false).await
     }
 

@@ -317,6 +317,20 @@ impl Replicate {
         .await;
     }
 
+    /// The xattrop operand that adds `delta(j)` to every replica `j`'s counters, or `None`
+    /// when it moves nothing. Every replica's counters are named, moved or not: the
+    /// bricks' index follows the values an xattrop answers.
+    pub(crate) fn changelog_operand(&self, delta: impl Fn(usize) -> [i64; 3]) -> Option<XattrMap> {
+        let mut attrs = XattrMap::new();
+        let mut moves = false;
+        for j in 0..self.n() {
+            let d = delta(j);
+            moves |= d != [0; 3];
+            attrs.insert(key(&self.names[j]), encode(d));
+        }
+        moves.then_some(attrs)
+    }
+
     /// Adds `delta(j)` to every replica `j`'s changelog of every target on each replica
     /// in `on`; returns the replicas where it succeeded for every target.
     pub(crate) async fn changelog_add(
@@ -340,18 +354,9 @@ impl Replicate {
         on: &[usize],
         delta: impl Fn(usize) -> [i64; 3],
     ) -> Vec<(usize, XattrMap)> {
-        let mut attrs = XattrMap::new();
-        // Every replica's counters are named, moved or not: the bricks' index follows
-        // the values an xattrop answers.
-        let mut moves = false;
-        for j in 0..self.n() {
-            let d = delta(j);
-            moves |= d != [0; 3];
-            attrs.insert(key(&self.names[j]), encode(d));
-        }
-        if !moves {
+        let Some(attrs) = self.changelog_operand(delta) else {
             return on.iter().map(|&i| (i, XattrMap::new())).collect();
-        }
+        };
         let rs = self
             .each(on, |_, c| {
                 let attrs = &attrs;

@@ -467,6 +467,16 @@ impl Xlator for UpcallXlator {
         let f = self.child0().readlink(ctx, loc, xd);
         self.read(ctx, &[loc.gfid], f, none).await
     }
+    // A flush or fsync may answer attributes (POSTSTAT_KEY) that md-cache keeps, so the
+    // caller is registered as for fstat.
+    async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        let f = self.child0().flush(ctx, fd, xd);
+        self.read(ctx, &[Some(fd.gfid)], f, none).await
+    }
+    async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
+        let f = self.child0().fsync(ctx, fd, datasync, xd);
+        self.read(ctx, &[Some(fd.gfid)], f, none).await
+    }
     async fn readv(&self, ctx: &Ctx, fd: &FdRef, size: u32, offset: u64, xd: Xdata) -> Fop<Bytes> {
         let f = self.child0().readv(ctx, fd, size, offset, xd);
         self.read(ctx, &[Some(fd.gfid)], f, none).await

@@ -24,11 +24,22 @@
 //! nothing to flush, answers `Ok`). `release` of such an fd answers at once and releases
 //! the real open when it is done (nothing when it failed).
 //!
+//! **Lazy open** (`lazy-open`, on by default, as GlusterFS's): such an open does not even
+//! start the real open, unless its file is known to have no content to offer. The first
+//! FOP that needs the real fd starts it; a read served from content never does, and the
+//! `flush` and `release` of an fd never opened stay here (but a `flush` while an fd of
+//! this client holds a lock on the file opens and flushes for real: a close drops its
+//! owner's locks). A lazy fd keeps what it read last (a *snapshot*): when a later fetch
+//! finds its file gone (unlinked through this client or another) and no change of its
+//! content was told since, within [`SNAPSHOT_TRUST`], the snapshot answers, as an open
+//! fd keeps an unlinked file readable. Otherwise such a read fails with the fetch's error.
+//!
 //! **Coherence.** Changes made through this client (writes, truncates, setattr with a size,
 //! fallocate/discard/zerofill, open with `O_TRUNC`, create, unlink, rename) drop the file's
-//! content before and after they pass down. Changes made elsewhere arrive as
-//! [`Event::Upcall`] invalidations through [`Xlator::notify`]: an inode's (with or without
-//! `data`: its size may have changed) drops its content; `All`, `ChildUp` and `ChildDown`
+//! content before and after they pass down (unlink and rename as changes of names, not of
+//! content). Changes made elsewhere arrive as [`Event::Upcall`] invalidations through
+//! [`Xlator::notify`]: an inode's (with or without `data`: its size may have changed)
+//! drops its content; `All`, `ChildUp` and `ChildDown`
 //! drop everything; the event is always passed on. A lookup, stat or fstat answer passing
 //! up whose size or mtime differs from the kept content's drops it too.
 //! **The race rule** (as md-cache's): every change bumps a counter and is remembered by
@@ -77,6 +88,7 @@ struct Config {
     cache_size: u64,
     timeout: Duration,
     open_behind: bool,
+    lazy_open: bool,
 }
 
 impl Config {
@@ -87,6 +99,7 @@ impl Config {
             cache_size: o.size("cache-size"),
             timeout: o.duration("cache-timeout").min(MAX_TIMEOUT),
             open_behind: o.bool("open-behind"),
+            lazy_open: o.bool("lazy-open"),
         }
     }
 }
@@ -159,6 +172,8 @@ struct Counters {
     evictions: u64,
     invalidations: u64,
     opens_behind: u64,
+    opens_lazy: u64,
+    opens_never: u64,
 }
 
 /// Everything quick-read knows, under one lock.
@@ -170,7 +185,14 @@ struct State {
     bytes: u64,
     /// Files a fetch found without content, and when.
     no_content: HashMap<Gfid, Instant>,
+    /// Every change of a file's content or attributes (race rule for kept content).
     ring: Ring,
+    /// Changes of a file's content only (not of its names or attributes): what a lazy
+    /// fd's snapshot is checked against.
+    data_ring: Ring,
+    /// Files with fds of this client that took a lock (fd count): a lazy fd's close
+    /// must then reach the bricks, as it drops its owner's locks.
+    locking: HashMap<Gfid, usize>,
     n: Counters,
 }
 
@@ -183,6 +205,8 @@ impl State {
             bytes: 0,
             no_content: HashMap::new(),
             ring: Ring::new(),
+            data_ring: Ring::new(),
+            locking: HashMap::new(),
             n: Counters::default(),
         }
     }
@@ -191,8 +215,8 @@ impl State {
         now.saturating_duration_since(at) < self.cfg.timeout
     }
 
-    /// The fresh content of `g`, marked as just used.
-    fn get(&mut self, g: &Gfid, now: Instant) -> Option<Bytes> {
+    /// The fresh content of `g`, marked as just used, and when it was fetched.
+    fn get(&mut self, g: &Gfid, now: Instant) -> Option<(Bytes, Instant)> {
         let at = self.files.get(g)?.at;
         if !self.fresh(at, now) {
             self.remove(g);
@@ -203,7 +227,7 @@ impl State {
         c.gen = gen;
         let data = c.data.clone();
         self.tidy();
-        Some(data)
+        Some((data, at))
     }
 
     /// Whether a fetch for `g` found no content lately.
@@ -266,8 +290,12 @@ impl State {
         }
     }
 
-    /// `g`'s content changed: remember it (race rule) and drop what is kept of it.
-    fn changed(&mut self, g: Gfid) {
+    /// `g` changed (its content too with `data`, else only its names or attributes):
+    /// remember it (race rule) and drop what is kept of it.
+    fn changed(&mut self, g: Gfid, data: bool) {
+        if data {
+            self.data_ring.note(g);
+        }
         self.ring.note(g);
         self.remove(&g);
         self.no_content.remove(&g);
@@ -277,7 +305,7 @@ impl State {
     fn seen(&mut self, ia: &Iatt) {
         if let Some(c) = self.files.get(&ia.gfid) {
             if c.size != ia.size || c.mtime != ia.mtime {
-                self.changed(ia.gfid);
+                self.changed(ia.gfid, true);
             }
         }
     }
@@ -285,6 +313,7 @@ impl State {
     /// Drops everything and makes every fetch in flight count as raced.
     fn drop_all(&mut self) {
         self.ring.all();
+        self.data_ring.all();
         self.files.clear();
         self.lru.clear();
         self.bytes = 0;
@@ -338,12 +367,63 @@ impl State {
 /// The result of a background open: `None` while it runs.
 type Opening = watch::Receiver<Option<Result<(), Errno>>>;
 
+/// Where an fd's real open stands.
+enum RealOpen {
+    /// Opened for real before `open` answered.
+    Done,
+    /// Running (or done) in the background (open-behind).
+    Behind(Opening),
+    /// Not started (lazy open): what to open it with when an FOP needs it.
+    Lazy(Box<(Ctx, Loc, Xdata)>),
+}
+
+/// The content a lazy fd last read, and when it was fetched from the bricks.
+struct Snapshot {
+    data: Bytes,
+    /// `data_ring`'s change number when it was known current.
+    seq: u64,
+    at: Instant,
+}
+
 /// Per-fd state, hung on the fd under quick-read's name.
 struct FdState {
-    /// The real open running behind (open-behind); `None` when opened for real.
-    behind: Option<Opening>,
+    open: Mutex<RealOpen>,
     /// A fetch for this fd found no content: read through the real fd from now on.
     no_fetch: AtomicBool,
+    /// Only while the fd is lazy: what it read last, served when its file is gone.
+    snap: Mutex<Option<Snapshot>>,
+    /// The fd took a lock (counted in `State::locking`).
+    locked: AtomicBool,
+}
+
+impl FdState {
+    fn new(open: RealOpen) -> FdState {
+        FdState {
+            open: Mutex::new(open),
+            no_fetch: AtomicBool::new(false),
+            snap: Mutex::new(None),
+            locked: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the real open was never started.
+    fn lazy(&self) -> bool {
+        matches!(*self.open.lock(), RealOpen::Lazy(_))
+    }
+}
+
+/// How long a lazy fd's snapshot may be served after its file is gone: within it, the
+/// bricks still count this client as caching the file (their default registration is
+/// 300 s), so any change of its content before it went would have been told.
+const SNAPSHOT_TRUST: Duration = Duration::from_secs(60);
+
+/// What a content fetch found.
+enum Fetched {
+    Content(Bytes),
+    /// The file has no content to offer (too large, not regular, the graph passes none).
+    NoContent,
+    /// The file is gone (`ENOENT`/`ESTALE`).
+    Gone(Errno),
 }
 
 /// Waits for a background open; a task that ended without answering is `EIO`.
@@ -367,10 +447,11 @@ fn slice(data: &Bytes, size: u32, offset: u64) -> Bytes {
 
 /// What a read does.
 enum Read {
-    /// Served from the kept content.
-    Hit(Bytes),
-    /// Ask for the content, having read the change number.
-    Fetch(u64, u64),
+    /// Served from the kept content (fetched at that instant; `data_ring`'s number now).
+    Hit(Bytes, Instant, u64),
+    /// Ask for the content, having read the change numbers (`ring`, `data_ring`), at most
+    /// this many bytes.
+    Fetch(u64, u64, u64),
     /// Read through the real fd.
     Down,
 }
@@ -400,26 +481,94 @@ impl QuickRead {
         fd.ctx::<FdState>(&self.name)
     }
 
-    /// Waits for `fd`'s background open, if it has one; its error if it failed.
+    /// Waits for `fd`'s real open (starting it if it is lazy); its error if it failed.
     async fn wait_open(&self, fd: &FdRef) -> Result<(), Errno> {
-        match self.fd_state(fd).and_then(|s| s.behind.clone()) {
-            Some(rx) => opened(rx).await,
-            None => Ok(()),
+        let Some(s) = self.fd_state(fd) else {
+            return Ok(());
+        };
+        let started = {
+            let mut open = s.open.lock();
+            match std::mem::replace(&mut *open, RealOpen::Done) {
+                RealOpen::Done => return Ok(()),
+                RealOpen::Behind(rx) => {
+                    *open = RealOpen::Behind(rx.clone());
+                    Ok(rx)
+                }
+                RealOpen::Lazy(what) => {
+                    let (ctx, loc, xd) = *what;
+                    match self.open_behind(&ctx, &loc, fd, xd.clone()) {
+                        Some(rx) => {
+                            *open = RealOpen::Behind(rx.clone());
+                            *s.snap.lock() = None;
+                            Ok(rx)
+                        }
+                        None => Err((ctx, loc, xd)),
+                    }
+                }
+            }
+        };
+        match started {
+            Ok(rx) => opened(rx).await,
+            // No runtime to start it on: open here.
+            Err((ctx, loc, xd)) => {
+                *s.snap.lock() = None;
+                self.child()?.open(&ctx, &loc, fd, xd).await.map(drop)
+            }
         }
     }
 
-    /// The content of `g` changed through this client.
-    fn changed(&self, g: Option<Gfid>) {
+    /// Keeps `data` (current at `data_ring`'s number `seq`, fetched at `at`) as what lazy
+    /// fd `fd` read last.
+    fn keep_snapshot(&self, fd: &FdRef, data: &Bytes, seq: u64, at: Instant) {
+        if let Some(s) = self.fd_state(fd) {
+            if s.lazy() {
+                *s.snap.lock() = Some(Snapshot {
+                    data: data.clone(),
+                    seq,
+                    at,
+                });
+            }
+        }
+    }
+
+    /// The content lazy fd `fd` last read, if its file's content has not changed since
+    /// (as far as this client was told) and it is recent enough to trust.
+    fn snapshot(&self, fd: &FdRef) -> Option<Bytes> {
+        let s = self.fd_state(fd)?;
+        if !s.lazy() {
+            return None;
+        }
+        let snap = s.snap.lock();
+        let snap = snap.as_ref()?;
+        let st = self.state.lock();
+        let fresh = snap.at.elapsed() < SNAPSHOT_TRUST;
+        (fresh && !st.data_ring.changed(snap.seq, &fd.gfid)).then(|| snap.data.clone())
+    }
+
+    /// `g` changed through this client (its content too with `data`).
+    fn changed(&self, g: Option<Gfid>, data: bool) {
         if let Some(g) = g {
-            self.state.lock().changed(g);
+            self.state.lock().changed(g, data);
         }
     }
 
     /// Runs a FOP that changes the content of `g`, dropping it before and after.
     async fn modify<T>(&self, g: Option<Gfid>, fop: impl Future<Output = Fop<T>> + Send) -> Fop<T> {
-        self.changed(g);
+        self.changed(g, true);
         let r = fop.await;
-        self.changed(g);
+        self.changed(g, true);
+        r
+    }
+
+    /// Runs a FOP that changes the names (not the content) of `g`.
+    async fn rename_or_unlink<T>(
+        &self,
+        g: Option<Gfid>,
+        fop: impl Future<Output = Fop<T>> + Send,
+    ) -> Fop<T> {
+        self.changed(g, false);
+        let r = fop.await;
+        self.changed(g, false);
         r
     }
 
@@ -439,9 +588,9 @@ impl QuickRead {
         if !st.cfg.enable {
             return Read::Down;
         }
-        if let Some(data) = st.get(&fd.gfid, now) {
+        if let Some((data, at)) = st.get(&fd.gfid, now) {
             st.n.hits += 1;
-            return Read::Hit(data);
+            return Read::Hit(data, at, st.data_ring.seq);
         }
         st.n.misses += 1;
         let max = st.cfg.max_file_size;
@@ -451,7 +600,7 @@ impl QuickRead {
             return Read::Down;
         }
         st.n.fetches += 1;
-        Read::Fetch(st.ring.seq, max)
+        Read::Fetch(st.ring.seq, st.data_ring.seq, max)
     }
 
     /// Asks the child for `fd`'s file content (race rule from `start`); keeps it, and
@@ -461,11 +610,11 @@ impl QuickRead {
         child: &XlatorRef,
         ctx: &Ctx,
         fd: &FdRef,
-        start: u64,
+        (start, data_start): (u64, u64),
         max: u64,
-    ) -> Option<Bytes> {
+    ) -> Fetched {
         if self.no_content_below.load(Ordering::Relaxed) {
-            return None;
+            return Fetched::NoContent;
         }
         let mut xd = Xdata::new();
         xd.set_u64(QUICK_READ_KEY, max);
@@ -482,6 +631,7 @@ impl QuickRead {
             }
         }
         let content = match r {
+            Err(e) if e == Errno::ENOENT || e == Errno::ESTALE => return Fetched::Gone(e),
             Ok((ia, mut rxd)) if ia.gfid == fd.gfid => rxd
                 .0
                 .remove(QUICK_READ_CONTENT_KEY)
@@ -497,7 +647,9 @@ impl QuickRead {
         match content {
             Some((ia, data)) => {
                 st.put(start, &ia, data.clone(), now);
-                Some(data)
+                drop(st);
+                self.keep_snapshot(fd, &data, data_start, now);
+                Fetched::Content(data)
             }
             None => {
                 st.put_no_content(start, fd.gfid, now);
@@ -505,7 +657,7 @@ impl QuickRead {
                 if let Some(s) = self.fd_state(fd) {
                     s.no_fetch.store(true, Ordering::Relaxed);
                 }
-                None
+                Fetched::NoContent
             }
         }
     }
@@ -541,9 +693,9 @@ impl Xlator for QuickRead {
                 for inv in &u.invalidations {
                     match inv {
                         // Attributes only: the size may have changed too.
-                        Invalidation::Inode { gfid, .. } => {
+                        Invalidation::Inode { gfid, data, .. } => {
                             st.n.invalidations += 1;
-                            st.changed(*gfid);
+                            st.changed(*gfid, *data);
                         }
                         Invalidation::Entry { .. } => {}
                         Invalidation::All => {
@@ -567,7 +719,8 @@ impl Xlator for QuickRead {
         format!(
             "enable = {}\nmax-file-size = {}\ncache-size = {}\ncache-timeout = {:?}\n\
              open-behind = {}\nfiles = {}\nbytes = {}/{}\nhits = {}\nmisses = {}\n\
-             fetches = {}\nevictions = {}\ninvalidations = {}\nopens_behind = {}\n",
+             fetches = {}\nevictions = {}\ninvalidations = {}\nopens_behind = {}\n\
+             opens_lazy = {}\nopens_never_made = {}\nlazy-open = {}\n",
             onoff(c.enable),
             c.max_file_size,
             c.cache_size,
@@ -582,6 +735,9 @@ impl Xlator for QuickRead {
             n.evictions,
             n.invalidations,
             n.opens_behind,
+            n.opens_lazy,
+            n.opens_never,
+            onoff(c.lazy_open),
         )
     }
 
@@ -627,18 +783,31 @@ impl Xlator for QuickRead {
 
     async fn open(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, xd: Xdata) -> Fop<()> {
         let child = self.child()?;
-        let behind = self.state.lock().cfg.open_behind
-            && !fd.is_dir
-            && fd.flags & NOT_BEHIND == libc::O_RDONLY;
+        let (behind, lazy) = {
+            let mut st = self.state.lock();
+            let behind =
+                st.cfg.open_behind && !fd.is_dir && fd.flags & NOT_BEHIND == libc::O_RDONLY;
+            // Lazy only where reads may be served from content: a file known to have none
+            // is opened at once.
+            let lazy = behind
+                && st.cfg.lazy_open
+                && st.cfg.enable
+                && !self.no_content_below.load(Ordering::Relaxed)
+                && !st.known_empty(&fd.gfid, Instant::now())
+                && tokio::runtime::Handle::try_current().is_ok();
+            if lazy {
+                st.n.opens_lazy += 1;
+            }
+            (behind, lazy)
+        };
+        if lazy {
+            let what = Box::new((ctx.clone(), loc.clone(), xd));
+            fd.set_ctx(&self.name, Arc::new(FdState::new(RealOpen::Lazy(what))));
+            return Ok(((), Xdata::new()));
+        }
         if behind {
             if let Some(rx) = self.open_behind(ctx, loc, fd, xd.clone()) {
-                fd.set_ctx(
-                    &self.name,
-                    Arc::new(FdState {
-                        behind: Some(rx),
-                        no_fetch: AtomicBool::new(false),
-                    }),
-                );
+                fd.set_ctx(&self.name, Arc::new(FdState::new(RealOpen::Behind(rx))));
                 self.state.lock().n.opens_behind += 1;
                 return Ok(((), Xdata::new()));
             }
@@ -650,13 +819,7 @@ impl Xlator for QuickRead {
             child.open(ctx, loc, fd, xd).await
         };
         if r.is_ok() && !fd.is_dir {
-            fd.set_ctx(
-                &self.name,
-                Arc::new(FdState {
-                    behind: None,
-                    no_fetch: AtomicBool::new(false),
-                }),
-            );
+            fd.set_ctx(&self.name, Arc::new(FdState::new(RealOpen::Done)));
         }
         r
     }
@@ -674,14 +837,8 @@ impl Xlator for QuickRead {
         let r = child.create(ctx, loc, fd, mode, umask, xd).await;
         if let Ok((ia, _)) = &r {
             // Without O_EXCL an existing file may come back (truncated by O_TRUNC).
-            self.changed(Some(ia.gfid));
-            fd.set_ctx(
-                &self.name,
-                Arc::new(FdState {
-                    behind: None,
-                    no_fetch: AtomicBool::new(false),
-                }),
-            );
+            self.changed(Some(ia.gfid), true);
+            fd.set_ctx(&self.name, Arc::new(FdState::new(RealOpen::Done)));
         }
         r
     }
@@ -692,10 +849,26 @@ impl Xlator for QuickRead {
         let readable = fd.flags & libc::O_ACCMODE != libc::O_WRONLY;
         if xd.is_empty() && readable && !fd.is_dir && fd.flags & libc::O_DIRECT == 0 {
             match self.read_begin(fd, offset) {
-                Read::Hit(data) => return Ok((slice(&data, size, offset), Xdata::new())),
-                Read::Fetch(start, max) => {
-                    if let Some(data) = self.fetch(child, ctx, fd, start, max).await {
-                        return Ok((slice(&data, size, offset), Xdata::new()));
+                Read::Hit(data, at, seq) => {
+                    self.keep_snapshot(fd, &data, seq, at);
+                    return Ok((slice(&data, size, offset), Xdata::new()));
+                }
+                Read::Fetch(start, data_start, max) => {
+                    match self.fetch(child, ctx, fd, (start, data_start), max).await {
+                        Fetched::Content(data) => {
+                            return Ok((slice(&data, size, offset), Xdata::new()))
+                        }
+                        // Gone while this fd was lazy: what it read before is still the
+                        // file's content (as an open fd keeps an unlinked file's).
+                        Fetched::Gone(e) => {
+                            if let Some(data) = self.snapshot(fd) {
+                                return Ok((slice(&data, size, offset), Xdata::new()));
+                            }
+                            if self.fd_state(fd).is_some_and(|s| s.lazy()) {
+                                return Err(e);
+                            }
+                        }
+                        Fetched::NoContent => {}
                     }
                 }
                 Read::Down => {}
@@ -707,11 +880,27 @@ impl Xlator for QuickRead {
 
     async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         let child = self.child()?;
-        let Some(rx) = fd
-            .take_ctx::<FdState>(&self.name)
-            .and_then(|s| s.behind.clone())
-        else {
+        let Some(state) = fd.take_ctx::<FdState>(&self.name) else {
             return child.release(ctx, fd, xd).await;
+        };
+        if state.locked.load(Ordering::Relaxed) {
+            let mut st = self.state.lock();
+            if let Some(n) = st.locking.get_mut(&fd.gfid) {
+                *n -= 1;
+                if *n == 0 {
+                    st.locking.remove(&fd.gfid);
+                }
+            }
+        }
+        let open = std::mem::replace(&mut *state.open.lock(), RealOpen::Done);
+        let rx = match open {
+            RealOpen::Done => return child.release(ctx, fd, xd).await,
+            // Never opened for real: nothing to release.
+            RealOpen::Lazy(_) => {
+                self.state.lock().n.opens_never += 1;
+                return Ok(((), Xdata::new()));
+            }
+            RealOpen::Behind(rx) => rx,
         };
         // Done already: release it now; failed: nothing to release.
         let done = *rx.borrow();
@@ -750,6 +939,14 @@ impl Xlator for QuickRead {
     }
     async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         let child = self.child()?;
+        // A lazy fd never opened has nothing to flush. Its close must still drop its
+        // owner's locks on the file, which can only have been taken through an fd of this
+        // client that is still open: then it is opened and flushed for real.
+        if self.fd_state(fd).is_some_and(|s| s.lazy())
+            && !self.state.lock().locking.contains_key(&fd.gfid)
+        {
+            return Ok(((), Xdata::new()));
+        }
         // A read-only fd whose real open failed has nothing to flush, but a flush also
         // drops its owner's locks on the file taken through other fds: pass it down
         // through a fresh open when one can be had.
@@ -882,11 +1079,19 @@ impl Xlator for QuickRead {
     async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, xd: Xdata) -> Fop<Flock> {
         let child = self.child()?;
         self.wait_open(fd).await?;
+        // Counted before the lock can exist, so a close racing with it reaches the bricks.
+        if cmd != LkCmd::Get && lock.kind != LockType::Unlock {
+            if let Some(s) = self.fd_state(fd) {
+                if !s.locked.swap(true, Ordering::Relaxed) {
+                    *self.state.lock().locking.entry(fd.gfid).or_insert(0) += 1;
+                }
+            }
+        }
         let r = child.lk(ctx, fd, cmd, lock, xd).await;
         if r.is_ok() && cmd != LkCmd::Get && lock.kind != LockType::Unlock {
             // Whoever held the lock before may have written: a lock holder reads what
             // the previous holder wrote, whatever the caches.
-            self.state.lock().changed(fd.gfid);
+            self.state.lock().changed(fd.gfid, true);
         }
         r
     }
@@ -923,14 +1128,14 @@ impl Xlator for QuickRead {
     async fn unlink(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
         let child = self.child()?;
         let fop = child.unlink(ctx, loc, xd);
-        self.modify(loc.gfid, fop).await
+        self.rename_or_unlink(loc.gfid, fop).await
     }
     async fn rename(&self, ctx: &Ctx, old: &Loc, new: &Loc, flags: u32, xd: Xdata) -> Fop<()> {
         let child = self.child()?;
-        self.changed(new.gfid);
+        self.changed(new.gfid, false);
         let fop = child.rename(ctx, old, new, flags, xd);
-        let r = self.modify(old.gfid, fop).await;
-        self.changed(new.gfid);
+        let r = self.rename_or_unlink(old.gfid, fop).await;
+        self.changed(new.gfid, false);
         r
     }
 }
@@ -966,6 +1171,12 @@ const OPTIONS: &[OptionSpec] = &[
         default: Some("on"),
         description: "Answer read-only opens at once and open for real in the background, waiting only when the real fd is needed. Changes live (for later opens).",
     },
+    OptionSpec {
+        key: "lazy-open",
+        kind: OptionKind::Bool,
+        default: Some("on"),
+        description: "With open-behind: do not open at all until an FOP needs the real fd; reads served from content, close and release of such an fd never reach the bricks. Off: the real open starts at once. Changes live (for later opens).",
+    },
 ];
 
 /// The `performance/quick-read` type.
@@ -1000,11 +1211,16 @@ mod tests {
     use std::sync::atomic::AtomicU64;
     use weft_core::volfile::{Volfile, VolumeDecl};
 
+    /// Options `pairs`; `lazy-open` is off unless they say (most tests here are of the
+    /// open-behind that starts the real open at once).
     fn options(pairs: &[(&str, &str)]) -> Options {
-        let given: Vec<(String, String)> = pairs
+        let mut given: Vec<(String, String)> = pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if !pairs.iter().any(|(k, _)| *k == "lazy-open") {
+            given.push(("lazy-open".into(), "off".into()));
+        }
         Options::validate(OPTIONS, &given).unwrap()
     }
 
@@ -1121,6 +1337,14 @@ mod tests {
 
         async fn release(&self, fd: &FdRef) {
             self.qr.release(&ctx(), fd, Xdata::new()).await.unwrap();
+        }
+
+        /// Unlinks `name` beneath quick-read (as another client would).
+        async fn unlink_below(&self, name: &str) {
+            self.probe.children[0]
+                .unlink(&ctx(), &Loc::entry(Gfid::ROOT, name), Xdata::new())
+                .await
+                .unwrap();
         }
 
         /// Waits (at most 5 s) until every background open is done and released.
@@ -1422,6 +1646,123 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lazy_fd_served_from_content_never_opens() {
+        let r = rig(&[("lazy-open", "on")]);
+        let g = r.file("f", b"lazy content").await;
+        let fd = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd, 4, 0).await, b"lazy");
+        assert_eq!(r.read(&fd, 100, 5).await, b"content");
+        r.qr.flush(&ctx(), &fd, Xdata::new()).await.unwrap();
+        r.release(&fd).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(r.probe.opens_done.load(Ordering::SeqCst), 0);
+        assert_eq!(r.probe.releases.load(Ordering::SeqCst), 0);
+        assert_eq!(counter(&r.qr, "opens_lazy"), 1);
+        assert_eq!(counter(&r.qr, "opens_never_made"), 1);
+        assert_eq!(counter(&r.qr, "fetches"), 1);
+        // A file with no content to offer is opened at once the next time.
+        let big = r.file("big", &[b'x'; 70_000]).await;
+        let fd = r.open(big, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd, 10, 0).await, [b'x'; 10], "opened when needed");
+        r.release(&fd).await;
+        let fd = r.open(big, libc::O_RDONLY).await;
+        assert_eq!(
+            counter(&r.qr, "opens_behind"),
+            1,
+            "not lazy: known to have no content"
+        );
+        r.release(&fd).await;
+        r.settled(2).await;
+    }
+
+    #[tokio::test]
+    async fn a_lazy_fd_opens_for_the_fops_that_need_the_real_fd() {
+        let r = rig(&[("lazy-open", "on")]);
+        let g = r.file("f", b"abc").await;
+        let fd = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd, 10, 0).await, b"abc");
+        let ia = r.qr.fstat(&ctx(), &fd, Xdata::new()).await.unwrap().0;
+        assert_eq!(ia.size, 3);
+        assert!(
+            fd.ctx::<PosixFile>("p").is_some(),
+            "opened on posix for the fstat"
+        );
+        r.release(&fd).await;
+        r.settled(1).await;
+    }
+
+    #[tokio::test]
+    async fn closing_a_lazy_fd_drops_the_owners_locks_taken_through_another_fd() {
+        let r = rig(&[("lazy-open", "on")]);
+        let g = r.file("f", b"abc").await;
+        let locker = r.open(g, libc::O_RDONLY).await;
+        let lock = Flock {
+            kind: LockType::Read,
+            start: 0,
+            len: 0,
+            pid: 1,
+            owner: 7,
+        };
+        // posix itself keeps no locks (ENOTSUP), but the try counts: the lazy fd's
+        // flush must go down.
+        let _ =
+            r.qr.lk(&ctx(), &locker, LkCmd::Set, &lock, Xdata::new())
+                .await;
+        let other = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(r.read(&other, 10, 0).await, b"abc");
+        r.qr.flush(&ctx(), &other, Xdata::new()).await.unwrap();
+        assert!(other.ctx::<PosixFile>("p").is_some(), "flushed for real");
+        r.release(&other).await;
+        r.release(&locker).await;
+        r.settled(2).await;
+        assert!(
+            r.qr.state.lock().locking.is_empty(),
+            "counted down on release"
+        );
+        // With no lock anywhere, a lazy fd's flush stays here.
+        let fd = r.open(g, libc::O_RDONLY).await;
+        r.qr.flush(&ctx(), &fd, Xdata::new()).await.unwrap();
+        assert!(fd.ctx::<PosixFile>("p").is_none());
+        r.release(&fd).await;
+    }
+
+    #[tokio::test]
+    async fn a_lazy_fd_reads_its_unlinked_file_unless_its_content_changed() {
+        let r = rig(&[("lazy-open", "on")]);
+        let g = r.file("f", b"kept after unlink").await;
+        let fd = r.open(g, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd, 100, 0).await, b"kept after unlink");
+        // Unlinked by another client: told as an attribute change, without data.
+        r.unlink_below("f").await;
+        r.qr.notify("p", inode_inval(g, false)).await;
+        assert_eq!(counter(&r.qr, "files"), 0);
+        assert_eq!(r.read(&fd, 5, 5).await, b"after");
+        // Through this client: the same.
+        let g2 = r.file("g", b"second").await;
+        let fd2 = r.open(g2, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd2, 100, 0).await, b"second");
+        r.qr.unlink(&ctx(), &Loc::entry(Gfid::ROOT, "g"), Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(r.read(&fd2, 100, 0).await, b"second");
+        // A content change told before the file went: nothing stale is served.
+        let g3 = r.file("h", b"old").await;
+        let fd3 = r.open(g3, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd3, 100, 0).await, b"old");
+        r.qr.notify("p", inode_inval(g3, true)).await;
+        r.unlink_below("h").await;
+        let e =
+            r.qr.readv(&ctx(), &fd3, 100, 0, Xdata::new())
+                .await
+                .unwrap_err();
+        assert!(e == Errno::ESTALE || e == Errno::ENOENT, "{e:?}");
+        for fd in [&fd, &fd2, &fd3] {
+            r.release(fd).await;
+        }
+        assert_eq!(r.probe.opens_done.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
     async fn cache_size_bounds_the_bytes_kept_least_recently_used_first() {
         // Two files of 40 bytes (each counted with its overhead) fit, three do not.
         let r = rig(&[("cache-size", "700")]);
@@ -1562,7 +1903,8 @@ mod tests {
         assert!(dump.contains("[qr]"), "{dump}");
         assert!(dump.contains("fetches = 1\n"), "{dump}");
         assert!(dump.contains("hits = 1\n"), "{dump}");
-        assert!(dump.contains("opens_behind = 2\n"), "{dump}");
+        assert!(dump.contains("opens_lazy = 2\n"), "{dump}");
+        assert!(dump.contains("opens_never_made = 2\n"), "{dump}");
         assert!(dump.contains("invalidations = 1\n"), "{dump}");
     }
 }

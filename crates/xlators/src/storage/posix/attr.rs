@@ -197,60 +197,12 @@ fn list_names(t: Target<'_>) -> Result<Vec<String>, Errno> {
         .collect())
 }
 
-/// The xattr `name`, or all visible xattrs when `name` is `None`.
-pub fn getxattr(t: Target<'_>, name: Option<&str>, xd: &Xdata) -> Result<XattrMap, Errno> {
-    let mut out = XattrMap::new();
-    match name {
-        Some(n) if !allowed(n, xd) => return Err(Errno::ENODATA),
-        Some(n) => {
-            out.insert(n.to_string(), get_one(t, n)?);
-        }
-        None => {
-            for n in list_names(t)? {
-                if !allowed(&n, xd) {
-                    continue;
-                }
-                match get_one(t, &n) {
-                    Ok(v) => {
-                        out.insert(n, v);
-                    }
-                    Err(e) if e == Errno::ENODATA => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The values `t` has among `names` (one listxattr, then one getxattr per name it has;
-/// internal names are never answered): the answer to a readdirp's
-/// [`weft_core::READDIRP_XATTRS_KEY`].
-pub fn getxattr_named(t: Target<'_>, names: &[String]) -> Result<XattrMap, Errno> {
-    let mut out = XattrMap::new();
-    let none = Xdata::new();
-    for n in list_names(t)? {
-        // Small values only: a listing's reply must stay near its asked size.
-        let listed = n.starts_with("security.") || n.starts_with("system.posix_acl_");
-        if listed && names.contains(&n) && allowed(&n, &none) {
-            match get_one(t, &n) {
-                Ok(v) => {
-                    out.insert(n, v);
-                }
-                Err(e) if e == Errno::ENODATA => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Every xattr whose name starts with `prefix` that `xd` may see (the answer to a lookup's
-/// [`weft_core::LOOKUP_XATTRS_KEY`]).
-pub fn getxattr_prefixed(t: Target<'_>, prefix: &str, xd: &Xdata) -> Result<XattrMap, Errno> {
+/// The values of every xattr `t` lists whose name `wanted` accepts (a name removed
+/// between the listing and its read is skipped).
+fn getxattr_listed(t: Target<'_>, wanted: impl Fn(&str) -> bool) -> Result<XattrMap, Errno> {
     let mut out = XattrMap::new();
     for n in list_names(t)? {
-        if !n.starts_with(prefix) || !allowed(&n, xd) {
+        if !wanted(&n) {
             continue;
         }
         match get_one(t, &n) {
@@ -262,6 +214,37 @@ pub fn getxattr_prefixed(t: Target<'_>, prefix: &str, xd: &Xdata) -> Result<Xatt
         }
     }
     Ok(out)
+}
+
+/// The xattr `name`, or all visible xattrs when `name` is `None`.
+pub fn getxattr(t: Target<'_>, name: Option<&str>, xd: &Xdata) -> Result<XattrMap, Errno> {
+    match name {
+        Some(n) if !allowed(n, xd) => Err(Errno::ENODATA),
+        Some(n) => {
+            let mut out = XattrMap::new();
+            out.insert(n.to_string(), get_one(t, n)?);
+            Ok(out)
+        }
+        None => getxattr_listed(t, |n| allowed(n, xd)),
+    }
+}
+
+/// The values `t` has among `names` (one listxattr, then one getxattr per name it has;
+/// internal names are never answered): the answer to a readdirp's
+/// [`weft_core::READDIRP_XATTRS_KEY`].
+pub fn getxattr_named(t: Target<'_>, names: &[String]) -> Result<XattrMap, Errno> {
+    let none = Xdata::new();
+    getxattr_listed(t, |n| {
+        // Small values only: a listing's reply must stay near its asked size.
+        let listed = n.starts_with("security.") || n.starts_with("system.posix_acl_");
+        listed && names.iter().any(|w| w == n) && allowed(n, &none)
+    })
+}
+
+/// Every xattr whose name starts with `prefix` that `xd` may see (the answer to a lookup's
+/// [`weft_core::LOOKUP_XATTRS_KEY`]).
+pub fn getxattr_prefixed(t: Target<'_>, prefix: &str, xd: &Xdata) -> Result<XattrMap, Errno> {
+    getxattr_listed(t, |n| n.starts_with(prefix) && allowed(n, xd))
 }
 
 /// Sets every xattr in `attrs` with XATTR_CREATE/XATTR_REPLACE `flags`.

@@ -364,6 +364,9 @@ impl Brick {
                     Brick::handle_rel(g).as_str(),
                     AtFlags::empty(),
                 );
+                // A lookup between the first removal and the unlink may have vouched
+                // for the handle again.
+                self.true_handles.lock().remove(g);
             }
         }
     }
@@ -399,7 +402,11 @@ impl Brick {
         if h.kind() != libc::S_IFLNK || h.gfid() == Some(*g) {
             return Ok(h); // a non-directory's hard link (a symlink carries its own gfid)
         }
-        self.resolve_dir_handle(g, &h)
+        let dir = self.resolve_dir_handle(g, &h);
+        if dir.is_err() {
+            self.true_handles.lock().remove(g);
+        }
+        dir
     }
 
     /// Pins directory `g` whose handle symlink is `h`.
