@@ -35,7 +35,9 @@ pub use gfid::Gfid;
 pub use graph::{Graph, ReconfigureError, Reconfigured, Registry, XlatorInit, XlatorType};
 pub use iatt::{Dirent, FileType, Iatt, SetAttr, SetTime, StatVfs, Timespec};
 pub use loc::{Ctx, Loc};
-pub use lock::{Checksum, EntrylkCmd, EntrylkType, Flock, LkCmd, LockType, SeekWhat, XattropOp};
+pub use lock::{
+    Checksum, EntrylkCmd, EntrylkType, Flock, LkCmd, LockType, LockUse, SeekWhat, XattropOp,
+};
 pub use upcall::{Ack, Invalidation, Upcall};
 pub use xdata::Xdata;
 pub use xlator::{Event, EventReceiver, EventSender, Fop, Xlator, XlatorRef};
@@ -52,11 +54,12 @@ pub const GFID_XATTR: &str = "trusted.weft.gfid";
 /// pass it on.
 pub const POSTPARENT_KEY: &str = "weft.postparent";
 
-/// Xdata key (presence only) on a `flush` or `fsync`: a brick that honours it answers, in
-/// the reply's xdata under the same key, the file's attributes once the call is done
-/// ([`Iatt::to_bytes`]), so a client's cache knows them after its own writes without
-/// asking again. Absent from the reply when a translator below does not pass it on (a
-/// replica set, whose copies may differ, never does).
+/// Xdata key (presence only) on a `flush`, `fsync` or `writev`: a brick that honours it
+/// answers, in the reply's xdata under the same key, the file's attributes once the call
+/// is done ([`Iatt::to_bytes`]), so a client's cache knows them after its own writes
+/// without asking again. Absent from the reply when a translator below does not pass it
+/// on (a replica set, whose copies may differ, or distribute, whose file may be moving,
+/// never does).
 pub const POSTSTAT_KEY: &str = "weft.poststat";
 
 /// The xdata key in which a client proposes the gfid of an inode it creates (mkdir, create,

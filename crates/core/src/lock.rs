@@ -83,3 +83,74 @@ pub struct Checksum {
     /// A cryptographic digest of the range to confirm them.
     pub strong: Vec<u8>,
 }
+
+/// Which files have fds (of the client a translator serves) that asked for a POSIX lock,
+/// as that translator sees `lk` and `release` pass. A close (`flush`) of any fd of such a
+/// file must reach the bricks, since there it drops its owner's locks; a close of any
+/// other file's fd need not. Bounded by the open fds that locked.
+#[derive(Default)]
+pub struct LockUse {
+    files: parking_lot::Mutex<std::collections::HashMap<crate::Gfid, Vec<u64>>>,
+}
+
+impl LockUse {
+    /// Notes that `fd` asks for lock `lock` (call it before passing the request down, so
+    /// a close racing with it goes down too). Queries and unlocks are not noted.
+    pub fn asking(&self, fd: &crate::Fd, cmd: LkCmd, lock: &Flock) {
+        if cmd == LkCmd::Get || lock.kind == LockType::Unlock {
+            return;
+        }
+        let mut files = self.files.lock();
+        let fds = files.entry(fd.gfid).or_default();
+        if !fds.contains(&fd.id) {
+            fds.push(fd.id);
+        }
+    }
+
+    /// Forgets `fd` (it was released: its locks went with it, or with a close before).
+    pub fn released(&self, fd: &crate::Fd) {
+        let mut files = self.files.lock();
+        if let Some(fds) = files.get_mut(&fd.gfid) {
+            fds.retain(|&id| id != fd.id);
+            if fds.is_empty() {
+                files.remove(&fd.gfid);
+            }
+        }
+    }
+
+    /// Whether an open fd of `g` asked for a lock.
+    pub fn any(&self, g: &crate::Gfid) -> bool {
+        self.files.lock().contains_key(g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Fd, Gfid};
+
+    #[test]
+    fn a_file_counts_as_locked_until_every_locking_fd_is_released() {
+        let u = LockUse::default();
+        let g = Gfid::random();
+        let (a, b) = (Fd::new(g, 0, false), Fd::new(g, 0, false));
+        let lock = |kind| Flock {
+            kind,
+            start: 0,
+            len: 0,
+            pid: 1,
+            owner: 1,
+        };
+        u.asking(&a, LkCmd::Get, &lock(LockType::Write));
+        u.asking(&a, LkCmd::Set, &lock(LockType::Unlock));
+        assert!(!u.any(&g), "queries and unlocks lock nothing");
+        u.asking(&a, LkCmd::SetWait, &lock(LockType::Read));
+        u.asking(&a, LkCmd::Set, &lock(LockType::Write));
+        u.asking(&b, LkCmd::Set, &lock(LockType::Write));
+        assert!(u.any(&g));
+        u.released(&a);
+        assert!(u.any(&g));
+        u.released(&b);
+        assert!(!u.any(&g));
+    }
+}

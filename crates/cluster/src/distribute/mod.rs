@@ -739,7 +739,13 @@ impl Distribute {
             })
             .await;
         match r {
-            Ok((ia, mut rxd)) if !ia.is_dir() && !link_mode(&ia) && ia.gfid == g => {
+            // A link file where the data was thought to be: the mapping is stale; the
+            // plain lookup looks everywhere.
+            Ok((ia, _)) if link_mode(&ia) => {
+                self.forget(g, i);
+                None
+            }
+            Ok((ia, mut rxd)) if !ia.is_dir() && ia.gfid == g => {
                 let mut out = Xdata::new();
                 if let Some(content) = rxd.0.remove(QUICK_READ_CONTENT_KEY) {
                     out.0.insert(QUICK_READ_CONTENT_KEY.to_string(), content);
@@ -2122,7 +2128,16 @@ impl Xlator for Distribute {
         })
         .await
     }
-    async fn writev(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
+    async fn writev(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        data: Bytes,
+        offset: u64,
+        mut xd: Xdata,
+    ) -> Fop<u64> {
+        // As for flush: a file being moved would answer its old copy's attributes.
+        xd.0.remove(POSTSTAT_KEY);
         self.on_fd(ctx, fd, |c, f| {
             let xd = xd.clone();
             let data = data.clone();

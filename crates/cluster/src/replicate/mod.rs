@@ -684,10 +684,15 @@ impl Replicate {
             };
             p
         } else {
-            found
-                .iter()
-                .find(|(i, _, _)| known.good[*i])
-                .unwrap_or(&found[0])
+            // The good copy reads of `g` start at (see `readable`), so a file's size and
+            // times agree with what its reads (and quick-read's content) came from.
+            let mut good: Vec<_> = found.iter().filter(|(i, _, _)| known.good[*i]).collect();
+            good.sort_by_key(|(i, _, _)| *i);
+            if good.is_empty() {
+                &found[0]
+            } else {
+                good[(g.0[15] as usize) % good.len()]
+            }
         };
         let mut ia = pick.1;
         if ia.is_dir() {
@@ -1135,7 +1140,16 @@ impl Xlator for Replicate {
         .await
     }
 
-    async fn writev(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
+    async fn writev(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        data: Bytes,
+        offset: u64,
+        mut xd: Xdata,
+    ) -> Fop<u64> {
+        // As for flush: one copy's attributes are not the file's.
+        xd.0.remove(POSTSTAT_KEY);
         self.txn(fd.gfid, Kind::Data, Some(fd), |_, c| {
             let (xd, data) = (xd.clone(), data.clone());
             async move { c.writev(ctx, fd, data, offset, xd).await }

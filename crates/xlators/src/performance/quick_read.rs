@@ -190,9 +190,6 @@ struct State {
     /// Changes of a file's content only (not of its names or attributes): what a lazy
     /// fd's snapshot is checked against.
     data_ring: Ring,
-    /// Files with fds of this client that took a lock (fd count): a lazy fd's close
-    /// must then reach the bricks, as it drops its owner's locks.
-    locking: HashMap<Gfid, usize>,
     n: Counters,
 }
 
@@ -206,7 +203,6 @@ impl State {
             no_content: HashMap::new(),
             ring: Ring::new(),
             data_ring: Ring::new(),
-            locking: HashMap::new(),
             n: Counters::default(),
         }
     }
@@ -392,8 +388,6 @@ struct FdState {
     no_fetch: AtomicBool,
     /// Only while the fd is lazy: what it read last, served when its file is gone.
     snap: Mutex<Option<Snapshot>>,
-    /// The fd took a lock (counted in `State::locking`).
-    locked: AtomicBool,
 }
 
 impl FdState {
@@ -402,7 +396,6 @@ impl FdState {
             open: Mutex::new(open),
             no_fetch: AtomicBool::new(false),
             snap: Mutex::new(None),
-            locked: AtomicBool::new(false),
         }
     }
 
@@ -422,7 +415,7 @@ enum Fetched {
     Content(Bytes),
     /// The file has no content to offer (too large, not regular, the graph passes none).
     NoContent,
-    /// The file is gone (`ENOENT`/`ESTALE`).
+    /// The file is gone (the lookup answered `ENOENT` or `ESTALE`): `ESTALE`.
     Gone(Errno),
 }
 
@@ -462,9 +455,8 @@ pub struct QuickRead {
     name: String,
     children: Vec<XlatorRef>,
     state: Mutex<State>,
-    /// Set once a small regular file came back without its content: the graph below
-    /// (a cluster translator) does not pass content on, so no fetch is tried again.
-    no_content_below: std::sync::atomic::AtomicBool,
+    /// Files an fd of this client locked: a lazy fd's close must then reach the bricks.
+    locks: LockUse,
 }
 
 impl QuickRead {
@@ -473,7 +465,7 @@ impl QuickRead {
             name,
             children,
             state: Mutex::new(State::new(cfg)),
-            no_content_below: std::sync::atomic::AtomicBool::new(false),
+            locks: LockUse::default(),
         }
     }
 
@@ -538,11 +530,17 @@ impl QuickRead {
         if !s.lazy() {
             return None;
         }
-        let snap = s.snap.lock();
-        let snap = snap.as_ref()?;
+        let mut kept = s.snap.lock();
+        let snap = kept.as_ref()?;
         let st = self.state.lock();
-        let fresh = snap.at.elapsed() < SNAPSHOT_TRUST;
-        (fresh && !st.data_ring.changed(snap.seq, &fd.gfid)).then(|| snap.data.clone())
+        // Trusted no longer than kept content is (without invalidations, that is all the
+        // coherence there is).
+        let trust = SNAPSHOT_TRUST.min(st.cfg.timeout);
+        if snap.at.elapsed() >= trust || st.data_ring.changed(snap.seq, &fd.gfid) {
+            *kept = None;
+            return None;
+        }
+        Some(snap.data.clone())
     }
 
     /// `g` changed through this client (its content too with `data`).
@@ -599,7 +597,6 @@ impl QuickRead {
         if no_fetch || offset >= max || st.known_empty(&fd.gfid, now) {
             return Read::Down;
         }
-        st.n.fetches += 1;
         Read::Fetch(st.ring.seq, st.data_ring.seq, max)
     }
 
@@ -613,25 +610,16 @@ impl QuickRead {
         (start, data_start): (u64, u64),
         max: u64,
     ) -> Fetched {
-        if self.no_content_below.load(Ordering::Relaxed) {
-            return Fetched::NoContent;
-        }
+        self.state.lock().n.fetches += 1;
         let mut xd = Xdata::new();
         xd.set_u64(QUICK_READ_KEY, max);
         let r = child.lookup(ctx, &Loc::inode(fd.gfid), xd).await;
         let now = Instant::now();
-        if let Ok((ia, rxd)) = &r {
-            let small = ia.mode & libc::S_IFMT == libc::S_IFREG && ia.size > 0 && ia.size <= max;
-            if small && !rxd.has(QUICK_READ_CONTENT_KEY) {
-                tracing::info!(
-                    "{}: the graph below returns no file content with lookups (a cluster translator); reads go to the files from now on",
-                    self.name
-                );
-                self.no_content_below.store(true, Ordering::Relaxed);
-            }
-        }
         let content = match r {
-            Err(e) if e == Errno::ENOENT || e == Errno::ESTALE => return Fetched::Gone(e),
+            // What an open fd's read of a file gone under it gets.
+            Err(e) if e == Errno::ENOENT || e == Errno::ESTALE => {
+                return Fetched::Gone(Errno::ESTALE)
+            }
             Ok((ia, mut rxd)) if ia.gfid == fd.gfid => rxd
                 .0
                 .remove(QUICK_READ_CONTENT_KEY)
@@ -660,6 +648,55 @@ impl QuickRead {
                 Fetched::NoContent
             }
         }
+    }
+
+    /// A lazy open of `fd`: its content, kept or fetched now, becomes its snapshot and no
+    /// real open is made. `None` when the file has no content to offer (the caller opens
+    /// it for real).
+    async fn open_lazy(
+        &self,
+        child: &XlatorRef,
+        ctx: &Ctx,
+        loc: &Loc,
+        fd: &FdRef,
+        xd: Xdata,
+    ) -> Option<Fop<()>> {
+        let what = Box::new((ctx.clone(), loc.clone(), xd));
+        let state = Arc::new(FdState::new(RealOpen::Lazy(what)));
+        fd.set_ctx(&self.name, state.clone());
+        let now = Instant::now();
+        let step = {
+            let mut st = self.state.lock();
+            match st.get(&fd.gfid, now) {
+                Some((data, at)) => {
+                    st.n.hits += 1;
+                    Ok(Snapshot {
+                        data,
+                        seq: st.data_ring.seq,
+                        at,
+                    })
+                }
+                None => {
+                    st.n.misses += 1;
+                    Err((st.ring.seq, st.data_ring.seq, st.cfg.max_file_size))
+                }
+            }
+        };
+        match step {
+            Ok(snap) => *state.snap.lock() = Some(snap),
+            Err((start, data_start, max)) => {
+                match self.fetch(child, ctx, fd, (start, data_start), max).await {
+                    Fetched::Content(_) => {} // the snapshot is kept by fetch
+                    Fetched::NoContent => return None,
+                    Fetched::Gone(e) => {
+                        fd.take_ctx::<FdState>(&self.name);
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+        self.state.lock().n.opens_lazy += 1;
+        Some(Ok(((), Xdata::new())))
     }
 
     /// Starts the real open of `fd` in the background; `None` when there is no runtime to
@@ -792,18 +829,14 @@ impl Xlator for QuickRead {
             let lazy = behind
                 && st.cfg.lazy_open
                 && st.cfg.enable
-                && !self.no_content_below.load(Ordering::Relaxed)
                 && !st.known_empty(&fd.gfid, Instant::now())
                 && tokio::runtime::Handle::try_current().is_ok();
-            if lazy {
-                st.n.opens_lazy += 1;
-            }
             (behind, lazy)
         };
         if lazy {
-            let what = Box::new((ctx.clone(), loc.clone(), xd));
-            fd.set_ctx(&self.name, Arc::new(FdState::new(RealOpen::Lazy(what))));
-            return Ok(((), Xdata::new()));
+            if let Some(r) = self.open_lazy(child, ctx, loc, fd, xd.clone()).await {
+                return r;
+            }
         }
         if behind {
             if let Some(rx) = self.open_behind(ctx, loc, fd, xd.clone()) {
@@ -880,18 +913,10 @@ impl Xlator for QuickRead {
 
     async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         let child = self.child()?;
+        self.locks.released(fd);
         let Some(state) = fd.take_ctx::<FdState>(&self.name) else {
             return child.release(ctx, fd, xd).await;
         };
-        if state.locked.load(Ordering::Relaxed) {
-            let mut st = self.state.lock();
-            if let Some(n) = st.locking.get_mut(&fd.gfid) {
-                *n -= 1;
-                if *n == 0 {
-                    st.locking.remove(&fd.gfid);
-                }
-            }
-        }
         let open = std::mem::replace(&mut *state.open.lock(), RealOpen::Done);
         let rx = match open {
             RealOpen::Done => return child.release(ctx, fd, xd).await,
@@ -942,9 +967,7 @@ impl Xlator for QuickRead {
         // A lazy fd never opened has nothing to flush. Its close must still drop its
         // owner's locks on the file, which can only have been taken through an fd of this
         // client that is still open: then it is opened and flushed for real.
-        if self.fd_state(fd).is_some_and(|s| s.lazy())
-            && !self.state.lock().locking.contains_key(&fd.gfid)
-        {
+        if self.fd_state(fd).is_some_and(|s| s.lazy()) && !self.locks.any(&fd.gfid) {
             return Ok(((), Xdata::new()));
         }
         // A read-only fd whose real open failed has nothing to flush, but a flush also
@@ -1079,14 +1102,7 @@ impl Xlator for QuickRead {
     async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, xd: Xdata) -> Fop<Flock> {
         let child = self.child()?;
         self.wait_open(fd).await?;
-        // Counted before the lock can exist, so a close racing with it reaches the bricks.
-        if cmd != LkCmd::Get && lock.kind != LockType::Unlock {
-            if let Some(s) = self.fd_state(fd) {
-                if !s.locked.swap(true, Ordering::Relaxed) {
-                    *self.state.lock().locking.entry(fd.gfid).or_insert(0) += 1;
-                }
-            }
-        }
+        self.locks.asking(fd, cmd, lock);
         let r = child.lk(ctx, fd, cmd, lock, xd).await;
         if r.is_ok() && cmd != LkCmd::Get && lock.kind != LockType::Unlock {
             // Whoever held the lock before may have written: a lock holder reads what
@@ -1660,18 +1676,17 @@ mod tests {
         assert_eq!(counter(&r.qr, "opens_lazy"), 1);
         assert_eq!(counter(&r.qr, "opens_never_made"), 1);
         assert_eq!(counter(&r.qr, "fetches"), 1);
-        // A file with no content to offer is opened at once the next time.
+        // A file with no content to offer is opened for real (behind), at once the next
+        // time, without asking for content again.
         let big = r.file("big", &[b'x'; 70_000]).await;
         let fd = r.open(big, libc::O_RDONLY).await;
-        assert_eq!(r.read(&fd, 10, 0).await, [b'x'; 10], "opened when needed");
+        assert_eq!(r.read(&fd, 10, 0).await, [b'x'; 10]);
         r.release(&fd).await;
         let fd = r.open(big, libc::O_RDONLY).await;
-        assert_eq!(
-            counter(&r.qr, "opens_behind"),
-            1,
-            "not lazy: known to have no content"
-        );
         r.release(&fd).await;
+        assert_eq!(counter(&r.qr, "opens_behind"), 2);
+        assert_eq!(counter(&r.qr, "opens_lazy"), 1);
+        assert_eq!(counter(&r.qr, "fetches"), 2);
         r.settled(2).await;
     }
 
@@ -1715,10 +1730,7 @@ mod tests {
         r.release(&other).await;
         r.release(&locker).await;
         r.settled(2).await;
-        assert!(
-            r.qr.state.lock().locking.is_empty(),
-            "counted down on release"
-        );
+        assert!(!r.qr.locks.any(&g), "counted down on release");
         // With no lock anywhere, a lazy fd's flush stays here.
         let fd = r.open(g, libc::O_RDONLY).await;
         r.qr.flush(&ctx(), &fd, Xdata::new()).await.unwrap();
@@ -1745,6 +1757,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.read(&fd2, 100, 0).await, b"second");
+        // Unlinked before this fd read anything: the content it was opened with.
+        let g4 = r.file("i", b"opened").await;
+        let fd4 = r.open(g4, libc::O_RDONLY).await;
+        r.unlink_below("i").await;
+        r.qr.notify("p", inode_inval(g4, false)).await;
+        assert_eq!(r.read(&fd4, 100, 0).await, b"opened");
+        r.release(&fd4).await;
         // A content change told before the file went: nothing stale is served.
         let g3 = r.file("h", b"old").await;
         let fd3 = r.open(g3, libc::O_RDONLY).await;
@@ -1755,7 +1774,7 @@ mod tests {
             r.qr.readv(&ctx(), &fd3, 100, 0, Xdata::new())
                 .await
                 .unwrap_err();
-        assert!(e == Errno::ESTALE || e == Errno::ENOENT, "{e:?}");
+        assert_eq!(e, Errno::ESTALE);
         for fd in [&fd, &fd2, &fd3] {
             r.release(fd).await;
         }
@@ -1902,7 +1921,7 @@ mod tests {
         let dump = graph.statedump();
         assert!(dump.contains("[qr]"), "{dump}");
         assert!(dump.contains("fetches = 1\n"), "{dump}");
-        assert!(dump.contains("hits = 1\n"), "{dump}");
+        assert!(dump.contains("hits = 3\n"), "{dump}");
         assert!(dump.contains("opens_lazy = 2\n"), "{dump}");
         assert!(dump.contains("opens_never_made = 2\n"), "{dump}");
         assert!(dump.contains("invalidations = 1\n"), "{dump}");

@@ -50,6 +50,14 @@ struct Pending {
     window: Mutex<Room>,
     /// The inode's writeback errors, as a sequence fds sample (errseq).
     errors: Mutex<ErrSeq>,
+    /// The file's attributes after its writes, as the last write answered them: only
+    /// from a write that ran alone and while nothing else changed the file (see
+    /// [`WriteBehind::touched`]); what a flush then answers for `POSTSTAT_KEY`.
+    attrs: Mutex<Option<Iatt>>,
+    /// Counts changes of the file other than this client's writes done behind (changes
+    /// through this translator, invalidations): a write's attributes are kept only if
+    /// none came between its start and its answer.
+    told: AtomicU64,
 }
 
 /// The latest writeback error of an inode and how many there have been.
@@ -102,10 +110,24 @@ impl Room {
     }
 }
 
-/// What a write sent down by the background task answers: its length and result.
-type Done = (u64, Result<(), Errno>);
+/// What a write sent down by the background task answers: its length, and its result
+/// with the attributes it brought back when they may be kept.
+type Done = (u64, Result<Option<Iatt>, Errno>);
 /// A finished write as `JoinSet::join_next_with_id` gives it.
 type Finished = Result<(tokio::task::Id, Done), tokio::task::JoinError>;
+
+/// One write the background task sent down and has not yet seen answered.
+struct Flight {
+    /// The bytes it covers (all of them for an append).
+    span: (u64, u64),
+    /// The fd it was made through (told of its failure).
+    owner: FdRef,
+    /// `Pending::told` plus `told_all` when it started.
+    told: u64,
+    /// Another write was in flight at some time with it: its attributes may predate
+    /// that one's.
+    crowded: bool,
+}
 
 /// Writes of one inode sent down at once, at most.
 const IN_FLIGHT: usize = 16;
@@ -122,6 +144,10 @@ pub struct WriteBehind {
     /// (`total-cache-size`).
     total: Mutex<Room>,
     inodes: Mutex<HashMap<Gfid, Arc<Pending>>>,
+    /// Counts invalidations of everything (see `Pending::told`).
+    told_all: Arc<AtomicU64>,
+    /// Files an fd of this client locked: their closes go down.
+    locks: LockUse,
 }
 
 /// The checked sizes of an option set: (cache-size, total-cache-size).
@@ -176,7 +202,42 @@ impl WriteBehind {
             window: AtomicU64::new(window),
             total: Mutex::new(Room::new(total_size)),
             inodes: Mutex::new(HashMap::new()),
+            told_all: Arc::new(AtomicU64::new(0)),
+            locks: LockUse::default(),
         }
+    }
+
+    /// `g` changed other than by a write done behind (call before and after a change
+    /// passes): the attributes kept of it go, and writes in flight keep none.
+    fn touched(&self, g: Option<Gfid>) {
+        if let Some(p) = g.and_then(|g| self.pending(&g)) {
+            p.told.fetch_add(1, Ordering::AcqRel);
+            *p.attrs.lock() = None;
+        }
+    }
+
+    /// Everything may have changed (an invalidation of all, a brick gone or back).
+    fn touched_all(&self) {
+        self.told_all.fetch_add(1, Ordering::AcqRel);
+        for p in self.inodes.lock().values() {
+            p.told.fetch_add(1, Ordering::AcqRel);
+            *p.attrs.lock() = None;
+        }
+    }
+
+    /// Answers a close of `fd` here, once its file's writes are done, when nothing below
+    /// needs it: no fd of this client locked the file, and the attributes asked for
+    /// (`POSTSTAT_KEY`) are known from the last write. `None`: it must go down.
+    fn flush_here(&self, fd: &FdRef, xd: &Xdata) -> Option<Xdata> {
+        if self.locks.any(&fd.gfid) {
+            return None;
+        }
+        let mut out = Xdata::new();
+        if xd.has(POSTSTAT_KEY) {
+            let ia = (*self.pending(&fd.gfid)?.attrs.lock())?;
+            out.set(POSTSTAT_KEY, ia.to_bytes());
+        }
+        Some(out)
     }
 
     fn pending(&self, g: &Gfid) -> Option<Arc<Pending>> {
@@ -267,27 +328,40 @@ impl WriteBehind {
             load,
             window: Mutex::new(Room::new(self.window.load(Ordering::Acquire))),
             errors: Mutex::new(ErrSeq::default()),
+            attrs: Mutex::new(None),
+            told: AtomicU64::new(0),
         });
         map.insert(g, p.clone());
         let (child, me) = (child.clone(), Arc::downgrade(&p));
+        let told_all = self.told_all.clone();
         let name = self.name.clone();
         let fd_name = self.name.clone();
         tokio::spawn(async move {
             // Up to IN_FLIGHT writes at once; one that overlaps a write still in flight
             // (or appends) waits for it, so overlapping bytes land in order.
             let mut running: JoinSet<Done> = JoinSet::new();
-            let mut ranges: HashMap<tokio::task::Id, (u64, u64)> = HashMap::new();
-            let mut owners: HashMap<tokio::task::Id, FdRef> = HashMap::new();
-            let finish = |r: Finished,
-                          ranges: &mut HashMap<tokio::task::Id, (u64, u64)>,
-                          owners: &mut HashMap<tokio::task::Id, FdRef>| {
+            let mut flights: HashMap<tokio::task::Id, Flight> = HashMap::new();
+            let told =
+                |p: &Pending| p.told.load(Ordering::Acquire) + told_all.load(Ordering::Acquire);
+            let finish = |r: Finished, flights: &mut HashMap<tokio::task::Id, Flight>| {
                 let (id, (len, res)) = match r {
                     Ok((id, v)) => (id, v),
                     Err(e) => (e.id(), (0, Err(Errno::EIO))),
                 };
-                ranges.remove(&id);
-                let owner = owners.remove(&id);
+                let flight = flights.remove(&id);
+                let owner = flight.as_ref().map(|f| f.owner.clone());
                 let Some(p) = me.upgrade() else { return };
+                {
+                    // Kept only from a write that ran alone, with no other change of the
+                    // file between its start and now.
+                    let mut attrs = p.attrs.lock();
+                    match (&res, flight) {
+                        (Ok(Some(ia)), Some(f)) if !f.crowded && f.told == told(&p) => {
+                            *attrs = Some(*ia)
+                        }
+                        _ => *attrs = None,
+                    }
+                }
                 if let Err(e) = res {
                     tracing::warn!("{name}: a write done behind failed: {e}; the writer's next fsync or close, and every open fd's next fsync, report it");
                     let mut es = p.errors.lock();
@@ -316,28 +390,38 @@ impl WriteBehind {
                         } else {
                             (job.offset, job.offset.saturating_add(len))
                         };
-                        while ranges.values().any(|r| r.0 < span.1 && span.0 < r.1 || span == (0, u64::MAX)) {
+                        while flights.values().any(|f| f.span.0 < span.1 && span.0 < f.span.1 || span == (0, u64::MAX)) {
                             match running.join_next_with_id().await {
-                                Some(r) => finish(r, &mut ranges, &mut owners),
+                                Some(r) => finish(r, &mut flights),
                                 None => break,
                             }
                         }
                         let child = child.clone();
                         let owner = job.fd.clone();
+                        let before = me.upgrade().map(|p| told(&p)).unwrap_or(0);
                         let h = running.spawn(async move {
-                            let Job { ctx, fd, data, offset, xd, _room } = job;
+                            let Job { ctx, fd, data, offset, mut xd, _room } = job;
+                            xd.set(POSTSTAT_KEY, Vec::new());
                             let r = child.writev(&ctx, &fd, data, offset, xd).await;
                             drop(_room);
-                            (len, r.map(|_| ()))
+                            let r = r.map(|(_, rxd)| {
+                                rxd.get(POSTSTAT_KEY)
+                                    .and_then(Iatt::from_bytes)
+                                    .filter(|ia| ia.gfid == fd.gfid)
+                            });
+                            (len, r)
                         });
-                        ranges.insert(h.id(), span);
-                        owners.insert(h.id(), owner);
+                        let crowded = !flights.is_empty();
+                        for f in flights.values_mut() {
+                            f.crowded = true;
+                        }
+                        flights.insert(h.id(), Flight { span, owner, told: before, crowded });
                     }
-                    Some(r) = running.join_next_with_id(), if !running.is_empty() => finish(r, &mut ranges, &mut owners),
+                    Some(r) = running.join_next_with_id(), if !running.is_empty() => finish(r, &mut flights),
                 }
             }
             while let Some(r) = running.join_next_with_id().await {
-                finish(r, &mut ranges, &mut owners);
+                finish(r, &mut flights);
             }
         });
         p
@@ -352,7 +436,10 @@ impl WriteBehind {
             // Written through: write-behind is off, a synchronous fd, or one that has not
             // yet been told of a failed write (nothing is acknowledged behind a failure).
             self.drain(Some(fd.gfid)).await;
-            return child.writev(ctx, fd, data, offset, xd).await;
+            self.touched(Some(fd.gfid));
+            let r = child.writev(ctx, fd, data, offset, xd).await;
+            self.touched(Some(fd.gfid));
+            return r;
         }
         let p = self.queue_for(fd.gfid, child);
         let len = data.len() as u64;
@@ -386,16 +473,28 @@ impl WriteBehind {
 }
 
 /// Implements every FOP as: wait for the pending writes of the inodes its arguments name,
-/// then pass it to the child.
+/// then pass it to the child; a change (not a read) also counts as touching those inodes
+/// before and after ([`WriteBehind::touched`]).
 macro_rules! drain_then_pass {
-    (extra: { $($extra:tt)* } $( $fop:ident [$($key:ident),*] ($($a:ident: $t:ty),*) -> $ret:ty; )*) => {
+    (extra: { $($extra:tt)* }
+     reads: { $( $rfop:ident [$($rkey:ident),*] ($($ra:ident: $rt:ty),*) -> $rret:ty; )* }
+     changes: { $( $fop:ident [$($key:ident),*] ($($a:ident: $t:ty),*) -> $ret:ty; )* }) => {
         #[async_trait::async_trait]
         impl Xlator for WriteBehind {
             $($extra)*
             $(
+                async fn $rfop(&self, ctx: &Ctx, $($ra: $rt,)* xd: Xdata) -> Fop<$rret> {
+                    $( self.drain($rkey.inode()).await; )*
+                    self.child()?.$rfop(ctx, $($ra,)* xd).await
+                }
+            )*
+            $(
                 async fn $fop(&self, ctx: &Ctx, $($a: $t,)* xd: Xdata) -> Fop<$ret> {
                     $( self.drain($key.inode()).await; )*
-                    self.child()?.$fop(ctx, $($a,)* xd).await
+                    $( self.touched($key.inode()); )*
+                    let r = self.child()?.$fop(ctx, $($a,)* xd).await;
+                    $( self.touched($key.inode()); )*
+                    r
                 }
             )*
         }
@@ -465,6 +564,47 @@ drain_then_pass! {
         self.write(ctx, fd, data, offset, xd).await
     }
 
+    async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, xd: Xdata) -> Fop<Flock> {
+        self.drain(Some(fd.gfid)).await;
+        self.locks.asking(fd, cmd, lock);
+        self.child()?.lk(ctx, fd, cmd, lock, xd).await
+    }
+
+    async fn create(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        fd: &FdRef,
+        mode: u32,
+        umask: u32,
+        xd: Xdata,
+    ) -> Fop<Iatt> {
+        self.drain(loc.gfid).await;
+        let r = self.child()?.create(ctx, loc, fd, mode, umask, xd).await;
+        if let Ok((ia, _)) = &r {
+            // Without O_EXCL an existing file may come back, truncated by O_TRUNC.
+            self.touched(Some(ia.gfid));
+        }
+        r
+    }
+
+    async fn notify(&self, _from: &str, event: Event) -> Option<Event> {
+        match &event {
+            Event::Upcall(u) => {
+                for inv in &u.invalidations {
+                    match inv {
+                        Invalidation::Inode { gfid, .. } => self.touched(Some(*gfid)),
+                        Invalidation::All => self.touched_all(),
+                        Invalidation::Entry { .. } => {}
+                    }
+                }
+            }
+            Event::ChildUp(_) | Event::ChildDown(_) => self.touched_all(),
+            _ => {}
+        }
+        Some(event)
+    }
+
     async fn lookup(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
         self.drain(loc.gfid).await;
         let r = self.child()?.lookup(ctx, loc, xd.clone()).await?;
@@ -488,13 +628,24 @@ drain_then_pass! {
     }
     async fn open(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, xd: Xdata) -> Fop<()> {
         self.drain(loc.gfid).await;
-        let r = self.child()?.open(ctx, loc, fd, xd).await?;
+        let trunc = fd.flags & libc::O_TRUNC != 0;
+        if trunc {
+            self.touched(Some(fd.gfid));
+        }
+        let r = self.child()?.open(ctx, loc, fd, xd).await;
+        if trunc {
+            self.touched(Some(fd.gfid));
+        }
+        let r = r?;
         self.fd_errors(fd); // errors from before this open are not its business
         Ok(r)
     }
     async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         self.drain(Some(fd.gfid)).await;
-        let r = self.child()?.flush(ctx, fd, xd).await;
+        let r = match self.flush_here(fd, &xd) {
+            Some(out) => Ok(((), out)),
+            None => self.child()?.flush(ctx, fd, xd).await,
+        };
         match self.take_for_close(fd) {
             Some(e) => Err(e),
             None => r,
@@ -510,6 +661,7 @@ drain_then_pass! {
     }
     async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         self.drain(Some(fd.gfid)).await;
+        self.locks.released(fd);
         let r = self.child()?.release(ctx, fd, xd).await;
         // Forget an inode with nothing pending (its task ends with its queue).
         // Nobody else holds it (writers take their handle under this lock): its task ends
@@ -525,9 +677,19 @@ drain_then_pass! {
         r
     }
   }
+  reads: {
         stat [loc] (loc: &Loc) -> Iatt;
         fstat [fd] (fd: &FdRef) -> Iatt;
         access [loc] (loc: &Loc, mask: u32) -> ();
+        readv [fd] (fd: &FdRef, size: u32, offset: u64) -> Bytes;
+        seek [fd] (fd: &FdRef, offset: u64, what: SeekWhat) -> u64;
+        rchecksum [fd] (fd: &FdRef, offset: u64, len: u32) -> Checksum;
+        getxattr [loc] (loc: &Loc, name: Option<&str>) -> XattrMap;
+        fgetxattr [fd] (fd: &FdRef, name: Option<&str>) -> XattrMap;
+        inodelk [loc] (domain: &str, loc: &Loc, cmd: LkCmd, lock: &Flock) -> ();
+        finodelk [fd] (domain: &str, fd: &FdRef, cmd: LkCmd, lock: &Flock) -> ();
+  }
+  changes: {
         setattr [loc] (loc: &Loc, attr: &SetAttr) -> Iatt;
         fsetattr [fd] (fd: &FdRef, attr: &SetAttr) -> Iatt;
         truncate [loc] (loc: &Loc, size: u64) -> Iatt;
@@ -535,23 +697,16 @@ drain_then_pass! {
         unlink [loc] (loc: &Loc) -> ();
         rename [old, new] (old: &Loc, new: &Loc, flags: u32) -> ();
         link [old] (old: &Loc, new: &Loc) -> Iatt;
-        readv [fd] (fd: &FdRef, size: u32, offset: u64) -> Bytes;
         fallocate [fd] (fd: &FdRef, mode: i32, offset: u64, len: u64) -> ();
         discard [fd] (fd: &FdRef, offset: u64, len: u64) -> ();
         zerofill [fd] (fd: &FdRef, offset: u64, len: u64) -> ();
-        seek [fd] (fd: &FdRef, offset: u64, what: SeekWhat) -> u64;
-        rchecksum [fd] (fd: &FdRef, offset: u64, len: u32) -> Checksum;
-        getxattr [loc] (loc: &Loc, name: Option<&str>) -> XattrMap;
-        fgetxattr [fd] (fd: &FdRef, name: Option<&str>) -> XattrMap;
         setxattr [loc] (loc: &Loc, attrs: &XattrMap, flags: i32) -> ();
         fsetxattr [fd] (fd: &FdRef, attrs: &XattrMap, flags: i32) -> ();
         removexattr [loc] (loc: &Loc, name: &str) -> ();
         fremovexattr [fd] (fd: &FdRef, name: &str) -> ();
         xattrop [loc] (loc: &Loc, op: XattropOp, attrs: &XattrMap) -> XattrMap;
         fxattrop [fd] (fd: &FdRef, op: XattropOp, attrs: &XattrMap) -> XattrMap;
-        lk [fd] (fd: &FdRef, cmd: LkCmd, lock: &Flock) -> Flock;
-        inodelk [loc] (domain: &str, loc: &Loc, cmd: LkCmd, lock: &Flock) -> ();
-        finodelk [fd] (domain: &str, fd: &FdRef, cmd: LkCmd, lock: &Flock) -> ();
+  }
 }
 
 const OPTIONS: &[OptionSpec] = &[
@@ -635,6 +790,97 @@ mod tests {
         .await
         .unwrap();
         fd
+    }
+
+    /// Calls of `fop` io-stats `io` counted.
+    fn calls(g: &Graph, fop: &str) -> u64 {
+        g.get("io")
+            .unwrap()
+            .dump()
+            .lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(fop)).then(|| w.next().unwrap().parse().unwrap())
+            })
+            .unwrap_or(0)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_close_after_lone_writes_is_answered_here_with_their_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let vf = Volfile {
+            volumes: vec![
+                VolumeDecl::new("p", "storage/posix").option("directory", dir.path().display()),
+                VolumeDecl::new("io", "debug/io-stats").subvolumes(&["p"]),
+                VolumeDecl::new("wb", "performance/write-behind").subvolumes(&["io"]),
+            ],
+        };
+        let g = Graph::build(&vf, &crate::registry()).unwrap();
+        let top = g.top().clone();
+        let ctx = Ctx::internal();
+        let fd = create(&top, "f", libc::O_RDWR).await;
+        let mut asked = Xdata::new();
+        asked.set(POSTSTAT_KEY, Vec::new());
+        let write = |n: usize| {
+            let (top, fd, ctx) = (top.clone(), fd.clone(), ctx.clone());
+            async move {
+                top.writev(&ctx, &fd, Bytes::from(vec![7u8; n]), 0, Xdata::new())
+                    .await
+                    .unwrap();
+            }
+        };
+        let flush = || {
+            let (top, fd, ctx, asked) = (top.clone(), fd.clone(), ctx.clone(), asked.clone());
+            async move {
+                let (_, rxd) = top.flush(&ctx, &fd, asked).await.unwrap();
+                Iatt::from_bytes(rxd.get(POSTSTAT_KEY).expect("attributes")).unwrap()
+            }
+        };
+        write(4096).await;
+        assert_eq!(flush().await.size, 4096);
+        assert_eq!(calls(&g, "flush"), 0, "answered here");
+        // Not asked for attributes: answered here too.
+        top.flush(&ctx, &fd, Xdata::new()).await.unwrap();
+        assert_eq!(calls(&g, "flush"), 0);
+        // A change other than a write: the attributes are not known here any more.
+        let chmod = SetAttr {
+            mode: Some(0o600),
+            ..SetAttr::default()
+        };
+        top.fsetattr(&ctx, &fd, &chmod, Xdata::new()).await.unwrap();
+        assert_eq!(flush().await.mode & 0o777, 0o600);
+        assert_eq!(calls(&g, "flush"), 1);
+        // An invalidation from the bricks: the same.
+        write(8192).await;
+        assert_eq!(flush().await.size, 8192);
+        assert_eq!(calls(&g, "flush"), 1);
+        write(100).await;
+        top.fstat(&ctx, &fd, Xdata::new()).await.unwrap(); // the write is done
+        let inval = Event::Upcall(Upcall {
+            client: 0,
+            invalidations: vec![Invalidation::Inode {
+                gfid: fd.gfid,
+                data: true,
+                xattrs: false,
+            }],
+            ack: Ack::none(),
+        });
+        top.notify("p", inval).await;
+        assert_eq!(flush().await.size, 8192);
+        assert_eq!(calls(&g, "flush"), 2);
+        // While an fd of the file asked for a lock, closes go down (they drop locks).
+        write(100).await;
+        let lock = Flock {
+            kind: LockType::Write,
+            start: 0,
+            len: 0,
+            pid: 1,
+            owner: 1,
+        };
+        let _ = top.lk(&ctx, &fd, LkCmd::Set, &lock, Xdata::new()).await;
+        flush().await;
+        assert_eq!(calls(&g, "flush"), 3);
+        top.release(&ctx, &fd, Xdata::new()).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

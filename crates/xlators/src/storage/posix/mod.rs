@@ -388,7 +388,22 @@ impl Xlator for Posix {
         self.with_file(fd, move |f| f.read(size, offset)).await
     }
     async fn writev(&self, _: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
-        if xd.has(weft_core::WRITE_APPEND_KEY) {
+        let append = xd.has(weft_core::WRITE_APPEND_KEY);
+        if xd.has(weft_core::POSTSTAT_KEY) {
+            let ((n, ia), _) = self
+                .with_file(fd, move |f| {
+                    let n = if append {
+                        f.append(&data)?
+                    } else {
+                        f.write(&data, offset)?
+                    };
+                    Ok((n, f.fstat()?))
+                })
+                .await?;
+            let ((), out) = poststat((ia, Xdata::new()));
+            return Ok((n, out));
+        }
+        if append {
             return self.with_file(fd, move |f| f.append(&data)).await;
         }
         self.with_file(fd, move |f| f.write(&data, offset)).await
