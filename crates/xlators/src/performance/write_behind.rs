@@ -24,12 +24,20 @@
 //!   ([`Xlator::reconfigure`]): writes in flight keep the room they took, later ones take
 //!   room under the new sizes.
 //!
+//! - A close (`flush`) after lone writes is answered here: each write sent down asks for
+//!   the file's attributes after it; those of a write that ran alone, with nothing else
+//!   changing the file meanwhile, less than a second old, answer a flush (once the file's
+//!   writes are done) without it reaching the bricks, unless an fd of this client asked
+//!   for a lock on the file (a close drops its owner's locks there) or the attributes
+//!   asked for are not known.
+//!
 //! Only what fsync (or O_SYNC) covered is durable, as with any page cache: a killed client
 //! process loses writes it had not yet sent down.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -53,7 +61,7 @@ struct Pending {
     /// The file's attributes after its writes, as the last write answered them: only
     /// from a write that ran alone and while nothing else changed the file (see
     /// [`WriteBehind::touched`]); what a flush then answers for `POSTSTAT_KEY`.
-    attrs: Mutex<Option<Iatt>>,
+    attrs: Mutex<Option<(Iatt, Instant)>>,
     /// Counts changes of the file other than this client's writes done behind (changes
     /// through this translator, invalidations): a write's attributes are kept only if
     /// none came between its start and its answer.
@@ -128,6 +136,9 @@ struct Flight {
     /// that one's.
     crowded: bool,
 }
+
+/// How old attributes kept from a write may be to answer a close here.
+const ATTRS_FRESH: Duration = Duration::from_secs(1);
 
 /// Writes of one inode sent down at once, at most.
 const IN_FLIGHT: usize = 16;
@@ -208,9 +219,14 @@ impl WriteBehind {
     }
 
     /// `g` changed other than by a write done behind (call before and after a change
-    /// passes): the attributes kept of it go, and writes in flight keep none.
+    /// passes): the attributes kept of it go, and writes in flight keep none. A change of
+    /// an inode not named (an unlink or rename by name) counts for every inode.
     fn touched(&self, g: Option<Gfid>) {
-        if let Some(p) = g.and_then(|g| self.pending(&g)) {
+        let Some(g) = g else {
+            self.touched_all();
+            return;
+        };
+        if let Some(p) = self.pending(&g) {
             p.told.fetch_add(1, Ordering::AcqRel);
             *p.attrs.lock() = None;
         }
@@ -234,7 +250,12 @@ impl WriteBehind {
         }
         let mut out = Xdata::new();
         if xd.has(POSTSTAT_KEY) {
-            let ia = (*self.pending(&fd.gfid)?.attrs.lock())?;
+            let (ia, at) = (*self.pending(&fd.gfid)?.attrs.lock())?;
+            // Older ones go down: the caller caches them as fresh, and the bricks count
+            // this client as caching the file for a while after it last asked.
+            if at.elapsed() > ATTRS_FRESH {
+                return None;
+            }
             out.set(POSTSTAT_KEY, ia.to_bytes());
         }
         Some(out)
@@ -357,7 +378,7 @@ impl WriteBehind {
                     let mut attrs = p.attrs.lock();
                     match (&res, flight) {
                         (Ok(Some(ia)), Some(f)) if !f.crowded && f.told == told(&p) => {
-                            *attrs = Some(*ia)
+                            *attrs = Some((*ia, Instant::now()))
                         }
                         _ => *attrs = None,
                     }
@@ -608,6 +629,10 @@ drain_then_pass! {
     async fn lookup(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
         self.drain(loc.gfid).await;
         let r = self.child()?.lookup(ctx, loc, xd.clone()).await?;
+        if xd.has(QUICK_READ_KEY) {
+            // A content read moves the access time the kept attributes hold.
+            self.touched(Some(r.0.gfid));
+        }
         if self.pending(&r.0.gfid).is_some_and(|p| p.load.borrow().0 > 0) {
             // Found by name with writes pending: answer with them done.
             self.drain(Some(r.0.gfid)).await;
@@ -681,7 +706,6 @@ drain_then_pass! {
         stat [loc] (loc: &Loc) -> Iatt;
         fstat [fd] (fd: &FdRef) -> Iatt;
         access [loc] (loc: &Loc, mask: u32) -> ();
-        readv [fd] (fd: &FdRef, size: u32, offset: u64) -> Bytes;
         seek [fd] (fd: &FdRef, offset: u64, what: SeekWhat) -> u64;
         rchecksum [fd] (fd: &FdRef, offset: u64, len: u32) -> Checksum;
         getxattr [loc] (loc: &Loc, name: Option<&str>) -> XattrMap;
@@ -690,6 +714,8 @@ drain_then_pass! {
         finodelk [fd] (domain: &str, fd: &FdRef, cmd: LkCmd, lock: &Flock) -> ();
   }
   changes: {
+        // A read moves the access time the kept attributes hold.
+        readv [fd] (fd: &FdRef, size: u32, offset: u64) -> Bytes;
         setattr [loc] (loc: &Loc, attr: &SetAttr) -> Iatt;
         fsetattr [fd] (fd: &FdRef, attr: &SetAttr) -> Iatt;
         truncate [loc] (loc: &Loc, size: u64) -> Iatt;
