@@ -843,15 +843,18 @@ impl Replicate {
             _ => c.mknod(&ctx, &loc, ia.mode, ia.rdev, 0, xd).await.map(drop),
         };
         if let Err(e) = made {
-            // The mark is taken back only when `to` surely holds no copy: an unclear error
-            // (a dropped connection) may follow a create that happened, and a mark left
-            // behind only costs a heal that finds nothing to do.
-            let absent = matches!(
-                c.lookup(&ctx, &Loc::inode(ia.gfid), Xdata::new()).await,
-                Err(Errno(libc::ENOENT | libc::ESTALE))
-            );
-            if !absent {
-                return Err(e);
+            // A dropped connection leaves it unclear whether the create happened: the mark
+            // then stays unless `to` is seen to hold no copy (a mark left behind costs a
+            // heal that finds nothing to do). Any other error means it did not happen
+            // (EEXIST: someone else made the name; their copy is not known to lack data).
+            if e == Errno::ENOTCONN {
+                let absent = matches!(
+                    c.lookup(&ctx, &Loc::inode(ia.gfid), Xdata::new()).await,
+                    Err(Errno(libc::ENOENT | libc::ESTALE))
+                );
+                if !absent {
+                    return Err(e);
+                }
             }
             let undo = lacks.map(|n| -n);
             if let Err(u) = self.mark_lacking(from, to, ia.gfid, undo).await {
