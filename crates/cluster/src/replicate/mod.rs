@@ -254,8 +254,16 @@ impl Replicate {
 
     /// Children that are up (or have not said yet: they are tried).
     fn up(&self) -> Vec<usize> {
+        self.up_at().0
+    }
+
+    /// The children up and the generation of what is known, read together (a child
+    /// coming back bumps the generation under the same lock), so a copy known good before
+    /// it went down is never taken as good once it is back.
+    fn up_at(&self) -> (Vec<usize>, u64) {
         let st = self.state.lock();
-        (0..self.n()).filter(|&i| st[i] != Some(false)).collect()
+        let up = (0..self.n()).filter(|&i| st[i] != Some(false)).collect();
+        (up, self.gen.load(Ordering::Acquire))
     }
 
     fn has_quorum(&self, set: &[usize]) -> bool {
@@ -366,29 +374,23 @@ impl Replicate {
     /// split-brain.
     async fn readable(&self, g: Gfid) -> Result<Vec<usize>, Errno> {
         let ino = self.inode(g);
-        let gen = self.gen.load(Ordering::Acquire);
-        let known = ino.known.lock().clone().filter(|k| k.gen == gen);
-        let known = match known {
-            Some(k) => k,
-            None => {
-                let mut tries = 0;
-                loop {
-                    self.refresh(g).await?;
-                    if let Some(k) = ino.known.lock().clone() {
-                        break k;
-                    }
-                    // A change failed meanwhile: learn again.
-                    tries += 1;
-                    if tries > 5 {
-                        return Err(Errno::EIO);
-                    }
-                }
+        let mut tries = 0;
+        let (known, up) = loop {
+            let (up, gen) = self.up_at();
+            if let Some(k) = ino.known.lock().clone().filter(|k| k.gen == gen) {
+                break (k, up);
             }
+            // Not known, or known before a child came back, or a change failed meanwhile:
+            // learn again.
+            tries += 1;
+            if tries > 6 {
+                return Err(Errno::EIO);
+            }
+            self.refresh(g).await?;
         };
         if known.split_brain {
             return Err(Errno::EIO);
         }
-        let up = self.up();
         let good: Vec<usize> = up
             .into_iter()
             .filter(|&i| known.good[i] && (!known.file || self.holds_data(i)))
