@@ -41,11 +41,6 @@ pub struct WeftFs {
     /// Inodes known to have no `security.capability` xattr, and since when (see
     /// [`CAPABILITY_XATTR`]).
     pub(crate) no_caps: Arc<parking_lot::Mutex<std::collections::HashMap<u64, std::time::Instant>>>,
-    /// Let the kernel keep directory listings across opens (FOPEN_CACHE_DIR and
-    /// FOPEN_KEEP_CACHE): only when the bricks tell this mount of other clients' changes,
-    /// since a change of a directory's names drops its kept listing (see
-    /// `invalidate::apply`); the kernel drops it itself on this mount's own changes.
-    pub(crate) cache_dirs: bool,
 }
 
 /// The kernel asks for this xattr before every write (to know whether the write must drop
@@ -618,14 +613,9 @@ impl Filesystem for WeftFs {
 
     fn opendir(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
-        let dir_flags = if self.cache_dirs {
-            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
-        } else {
-            FopenFlags::empty()
-        };
         self.go(async move {
             match me.open(&c, ino.0, flags.0, true).await {
-                Ok(fh) => reply.opened(FileHandle(fh), dir_flags),
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(e)),
             }
         });

@@ -220,8 +220,6 @@ fn apply(
             if let Some(p) = known(parent) {
                 use std::os::unix::ffi::OsStrExt;
                 quiet(n.inval_entry(INodeNo(p), std::ffi::OsStr::from_bytes(name)));
-                // The directory's listing the kernel keeps (FOPEN_CACHE_DIR) goes too.
-                quiet(n.inval_inode(INodeNo(p), 0, 0));
             }
         }
         Invalidation::All => {

@@ -142,8 +142,7 @@ pub fn mount(
     }
     let posix_locks =
         volume.graph().has_type("features/locks") || volume.graph().has_type("protocol/client");
-    let told = volume_cache_timeout(&volume);
-    let follow = told.unwrap_or(Duration::from_secs(1));
+    let follow = volume_cache_timeout(&volume).unwrap_or(Duration::from_secs(1));
     let inner = Arc::new(inner::Inner::new(volume.clone(), rt.clone()));
     let notifier = Arc::new(std::sync::OnceLock::new());
     let no_caps: Arc<parking_lot::Mutex<std::collections::HashMap<u64, std::time::Instant>>> =
@@ -168,7 +167,6 @@ pub fn mount(
         notifier: notifier.clone(),
         interrupts: Default::default(),
         no_caps,
-        cache_dirs: told.is_some(),
     };
     use fuser::MountOption as O;
     let mut config = fuser::Config::default();
