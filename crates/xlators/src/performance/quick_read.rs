@@ -298,11 +298,20 @@ impl State {
     }
 
     /// An answer passing up says `ia`: drop kept content it contradicts.
+    /// A regular file seen larger than `max-file-size` is remembered as having no content
+    /// (its next open is a real one, without asking for content first).
     fn seen(&mut self, ia: &Iatt) {
         if let Some(c) = self.files.get(&ia.gfid) {
             if c.size != ia.size || c.mtime != ia.mtime {
                 self.changed(ia.gfid, true);
             }
+        }
+        let large = ia.mode & libc::S_IFMT == libc::S_IFREG && ia.size > self.cfg.max_file_size;
+        if large && self.cfg.enable && !self.no_content.contains_key(&ia.gfid) {
+            if self.no_content.len() >= MAX_NO_CONTENT {
+                self.no_content.clear();
+            }
+            self.no_content.insert(ia.gfid, Instant::now());
         }
     }
 
@@ -1509,17 +1518,17 @@ mod tests {
         assert_eq!(r.read(&fd, 2000, 3000).await, &data[3000..]);
         let fd2 = r.open(g, libc::O_RDONLY).await;
         assert_eq!(r.read(&fd2, 10, 5).await, &data[5..15]);
-        // One fetch found no content; neither this fd nor another asks again.
-        assert_eq!(counter(&r.qr, "fetches"), 1);
+        // Its lookup showed it over the limit: no fd asks for its content.
+        assert_eq!(counter(&r.qr, "fetches"), 0);
         assert_eq!(counter(&r.qr, "files"), 0);
         assert_eq!(counter(&r.qr, "hits"), 0);
-        // A file shrunk below the limit (through this client) is fetched again.
+        // A file shrunk below the limit (through this client) is fetched.
         let rw = r.open(g, libc::O_RDWR).await;
         assert_eq!(counter(&r.qr, "opens_behind"), 2);
         r.qr.ftruncate(&ctx(), &rw, 10, Xdata::new()).await.unwrap();
         let fd3 = r.open(g, libc::O_RDONLY).await;
         assert_eq!(r.read(&fd3, 100, 0).await, &data[..10]);
-        assert_eq!(counter(&r.qr, "fetches"), 2);
+        assert_eq!(counter(&r.qr, "fetches"), 1);
         assert_eq!(counter(&r.qr, "files"), 1);
         for fd in [&fd, &fd2, &rw, &fd3] {
             r.release(fd).await;
@@ -1676,15 +1685,23 @@ mod tests {
         assert_eq!(counter(&r.qr, "opens_lazy"), 1);
         assert_eq!(counter(&r.qr, "opens_never_made"), 1);
         assert_eq!(counter(&r.qr, "fetches"), 1);
-        // A file with no content to offer is opened for real (behind), at once the next
-        // time, without asking for content again.
+        // A file with no content to offer is opened for real (behind), without asking
+        // for its content: its lookup showed it larger than max-file-size.
         let big = r.file("big", &[b'x'; 70_000]).await;
         let fd = r.open(big, libc::O_RDONLY).await;
         assert_eq!(r.read(&fd, 10, 0).await, [b'x'; 10]);
         r.release(&fd).await;
-        let fd = r.open(big, libc::O_RDONLY).await;
+        assert_eq!(counter(&r.qr, "opens_behind"), 1);
+        assert_eq!(counter(&r.qr, "fetches"), 1);
+        // One not seen large: asked for content once, then remembered.
+        let big2 = r.file("big2", b"small at first").await;
+        std::fs::write(r.path("big2"), [b'y'; 70_000]).unwrap();
+        let fd = r.open(big2, libc::O_RDONLY).await;
+        assert_eq!(r.read(&fd, 10, 0).await, [b'y'; 10]);
         r.release(&fd).await;
-        assert_eq!(counter(&r.qr, "opens_behind"), 2);
+        let fd = r.open(big2, libc::O_RDONLY).await;
+        r.release(&fd).await;
+        assert_eq!(counter(&r.qr, "opens_behind"), 3);
         assert_eq!(counter(&r.qr, "opens_lazy"), 1);
         assert_eq!(counter(&r.qr, "fetches"), 2);
         r.settled(2).await;
