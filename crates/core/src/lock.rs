@@ -87,7 +87,8 @@ pub struct Checksum {
 /// Which files have fds (of the client a translator serves) that asked for a POSIX lock,
 /// as that translator sees `lk` and `release` pass. A close (`flush`) of any fd of such a
 /// file must reach the bricks, since there it drops its owner's locks; a close of any
-/// other file's fd need not. Bounded by the open fds that locked.
+/// other file's fd need not. Bounded by the open fds that asked for a lock (a failed
+/// request counts too).
 #[derive(Default)]
 pub struct LockUse {
     files: parking_lot::Mutex<std::collections::HashMap<crate::Gfid, Vec<u64>>>,

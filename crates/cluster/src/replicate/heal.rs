@@ -801,7 +801,8 @@ impl Replicate {
     /// Makes `dir/name` on replica `to` as it is on `from` (same gfid). A new copy's data
     /// and metadata (a directory's metadata and names) are marked pending on `from` *before*
     /// the copy is made, so no client ever finds the copy with nothing accusing it and
-    /// reads its empty content; if making it fails, the mark is taken back.
+    /// reads its empty content; if making it fails, the mark is taken back (after
+    /// `ENOTCONN`, only when `to` is seen to hold no copy).
     async fn make_entry(
         &self,
         from: usize,

@@ -24,15 +24,19 @@
 //! nothing to flush, answers `Ok`). `release` of such an fd answers at once and releases
 //! the real open when it is done (nothing when it failed).
 //!
-//! **Lazy open** (`lazy-open`, on by default, as GlusterFS's): such an open does not even
-//! start the real open, unless its file is known to have no content to offer. The first
-//! FOP that needs the real fd starts it; a read served from content never does, and the
-//! `flush` and `release` of an fd never opened stay here (but a `flush` while an fd of
-//! this client holds a lock on the file opens and flushes for real: a close drops its
-//! owner's locks). A lazy fd keeps what it read last (a *snapshot*): when a later fetch
-//! finds its file gone (unlinked through this client or another) and no change of its
-//! content was told since, within [`SNAPSHOT_TRUST`], the snapshot answers, as an open
-//! fd keeps an unlinked file readable. Otherwise such a read fails with the fetch's error.
+//! **Lazy open** (`lazy-open`, on by default, as GlusterFS's; with `enable` on): such an
+//! open takes the file's content instead of opening it: the kept content, or one content
+//! lookup made by the open (a file gone by then fails the open `ESTALE`). That content is
+//! the fd's *snapshot*, replaced by each later read's; no real open is made until an FOP
+//! needs the real fd, and the `flush` and `release` of an fd never opened stay here (but
+//! a `flush` while an fd of this client that asked for a lock on the file is still open
+//! opens and flushes for real: a close drops its owner's locks). When a later fetch finds
+//! the file gone (unlinked through this client or another) and no change of its content
+//! was told since the snapshot, within `min(SNAPSHOT_TRUST, cache-timeout)`, the snapshot
+//! answers, as an open fd keeps an unlinked file readable; otherwise such a read fails
+//! `ESTALE`. A file with no content to offer (one fetch found none, or a lookup, stat or
+//! fstat passing up showed it larger than `max-file-size`: remembered for
+//! `cache-timeout`) is opened behind instead.
 //!
 //! **Coherence.** Changes made through this client (writes, truncates, setattr with a size,
 //! fallocate/discard/zerofill, open with `O_TRUNC`, create, unlink, rename) drop the file's
@@ -1200,7 +1204,7 @@ const OPTIONS: &[OptionSpec] = &[
         key: "lazy-open",
         kind: OptionKind::Bool,
         default: Some("on"),
-        description: "With open-behind: do not open at all until an FOP needs the real fd; reads served from content, close and release of such an fd never reach the bricks. Off: the real open starts at once. Changes live (for later opens).",
+        description: "With open-behind and enable: a read-only open takes the file's content (kept, or one content lookup) instead of opening; the real open happens only when an FOP needs the real fd. Close and release of a never-opened fd stay in the client unless an fd of this client asked for a lock on the file. Files with no content to offer open behind. Off: the real open starts at once. Changes live (for later opens).",
     },
 ];
 

@@ -29,7 +29,8 @@
 //!   changing the file meanwhile, less than a second old, answer a flush (once the file's
 //!   writes are done) without it reaching the bricks, unless an fd of this client asked
 //!   for a lock on the file (a close drops its owner's locks there) or the attributes
-//!   asked for are not known.
+//!   asked for are not known. A flush that asks for no attributes is always answered
+//!   here, writes or not, unless such a lock was asked for.
 //!
 //! Only what fsync (or O_SYNC) covered is durable, as with any page cache: a killed client
 //! process loses writes it had not yet sent down.

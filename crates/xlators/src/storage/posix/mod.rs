@@ -180,8 +180,8 @@ impl Posix {
     }
 }
 
-/// The reply of a flush or fsync asked for [`weft_core::POSTSTAT_KEY`]: nothing, with the
-/// file's attributes in the xdata.
+/// The reply of a flush, fsync or writev asked for [`weft_core::POSTSTAT_KEY`]: nothing,
+/// with the file's attributes in the xdata.
 fn poststat((ia, _): (Iatt, Xdata)) -> ((), Xdata) {
     let mut out = Xdata::new();
     out.set(weft_core::POSTSTAT_KEY, ia.to_bytes());
