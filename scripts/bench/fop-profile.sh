@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Where the time of small-file work goes: one brick over loopback with debug/io-stats
+# above the client caches (e-top), under them (e-low), and in the brick graph above and
+# below features/locks (e, e-bottom). Creates FILES files of 4 KiB, drops the page cache,
+# reads them back, and prints the rates and every io-stats table (FOP counts and latency)
+# of the mount (`weft statedump`) and of the brick (`weft brickd statedump`).
+# Gives the "where the time goes" figures of docs/BENCHMARKS.md (2026-12-03).
+# Run as root. Leaves nothing mounted and no process behind.
+#   BENCH_DIR (default /tmp/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+D=${BENCH_DIR:-/tmp/weft-fop-profile}
+PORT=${BENCH_PORT:-24790}
+FILES=${FILES:-2000}
+WEFT=$ROOT/target/release/weft
+cleanup() {
+  umount "$D/mnt" 2>/dev/null || umount -l "$D/mnt" 2>/dev/null || true
+  if [ -f "$D/brickd.pid" ]; then kill "$(cat "$D/brickd.pid")" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+(cd "$ROOT" && cargo build --release -q -p weft-cli)
+cleanup
+rm -rf "$D"
+mkdir -p "$D/brick" "$D/mnt"
+cat >"$D/server.vol" <<VOL
+volume e-posix
+    type storage/posix
+    option directory $D/brick
+end-volume
+volume e-bottom
+    type debug/io-stats
+    subvolumes e-posix
+end-volume
+volume e-locks
+    type features/locks
+    subvolumes e-bottom
+end-volume
+volume e-up
+    type features/upcall
+    option cache-invalidation on
+    subvolumes e-locks
+end-volume
+volume e
+    type debug/io-stats
+    subvolumes e-up
+end-volume
+volume e-server
+    type protocol/server
+    option auth.allow 127.0.0.1
+    subvolumes e
+end-volume
+VOL
+cat >"$D/client.vol" <<VOL
+volume e-client
+    type protocol/client
+    option remote-host 127.0.0.1
+    option remote-port $PORT
+    option remote-subvolume e
+    option cache-invalidation on
+end-volume
+volume e-low
+    type debug/io-stats
+    subvolumes e-client
+end-volume
+volume e-wb
+    type performance/write-behind
+    subvolumes e-low
+end-volume
+volume e-quick-read
+    type performance/quick-read
+    option cache-timeout 60
+    subvolumes e-wb
+end-volume
+volume e-md-cache
+    type performance/md-cache
+    option cache-invalidation on
+    option md-cache-timeout 60
+    subvolumes e-quick-read
+end-volume
+volume e-top
+    type debug/io-stats
+    subvolumes e-md-cache
+end-volume
+VOL
+setsid "$WEFT" brickd --listen "127.0.0.1:$PORT" --volfile "$D/server.vol" \
+  --control "$D/brickd.sock" --pid-file "$D/brickd.pid" \
+  </dev/null >"$D/brickd.out" 2>"$D/brickd.log" &
+for _ in $(seq 100); do grep -q "listening on" "$D/brickd.out" 2>/dev/null && break; sleep 0.1; done
+grep -q "listening on" "$D/brickd.out" || { echo "brickd did not start:"; cat "$D/brickd.log"; exit 1; }
+"$WEFT" mount --volfile "$D/client.vol" --log-file "$D/mount.log" "$D/mnt"
+phase() { # create|read
+  python3 - "$D/mnt/s" "$FILES" "$1" <<'PY'
+import os, sys, time
+d, n, phase = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+data = os.urandom(4096)
+names = ["f%06d" % i for i in range(n)]
+t = time.perf_counter()
+if phase == "create":
+    os.makedirs(d, exist_ok=True)
+    for nm in names:
+        fd = os.open(os.path.join(d, nm), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+        os.write(fd, data); os.close(fd)
+else:
+    for nm in names:
+        with open(os.path.join(d, nm), "rb") as f: f.read()
+print("%s: %d files/s" % (phase, n / (time.perf_counter() - t)))
+PY
+}
+phase create
+echo "== after create: mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|low)\]|^[a-z]+ +[0-9]+ '
+echo "== after create: brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
+sync; echo 3 >/proc/sys/vm/drop_caches
+phase read
+echo "== after read (cumulative): mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|low)\]|^[a-z]+ +[0-9]+ '
+echo "== after read (cumulative): brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
