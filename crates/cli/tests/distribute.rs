@@ -643,3 +643,75 @@ fn three_brick_servers_and_a_missing_brick() {
     assert_eq!(lines, 602 + ok);
     v.m.alive().unwrap();
 }
+
+/// A layout writer part-way through (another node's rebalance, another client's heal)
+/// holds the layout lock: a client that reads the half-written pieces (overlaps) waits
+/// for it and keeps what it wrote, instead of writing an equal layout over it.
+#[test]
+fn a_half_written_layout_is_waited_for_not_healed_over() {
+    use weft_cluster::distribute::layout_lock::lock_layout;
+    use weft_cluster::distribute::INTERNAL_XDATA_KEY;
+    use weft_core::{Ctx, Loc, XattrMap, Xdata};
+    let d = scratch("dist-layout-lock");
+    let bricks: Vec<PathBuf> = (0..2).map(|i| d.path().join(format!("b{i}"))).collect();
+    let mut text = String::new();
+    for (i, b) in bricks.iter().enumerate() {
+        std::fs::create_dir(b).unwrap();
+        text.push_str(&format!(
+            "volume v-posix{i}\n    type storage/posix\n    option directory {}\nend-volume\n\n\
+             volume v-locks{i}\n    type features/locks\n    subvolumes v-posix{i}\nend-volume\n\n",
+            b.display()
+        ));
+    }
+    text.push_str(
+        "volume v\n    type cluster/distribute\n    subvolumes v-locks0 v-locks1\nend-volume\n",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut reg = weft_xlators::registry();
+        weft_cluster::register(&mut reg);
+        let vol = std::sync::Arc::new(
+            weft_client::Volume::from_volfile(&text, reg, weft_client::OpenOptions::default())
+                .await
+                .unwrap(),
+        );
+        let dir = vol.mkdir("/d", 0o755).await.unwrap().gfid;
+        let old = layout_of(&bricks, "d");
+        let subs = vol.top().children().to_vec();
+        // The other writer: holds the lock, has written its new layout's piece on the
+        // second brick only.
+        let lock = lock_layout(&subs[0], dir).await;
+        // Equal ranges the other way round from the directory's.
+        let new = (0..2)
+            .map(|r| Layout::equal(&[0, 1], r, old.gen.wrapping_add(1), false))
+            .find(|l| l.ranges != old.ranges)
+            .unwrap();
+        let write = |i: usize| {
+            let mut attrs = XattrMap::new();
+            attrs.insert(LAYOUT_XATTR.to_string(), new.piece(i).encode());
+            let mut xd = Xdata::new();
+            xd.set(INTERNAL_XDATA_KEY, Vec::new());
+            let sub = subs[i].clone();
+            async move {
+                sub.setxattr(&Ctx::internal(), &Loc::inode(dir), &attrs, 0, xd)
+                    .await
+                    .unwrap();
+            }
+        };
+        write(1).await;
+        let looking = {
+            let vol = vol.clone();
+            tokio::spawn(async move { vol.lookup("/d").await.map(|(_, ia)| ia.gfid) })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !looking.is_finished(),
+            "a lookup healed the half-written layout instead of waiting for its writer"
+        );
+        write(0).await;
+        lock.unlock().await;
+        assert_eq!(looking.await.unwrap().unwrap(), dir);
+        let got = layout_of(&bricks, "d");
+        assert_eq!(got, new, "the writer's layout was replaced");
+    });
+}

@@ -439,15 +439,39 @@ fn rebalance_moves_files_in_use_without_losing_a_write() {
     let w_at_end = written.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
-    let appended = writer.join().expect("the writer failed");
-    reader.join().expect("the reader failed");
+    let mount_problems = || {
+        _m.log_text()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let Ok(appended) = writer.join() else {
+        panic!("the writer failed; the mount's log:\n{}", mount_problems())
+    };
+    if reader.join().is_err() {
+        panic!("the reader failed; the mount's log:\n{}", mount_problems())
+    }
     assert!(
         appended > w_at_end,
         "the writer stopped during the rebalance"
     );
-    assert_eq!(st["state"], "completed", "{st}");
+    let problems = || {
+        nodes
+            .iter()
+            .flat_map(|n| {
+                n.log_text()
+                    .lines()
+                    .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                    .map(|l| format!("{}: {l}", n.host))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(st["state"], "completed", "{st}\n{}", problems());
     let tot = &st["total"];
-    assert_eq!(tot["failed"], 0, "{st}");
+    assert_eq!(tot["failed"], 0, "{st}\n{}", problems());
     // Both nodes worked on their own bricks.
     assert_eq!(st["nodes"].as_array().unwrap().len(), 2, "{st}");
     for r in st["nodes"].as_array().unwrap() {

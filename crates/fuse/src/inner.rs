@@ -223,8 +223,13 @@ impl Inner {
             let moved = self.moved.notified();
             tokio::pin!(moved);
             moved.as_mut().enable();
-            if !self.moving.lock().contains(&fh) {
-                return self.fd(fh);
+            {
+                // Checked and taken under one lock: a move starting in between would not
+                // see this request's reference and could release the fd under it.
+                let moving = self.moving.lock();
+                if !moving.contains(&fh) {
+                    return self.fd(fh);
+                }
             }
             moved.await;
         }
@@ -335,7 +340,12 @@ impl Inner {
 
     /// Attributes of `ino`, through the open fd `fh` when given.
     pub async fn getattr(&self, ctx: &Ctx, ino: u64, fh: Option<u64>) -> Result<Iatt, Errno> {
-        let ia = if let Some((fd, g)) = fh.and_then(|h| self.fd(h).ok()) {
+        let open = match fh {
+            // Not while the file is being moved to a new graph (its old fd is released).
+            Some(h) => self.fd_ready(h).await.ok(),
+            None => None,
+        };
+        let ia = if let Some((fd, g)) = open {
             g.top.fstat(ctx, &fd, Xdata::new()).await?.0
         } else {
             let loc = self.inode_loc(ino)?;
@@ -353,7 +363,11 @@ impl Inner {
         fh: Option<u64>,
         a: SetAttr,
     ) -> Result<Iatt, Errno> {
-        let ia = if let Some((fd, g)) = fh.and_then(|h| self.fd(h).ok()) {
+        let open = match fh {
+            Some(h) => self.fd_ready(h).await.ok(),
+            None => None,
+        };
+        let ia = if let Some((fd, g)) = open {
             g.top.fsetattr(ctx, &fd, &a, Xdata::new()).await?.0
         } else {
             let loc = self.inode_loc(ino)?;

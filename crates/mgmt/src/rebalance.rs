@@ -31,6 +31,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use weft_cluster::distribute::layout::{Layout, Piece, LAYOUT_XATTR};
+use weft_cluster::distribute::layout_lock::lock_layout;
 use weft_cluster::distribute::mover::Moved;
 use weft_cluster::distribute::INTERNAL_XDATA_KEY;
 use weft_core::*;
@@ -118,8 +119,20 @@ pub fn wanted_layout(
 /// (see the module doc).
 pub async fn fix_dir(dht: &XlatorRef, dir: Gfid, remove: &[usize]) -> Result<Fixed, String> {
     let subs = dht.children().to_vec();
+    let Some(first) = subs.first() else {
+        return Err("the rebalance graph has no subvolumes".into());
+    };
+    // Every node's rebalance fixes every directory: one at a time, each deciding on the
+    // pieces as the last one left them.
+    let lock = lock_layout(first, dir).await;
+    let r = fix_dir_locked(&subs, dir, remove).await;
+    lock.unlock().await;
+    r
+}
+
+async fn fix_dir_locked(subs: &[XlatorRef], dir: Gfid, remove: &[usize]) -> Result<Fixed, String> {
     let mut pieces = Vec::with_capacity(subs.len());
-    for s in &subs {
+    for s in subs {
         let r = s
             .getxattr(
                 &Ctx::internal(),
@@ -142,9 +155,10 @@ pub async fn fix_dir(dht: &XlatorRef, dir: Gfid, remove: &[usize]) -> Result<Fix
     let Some(new) = wanted_layout(&pieces, subs.len(), dir, remove) else {
         return Ok(Fixed::Already);
     };
-    // Every piece at once; a client that reads the pieces in between sees holes or
-    // overlaps and writes a layout of its own, never complete: names are then looked for
-    // everywhere, so nothing is hidden, and the next fix-layout finds a healthy layout.
+    // Every piece at once, under the layout lock: a client that finds holes or overlaps
+    // waits for it and reads the pieces again before healing anything. (A writer killed
+    // part-way leaves holes or overlaps; a client heals them to a layout never complete:
+    // names are then looked for everywhere, so nothing is hidden.)
     let writes = subs.iter().enumerate().map(|(i, s)| {
         let p = new.piece(i);
         async move {
@@ -336,6 +350,11 @@ async fn migrate_dir(
     use futures::StreamExt;
     let subs = std::sync::Arc::new(dht.children().to_vec());
     let mut pieces = Vec::with_capacity(subs.len());
+    // Read under the layout lock: never half of another writer's pieces.
+    let lock = match subs.first() {
+        Some(first) => Some(lock_layout(first, dir).await),
+        None => None,
+    };
     for s in subs.iter() {
         let r = s
             .getxattr(
@@ -349,6 +368,9 @@ async fn migrate_dir(
             r.ok()
                 .and_then(|(m, _)| m.get(LAYOUT_XATTR).and_then(|b| Piece::decode(b))),
         );
+    }
+    if let Some(lock) = lock {
+        lock.unlock().await;
     }
     let (layout, bad) = Layout::from_pieces(&pieces);
     if bad.any() {

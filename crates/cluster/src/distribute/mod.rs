@@ -15,6 +15,7 @@
 pub mod doff;
 pub mod hash;
 pub mod layout;
+pub mod layout_lock;
 pub mod mover;
 
 use std::collections::HashMap;
@@ -140,6 +141,18 @@ enum Link {
     To(usize),
     /// A link file naming no subvolume of this volume.
     Bad,
+}
+
+/// A directory's layout pieces as the subvolumes answered.
+struct Pieces {
+    /// Each subvolume's piece (`None`: none, or no answer).
+    pieces: Vec<Option<Piece>>,
+    /// The subvolumes holding the directory (they answered, with or without a piece).
+    members: Vec<usize>,
+    /// Some subvolume did not answer.
+    down: bool,
+    /// Subvolumes answering that the directory is not there.
+    missing: usize,
 }
 
 /// What distribute keeps on an open fd.
@@ -517,9 +530,8 @@ impl Distribute {
         self.load_layout(ctx, dir).await
     }
 
-    /// Reads the directory's pieces from every subvolume; writes a fresh layout when it
-    /// has holes or overlaps and every subvolume answered; caches healthy layouts.
-    async fn load_layout(&self, ctx: &Ctx, dir: Gfid) -> Result<Arc<Layout>, Errno> {
+    /// Reads the directory's pieces from every subvolume.
+    async fn read_pieces(&self, dir: Gfid) -> Pieces {
         let rs = self
             .all(|_, c| async move {
                 c.getxattr(
@@ -531,45 +543,90 @@ impl Distribute {
                 .await
             })
             .await;
-        let mut pieces = Vec::with_capacity(self.n());
-        let mut members = Vec::new();
-        let mut down = false;
-        let mut missing = 0;
+        let mut p = Pieces {
+            pieces: Vec::with_capacity(self.n()),
+            members: Vec::new(),
+            down: false,
+            missing: 0,
+        };
         for (i, r) in rs.into_iter().enumerate() {
             match r {
                 Ok((m, _)) => {
-                    members.push(i);
-                    pieces.push(m.get(LAYOUT_XATTR).and_then(|b| Piece::decode(b)));
+                    p.members.push(i);
+                    p.pieces
+                        .push(m.get(LAYOUT_XATTR).and_then(|b| Piece::decode(b)));
                 }
                 Err(Errno::ENODATA) => {
-                    members.push(i);
-                    pieces.push(None);
+                    p.members.push(i);
+                    p.pieces.push(None);
                 }
                 Err(Errno::ENOENT) | Err(Errno::ESTALE) => {
-                    missing += 1;
-                    pieces.push(None);
+                    p.missing += 1;
+                    p.pieces.push(None);
                 }
                 Err(_) => {
-                    down = true;
-                    pieces.push(None);
+                    p.down = true;
+                    p.pieces.push(None);
                 }
             }
         }
-        if members.is_empty() {
-            return Err(if down { Errno::ENOTCONN } else { Errno::ESTALE });
+        p
+    }
+
+    /// Reads the directory's pieces from every subvolume; writes a fresh layout when it
+    /// has holes or overlaps and every subvolume answered (under the layout lock, having
+    /// read the pieces again: another writer may have been part-way through); caches
+    /// healthy layouts.
+    async fn load_layout(&self, ctx: &Ctx, dir: Gfid) -> Result<Arc<Layout>, Errno> {
+        let first = self.read_pieces(dir).await;
+        if first.members.is_empty() {
+            return Err(if first.down {
+                Errno::ENOTCONN
+            } else {
+                Errno::ESTALE
+            });
         }
-        let (l, bad) = Layout::from_pieces(&pieces);
+        let (l, bad) = Layout::from_pieces(&first.pieces);
         if !bad.any() {
             let l = Arc::new(l);
             self.cache_layout(dir, l.clone());
             return Ok(l);
         }
-        if down {
+        if first.down {
             // Holes where the down subvolumes' ranges are: names there answer ENOTCONN.
             return Ok(Arc::new(l));
         }
-        // Heal: equal ranges over the subvolumes holding the directory. Complete only if
-        // the directory holds nothing anywhere (no name can be misplaced).
+        let lock = layout_lock::lock_layout(&self.children[first.members[0]], dir).await;
+        let r = self.heal_layout(ctx, dir).await;
+        lock.unlock().await;
+        r
+    }
+
+    /// [`Distribute::load_layout`]'s heal, under the layout lock: reads the pieces again
+    /// and writes equal ranges over the subvolumes holding the directory if they still
+    /// have holes or overlaps.
+    async fn heal_layout(&self, ctx: &Ctx, dir: Gfid) -> Result<Arc<Layout>, Errno> {
+        let Pieces {
+            pieces,
+            members,
+            down,
+            missing,
+        } = self.read_pieces(dir).await;
+        if members.is_empty() {
+            return Err(if down { Errno::ENOTCONN } else { Errno::ESTALE });
+        }
+        let (l, bad) = Layout::from_pieces(&pieces);
+        if !bad.any() {
+            // Another writer healed it meanwhile.
+            let l = Arc::new(l);
+            self.cache_layout(dir, l.clone());
+            return Ok(l);
+        }
+        if down {
+            return Ok(Arc::new(l));
+        }
+        // Equal ranges over the subvolumes holding the directory. Complete only if the
+        // directory holds nothing anywhere (no name can be misplaced).
         let empty = missing == 0 && self.empty_everywhere(ctx, dir).await;
         let members = self.layout_members(&members);
         let new = Layout::equal(
