@@ -680,7 +680,7 @@ fn a_half_written_layout_is_waited_for_not_healed_over() {
         let subs = vol.top().children().to_vec();
         // The other writer: holds the lock, has written its new layout's piece on the
         // second brick only.
-        let lock = lock_layout(&subs[0], dir).await;
+        let lock = lock_layout(&subs[0], dir).await.unwrap();
         // Equal ranges the other way round from the directory's.
         let new = (0..2)
             .map(|r| Layout::equal(&[0, 1], r, old.gen.wrapping_add(1), false))
@@ -703,10 +703,28 @@ fn a_half_written_layout_is_waited_for_not_healed_over() {
             let vol = vol.clone();
             tokio::spawn(async move { vol.lookup("/d").await.map(|(_, ia)| ia.gfid) })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(
-            !looking.is_finished(),
-            "a lookup healed the half-written layout instead of waiting for its writer"
+        // The lookup found the overlaps and waits for the lock (the brick shows it).
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(
+                !looking.is_finished(),
+                "a lookup healed the half-written layout instead of waiting for its writer"
+            );
+            let dump = subs[0].dump();
+            if dump.contains("weft.dht.layout") && dump.contains("waiting") {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "no lookup waits for the lock:\n{dump}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let piece0 = getxattr(&bricks[0].join("d"), LAYOUT_XATTR).unwrap();
+        assert_eq!(
+            Piece::decode(&piece0).unwrap().gen,
+            old.gen,
+            "brick 0's piece was rewritten"
         );
         write(0).await;
         lock.unlock().await;

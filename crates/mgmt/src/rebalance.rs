@@ -124,7 +124,12 @@ pub async fn fix_dir(dht: &XlatorRef, dir: Gfid, remove: &[usize]) -> Result<Fix
     };
     // Every node's rebalance fixes every directory: one at a time, each deciding on the
     // pieces as the last one left them.
-    let lock = lock_layout(first, dir).await;
+    let lock = lock_layout(first, dir).await.map_err(|e| {
+        format!(
+            "taking the layout lock of directory {dir} on {} failed: {e}",
+            first.name()
+        )
+    })?;
     let r = fix_dir_locked(&subs, dir, remove).await;
     lock.unlock().await;
     r
@@ -351,8 +356,18 @@ async fn migrate_dir(
     let subs = std::sync::Arc::new(dht.children().to_vec());
     let mut pieces = Vec::with_capacity(subs.len());
     // Read under the layout lock: never half of another writer's pieces.
-    let lock = match subs.first() {
-        Some(first) => Some(lock_layout(first, dir).await),
+    let lock = match subs.first().map(|first| lock_layout(first, dir)) {
+        Some(taking) => match taking.await {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                tracing::warn!(
+                    "rebalance: {}: taking its layout lock failed: {e}; its files stay",
+                    path.display()
+                );
+                prog.failed += 1;
+                return Ok(());
+            }
+        },
         None => None,
     };
     for s in subs.iter() {

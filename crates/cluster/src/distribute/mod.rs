@@ -596,7 +596,11 @@ impl Distribute {
             // Holes where the down subvolumes' ranges are: names there answer ENOTCONN.
             return Ok(Arc::new(l));
         }
-        let lock = layout_lock::lock_layout(&self.children[first.members[0]], dir).await;
+        let lock = match layout_lock::lock_layout(&self.children[0], dir).await {
+            Ok(lock) => lock,
+            // Not healed now (not cached either): the next lookup tries again.
+            Err(_) => return Ok(Arc::new(l)),
+        };
         let r = self.heal_layout(ctx, dir).await;
         lock.unlock().await;
         r
@@ -1880,8 +1884,26 @@ impl Xlator for Distribute {
     async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
         let h = self.place_new(ctx, loc).await?;
         let (p, n) = entry_of(loc)?;
-        let (xd, _) = Self::with_gfid_req(&xd);
-        let (ia, _) = self.children[h].mkdir(ctx, loc, mode, umask, xd).await?;
+        let (xd, want) = Self::with_gfid_req(&xd);
+        // The new directory's layout lock, taken while the first mkdir runs (a lock needs
+        // no inode): a rebalance finding the directory before its pieces are all written
+        // waits for them.
+        let (made, lock) = futures::join!(
+            self.children[h].mkdir(ctx, loc, mode, umask, xd),
+            layout_lock::lock_layout(&self.children[0], want)
+        );
+        let (ia, _) = made?;
+        let lock = match lock {
+            Ok(lock) if ia.gfid == want => Some(lock),
+            // The brick gave the directory another gfid (the one asked for was taken).
+            Ok(other) => {
+                other.unlock().await;
+                layout_lock::lock_layout(&self.children[0], ia.gfid)
+                    .await
+                    .ok()
+            }
+            Err(_) => None,
+        };
         let mut oxd = Xdata::new();
         oxd.set(GFID_REQ_KEY, ia.gfid.0.to_vec());
         let oxd = &oxd;
@@ -1928,6 +1950,10 @@ impl Xlator for Distribute {
         );
         self.write_layout(ia.gfid, &l).await;
         self.cache_layout(ia.gfid, Arc::new(l));
+        if let Some(lock) = lock {
+            // Given back in the background: nothing of this mkdir waits for it.
+            drop(lock);
+        }
         Ok((merge_dir(&made).unwrap_or(ia), Xdata::new()))
     }
 

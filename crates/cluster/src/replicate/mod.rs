@@ -1534,14 +1534,33 @@ impl Xlator for Replicate {
         xd: Xdata,
     ) -> Fop<()> {
         let mut last = Err(Errno::ENOTCONN);
+        let mut granted: Vec<usize> = Vec::new();
         for i in self.up() {
             let r = self.children[i]
                 .inodelk(ctx, domain, loc, cmd, lock, xd.clone())
                 .await;
             match r {
                 Err(e) if e == Errno::ENOTCONN => {}
-                Err(e) => return Err(e),
-                ok => last = ok,
+                Err(e) => {
+                    // Not held after all: what the copies before granted is given back,
+                    // or it would stay held until their connections go.
+                    if lock.kind != LockType::Unlock && cmd != LkCmd::Get {
+                        let undo = Flock {
+                            kind: LockType::Unlock,
+                            ..*lock
+                        };
+                        for j in granted {
+                            let _ = self.children[j]
+                                .inodelk(ctx, domain, loc, LkCmd::Set, &undo, Xdata::new())
+                                .await;
+                        }
+                    }
+                    return Err(e);
+                }
+                ok => {
+                    granted.push(i);
+                    last = ok;
+                }
             }
         }
         last
