@@ -127,3 +127,62 @@ fn acls_are_enforced_on_both_mounts() {
     std::thread::sleep(Duration::from_millis(1300));
     assert!(nobody_reads(&f), "a removed ACL still denies (mount a)");
 }
+
+/// Mount B's listings send the entries its kernel already holds without a lookup, so the
+/// kernel keeps what it caches on them (their ACLs); that never hides mount A's changes:
+/// right after them (no waiting for a timeout), a listing on B shows a chmod, a new size
+/// and a file replaced by a rename, and B enforces an ACL set on A.
+#[test]
+fn listings_keep_cached_acls_and_show_the_other_mounts_changes() {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    let two = TwoMounts::caching("acl-listing", true);
+    let (a, b) = (two.a.mnt.clone(), two.b.mnt.clone());
+    std::fs::create_dir(a.join("d")).unwrap();
+    for i in 0..20 {
+        let p = a.join(format!("d/f{i}"));
+        std::fs::write(&p, b"x\n").unwrap();
+        std::fs::set_permissions(&p, PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    // What `ls -l` does on B: list, stat, and ask each file's ACL.
+    let list = |dir: &Path| -> HashMap<String, (u32, u64, u64)> {
+        let mut out = HashMap::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            let _ = getfacl(&e.path());
+            let name = e.file_name().to_string_lossy().into_owned();
+            out.insert(name, (m.mode() & 0o7777, m.len(), m.ino()));
+        }
+        out
+    };
+    for _ in 0..3 {
+        let l = list(&b.join("d"));
+        assert_eq!(l.len(), 20, "{l:?}");
+        assert!(nobody_reads(&b.join("d/f3")));
+    }
+    // Changes on A.
+    setfacl(&["-m", "u:nobody:---"], &a.join("d/f3"));
+    std::fs::set_permissions(a.join("d/f4"), PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::write(a.join("d/f5"), b"longer content\n").unwrap();
+    std::fs::write(a.join("d/new"), b"replacement\n").unwrap();
+    std::fs::rename(a.join("d/new"), a.join("d/f6")).unwrap();
+    let f6 = std::fs::metadata(a.join("d/f6")).unwrap().ino();
+    // B at once, through a listing.
+    let l = list(&b.join("d"));
+    assert_eq!(
+        l["f4"].0,
+        0o600,
+        "mount B lists f4's old mode: {l:?}\n{}",
+        two.logs()
+    );
+    assert_eq!(l["f5"].1, 15, "mount B lists f5's old size: {l:?}");
+    assert_eq!(l["f6"].2, f6, "mount B lists the replaced f6: {l:?}");
+    assert_eq!(std::fs::read(b.join("d/f6")).unwrap(), b"replacement\n");
+    let acl = getfacl(&b.join("d/f3"));
+    assert!(acl.contains("user:nobody:---"), "mount B: {acl}");
+    assert!(
+        !nobody_reads(&b.join("d/f3")),
+        "mount B still grants what an ACL set on mount A denies"
+    );
+}

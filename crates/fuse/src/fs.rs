@@ -660,12 +660,34 @@ impl Filesystem for WeftFs {
     ) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
         let guard = self.fresh.guard(self.entry_ttl);
+        // An entry the kernel holds, fresh for at least half its timeouts still, is sent
+        // without a lookup (see `Inner::kernel_has`).
+        let known_within = self.entry_ttl.min(self.attr_ttl) / 2;
         self.go(async move {
             match me.readdir(&c, fh.0, offset, true).await {
                 Ok(ents) => {
                     let et = guard.ttl();
                     for d in ents {
                         let name = OsStr::from_bytes(&d.name);
+                        if let Some(ia) = &d.iatt {
+                            if !known_within.is_zero()
+                                && me.kernel_has(ia, ino.0, name, known_within)
+                            {
+                                // nodeid 0: the kernel lists the name and touches nothing
+                                // it holds (no reference taken, so none remembered here).
+                                if reply.add(
+                                    INodeNo(0),
+                                    d.offset,
+                                    name,
+                                    &et,
+                                    &attr(ia),
+                                    Generation(0),
+                                ) {
+                                    break;
+                                }
+                                continue;
+                            }
+                        }
                         let full = match &d.iatt {
                             Some(ia) => attr(ia),
                             // An entry that vanished while listing: the kernel would take

@@ -93,7 +93,18 @@ pub struct Inner {
     /// The size the kernel believes each regular file has (the last one it was told, or
     /// grew it to by a write), so an O_APPEND write can be told from a write at an
     /// explicit offset: the kernel sends appends at the end of file it believes.
-    kernel_sizes: Mutex<HashMap<Gfid, u64>>,
+    kernel_sizes: Mutex<HashMap<Gfid, Told>>,
+}
+
+/// What the kernel was last given of a regular file's attributes.
+#[derive(Clone, Copy)]
+struct Told {
+    /// The size it believes (grown by its own writes since).
+    size: u64,
+    /// When it was given them (with an entry, when remembered by name).
+    at: std::time::Instant,
+    /// [`crate::invalidate::Freshness::seq`] then.
+    seq: u64,
 }
 
 /// How many files' kernel sizes are kept before the table starts over (an unknown size
@@ -183,18 +194,49 @@ impl Inner {
         if ia.mode & libc::S_IFMT != libc::S_IFREG {
             return;
         }
+        let told = Told {
+            size: ia.size,
+            at: std::time::Instant::now(),
+            seq: self.fresh.seq(),
+        };
         let mut m = self.kernel_sizes.lock();
         if m.len() >= KERNEL_SIZES_MAX {
             m.clear();
         }
-        m.insert(ia.gfid, ia.size);
+        m.insert(ia.gfid, told);
+    }
+
+    /// Whether the kernel already holds regular file `ia` as `name` in `parent` with these
+    /// attributes, given less than `within` ago, with no invalidation received since: a
+    /// listing can then leave the entry out of readdirplus's lookups (nodeid 0), which
+    /// keeps what the kernel caches on the inode (its POSIX ACLs, which a readdirplus
+    /// entry drops). Any doubt is `false`, and the entry is sent in full.
+    pub fn kernel_has(
+        &self,
+        ia: &Iatt,
+        parent: u64,
+        name: &OsStr,
+        within: std::time::Duration,
+    ) -> bool {
+        if ia.mode & libc::S_IFMT != libc::S_IFREG {
+            return false;
+        }
+        let ino = ia.gfid.ino();
+        if self.inodes.child(parent, name) != Some(ino) || self.inodes.gfid(ino) != Some(ia.gfid) {
+            return false;
+        }
+        let seq = self.fresh.seq();
+        self.kernel_sizes
+            .lock()
+            .get(&ia.gfid)
+            .is_some_and(|t| t.size == ia.size && t.seq == seq && t.at.elapsed() < within)
     }
 
     /// Notes that the kernel grew its size of `g` to at least `end` (after a write or an
     /// allocation it made).
     fn grew(&self, g: Gfid, end: u64) {
-        if let Some(s) = self.kernel_sizes.lock().get_mut(&g) {
-            *s = (*s).max(end);
+        if let Some(t) = self.kernel_sizes.lock().get_mut(&g) {
+            t.size = t.size.max(end);
         }
     }
 
@@ -209,7 +251,7 @@ impl Inner {
                 .kernel_sizes
                 .lock()
                 .get(&fd.gfid)
-                .is_none_or(|&s| s == offset)
+                .is_none_or(|t| t.size == offset)
     }
 
     /// The open fd behind file handle `fh`, and the graph it was opened on.

@@ -41,6 +41,11 @@ pub(crate) struct Freshness {
 }
 
 impl Freshness {
+    /// How many invalidations there have been.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
     /// How many invalidations and entry changes of this mount there have been.
     pub(crate) fn dir_seq(&self) -> u64 {
         self.dirs.load(Ordering::Acquire)
