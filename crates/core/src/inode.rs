@@ -227,6 +227,14 @@ impl InodeTable {
         }
     }
 
+    /// The directory (its inode and gfid) and name inode `ino` is known by, if any.
+    pub fn link(&self, ino: u64) -> Option<(Gfid, OsString)> {
+        let m = self.maps.lock();
+        let (parent, name) = m.by_ino.get(&ino)?.link.clone()?;
+        let pg = m.by_ino.get(&parent)?.gfid;
+        Some((pg, name))
+    }
+
     /// The path of inode `ino` from the root, by the names it and its ancestors are known
     /// by now; `None` if one of them has no known name or has been forgotten.
     pub fn path(&self, ino: u64) -> Option<PathBuf> {

@@ -103,6 +103,30 @@ pub const QUICK_READ_KEY: &str = "quick-read.max-file-size";
 /// Reply xdata key of a `lookup` asked with [`QUICK_READ_KEY`]: the file's whole content.
 pub const QUICK_READ_CONTENT_KEY: &str = "quick-read.content";
 
+/// Xdata key on an `open`, and on a `lookup` by gfid: a name the caller knows the inode by
+/// ([`name_hint`]: the parent's gfid, then the name). Only a hint: a brick may reach the
+/// inode through it (cheaper than the gfid's handle when its caches are cold) and must
+/// check that the name still holds that gfid, falling back to the gfid otherwise.
+pub const NAME_HINT_KEY: &str = "weft.name-hint";
+
+/// The value of [`NAME_HINT_KEY`] for `name` in directory `parent`.
+pub fn name_hint(parent: Gfid, name: &std::ffi::OsStr) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut v = parent.0.to_vec();
+    v.extend_from_slice(name.as_bytes());
+    v
+}
+
+/// Reads a [`NAME_HINT_KEY`] value: `None` unless it holds a gfid and a non-empty name.
+pub fn parse_name_hint(v: &[u8]) -> Option<(Gfid, std::ffi::OsString)> {
+    use std::os::unix::ffi::OsStrExt;
+    if v.len() <= 16 {
+        return None;
+    }
+    let g = Gfid(v[..16].try_into().ok()?);
+    Some((g, std::ffi::OsStr::from_bytes(&v[16..]).to_os_string()))
+}
+
 /// The prefix of Weft's internal xattrs, never shown to clients.
 pub const INTERNAL_XATTR_PREFIX: &str = "trusted.weft.";
 

@@ -101,6 +101,9 @@ pub struct Inner {
 struct Told {
     /// The size it believes (grown by its own writes since).
     size: u64,
+    /// The mode, owner, group and change time it was given (a chmod, chown or ACL change
+    /// elsewhere changes the ctime).
+    meta: (u32, u32, u32, weft_core::Timespec),
     /// When it was given them (with an entry, when remembered by name).
     at: std::time::Instant,
     /// [`crate::invalidate::Freshness::seq`] then.
@@ -196,6 +199,7 @@ impl Inner {
         }
         let told = Told {
             size: ia.size,
+            meta: (ia.mode, ia.uid, ia.gid, ia.ctime),
             at: std::time::Instant::now(),
             seq: self.fresh.seq(),
         };
@@ -207,7 +211,7 @@ impl Inner {
     }
 
     /// Whether the kernel already holds regular file `ia` as `name` in `parent` with these
-    /// attributes, given less than `within` ago, with no invalidation received since: a
+    /// attributes (size, mode, owner, group, ctime), given less than `within` ago, with no invalidation received since: a
     /// listing can then leave the entry out of readdirplus's lookups (nodeid 0), which
     /// keeps what the kernel caches on the inode (its POSIX ACLs, which a readdirplus
     /// entry drops). Any doubt is `false`, and the entry is sent in full.
@@ -226,10 +230,12 @@ impl Inner {
             return false;
         }
         let seq = self.fresh.seq();
-        self.kernel_sizes
-            .lock()
-            .get(&ia.gfid)
-            .is_some_and(|t| t.size == ia.size && t.seq == seq && t.at.elapsed() < within)
+        self.kernel_sizes.lock().get(&ia.gfid).is_some_and(|t| {
+            t.size == ia.size
+                && t.meta == (ia.mode, ia.uid, ia.gid, ia.ctime)
+                && t.seq == seq
+                && t.at.elapsed() < within
+        })
     }
 
     /// Notes that the kernel grew its size of `g` to at least `end` (after a write or an
@@ -555,7 +561,15 @@ impl Inner {
         if dir {
             g.top.opendir(ctx, &loc, &fd, Xdata::new()).await?;
         } else {
-            g.top.open(ctx, &loc, &fd, Xdata::new()).await?;
+            // The name the kernel opened it by, for a content lookup (see NAME_HINT_KEY).
+            let mut xd = Xdata::new();
+            if let Some((parent, name)) = self.inodes.link(ino) {
+                xd.set(
+                    weft_core::NAME_HINT_KEY,
+                    weft_core::name_hint(parent, &name),
+                );
+            }
+            g.top.open(ctx, &loc, &fd, xd).await?;
         }
         Ok(self.keep_fd(fd, g))
     }

@@ -401,6 +401,8 @@ struct FdState {
     no_fetch: AtomicBool,
     /// Only while the fd is lazy: what it read last, served when its file is gone.
     snap: Mutex<Option<Snapshot>>,
+    /// The name the fd was opened by ([`NAME_HINT_KEY`]), sent with its content lookups.
+    hint: Option<Vec<u8>>,
 }
 
 impl FdState {
@@ -409,6 +411,7 @@ impl FdState {
             open: Mutex::new(open),
             no_fetch: AtomicBool::new(false),
             snap: Mutex::new(None),
+            hint: None,
         }
     }
 
@@ -626,6 +629,9 @@ impl QuickRead {
         self.state.lock().n.fetches += 1;
         let mut xd = Xdata::new();
         xd.set_u64(QUICK_READ_KEY, max);
+        if let Some(h) = self.fd_state(fd).and_then(|s| s.hint.clone()) {
+            xd.set(NAME_HINT_KEY, h);
+        }
         let r = child.lookup(ctx, &Loc::inode(fd.gfid), xd).await;
         let now = Instant::now();
         let content = match r {
@@ -674,8 +680,12 @@ impl QuickRead {
         fd: &FdRef,
         xd: Xdata,
     ) -> Option<Fop<()>> {
+        let hint = xd.get(NAME_HINT_KEY).map(|h| h.to_vec());
         let what = Box::new((ctx.clone(), loc.clone(), xd));
-        let state = Arc::new(FdState::new(RealOpen::Lazy(what)));
+        let state = Arc::new(FdState {
+            hint,
+            ..FdState::new(RealOpen::Lazy(what))
+        });
         fd.set_ctx(&self.name, state.clone());
         let now = Instant::now();
         let step = {

@@ -25,14 +25,16 @@ use weft_core::options::{OptionKind, OptionSpec};
 use weft_core::{
     Checksum, Ctx, Dirent, EntrylkCmd, EntrylkType, Errno, FdRef, Flock, Fop, Gfid, Iatt, LkCmd,
     Loc, SeekWhat, SetAttr, StatVfs, XattrMap, XattropOp, Xdata, Xlator, XlatorInit, XlatorRef,
-    XlatorType, GFID_REQ_KEY, LOOKUP_XATTRS_KEY, QUICK_READ_CONTENT_KEY, QUICK_READ_KEY,
-    UNLINK_GFID_KEY,
+    XlatorType, GFID_REQ_KEY, LOOKUP_XATTRS_KEY, NAME_HINT_KEY, QUICK_READ_CONTENT_KEY,
+    QUICK_READ_KEY, UNLINK_GFID_KEY,
 };
 
 use attr::Target;
 use brick::Brick;
 use dir::PosixDir;
 use io::PosixFile;
+use std::os::fd::AsFd;
+use sys::Pin;
 
 /// The most content a `lookup` carries for [`QUICK_READ_KEY`], whatever the caller asks.
 pub const QUICK_READ_MAX: u64 = 1 << 20;
@@ -41,8 +43,14 @@ pub const QUICK_READ_MAX: u64 = 1 << 20;
 /// attributes taken after the read, when they show the file did not change while it was
 /// read (size, mtime and ctime the same before and after; tried twice). `None` on any
 /// error, a file too large or not regular, or one that kept changing.
-fn quick_read(b: &Brick, g: Gfid, max: u64) -> Option<(Iatt, Vec<u8>)> {
-    let f = b.open_file(&Loc::inode(g), libc::O_RDONLY).ok()?;
+fn quick_read(b: &Brick, g: Gfid, max: u64, via: Option<&Pin>) -> Option<(Iatt, Vec<u8>)> {
+    let f = match via {
+        Some(node) => io::PosixFile {
+            fd: node.reopen(rustix::fs::OFlags::RDONLY).ok()?,
+            gfid: g,
+        },
+        None => b.open_file(&Loc::inode(g), libc::O_RDONLY).ok()?,
+    };
     let same = |x: &rustix::fs::Stat, y: &rustix::fs::Stat| {
         x.st_size == y.st_size
             && x.st_mtime == y.st_mtime
@@ -65,6 +73,17 @@ fn quick_read(b: &Brick, g: Gfid, max: u64) -> Option<(Iatt, Vec<u8>)> {
         }
     }
     None
+}
+
+/// Inode `g` reached by the name `hint` gives ([`NAME_HINT_KEY`]) when that name still
+/// holds it: through its parent directory, whose blocks its files share, rather than the
+/// gfid's handle directory (one more directory to read per file when caches are cold).
+/// `None` (use the handle) for anything else.
+fn hinted(b: &Brick, g: Gfid, hint: &[u8]) -> Option<Pin> {
+    let (parent, name) = weft_core::parse_name_hint(hint)?;
+    let (dir, name) = b.entry(&Loc::entry(parent, name)).ok()?;
+    let node = Pin::at(dir.fd.as_fd(), &name).ok()?;
+    (node.kind() == libc::S_IFREG && node.gfid() == Some(g)).then_some(node)
 }
 
 /// The posix translator: one brick directory.
@@ -210,8 +229,17 @@ impl Xlator for Posix {
             return self.run(move |b| b.lookup(&loc)).await;
         }
         let b = self.brick.clone();
+        let hint = xd.get(NAME_HINT_KEY).map(|h| h.to_vec());
         weft_core::blocking::run_blocking(move || {
-            let mut ia = b.lookup(&loc)?;
+            // A content lookup by gfid with a name to try first.
+            let via = match (&hint, loc.gfid, &loc.name, quick) {
+                (Some(h), Some(g), None, Some(_)) => hinted(&b, g, h),
+                _ => None,
+            };
+            let mut ia = match (&via, loc.gfid) {
+                (Some(node), Some(g)) => brick::iatt(g, &node.st),
+                _ => b.lookup(&loc)?,
+            };
             let mut out = Xdata::new();
             if let Some(prefix) = prefix {
                 let node = b.inode(&Loc::inode(ia.gfid))?;
@@ -222,7 +250,7 @@ impl Xlator for Posix {
             if let Some(max) = quick {
                 let max = max.min(QUICK_READ_MAX);
                 if ia.mode & libc::S_IFMT == libc::S_IFREG && ia.size <= max {
-                    if let Some((now, content)) = quick_read(&b, ia.gfid, max) {
+                    if let Some((now, content)) = quick_read(&b, ia.gfid, max, via.as_ref()) {
                         ia = now;
                         out.set(QUICK_READ_CONTENT_KEY, content);
                     }
@@ -776,6 +804,71 @@ mod tests {
         );
         let (_, xd) = p.flush(&ctx, &fd, Xdata::new()).await.unwrap();
         assert!(!xd.has(POSTSTAT_KEY));
+    }
+
+    /// A content lookup by gfid with a name hint reads the file through the name when it
+    /// still names that gfid, and through the gfid otherwise: a hint naming another file,
+    /// a name since removed, the brick's private directory or garbage never changes what
+    /// comes back.
+    #[tokio::test]
+    async fn a_name_hint_is_only_a_hint() {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let p = Posix::new("p", dir.path()).unwrap();
+        let ctx = Ctx::internal();
+        p.mkdir(&ctx, &Loc::entry(Gfid::ROOT, "d"), 0o755, 0, Xdata::new())
+            .await
+            .unwrap();
+        std::fs::write(dir.path().join("d/a"), b"file a").unwrap();
+        std::fs::write(dir.path().join("d/b"), b"file b, longer").unwrap();
+        let d = p
+            .lookup(&ctx, &Loc::entry(Gfid::ROOT, "d"), Xdata::new())
+            .await
+            .unwrap()
+            .0
+            .gfid;
+        let a = p
+            .lookup(&ctx, &Loc::entry(d, "a"), Xdata::new())
+            .await
+            .unwrap()
+            .0;
+        p.lookup(&ctx, &Loc::entry(d, "b"), Xdata::new())
+            .await
+            .unwrap();
+        let ask = |hint: Vec<u8>| {
+            let mut xd = quick(100);
+            xd.set(NAME_HINT_KEY, hint);
+            let p = &p;
+            let ctx = &ctx;
+            async move { p.lookup(ctx, &Loc::inode(a.gfid), xd).await.unwrap() }
+        };
+        let hints = [
+            weft_core::name_hint(d, std::ffi::OsStr::new("a")),
+            weft_core::name_hint(d, std::ffi::OsStr::new("b")),
+            weft_core::name_hint(Gfid::ROOT, std::ffi::OsStr::new(".weft")),
+            weft_core::name_hint(Gfid::random(), std::ffi::OsStr::new("a")),
+            weft_core::name_hint(d, std::ffi::OsStr::new("../d/a")),
+            b"short".to_vec(),
+        ];
+        for h in &hints {
+            let (ia, xd) = ask(h.clone()).await;
+            assert_eq!(ia.gfid, a.gfid, "{h:?}");
+            assert_eq!(ia.size, 6, "{h:?}");
+            assert_eq!(
+                xd.get(QUICK_READ_CONTENT_KEY),
+                Some(&b"file a"[..]),
+                "{h:?}"
+            );
+        }
+        // The name now holds another file, then no file: the gfid still answers (the
+        // first file lives on under another name).
+        std::fs::rename(dir.path().join("d/a"), dir.path().join("d/a2")).unwrap();
+        std::fs::rename(dir.path().join("d/b"), dir.path().join("d/a")).unwrap();
+        let (ia, xd) = ask(hints[0].clone()).await;
+        assert_eq!(ia.gfid, a.gfid);
+        assert_eq!(xd.get(QUICK_READ_CONTENT_KEY), Some(&b"file a"[..]));
+        std::fs::remove_file(dir.path().join("d/a")).unwrap();
+        let (_, xd) = ask(hints[0].clone()).await;
+        assert_eq!(xd.get(QUICK_READ_CONTENT_KEY), Some(&b"file a"[..]));
     }
 
     /// A lookup asked for content gets the whole of a small regular file, with an iatt
