@@ -561,7 +561,7 @@ impl Inner {
         if dir {
             g.top.opendir(ctx, &loc, &fd, Xdata::new()).await?;
         } else {
-            // The name the kernel opened it by, for a content lookup (see NAME_HINT_KEY).
+            // The name the inode table knows it by, for content lookups (NAME_HINT_KEY).
             let mut xd = Xdata::new();
             if let Some((parent, name)) = self.inodes.link(ino) {
                 xd.set(

@@ -333,6 +333,15 @@ impl Brick {
         self.true_handles.lock().remove(g);
     }
 
+    /// Whether non-directory `node` is the inode `g`'s handle is known (in memory, from
+    /// this process's own creates and checks) to stand for.
+    pub fn is_known_handle_of(&self, g: &Gfid, node: &Pin) -> bool {
+        matches!(
+            self.true_handles.lock().get(g),
+            Some(HandleFor::File { dev, ino }) if *dev == node.st.st_dev && *ino == node.st.st_ino
+        )
+    }
+
     /// Remembers that `g`'s handle stands for `what`.
     fn handle_true(&self, g: &Gfid, what: HandleFor) {
         let mut known = self.true_handles.lock();

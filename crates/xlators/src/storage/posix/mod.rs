@@ -78,12 +78,15 @@ fn quick_read(b: &Brick, g: Gfid, max: u64, via: Option<&Pin>) -> Option<(Iatt, 
 /// Inode `g` reached by the name `hint` gives ([`NAME_HINT_KEY`]) when that name still
 /// holds it: through its parent directory, whose blocks its files share, rather than the
 /// gfid's handle directory (one more directory to read per file when caches are cold).
-/// `None` (use the handle) for anything else.
+/// Only a regular file known to be the inode `g`'s handle stands for (not a copy carrying
+/// the same gfid xattr, not a file whose handle is missing). `None` (use the handle) for
+/// anything else.
 fn hinted(b: &Brick, g: Gfid, hint: &[u8]) -> Option<Pin> {
     let (parent, name) = weft_core::parse_name_hint(hint)?;
     let (dir, name) = b.entry(&Loc::entry(parent, name)).ok()?;
     let node = Pin::at(dir.fd.as_fd(), &name).ok()?;
-    (node.kind() == libc::S_IFREG && node.gfid() == Some(g)).then_some(node)
+    (node.kind() == libc::S_IFREG && b.is_known_handle_of(&g, &node) && node.gfid() == Some(g))
+        .then_some(node)
 }
 
 /// The posix translator: one brick directory.
@@ -849,6 +852,23 @@ mod tests {
             weft_core::name_hint(d, std::ffi::OsStr::new("../d/a")),
             b"short".to_vec(),
         ];
+        // Only the right name is taken; the others fall back to the handle.
+        assert!(hinted(&p.brick, a.gfid, &hints[0]).is_some());
+        // A copy of `a` with its gfid xattr, under another name, is not `a`.
+        let copied = std::process::Command::new("cp")
+            .args(["--preserve=xattr"])
+            .arg(dir.path().join("d/a"))
+            .arg(dir.path().join("d/c"))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let hints: Vec<Vec<u8>> = hints
+            .into_iter()
+            .chain([weft_core::name_hint(d, std::ffi::OsStr::new("c"))])
+            .collect();
+        for h in &hints[1..] {
+            assert!(hinted(&p.brick, a.gfid, h).is_none(), "{h:?}");
+        }
         for h in &hints {
             let (ia, xd) = ask(h.clone()).await;
             assert_eq!(ia.gfid, a.gfid, "{h:?}");
