@@ -785,7 +785,14 @@ impl Distribute {
     /// A quick-read content lookup of file `g` (`loc` by gfid): asked of the subvolume
     /// that holds its data, following a move. `None` when `g` is a directory or only a
     /// link file answered: the plain lookup then answers, without content.
-    async fn lookup_content(&self, ctx: &Ctx, g: Gfid, loc: &Loc, max: u64) -> Option<Fop<Iatt>> {
+    async fn lookup_content(
+        &self,
+        ctx: &Ctx,
+        g: Gfid,
+        loc: &Loc,
+        max: u64,
+        hint: Option<&[u8]>,
+    ) -> Option<Fop<Iatt>> {
         if g.is_root() || self.layouts.lock().contains_key(&g) {
             return None;
         }
@@ -796,6 +803,11 @@ impl Distribute {
             .on_file(ctx, loc, i, |c| async move {
                 let mut xd = Xdata::new();
                 xd.set_u64(QUICK_READ_KEY, max);
+                // Directories have one gfid on every subvolume, and a file's data keeps
+                // its name there: the brick checks the hint and falls back to the gfid.
+                if let Some(h) = hint {
+                    xd.set(NAME_HINT_KEY, h.to_vec());
+                }
                 c.lookup(ctx, loc, xd).await
             })
             .await;
@@ -1719,7 +1731,10 @@ impl Xlator for Distribute {
 
     async fn lookup(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<Iatt> {
         if let (Some(max), Some(g), None) = (xd.get_u64(QUICK_READ_KEY), loc.gfid, &loc.name) {
-            if let Some(r) = self.lookup_content(ctx, g, loc, max).await {
+            if let Some(r) = self
+                .lookup_content(ctx, g, loc, max, xd.get(NAME_HINT_KEY))
+                .await
+            {
                 return r;
             }
         }

@@ -878,6 +878,7 @@ impl Xlator for Replicate {
 
     async fn lookup(&self, ctx: &Ctx, loc: &Loc, mut xd: Xdata) -> Fop<Iatt> {
         let content = xd.0.remove(QUICK_READ_KEY);
+        let hint = xd.0.remove(NAME_HINT_KEY);
         if let (Some(max), Some(g), None) = (content, loc.gfid, &loc.name) {
             // A quick-read content lookup of a file by gfid: one good copy answers, as a
             // read would (the copies are judged as for reads).
@@ -885,6 +886,10 @@ impl Xlator for Replicate {
                 .read_fop(g, |_, c| {
                     let mut xd = Xdata::new();
                     xd.set(QUICK_READ_KEY, max.clone());
+                    // Every copy has the same names; the brick checks the hint.
+                    if let Some(h) = &hint {
+                        xd.set(NAME_HINT_KEY, h.clone());
+                    }
                     async move { c.lookup(ctx, loc, xd).await }
                 })
                 .await;
