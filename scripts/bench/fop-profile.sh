@@ -5,7 +5,7 @@
 # reads them back, and prints the rates and every io-stats table (FOP counts and latency)
 # of the mount (`weft statedump`) and of the brick (`weft brickd statedump`).
 # Gives the "where the time goes" figures of docs/BENCHMARKS.md (2026-12-03).
-# Run as root. Leaves nothing mounted and no process behind.
+# Run as root. Leaves nothing mounted and no process behind. TREE=1 adds the ls -lR runs.
 #   BENCH_DIR (default /tmp/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -113,3 +113,19 @@ sync; echo 3 >/proc/sys/vm/drop_caches
 phase read
 echo "== after read (cumulative): mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|low)\]|^[a-z]+ +[0-9]+ '
 echo "== after read (cumulative): brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
+# TREE=1: also the listing figures of BENCHMARKS "2026-12-03, later": 10 directories of
+# 1,000 empty files, kernel caches dropped, `ls -lR` three times (first, second, third).
+if [ "${TREE:-0}" = 1 ]; then
+  python3 - "$D/mnt/t" <<'PY'
+import os, sys
+for d in range(10):
+    p = os.path.join(sys.argv[1], "d%02d" % d); os.makedirs(p, exist_ok=True)
+    for i in range(1000):
+        open(os.path.join(p, "f%04d" % i), "w").close()
+PY
+  sync; echo 3 >/proc/sys/vm/drop_caches
+  for run in first second third; do
+    s=$(date +%s.%N); ls -lR "$D/mnt/t" >/dev/null; e=$(date +%s.%N)
+    echo "ls -lR $run: $(python3 -c "print(round($e - $s, 3))") s"
+  done
+fi
