@@ -23,21 +23,34 @@ pub struct LayoutLock {
     on: Option<(XlatorRef, Gfid, u64)>,
 }
 
-fn lock_ctx(owner: u64) -> Ctx {
-    Ctx {
+/// The whole-range inodelk request `kind` of `owner` on `dir` in the layout domain.
+async fn layout_inodelk(
+    sub: &XlatorRef,
+    dir: Gfid,
+    owner: u64,
+    cmd: LkCmd,
+    kind: LockType,
+) -> Fop<()> {
+    let ctx = Ctx {
         lk_owner: owner,
         ..Ctx::internal()
-    }
-}
-
-fn whole(kind: LockType, owner: u64) -> Flock {
-    Flock {
+    };
+    let lock = Flock {
         kind,
         start: 0,
         len: 0,
         pid: 0,
         owner,
-    }
+    };
+    sub.inodelk(
+        &ctx,
+        LAYOUT_LOCK_DOMAIN,
+        &Loc::inode(dir),
+        cmd,
+        &lock,
+        Xdata::new(),
+    )
+    .await
 }
 
 /// Whether `e` says the subvolume has no inode locks at all (a graph without
@@ -54,17 +67,7 @@ pub async fn lock_layout(first: &XlatorRef, dir: Gfid) -> Result<LayoutLock, Err
     // An owner no other writer uses: two writers in one process must exclude each other.
     let g = Gfid::random();
     let owner = u64::from_le_bytes(g.0[..8].try_into().unwrap_or([1; 8])) | 1;
-    let r = first
-        .inodelk(
-            &lock_ctx(owner),
-            LAYOUT_LOCK_DOMAIN,
-            &Loc::inode(dir),
-            LkCmd::SetWait,
-            &whole(LockType::Write, owner),
-            Xdata::new(),
-        )
-        .await;
-    match r {
+    match layout_inodelk(first, dir, owner, LkCmd::SetWait, LockType::Write).await {
         Ok(_) => Ok(LayoutLock {
             on: Some((first.clone(), dir, owner)),
         }),
@@ -80,17 +83,7 @@ pub async fn lock_layout(first: &XlatorRef, dir: Gfid) -> Result<LayoutLock, Err
 }
 
 async fn unlock_on(sub: XlatorRef, dir: Gfid, owner: u64) {
-    if let Err(e) = sub
-        .inodelk(
-            &lock_ctx(owner),
-            LAYOUT_LOCK_DOMAIN,
-            &Loc::inode(dir),
-            LkCmd::Set,
-            &whole(LockType::Unlock, owner),
-            Xdata::new(),
-        )
-        .await
-    {
+    if let Err(e) = layout_inodelk(&sub, dir, owner, LkCmd::Set, LockType::Unlock).await {
         tracing::warn!(
             "directory {dir}: giving the layout lock on {} back failed: {e}",
             sub.name()
