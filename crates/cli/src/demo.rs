@@ -197,6 +197,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 foreground: false,
                 attr_timeout: None,
                 entry_timeout: None,
+                selinux: false,
                 log_level: "info".into(),
                 log_file: Some(state.join("demo-mount.log")),
             })?;

@@ -48,6 +48,11 @@ pub struct MountArgs {
     /// Seconds the kernel may cache name lookups [default: as --attr-timeout].
     #[arg(long, value_name = "SECONDS")]
     pub entry_timeout: Option<f64>,
+    /// Pass SELinux labels (the security.selinux xattr) to and from the bricks. Without
+    /// it the mount has no labels: getting or setting one fails with "Operation not
+    /// supported" (as GlusterFS without its selinux option).
+    #[arg(long)]
+    pub selinux: bool,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -141,6 +146,7 @@ pub fn run(a: MountArgs) -> Result<()> {
         attr_timeout,
         entry_timeout,
         fsname: origin.fsname(),
+        selinux: a.selinux,
         ..Default::default()
     };
     let mount = Arc::new(weft_fuse::mount(volume, &mp, &cfg, rt.handle().clone())?);
@@ -462,6 +468,9 @@ fn detach(a: &MountArgs, mp: &Path) -> Result<()> {
     }
     if let Some(t) = a.entry_timeout {
         cmd.arg("--entry-timeout").arg(t.to_string());
+    }
+    if a.selinux {
+        cmd.arg("--selinux");
     }
     cmd.arg("--log-level")
         .arg(&a.log_level)

@@ -1,6 +1,7 @@
-//! File capabilities behave as on ext4 although the mount remembers for a moment that a
-//! file has none (the kernel asks before every write): set through the mount, they are
-//! seen at once, and a write by an unprivileged user removes them.
+//! Security xattrs. File capabilities behave as on ext4 although the mount remembers for
+//! a moment that a file has none (the kernel asks before every write): set through the
+//! mount, they are seen at once, and a write by an unprivileged user removes them. SELinux
+//! labels pass through only with the `selinux` mount option.
 
 mod common;
 
@@ -42,4 +43,52 @@ fn capabilities_are_seen_and_dropped_as_on_ext4() {
     let vol = Volume::new("caps");
     let _m = vol.mount();
     assert_eq!(run(&vol.mnt), want);
+}
+
+const LABEL_SCRIPT: &str = r#"
+import errno, os, sys
+p = sys.argv[1]
+out = ["listed" if "security.selinux" in os.listxattr(p) else "unlisted"]
+for what, fn in [("get", lambda: os.getxattr(p, "security.selinux")),
+                 ("set", lambda: os.setxattr(p, "security.selinux", b"user_u:object_r:new_t:s0")),
+                 ("remove", lambda: os.removexattr(p, "security.selinux"))]:
+    try:
+        r = fn()
+        out.append(f"{what}:{r.decode() if isinstance(r, bytes) else 'ok'}")
+    except OSError as e:
+        out.append(f"{what}:{errno.errorcode[e.errno]}")
+print(" ".join(out))
+"#;
+
+#[test]
+fn selinux_labels_pass_through_only_with_the_selinux_option() {
+    let vol = Volume::new("selinux");
+    let label = "system_u:object_r:brick_t:s0";
+    let on_brick = vol.brick.join("f");
+    let set_on_brick = || {
+        std::fs::write(&on_brick, b"x").unwrap();
+        let o = std::process::Command::new("setfattr")
+            .args(["-n", "security.selinux", "-v", label])
+            .arg(&on_brick)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    set_on_brick();
+    let on_mount = vol.mnt.join("f");
+    {
+        // Without the option: no labels on this mount, and the brick's stays as it was.
+        let _m = vol.mount();
+        let got = python_ok(LABEL_SCRIPT, &[on_mount.as_os_str()]);
+        assert_eq!(got, "unlisted get:ENOTSUP set:ENOTSUP remove:ENOTSUP");
+        assert_eq!(
+            getxattr(&on_brick, "security.selinux").unwrap(),
+            label.as_bytes()
+        );
+    }
+    // With it: the brick's label is read, set and removed through the mount.
+    let _m = vol.mount_with(&["--selinux"]);
+    let got = python_ok(LABEL_SCRIPT, &[on_mount.as_os_str()]);
+    assert_eq!(got, format!("listed get:{label} set:ok remove:ok"));
+    assert_eq!(getxattr(&on_brick, "security.selinux"), Err(libc::ENODATA));
 }

@@ -34,6 +34,10 @@ pub struct WeftFs {
     /// The kernel enforces POSIX ACLs on this mount (it granted FUSE_POSIX_ACL). Without
     /// it, ACLs are refused (EOPNOTSUPP) rather than stored and ignored.
     pub(crate) posix_acl: bool,
+    /// Pass SELinux labels (`security.selinux`) through to the bricks (the `selinux`
+    /// mount option). Without it the mount has no labels: the name is refused with
+    /// EOPNOTSUPP and left out of listings (see [`SELINUX_XATTR`]).
+    pub(crate) selinux: bool,
     /// Tells the kernel to drop what it cached of an inode (set once the session exists).
     pub(crate) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     /// Lock waits the kernel may interrupt.
@@ -48,6 +52,14 @@ pub struct WeftFs {
 /// the mount remembers for one attribute timeout that an inode has none; a set or remove
 /// through this mount forgets it at once, another client's is seen within that time.
 const CAPABILITY_XATTR: &str = "security.capability";
+
+/// SELinux labels. A brick's files carry the labels of the brick host's policy, which
+/// mean nothing to a client, so (like GlusterFS without its `selinux` mount option, and
+/// NFS without labelled NFS) a mount does not pass them on unless asked. It answers
+/// EOPNOTSUPP rather than ENODATA: "no labels on this filesystem" is then known to `ls`
+/// and friends after one request (coreutils remembers it per device) instead of asked
+/// again for every file listed.
+const SELINUX_XATTR: &str = "security.selinux";
 
 /// Inodes remembered without capabilities at most (the table starts over beyond).
 const NO_CAPS_MAX: usize = 100_000;
@@ -117,6 +129,14 @@ impl WeftFs {
 /// The xattr names that carry POSIX ACLs.
 fn is_acl_name(name: &str) -> bool {
     name == "system.posix_acl_access" || name == "system.posix_acl_default"
+}
+
+impl WeftFs {
+    /// Whether xattr `name` is one this mount refuses (EOPNOTSUPP): ACLs the kernel does
+    /// not enforce here, or SELinux labels without the `selinux` option.
+    fn unsupported_xattr(&self, name: &str) -> bool {
+        (is_acl_name(name) && !self.posix_acl) || (name == SELINUX_XATTR && !self.selinux)
+    }
 }
 
 fn ctx(req: &Request, owner: Option<LockOwner>) -> Ctx {
@@ -774,7 +794,7 @@ impl Filesystem for WeftFs {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(errno(e)),
         };
-        if is_acl_name(&name) && !self.posix_acl {
+        if self.unsupported_xattr(&name) {
             return reply.error(errno(Errno::ENOTSUP));
         }
         if name == CAPABILITY_XATTR {
@@ -791,6 +811,9 @@ impl Filesystem for WeftFs {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(errno(e)),
         };
+        if name == SELINUX_XATTR && !self.selinux {
+            return reply.error(errno(Errno::ENOTSUP));
+        }
         let me = self.inner.clone();
         let caps = (name == CAPABILITY_XATTR).then(|| self.no_caps.clone());
         if let Some(c) = &caps {
@@ -820,11 +843,15 @@ impl Filesystem for WeftFs {
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
+        let hide_labels = !self.selinux;
         self.go(async move {
             match me.getxattr(&c, ino.0, None).await {
                 Ok(m) => {
                     let mut list = Vec::new();
                     for k in m.keys() {
+                        if hide_labels && k == SELINUX_XATTR {
+                            continue;
+                        }
                         list.extend_from_slice(k.as_bytes());
                         list.push(0);
                     }
@@ -841,6 +868,9 @@ impl Filesystem for WeftFs {
             Ok(n) => n.to_string(),
             Err(e) => return reply.error(errno(e)),
         };
+        if self.unsupported_xattr(&name) {
+            return reply.error(errno(Errno::ENOTSUP));
+        }
         if name == CAPABILITY_XATTR {
             self.no_caps.lock().remove(&ino.0);
         }

@@ -55,6 +55,10 @@ pub struct MountConfig {
     pub fsname: String,
     /// Let users other than the mounter use the mount (needs root or user_allow_other).
     pub allow_other: bool,
+    /// Pass SELinux labels (`security.selinux`) to and from the bricks. Off by default,
+    /// as GlusterFS's `selinux` mount option: the mount then has no labels (the name is
+    /// refused with EOPNOTSUPP and not listed).
+    pub selinux: bool,
 }
 
 impl Default for MountConfig {
@@ -66,6 +70,7 @@ impl Default for MountConfig {
             reader_threads: 8,
             fsname: "weft".into(),
             allow_other: true,
+            selinux: false,
         }
     }
 }
@@ -164,6 +169,7 @@ pub fn mount(
         max_write: cfg.max_write,
         posix_locks,
         posix_acl: false,
+        selinux: cfg.selinux,
         notifier: notifier.clone(),
         interrupts: Default::default(),
         no_caps,
