@@ -38,10 +38,20 @@
 //! fstat passing up showed it larger than `max-file-size`: remembered for
 //! `cache-timeout`) is opened behind instead.
 //!
-//! **Coherence.** Changes made through this client (writes, truncates, setattr with a size,
-//! fallocate/discard/zerofill, open with `O_TRUNC`, create, unlink, rename) drop the file's
-//! content before and after they pass down (unlink and rename as changes of names, not of
-//! content). Changes made elsewhere arrive as [`Event::Upcall`] invalidations through
+//! **Content from this client's writes.** A create through this client that makes an
+//! empty regular file keeps its content (empty). A plain write (no xdata: not an append)
+//! through this client to a file whose content is kept and fresh sets that content aside
+//! while it runs and, when it wrote every byte and was the only write to the file in
+//! flight and nothing else changed the file meanwhile, keeps the content with the write
+//! applied (if still within `max-file-size`; `kept_from_writes` counts them). Its mtime is
+//! then unknown until an answer passing up with the same size gives it. So a small file
+//! written here is read back from memory, with no content lookup; a flush or fsync that
+//! fails (a write acknowledged by write-behind that did not reach the file) drops it.
+//!
+//! **Coherence.** Other changes made through this client (truncates, setattr with a size,
+//! fallocate/discard/zerofill, open with `O_TRUNC`, unlink, rename, writes that cannot be
+//! applied) drop the file's content before and after they pass down (unlink and rename as
+//! changes of names, not of content). Changes made elsewhere arrive as [`Event::Upcall`] invalidations through
 //! [`Xlator::notify`]: an inode's (with or without `data`: its size may have changed)
 //! drops its content; `All`, `ChildUp` and `ChildDown`
 //! drop everything; the event is always passed on. A lookup, stat or fstat answer passing
@@ -162,10 +172,19 @@ impl Ring {
 struct Content {
     data: Bytes,
     /// The file's size and mtime when it was read (what later answers are checked against).
+    /// The mtime is unknown for content made by this client's writes (the brick sets it):
+    /// the first answer passing up with the same size supplies it.
     size: u64,
-    mtime: Timespec,
+    mtime: Option<Timespec>,
     at: Instant,
     gen: u64,
+}
+
+/// A file with writes of this client in flight: the content it had before them (`None`
+/// once it cannot be carried over: several writes at once, or a change in between).
+struct Pending {
+    base: Option<Content>,
+    writers: u32,
 }
 
 #[derive(Default)]
@@ -178,6 +197,8 @@ struct Counters {
     opens_behind: u64,
     opens_lazy: u64,
     opens_never: u64,
+    /// Contents made by applying this client's writes to kept content.
+    kept_from_writes: u64,
 }
 
 /// Everything quick-read knows, under one lock.
@@ -194,6 +215,8 @@ struct State {
     /// Changes of a file's content only (not of its names or attributes): what a lazy
     /// fd's snapshot is checked against.
     data_ring: Ring,
+    /// Files with writes of this client in flight.
+    pending: HashMap<Gfid, Pending>,
     n: Counters,
 }
 
@@ -207,6 +230,7 @@ impl State {
             no_content: HashMap::new(),
             ring: Ring::new(),
             data_ring: Ring::new(),
+            pending: HashMap::new(),
             n: Counters::default(),
         }
     }
@@ -249,26 +273,113 @@ impl State {
         let len = data.len() as u64;
         if !self.cfg.enable
             || self.ring.changed(start, &g)
+            || self.pending.contains_key(&g)
             || len > self.cfg.max_file_size
             || len > self.cfg.cache_size
         {
             return;
         }
-        self.remove(&g);
         self.no_content.remove(&g);
+        self.insert(g, data, Some(ia.mtime), now);
+    }
+
+    /// Keeps `data` as `g`'s content (replacing any), as of `at`.
+    fn insert(&mut self, g: Gfid, data: Bytes, mtime: Option<Timespec>, at: Instant) {
+        self.remove(&g);
+        let len = data.len() as u64;
         let gen = self.lru.stamp(&g);
         self.files.insert(
             g,
             Content {
                 data,
-                size: ia.size,
-                mtime: ia.mtime,
-                at: now,
+                size: len,
+                mtime,
+                at,
                 gen,
             },
         );
         self.bytes += len + ENTRY_OVERHEAD;
         self.tidy();
+    }
+
+    /// A create through this client (started at change number `start`) answered `ia`: a
+    /// new empty regular file's content is known (empty), unless it changed meanwhile.
+    fn created(&mut self, start: u64, ia: &Iatt, now: Instant) {
+        let g = ia.gfid;
+        let known = self.cfg.enable
+            && ia.mode & libc::S_IFMT == libc::S_IFREG
+            && ia.size == 0
+            && !self.ring.changed(start, &g)
+            && !self.pending.contains_key(&g);
+        // Without O_EXCL an existing file may have come back (truncated by O_TRUNC).
+        self.changed(g, true);
+        if known {
+            self.insert(g, Bytes::new(), Some(ia.mtime), now);
+        }
+    }
+
+    /// A write of this client to `g` starts: its content, if kept and fresh, waits aside
+    /// for the write's answer; a second write at once makes it unknown.
+    fn begin_write(&mut self, g: Gfid, now: Instant) {
+        self.ring.note(g);
+        self.data_ring.note(g);
+        self.no_content.remove(&g);
+        let base = self.files.get(&g).is_some_and(|c| self.fresh(c.at, now));
+        let base = if base { self.take(&g) } else { None };
+        self.remove(&g);
+        match self.pending.entry(g) {
+            std::collections::hash_map::Entry::Occupied(mut e) => {
+                let p = e.get_mut();
+                p.writers += 1;
+                p.base = None;
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(Pending { base, writers: 1 });
+            }
+        }
+    }
+
+    /// A write of this client to `g` ended: with `wrote` (all of `data` written at
+    /// `offset`, nothing else asked of the write) and the content from before it still
+    /// known, the content with the write applied is kept (if within `max-file-size`).
+    fn end_write(&mut self, g: Gfid, wrote: Option<(u64, &Bytes)>) {
+        self.ring.note(g);
+        self.data_ring.note(g);
+        let Some(p) = self.pending.get_mut(&g) else {
+            return;
+        };
+        p.writers = p.writers.saturating_sub(1);
+        if p.writers > 0 {
+            p.base = None;
+            return;
+        }
+        let base = self.pending.remove(&g).and_then(|p| p.base);
+        self.remove(&g);
+        let (Some(base), Some((offset, data)), true) = (base, wrote, self.cfg.enable) else {
+            return;
+        };
+        let end = offset.saturating_add(data.len() as u64);
+        if end > self.cfg.max_file_size || end > self.cfg.cache_size {
+            return;
+        }
+        let (offset, end) = (offset as usize, end as usize);
+        let mut v = Vec::with_capacity(base.data.len().max(end));
+        v.extend_from_slice(&base.data);
+        if v.len() < end {
+            v.resize(end, 0);
+        }
+        v[offset..end].copy_from_slice(data);
+        self.n.kept_from_writes += 1;
+        self.insert(g, Bytes::from(v), None, base.at);
+    }
+
+    /// Takes `g`'s content out (no longer kept).
+    fn take(&mut self, g: &Gfid) -> Option<Content> {
+        let c = self.files.remove(g)?;
+        self.bytes = self
+            .bytes
+            .saturating_sub(c.data.len() as u64 + ENTRY_OVERHEAD);
+        Some(c)
     }
 
     /// Remembers that `g` had no content to offer, unless it changed since `start`.
@@ -283,11 +394,7 @@ impl State {
     }
 
     fn remove(&mut self, g: &Gfid) {
-        if let Some(c) = self.files.remove(g) {
-            self.bytes = self
-                .bytes
-                .saturating_sub(c.data.len() as u64 + ENTRY_OVERHEAD);
-        }
+        self.take(g);
     }
 
     /// `g` changed (its content too with `data`, else only its names or attributes):
@@ -299,15 +406,20 @@ impl State {
         self.ring.note(g);
         self.remove(&g);
         self.no_content.remove(&g);
+        if let Some(p) = self.pending.get_mut(&g) {
+            p.base = None;
+        }
     }
 
     /// An answer passing up says `ia`: drop kept content it contradicts.
     /// A regular file seen larger than `max-file-size` is remembered as having no content
     /// (its next open is a real one, without asking for content first).
     fn seen(&mut self, ia: &Iatt) {
-        if let Some(c) = self.files.get(&ia.gfid) {
-            if c.size != ia.size || c.mtime != ia.mtime {
+        if let Some(c) = self.files.get_mut(&ia.gfid) {
+            if c.size != ia.size || c.mtime.is_some_and(|m| m != ia.mtime) {
                 self.changed(ia.gfid, true);
+            } else if c.mtime.is_none() {
+                c.mtime = Some(ia.mtime);
             }
         }
         let large = ia.mode & libc::S_IFMT == libc::S_IFREG && ia.size > self.cfg.max_file_size;
@@ -327,6 +439,9 @@ impl State {
         self.lru.clear();
         self.bytes = 0;
         self.no_content.clear();
+        for p in self.pending.values_mut() {
+            p.base = None;
+        }
     }
 
     /// Drops content over `max-file-size` (after it was lowered).
@@ -370,6 +485,39 @@ impl State {
     fn rebuild_lru(&mut self) {
         let live = self.files.iter().map(|(g, c)| (c.gen, *g)).collect();
         self.lru.rebuild(live);
+    }
+}
+
+/// A write of this client in flight ([`State::begin_write`]); ending it, or dropping it
+/// unended (a cancelled write), tells the state ([`State::end_write`]).
+struct Writing<'a> {
+    state: &'a Mutex<State>,
+    gfid: Gfid,
+    ended: bool,
+}
+
+impl<'a> Writing<'a> {
+    fn begin(state: &'a Mutex<State>, gfid: Gfid) -> Writing<'a> {
+        state.lock().begin_write(gfid, Instant::now());
+        Writing {
+            state,
+            gfid,
+            ended: false,
+        }
+    }
+
+    /// Ends the write: `wrote` as for [`State::end_write`].
+    fn end(mut self, wrote: Option<(u64, &Bytes)>) {
+        self.ended = true;
+        self.state.lock().end_write(self.gfid, wrote);
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.state.lock().end_write(self.gfid, None);
+        }
     }
 }
 
@@ -586,6 +734,15 @@ impl QuickRead {
         r
     }
 
+    /// A flush or fsync that failed may report a write acknowledged earlier (write-behind)
+    /// that never reached the file: what this client's writes made of the content is not
+    /// to be trusted.
+    fn failed_sync(&self, fd: &FdRef, r: &Fop<()>) {
+        if r.is_err() {
+            self.changed(Some(fd.gfid), true);
+        }
+    }
+
     /// Drops kept content an iatt passing up contradicts.
     fn seen(&self, r: &Fop<Iatt>) {
         if let Ok((ia, _)) = r {
@@ -780,7 +937,7 @@ impl Xlator for QuickRead {
             "enable = {}\nmax-file-size = {}\ncache-size = {}\ncache-timeout = {:?}\n\
              open-behind = {}\nfiles = {}\nbytes = {}/{}\nhits = {}\nmisses = {}\n\
              fetches = {}\nevictions = {}\ninvalidations = {}\nopens_behind = {}\n\
-             opens_lazy = {}\nopens_never_made = {}\nlazy-open = {}\n",
+             opens_lazy = {}\nopens_never_made = {}\nlazy-open = {}\nkept_from_writes = {}\n",
             onoff(c.enable),
             c.max_file_size,
             c.cache_size,
@@ -798,6 +955,7 @@ impl Xlator for QuickRead {
             n.opens_lazy,
             n.opens_never,
             onoff(c.lazy_open),
+            n.kept_from_writes,
         )
     }
 
@@ -890,10 +1048,10 @@ impl Xlator for QuickRead {
         xd: Xdata,
     ) -> Fop<Iatt> {
         let child = self.child()?;
+        let start = self.state.lock().ring.seq;
         let r = child.create(ctx, loc, fd, mode, umask, xd).await;
         if let Ok((ia, _)) = &r {
-            // Without O_EXCL an existing file may come back (truncated by O_TRUNC).
-            self.changed(Some(ia.gfid), true);
+            self.state.lock().created(start, ia, Instant::now());
             fd.set_ctx(&self.name, Arc::new(FdState::new(RealOpen::Done)));
         }
         r
@@ -982,8 +1140,14 @@ impl Xlator for QuickRead {
     async fn writev(&self, ctx: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
         let child = self.child()?;
         self.wait_open(fd).await?;
-        let fop = child.writev(ctx, fd, data, offset, xd);
-        self.modify(Some(fd.gfid), fop).await
+        // Only a plain write (no append, nothing else asked) can be applied to the content.
+        let plain = xd.is_empty();
+        let write = Writing::begin(&self.state, fd.gfid);
+        let kept = data.clone();
+        let r = child.writev(ctx, fd, data, offset, xd).await;
+        let whole = matches!(&r, Ok((n, _)) if *n == kept.len() as u64);
+        write.end((plain && whole).then_some((offset, &kept)));
+        r
     }
     async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         let child = self.child()?;
@@ -1009,12 +1173,16 @@ impl Xlator for QuickRead {
             }
             return Ok(((), Xdata::new()));
         }
-        child.flush(ctx, fd, xd).await
+        let r = child.flush(ctx, fd, xd).await;
+        self.failed_sync(fd, &r);
+        r
     }
     async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
         let child = self.child()?;
         self.wait_open(fd).await?;
-        child.fsync(ctx, fd, datasync, xd).await
+        let r = child.fsync(ctx, fd, datasync, xd).await;
+        self.failed_sync(fd, &r);
+        r
     }
     async fn fsetattr(&self, ctx: &Ctx, fd: &FdRef, attr: &SetAttr, xd: Xdata) -> Fop<Iatt> {
         let child = self.child()?;
@@ -1643,7 +1811,9 @@ mod tests {
         // A truncating open.
         let tr = r.open(g, libc::O_WRONLY | libc::O_TRUNC).await;
         assert_eq!(r.read(&ro, 100, 0).await, b"");
-        assert_eq!(counter(&r.qr, "fetches"), 5);
+        // One fetch per change but the write, which was applied to the kept content.
+        assert_eq!(counter(&r.qr, "fetches"), 4);
+        assert_eq!(counter(&r.qr, "kept_from_writes"), 1);
         // Unlinked through quick-read: the open fds still read it (by the real fd).
         r.qr.writev(
             &ctx(),
@@ -1682,6 +1852,129 @@ mod tests {
         assert_eq!(r.read(&fd, 100, 0).await, b"more than sixteen bytes");
         r.release(&fd).await;
         r.settled(1).await;
+    }
+
+    /// Creates `name` through quick-read; its fd (read-write).
+    async fn create_through(r: &Rig, name: &str) -> FdRef {
+        let fd = Fd::new(Gfid::random(), libc::O_RDWR | libc::O_EXCL, false);
+        let mut xd = Xdata::new();
+        xd.set(GFID_REQ_KEY, fd.gfid.0.to_vec());
+        r.qr.create(&ctx(), &Loc::entry(Gfid::ROOT, name), &fd, 0o644, 0, xd)
+            .await
+            .unwrap();
+        fd
+    }
+
+    async fn write(r: &Rig, fd: &FdRef, data: &[u8], offset: u64, xd: Xdata) {
+        let n =
+            r.qr.writev(&ctx(), fd, Bytes::copy_from_slice(data), offset, xd)
+                .await
+                .unwrap()
+                .0;
+        assert_eq!(n, data.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn what_this_client_writes_to_a_file_it_created_is_read_without_a_fetch() {
+        let r = rig(&[("lazy-open", "on")]);
+        let w = create_through(&r, "f").await;
+        write(&r, &w, b"hello", 0, Xdata::new()).await;
+        write(&r, &w, b" world", 5, Xdata::new()).await;
+        // Past the end: the hole reads as zeros, as on the brick.
+        write(&r, &w, b"!", 14, Xdata::new()).await;
+        assert_eq!(counter(&r.qr, "kept_from_writes"), 3);
+        let fd = r.open(w.gfid, libc::O_RDONLY).await;
+        let brick = std::fs::read(r.path("f")).unwrap();
+        assert_eq!(brick, b"hello world\0\0\0!");
+        assert_eq!(r.read(&fd, 100, 0).await, brick);
+        assert_eq!(r.read(&w, 4, 6).await, b"worl");
+        assert_eq!(counter(&r.qr, "fetches"), 0, "{}", r.qr.dump());
+        assert_eq!(r.probe.lookups.load(Ordering::SeqCst), 0);
+        r.release(&fd).await;
+
+        // An append is not applied (its offset is the brick's end of file): the next read
+        // fetches what the brick has.
+        let mut xd = Xdata::new();
+        xd.set(WRITE_APPEND_KEY, Vec::new());
+        write(&r, &w, b"tail", 3, xd).await;
+        let fd = r.open(w.gfid, libc::O_RDONLY).await;
+        let brick = std::fs::read(r.path("f")).unwrap();
+        assert!(brick.ends_with(b"!tail"), "{brick:?}");
+        assert_eq!(r.read(&fd, 100, 0).await, brick);
+        assert_eq!(counter(&r.qr, "fetches"), 1);
+        // Fetched content takes writes too; one that would pass max-file-size drops it.
+        write(&r, &w, b"HELLO", 0, Xdata::new()).await;
+        assert_eq!(r.read(&fd, 5, 0).await, b"HELLO");
+        assert_eq!(counter(&r.qr, "fetches"), 1);
+        write(&r, &w, b"x", 64 * 1024, Xdata::new()).await;
+        assert_eq!(counter(&r.qr, "files"), 0);
+        r.release(&fd).await;
+        r.release(&w).await;
+    }
+
+    #[tokio::test]
+    async fn content_made_by_writes_yields_to_any_other_change() {
+        let r = rig(&[]);
+        let w = create_through(&r, "f").await;
+        let g = w.gfid;
+        let kept = |r: &Rig| r.qr.state.lock().files.get(&g).map(|c| c.data.to_vec());
+        assert_eq!(kept(&r), Some(Vec::new()), "a created file is known empty");
+        let data = Bytes::from_static(b"abc");
+        // Another client's change told while the write is in flight.
+        r.qr.state.lock().begin_write(g, Instant::now());
+        r.qr.notify("probe", inode_inval(g, true)).await;
+        r.qr.state.lock().end_write(g, Some((0, &data)));
+        assert_eq!(kept(&r), None);
+        // Nothing kept to build on: still nothing after the next write.
+        write(&r, &w, b"abc", 0, Xdata::new()).await;
+        assert_eq!(kept(&r), None);
+        // Two writes at once (their order below is not known here).
+        r.qr.state
+            .lock()
+            .insert(g, Bytes::from_static(b"abc"), None, Instant::now());
+        r.qr.state.lock().begin_write(g, Instant::now());
+        r.qr.state.lock().begin_write(g, Instant::now());
+        r.qr.state.lock().end_write(g, Some((0, &data)));
+        r.qr.state.lock().end_write(g, Some((1, &data)));
+        assert_eq!(kept(&r), None);
+        // A write that failed, or was given up (its guard dropped unended).
+        r.qr.state
+            .lock()
+            .insert(g, Bytes::from_static(b"abc"), None, Instant::now());
+        drop(Writing::begin(&r.qr.state, g));
+        assert_eq!(kept(&r), None);
+        assert!(r.qr.state.lock().pending.is_empty());
+        // A fetch that ends while a write is in flight keeps nothing.
+        r.qr.state.lock().begin_write(g, Instant::now());
+        let start = r.qr.state.lock().ring.seq;
+        let ia =
+            r.qr.stat(&ctx(), &Loc::inode(g), Xdata::new())
+                .await
+                .unwrap()
+                .0;
+        r.qr.state
+            .lock()
+            .put(start, &ia, Bytes::from_static(b"abc"), Instant::now());
+        assert_eq!(kept(&r), None);
+        r.qr.state.lock().end_write(g, None);
+        // An answer passing up with another size drops content made by writes; one with
+        // the same size gives it its mtime.
+        r.qr.state
+            .lock()
+            .insert(g, Bytes::from_static(b"abc"), None, Instant::now());
+        r.qr.stat(&ctx(), &Loc::inode(g), Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(kept(&r), Some(b"abc".to_vec()));
+        assert!(r.qr.state.lock().files[&g].mtime.is_some());
+        r.qr.state
+            .lock()
+            .insert(g, Bytes::from_static(b"abcd"), None, Instant::now());
+        r.qr.stat(&ctx(), &Loc::inode(g), Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(kept(&r), None);
+        r.release(&w).await;
     }
 
     #[tokio::test]
