@@ -415,6 +415,48 @@ fn a_mount_whose_brick_went_away_serves_nothing_stale() {
     );
 }
 
+#[test]
+fn pages_kept_across_opens_show_the_other_mounts_same_size_overwrites() {
+    // Opens keep the kernel's cached pages (the bricks tell of changes), so what matters
+    // here is that each change drops them: same size, so no size change does it instead.
+    let two = TwoMounts::caching("coh-pages", true);
+    let (a, b) = (two.a.mnt.clone(), two.b.mnt.clone());
+    for (name, len) in [("small", 3000usize), ("large", 3 << 20)] {
+        let content = |round: u8| -> Vec<u8> {
+            (0..len)
+                .map(|i| (i as u8).wrapping_mul(7) ^ round)
+                .collect()
+        };
+        std::fs::write(a.join(name), content(0)).unwrap();
+        for round in 1..=3u8 {
+            // B reads it twice (the second from its page cache), then A overwrites it in
+            // place: same size, through an fd opened without O_TRUNC.
+            for _ in 0..2 {
+                let got = std::fs::read(b.join(name)).unwrap();
+                assert!(
+                    got == content(round - 1),
+                    "{name} round {round}: B read old data before the change\n{}",
+                    two.logs()
+                );
+            }
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(a.join(name))
+                .unwrap();
+            f.write_all_at(&content(round), 0).unwrap();
+            drop(f);
+            let got = std::fs::read(b.join(name)).unwrap();
+            assert_eq!(got.len(), len);
+            assert!(
+                got == content(round),
+                "{name} round {round}: mount B read what it cached before A's overwrite\n{}",
+                two.logs()
+            );
+        }
+    }
+}
+
 /// The `N` in a statedump line `KEY = N/MAX` or `KEY = N`.
 fn dump_count(dump: &str, key: &str) -> u64 {
     dump.lines()

@@ -38,6 +38,12 @@ pub struct WeftFs {
     /// mount option). Without it the mount has no labels: the name is refused with
     /// EOPNOTSUPP and left out of listings (see [`SELINUX_XATTR`]).
     pub(crate) selinux: bool,
+    /// Opens keep the kernel's cached pages of the file (FOPEN_KEEP_CACHE) instead of
+    /// dropping them: only where the bricks tell this mount of other clients' changes
+    /// (each drops the inode's pages, see `invalidate`) and attributes are cached, so
+    /// a read also drops them when it finds the mtime or size changed
+    /// (FUSE_AUTO_INVAL_DATA).
+    pub(crate) keep_cache: bool,
     /// Tells the kernel to drop what it cached of an inode (set once the session exists).
     pub(crate) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     /// Lock waits the kernel may interrupt.
@@ -153,9 +159,11 @@ fn ctx(req: &Request, owner: Option<LockOwner>) -> Ctx {
 /// reads and writes (FOPEN_DIRECT_IO), because the brick puts each append at the end of the
 /// file as it is there, which another client may have moved past the end this mount
 /// knows, so pages cached at the offset the kernel chose would be wrong.
-fn open_flags_for(flags: i32) -> FopenFlags {
+fn open_flags_for(flags: i32, keep_cache: bool) -> FopenFlags {
     if flags & libc::O_APPEND != 0 {
         FopenFlags::FOPEN_DIRECT_IO
+    } else if keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
     } else {
         FopenFlags::empty()
     }
@@ -426,9 +434,10 @@ impl Filesystem for WeftFs {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
+        let keep = self.keep_cache;
         self.go(async move {
             match me.open(&c, ino.0, flags.0, false).await {
-                Ok(fh) => reply.opened(FileHandle(fh), open_flags_for(flags.0)),
+                Ok(fh) => reply.opened(FileHandle(fh), open_flags_for(flags.0, keep)),
                 Err(e) => reply.error(errno(e)),
             }
         });
@@ -919,7 +928,7 @@ impl Filesystem for WeftFs {
                         &attr(&ia),
                         Generation(0),
                         FileHandle(fh),
-                        open_flags_for(flags),
+                        open_flags_for(flags, false),
                     )
                 }
                 Err(e) => reply.error(errno(e)),

@@ -160,16 +160,19 @@ pub fn mount(
         rt.clone(),
     );
     volume.on_upcall(invalidator.handler());
+    let attr_ttl = cfg.attr_timeout.unwrap_or(follow);
+    let keep_cache = volume_cache_timeout(&volume).is_some() && !attr_ttl.is_zero();
     let fs = fs::WeftFs {
         inner: inner.clone(),
         rt,
-        attr_ttl: cfg.attr_timeout.unwrap_or(follow),
+        attr_ttl,
         entry_ttl: cfg.entry_timeout.unwrap_or(follow),
         fresh: invalidator.freshness(),
         max_write: cfg.max_write,
         posix_locks,
         posix_acl: false,
         selinux: cfg.selinux,
+        keep_cache,
         notifier: notifier.clone(),
         interrupts: Default::default(),
         no_caps,
