@@ -92,3 +92,49 @@ fn selinux_labels_pass_through_only_with_the_selinux_option() {
     assert_eq!(got, format!("listed get:{label} set:ok remove:ok"));
     assert_eq!(getxattr(&on_brick, "security.selinux"), Err(libc::ENODATA));
 }
+
+/// Setuid and setgid bits after writes, truncates, O_TRUNC opens and chowns by root and by
+/// an unprivileged user (the mount kills them itself: FUSE_HANDLE_KILLPRIV_V2).
+const SUIDGID_SCRIPT: &str = r#"
+import os, subprocess, sys
+d = sys.argv[1]
+def nobody(*argv):
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv])
+    assert r.returncode == 0, argv
+out = []
+cases = [
+    ("write", lambda p: nobody("sh", "-c", f"printf x >> '{p}'")),
+    ("pwrite", lambda p: nobody("sh", "-c", f"printf y | dd of='{p}' bs=1 seek=1 conv=notrunc status=none")),
+    ("truncate", lambda p: nobody("truncate", "-s", "1", p)),
+    ("otrunc", lambda p: nobody("sh", "-c", f": > '{p}'")),
+    ("root-write", lambda p: open(p, "ab").write(b"z")),
+    ("root-truncate", lambda p: os.truncate(p, 1)),
+    ("chown-same", lambda p: os.chown(p, -1, -1)),
+    ("chown", lambda p: os.chown(p, 65534, 65534)),
+]
+for mode in (0o4777, 0o2777, 0o2767, 0o6777):
+    for name, act in cases:
+        p = f"{d}/f-{name}-{mode:o}"
+        with open(p, "wb") as f:
+            f.write(b"abc")
+        os.chmod(p, mode)
+        act(p)
+        out.append(f"{name}:{mode:o}->{os.stat(p).st_mode & 0o7777:o}")
+print(" ".join(out))
+"#;
+
+#[test]
+fn setuid_and_setgid_bits_go_as_on_ext4() {
+    let local = scratch("suid-local");
+    let want = python_ok(SUIDGID_SCRIPT, &[local.path().as_os_str()]);
+    assert!(want.contains("write:4777->777"), "ext4 itself: {want}");
+    let vol = Volume::new("suid");
+    let m = vol.mount();
+    let got = python_ok(SUIDGID_SCRIPT, &[vol.mnt.as_os_str()]);
+    let diff: Vec<_> = want
+        .split(' ')
+        .zip(got.split(' '))
+        .filter(|(w, g)| w != g)
+        .collect();
+    assert!(diff.is_empty(), "ext4 vs weft: {diff:?}\n{}", m.log_text());
+}

@@ -228,6 +228,11 @@ impl Filesystem for WeftFs {
             | InitFlags::FUSE_DONT_MASK
             // Cached pages go when a getattr shows mtime or size changed underneath.
             | InitFlags::FUSE_AUTO_INVAL_DATA
+            // Suid/sgid are killed here (writes, truncates and O_TRUNC opens say when);
+            // the kernel then stops asking for security.capability before every write
+            // (SB_NOSEC), one request per write fewer. The bricks drop capabilities
+            // themselves on every write (the brick's kernel does).
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
             // flock(2) reaches the volume as a whole-file lock owned by the open file
             // description, as NFS does it (so flock and fcntl locks on one file conflict).
             | if self.posix_locks {
@@ -295,7 +300,7 @@ impl Filesystem for WeftFs {
         });
     }
 
-    fn setattr(
+    fn setattr_with(
         &self,
         req: &Request,
         ino: INodeNo,
@@ -305,14 +310,27 @@ impl Filesystem for WeftFs {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
+        kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
+        // A setattr of nothing is chown(f, -1, -1) (or the kernel dropping privileges),
+        // which on Linux kills suid/sgid too: the kernel sets FATTR_KILL_SUIDGID only when
+        // an owner changes, and leaves the rest to the filesystem.
+        let nothing = [mode, uid, gid].iter().all(Option::is_none)
+            && size.is_none()
+            && atime.is_none()
+            && mtime.is_none()
+            && ctime.is_none();
+        // Truncates carry the flag only for callers without CAP_FSETID; a chown carries it
+        // whoever the caller (root counts as capable).
+        let capable = size.is_none() && req.uid() == 0;
+        let kill_suidgid = kill_suidgid || nothing;
         let a = SetAttr {
             mode,
             uid,
@@ -324,6 +342,13 @@ impl Filesystem for WeftFs {
         let (me, c) = (self.inner.clone(), ctx(req, None));
         let ttl = self.fresh.guard(self.attr_ttl);
         self.go(async move {
+            // A truncate by a caller without CAP_FSETID, or a chown: suid/sgid go first,
+            // as Linux kills them before the change (the caller need not own the file).
+            if kill_suidgid && mode.is_none() {
+                if let Err(e) = me.kill_suidgid(ino.0, &c, capable).await {
+                    return reply.error(errno(e));
+                }
+            }
             match me.setattr(&c, ino.0, fh.map(|f| f.0), a).await {
                 Ok(ia) => reply.attr(&ttl.ttl(), &attr(&ia)),
                 Err(e) => reply.error(errno(e)),
@@ -432,14 +457,39 @@ impl Filesystem for WeftFs {
         });
     }
 
-    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open_with(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        flags: OpenFlags,
+        kill_suidgid: bool,
+        reply: ReplyOpen,
+    ) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
         let keep = self.keep_cache;
+        let notifier = self.notifier.clone();
         self.go(async move {
-            match me.open(&c, ino.0, flags.0, false).await {
-                Ok(fh) => reply.opened(FileHandle(fh), open_flags_for(flags.0, keep)),
-                Err(e) => reply.error(errno(e)),
+            let fh = match me.open(&c, ino.0, flags.0, false).await {
+                Ok(fh) => fh,
+                Err(e) => return reply.error(errno(e)),
+            };
+            // An O_TRUNC open by a caller without CAP_FSETID: the truncation is done, so
+            // suid/sgid go (the kernel holds the old mode: it is told to drop it).
+            if kill_suidgid {
+                match me.kill_suidgid(ino.0, &c, false).await {
+                    Ok(true) => {
+                        if let Some(n) = notifier.get() {
+                            let _ = n.inval_inode(ino, -1, 0);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        let _ = me.release(&c, fh).await;
+                        return reply.error(errno(e));
+                    }
+                }
             }
+            reply.opened(FileHandle(fh), open_flags_for(flags.0, keep))
         });
     }
 
@@ -466,7 +516,7 @@ impl Filesystem for WeftFs {
     fn write(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -481,7 +531,15 @@ impl Filesystem for WeftFs {
             Bytes::copy_from_slice(data),
         );
         let from_cache = wf.contains(fuser::WriteFlags::FUSE_WRITE_CACHE);
+        // A writer without CAP_FSETID: suid/sgid go before the data lands, as Linux does
+        // (the kernel drops its cached mode after every write).
+        let kill = wf.contains(fuser::WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         self.go(async move {
+            if kill {
+                if let Err(e) = me.kill_suidgid(ino.0, &c, false).await {
+                    return reply.error(errno(e));
+                }
+            }
             match me.write(&c, fh.0, offset, data, from_cache).await {
                 Ok(n) => reply.written(n as u32),
                 Err(e) => reply.error(errno(e)),

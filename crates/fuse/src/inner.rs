@@ -425,6 +425,29 @@ impl Inner {
         Ok(ia)
     }
 
+    /// Kills the setuid and setgid bits of regular file `ino` as Linux does on a write,
+    /// truncate or chown by `caller` (`capable`: it has CAP_FSETID; the kernel leaves this
+    /// to the filesystem under FUSE_HANDLE_KILLPRIV_V2), see [`suidgid_to_kill`]. Done as
+    /// Weft itself (root): the caller may write the file without owning it. Returns
+    /// whether a bit was killed.
+    pub async fn kill_suidgid(&self, ino: u64, caller: &Ctx, capable: bool) -> Result<bool, Errno> {
+        let ctx = Ctx::internal();
+        let loc = self.inode_loc(ino)?;
+        let g = self.cur();
+        let ia = g.top.stat(&ctx, &loc, Xdata::new()).await?.0;
+        let kill = suidgid_to_kill(ia.mode, capable || in_group(caller, ia.gid));
+        if kill == 0 {
+            return Ok(false);
+        }
+        let a = SetAttr {
+            mode: Some(ia.mode & 0o7777 & !kill),
+            ..SetAttr::default()
+        };
+        let ia = g.top.setattr(&ctx, &loc, &a, Xdata::new()).await?.0;
+        self.told(&ia);
+        Ok(true)
+    }
+
     /// Target of symlink `ino`.
     pub async fn readlink(&self, ctx: &Ctx, ino: u64) -> Result<Vec<u8>, Errno> {
         use std::os::unix::ffi::OsStringExt;
@@ -914,4 +937,36 @@ pub enum SyncKind {
     File(bool),
     /// fsync of a directory.
     Dir(bool),
+}
+
+/// The bits of `mode` a write, truncate or chown kills on Linux (the kernel's
+/// `setattr_should_drop_suidgid`): on regular files setuid, and setgid when the file is
+/// group-executable or the caller is neither in the file's group nor capable
+/// (`in_group_or_capable`); setgid without group execute otherwise stays (it marks
+/// mandatory locking).
+pub(crate) fn suidgid_to_kill(mode: u32, in_group_or_capable: bool) -> u32 {
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return 0;
+    }
+    let mut kill = mode & libc::S_ISUID;
+    if mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || !in_group_or_capable) {
+        kill |= libc::S_ISGID;
+    }
+    kill
+}
+
+/// Whether `caller` is in group `gid`: its own group, or one of its process's
+/// supplementary groups (`/proc/PID/status`; a process gone counts as not in it, so
+/// setgid is killed rather than kept).
+fn in_group(caller: &Ctx, gid: u32) -> bool {
+    if caller.gid == gid {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", caller.pid)) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
 }

@@ -464,6 +464,36 @@ pub trait Filesystem: Send + Sync + 'static {
         reply.error(Errno::ENOSYS);
     }
 
+    /// Weft patch: [`Filesystem::setattr`], with `kill_suidgid` (FATTR_KILL_SUIDGID: with
+    /// FUSE_HANDLE_KILLPRIV_V2 the filesystem kills suid, and sgid on a group-executable
+    /// file, on truncate by a caller without CAP_FSETID and on chown). By default calls
+    /// `setattr`.
+    #[allow(clippy::too_many_arguments)]
+    fn setattr_with(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        crtime: Option<SystemTime>,
+        chgtime: Option<SystemTime>,
+        bkuptime: Option<SystemTime>,
+        flags: Option<BsdFileFlags>,
+        _kill_suidgid: bool,
+        reply: ReplyAttr,
+    ) {
+        self.setattr(
+            req, ino, mode, uid, gid, size, atime, mtime, ctime, fh, crtime, chgtime, bkuptime,
+            flags, reply,
+        );
+    }
+
     /// Read symbolic link.
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         warn!("[Not Implemented] readlink(ino: {ino:#x?})");
@@ -575,6 +605,21 @@ pub trait Filesystem: Send + Sync + 'static {
     /// structure in <`fuse_common.h`> for more details.
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         reply.opened(FileHandle(0), FopenFlags::empty());
+    }
+
+    /// Weft patch: [`Filesystem::open`], with `kill_suidgid` (FUSE_OPEN_KILL_SUIDGID: with
+    /// FUSE_HANDLE_KILLPRIV_V2, an O_TRUNC open by a caller without CAP_FSETID, after
+    /// which the filesystem kills suid, and sgid on a group-executable file). By default
+    /// calls `open`.
+    fn open_with(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        flags: OpenFlags,
+        _kill_suidgid: bool,
+        reply: ReplyOpen,
+    ) {
+        self.open(req, ino, flags, reply);
     }
 
     /// Read data.

@@ -140,7 +140,8 @@ impl<'a> RequestWithSender<'a> {
                 );
             }
             ll::Operation::SetAttr(x) => {
-                filesystem.setattr(
+                // Weft patch: setattr_with also says whether suid/sgid are to be killed.
+                filesystem.setattr_with(
                     self.request_header(),
                     self.request.nodeid(),
                     x.mode(),
@@ -155,6 +156,7 @@ impl<'a> RequestWithSender<'a> {
                     x.chgtime(),
                     x.bkuptime(),
                     x.flags(),
+                    x.kill_suidgid(),
                     self.reply(),
                 );
             }
@@ -228,10 +230,12 @@ impl<'a> RequestWithSender<'a> {
                 );
             }
             ll::Operation::Open(x) => {
-                filesystem.open(
+                // Weft patch: open_with also says whether suid/sgid are to be killed.
+                filesystem.open_with(
                     self.request_header(),
                     self.request.nodeid(),
                     x.flags(),
+                    x.kill_suidgid(),
                     self.reply(),
                 );
             }

@@ -352,6 +352,10 @@ mod op {
         fn valid(&self) -> FattrFlags {
             FattrFlags::from_bits_retain(self.arg.valid)
         }
+        /// Weft patch: FATTR_KILL_SUIDGID (with FUSE_HANDLE_KILLPRIV_V2).
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.valid().contains(FattrFlags::FATTR_KILL_SUIDGID)
+        }
         pub(crate) fn mode(&self) -> Option<u32> {
             if self.valid().contains(FattrFlags::FATTR_MODE) {
                 Some(self.arg.mode)
@@ -664,6 +668,11 @@ mod op {
     impl Open<'_> {
         pub(crate) fn flags(&self) -> OpenFlags {
             OpenFlags(self.arg.flags)
+        }
+        /// Weft patch: FUSE_OPEN_KILL_SUIDGID in `open_flags` (with
+        /// FUSE_HANDLE_KILLPRIV_V2, on an O_TRUNC open by a caller without CAP_FSETID).
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.arg.open_flags & 1 != 0
         }
     }
 
