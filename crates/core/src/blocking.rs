@@ -46,6 +46,24 @@ pub fn inline_blocking_allowed() -> bool {
     MODE.with(|c| c.get()) == Mode::Inline
 }
 
+/// Like [`run_blocking`], for a call that normally takes microseconds (a small write into
+/// the page cache): on a thread marked with [`allow_block_in_place`] it runs right there,
+/// without handing the worker's other tasks on first (that hand-off wakes another thread,
+/// costing more than the call). Elsewhere as [`run_blocking`].
+pub async fn run_short<T, F>(f: F) -> Result<T, Errno>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, Errno> + Send + 'static,
+{
+    if MODE.with(|c| c.get()) == Mode::InPlace {
+        return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+            tracing::error!("blocking call panicked; failing the FOP with EIO");
+            Err(Errno::EIO)
+        });
+    }
+    run_blocking(f).await
+}
+
 /// Runs blocking `f`: inline on a marked thread, else on tokio's blocking pool. A task that
 /// panics or is cancelled comes back as EIO.
 pub async fn run_blocking<T, F>(f: F) -> Result<T, Errno>
