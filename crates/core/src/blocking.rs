@@ -49,19 +49,44 @@ pub fn inline_blocking_allowed() -> bool {
 /// Like [`run_blocking`], for a call that normally takes microseconds (a small write into
 /// the page cache): on a thread marked with [`allow_block_in_place`] it runs right there,
 /// without handing the worker's other tasks on first (that hand-off wakes another thread,
-/// costing more than the call). Elsewhere as [`run_blocking`].
+/// costing more than the call), unless two such calls run already (then as
+/// [`run_blocking`]). Elsewhere as [`run_blocking`].
 pub async fn run_short<T, F>(f: F) -> Result<T, Errno>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, Errno> + Send + 'static,
 {
     if MODE.with(|c| c.get()) == Mode::InPlace {
-        return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
-            tracing::error!("blocking call panicked; failing the FOP with EIO");
-            Err(Errno::EIO)
-        });
+        // At most SHORT_IN_PLACE at once: a call that blocks after all (dirty-page
+        // throttling, a frozen filesystem) then leaves the other workers serving.
+        let running = SHORT_RUNNING.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let done = ShortDone;
+        if running < SHORT_IN_PLACE {
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(
+                |_| {
+                    tracing::error!("blocking call panicked; failing the FOP with EIO");
+                    Err(Errno::EIO)
+                },
+            );
+        }
+        drop(done);
     }
     run_blocking(f).await
+}
+
+/// How many [`run_short`] calls may run on runtime workers at once.
+const SHORT_IN_PLACE: usize = 2;
+
+/// [`run_short`] calls running (or being counted) now.
+static SHORT_RUNNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Takes a [`run_short`] call off [`SHORT_RUNNING`] when it ends (or unwinds).
+struct ShortDone;
+
+impl Drop for ShortDone {
+    fn drop(&mut self) {
+        SHORT_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Runs blocking `f`: inline on a marked thread, else on tokio's blocking pool. A task that

@@ -330,7 +330,14 @@ impl Filesystem for WeftFs {
         // Truncates carry the flag only for callers without CAP_FSETID; a chown carries it
         // whoever the caller (root counts as capable).
         let capable = size.is_none() && req.uid() == 0;
+        // A setattr of nothing reaches here unchecked by the kernel (it dropped the mode
+        // change before checking ownership): it kills only for the owner or root. From
+        // anyone else it is the kernel dropping privileges before a write (which kills
+        // them itself: its FUSE_WRITE_KILL_SUIDGID), or chown(f, -1, -1), which on Linux
+        // fails EPERM for a setuid file; here it succeeds and the bits stay.
+        let owner_only = nothing && !kill_suidgid;
         let kill_suidgid = kill_suidgid || nothing;
+        let notifier = self.notifier.clone();
         let a = SetAttr {
             mode,
             uid,
@@ -345,8 +352,15 @@ impl Filesystem for WeftFs {
             // A truncate by a caller without CAP_FSETID, or a chown: suid/sgid go first,
             // as Linux kills them before the change (the caller need not own the file).
             if kill_suidgid && mode.is_none() {
-                if let Err(e) = me.kill_suidgid(ino.0, &c, capable).await {
-                    return reply.error(errno(e));
+                match me.kill_suidgid(ino.0, &c, capable, owner_only).await {
+                    Ok(killed) => {
+                        if killed {
+                            if let Some(n) = notifier.get() {
+                                let _ = n.inval_inode(ino, -1, 0);
+                            }
+                        }
+                    }
+                    Err(e) => return reply.error(errno(e)),
                 }
             }
             match me.setattr(&c, ino.0, fh.map(|f| f.0), a).await {
@@ -466,9 +480,15 @@ impl Filesystem for WeftFs {
         reply: ReplyOpen,
     ) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
+        // Pages are kept only while the graph served now gets invalidations, and when no
+        // invalidation crossed this open and the kernel is keeping up with them.
+        let fresh = self.fresh.guard(Duration::from_secs(1));
         let keep = self.keep_cache;
         let notifier = self.notifier.clone();
         self.go(async move {
+            let keep = keep
+                && crate::volume_cache_timeout(&me.cur().volume).is_some()
+                && !fresh.ttl().is_zero();
             let fh = match me.open(&c, ino.0, flags.0, false).await {
                 Ok(fh) => fh,
                 Err(e) => return reply.error(errno(e)),
@@ -476,7 +496,7 @@ impl Filesystem for WeftFs {
             // An O_TRUNC open by a caller without CAP_FSETID: the truncation is done, so
             // suid/sgid go (the kernel holds the old mode: it is told to drop it).
             if kill_suidgid {
-                match me.kill_suidgid(ino.0, &c, false).await {
+                match me.kill_suidgid(ino.0, &c, false, false).await {
                     Ok(true) => {
                         if let Some(n) = notifier.get() {
                             let _ = n.inval_inode(ino, -1, 0);
@@ -534,10 +554,19 @@ impl Filesystem for WeftFs {
         // A writer without CAP_FSETID: suid/sgid go before the data lands, as Linux does
         // (the kernel drops its cached mode after every write).
         let kill = wf.contains(fuser::WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        let notifier = self.notifier.clone();
         self.go(async move {
             if kill {
-                if let Err(e) = me.kill_suidgid(ino.0, &c, false).await {
-                    return reply.error(errno(e));
+                match me.kill_suidgid(ino.0, &c, false, false).await {
+                    // The kernel's mode (exec checks it) must not keep the bits: not every
+                    // write path drops it (direct I/O ones do not).
+                    Ok(true) => {
+                        if let Some(n) = notifier.get() {
+                            let _ = n.inval_inode(ino, -1, 0);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => return reply.error(errno(e)),
                 }
             }
             match me.write(&c, fh.0, offset, data, from_cache).await {

@@ -428,15 +428,25 @@ impl Inner {
     /// Kills the setuid and setgid bits of regular file `ino` as Linux does on a write,
     /// truncate or chown by `caller` (`capable`: it has CAP_FSETID; the kernel leaves this
     /// to the filesystem under FUSE_HANDLE_KILLPRIV_V2), see [`suidgid_to_kill`]. Done as
-    /// Weft itself (root): the caller may write the file without owning it. Returns
+    /// Weft itself (root): the caller may write the file without owning it; with
+    /// `owner_only` nothing is killed for a caller neither root nor the owner. Returns
     /// whether a bit was killed.
-    pub async fn kill_suidgid(&self, ino: u64, caller: &Ctx, capable: bool) -> Result<bool, Errno> {
+    pub async fn kill_suidgid(
+        &self,
+        ino: u64,
+        caller: &Ctx,
+        capable: bool,
+        owner_only: bool,
+    ) -> Result<bool, Errno> {
         let ctx = Ctx::internal();
         let loc = self.inode_loc(ino)?;
         let g = self.cur();
         let ia = g.top.stat(&ctx, &loc, Xdata::new()).await?.0;
         let kill = suidgid_to_kill(ia.mode, capable || in_group(caller, ia.gid));
         if kill == 0 {
+            return Ok(false);
+        }
+        if owner_only && caller.uid != 0 && caller.uid != ia.uid {
             return Ok(false);
         }
         let a = SetAttr {

@@ -303,10 +303,12 @@ impl State {
     }
 
     /// A create through this client (started at change number `start`) answered `ia`: a
-    /// new empty regular file's content is known (empty), unless it changed meanwhile.
-    fn created(&mut self, start: u64, ia: &Iatt, now: Instant) {
+    /// new empty regular file it `made` has known (empty) content, unless it changed
+    /// meanwhile.
+    fn created(&mut self, start: u64, ia: &Iatt, made: bool, now: Instant) {
         let g = ia.gfid;
-        let known = self.cfg.enable
+        let known = made
+            && self.cfg.enable
             && ia.mode & libc::S_IFMT == libc::S_IFREG
             && ia.size == 0
             && !self.ring.changed(start, &g)
@@ -358,6 +360,11 @@ impl State {
         let (Some(base), Some((offset, data)), true) = (base, wrote, self.cfg.enable) else {
             return;
         };
+        if data.is_empty() {
+            // Writes nothing and extends nothing.
+            self.insert(g, base.data, base.mtime, base.at);
+            return;
+        }
         let end = offset.saturating_add(data.len() as u64);
         if end > self.cfg.max_file_size || end > self.cfg.cache_size {
             return;
@@ -1051,7 +1058,10 @@ impl Xlator for QuickRead {
         let start = self.state.lock().ring.seq;
         let r = child.create(ctx, loc, fd, mode, umask, xd).await;
         if let Ok((ia, _)) = &r {
-            self.state.lock().created(start, ia, Instant::now());
+            // Only a file made by this create (with the fd's gfid) is known empty: without
+            // O_EXCL an existing file may come back, with writes still on their way.
+            let made = ia.gfid == fd.gfid;
+            self.state.lock().created(start, ia, made, Instant::now());
             fd.set_ctx(&self.name, Arc::new(FdState::new(RealOpen::Done)));
         }
         r
@@ -1882,6 +1892,8 @@ mod tests {
         write(&r, &w, b" world", 5, Xdata::new()).await;
         // Past the end: the hole reads as zeros, as on the brick.
         write(&r, &w, b"!", 14, Xdata::new()).await;
+        // Nothing written past the end extends nothing.
+        write(&r, &w, b"", 100, Xdata::new()).await;
         assert_eq!(counter(&r.qr, "kept_from_writes"), 3);
         let fd = r.open(w.gfid, libc::O_RDONLY).await;
         let brick = std::fs::read(r.path("f")).unwrap();
@@ -1919,6 +1931,17 @@ mod tests {
         let g = w.gfid;
         let kept = |r: &Rig| r.qr.state.lock().files.get(&g).map(|c| c.data.to_vec());
         assert_eq!(kept(&r), Some(Vec::new()), "a created file is known empty");
+        // A create that comes back with an existing file (no O_EXCL) knows nothing.
+        std::fs::write(r.path("old"), b"").unwrap();
+        let fd = Fd::new(Gfid::random(), libc::O_RDWR, false);
+        let mut xd = Xdata::new();
+        xd.set(GFID_REQ_KEY, fd.gfid.0.to_vec());
+        let (ia, _) =
+            r.qr.create(&ctx(), &Loc::entry(Gfid::ROOT, "old"), &fd, 0o644, 0, xd)
+                .await
+                .unwrap();
+        assert_ne!(ia.gfid, fd.gfid);
+        assert!(!r.qr.state.lock().files.contains_key(&ia.gfid));
         let data = Bytes::from_static(b"abc");
         // Another client's change told while the write is in flight.
         r.qr.state.lock().begin_write(g, Instant::now());
