@@ -131,16 +131,37 @@ print(" ".join(out))
 
 #[test]
 fn setuid_and_setgid_bits_go_as_on_ext4() {
+    suidgid_as_on_ext4(&[]);
+}
+
+/// The same where the mount kills the bits itself (FUSE_HANDLE_KILLPRIV_V2, asked for
+/// with WEFT_FUSE_KILLPRIV_V2=1).
+#[test]
+fn setuid_and_setgid_bits_go_as_on_ext4_when_the_mount_kills_them() {
+    suidgid_as_on_ext4(&[("WEFT_FUSE_KILLPRIV_V2", "1")]);
+}
+
+fn suidgid_as_on_ext4(env: &[(&str, &str)]) {
     let local = scratch("suid-local");
     let want = python_ok(SUIDGID_SCRIPT, &[local.path().as_os_str()]);
     assert!(want.contains("write:4777->777"), "ext4 itself: {want}");
     let vol = Volume::new("suid");
-    let m = vol.mount();
+    let m = vol.mount_with_env(&[], env);
     let got = python_ok(SUIDGID_SCRIPT, &[vol.mnt.as_os_str()]);
+    // Where the kernel kills (without KILLPRIV_V2), its FUSE code kills setgid only on a
+    // group-executable file (fuse_setattr), not also for a writer outside the file's
+    // group as the VFS does since Linux 6.2: those cases (mode 2767, written by nobody)
+    // differ from ext4 wherever the kernel kills, and are left out of that comparison.
+    let kernel_kills = env.is_empty();
     let diff: Vec<_> = want
         .split(' ')
         .zip(got.split(' '))
         .filter(|(w, g)| w != g)
+        .filter(|(w, _)| {
+            let nobody_on_2767 =
+                w.contains(":2767->") && !w.starts_with("root") && !w.starts_with("chown");
+            !kernel_kills || !nobody_on_2767
+        })
         .collect();
     assert!(diff.is_empty(), "ext4 vs weft: {diff:?}\n{}", m.log_text());
 }

@@ -44,6 +44,10 @@ pub struct WeftFs {
     /// a read also drops them when it finds the mtime or size changed
     /// (FUSE_AUTO_INVAL_DATA).
     pub(crate) keep_cache: bool,
+    /// FUSE_HANDLE_KILLPRIV_V2: asked for at init when set (`WEFT_FUSE_KILLPRIV_V2=1`),
+    /// then whether the kernel granted it. Only then do requests say when to kill
+    /// suid/sgid and is a setattr of nothing taken as chown(f, -1, -1).
+    pub(crate) killpriv_v2: bool,
     /// Tells the kernel to drop what it cached of an inode (set once the session exists).
     pub(crate) notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     /// Lock waits the kernel may interrupt.
@@ -228,11 +232,15 @@ impl Filesystem for WeftFs {
             | InitFlags::FUSE_DONT_MASK
             // Cached pages go when a getattr shows mtime or size changed underneath.
             | InitFlags::FUSE_AUTO_INVAL_DATA
-            // Suid/sgid are killed here (writes, truncates and O_TRUNC opens say when);
-            // the kernel then stops asking for security.capability before every write
-            // (SB_NOSEC), one request per write fewer. The bricks drop capabilities
-            // themselves on every write (the brick's kernel does).
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+            // Suid/sgid killed here (writes, truncates and O_TRUNC opens say when), so
+            // the kernel stops asking for security.capability before every write. Only
+            // when asked for: with it on, two CI tests failed (O_APPEND records from two
+            // mounts lost; a writer during graph switches hung), not understood yet.
+            | if self.killpriv_v2 {
+                InitFlags::FUSE_HANDLE_KILLPRIV_V2
+            } else {
+                InitFlags::empty()
+            }
             // flock(2) reaches the volume as a whole-file lock owned by the open file
             // description, as NFS does it (so flock and fcntl locks on one file conflict).
             | if self.posix_locks {
@@ -245,6 +253,7 @@ impl Filesystem for WeftFs {
             tracing::warn!("kernel refused FUSE capabilities {missing:?}");
         }
         self.posix_acl = granted.contains(InitFlags::FUSE_POSIX_ACL);
+        self.killpriv_v2 = granted.contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         if !self.posix_acl {
             tracing::warn!(
                 "the kernel does not enforce POSIX ACLs on FUSE mounts: setting ACLs is refused"
@@ -336,7 +345,7 @@ impl Filesystem for WeftFs {
         // them itself: its FUSE_WRITE_KILL_SUIDGID), or chown(f, -1, -1), which on Linux
         // fails EPERM for a setuid file; here it succeeds and the bits stay.
         let owner_only = nothing && !kill_suidgid;
-        let kill_suidgid = kill_suidgid || nothing;
+        let kill_suidgid = kill_suidgid || (nothing && self.killpriv_v2);
         let notifier = self.notifier.clone();
         let a = SetAttr {
             mode,
@@ -480,6 +489,11 @@ impl Filesystem for WeftFs {
         reply: ReplyOpen,
     ) {
         let (me, c) = (self.inner.clone(), ctx(req, None));
+        // Without KILLPRIV_V2 the kernel kills nothing on an O_TRUNC open (it truncates
+        // in the open, ATOMIC_O_TRUNC): Linux kills for a caller without CAP_FSETID, taken
+        // here as one that is not root.
+        let kill_suidgid =
+            kill_suidgid || (!self.killpriv_v2 && flags.0 & libc::O_TRUNC != 0 && req.uid() != 0);
         // Pages are kept only while the graph served now gets invalidations, and when no
         // invalidation crossed this open and the kernel is keeping up with them.
         let fresh = self.fresh.guard(Duration::from_secs(1));

@@ -173,6 +173,7 @@ pub fn mount(
         posix_acl: false,
         selinux: cfg.selinux,
         keep_cache,
+        killpriv_v2: std::env::var_os("WEFT_FUSE_KILLPRIV_V2").is_some_and(|v| v == "1"),
         notifier: notifier.clone(),
         interrupts: Default::default(),
         no_caps,

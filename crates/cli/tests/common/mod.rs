@@ -128,9 +128,15 @@ impl Volume {
 
     /// Mounts with extra `weft mount` arguments.
     pub fn mount_with(&self, extra: &[&str]) -> MountGuard {
+        self.mount_with_env(extra, &[])
+    }
+
+    /// Mounts with extra `weft mount` arguments and environment variables.
+    pub fn mount_with_env(&self, extra: &[&str], env: &[(&str, &str)]) -> MountGuard {
         let log = self.dir.path().join("mount.log");
         let logf = std::fs::File::create(&log).unwrap();
         let child = weft()
+            .envs(env.iter().copied())
             .args(["mount", "--foreground", "--volfile"])
             .arg(&self.volfile)
             .arg(&self.mnt)
