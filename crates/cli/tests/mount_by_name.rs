@@ -496,10 +496,12 @@ fn a_new_graph_takes_over_open_files_except_locked_ones() {
         "{}",
         m.log_text()
     );
-    let log = m.log_text();
+    // The mount logs the switch once it returns, just after the statedump shows it.
+    let line = format!("volume vol0 version {v2}: now serving graph 2");
     assert!(
-        log.contains(&format!("volume vol0 version {v2}: now serving graph 2")),
-        "{log}"
+        eventually(|| m.log_text().contains(&line)),
+        "{}",
+        m.log_text()
     );
     let dump = statedump(&m.mnt);
     assert!(dump.contains("older, kept for open files = [1]"), "{dump}");
