@@ -173,6 +173,25 @@ fn open_flags_for(flags: i32, keep_cache: bool) -> FopenFlags {
     }
 }
 
+/// Kills suid/sgid of `ino` ([`crate::inner::Inner::kill_suidgid`]) and, when a bit went, tells
+/// the kernel to drop the inode's attributes: its cached mode is what exec checks, and not
+/// every path that asked for the kill refreshes it (direct I/O writes do not).
+async fn kill_and_tell(
+    me: &crate::inner::Inner,
+    notifier: &std::sync::OnceLock<fuser::Notifier>,
+    ino: INodeNo,
+    caller: &Ctx,
+    capable: bool,
+    owner_only: bool,
+) -> Result<(), Errno> {
+    if me.kill_suidgid(ino.0, caller, capable, owner_only).await? {
+        if let Some(n) = notifier.get() {
+            let _ = n.inval_inode(ino, -1, 0);
+        }
+    }
+    Ok(())
+}
+
 fn name_str(name: &OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
 }
@@ -361,15 +380,8 @@ impl Filesystem for WeftFs {
             // A truncate by a caller without CAP_FSETID, or a chown: suid/sgid go first,
             // as Linux kills them before the change (the caller need not own the file).
             if kill_suidgid && mode.is_none() {
-                match me.kill_suidgid(ino.0, &c, capable, owner_only).await {
-                    Ok(killed) => {
-                        if killed {
-                            if let Some(n) = notifier.get() {
-                                let _ = n.inval_inode(ino, -1, 0);
-                            }
-                        }
-                    }
-                    Err(e) => return reply.error(errno(e)),
+                if let Err(e) = kill_and_tell(&me, &notifier, ino, &c, capable, owner_only).await {
+                    return reply.error(errno(e));
                 }
             }
             match me.setattr(&c, ino.0, fh.map(|f| f.0), a).await {
@@ -510,17 +522,9 @@ impl Filesystem for WeftFs {
             // An O_TRUNC open by a caller without CAP_FSETID: the truncation is done, so
             // suid/sgid go (the kernel holds the old mode: it is told to drop it).
             if kill_suidgid {
-                match me.kill_suidgid(ino.0, &c, false, false).await {
-                    Ok(true) => {
-                        if let Some(n) = notifier.get() {
-                            let _ = n.inval_inode(ino, -1, 0);
-                        }
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        let _ = me.release(&c, fh).await;
-                        return reply.error(errno(e));
-                    }
+                if let Err(e) = kill_and_tell(&me, &notifier, ino, &c, false, false).await {
+                    let _ = me.release(&c, fh).await;
+                    return reply.error(errno(e));
                 }
             }
             reply.opened(FileHandle(fh), open_flags_for(flags.0, keep))
@@ -571,16 +575,8 @@ impl Filesystem for WeftFs {
         let notifier = self.notifier.clone();
         self.go(async move {
             if kill {
-                match me.kill_suidgid(ino.0, &c, false, false).await {
-                    // The kernel's mode (exec checks it) must not keep the bits: not every
-                    // write path drops it (direct I/O ones do not).
-                    Ok(true) => {
-                        if let Some(n) = notifier.get() {
-                            let _ = n.inval_inode(ino, -1, 0);
-                        }
-                    }
-                    Ok(false) => {}
-                    Err(e) => return reply.error(errno(e)),
+                if let Err(e) = kill_and_tell(&me, &notifier, ino, &c, false, false).await {
+                    return reply.error(errno(e));
                 }
             }
             match me.write(&c, fh.0, offset, data, from_cache).await {
