@@ -5,7 +5,9 @@
 # reads them back, and prints the rates and every io-stats table (FOP counts and latency)
 # of the mount (`weft statedump`) and of the brick (`weft brickd statedump`).
 # Gives the "where the time goes" figures of docs/BENCHMARKS.md (2026-12-03).
-# Run as root. Leaves nothing mounted and no process behind. TREE=1 adds the ls -lR runs.
+# Run as root. Leaves nothing mounted and no process behind. TREE=1 adds the ls -lR runs;
+# REREAD=1 times open+close and open+read+close of the files again (page cache kept);
+# FIO=1 runs 10 s of fio 4 KiB random writes (psync, as fsbench) and prints the IOPS.
 #   BENCH_DIR (default /tmp/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -128,4 +130,24 @@ PY
     s=$(date +%s.%N); ls -lR "$D/mnt/t" >/dev/null; e=$(date +%s.%N)
     echo "ls -lR $run: $(python3 -c "print(round($e - $s, 3))") s"
   done
+fi
+if [ "${REREAD:-0}" = 1 ]; then
+  python3 - "$D/mnt/s" "$FILES" <<'PY'
+import os, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+names = [os.path.join(d, "f%06d" % i) for i in range(n)]
+for what in ("open+close", "open+read+close"):
+    t = time.perf_counter()
+    for p in names:
+        fd = os.open(p, os.O_RDONLY)
+        if what != "open+close":
+            os.read(fd, 4097)
+        os.close(fd)
+    print("%s: %.1f us per file" % (what, (time.perf_counter() - t) / n * 1e6))
+PY
+fi
+if [ "${FIO:-0}" = 1 ]; then
+  fio --name=r --filename="$D/mnt/fio.rand" --rw=randwrite --bs=4k --size=256m \
+      --ioengine=psync --time_based --runtime=10 --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("randwrite 4k: %d IOPS" % j["write"]["iops"])'
 fi
