@@ -8,19 +8,24 @@
 # Run as root. Leaves nothing mounted and no process behind. TREE=1 adds the ls -lR runs;
 # REREAD=1 times open+close and open+read+close of the files again (page cache kept);
 # FIO=1 runs 10 s of fio 4 KiB random writes (psync, as fsbench) and prints the IOPS.
-#   BENCH_DIR (default /tmp/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000)
+#   BENCH_DIR (default /tmp/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000),
+#   META=1 (rename, delete, mkdir phases), WEFT=PATH (a built binary; no build)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 D=${BENCH_DIR:-/tmp/weft-fop-profile}
 PORT=${BENCH_PORT:-24790}
 FILES=${FILES:-2000}
-WEFT=$ROOT/target/release/weft
+# WEFT=PATH runs that binary (no build): A/B runs of two builds, copied aside.
+WEFT=${WEFT:-}
 cleanup() {
   umount "$D/mnt" 2>/dev/null || umount -l "$D/mnt" 2>/dev/null || true
   if [ -f "$D/brickd.pid" ]; then kill "$(cat "$D/brickd.pid")" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
-(cd "$ROOT" && cargo build --release -q -p weft-cli)
+if [ -z "$WEFT" ]; then
+  (cd "$ROOT" && cargo build --release -q -p weft-cli)
+  WEFT=$ROOT/target/release/weft
+fi
 cleanup
 rm -rf "$D"
 mkdir -p "$D/brick" "$D/mnt"
@@ -145,6 +150,31 @@ for what in ("open+close", "open+read+close"):
         os.close(fd)
     print("%s: %.1f us per file" % (what, (time.perf_counter() - t) / n * 1e6))
 PY
+fi
+# META=1: rename, delete and mkdir as fsbench does them (5000 renames and unlinks of the
+# files made above, 20 x 100 directories), with each phase's rate and the io-stats after.
+if [ "${META:-0}" = 1 ]; then
+  for what in rename delete mkdir; do
+    python3 - "$D/mnt" "$FILES" "$what" <<'PY'
+import os, sys, time
+root, n, what = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+d = os.path.join(root, "s")
+names = ["f%06d" % i for i in range(n)]
+t = time.perf_counter()
+if what == "rename":
+    for nm in names: os.rename(os.path.join(d, nm), os.path.join(d, "r" + nm))
+elif what == "delete":
+    for nm in names: os.unlink(os.path.join(d, "r" + nm))
+else:
+    n = 2020
+    for i in range(20):
+        p = os.path.join(root, "tree", "d%02d" % i); os.makedirs(p)
+        for j in range(100): os.mkdir(os.path.join(p, "s%03d" % j))
+print("%s: %d per s" % (what, n / (time.perf_counter() - t)))
+PY
+    echo "== after $what (cumulative): mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|low)\]|^[a-z]+ +[0-9]+ '
+    echo "== after $what (cumulative): brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
+  done
 fi
 if [ "${FIO:-0}" = 1 ]; then
   fio --name=r --filename="$D/mnt/fio.rand" --rw=randwrite --bs=4k --size=256m \

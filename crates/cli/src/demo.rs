@@ -198,6 +198,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
                 attr_timeout: None,
                 entry_timeout: None,
                 selinux: false,
+                read_ahead_kb: weft_fuse::DEFAULT_READ_AHEAD_KB,
                 log_level: "info".into(),
                 log_file: Some(state.join("demo-mount.log")),
             })?;

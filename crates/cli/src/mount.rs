@@ -53,6 +53,10 @@ pub struct MountArgs {
     /// supported" (as GlusterFS without its selinux option).
     #[arg(long)]
     pub selinux: bool,
+    /// The kernel's read-ahead window for this mount's files, in KiB (0: the kernel's
+    /// default, 128). Needs root; set as the mount comes up.
+    #[arg(long, value_name = "KIB", default_value_t = weft_fuse::DEFAULT_READ_AHEAD_KB)]
+    pub read_ahead_kb: u32,
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -147,6 +151,7 @@ pub fn run(a: MountArgs) -> Result<()> {
         entry_timeout,
         fsname: origin.fsname(),
         selinux: a.selinux,
+        read_ahead_kb: a.read_ahead_kb,
         ..Default::default()
     };
     let mount = Arc::new(weft_fuse::mount(volume, &mp, &cfg, rt.handle().clone())?);
@@ -472,6 +477,7 @@ fn detach(a: &MountArgs, mp: &Path) -> Result<()> {
     if a.selinux {
         cmd.arg("--selinux");
     }
+    cmd.arg("--read-ahead-kb").arg(a.read_ahead_kb.to_string());
     cmd.arg("--log-level")
         .arg(&a.log_level)
         .stdin(Stdio::null())

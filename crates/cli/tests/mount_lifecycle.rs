@@ -1,6 +1,6 @@
 //! A mount's life: files land as plain files on the brick with gfids and handles; SIGINT
 //! and SIGTERM unmount cleanly; a detached mount reports success only once mounted; the
-//! statedump answers.
+//! statedump answers; the kernel's read-ahead window is the one asked for.
 
 mod common;
 
@@ -194,4 +194,55 @@ fn trace_and_io_stats_compose_in_one_graph() {
         dump.contains("create") && dump.contains("bytes written = 3"),
         "{dump}"
     );
+}
+
+/// The mount's read-ahead window in the kernel (KiB), waiting up to 10 s for `want`
+/// (the mount sets it just after it comes up).
+fn read_ahead_kb(mnt: &std::path::Path, want: u32) -> u32 {
+    let dev = std::fs::metadata(mnt).unwrap().dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    let read = || {
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let start = std::time::Instant::now();
+    while read() != want && start.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    read()
+}
+
+#[test]
+fn the_read_ahead_window_is_the_one_asked_for() {
+    let vol = Volume::new("readahead");
+    std::fs::write(vol.brick.join("f"), vec![7u8; 3 << 20]).unwrap();
+    for (args, want) in [
+        (&[][..], 16384),
+        (&["--read-ahead-kb", "512"][..], 512),
+        (&["--read-ahead-kb", "0"][..], 128),
+    ] {
+        let _m = vol.mount_with(args);
+        assert_eq!(read_ahead_kb(&vol.mnt, want), want, "weft mount {args:?}");
+        // Reads through the window see the file as it is.
+        assert_eq!(
+            std::fs::read(vol.mnt.join("f")).unwrap(),
+            vec![7u8; 3 << 20]
+        );
+    }
+    let out = weft()
+        .args(["mount", "--read-ahead-kb", "lots", "--volfile"])
+        .arg(&vol.volfile)
+        .arg(&vol.mnt)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--read-ahead-kb"), "{err}");
 }

@@ -49,10 +49,14 @@ pub type XattrMap = std::collections::BTreeMap<String, Vec<u8>>;
 pub const GFID_XATTR: &str = "trusted.weft.gfid";
 
 /// Reply xdata key of an entry change (create, mkdir, mknod, symlink, link, unlink,
-/// rmdir): the directory's attributes right after the change ([`Iatt::to_bytes`]), so a
-/// client's cache need not ask for them again. Absent when a translator below does not
-/// pass it on.
+/// rmdir, and rename for the new name's directory): the directory's attributes right
+/// after the change ([`Iatt::to_bytes`]), so a client's cache need not ask for them again.
+/// Absent when a translator below does not pass it on.
 pub const POSTPARENT_KEY: &str = "weft.postparent";
+
+/// Reply xdata key of a rename between two directories: the old name's directory's
+/// attributes right after the change, as [`POSTPARENT_KEY`] gives the new one's.
+pub const POSTOLDPARENT_KEY: &str = "weft.postoldparent";
 
 /// Xdata key (presence only) on a `flush`, `fsync` or `writev`: a brick that honours it
 /// answers, in the reply's xdata under the same key, the file's attributes once the call

@@ -56,6 +56,11 @@ fn postparent(xd: &Xdata) -> Option<Iatt> {
     xd.get(POSTPARENT_KEY).and_then(Iatt::from_bytes)
 }
 
+/// The old name's directory's attributes a rename's reply carries ([`POSTOLDPARENT_KEY`]).
+fn postoldparent(xd: &Xdata) -> Option<Iatt> {
+    xd.get(POSTOLDPARENT_KEY).and_then(Iatt::from_bytes)
+}
+
 /// How many changes the race rule remembers.
 const RING: usize = 4096;
 /// The longest `md-cache-timeout` honoured; longer values are treated as this.
@@ -1051,8 +1056,9 @@ impl MdCache {
         flags: u32,
         moved: Option<Gfid>,
         replaced: Option<Gfid>,
-        ok: bool,
+        reply: Option<&Xdata>,
     ) {
+        let ok = reply.is_some();
         let now = Instant::now();
         let mut st = self.state.lock();
         let (ko, kn) = (entry_key(old), entry_key(new));
@@ -1060,8 +1066,18 @@ impl MdCache {
         for g in [moved, replaced].into_iter().flatten() {
             st.changed(g, Scope::Iatt);
         }
+        // The directories' attributes the reply carries, kept for those nothing else
+        // changed since the rename started (checked before the notes below).
+        let posts = [
+            (new.parent, reply.and_then(postparent)),
+            (old.parent, reply.and_then(postoldparent)),
+        ]
+        .map(|(p, post)| p.map(|p| (p, !st.ring.inode_changed(start, &p), post)));
         for p in [old.parent, new.parent].into_iter().flatten() {
             st.drop_inode(&p, Scope::Iatt);
+        }
+        for (p, parent_ok, post) in posts.into_iter().flatten() {
+            st.keep_postparent(parent_ok, p, post, now);
         }
         // Whether each name may be set (nothing else changed it meanwhile), then note both.
         let old_ok = ko
@@ -1590,7 +1606,8 @@ impl Xlator for MdCache {
         let (moved, replaced) = (self.target(old), self.target(new));
         let start = self.seq();
         let r = child.rename(ctx, old, new, flags, xd).await;
-        self.renamed(start, old, new, flags, moved, replaced, r.is_ok());
+        let reply = r.as_ref().ok().map(|(_, x)| x);
+        self.renamed(start, old, new, flags, moved, replaced, reply);
         r
     }
 
@@ -1932,6 +1949,38 @@ mod tests {
         .unwrap();
         assert_eq!(stat(&*r.md, d.gfid).await.nlink, 2);
         assert_eq!(counter(&*r.md, "stat_misses"), misses, "still hits");
+        // A rename keeps both directories' attributes: within one and between two.
+        let e = mkdir(&*r.md, Gfid::ROOT, "e").await;
+        let misses = counter(&*r.md, "stat_misses");
+        let moved = mkdir(&*r.md, d.gfid, "m").await;
+        let rename = |from: (Gfid, &'static str), to: (Gfid, &'static str)| {
+            let md = r.md.clone();
+            let old = Loc::entry(from.0, from.1).with_gfid(moved.gfid);
+            let new = Loc::entry(to.0, to.1);
+            async move {
+                md.rename(&ctx(), &old, &new, 0, Xdata::new())
+                    .await
+                    .unwrap()
+            }
+        };
+        rename((d.gfid, "m"), (d.gfid, "m2")).await;
+        assert_eq!(stat(&*r.md, d.gfid).await.nlink, 3);
+        rename((d.gfid, "m2"), (e.gfid, "m")).await;
+        assert_eq!(
+            stat(&*r.md, d.gfid).await.nlink,
+            2,
+            "the old directory lost one"
+        );
+        assert_eq!(
+            stat(&*r.md, e.gfid).await.nlink,
+            3,
+            "the new one gained one"
+        );
+        assert_eq!(
+            stat(&*r.md, e.gfid).await.mtime.sec,
+            std::fs::metadata(r.path("e")).unwrap().mtime()
+        );
+        assert_eq!(counter(&*r.md, "stat_misses"), misses, "all hits");
         // Another client's change of the directory drops them.
         r.md.notify("p", inode_inval(d.gfid)).await;
         stat(&*r.md, d.gfid).await;

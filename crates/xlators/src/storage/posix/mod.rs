@@ -352,7 +352,24 @@ impl Xlator for Posix {
     }
     async fn rename(&self, _: &Ctx, old: &Loc, new: &Loc, flags: u32, _: Xdata) -> Fop<()> {
         let (old, new) = (old.clone(), new.clone());
-        self.run(move |b| b.rename(&old, &new, flags)).await
+        let b = self.brick.clone();
+        weft_core::blocking::run_blocking(move || {
+            b.rename(&old, &new, flags)?;
+            // Both directories' attributes for the reply (POSTPARENT_KEY, POSTOLDPARENT_KEY),
+            // so a client's cache need not ask for them after the rename.
+            let mut xd = Xdata::new();
+            let parent_iatt = |p: Option<Gfid>| p.and_then(|p| b.stat(&Loc::inode(p)).ok());
+            if let Some(ia) = parent_iatt(new.parent) {
+                xd.set(weft_core::POSTPARENT_KEY, ia.to_bytes());
+            }
+            if old.parent != new.parent {
+                if let Some(ia) = parent_iatt(old.parent) {
+                    xd.set(weft_core::POSTOLDPARENT_KEY, ia.to_bytes());
+                }
+            }
+            Ok(((), xd))
+        })
+        .await
     }
     async fn link(&self, _: &Ctx, old: &Loc, new: &Loc, _: Xdata) -> Fop<Iatt> {
         let (old, new) = (old.clone(), new.clone());
