@@ -101,6 +101,8 @@ pub struct Inner {
 struct Told {
     /// The size it believes (grown by its own writes since).
     size: u64,
+    /// Sizes it may hold instead: see [`SizeHistory`].
+    recent: SizeHistory,
     /// The mode, owner, group and change time it was given (a chmod, chown or ACL change
     /// elsewhere changes the ctime).
     meta: (u32, u32, u32, weft_core::Timespec),
@@ -108,6 +110,36 @@ struct Told {
     at: std::time::Instant,
     /// [`crate::invalidate::Freshness::seq`] then.
     seq: u64,
+}
+
+/// The last sizes the kernel was given or grew a file to. Any of them may be the one it
+/// holds: it ignores attributes that cross one of its own writes (a GETATTR answered
+/// before a write's reply comes back after it), keeping the size that write gave it, so
+/// the last size told is not always its size. An O_APPEND write at any of them is an
+/// append: taking an append for a write at an explicit offset would overwrite what
+/// another client appended meanwhile, while the opposite mistake needs pwritev2's
+/// RWF_NOAPPEND at exactly a recent end of file.
+#[derive(Clone, Copy, Default)]
+struct SizeHistory {
+    sizes: [u64; SIZE_HISTORY],
+    /// How many of `sizes` are set (up to [`SIZE_HISTORY`]); the next goes at `len % N`.
+    len: usize,
+}
+
+/// How many sizes [`SizeHistory`] keeps per file.
+const SIZE_HISTORY: usize = 8;
+
+impl SizeHistory {
+    fn note(&mut self, size: u64) {
+        if !self.has(size) {
+            self.sizes[self.len % SIZE_HISTORY] = size;
+            self.len += 1;
+        }
+    }
+
+    fn has(&self, size: u64) -> bool {
+        self.sizes[..self.len.min(SIZE_HISTORY)].contains(&size)
+    }
 }
 
 /// How many files' kernel sizes are kept before the table starts over (an unknown size
@@ -197,16 +229,19 @@ impl Inner {
         if ia.mode & libc::S_IFMT != libc::S_IFREG {
             return;
         }
-        let told = Told {
-            size: ia.size,
-            meta: (ia.mode, ia.uid, ia.gid, ia.ctime),
-            at: std::time::Instant::now(),
-            seq: self.fresh.seq(),
-        };
         let mut m = self.kernel_sizes.lock();
         if m.len() >= KERNEL_SIZES_MAX {
             m.clear();
         }
+        let mut recent = m.get(&ia.gfid).map(|t| t.recent).unwrap_or_default();
+        recent.note(ia.size);
+        let told = Told {
+            size: ia.size,
+            recent,
+            meta: (ia.mode, ia.uid, ia.gid, ia.ctime),
+            at: std::time::Instant::now(),
+            seq: self.fresh.seq(),
+        };
         m.insert(ia.gfid, told);
     }
 
@@ -243,13 +278,14 @@ impl Inner {
     fn grew(&self, g: Gfid, end: u64) {
         if let Some(t) = self.kernel_sizes.lock().get_mut(&g) {
             t.size = t.size.max(end);
+            t.recent.note(end);
         }
     }
 
     /// Whether a write at `offset` through `fd` is an append: the file is open O_APPEND,
-    /// the write does not come from the page cache (mmap, writeback), and it is at the end
-    /// of file the kernel believes (or that is unknown). A write at another offset is an
-    /// explicit one (pwritev2 with RWF_NOAPPEND), honoured as such.
+    /// the write does not come from the page cache (mmap, writeback), and it is at an end
+    /// of file the kernel may believe (or that is unknown). A write at another offset is
+    /// an explicit one (pwritev2 with RWF_NOAPPEND), honoured as such.
     fn is_append(&self, fd: &FdRef, offset: u64, from_cache: bool) -> bool {
         fd.flags & libc::O_APPEND != 0
             && !from_cache
@@ -257,7 +293,7 @@ impl Inner {
                 .kernel_sizes
                 .lock()
                 .get(&fd.gfid)
-                .is_none_or(|t| t.size == offset)
+                .is_none_or(|t| t.size == offset || t.recent.has(offset))
     }
 
     /// The open fd behind file handle `fh`, and the graph it was opened on.
@@ -979,4 +1015,29 @@ fn in_group(caller: &Ctx, gid: u32) -> bool {
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
         .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SizeHistory;
+
+    /// The kernel ignored a getattr answer (1000) that crossed its own write ending at
+    /// 640: both are sizes it may hold, as is every one of the last eight.
+    #[test]
+    fn a_size_history_keeps_the_last_sizes_given_or_grown_to() {
+        let mut h = SizeHistory::default();
+        assert!(!h.has(0));
+        h.note(576);
+        h.note(1000);
+        h.note(640);
+        assert!(h.has(1000) && h.has(640) && h.has(576));
+        assert!(!h.has(320), "a size never given");
+        for s in 0..8 {
+            h.note(10_000 + s);
+        }
+        assert!(!h.has(576), "only the last eight are kept");
+        assert!(h.has(10_000) && h.has(10_007));
+        h.note(10_003);
+        assert!(h.has(10_000), "a size already there takes no new slot");
+    }
 }
