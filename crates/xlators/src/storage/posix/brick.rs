@@ -8,7 +8,10 @@
 //!   to the inode for everything but directories, and for a directory a symlink
 //!   `../../PP/QQ/<parent-gfid>/<name>` through the parent's handle, so it survives renames
 //!   of any ancestor. Handle symlinks are read, never followed;
-//! - the root's handle is the symlink `../../../..` (the brick root itself).
+//! - the root's handle is the symlink `../../../..` (the brick root itself);
+//! - `.weft/reap/<gfid>`: an empty marker for each handle of an unlinked file waiting to
+//!   be removed (see [`super::reap`]). A non-directory's handle with no other link is
+//!   stale: its gfid resolves to `ESTALE`.
 //!
 //! The `.weft` folder at the brick root is hidden from clients.
 
@@ -69,6 +72,8 @@ pub struct Brick {
     root_fd: OwnedFd,
     /// `O_PATH` descriptor of `.weft/handles`.
     handles_fd: OwnedFd,
+    /// Removes the handles of unlinked files after the unlink is answered.
+    reaper: super::reap::Reaper,
     /// Directory gfid -> path relative to the root (a hint: checked against the gfid on
     /// every use); cleared whenever a directory is renamed.
     dir_paths: Mutex<HashMap<Gfid, Vec<u8>>>,
@@ -168,10 +173,12 @@ impl Brick {
         };
         private(PRIVATE_DIR)?;
         let handles_fd = private(".weft/handles")?;
+        let reaper = super::reap::Reaper::start(private(super::reap::REAP_DIR)?, &handles_fd);
         let brick = Brick {
             root,
             root_fd,
             handles_fd,
+            reaper,
             dir_paths: Mutex::new(HashMap::new()),
             dir_gen: AtomicU64::new(0),
             true_handles: Mutex::new(HashMap::new()),
@@ -366,6 +373,9 @@ impl Brick {
     /// new name keeps it: the link count is read from the handle after the fact.
     pub fn drop_handle_if_orphan(&self, g: &Gfid) {
         self.true_handles.lock().remove(g);
+        if self.reaper.defer(g) {
+            return; // the reaper checks and removes it (see super::reap)
+        }
         if let Ok(h) = self.handle_pin(g) {
             if h.st.st_nlink == 1 && h.kind() != libc::S_IFDIR {
                 let _ = rfs::unlinkat(
@@ -409,7 +419,13 @@ impl Brick {
             }
         };
         if h.kind() != libc::S_IFLNK || h.gfid() == Some(*g) {
-            return Ok(h); // a non-directory's hard link (a symlink carries its own gfid)
+            // A non-directory's hard link (a symlink carries its own gfid); with no other
+            // link its file has no name left (its handle waits for the reaper).
+            if h.st.st_nlink <= 1 {
+                self.true_handles.lock().remove(g);
+                return Err(Errno::ESTALE);
+            }
+            return Ok(h);
         }
         let dir = self.resolve_dir_handle(g, &h);
         if dir.is_err() {

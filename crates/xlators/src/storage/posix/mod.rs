@@ -11,6 +11,7 @@ pub mod check;
 pub mod dir;
 pub mod entry;
 pub mod io;
+pub mod reap;
 pub mod sys;
 
 use std::collections::HashMap;
