@@ -10,7 +10,8 @@
 //! invisible: resolving a gfid whose non-directory handle has no other link answers
 //! `ESTALE` ([`super::brick::Brick::resolve`]), as it did once the handle was gone, and
 //! a create that reuses the gfid replaces it as any stale handle. A brick process that
-//! stops before its reaper is done finds the markers when it opens again and goes on.
+//! stops before its reaper is done finds the markers when it opens again and reaps them
+//! before it serves.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc;
@@ -35,8 +36,12 @@ pub struct Reaper {
 
 impl Reaper {
     /// Starts the reaper of the brick whose `.weft/reap` and `.weft/handles` are open as
-    /// `reap_fd` and `handles_fd`, and hands it the markers an earlier run left.
+    /// `reap_fd` and `handles_fd`, after reaping here the markers an earlier run left (a
+    /// few: the reaper keeps up with unlinks), so an opened brick has none of its own.
     pub fn start(reap_fd: OwnedFd, handles_fd: &OwnedFd) -> Reaper {
+        for g in markers(&reap_fd) {
+            reap(&reap_fd, handles_fd, &g);
+        }
         let (tx, rx) = mpsc::channel::<Gfid>();
         let started = match (reap_fd.try_clone(), handles_fd.try_clone()) {
             (Ok(r), Ok(h)) => std::thread::Builder::new()
@@ -49,35 +54,10 @@ impl Reaper {
                 .is_ok(),
             _ => false,
         };
-        let reaper = Reaper {
+        Reaper {
             tx: Mutex::new(started.then_some(tx)),
             reap_fd,
-        };
-        if let Some(tx) = reaper.tx.lock().as_ref() {
-            for g in reaper.markers() {
-                let _ = tx.send(g);
-            }
         }
-        reaper
-    }
-
-    /// The gfids marked in `.weft/reap` now.
-    fn markers(&self) -> Vec<Gfid> {
-        let dir = open_beneath(
-            self.reap_fd.as_fd(),
-            b"",
-            OFlags::RDONLY | OFlags::DIRECTORY,
-        );
-        let Ok(mut it) = dir.and_then(|d| rfs::Dir::new(d).map_err(super::sys::ex)) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        while let Some(Ok(e)) = it.next() {
-            if let Some(g) = e.file_name().to_str().ok().and_then(|s| s.parse().ok()) {
-                out.push(g);
-            }
-        }
-        out
     }
 
     /// Has the handle of non-directory `g`, whose name was just removed, removed soon if
@@ -94,6 +74,21 @@ impl Reaper {
         );
         marker.is_ok() && tx.send(*g).is_ok()
     }
+}
+
+/// The gfids marked in the reap folder `reap_fd` now.
+fn markers(reap_fd: &OwnedFd) -> Vec<Gfid> {
+    let dir = open_beneath(reap_fd.as_fd(), b"", OFlags::RDONLY | OFlags::DIRECTORY);
+    let Ok(mut it) = dir.and_then(|d| rfs::Dir::new(d).map_err(super::sys::ex)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while let Some(Ok(e)) = it.next() {
+        if let Some(g) = e.file_name().to_str().ok().and_then(|s| s.parse().ok()) {
+            out.push(g);
+        }
+    }
+    out
 }
 
 /// Removes `g`'s handle if it is a non-directory's with no other link, then its marker.
@@ -165,7 +160,8 @@ mod tests {
         );
     }
 
-    /// Markers left by a brick that stopped are reaped when it opens again.
+    /// Markers left by a brick that stopped are reaped when it opens again, before it
+    /// serves (an offline check then sees no handle waiting).
     #[test]
     fn markers_left_behind_are_reaped_at_the_next_start() {
         let dir = tempfile::tempdir_in("/tmp").unwrap();
@@ -179,7 +175,7 @@ mod tests {
         std::fs::write(dir.path().join(super::REAP_DIR).join(g.to_string()), b"").unwrap();
         assert!(handle(dir.path(), &g).exists());
         let _b = Brick::open(dir.path()).unwrap();
-        eventually("reaped", || markers(dir.path()) == 0);
+        assert_eq!(markers(dir.path()), 0);
         assert!(!handle(dir.path(), &g).exists());
     }
 }
