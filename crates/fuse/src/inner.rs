@@ -112,13 +112,15 @@ struct Told {
     seq: u64,
 }
 
-/// The last sizes the kernel was given or grew a file to. Any of them may be the one it
-/// holds: it ignores attributes that cross one of its own writes (a GETATTR answered
-/// before a write's reply comes back after it), keeping the size that write gave it, so
-/// the last size told is not always its size. An O_APPEND write at any of them is an
-/// append: taking an append for a write at an explicit offset would overwrite what
-/// another client appended meanwhile, while the opposite mistake needs pwritev2's
-/// RWF_NOAPPEND at exactly a recent end of file.
+/// The sizes the kernel may hold for a file: it ignores attributes that cross one of its
+/// own writes (a GETATTR answered before a write's reply comes back after it), keeping
+/// the size that write gave it, so the last size told is not always its size. Each size
+/// told is added (up to the last [`SIZE_HISTORY`]); a write the kernel made grows each to
+/// at least its end, as the kernel's own size grows; the answer to a truncate the kernel
+/// asked for leaves that size alone. An O_APPEND write at any of them is an append:
+/// taking an append for a write at an explicit offset would overwrite what another client
+/// appended meanwhile, while the opposite mistake needs pwritev2's RWF_NOAPPEND at
+/// exactly a size told since the file last grew past it.
 #[derive(Clone, Copy, Default)]
 struct SizeHistory {
     sizes: [u64; SIZE_HISTORY],
@@ -139,6 +141,16 @@ impl SizeHistory {
 
     fn has(&self, size: u64) -> bool {
         self.sizes[..self.len.min(SIZE_HISTORY)].contains(&size)
+    }
+
+    /// After a write of the kernel's ending at `end`: every size it may hold is at least
+    /// that now.
+    fn grew(&mut self, end: u64) {
+        let old = *self;
+        *self = SizeHistory::default();
+        for &s in &old.sizes[..old.len.min(SIZE_HISTORY)] {
+            self.note(s.max(end));
+        }
     }
 }
 
@@ -226,6 +238,12 @@ impl Inner {
 
     /// Notes the attributes the kernel is about to be given (its idea of the size).
     pub fn told(&self, ia: &Iatt) {
+        self.told_as(ia, false);
+    }
+
+    /// [`Inner::told`]; `sure`: the kernel takes this size whatever else it is doing (the
+    /// answer to its own truncate), so no earlier size is its any more.
+    fn told_as(&self, ia: &Iatt, sure: bool) {
         if ia.mode & libc::S_IFMT != libc::S_IFREG {
             return;
         }
@@ -233,7 +251,10 @@ impl Inner {
         if m.len() >= KERNEL_SIZES_MAX {
             m.clear();
         }
-        let mut recent = m.get(&ia.gfid).map(|t| t.recent).unwrap_or_default();
+        let mut recent = match m.get(&ia.gfid) {
+            Some(t) if !sure => t.recent,
+            _ => SizeHistory::default(),
+        };
         recent.note(ia.size);
         let told = Told {
             size: ia.size,
@@ -278,7 +299,7 @@ impl Inner {
     fn grew(&self, g: Gfid, end: u64) {
         if let Some(t) = self.kernel_sizes.lock().get_mut(&g) {
             t.size = t.size.max(end);
-            t.recent.note(end);
+            t.recent.grew(end);
         }
     }
 
@@ -457,7 +478,7 @@ impl Inner {
             let loc = self.inode_loc(ino)?;
             self.cur().top.setattr(ctx, &loc, &a, Xdata::new()).await?.0
         };
-        self.told(&ia);
+        self.told_as(&ia, a.size.is_some());
         Ok(ia)
     }
 
@@ -1021,17 +1042,20 @@ fn in_group(caller: &Ctx, gid: u32) -> bool {
 mod tests {
     use super::SizeHistory;
 
-    /// The kernel ignored a getattr answer (1000) that crossed its own write ending at
-    /// 640: both are sizes it may hold, as is every one of the last eight.
+    /// The kernel may have ignored a getattr answer (1000) that crossed its own write
+    /// ending at 640: both are sizes it may hold; a write grows every size it may hold.
     #[test]
-    fn a_size_history_keeps_the_last_sizes_given_or_grown_to() {
+    fn a_size_history_keeps_the_sizes_the_kernel_may_hold() {
         let mut h = SizeHistory::default();
         assert!(!h.has(0));
         h.note(576);
         h.note(1000);
-        h.note(640);
-        assert!(h.has(1000) && h.has(640) && h.has(576));
+        h.grew(640);
+        assert!(h.has(1000) && h.has(640));
+        assert!(!h.has(576), "grown past by the kernel's write");
         assert!(!h.has(320), "a size never given");
+        h.grew(1200);
+        assert!(h.has(1200) && !h.has(1000) && !h.has(640));
         for s in 0..8 {
             h.note(10_000 + s);
         }
