@@ -84,7 +84,21 @@ pub fn setattr(t: Target<'_>, a: &SetAttr) -> Result<(), Errno> {
                 let fd = p.reopen(rfs::OFlags::WRONLY | rfs::OFlags::NONBLOCK)?;
                 rfs::ftruncate(&fd, size).map_err(ex)?;
             }
-            Target::Fd(fd) => rfs::ftruncate(fd, size).map_err(ex)?,
+            Target::Fd(fd) => match rfs::ftruncate(fd, size) {
+                // An fd open only for reading (a truncate by path of a file whose name
+                // went, reaching it through another client's open file): through a
+                // writable open of the same inode.
+                Err(rustix::io::Errno::INVAL | rustix::io::Errno::BADF) => {
+                    let w = rfs::open(
+                        super::sys::proc_path(fd).as_str(),
+                        rfs::OFlags::WRONLY | rfs::OFlags::NONBLOCK | rfs::OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(ex)?;
+                    rfs::ftruncate(&w, size).map_err(ex)?
+                }
+                r => r.map_err(ex)?,
+            },
         }
     }
     if a.atime.is_some() || a.mtime.is_some() {

@@ -799,6 +799,45 @@ mod tests {
         xd
     }
 
+    /// A truncate by gfid of a file whose name went, open here only for reading (another
+    /// client's open file), truncates it: it does not fail EINVAL for the fd's mode.
+    #[tokio::test]
+    async fn a_truncate_of_an_unlinked_file_open_only_for_reading_truncates_it() {
+        use weft_core::{Fd, SetAttr};
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let p = Posix::new("p", dir.path()).unwrap();
+        let ctx = Ctx::internal();
+        std::fs::write(dir.path().join("f"), b"hello world").unwrap();
+        let g = p
+            .lookup(&ctx, &Loc::entry(Gfid::ROOT, "f"), Xdata::new())
+            .await
+            .unwrap()
+            .0
+            .gfid;
+        let fd = Fd::new(g, libc::O_RDONLY, false);
+        p.open(&ctx, &Loc::inode(g), &fd, Xdata::new())
+            .await
+            .unwrap();
+        p.unlink(
+            &ctx,
+            &Loc::entry(Gfid::ROOT, "f").with_gfid(g),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        let a = SetAttr {
+            size: Some(5),
+            ..SetAttr::default()
+        };
+        let (ia, _) = p
+            .setattr(&ctx, &Loc::inode(g), &a, Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(ia.size, 5);
+        let (data, _) = p.readv(&ctx, &fd, 100, 0, Xdata::new()).await.unwrap();
+        assert_eq!(&data[..], b"hello");
+    }
+
     /// A flush or fsync asked for the attributes answers them as they are after the
     /// writes; one not asked answers nothing.
     #[tokio::test]
