@@ -9,7 +9,8 @@
 # REREAD=1 times open+close and open+read+close of the files again (page cache kept);
 # FIO=1 runs 10 s of fio 4 KiB random writes (psync, as fsbench) and prints the IOPS.
 #   BENCH_DIR (default /tmp/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000),
-#   META=1 (rename, delete, mkdir phases), WEFT=PATH (a built binary; no build)
+#   META=1 (rename, delete, mkdir phases), SEQ=1 (1 GiB write and read), WEFT=PATH (a
+#   built binary; no build)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 D=${BENCH_DIR:-/tmp/weft-fop-profile}
@@ -175,6 +176,18 @@ PY
     echo "== after $what (cumulative): mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|low)\]|^[a-z]+ +[0-9]+ '
     echo "== after $what (cumulative): brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
   done
+fi
+# SEQ=1: fsbench's sequential rows on this setup: 1 GiB written in 1 MiB writes, caches
+# dropped, read back in 1 MiB reads (MiB/s), and the kernel's read-ahead window of the mount.
+if [ "${SEQ:-0}" = 1 ]; then
+  echo "read-ahead: $(cat "/sys/class/bdi/$(mountpoint -d "$D/mnt")/read_ahead_kb") KiB"
+  for rw in write read; do
+    [ "$rw" = read ] && { sync; echo 3 >/proc/sys/vm/drop_caches; }
+    fio --name=s --filename="$D/mnt/seq" --rw=$rw --bs=1M --size=1g --ioengine=psync \
+        --end_fsync=$([ $rw = write ] && echo 1 || echo 0) --output-format=json 2>/dev/null |
+      python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; s=j["read"] if j["read"]["io_bytes"] else j["write"]; print("seq '$rw': %.0f MiB/s" % (s["bw_bytes"]/1048576))'
+  done
+  rm -f "$D/mnt/seq"
 fi
 if [ "${FIO:-0}" = 1 ]; then
   fio --name=r --filename="$D/mnt/fio.rand" --rw=randwrite --bs=4k --size=256m \
