@@ -224,7 +224,8 @@ fn the_read_ahead_window_is_the_one_asked_for() {
     let vol = Volume::new("readahead");
     std::fs::write(vol.brick.join("f"), vec![7u8; 3 << 20]).unwrap();
     for (args, want) in [
-        (&[][..], 16384),
+        (&[][..], 1024),
+        (&["--read-ahead-kb", "16384"][..], 16384),
         (&["--read-ahead-kb", "512"][..], 512),
         (&["--read-ahead-kb", "0"][..], 128),
     ] {
