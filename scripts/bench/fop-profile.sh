@@ -9,8 +9,8 @@
 # REREAD=1 times open+close and open+read+close of the files again (page cache kept);
 # FIO=1 runs 10 s of fio 4 KiB random writes (psync, as fsbench) and prints the IOPS.
 #   BENCH_DIR (default /tmp/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000),
-#   META=1 (rename, delete, mkdir phases), SEQ=1 (1 GiB write and read), WEFT=PATH (a
-#   built binary; no build)
+#   META=1 (rename, delete, mkdir phases), SEQ=1 (1 GiB write and read, cold random reads),
+#   WEFT=PATH (a built binary; no build), MOUNT_ARGS (extra `weft mount` arguments)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 D=${BENCH_DIR:-/tmp/weft-fop-profile}
@@ -95,7 +95,8 @@ setsid "$WEFT" brickd --listen "127.0.0.1:$PORT" --volfile "$D/server.vol" \
   </dev/null >"$D/brickd.out" 2>"$D/brickd.log" &
 for _ in $(seq 100); do grep -q "listening on" "$D/brickd.out" 2>/dev/null && break; sleep 0.1; done
 grep -q "listening on" "$D/brickd.out" || { echo "brickd did not start:"; cat "$D/brickd.log"; exit 1; }
-"$WEFT" mount --volfile "$D/client.vol" --log-file "$D/mount.log" "$D/mnt"
+# shellcheck disable=SC2086 # MOUNT_ARGS: extra `weft mount` arguments, split on spaces
+"$WEFT" mount ${MOUNT_ARGS:-} --volfile "$D/client.vol" --log-file "$D/mount.log" "$D/mnt"
 phase() { # create|read
   python3 - "$D/mnt/s" "$FILES" "$1" <<'PY'
 import os, sys, time
@@ -178,7 +179,8 @@ PY
   done
 fi
 # SEQ=1: fsbench's sequential rows on this setup: 1 GiB written in 1 MiB writes, caches
-# dropped, read back in 1 MiB reads (MiB/s), and the kernel's read-ahead window of the mount.
+# dropped, read back in 1 MiB reads (MiB/s); then 4 KiB random reads of a cold 256 MiB
+# file for 8 s (IOPS); and the kernel's read-ahead window of the mount.
 if [ "${SEQ:-0}" = 1 ]; then
   echo "read-ahead: $(cat "/sys/class/bdi/$(mountpoint -d "$D/mnt")/read_ahead_kb") KiB"
   for rw in write read; do
@@ -188,6 +190,13 @@ if [ "${SEQ:-0}" = 1 ]; then
       python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; s=j["read"] if j["read"]["io_bytes"] else j["write"]; print("seq '$rw': %.0f MiB/s" % (s["bw_bytes"]/1048576))'
   done
   rm -f "$D/mnt/seq"
+  fio --name=r --filename="$D/mnt/rr" --rw=randwrite --bs=4k --size=256m --ioengine=psync \
+      --time_based --runtime=3 --fsync_on_close=1 --output-format=json >/dev/null 2>&1
+  sync; echo 3 >/proc/sys/vm/drop_caches
+  fio --name=r --filename="$D/mnt/rr" --rw=randread --bs=4k --size=256m --ioengine=psync \
+      --time_based --runtime=8 --output-format=json 2>/dev/null |
+    python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("randread 4k cold: %d IOPS" % j["read"]["iops"])'
+  rm -f "$D/mnt/rr"
 fi
 if [ "${FIO:-0}" = 1 ]; then
   fio --name=r --filename="$D/mnt/fio.rand" --rw=randwrite --bs=4k --size=256m \

@@ -68,10 +68,10 @@ pub struct MountConfig {
 
 /// The read-ahead window a mount asks for unless told otherwise: 1 MiB. With the kernel's
 /// 128 KiB a sequential reader has one 128 KiB READ at a time on the network (1 GiB read
-/// after `drop_caches` on the fop-profile setup: 166 MiB/s; 1 MiB: 417; 4 MiB: 498;
-/// 16 MiB: 711), while larger windows slow 4 KiB random reads of a cold file (fio
-/// randread: 2,217-2,593 IOPS at 128 KiB, 2,018 at 1 MiB, 1,684 at 4 MiB, 1,095-1,252 at
-/// 16 MiB): the kernel reads ahead around each miss.
+/// after `drop_caches`, `SEQ=1 MOUNT_ARGS="--read-ahead-kb N" scripts/bench/fop-profile.sh`:
+/// 166 MiB/s at 128 KiB; 417 at 1 MiB; 498 at 4 MiB; 711 at 16 MiB), while larger windows
+/// slow 4 KiB random reads of a cold file (same script: 2,217-2,593 IOPS at 128 KiB, 2,018
+/// at 1 MiB, 1,684 at 4 MiB, 1,095-1,252 at 16 MiB): the kernel reads ahead around each miss.
 pub const DEFAULT_READ_AHEAD_KB: u32 = 1024;
 
 impl Default for MountConfig {
