@@ -82,8 +82,13 @@ fn files_are_plain_files_on_the_brick_with_gfid_and_handle() {
     let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     assert!(n >= 0);
     assert!(!String::from_utf8_lossy(&buf[..n as usize]).contains("weft"));
-    // Unlinking the last name removes the handle too.
+    // Unlinking the last name removes the handle too (the brick's reaper does, a moment
+    // after the unlink answers).
     std::fs::remove_file(vol.mnt.join("a/renamed/c/file.txt")).unwrap();
+    let start = std::time::Instant::now();
+    while std::fs::symlink_metadata(&h).is_ok() && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert!(std::fs::symlink_metadata(&h).is_err());
 }
 
