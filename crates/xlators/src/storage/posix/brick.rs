@@ -368,26 +368,17 @@ impl Brick {
         self.forget_dir(g);
     }
 
-    /// Removes non-directory `node`'s handle `g` if no name is left but the handle itself.
-    /// Only the handle of that very inode is removed, so a concurrent link that gave it a
-    /// new name keeps it: the link count is read from the handle after the fact.
+    /// Removes non-directory `g`'s handle if no name is left but the handle itself: soon,
+    /// by the reaper (here only when it cannot take it). The link count is read from the
+    /// handle at that time, so a concurrent link that gave the file a new name keeps it.
     pub fn drop_handle_if_orphan(&self, g: &Gfid) {
         self.true_handles.lock().remove(g);
         if self.reaper.defer(g) {
             return; // the reaper checks and removes it (see super::reap)
         }
-        if let Ok(h) = self.handle_pin(g) {
-            if h.st.st_nlink == 1 && h.kind() != libc::S_IFDIR {
-                let _ = rfs::unlinkat(
-                    &self.handles_fd,
-                    Brick::handle_rel(g).as_str(),
-                    AtFlags::empty(),
-                );
-                // A lookup between the first removal and the unlink may have vouched
-                // for the handle again.
-                self.true_handles.lock().remove(g);
-            }
-        }
+        super::reap::remove_if_orphan(&self.handles_fd, g);
+        // A lookup between the first removal and the unlink may have vouched for it again.
+        self.true_handles.lock().remove(g);
     }
 
     /// Pins inode `g`: a non-directory through its handle (the same inode), a directory

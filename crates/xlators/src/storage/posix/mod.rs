@@ -136,12 +136,33 @@ impl Posix {
         T: Send + 'static,
         F: FnOnce(&Brick) -> Result<T, Errno> + Send + 'static,
     {
+        self.run_entry_in(parent, None, f).await
+    }
+
+    /// [`Posix::run_entry`] for a change in two directories (a rename): `old_parent`'s
+    /// attributes go under [`weft_core::POSTOLDPARENT_KEY`] when it is another directory.
+    async fn run_entry_in<T, F>(
+        &self,
+        parent: Option<Gfid>,
+        old_parent: Option<Gfid>,
+        f: F,
+    ) -> Fop<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Brick) -> Result<T, Errno> + Send + 'static,
+    {
         let b = self.brick.clone();
         weft_core::blocking::run_blocking(move || {
             let v = f(&b)?;
             let mut xd = Xdata::new();
-            if let Some(ia) = parent.and_then(|p| b.stat(&Loc::inode(p)).ok()) {
-                xd.set(weft_core::POSTPARENT_KEY, ia.to_bytes());
+            let old_parent = old_parent.filter(|o| Some(*o) != parent);
+            for (key, p) in [
+                (weft_core::POSTPARENT_KEY, parent),
+                (weft_core::POSTOLDPARENT_KEY, old_parent),
+            ] {
+                if let Some(ia) = p.and_then(|p| b.stat(&Loc::inode(p)).ok()) {
+                    xd.set(key, ia.to_bytes());
+                }
             }
             Ok((v, xd))
         })
@@ -353,24 +374,9 @@ impl Xlator for Posix {
     }
     async fn rename(&self, _: &Ctx, old: &Loc, new: &Loc, flags: u32, _: Xdata) -> Fop<()> {
         let (old, new) = (old.clone(), new.clone());
-        let b = self.brick.clone();
-        weft_core::blocking::run_blocking(move || {
-            b.rename(&old, &new, flags)?;
-            // Both directories' attributes for the reply (POSTPARENT_KEY, POSTOLDPARENT_KEY),
-            // so a client's cache need not ask for them after the rename.
-            let mut xd = Xdata::new();
-            let parent_iatt = |p: Option<Gfid>| p.and_then(|p| b.stat(&Loc::inode(p)).ok());
-            if let Some(ia) = parent_iatt(new.parent) {
-                xd.set(weft_core::POSTPARENT_KEY, ia.to_bytes());
-            }
-            if old.parent != new.parent {
-                if let Some(ia) = parent_iatt(old.parent) {
-                    xd.set(weft_core::POSTOLDPARENT_KEY, ia.to_bytes());
-                }
-            }
-            Ok(((), xd))
-        })
-        .await
+        // Both directories' attributes in the reply, so a client's cache need not ask.
+        self.run_entry_in(new.parent, old.parent, move |b| b.rename(&old, &new, flags))
+            .await
     }
     async fn link(&self, _: &Ctx, old: &Loc, new: &Loc, _: Xdata) -> Fop<Iatt> {
         let (old, new) = (old.clone(), new.clone());

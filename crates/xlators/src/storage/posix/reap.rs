@@ -93,6 +93,14 @@ fn markers(reap_fd: &OwnedFd) -> Vec<Gfid> {
 
 /// Removes `g`'s handle if it is a non-directory's with no other link, then its marker.
 fn reap(reap_fd: &OwnedFd, handles_fd: &OwnedFd, g: &Gfid) {
+    remove_if_orphan(handles_fd, g);
+    let _ = rfs::unlinkat(reap_fd, g.to_string().as_str(), AtFlags::empty());
+}
+
+/// Removes `g`'s handle (beneath `handles_fd`) if it is a non-directory's and its only
+/// link: the link count is read from the handle itself, so a file that got another name
+/// meanwhile keeps it.
+pub fn remove_if_orphan(handles_fd: &OwnedFd, g: &Gfid) {
     let rel = Brick::handle_rel(g);
     if let Ok(h) = open_beneath(handles_fd.as_fd(), rel.as_bytes(), OFlags::PATH).and_then(Pin::new)
     {
@@ -102,7 +110,6 @@ fn reap(reap_fd: &OwnedFd, handles_fd: &OwnedFd, g: &Gfid) {
             let _ = rfs::unlinkat(handles_fd, rel.as_str(), AtFlags::empty());
         }
     }
-    let _ = rfs::unlinkat(reap_fd, g.to_string().as_str(), AtFlags::empty());
 }
 
 #[cfg(test)]
