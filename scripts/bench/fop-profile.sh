@@ -10,7 +10,8 @@
 # FIO=1 runs 10 s of fio 4 KiB random writes (psync, as fsbench) and prints the IOPS.
 #   BENCH_DIR (default /tmp/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000),
 #   META=1 (rename, delete, mkdir phases), SEQ=1 (1 GiB write and read, cold random reads),
-#   WEFT=PATH (a built binary; no build), MOUNT_ARGS (extra `weft mount` arguments)
+#   WEFT=PATH (a built binary; no build), MOUNT_ARGS (extra `weft mount` arguments),
+#   READ_AHEAD=off (performance/read-ahead passes reads down), RA_PAGES (its page-count, 8)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 D=${BENCH_DIR:-/tmp/weft-fop-profile}
@@ -74,10 +75,16 @@ volume e-wb
     type performance/write-behind
     subvolumes e-low
 end-volume
+volume e-read-ahead
+    type performance/read-ahead
+    option enable ${READ_AHEAD:-on}
+    option page-count ${RA_PAGES:-8}
+    subvolumes e-wb
+end-volume
 volume e-quick-read
     type performance/quick-read
     option cache-timeout 60
-    subvolumes e-wb
+    subvolumes e-read-ahead
 end-volume
 volume e-md-cache
     type performance/md-cache
@@ -190,12 +197,15 @@ if [ "${SEQ:-0}" = 1 ]; then
       python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; s=j["read"] if j["read"]["io_bytes"] else j["write"]; print("seq '$rw': %.0f MiB/s" % (s["bw_bytes"]/1048576))'
   done
   rm -f "$D/mnt/seq"
+  "$WEFT" statedump "$D/mnt" | sed -n '/^\[e-read-ahead\]/,/^\[/p' | grep -E '^(hits|misses|pages_|evictions)'
+  "$WEFT" statedump "$D/mnt" | sed -n '/^\[e-low\]/,/^\[/p' | grep -E '^readv '
   fio --name=r --filename="$D/mnt/rr" --rw=randwrite --bs=4k --size=256m --ioengine=psync \
       --time_based --runtime=3 --fsync_on_close=1 --output-format=json >/dev/null 2>&1
   sync; echo 3 >/proc/sys/vm/drop_caches
   fio --name=r --filename="$D/mnt/rr" --rw=randread --bs=4k --size=256m --ioengine=psync \
       --time_based --runtime=8 --output-format=json 2>/dev/null |
     python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("randread 4k cold: %d IOPS" % j["read"]["iops"])'
+  "$WEFT" statedump "$D/mnt" | sed -n '/^\[e-read-ahead\]/,/^\[/p' | grep -E '^(hits|misses|pages_|evictions)' | tr '\n' ' '; echo
   rm -f "$D/mnt/rr"
 fi
 if [ "${FIO:-0}" = 1 ]; then

@@ -182,6 +182,7 @@ fn translators_lists_every_type_with_its_options() {
             "features/upcall",
             "performance/md-cache",
             "performance/quick-read",
+            "performance/read-ahead",
             "performance/write-behind",
             "protocol/client",
             "protocol/server",

@@ -218,7 +218,8 @@ fn cluster_decls(
 /// The client volfile: protocol/client to each brick (asking for upcalls when the volume
 /// has `features.cache-invalidation` on), cluster/replicate over each replica set,
 /// cluster/distribute over them when there are several, write-behind (always present so
-/// turning it off and on is an option change, not a new graph), quick-read (with
+/// turning it off and on is an option change, not a new graph), read-ahead (always
+/// present; `performance.read-ahead` turns it off and on), quick-read (with
 /// open-behind) and md-cache above it (always present too; `performance.md-cache-timeout`
 /// and `performance.qr-cache-timeout` default to 60 s with cache invalidation, 1 s
 /// without), features/python when `python.module` is set, and io-stats on top named
@@ -257,6 +258,14 @@ pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenErr
         }
     }
     decls.push(wb.clone().subvolumes(&below));
+    let ra = with_options(
+        VolumeDecl::new(&format!("{}-read-ahead", v.name), "performance/read-ahead"),
+        v,
+        Side::Client,
+        "performance/read-ahead",
+    )
+    .subvolumes(std::slice::from_ref(&wb.name));
+    decls.push(ra.clone());
     let qr = with_options(
         VolumeDecl::new(&format!("{}-quick-read", v.name), "performance/quick-read"),
         v,
@@ -271,7 +280,7 @@ pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenErr
             optable::md_cache_timeout_default(&v.options),
         )
     }
-    .subvolumes(std::slice::from_ref(&wb.name));
+    .subvolumes(std::slice::from_ref(&ra.name));
     decls.push(qr.clone());
     let md = with_options(
         VolumeDecl::new(&format!("{}-md-cache", v.name), "performance/md-cache"),
@@ -361,7 +370,10 @@ mod tests {
         assert_eq!(md.type_name, "performance/md-cache");
         assert_eq!(md.subvolumes, vec!["vol1-quick-read".to_string()]);
         let qr = vf.get("vol1-quick-read").unwrap();
-        assert_eq!(qr.subvolumes, vec!["vol1-write-behind".to_string()]);
+        assert_eq!(qr.subvolumes, vec!["vol1-read-ahead".to_string()]);
+        let ra = vf.get("vol1-read-ahead").unwrap();
+        assert_eq!(ra.type_name, "performance/read-ahead");
+        assert_eq!(ra.subvolumes, vec!["vol1-write-behind".to_string()]);
         assert_eq!(opt(qr, "cache-timeout"), Some("60"));
         assert_eq!(
             vf.get("vol1").unwrap().subvolumes,

@@ -27,5 +27,6 @@ pub fn registry() -> Registry {
     r.register(Arc::new(performance::write_behind::WriteBehindType));
     r.register(Arc::new(performance::md_cache::MdCacheType));
     r.register(Arc::new(performance::quick_read::QuickReadType));
+    r.register(Arc::new(performance::read_ahead::ReadAheadType));
     r
 }

@@ -261,7 +261,7 @@ pub fn caching_brick_graph(name: &str, dir: &Path) -> String {
 }
 
 /// A caching client volfile for brick `brick` at 127.0.0.1:`port`: protocol/client asking
-/// for upcalls < (write-behind <) quick-read with open-behind (60 s) < md-cache (60 s,
+/// for upcalls < (write-behind <) read-ahead < quick-read with open-behind (60 s) < md-cache (60 s,
 /// cache invalidation on), as volgen makes it.
 pub fn caching_client_volfile(brick: &str, port: u16, write_behind: bool) -> String {
     let mut v = client_volfile(brick, port, &[("cache-invalidation", "on")]);
@@ -272,6 +272,10 @@ pub fn caching_client_volfile(brick: &str, port: u16, write_behind: bool) -> Str
         ));
         below = format!("{brick}-wb");
     }
+    v.push_str(&format!(
+        "\nvolume {brick}-read-ahead\n    type performance/read-ahead\n    subvolumes {below}\nend-volume\n"
+    ));
+    below = format!("{brick}-read-ahead");
     v.push_str(&format!(
         "\nvolume {brick}-quick-read\n    type performance/quick-read\n    option cache-timeout 60\n    subvolumes {below}\nend-volume\n\n\
          volume {brick}-md-cache\n    type performance/md-cache\n    option cache-invalidation on\n    option md-cache-timeout 60\n    subvolumes {brick}-quick-read\nend-volume\n"
