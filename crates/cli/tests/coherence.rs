@@ -457,6 +457,51 @@ fn pages_kept_across_opens_show_the_other_mounts_same_size_overwrites() {
     }
 }
 
+#[test]
+fn a_reader_mid_stream_sees_the_other_mounts_write_ahead_of_it() {
+    // Mount B reads a large file sequentially, so read-ahead holds pages ahead of it; mount
+    // A then overwrites a range B has not reached. B's next reads must show A's data, not
+    // the pages read before the change.
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let two = TwoMounts::caching("coh-readahead", true);
+    let (a, b) = (two.a.mnt.clone(), two.b.mnt.clone());
+    let len = 16usize << 20;
+    let content = |round: u8, i: usize| (i as u8).wrapping_mul(13) ^ round;
+    let old: Vec<u8> = (0..len).map(|i| content(0, i)).collect();
+    std::fs::write(a.join("big"), &old).unwrap();
+    let mut f = std::fs::File::open(b.join("big")).unwrap();
+    let mut got = vec![0u8; 2 << 20];
+    f.read_exact(&mut got).unwrap();
+    assert!(got == old[..2 << 20], "B's first 2 MiB");
+    let dump = String::from_utf8(getxattr(&b, "weft.statedump").unwrap()).unwrap();
+    assert!(
+        dump_count(&dump, "pages_read") > 2,
+        "B read nothing ahead:\n{dump}"
+    );
+    let range = (6usize << 20)..(7usize << 20);
+    let new: Vec<u8> = range.clone().map(|i| content(1, i)).collect();
+    let w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(a.join("big"))
+        .unwrap();
+    w.write_all_at(&new, range.start as u64).unwrap();
+    drop(w);
+    let mut rest = Vec::new();
+    f.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest.len(), len - (2 << 20));
+    let bad = rest.iter().enumerate().position(|(k, &byte)| {
+        let i = k + (2 << 20);
+        byte != content(u8::from(range.contains(&i)), i)
+    });
+    assert!(
+        bad.is_none(),
+        "mount B read stale data at offset {:?} after A's write\n{}",
+        bad.map(|k| k + (2 << 20)),
+        two.logs()
+    );
+}
+
 /// The `N` in a statedump line `KEY = N/MAX` or `KEY = N`.
 fn dump_count(dump: &str, key: &str) -> u64 {
     dump.lines()

@@ -317,7 +317,8 @@ impl ReadAhead {
             }
         }
         let pages = &st.streams[&fd.id].pages;
-        let covered: Option<Vec<PageRead>> = (first..=last).map(|i| pages.get(&i).cloned()).collect();
+        let covered: Option<Vec<PageRead>> =
+            (first..=last).map(|i| pages.get(&i).cloned()).collect();
         if covered.is_some() {
             st.n.hits += 1;
         } else {
@@ -807,7 +808,14 @@ mod tests {
                 .lines()
                 .find(|l| l.starts_with(&format!("{key} = ")))
                 .unwrap_or_else(|| panic!("{key} not in {dump}"));
-            line.split(" = ").nth(1).unwrap().split('/').next().unwrap().parse().unwrap()
+            line.split(" = ")
+                .nth(1)
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
         }
     }
 
@@ -844,7 +852,10 @@ mod tests {
         let fd = r.open(g, libc::O_RDONLY).await;
         for k in [77u64, 3, 200, 41, 150, 9, 240, 120] {
             let off = k * 4096 + 100;
-            same(&r.read(&fd, 512, off).await, &data[off as usize..off as usize + 512]);
+            same(
+                &r.read(&fd, 512, off).await,
+                &data[off as usize..off as usize + 512],
+            );
         }
         assert_eq!(r.stat("pages_read"), 0, "{}", r.ra.dump());
         assert_eq!(r.probe.reads.load(Ordering::SeqCst), 8);
@@ -860,11 +871,20 @@ mod tests {
         r.read(&reader, 4096, 0).await;
         r.read(&reader, 4096, 4096).await;
         settle().await;
-        assert!(r.stat("bytes") >= 3 * 4096, "pages ahead held: {}", r.ra.dump());
-        r.ra
-            .writev(&ctx(), &writer, Bytes::from_static(b"NEW!"), 9000, Xdata::new())
-            .await
-            .unwrap();
+        assert!(
+            r.stat("bytes") >= 3 * 4096,
+            "pages ahead held: {}",
+            r.ra.dump()
+        );
+        r.ra.writev(
+            &ctx(),
+            &writer,
+            Bytes::from_static(b"NEW!"),
+            9000,
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.stat("bytes"), 0, "the write dropped the pages");
         let got = r.read(&reader, 4096, 8192).await;
         assert_eq!(&got[808..812], b"NEW!");
@@ -875,7 +895,11 @@ mod tests {
                 r.ra.ftruncate(&ctx(), &writer, 20_000, Xdata::new())
                     .await
                     .unwrap();
-                assert_eq!(r.read(&reader, 4096, 16384).await.len(), 20_000 - 16384, "{what}");
+                assert_eq!(
+                    r.read(&reader, 4096, 16384).await.len(),
+                    20_000 - 16384,
+                    "{what}"
+                );
             } else {
                 r.ra.zerofill(&ctx(), &writer, 16384, 100, Xdata::new())
                     .await
@@ -911,9 +935,8 @@ mod tests {
                 ack: Ack::none(),
             })
         };
-        let ev = r
-            .ra
-            .notify(
+        let ev =
+            r.ra.notify(
                 "probe",
                 upcall(Invalidation::Inode {
                     gfid: g,
@@ -925,7 +948,10 @@ mod tests {
         assert!(ev.is_some(), "passed on");
         same(&r.read(&fd, 4096, 8192).await, &changed[8192..12288]);
         r.ra.notify("probe", upcall(Invalidation::All)).await;
-        same(&r.read(&fd_other, 4096, 12288).await, &changed[12288..16384]);
+        same(
+            &r.read(&fd_other, 4096, 12288).await,
+            &changed[12288..16384],
+        );
     }
 
     #[tokio::test]
@@ -956,7 +982,10 @@ mod tests {
         for step in 0..40u64 {
             for fd in &fds {
                 let off = step * 4096;
-                same(&r.read(fd, 4096, off).await, &data[off as usize..off as usize + 4096]);
+                same(
+                    &r.read(fd, 4096, off).await,
+                    &data[off as usize..off as usize + 4096],
+                );
                 assert!(r.stat("bytes") <= 32 * 1024, "{}", r.ra.dump());
             }
         }
@@ -987,7 +1016,10 @@ mod tests {
         let g = r.file("f", &data).await;
         let fd = r.open(g, libc::O_RDONLY).await;
         for k in 0..5u64 {
-            same(&r.read(&fd, 4096, k * 4096).await, &data[k as usize * 4096..(k as usize + 1) * 4096]);
+            same(
+                &r.read(&fd, 4096, k * 4096).await,
+                &data[k as usize * 4096..(k as usize + 1) * 4096],
+            );
         }
         assert_eq!(r.probe.reads.load(Ordering::SeqCst), 5);
         assert_eq!(r.stat("pages_read"), 0);
