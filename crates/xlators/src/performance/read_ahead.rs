@@ -252,7 +252,10 @@ impl ReadAhead {
             .or_insert_with(|| Stream::new(fd.gfid, psz));
         if stream.page_size != psz {
             // `page-size` changed: the pages held are of the old size.
-            let old = std::mem::replace(stream, Stream::new(fd.gfid, psz));
+            let mut fresh = Stream::new(fd.gfid, psz);
+            // Its reads in flight still count for `release`.
+            fresh.flying = stream.flying.clone();
+            let old = std::mem::replace(stream, fresh);
             let held = old.pages.len() as u64 * old.page_size;
             st.bytes = st.bytes.saturating_sub(held);
         }
