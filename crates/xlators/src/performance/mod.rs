@@ -5,4 +5,6 @@ pub mod md_cache;
 pub mod quick_read;
 pub mod read_ahead;
 mod recency;
+#[cfg(test)]
+mod test_brick;
 pub mod write_behind;

@@ -1423,10 +1423,10 @@ impl XlatorType for QuickReadType {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_brick::{self, TestBrick};
     use super::*;
     use crate::storage::posix::io::PosixFile;
     use std::sync::atomic::AtomicU64;
-    use weft_core::volfile::{Volfile, VolumeDecl};
 
     /// Options `pairs`; `lazy-open` is off unless they say (most tests here are of the
     /// open-behind that starts the real open at once).
@@ -1479,22 +1479,15 @@ mod tests {
 
     /// A brick in a tempdir, a probe over it, and quick-read (options `pairs`) on top.
     struct Rig {
-        dir: tempfile::TempDir,
-        _graph: Graph,
+        brick: TestBrick,
         probe: Arc<Probe>,
         qr: QuickRead,
     }
 
     fn rig_with(pairs: &[(&str, &str)], open_delay: u64, lookup_delay: u64) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let vf = Volfile {
-            volumes: vec![
-                VolumeDecl::new("p", "storage/posix").option("directory", dir.path().display())
-            ],
-        };
-        let graph = Graph::build(&vf, &crate::registry()).unwrap();
+        let brick = TestBrick::new();
         let probe = Arc::new(Probe {
-            children: vec![graph.get("p").unwrap().clone()],
+            children: vec![brick.posix()],
             open_delay: Duration::from_millis(open_delay),
             lookup_delay: Duration::from_millis(lookup_delay),
             opens_done: AtomicU64::new(0),
@@ -1506,12 +1499,7 @@ mod tests {
             vec![probe.clone()],
             Config::from_options(&options(pairs)),
         );
-        Rig {
-            dir,
-            _graph: graph,
-            probe,
-            qr,
-        }
+        Rig { brick, probe, qr }
     }
 
     fn rig(pairs: &[(&str, &str)]) -> Rig {
@@ -1520,36 +1508,20 @@ mod tests {
 
     impl Rig {
         fn path(&self, rel: &str) -> std::path::PathBuf {
-            self.dir.path().join(rel)
+            self.brick.path(rel)
         }
 
         /// Writes `data` as file `name` on the brick directly; its gfid.
         async fn file(&self, name: &str, data: &[u8]) -> Gfid {
-            std::fs::write(self.path(name), data).unwrap();
-            self.qr
-                .lookup(&ctx(), &Loc::entry(Gfid::ROOT, name), Xdata::new())
-                .await
-                .unwrap()
-                .0
-                .gfid
+            test_brick::file(&self.qr, &self.brick, name, data).await
         }
 
         async fn open(&self, g: Gfid, flags: i32) -> FdRef {
-            let fd = Fd::new(g, flags, false);
-            self.qr
-                .open(&ctx(), &Loc::inode(g), &fd, Xdata::new())
-                .await
-                .unwrap();
-            fd
+            test_brick::open(&self.qr, g, flags).await
         }
 
         async fn read(&self, fd: &FdRef, size: u32, offset: u64) -> Vec<u8> {
-            self.qr
-                .readv(&ctx(), fd, size, offset, Xdata::new())
-                .await
-                .unwrap()
-                .0
-                .to_vec()
+            test_brick::read(&self.qr, fd, size, offset).await
         }
 
         async fn release(&self, fd: &FdRef) {
@@ -2245,7 +2217,7 @@ mod tests {
              volume md\n    type performance/md-cache\n    subvolumes qr\nend-volume\n",
             dir.path().display()
         );
-        let vf = Volfile::parse(&text).unwrap();
+        let vf = weft_core::volfile::Volfile::parse(&text).unwrap();
         let graph = Graph::build(&vf, &crate::registry()).unwrap();
         let top = graph.top().clone();
         std::fs::write(dir.path().join("f"), b"through the graph").unwrap();

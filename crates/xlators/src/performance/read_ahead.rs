@@ -665,7 +665,8 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
-    use weft_core::volfile::{Volfile, VolumeDecl};
+
+    use super::super::test_brick::{self, TestBrick};
 
     /// Passes everything down, counting reads (and bytes asked), optionally slowing them.
     struct Probe {
@@ -708,22 +709,15 @@ mod tests {
     /// A brick in a tempdir, a probe over it, read-ahead (4 KiB pages, options `pairs`) on
     /// top.
     struct Rig {
-        dir: tempfile::TempDir,
-        _graph: Graph,
+        brick: TestBrick,
         probe: Arc<Probe>,
         ra: ReadAhead,
     }
 
     fn rig_with(pairs: &[(&str, &str)], read_delay_ms: u64) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let vf = Volfile {
-            volumes: vec![
-                VolumeDecl::new("p", "storage/posix").option("directory", dir.path().display())
-            ],
-        };
-        let graph = Graph::build(&vf, &crate::registry()).unwrap();
+        let brick = TestBrick::new();
         let probe = Arc::new(Probe {
-            children: vec![graph.get("p").unwrap().clone()],
+            children: vec![brick.posix()],
             read_delay: Duration::from_millis(read_delay_ms),
             reads: AtomicU64::new(0),
             released: AtomicU64::new(0),
@@ -733,12 +727,7 @@ mod tests {
         given.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let cfg = Config::from_options(&Options::validate(OPTIONS, &given).unwrap());
         let ra = ReadAhead::new("ra".into(), vec![probe.clone()], cfg);
-        Rig {
-            dir,
-            _graph: graph,
-            probe,
-            ra,
-        }
+        Rig { brick, probe, ra }
     }
 
     fn rig() -> Rig {
@@ -773,36 +762,19 @@ mod tests {
 
     impl Rig {
         fn path(&self, name: &str) -> std::path::PathBuf {
-            self.dir.path().join(name)
+            self.brick.path(name)
         }
 
-        /// Writes file `name` on the brick directly; its gfid.
         async fn file(&self, name: &str, data: &[u8]) -> Gfid {
-            std::fs::write(self.path(name), data).unwrap();
-            self.ra
-                .lookup(&ctx(), &Loc::entry(Gfid::ROOT, name), Xdata::new())
-                .await
-                .unwrap()
-                .0
-                .gfid
+            test_brick::file(&self.ra, &self.brick, name, data).await
         }
 
         async fn open(&self, g: Gfid, flags: i32) -> FdRef {
-            let fd = Fd::new(g, flags, false);
-            self.ra
-                .open(&ctx(), &Loc::inode(g), &fd, Xdata::new())
-                .await
-                .unwrap();
-            fd
+            test_brick::open(&self.ra, g, flags).await
         }
 
         async fn read(&self, fd: &FdRef, size: u32, offset: u64) -> Vec<u8> {
-            self.ra
-                .readv(&ctx(), fd, size, offset, Xdata::new())
-                .await
-                .unwrap()
-                .0
-                .to_vec()
+            test_brick::read(&self.ra, fd, size, offset).await
         }
 
         fn stat(&self, key: &str) -> u64 {
