@@ -11,7 +11,8 @@
 #   BENCH_DIR (default /tmp/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000),
 #   META=1 (rename, delete, mkdir phases), SEQ=1 (1 GiB write and read, cold random reads),
 #   WEFT=PATH (a built binary; no build), MOUNT_ARGS (extra `weft mount` arguments),
-#   READ_AHEAD=off (performance/read-ahead passes reads down), RA_PAGES (its page-count, 8)
+#   READ_AHEAD=off (performance/read-ahead passes reads down), RA_PAGES (its page-count, 8),
+#   ENTRY_BEHIND=off (performance/entry-behind asks for no lease: every change waits)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 D=${BENCH_DIR:-/tmp/weft-fop-profile}
@@ -71,9 +72,14 @@ volume e-low
     type debug/io-stats
     subvolumes e-client
 end-volume
+volume e-entry-behind
+    type performance/entry-behind
+    option enable ${ENTRY_BEHIND:-on}
+    subvolumes e-low
+end-volume
 volume e-wb
     type performance/write-behind
-    subvolumes e-low
+    subvolumes e-entry-behind
 end-volume
 volume e-read-ahead
     type performance/read-ahead
@@ -124,6 +130,7 @@ PY
 }
 phase create
 echo "== after create: mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|low)\]|^[a-z]+ +[0-9]+ '
+"$WEFT" statedump "$D/mnt" | sed -n '/^\[e-entry-behind\]/,/^\[/p' | grep -E '^(leased_dirs|behind|creates|mkdirs|leases|waits|failures)'
 echo "== after create: brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
 sync; echo 3 >/proc/sys/vm/drop_caches
 phase read

@@ -593,3 +593,72 @@ fn md_cache_stays_within_its_entries_under_many_files() {
         vol.close().await;
     });
 }
+
+/// Mount A makes, renames and removes names in a directory it made (so it holds the
+/// directory's lease and entry-behind answers those changes before the brick does them);
+/// an fsync'd file is on the brick at once, and mount B's very next look sees every
+/// change: the brick recalls A's lease first and waits for A to send them.
+#[test]
+fn changes_made_behind_under_a_lease_are_seen_by_the_other_mount_at_once() {
+    let two = TwoMounts::caching("coh-lease", true);
+    let (a, b) = (two.a.mnt.clone(), two.b.mnt.clone());
+    let brick = two.dir.path().join("brick");
+    std::fs::create_dir(a.join("d")).unwrap();
+    std::fs::write(a.join("d/f"), b"one").unwrap();
+    std::fs::rename(a.join("d/f"), a.join("d/g")).unwrap();
+    std::fs::write(a.join("d/h"), b"gone").unwrap();
+    std::fs::remove_file(a.join("d/h")).unwrap();
+    std::fs::create_dir(a.join("d/sub")).unwrap();
+    std::fs::write(a.join("d/sub/x"), b"two").unwrap();
+    // fsync: the file and its name are on the brick when it returns.
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(a.join("d/sub/y")).unwrap();
+        f.write_all(b"synced").unwrap();
+        f.sync_all().unwrap();
+        assert_eq!(
+            std::fs::read(brick.join("d/sub/y")).unwrap(),
+            b"synced",
+            "fsync returned before the brick had the file"
+        );
+    }
+    let dump = String::from_utf8(getxattr(&a, "weft.statedump").unwrap()).unwrap();
+    for key in ["creates", "mkdirs", "renames", "unlinks"] {
+        assert!(
+            dump_count(&dump, key) >= 1,
+            "mount A made no {key} behind (no lease?):\n{dump}"
+        );
+    }
+    // B's first look: the root's listing names d (its lease is recalled), then d's.
+    assert!(listing(&b, Path::new("")).contains(&"d".to_string()));
+    assert_eq!(
+        listing(&b, Path::new("d")),
+        vec!["g", "sub"],
+        "{}",
+        two.logs()
+    );
+    assert_eq!(std::fs::read(b.join("d/g")).unwrap(), b"one");
+    assert!(std::fs::metadata(b.join("d/h")).is_err(), "B sees d/h");
+    assert_eq!(listing(&b, Path::new("d/sub")), vec!["x", "y"]);
+    assert_eq!(std::fs::read(b.join("d/sub/x")).unwrap(), b"two");
+    let dump = String::from_utf8(getxattr(&a, "weft.statedump").unwrap()).unwrap();
+    assert!(
+        dump_count(&dump, "recalls") >= 1,
+        "A was never asked:\n{dump}"
+    );
+    // Recalled: A's later changes there go through, and B sees them at once too.
+    std::fs::write(a.join("d/k"), b"three").unwrap();
+    std::fs::rename(a.join("d/g"), a.join("d/g2")).unwrap();
+    assert_eq!(std::fs::read(b.join("d/k")).unwrap(), b"three");
+    assert_eq!(listing(&b, Path::new("d")), vec!["g2", "k", "sub"]);
+    // A new directory B looks into by name (a lookup, not a listing) is recalled too.
+    std::fs::create_dir(a.join("e")).unwrap();
+    std::fs::write(a.join("e/z"), b"four").unwrap();
+    assert_eq!(std::fs::read(b.join("e/z")).unwrap(), b"four");
+    // And B's own change in a directory A leases waits for A's changes before it.
+    std::fs::create_dir(a.join("m")).unwrap();
+    std::fs::write(a.join("m/one"), b"1").unwrap();
+    std::fs::write(b.join("m/two"), b"2").unwrap();
+    assert_eq!(listing(&a, Path::new("m")), vec!["one", "two"]);
+    assert_eq!(listing(&b, Path::new("m")), vec!["one", "two"]);
+}

@@ -180,6 +180,7 @@ fn translators_lists_every_type_with_its_options() {
             "features/migrate",
             "features/python",
             "features/upcall",
+            "performance/entry-behind",
             "performance/md-cache",
             "performance/quick-read",
             "performance/read-ahead",

@@ -113,6 +113,22 @@ pub const QUICK_READ_CONTENT_KEY: &str = "quick-read.content";
 /// check that the name still holds that gfid, falling back to the gfid otherwise.
 pub const NAME_HINT_KEY: &str = "weft.name-hint";
 
+/// Xdata key (presence only) on a `mkdir`: the caller asks for a lease on the new
+/// directory, and the reply carries the key when a brick granted it. While a client holds
+/// a directory's lease no other client knows anything cached about it: the brick recalls
+/// the lease ([`Invalidation::Recall`]) and waits for the holder before any other client's
+/// FOP touches the directory or learns its gfid. A holder may therefore make and remove
+/// names in it without waiting for the brick (`performance/entry-behind`). A brick grants
+/// a lease only on a new directory without a default ACL or the setgid bit, and only when
+/// it tells clients about changes (`features/upcall` with `cache-invalidation`).
+pub const LEASE_KEY: &str = "weft.lease";
+
+/// Reply xdata key (presence only) of a `create` answered by `performance/entry-behind`
+/// before the brick saw it: the new file is known to no other client until the lease of
+/// its directory is recalled ([`Invalidation::Recall`]), so closing it need not wait for
+/// its writes either.
+pub const PRIVATE_KEY: &str = "weft.private";
+
 /// The value of [`NAME_HINT_KEY`] for `name` in directory `parent`.
 pub fn name_hint(parent: Gfid, name: &std::ffi::OsStr) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;

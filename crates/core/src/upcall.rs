@@ -37,6 +37,16 @@ pub enum Invalidation {
     /// Anything cached may be stale: the connection to a brick dropped or came back, or the
     /// brick gave up waiting for this client once.
     All,
+    /// The brick takes back this client's lease on directory `dir` (see [`crate::LEASE_KEY`]):
+    /// another client is about to look into it. Everything the client did in it, and to
+    /// the inodes it made there, without waiting for the brick (entries made or removed
+    /// behind, writes and closes behind) must reach the brick before the upcall's
+    /// [`Ack`] completes; from then on the client changes the directory only through the
+    /// brick. The directory's attributes are to be dropped as for an `Inode` invalidation.
+    Recall {
+        /// The directory.
+        dir: Gfid,
+    },
 }
 
 /// Completion of an upcall's delivery: done when the last clone is dropped. Whoever must

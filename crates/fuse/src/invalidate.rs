@@ -221,6 +221,12 @@ fn apply(
                 quiet(n.inval_inode(INodeNo(ino), offset, 0));
             }
         }
+        Invalidation::Recall { dir } => {
+            // What this mount made in it behind now reaches the brick: its attributes.
+            if let Some(ino) = known(dir) {
+                quiet(n.inval_inode(INodeNo(ino), -1, 0));
+            }
+        }
         Invalidation::Entry { parent, name } => {
             if let Some(p) = known(parent) {
                 use std::os::unix::ffi::OsStrExt;

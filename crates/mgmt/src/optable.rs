@@ -93,6 +93,8 @@ pub const TABLE: &[VolumeOption] = &[
     opt("performance.md-cache-timeout", Side::Client, "performance/md-cache", "md-cache-timeout"),
     opt("performance.nl-cache", Side::Client, "performance/md-cache", "cache-negative-entries"),
     opt("performance.md-cache-max-entries", Side::Client, "performance/md-cache", "max-entries"),
+    opt("performance.entry-behind", Side::Client, "performance/entry-behind", "enable"),
+    opt("performance.entry-behind-window", Side::Client, "performance/entry-behind", "window"),
     opt("performance.read-ahead", Side::Client, "performance/read-ahead", "enable"),
     opt("performance.read-ahead-page-count", Side::Client, "performance/read-ahead", "page-count"),
     opt("performance.read-ahead-page-size", Side::Client, "performance/read-ahead", "page-size"),

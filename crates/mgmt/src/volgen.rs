@@ -217,7 +217,8 @@ fn cluster_decls(
 
 /// The client volfile: protocol/client to each brick (asking for upcalls when the volume
 /// has `features.cache-invalidation` on), cluster/replicate over each replica set,
-/// cluster/distribute over them when there are several, write-behind (always present so
+/// cluster/distribute over them when there are several, entry-behind (always present;
+/// `performance.entry-behind` turns it off and on), write-behind (always present so
 /// turning it off and on is an option change, not a new graph), read-ahead (always
 /// present; `performance.read-ahead` turns it off and on), quick-read (with
 /// open-behind) and md-cache above it (always present too; `performance.md-cache-timeout`
@@ -257,6 +258,21 @@ pub fn client_volfile(state: &PoolState, v: &Volume) -> Result<String, VolgenErr
             *d = d.clone().option("cache-invalidation", "on");
         }
     }
+    // Under write-behind, so the writes it holds reach the bricks after the creates they
+    // follow; leases are granted only to a client of one brick (the cluster translators
+    // do not pass the request on), elsewhere it only passes FOPs on.
+    let eb = with_options(
+        VolumeDecl::new(
+            &format!("{}-entry-behind", v.name),
+            "performance/entry-behind",
+        ),
+        v,
+        Side::Client,
+        "performance/entry-behind",
+    )
+    .subvolumes(&below);
+    below = vec![eb.name.clone()];
+    decls.push(eb);
     decls.push(wb.clone().subvolumes(&below));
     let ra = with_options(
         VolumeDecl::new(&format!("{}-read-ahead", v.name), "performance/read-ahead"),
@@ -374,6 +390,11 @@ mod tests {
         let ra = vf.get("vol1-read-ahead").unwrap();
         assert_eq!(ra.type_name, "performance/read-ahead");
         assert_eq!(ra.subvolumes, vec!["vol1-write-behind".to_string()]);
+        let wb = vf.get("vol1-write-behind").unwrap();
+        assert_eq!(wb.subvolumes, vec!["vol1-entry-behind".to_string()]);
+        let eb = vf.get("vol1-entry-behind").unwrap();
+        assert_eq!(eb.type_name, "performance/entry-behind");
+        assert_eq!(eb.subvolumes, vec![v.client_name(0)]);
         assert_eq!(opt(qr, "cache-timeout"), Some("60"));
         assert_eq!(
             vf.get("vol1").unwrap().subvolumes,
@@ -531,7 +552,7 @@ mod tests {
         let vf = Volfile::parse(&client_volfile(&s, &v).unwrap()).unwrap();
         assert!(vf.get("vol1-dht").is_none());
         assert_eq!(
-            vf.get("vol1-write-behind").unwrap().subvolumes,
+            vf.get("vol1-entry-behind").unwrap().subvolumes,
             vec!["vol1-replicate-0"]
         );
         // Every brick graph keeps the index of pending changes.
@@ -611,7 +632,7 @@ mod tests {
         assert_eq!(dht.type_name, "cluster/distribute");
         assert_eq!(dht.subvolumes, vec!["vol1-client-0", "vol1-client-1"]);
         assert_eq!(
-            vf.get("vol1-write-behind").unwrap().subvolumes,
+            vf.get("vol1-entry-behind").unwrap().subvolumes,
             vec!["vol1-dht"]
         );
     }

@@ -28,5 +28,6 @@ pub fn registry() -> Registry {
     r.register(Arc::new(performance::md_cache::MdCacheType));
     r.register(Arc::new(performance::quick_read::QuickReadType));
     r.register(Arc::new(performance::read_ahead::ReadAheadType));
+    r.register(Arc::new(performance::entry_behind::EntryBehindType));
     r
 }

@@ -261,11 +261,14 @@ pub fn caching_brick_graph(name: &str, dir: &Path) -> String {
 }
 
 /// A caching client volfile for brick `brick` at 127.0.0.1:`port`: protocol/client asking
-/// for upcalls < (write-behind <) read-ahead < quick-read with open-behind (60 s) < md-cache (60 s,
+/// for upcalls < entry-behind < (write-behind <) read-ahead < quick-read with open-behind (60 s) < md-cache (60 s,
 /// cache invalidation on), as volgen makes it.
 pub fn caching_client_volfile(brick: &str, port: u16, write_behind: bool) -> String {
     let mut v = client_volfile(brick, port, &[("cache-invalidation", "on")]);
-    let mut below = format!("{brick}-client");
+    v.push_str(&format!(
+        "\nvolume {brick}-entry-behind\n    type performance/entry-behind\n    subvolumes {brick}-client\nend-volume\n"
+    ));
+    let mut below = format!("{brick}-entry-behind");
     if write_behind {
         v.push_str(&format!(
             "\nvolume {brick}-wb\n    type performance/write-behind\n    subvolumes {below}\nend-volume\n"

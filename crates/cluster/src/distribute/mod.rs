@@ -1896,7 +1896,9 @@ impl Xlator for Distribute {
 
     // ==== entry FOPs ====
 
-    async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
+    async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, mut xd: Xdata) -> Fop<Iatt> {
+        // Directory leases are one brick's: not granted across several yet.
+        xd.0.remove(weft_core::LEASE_KEY);
         let h = self.place_new(ctx, loc).await?;
         let (p, n) = entry_of(loc)?;
         let (xd, want) = Self::with_gfid_req(&xd);

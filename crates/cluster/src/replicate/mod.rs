@@ -997,7 +997,9 @@ impl Xlator for Replicate {
         .await
     }
 
-    async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
+    async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, mut xd: Xdata) -> Fop<Iatt> {
+        // Directory leases are one brick's: not granted across replicas yet.
+        xd.0.remove(weft_core::LEASE_KEY);
         let xd = with_gfid_req(xd);
         self.entry_txn(&[loc], |_, c| {
             let xd = xd.clone();

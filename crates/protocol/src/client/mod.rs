@@ -349,7 +349,11 @@ impl Xlator for Client {
         let r = self.call(ctx, xd, F::Statfs { loc: loc.clone() }).await?;
         expect!(self, "statfs", r, Reply::StatVfs(s) => s)
     }
-    async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
+    async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, mut xd: Xdata) -> Fop<Iatt> {
+        if !self.session.cfg.upcalls {
+            // A lease is only good with its recalls: this client would never hear them.
+            xd.0.remove(weft_core::LEASE_KEY);
+        }
         let fop = F::Mkdir {
             loc: loc.clone(),
             mode,

@@ -209,7 +209,7 @@ impl Conn {
 /// A protocol/client's session with its brick.
 pub(crate) struct Session {
     name: String,
-    cfg: Config,
+    pub(crate) cfg: Config,
     conn: Mutex<Option<Arc<Conn>>>,
     generation: AtomicU64,
     events: EventSender,

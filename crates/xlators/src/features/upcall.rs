@@ -20,6 +20,16 @@
 //! - The client that made the change is not told: its own caches saw the change go by.
 //! - Clients that did not ask for upcalls in their handshake are registered but never
 //!   waited for (the brick server completes their upcalls at once).
+//! - **Directory leases** ([`weft_core::LEASE_KEY`]). A client's `mkdir` may ask for a
+//!   lease on the new directory; it is granted when cache invalidation is on, no other
+//!   client is registered on the directory, and it has no default ACL and no setgid bit.
+//!   Before any other client's FOP names a leased directory (as its inode, fd or parent,
+//!   or as what an unlink, rmdir or rename removes or replaces), and before another
+//!   client learns its gfid from an answer (a lookup, a listing), the lease is recalled:
+//!   the holder is sent [`Invalidation::Recall`] and the FOP waits for its
+//!   acknowledgement (the holder has sent everything it did behind under the lease), at
+//!   most `invalidation-wait`, after which the holder lapses as above. A client that
+//!   goes away loses its leases.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +39,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
 use weft_core::options::{OptionKind, OptionSpec, Options};
 use weft_core::{
     Ack, Ctx, Dirent, Event, EventSender, FdRef, Fop, Gfid, Iatt, Invalidation, Loc, SetAttr,
@@ -81,8 +92,8 @@ impl XlatorType for UpcallType {
             children: init.children,
             events: init.events,
             cfg: RwLock::new(Cfg::from(&init.options)),
-            table: Mutex::new(Table::default()),
-            stats: Mutex::new(Stats::default()),
+            table: Arc::new(Mutex::new(Table::default())),
+            stats: Arc::new(Mutex::new(Stats::default())),
         }))
     }
 }
@@ -114,9 +125,17 @@ struct Reg {
     changed_at: Option<Instant>,
 }
 
+/// A directory lease: its holder, and the recall under way (done when it says `true`).
+struct Lease {
+    holder: u64,
+    recall: Option<watch::Receiver<bool>>,
+}
+
 #[derive(Default)]
 struct Table {
     inodes: HashMap<Gfid, Reg>,
+    /// Directory leases by directory.
+    leases: HashMap<Gfid, Lease>,
     /// Clients whose rights lapsed, and until when they are told without being waited
     /// for (a client that never answers must not add `invalidation-wait` to every change).
     lapsed: HashMap<u64, Instant>,
@@ -129,6 +148,8 @@ struct Table {
 struct Stats {
     upcalls: u64,
     lapsed: u64,
+    leases: u64,
+    recalls: u64,
 }
 
 impl Table {
@@ -196,8 +217,8 @@ pub struct UpcallXlator {
     children: Vec<XlatorRef>,
     events: EventSender,
     cfg: RwLock<Cfg>,
-    table: Mutex<Table>,
-    stats: Mutex<Stats>,
+    table: Arc<Mutex<Table>>,
+    stats: Arc<Mutex<Stats>>,
 }
 
 impl UpcallXlator {
@@ -226,11 +247,12 @@ impl UpcallXlator {
         if !cfg.enabled || ctx.client == 0 {
             return;
         }
-        let stale: Vec<Invalidation> = {
+        let gfids: Vec<Gfid> = gfids.into_iter().collect();
+        let mut stale: Vec<Invalidation> = {
             let mut t = self.table.lock();
             let until = Instant::now() + cfg.lifetime;
             let mut stale = Vec::new();
-            for g in gfids {
+            for &g in &gfids {
                 t.register(ctx.client, g, until);
                 if t.inodes.get(&g).is_some_and(|r| r.changed > start) {
                     stale.push(Invalidation::Inode {
@@ -242,6 +264,20 @@ impl UpcallXlator {
             }
             stale
         };
+        // Registered first, so a lease granted from now on sees this client. A leased
+        // directory changed behind its holder's back until recalled: what the answer
+        // says of it is stale once the recall is done.
+        let leased: Vec<Option<Gfid>> = gfids.iter().map(|g| Some(*g)).collect();
+        for g in self.recall_leases(ctx, &leased).await {
+            let inv = Invalidation::Inode {
+                gfid: g,
+                data: true,
+                xattrs: true,
+            };
+            if !stale.contains(&inv) {
+                stale.push(inv);
+            }
+        }
         if !stale.is_empty() {
             self.tell(cfg, vec![(ctx.client, stale)]).await;
         }
@@ -319,25 +355,121 @@ impl UpcallXlator {
     /// told (without waiting) to drop everything it cached, and for [`LAPSE_COOLDOWN`]
     /// is told of changes without being waited for.
     fn lapse(&self, client: u64, wait: Duration) {
-        tracing::warn!(
-            "{}: client {client} did not acknowledge a cache invalidation within {wait:?}: its cache registrations lapse",
-            self.name
-        );
-        self.stats.lock().lapsed += 1;
-        let mut t = self.table.lock();
-        for r in t.inodes.values_mut() {
-            r.clients.retain(|(c, _)| *c != client);
-        }
-        t.lapsed.insert(client, Instant::now() + LAPSE_COOLDOWN);
-        drop(t);
-        self.events.send(
+        lapse(
             &self.name,
-            Event::Upcall(Upcall {
-                client,
-                invalidations: vec![Invalidation::All],
-                ack: Ack::none(),
-            }),
+            &self.events,
+            &self.table,
+            &self.stats,
+            client,
+            wait,
         );
+    }
+
+    /// Recalls every lease on `gfids` held by a client other than `ctx`'s, and waits
+    /// for the recalls (see the module docs). Returns those recalled.
+    async fn recall_leases(&self, ctx: &Ctx, gfids: &[Option<Gfid>]) -> Vec<Gfid> {
+        let mut any = Vec::new();
+        for g in gfids.iter().flatten() {
+            let rx = {
+                let mut t = self.table.lock();
+                if t.leases.is_empty() {
+                    return any;
+                }
+                match t.leases.get_mut(g) {
+                    None => continue,
+                    Some(l) if l.holder == ctx.client => continue,
+                    Some(l) => match &l.recall {
+                        Some(rx) => rx.clone(),
+                        None => {
+                            let (tx, rx) = watch::channel(false);
+                            l.recall = Some(rx.clone());
+                            let holder = l.holder;
+                            drop(t);
+                            self.stats.lock().recalls += 1;
+                            let (name, events) = (self.name.clone(), self.events.clone());
+                            let (table, stats) = (self.table.clone(), self.stats.clone());
+                            let (dir, wait) = (*g, self.cfg.read().wait);
+                            // A task of its own: the recall ends (and the lease goes) even
+                            // if the FOP that asked for it is dropped meanwhile.
+                            tokio::spawn(async move {
+                                let (ack, done) = Ack::new();
+                                events.send(
+                                    &name,
+                                    Event::Upcall(Upcall {
+                                        client: holder,
+                                        invalidations: vec![Invalidation::Recall { dir }],
+                                        ack,
+                                    }),
+                                );
+                                if tokio::time::timeout(wait, done).await.is_err() {
+                                    lapse(&name, &events, &table, &stats, holder, wait);
+                                }
+                                let mut t = table.lock();
+                                if t.leases.get(&dir).is_some_and(|l| l.holder == holder) {
+                                    t.leases.remove(&dir);
+                                }
+                                drop(t);
+                                let _ = tx.send(true);
+                            });
+                            rx
+                        }
+                    },
+                }
+            };
+            any.push(*g);
+            let mut rx = rx;
+            let _ = rx.wait_for(|done| *done).await;
+        }
+        any
+    }
+
+    /// Grants `ctx`'s client the lease it asked for on the directory its mkdir just made
+    /// (`ia`), when the module docs' conditions hold; says so in the reply's xdata.
+    async fn grant_lease(&self, ctx: &Ctx, loc: &Loc, ia: &Iatt, out: &mut Xdata) {
+        if !self.cfg.read().enabled || ctx.client == 0 || ia.mode & libc::S_ISGID != 0 {
+            return;
+        }
+        // A directory made in one this client holds has no default ACL (its parent had
+        // none, and nobody else could set one); any other is asked.
+        let in_own = loc.parent.is_some_and(|p| {
+            self.table
+                .lock()
+                .leases
+                .get(&p)
+                .is_some_and(|l| l.holder == ctx.client && l.recall.is_none())
+        });
+        if !in_own {
+            let acl = self
+                .child0()
+                .getxattr(
+                    &Ctx::internal(),
+                    &Loc::inode(ia.gfid),
+                    Some("system.posix_acl_default"),
+                    Xdata::new(),
+                )
+                .await;
+            if acl != Err(weft_core::Errno::ENODATA) {
+                return;
+            }
+        }
+        let mut t = self.table.lock();
+        let others = t
+            .inodes
+            .get(&ia.gfid)
+            .is_some_and(|r| r.clients.iter().any(|(c, _)| *c != ctx.client));
+        if others || t.leases.contains_key(&ia.gfid) {
+            return;
+        }
+        t.leases.insert(
+            ia.gfid,
+            Lease {
+                holder: ctx.client,
+                recall: None,
+            },
+        );
+        drop(t);
+        self.stats.lock().leases += 1;
+        out.set(weft_core::LEASE_KEY, Vec::new());
     }
 
     /// The gfid `loc` names: its own, or the one the name resolves to now.
@@ -361,7 +493,9 @@ impl UpcallXlator {
         fop: impl std::future::Future<Output = Fop<T>>,
         change: impl FnOnce(&T) -> Change,
     ) -> Fop<T> {
+        // Registered first: a lease granted from now on sees this client.
         self.before(ctx, names);
+        self.recall_leases(ctx, names).await;
         let r = fop.await;
         if let Ok((v, _)) = &r {
             self.changed(ctx, change(v)).await;
@@ -378,6 +512,7 @@ impl UpcallXlator {
         learned: impl FnOnce(&T) -> Vec<Gfid>,
     ) -> Fop<T> {
         let start = self.before(ctx, names);
+        self.recall_leases(ctx, names).await;
         let r = fop.await;
         if let Ok((v, _)) = &r {
             let g = learned(v);
@@ -387,6 +522,38 @@ impl UpcallXlator {
         }
         r
     }
+}
+
+/// `client` did not acknowledge in time: it is no longer registered anywhere, holds no
+/// lease, is told (without waiting) to drop everything it cached, and for
+/// [`LAPSE_COOLDOWN`] is told of changes without being waited for.
+fn lapse(
+    name: &str,
+    events: &EventSender,
+    table: &Mutex<Table>,
+    stats: &Mutex<Stats>,
+    client: u64,
+    wait: Duration,
+) {
+    tracing::warn!(
+        "{name}: client {client} did not acknowledge a cache invalidation within {wait:?}: its cache registrations and leases lapse"
+    );
+    stats.lock().lapsed += 1;
+    let mut t = table.lock();
+    for r in t.inodes.values_mut() {
+        r.clients.retain(|(c, _)| *c != client);
+    }
+    t.leases.retain(|_, l| l.holder != client);
+    t.lapsed.insert(client, Instant::now() + LAPSE_COOLDOWN);
+    drop(t);
+    events.send(
+        name,
+        Event::Upcall(Upcall {
+            client,
+            invalidations: vec![Invalidation::All],
+            ack: Ack::none(),
+        }),
+    );
 }
 
 fn has_trunc(flags: i32) -> bool {
@@ -421,14 +588,17 @@ impl Xlator for UpcallXlator {
         let regs: usize = t.inodes.values().map(|r| r.clients.len()).sum();
         let s = self.stats.lock();
         format!(
-            "cache-invalidation = {}\ncache-invalidation-timeout = {:?}\ninvalidation-wait = {:?}\ninodes = {}\nregistrations = {regs}\nchanges = {}\nupcalls = {}\nlapsed = {}\n",
+            "cache-invalidation = {}\ncache-invalidation-timeout = {:?}\ninvalidation-wait = {:?}\ninodes = {}\nregistrations = {regs}\nchanges = {}\nupcalls = {}\nlapsed = {}\nleases = {}\nleases_granted = {}\nrecalls = {}\n",
             cfg.enabled,
             cfg.lifetime,
             cfg.wait,
             t.inodes.len(),
             t.seq,
             s.upcalls,
-            s.lapsed
+            s.lapsed,
+            t.leases.len(),
+            s.leases,
+            s.recalls
         )
     }
 
@@ -439,6 +609,7 @@ impl Xlator for UpcallXlator {
                 r.clients.retain(|(c, _)| *c != client);
             }
             t.lapsed.remove(&client);
+            t.leases.retain(|_, l| l.holder != client);
         }
         self.child0().forget_client(client).await;
     }
@@ -647,6 +818,7 @@ impl Xlator for UpcallXlator {
         xd: Xdata,
     ) -> Fop<Iatt> {
         let start = self.before(ctx, &[loc.parent]);
+        self.recall_leases(ctx, &[loc.parent]).await;
         let r = self.child0().create(ctx, loc, fd, mode, umask, xd).await;
         if let Ok((ia, _)) = &r {
             // Registered (and told of others' changes) before its own change counts, so
@@ -661,8 +833,16 @@ impl Xlator for UpcallXlator {
         r
     }
     async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
+        let wants_lease = xd.has(weft_core::LEASE_KEY);
         let f = self.child0().mkdir(ctx, loc, mode, umask, xd);
-        self.new_entry(ctx, loc, f).await
+        let mut r = self.new_entry(ctx, loc, f).await;
+        if wants_lease {
+            if let Ok((ia, out)) = &mut r {
+                out.0.remove(weft_core::LEASE_KEY);
+                self.grant_lease(ctx, loc, ia, out).await;
+            }
+        }
+        r
     }
     async fn mknod(
         &self,
@@ -698,6 +878,7 @@ impl Xlator for UpcallXlator {
     }
     async fn unlink(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
         let victim = self.resolve(ctx, loc).await;
+        self.recall_leases(ctx, &[victim]).await;
         let f = self.child0().unlink(ctx, loc, xd);
         self.change(ctx, &[loc.parent], f, |_| {
             Change::default().entry(loc).inode(victim, false, false)
@@ -706,15 +887,22 @@ impl Xlator for UpcallXlator {
     }
     async fn rmdir(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
         let victim = self.resolve(ctx, loc).await;
+        self.recall_leases(ctx, &[victim]).await;
         let f = self.child0().rmdir(ctx, loc, xd);
-        self.change(ctx, &[loc.parent], f, |_| {
-            Change::default().entry(loc).inode(victim, false, false)
-        })
-        .await
+        let r = self
+            .change(ctx, &[loc.parent], f, |_| {
+                Change::default().entry(loc).inode(victim, false, false)
+            })
+            .await;
+        if let (Ok(_), Some(g)) = (&r, victim) {
+            self.table.lock().leases.remove(&g);
+        }
+        r
     }
     async fn rename(&self, ctx: &Ctx, old: &Loc, new: &Loc, flags: u32, xd: Xdata) -> Fop<()> {
         let moved = self.resolve(ctx, old).await;
         let replaced = self.resolve(ctx, new).await;
+        self.recall_leases(ctx, &[moved, replaced]).await;
         let f = self.child0().rename(ctx, old, new, flags, xd);
         self.change(ctx, &[old.parent, new.parent], f, |_| {
             Change::default()
@@ -737,6 +925,7 @@ impl UpcallXlator {
         fop: impl std::future::Future<Output = Fop<Iatt>>,
     ) -> Fop<Iatt> {
         let start = self.before(ctx, &[loc.parent]);
+        self.recall_leases(ctx, &[loc.parent]).await;
         let r = fop.await;
         if let Ok((ia, _)) = &r {
             self.after(ctx, start, [ia.gfid]).await;

@@ -1225,6 +1225,8 @@ impl MdCache {
                 Invalidation::Inode { gfid, .. } => st.changed(*gfid, Scope::All),
                 Invalidation::Entry { parent, name } => st.changed_name(*parent, name, now),
                 Invalidation::All => st.drop_all(),
+                // What was made behind in it reaches the brick now: its attributes differ.
+                Invalidation::Recall { dir } => st.changed(*dir, Scope::Iatt),
             }
         }
     }
@@ -1629,6 +1631,22 @@ impl Xlator for MdCache {
         }
         let r = child.readdirp(ctx, fd, size, offset, xd).await;
         self.listing_end(start, fd, offset, &r);
+        r
+    }
+    /// A writer's close whose file has no attributes cached (its close was answered
+    /// before its writes were done: flush-behind) asks for them once the fd is released.
+    async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        let child = self.child()?;
+        let want = fd.flags & libc::O_ACCMODE != libc::O_RDONLY && {
+            let st = self.state.lock();
+            st.cfg.enable && st.iatt(&fd.gfid, Instant::now()).is_none()
+        };
+        if !want {
+            return child.release(ctx, fd, xd).await;
+        }
+        let (start, xd) = self.poststat_begin(xd);
+        let r = child.release(ctx, fd, xd).await;
+        self.poststat_end(start, fd, &r);
         r
     }
     async fn releasedir(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {

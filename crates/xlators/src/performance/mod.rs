@@ -1,6 +1,8 @@
-//! Performance translators: `performance/write-behind`, `performance/md-cache` and
-//! `performance/quick-read` (with open-behind) and `performance/read-ahead`.
+//! Performance translators: `performance/write-behind`, `performance/md-cache`,
+//! `performance/quick-read` (with open-behind), `performance/read-ahead` and
+//! `performance/entry-behind`.
 
+pub mod entry_behind;
 pub mod md_cache;
 pub mod quick_read;
 pub mod read_ahead;

@@ -921,7 +921,7 @@ impl Xlator for QuickRead {
                             st.n.invalidations += 1;
                             st.changed(*gfid, *data);
                         }
-                        Invalidation::Entry { .. } => {}
+                        Invalidation::Entry { .. } | Invalidation::Recall { .. } => {}
                         Invalidation::All => {
                             st.n.invalidations += 1;
                             st.drop_all();

@@ -449,7 +449,7 @@ impl Xlator for ReadAhead {
                             st.n.invalidations += 1;
                             st.reset(Some(*gfid));
                         }
-                        Invalidation::Entry { .. } => {}
+                        Invalidation::Entry { .. } | Invalidation::Recall { .. } => {}
                         Invalidation::All => {
                             st.n.invalidations += 1;
                             st.reset(None);

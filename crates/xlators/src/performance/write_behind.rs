@@ -35,7 +35,7 @@
 //! Only what fsync (or O_SYNC) covered is durable, as with any page cache: a killed client
 //! process loses writes it had not yet sent down.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -160,6 +160,10 @@ pub struct WriteBehind {
     told_all: Arc<AtomicU64>,
     /// Files an fd of this client locked: their closes go down.
     locks: LockUse,
+    /// Files made behind under a directory lease (`PRIVATE_KEY` on the create's answer)
+    /// and not yet released: no other client can know them until the lease is recalled,
+    /// so their closes are answered without waiting for their writes (flush-behind).
+    private: Mutex<HashSet<Gfid>>,
 }
 
 /// The checked sizes of an option set: (cache-size, total-cache-size).
@@ -216,7 +220,33 @@ impl WriteBehind {
             inodes: Mutex::new(HashMap::new()),
             told_all: Arc::new(AtomicU64::new(0)),
             locks: LockUse::default(),
+            private: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// A close of a private file (see `private`) with no lock taken on it: answered at
+    /// once, without attributes (none are known before its writes are done), leaving the
+    /// writes behind. Their errors still reach the fsyncs of the file's other fds.
+    fn flush_behind(&self, fd: &FdRef) -> bool {
+        self.enabled.load(Ordering::Acquire)
+            && !self.locks.any(&fd.gfid)
+            && self.private.lock().contains(&fd.gfid)
+    }
+
+    /// A directory lease is recalled (or every cache dropped): no file is private any
+    /// more, and `ack` is held until every write acknowledged so far is done, so the
+    /// client that asked sees them.
+    fn recalled(&self, ack: Option<Ack>) {
+        self.private.lock().clear();
+        let Some(ack) = ack else { return };
+        let all: Vec<Arc<Pending>> = self.inodes.lock().values().cloned().collect();
+        tokio::spawn(async move {
+            for p in all {
+                let mut rx = p.load.subscribe();
+                let _ = rx.wait_for(|(n, _)| *n == 0).await;
+            }
+            drop(ack);
+        });
     }
 
     /// `g` changed other than by a write done behind (call before and after a change
@@ -227,6 +257,9 @@ impl WriteBehind {
             self.touched_all();
             return;
         };
+        // A private file that changes otherwise (a link, a rename out of its directory)
+        // may become known elsewhere: its closes wait for its writes again.
+        self.private.lock().remove(&g);
         if let Some(p) = self.pending(&g) {
             p.told.fetch_add(1, Ordering::AcqRel);
             *p.attrs.lock() = None;
@@ -236,6 +269,7 @@ impl WriteBehind {
     /// Everything may have changed (an invalidation of all, a brick gone or back).
     fn touched_all(&self) {
         self.told_all.fetch_add(1, Ordering::AcqRel);
+        self.private.lock().clear();
         for p in self.inodes.lock().values() {
             p.told.fetch_add(1, Ordering::AcqRel);
             *p.attrs.lock() = None;
@@ -603,9 +637,12 @@ drain_then_pass! {
     ) -> Fop<Iatt> {
         self.drain(loc.gfid).await;
         let r = self.child()?.create(ctx, loc, fd, mode, umask, xd).await;
-        if let Ok((ia, _)) = &r {
+        if let Ok((ia, rxd)) = &r {
             // Without O_EXCL an existing file may come back, truncated by O_TRUNC.
             self.touched(Some(ia.gfid));
+            if rxd.has(PRIVATE_KEY) {
+                self.private.lock().insert(ia.gfid);
+            }
         }
         r
     }
@@ -616,12 +653,19 @@ drain_then_pass! {
                 for inv in &u.invalidations {
                     match inv {
                         Invalidation::Inode { gfid, .. } => self.touched(Some(*gfid)),
-                        Invalidation::All => self.touched_all(),
+                        Invalidation::All => {
+                            self.touched_all();
+                            self.recalled(None);
+                        }
+                        Invalidation::Recall { .. } => self.recalled(Some(u.ack.clone())),
                         Invalidation::Entry { .. } => {}
                     }
                 }
             }
-            Event::ChildUp(_) | Event::ChildDown(_) => self.touched_all(),
+            Event::ChildUp(_) | Event::ChildDown(_) => {
+                self.touched_all();
+                self.recalled(None);
+            }
             _ => {}
         }
         Some(event)
@@ -667,6 +711,12 @@ drain_then_pass! {
         Ok(r)
     }
     async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        if self.flush_behind(fd) {
+            return match self.take_for_close(fd) {
+                Some(e) => Err(e),
+                None => Ok(((), Xdata::new())),
+            };
+        }
         self.drain(Some(fd.gfid)).await;
         let r = match self.flush_here(fd, &xd) {
             Some(out) => Ok(((), out)),
@@ -688,6 +738,7 @@ drain_then_pass! {
     async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         self.drain(Some(fd.gfid)).await;
         self.locks.released(fd);
+        self.private.lock().remove(&fd.gfid);
         let r = self.child()?.release(ctx, fd, xd).await;
         // Forget an inode with nothing pending (its task ends with its queue).
         // Nobody else holds it (writers take their handle under this lock): its task ends

@@ -231,7 +231,7 @@ impl Posix {
     }
 }
 
-/// The reply of a flush, fsync or writev asked for [`weft_core::POSTSTAT_KEY`]: nothing,
+/// The reply of a flush, fsync, release or writev asked for [`weft_core::POSTSTAT_KEY`]: nothing,
 /// with the file's attributes in the xdata.
 fn poststat((ia, _): (Iatt, Xdata)) -> ((), Xdata) {
     let mut out = Xdata::new();
@@ -496,13 +496,20 @@ impl Xlator for Posix {
         .await
         .map(poststat)
     }
-    async fn release(&self, _: &Ctx, fd: &FdRef, _: Xdata) -> Fop<()> {
+    async fn release(&self, _: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        let mut out = ((), Xdata::new());
         if let Some(f) = fd.take_ctx::<PosixFile>(&self.name) {
             let g = f.gfid;
+            if xd.has(weft_core::POSTSTAT_KEY) {
+                let file = f.clone();
+                if let Ok(r) = self.run(move |_| file.fstat()).await {
+                    out = poststat(r);
+                }
+            }
             drop(f);
             self.untrack_open(g);
         }
-        Ok(((), Xdata::new()))
+        Ok(out)
     }
     async fn fallocate(
         &self,
