@@ -2,7 +2,8 @@
 # Weft over the network, one brick, beside GlusterFS 10.3's one-brick volume (dist1), in one
 # run: builds release, starts `weft brickd` on 127.0.0.1 (storage/posix < features/locks <
 # features/upcall < protocol/server) under setsid with a pid file, mounts a client volfile
-# of protocol/client < write-behind < read-ahead < quick-read (open-behind) < md-cache (the graph
+# of protocol/client < entry-behind < write-behind < read-ahead < quick-read (open-behind) <
+# md-cache (the graph
 # `weft volume create` generates; GlusterFS's client graph has write-behind and md-cache
 # too; BENCH_CACHES=off leaves out upcall and md-cache, as before issue 11), mounts the
 # GlusterFS anchor with ../shared/bench/gluster-anchor-setup.sh, runs
@@ -13,6 +14,7 @@
 #   BENCH_OUT (default $BENCH_DIR/results.jsonl), BENCH_CACHES (on|off, default on),
 #   BENCH_LABEL (default weft-net, or weft-net-nocache with BENCH_CACHES=off),
 #   BENCH_READ_AHEAD (on|off, default on: performance/read-ahead's enable),
+#   BENCH_ENTRY_BEHIND (on|off, default BENCH_CACHES: performance/entry-behind's enable),
 #   BENCH_ANCHOR (default 1; 0 skips the GlusterFS run, to add a Weft row to BENCH_OUT),
 #   BENCH_TREE (default 1): then also a tree of 50,000 empty files (50 directories of
 #   1,000) on each mount, `find | wc -l` and `ls -lR > /dev/null` timed with the kernel's
@@ -70,9 +72,15 @@ volume bench-client
     option cache-invalidation $CACHES
 end-volume
 
+volume bench-entry-behind
+    type performance/entry-behind
+    option enable ${BENCH_ENTRY_BEHIND:-$CACHES}
+    subvolumes bench-client
+end-volume
+
 volume bench-wb
     type performance/write-behind
-    subvolumes bench-client
+    subvolumes bench-entry-behind
 end-volume
 
 volume bench-read-ahead
