@@ -677,6 +677,10 @@ async fn run(
                 };
                 // Who the request runs as: the client's ids, squashed as the brick says.
                 squash.apply(&mut req.ctx);
+                if squash.is_on() {
+                    // A client answering creates behind a lease gives them its own ids.
+                    req.xdata.0.remove(weft_core::LEASE_KEY);
+                }
                 if budget.requests.load(Ordering::Acquire) >= limits.max_inflight {
                     break (
                         format!(

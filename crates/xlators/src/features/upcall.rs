@@ -425,32 +425,22 @@ impl UpcallXlator {
 
     /// Grants `ctx`'s client the lease it asked for on the directory its mkdir just made
     /// (`ia`), when the module docs' conditions hold; says so in the reply's xdata.
-    async fn grant_lease(&self, ctx: &Ctx, loc: &Loc, ia: &Iatt, out: &mut Xdata) {
+    async fn grant_lease(&self, ctx: &Ctx, ia: &Iatt, out: &mut Xdata) {
         if !self.cfg.read().enabled || ctx.client == 0 || ia.mode & libc::S_ISGID != 0 {
             return;
         }
-        // A directory made in one this client holds has no default ACL (its parent had
-        // none, and nobody else could set one); any other is asked.
-        let in_own = loc.parent.is_some_and(|p| {
-            self.table
-                .lock()
-                .leases
-                .get(&p)
-                .is_some_and(|l| l.holder == ctx.client && l.recall.is_none())
-        });
-        if !in_own {
-            let acl = self
-                .child0()
-                .getxattr(
-                    &Ctx::internal(),
-                    &Loc::inode(ia.gfid),
-                    Some("system.posix_acl_default"),
-                    Xdata::new(),
-                )
-                .await;
-            if acl != Err(weft_core::Errno::ENODATA) {
-                return;
-            }
+        // Inherited from the parent: even the holder may have set one on its directory.
+        let acl = self
+            .child0()
+            .getxattr(
+                &Ctx::internal(),
+                &Loc::inode(ia.gfid),
+                Some("system.posix_acl_default"),
+                Xdata::new(),
+            )
+            .await;
+        if acl != Err(weft_core::Errno::ENODATA) {
+            return;
         }
         let mut t = self.table.lock();
         let others = t
@@ -839,7 +829,7 @@ impl Xlator for UpcallXlator {
         if wants_lease {
             if let Ok((ia, out)) = &mut r {
                 out.0.remove(weft_core::LEASE_KEY);
-                self.grant_lease(ctx, loc, ia, out).await;
+                self.grant_lease(ctx, ia, out).await;
             }
         }
         r
@@ -877,6 +867,9 @@ impl Xlator for UpcallXlator {
         .await
     }
     async fn unlink(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
+        // The directory's holder sends what it did there before the name is resolved.
+        self.before(ctx, &[loc.parent]);
+        self.recall_leases(ctx, &[loc.parent]).await;
         let victim = self.resolve(ctx, loc).await;
         self.recall_leases(ctx, &[victim]).await;
         let f = self.child0().unlink(ctx, loc, xd);
@@ -886,6 +879,8 @@ impl Xlator for UpcallXlator {
         .await
     }
     async fn rmdir(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
+        self.before(ctx, &[loc.parent]);
+        self.recall_leases(ctx, &[loc.parent]).await;
         let victim = self.resolve(ctx, loc).await;
         self.recall_leases(ctx, &[victim]).await;
         let f = self.child0().rmdir(ctx, loc, xd);
@@ -900,6 +895,8 @@ impl Xlator for UpcallXlator {
         r
     }
     async fn rename(&self, ctx: &Ctx, old: &Loc, new: &Loc, flags: u32, xd: Xdata) -> Fop<()> {
+        self.before(ctx, &[old.parent, new.parent]);
+        self.recall_leases(ctx, &[old.parent, new.parent]).await;
         let moved = self.resolve(ctx, old).await;
         let replaced = self.resolve(ctx, new).await;
         self.recall_leases(ctx, &[moved, replaced]).await;

@@ -152,6 +152,9 @@ struct State {
     busy: HashMap<Gfid, u32>,
     /// The last change behind on each key, done when it says `true`.
     last: HashMap<Key, watch::Receiver<bool>>,
+    /// Counts recalls and `All`s: a lease granted to a mkdir that went through is used
+    /// only if none came while it ran (its recall may have come before its answer).
+    recalls: u64,
     n: Counters,
 }
 
@@ -176,6 +179,7 @@ impl State {
     fn forget_all(&mut self) {
         self.dirs.clear();
         self.names = 0;
+        self.recalls += 1;
     }
 
     /// Numbers a change on `keys` (waiting also for `after`), involving `busy`.
@@ -307,14 +311,17 @@ impl EntryBehind {
         let _ = rx.wait_for(|mark| *mark >= upto).await;
     }
 
-    /// Settles `gfids`, then stops using those of them that are leased directories as
-    /// such (something is about to change them other than behind).
+    /// Stops using those of `gfids` that are leased directories as such (something is
+    /// about to change them other than behind), then settles them.
     async fn settle_and_forget(&self, gfids: &[Option<Gfid>]) {
-        self.settle(gfids).await;
-        let mut st = self.state.lock();
-        for g in gfids.iter().flatten() {
-            st.forget(g);
+        // Forgotten first, so no change behind starts on them while this waits.
+        {
+            let mut st = self.state.lock();
+            for g in gfids.iter().flatten() {
+                st.forget(g);
+            }
         }
+        self.settle(gfids).await;
     }
 
     /// Holds `ack` until every change behind made so far is done.
@@ -361,7 +368,14 @@ impl EntryBehind {
                     }),
                 );
             }
-            done.send_replace(mark);
+            // Tasks finishing together may publish out of order: the mark only grows.
+            done.send_if_modified(|m| {
+                let grew = mark > *m;
+                if grew {
+                    *m = mark;
+                }
+                grew
+            });
             let _ = job.tx.send(true);
             drop(permit);
         });
@@ -775,6 +789,7 @@ settle_then_pass! {
                                 let mut st = self.state.lock();
                                 st.forget(dir);
                                 st.n.recalls += 1;
+                                st.recalls += 1;
                             }
                             self.hold(u.ack.clone());
                         }
@@ -813,15 +828,27 @@ settle_then_pass! {
             Err(xd) => xd,
         };
         self.settle(&[loc.parent]).await;
-        let ask =
-            self.enabled.load(Ordering::Acquire) && self.state.lock().dirs.len() < MAX_DIRS;
+        let (ask, epoch) = {
+            let st = self.state.lock();
+            (
+                self.enabled.load(Ordering::Acquire) && st.dirs.len() < MAX_DIRS,
+                st.recalls,
+            )
+        };
         if ask {
             xd.set(LEASE_KEY, Vec::new());
         }
         let mut r = self.child0().mkdir(ctx, loc, mode, umask, xd).await;
         self.made(loc, &r);
         if let Ok((ia, rxd)) = &mut r {
-            if rxd.0.remove(LEASE_KEY).is_some() && ask {
+            // Used only if the brick made it with the caller's ids (no squashing), and no
+            // recall came meanwhile (it may have been this one's, answered already).
+            if rxd.0.remove(LEASE_KEY).is_some()
+                && ask
+                && ia.uid == ctx.uid
+                && ia.gid == ctx.gid
+                && self.state.lock().recalls == epoch
+            {
                 let mut st = self.state.lock();
                 st.n.leases += 1;
                 st.dirs.insert(
@@ -961,14 +988,19 @@ impl EntryBehind {
         let Some(dir) = st.leased(Some(p)) else {
             return;
         };
+        let is_dir = ia.mode & libc::S_IFMT == libc::S_IFDIR;
         dir.names.insert(
             name,
             Name {
                 gfid: ia.gfid,
-                dir: ia.mode & libc::S_IFMT == libc::S_IFDIR,
+                dir: is_dir,
                 private: true,
             },
         );
+        touch(&mut dir.iatt);
+        if is_dir {
+            dir.iatt.nlink += 1;
+        }
         st.names += 1;
     }
 }

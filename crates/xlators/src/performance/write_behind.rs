@@ -11,7 +11,9 @@
 //!   finds such an inode, and a readdirp, wait too and then ask again.
 //! - Errors of writes done behind are reported as Linux reports writeback errors (errseq):
 //!   the fd whose data failed gets the error from its next fsync or flush (close); every fd
-//!   open on the inode gets it once from its next fsync; an fd opened later does not. While
+//!   open on the inode gets it once from its next fsync; an fd opened later does not,
+//!   unless nobody was told (its writer's close was answered behind): then the next fsync
+//!   of an fd opened later reports it once. While
 //!   an fd has an error it has not been told, its writes are not acknowledged early: they
 //!   go through and answer for themselves. A reader's close never takes a writer's error.
 //! - At most `cache-size` bytes per inode and `total-cache-size` bytes in all are
@@ -24,6 +26,11 @@
 //!   ([`Xlator::reconfigure`]): writes in flight keep the room they took, later ones take
 //!   room under the new sizes.
 //!
+//! - A close of a file made behind under a directory lease (`PRIVATE_KEY` on its
+//!   create's answer: no other client can know it) is answered at once, without waiting
+//!   for its writes (flush-behind), unless a lock was asked on it. A lease recall holds
+//!   its ack until those files' writes are done; any other change of such a file ends
+//!   this.
 //! - A close (`flush`) after lone writes is answered here: each write sent down asks for
 //!   the file's attributes after it; those of a write that ran alone, with nothing else
 //!   changing the file meanwhile, less than a second old, answer a flush (once the file's
@@ -74,6 +81,10 @@ struct Pending {
 struct ErrSeq {
     seq: u64,
     last: Option<Errno>,
+    /// Some fd was told the last error. One nobody was told (its writer closed before it
+    /// happened: a close answered behind) goes to the next fsync of an fd opened later,
+    /// as Linux's errseq does.
+    told: bool,
 }
 
 /// What write-behind keeps per fd: the error sequence it has seen, and an error of its own
@@ -234,12 +245,16 @@ impl WriteBehind {
     }
 
     /// A directory lease is recalled (or every cache dropped): no file is private any
-    /// more, and `ack` is held until every write acknowledged so far is done, so the
-    /// client that asked sees them.
+    /// more, and `ack` is held until the writes of the files that were are done (a file
+    /// written without a pause meanwhile may hold it until the brick stops waiting), so
+    /// the client that asked sees them; closes of other files waited for their writes.
     fn recalled(&self, ack: Option<Ack>) {
-        self.private.lock().clear();
+        let private: Vec<Gfid> = self.private.lock().drain().collect();
         let Some(ack) = ack else { return };
-        let all: Vec<Arc<Pending>> = self.inodes.lock().values().cloned().collect();
+        let all: Vec<Arc<Pending>> = {
+            let map = self.inodes.lock();
+            private.iter().filter_map(|g| map.get(g).cloned()).collect()
+        };
         tokio::spawn(async move {
             for p in all {
                 let mut rx = p.load.subscribe();
@@ -326,7 +341,14 @@ impl WriteBehind {
         }
         let seen = self
             .pending(&fd.gfid)
-            .map(|p| p.errors.lock().seq)
+            .map(|p| {
+                let es = p.errors.lock();
+                if es.told {
+                    es.seq
+                } else {
+                    es.seq.saturating_sub(1)
+                }
+            })
             .unwrap_or(0);
         let e = Arc::new(FdErrors {
             seen: Mutex::new(seen),
@@ -355,21 +377,34 @@ impl WriteBehind {
     fn take_for_fsync(&self, fd: &FdRef) -> Option<Errno> {
         let e = self.fd_errors(fd);
         let own = e.failed.lock().take();
-        let inode = self.pending(&fd.gfid).map(|p| *p.errors.lock());
+        let pending = self.pending(&fd.gfid);
+        let mut inode = pending.as_ref().map(|p| p.errors.lock());
         let mut seen = e.seen.lock();
-        let newer = match inode {
+        let newer = match inode.as_deref_mut() {
             Some(es) if es.seq > *seen => {
                 *seen = es.seq;
+                es.told = true;
                 es.last
             }
             _ => None,
         };
+        if own.is_some() {
+            if let Some(es) = inode.as_deref_mut() {
+                es.told = true;
+            }
+        }
         own.or(newer)
     }
 
     /// The error close (flush) of `fd` reports: only an error of its own data.
     fn take_for_close(&self, fd: &FdRef) -> Option<Errno> {
-        self.fd_errors(fd).failed.lock().take()
+        let own = self.fd_errors(fd).failed.lock().take();
+        if own.is_some() {
+            if let Some(p) = self.pending(&fd.gfid) {
+                p.errors.lock().told = true;
+            }
+        }
+        own
     }
 
     fn queue_for(&self, g: Gfid, child: &XlatorRef) -> Arc<Pending> {
@@ -423,6 +458,7 @@ impl WriteBehind {
                     let mut es = p.errors.lock();
                     es.seq += 1;
                     es.last = Some(e);
+                    es.told = false;
                     if let Some(fd) = owner {
                         if let Some(fe) = fd.ctx::<FdErrors>(&fd_name) {
                             fe.failed.lock().get_or_insert(e);
@@ -1036,6 +1072,45 @@ mod tests {
         );
         top.flush(&ctx, &ro, Xdata::new()).await.unwrap();
         top.release(&ctx, &ro, Xdata::new()).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_error_nobody_was_told_goes_to_the_next_openers_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = graph(dir.path());
+        let top = g.top().clone();
+        let ctx = Ctx::internal();
+        let fd = create(&top, "f", libc::O_RDWR).await;
+        top.release(&ctx, &fd, Xdata::new()).await.unwrap();
+        // The write behind fails (read-only fd) and its fd goes without a close that
+        // reports it (as after a close answered behind).
+        let ro = Fd::new(fd.gfid, libc::O_RDONLY, false);
+        top.open(&ctx, &Loc::inode(fd.gfid), &ro, Xdata::new())
+            .await
+            .unwrap();
+        top.writev(&ctx, &ro, Bytes::from_static(b"x"), 0, Xdata::new())
+            .await
+            .unwrap();
+        top.release(&ctx, &ro, Xdata::new()).await.unwrap();
+        let later = Fd::new(fd.gfid, libc::O_RDWR, false);
+        top.open(&ctx, &Loc::inode(fd.gfid), &later, Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            top.fsync(&ctx, &later, false, Xdata::new())
+                .await
+                .unwrap_err(),
+            Errno::EBADF
+        );
+        top.fsync(&ctx, &later, false, Xdata::new()).await.unwrap();
+        // Told once: an fd opened after that does not get it again.
+        let last = Fd::new(fd.gfid, libc::O_RDWR, false);
+        top.open(&ctx, &Loc::inode(fd.gfid), &last, Xdata::new())
+            .await
+            .unwrap();
+        top.fsync(&ctx, &last, false, Xdata::new()).await.unwrap();
+        top.release(&ctx, &later, Xdata::new()).await.unwrap();
+        top.release(&ctx, &last, Xdata::new()).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
