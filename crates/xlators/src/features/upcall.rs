@@ -49,6 +49,10 @@ use weft_core::{
 /// How long a client whose rights lapsed is told of changes without being waited for.
 const LAPSE_COOLDOWN: Duration = Duration::from_secs(30);
 
+/// The most directory leases a brick holds at once (over all clients); beyond, a mkdir
+/// gets none (its client then changes the directory through the brick).
+const MAX_LEASES: usize = 100_000;
+
 const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "cache-invalidation",
@@ -447,7 +451,7 @@ impl UpcallXlator {
             .inodes
             .get(&ia.gfid)
             .is_some_and(|r| r.clients.iter().any(|(c, _)| *c != ctx.client));
-        if others || t.leases.contains_key(&ia.gfid) {
+        if others || t.leases.contains_key(&ia.gfid) || t.leases.len() >= MAX_LEASES {
             return;
         }
         t.leases.insert(
