@@ -10,16 +10,18 @@
 //!   waiting for this client. A leased directory was empty when it was made, and every
 //!   change of its names went through this client, so the names it holds are known here
 //!   exactly, and every inode under them was made here (*private*: nobody else knows it).
-//! - **Behind.** In a leased directory, `create` and `mkdir` of a name it does not hold,
-//!   `unlink` of a private non-directory, and `rename` of a private inode within the
-//!   directory (over nothing, or over a private non-directory) are answered at once, with
+//! - **Behind.** In a leased directory, `create`, `mkdir` and `symlink` (a target of at
+//!   most 59 bytes) of a name it does not hold, `unlink` of a private non-directory,
+//!   `rmdir` of a private directory it knows empty, and `rename` of a private inode within
+//!   the directory (over nothing, or over a private non-directory) are answered at once, with
 //!   the attributes the brick will give (the gfid the caller proposed, its owner, mode
 //!   after umask, the times of this client's clock; a new directory has the size of the
 //!   first one the brick made), and sent down in the background. A new directory is
 //!   leased too. A create's answer carries [`PRIVATE_KEY`], so write-behind above can
 //!   answer its close without waiting for its writes.
 //! - **Order.** A change behind waits, before it goes down, for the earlier ones on the
-//!   same names and inodes (and for its directory's own `mkdir`); others go down together.
+//!   same names and inodes (and for its directory's own `mkdir`; an `rmdir` for every
+//!   change made before it); others go down together.
 //!   Any other FOP naming an inode or directory that a change behind still involves
 //!   (lookups in the directory, listings, stats, the new file's writes, fsync, ...) first
 //!   waits for every change behind made before it. At most `window` changes are behind;
@@ -28,9 +30,10 @@
 //!   [`Ack`] is held until every change behind made before it is done, so the client
 //!   that asked sees them all. `All`, `ChildUp` and `ChildDown` forget every lease (the
 //!   brick forgets them when the connection goes).
-//! - **Anything else in a leased directory** (a symlink, mknod, link, rmdir, a rename
-//!   across directories, a change of the directory's own attributes or xattrs) goes
-//!   through as asked, and the directory is then no longer used as leased here.
+//! - **Anything else in a leased directory** (a mknod, link, a longer symlink, an rmdir
+//!   of a directory not known empty, a rename across directories, a change of the
+//!   directory's own attributes or xattrs) goes through as asked, and the directory is
+//!   then no longer used as leased here.
 //! - **Failures.** A change behind that the brick refuses after it was answered (no
 //!   space, a lost connection) is logged with its name, the directory is no longer used as
 //!   leased, and every cache above is told to drop everything (`All`). As with writes
@@ -51,6 +54,10 @@ use weft_core::*;
 /// The most names remembered over all leased directories; a directory that would grow
 /// past it is no longer used as leased (its FOPs go through).
 const MAX_NAMES: usize = 200_000;
+
+/// The longest symlink target made behind: what ext4 keeps in the inode itself (no data
+/// block, so the attributes answered are exact); longer ones go through.
+const SHORT_SYMLINK: usize = 59;
 
 /// The most leased directories used as such; a lease granted beyond it is not used (its
 /// directory's FOPs go through).
@@ -133,6 +140,8 @@ struct Counters {
     mkdirs: u64,
     unlinks: u64,
     renames: u64,
+    rmdirs: u64,
+    symlinks: u64,
     through: u64,
     waits: u64,
     recalls: u64,
@@ -161,6 +170,9 @@ struct State {
 /// One change behind, from when it is answered until it is done.
 struct Job {
     seq: u64,
+    /// Goes down only once every change made before it is done (an rmdir: whatever
+    /// was done inside the directory).
+    barrier: bool,
     keys: Vec<Key>,
     busy: Vec<Gfid>,
     waits: Vec<watch::Receiver<bool>>,
@@ -202,6 +214,7 @@ impl State {
         }
         Job {
             seq,
+            barrier: false,
             keys,
             busy,
             waits,
@@ -345,6 +358,10 @@ impl EntryBehind {
         tokio::spawn(async move {
             for mut w in job.waits.iter().cloned() {
                 let _ = w.wait_for(|d| *d).await;
+            }
+            if job.barrier {
+                let mut rx = done.subscribe();
+                let _ = rx.wait_for(|mark| *mark >= job.seq).await;
             }
             let r = run.await;
             let mark = {
@@ -605,6 +622,135 @@ impl EntryBehind {
         Ok(Ok(((), with_postparent(&post))))
     }
 
+    /// An rmdir of a private directory this client knows empty (leased too), in a leased
+    /// directory, answered here; it goes down after every change made before it.
+    async fn rmdir_behind(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Result<Fop<()>, Xdata> {
+        let (Some(p), Some(name)) = (loc.parent, name_of(loc)) else {
+            return Err(xd);
+        };
+        if !self.may_behind(Some(p)) {
+            return Err(xd);
+        }
+        let Some(permit) = self.room().await else {
+            return Err(xd);
+        };
+        let mut st = self.state.lock();
+        let c = match st.leased(Some(p)).and_then(|d| d.names.get(&name)) {
+            Some(n) if n.private && n.dir => n.gfid,
+            _ => return Err(xd),
+        };
+        if loc.gfid.is_some_and(|g| g != c) || !st.dirs.get(&c).is_some_and(|d| d.names.is_empty())
+        {
+            return Err(xd);
+        }
+        st.forget(&c);
+        let Some(dir) = st.leased(Some(p)) else {
+            return Err(xd);
+        };
+        dir.names.remove(&name);
+        touch(&mut dir.iatt);
+        dir.iatt.nlink = dir.iatt.nlink.saturating_sub(1);
+        let post = dir.iatt;
+        st.names -= 1;
+        st.n.rmdirs += 1;
+        let mut job = st.enqueue(
+            vec![Key::Name(p, name), Key::Inode(c)],
+            &[Key::Inode(p)],
+            vec![p, c],
+        );
+        job.barrier = true;
+        drop(st);
+        let (child, ctx, loc) = (self.child0().clone(), ctx.clone(), loc.clone());
+        let what = format!("the rmdir of {}", loc.describe());
+        self.behind(job, permit, p, what, async move {
+            child
+                .rmdir(&ctx, &loc, xd)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        Ok(Ok(((), with_postparent(&post))))
+    }
+
+    /// A symlink of a new name in a leased directory, answered here. Only short targets
+    /// (kept in the inode: no blocks, as on ext4 and xfs).
+    async fn symlink_behind(
+        &self,
+        ctx: &Ctx,
+        target: &std::path::Path,
+        loc: &Loc,
+        umask: u32,
+        xd: Xdata,
+    ) -> Result<Fop<Iatt>, Xdata> {
+        let (Some(p), Some(name), Some(g)) = (loc.parent, name_of(loc), xd.get_gfid(GFID_REQ_KEY))
+        else {
+            return Err(xd);
+        };
+        let len = target.as_os_str().len();
+        if g.is_null() || len == 0 || len > SHORT_SYMLINK || !self.may_behind(Some(p)) {
+            return Err(xd);
+        }
+        let Some(permit) = self.room().await else {
+            return Err(xd);
+        };
+        let mut st = self.state.lock();
+        if st.names >= MAX_NAMES {
+            st.forget(&p);
+            return Err(xd);
+        }
+        let Some(dir) = st.leased(Some(p)) else {
+            return Err(xd);
+        };
+        if dir.names.contains_key(&name) {
+            return Err(xd);
+        }
+        let t = now();
+        let ia = Iatt {
+            gfid: g,
+            ino: g.ino(),
+            mode: libc::S_IFLNK | 0o777,
+            nlink: 1,
+            uid: ctx.uid,
+            gid: ctx.gid,
+            rdev: 0,
+            size: len as u64,
+            blksize: dir.template.blksize,
+            blocks: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+        };
+        dir.names.insert(
+            name.clone(),
+            Name {
+                gfid: g,
+                dir: false,
+                private: true,
+            },
+        );
+        touch(&mut dir.iatt);
+        let post = dir.iatt;
+        st.names += 1;
+        st.n.symlinks += 1;
+        let job = st.enqueue(
+            vec![Key::Name(p, name), Key::Inode(g)],
+            &[Key::Inode(p)],
+            vec![p, g],
+        );
+        drop(st);
+        let (child, ctx, loc) = (self.child0().clone(), ctx.clone(), loc.clone());
+        let target = target.to_path_buf();
+        let what = format!("the symlink {}", loc.describe());
+        self.behind(job, permit, p, what, async move {
+            match child.symlink(&ctx, &target, &loc, umask, xd).await {
+                Ok((ia, _)) if ia.gfid == g => Ok(()),
+                Ok((ia, _)) => Err(format!("the name holds another inode ({})", ia.gfid)),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        Ok(Ok((ia, with_postparent(&post))))
+    }
+
     /// A rename of a private inode within one leased directory, answered here.
     async fn rename_behind(
         &self,
@@ -742,7 +888,7 @@ settle_then_pass! {
         let st = self.state.lock();
         let n = &st.n;
         format!(
-            "enable = {}\nwindow = {}\nleased_dirs = {}\nnames = {}\nbehind = {}\ncreates = {}\nmkdirs = {}\nunlinks = {}\nrenames = {}\nleases = {}\nthrough = {}\nwaits = {}\nrecalls = {}\nfailures = {}\n",
+            "enable = {}\nwindow = {}\nleased_dirs = {}\nnames = {}\nbehind = {}\ncreates = {}\nmkdirs = {}\nunlinks = {}\nrenames = {}\nrmdirs = {}\nsymlinks = {}\nleases = {}\nthrough = {}\nwaits = {}\nrecalls = {}\nfailures = {}\n",
             if self.enabled.load(Ordering::Acquire) { "on" } else { "off" },
             self.window_size.load(Ordering::Acquire),
             st.dirs.len(),
@@ -752,6 +898,8 @@ settle_then_pass! {
             n.mkdirs,
             n.unlinks,
             n.renames,
+            n.rmdirs,
+            n.symlinks,
             n.leases,
             n.through,
             n.waits,
@@ -882,6 +1030,85 @@ settle_then_pass! {
         self.through();
         self.child0().rename(ctx, old, new, flags, xd).await
     }
+    async fn setattr(&self, ctx: &Ctx, loc: &Loc, attr: &SetAttr, xd: Xdata) -> Fop<Iatt> {
+        self.settle(&[loc.gfid, loc.parent]).await;
+        let r = self.child0().setattr(ctx, loc, attr, xd).await;
+        self.attrs_changed(loc.gfid, &r);
+        r
+    }
+    async fn fsetattr(&self, ctx: &Ctx, fd: &FdRef, attr: &SetAttr, xd: Xdata) -> Fop<Iatt> {
+        self.settle(&[Some(fd.gfid)]).await;
+        let r = self.child0().fsetattr(ctx, fd, attr, xd).await;
+        self.attrs_changed(Some(fd.gfid), &r);
+        r
+    }
+    async fn setxattr(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        attrs: &XattrMap,
+        flags: i32,
+        xd: Xdata,
+    ) -> Fop<()> {
+        let refresh = self
+            .xattrs_changing(loc.gfid, attrs.keys().map(String::as_str), false)
+            .await;
+        let r = self.child0().setxattr(ctx, loc, attrs, flags, xd).await;
+        self.xattrs_changed(ctx, loc.gfid, refresh).await;
+        r
+    }
+    async fn fsetxattr(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        attrs: &XattrMap,
+        flags: i32,
+        xd: Xdata,
+    ) -> Fop<()> {
+        let refresh = self
+            .xattrs_changing(Some(fd.gfid), attrs.keys().map(String::as_str), false)
+            .await;
+        let r = self.child0().fsetxattr(ctx, fd, attrs, flags, xd).await;
+        self.xattrs_changed(ctx, Some(fd.gfid), refresh).await;
+        r
+    }
+    async fn removexattr(&self, ctx: &Ctx, loc: &Loc, name: &str, xd: Xdata) -> Fop<()> {
+        let refresh = self.xattrs_changing(loc.gfid, [name], true).await;
+        let r = self.child0().removexattr(ctx, loc, name, xd).await;
+        self.xattrs_changed(ctx, loc.gfid, refresh).await;
+        r
+    }
+    async fn fremovexattr(&self, ctx: &Ctx, fd: &FdRef, name: &str, xd: Xdata) -> Fop<()> {
+        let refresh = self.xattrs_changing(Some(fd.gfid), [name], true).await;
+        let r = self.child0().fremovexattr(ctx, fd, name, xd).await;
+        self.xattrs_changed(ctx, Some(fd.gfid), refresh).await;
+        r
+    }
+    async fn rmdir(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
+        let xd = match self.rmdir_behind(ctx, loc, xd).await {
+            Ok(r) => return r,
+            Err(xd) => xd,
+        };
+        self.settle_and_forget(&[loc.parent, loc.gfid]).await;
+        self.through();
+        self.child0().rmdir(ctx, loc, xd).await
+    }
+    async fn symlink(
+        &self,
+        ctx: &Ctx,
+        target: &std::path::Path,
+        loc: &Loc,
+        umask: u32,
+        xd: Xdata,
+    ) -> Fop<Iatt> {
+        let xd = match self.symlink_behind(ctx, target, loc, umask, xd).await {
+            Ok(r) => return r,
+            Err(xd) => xd,
+        };
+        self.settle_and_forget(&[loc.parent]).await;
+        self.through();
+        self.child0().symlink(ctx, target, loc, umask, xd).await
+    }
     async fn link(&self, ctx: &Ctx, old: &Loc, new: &Loc, xd: Xdata) -> Fop<Iatt> {
         self.settle_and_forget(&[old.gfid, old.parent, new.gfid, new.parent])
             .await;
@@ -952,23 +1179,78 @@ settle_then_pass! {
         finodelk [fd] (domain: &str, fd: &FdRef, cmd: LkCmd, lock: &Flock) -> ();
   }
   unlease: {
-        setattr [loc] (loc: &Loc, attr: &SetAttr) -> Iatt;
-        fsetattr [fd] (fd: &FdRef, attr: &SetAttr) -> Iatt;
-        setxattr [loc] (loc: &Loc, attrs: &XattrMap, flags: i32) -> ();
-        fsetxattr [fd] (fd: &FdRef, attrs: &XattrMap, flags: i32) -> ();
-        removexattr [loc] (loc: &Loc, name: &str) -> ();
-        fremovexattr [fd] (fd: &FdRef, name: &str) -> ();
         xattrop [loc] (loc: &Loc, op: XattropOp, attrs: &XattrMap) -> XattrMap;
         fxattrop [fd] (fd: &FdRef, op: XattropOp, attrs: &XattrMap) -> XattrMap;
   }
   unlease_parent: {
-        rmdir [loc] (loc: &Loc) -> ();
-        symlink [loc] (target: &std::path::Path, loc: &Loc, umask: u32) -> Iatt;
         mknod [loc] (loc: &Loc, mode: u32, rdev: u64, umask: u32) -> Iatt;
   }
 }
 
 impl EntryBehind {
+    /// After a setattr of `g`: a leased directory stays leased with the attributes the
+    /// brick answered, unless it now has the setgid bit (new names would take its group)
+    /// or a change behind in it may not be in that answer.
+    fn attrs_changed(&self, g: Option<Gfid>, r: &Fop<Iatt>) {
+        let Some(g) = g else { return };
+        let mut st = self.state.lock();
+        if !st.dirs.contains_key(&g) {
+            return;
+        }
+        match r {
+            Ok((ia, _))
+                if ia.gfid == g && ia.mode & libc::S_ISGID == 0 && !st.busy.contains_key(&g) =>
+            {
+                if let Some(d) = st.dirs.get_mut(&g) {
+                    d.iatt = *ia;
+                }
+            }
+            _ => {
+                st.forget(&g);
+                st.n.through += 1;
+            }
+        }
+    }
+
+    /// Before xattrs `names` of `g` are set (or removed, `removing`): a leased directory
+    /// given a default ACL (which decides new names' modes) or another `system.` xattr is
+    /// no longer used as leased (removing its default ACL leaves it as it was: it has
+    /// none); its access ACL changes its mode, so its attributes are asked again after
+    /// (true: see [`EntryBehind::xattrs_changed`]); other xattrs change nothing here.
+    async fn xattrs_changing<'a>(
+        &self,
+        g: Option<Gfid>,
+        names: impl IntoIterator<Item = &'a str>,
+        removing: bool,
+    ) -> bool {
+        let mut refresh = false;
+        let mut forget = false;
+        for n in names {
+            match n {
+                "system.posix_acl_access" => refresh = true,
+                "system.posix_acl_default" if removing => {}
+                n if n.starts_with("system.") => forget = true,
+                _ => {}
+            }
+        }
+        if forget {
+            self.settle_and_forget(&[g]).await;
+            return false;
+        }
+        self.settle(&[g]).await;
+        refresh && g.is_some_and(|g| self.state.lock().dirs.contains_key(&g))
+    }
+
+    /// After an access ACL of leased directory `g` changed (`refresh`): its attributes
+    /// from the brick (as after a setattr).
+    async fn xattrs_changed(&self, ctx: &Ctx, g: Option<Gfid>, refresh: bool) {
+        let Some(g) = g.filter(|_| refresh) else {
+            return;
+        };
+        let r = self.child0().stat(ctx, &Loc::inode(g), Xdata::new()).await;
+        self.attrs_changed(Some(g), &r);
+    }
+
     /// After a create or mkdir that went through: a new name in a leased directory is
     /// known here (a name that existed stays as it was).
     fn made(&self, loc: &Loc, r: &Fop<Iatt>) {
@@ -1071,6 +1353,22 @@ mod tests {
         }
     }
 
+    /// What a name of the model holds.
+    #[derive(Clone, Debug, PartialEq)]
+    enum Node {
+        File(Gfid, Vec<u8>),
+        Link(Gfid, String),
+        Dir(Gfid),
+    }
+
+    impl Node {
+        fn gfid(&self) -> Gfid {
+            match self {
+                Node::File(g, _) | Node::Link(g, _) | Node::Dir(g) => *g,
+            }
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn changes_behind_reach_the_brick_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -1078,47 +1376,85 @@ mod tests {
         let eb = g.top().clone();
         let d = mkdir(&eb, Gfid::ROOT, "d").await;
         assert_eq!(count(&eb, "leases"), 1, "{}", eb.dump());
-        // name -> (gfid, content written); names reused often, so creates, renames and
-        // unlinks of one name follow each other closely.
-        let mut model: BTreeMap<String, (Gfid, Vec<u8>)> = BTreeMap::new();
+        // Names reused often, so creates, renames and removals of one name follow each
+        // other closely.
+        let mut model: BTreeMap<String, Node> = BTreeMap::new();
         let mut rng = Rng(0x5eed_1234);
-        for step in 0..1500u32 {
+        for step in 0..2000u32 {
             let name = format!("n{}", rng.below(40));
-            match (rng.below(4), model.contains_key(&name)) {
-                (0 | 1, false) => {
+            match (rng.below(6), model.get(&name).cloned()) {
+                (0 | 1, None) => {
                     let (ia, fd) = create(&eb, d.gfid, &name).await;
                     let data = format!("{step}").into_bytes();
                     eb.writev(&client(1), &fd, data.clone().into(), 0, Xdata::new())
                         .await
                         .unwrap();
                     eb.release(&client(1), &fd, Xdata::new()).await.unwrap();
-                    model.insert(name, (ia.gfid, data));
+                    model.insert(name, Node::File(ia.gfid, data));
                 }
-                (2, true) => {
-                    let (g, _) = model[&name];
-                    let loc = Loc::entry(d.gfid, &name).with_gfid(g);
-                    eb.unlink(&client(1), &loc, Xdata::new()).await.unwrap();
+                (2, None) => {
+                    let ia = mkdir(&eb, d.gfid, &name).await;
+                    model.insert(name, Node::Dir(ia.gfid));
+                }
+                (3, None) => {
+                    let target = format!("t{step}");
+                    let mut xd = Xdata::new();
+                    let g = Gfid::random();
+                    xd.set(GFID_REQ_KEY, g.0.to_vec());
+                    let (ia, _) = eb
+                        .symlink(
+                            &client(1),
+                            std::path::Path::new(&target),
+                            &Loc::entry(d.gfid, &name),
+                            0,
+                            xd,
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(ia.size, target.len() as u64);
+                    model.insert(name, Node::Link(ia.gfid, target));
+                }
+                (2 | 3, Some(n)) => {
+                    let loc = Loc::entry(d.gfid, &name).with_gfid(n.gfid());
+                    match n {
+                        Node::Dir(_) => eb.rmdir(&client(1), &loc, Xdata::new()).await,
+                        _ => eb.unlink(&client(1), &loc, Xdata::new()).await,
+                    }
+                    .unwrap();
                     model.remove(&name);
                 }
-                (_, true) => {
+                (_, Some(n)) => {
                     let to = format!("n{}", rng.below(40));
-                    if to != name {
-                        let (g, _) = model[&name];
-                        let old = Loc::entry(d.gfid, &name).with_gfid(g);
+                    let over = model.get(&to).cloned();
+                    let fits = match (&n, &over) {
+                        (_, None) => true,
+                        (Node::Dir(_), Some(_)) | (_, Some(Node::Dir(_))) => false,
+                        _ => true,
+                    };
+                    if to != name && fits {
+                        let old = Loc::entry(d.gfid, &name).with_gfid(n.gfid());
                         let mut new = Loc::entry(d.gfid, &to);
-                        new.gfid = model.get(&to).map(|e| e.0);
+                        new.gfid = over.map(|o| o.gfid());
                         eb.rename(&client(1), &old, &new, 0, Xdata::new())
                             .await
                             .unwrap();
-                        let moved = model.remove(&name).unwrap();
-                        model.insert(to, moved);
+                        model.remove(&name);
+                        model.insert(to, n);
                     }
                 }
                 _ => {}
             }
         }
-        let behind = count(&eb, "creates") + count(&eb, "unlinks") + count(&eb, "renames");
+        let behind: u64 = [
+            "creates", "unlinks", "renames", "mkdirs", "rmdirs", "symlinks",
+        ]
+        .iter()
+        .map(|k| count(&eb, k))
+        .sum();
         assert!(behind > 1000, "{}", eb.dump());
+        for k in ["mkdirs", "rmdirs", "symlinks"] {
+            assert!(count(&eb, k) > 10, "{k}: {}", eb.dump());
+        }
         assert_eq!(count(&eb, "failures"), 0, "{}", eb.dump());
         // A listing through it waits for them all.
         let fd: FdRef = Fd::new(d.gfid, libc::O_RDONLY, true);
@@ -1136,15 +1472,105 @@ mod tests {
             .collect();
         listed.sort();
         assert_eq!(listed, model.keys().cloned().collect::<Vec<_>>());
-        for (name, (g, data)) in &model {
-            let on_brick = std::fs::read(dir.path().join("d").join(name)).unwrap();
-            assert_eq!(&on_brick, data, "{name}");
+        for (name, node) in &model {
+            let path = dir.path().join("d").join(name);
+            match node {
+                Node::File(_, data) => assert_eq!(&std::fs::read(&path).unwrap(), data, "{name}"),
+                Node::Link(_, t) => {
+                    assert_eq!(
+                        std::fs::read_link(&path).unwrap().to_str(),
+                        Some(t.as_str())
+                    )
+                }
+                Node::Dir(_) => assert!(path.is_dir(), "{name}"),
+            }
             let (ia, _) = eb
                 .lookup(&client(1), &Loc::entry(d.gfid, name), Xdata::new())
                 .await
                 .unwrap();
-            assert_eq!(ia.gfid, *g, "{name}");
+            assert_eq!(ia.gfid, node.gfid(), "{name}");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_rmdir_behind_goes_down_after_what_was_done_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = graph(dir.path());
+        let eb = g.top().clone();
+        let d = mkdir(&eb, Gfid::ROOT, "d").await;
+        for round in 0..20 {
+            let c = mkdir(&eb, d.gfid, "c").await;
+            let mut files = Vec::new();
+            for i in 0..5 {
+                let (ia, fd) = create(&eb, c.gfid, &format!("f{i}")).await;
+                eb.release(&client(1), &fd, Xdata::new()).await.unwrap();
+                files.push((format!("f{i}"), ia.gfid));
+            }
+            for (name, g) in files {
+                let loc = Loc::entry(c.gfid, &name).with_gfid(g);
+                eb.unlink(&client(1), &loc, Xdata::new()).await.unwrap();
+            }
+            let loc = Loc::entry(d.gfid, "c").with_gfid(c.gfid);
+            eb.rmdir(&client(1), &loc, Xdata::new()).await.unwrap();
+            assert!(count(&eb, "rmdirs") > round, "{}", eb.dump());
+        }
+        eb.fini().await;
+        assert_eq!(count(&eb, "failures"), 0, "{}", eb.dump());
+        assert!(!dir.path().join("d/c").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_chmod_keeps_the_lease_and_a_setgid_bit_or_an_acl_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = graph(dir.path());
+        let eb = g.top().clone();
+        let d = mkdir(&eb, Gfid::ROOT, "d").await;
+        let chmod = |mode: u32| SetAttr {
+            mode: Some(mode),
+            ..SetAttr::default()
+        };
+        let (ia, _) = eb
+            .setattr(&client(1), &Loc::inode(d.gfid), &chmod(0o700), Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(ia.mode & 0o7777, 0o700);
+        assert_eq!(count(&eb, "leased_dirs"), 1, "{}", eb.dump());
+        // The parent's attributes answered behind start from the brick's answer.
+        let (_, fd) = create(&eb, d.gfid, "f").await;
+        eb.release(&client(1), &fd, Xdata::new()).await.unwrap();
+        assert_eq!(count(&eb, "creates"), 1);
+        let e = mkdir(&eb, Gfid::ROOT, "e").await;
+        let mut acl = XattrMap::new();
+        acl.insert("user.note".into(), b"x".to_vec());
+        eb.setxattr(&client(1), &Loc::inode(e.gfid), &acl, 0, Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!(count(&eb, "leased_dirs"), 2, "a user xattr changes nothing");
+        eb.setattr(
+            &client(1),
+            &Loc::inode(d.gfid),
+            &chmod(0o2755),
+            Xdata::new(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(count(&eb, "leased_dirs"), 1, "{}", eb.dump());
+        // Removing a default ACL it has not got leaves it leased; setting one does not.
+        eb.removexattr(
+            &client(1),
+            &Loc::inode(e.gfid),
+            "system.posix_acl_default",
+            Xdata::new(),
+        )
+        .await
+        .ok();
+        assert_eq!(count(&eb, "leased_dirs"), 1, "{}", eb.dump());
+        let mut def = XattrMap::new();
+        def.insert("system.posix_acl_default".into(), b"not an acl".to_vec());
+        eb.setxattr(&client(1), &Loc::inode(e.gfid), &def, 0, Xdata::new())
+            .await
+            .ok();
+        assert_eq!(count(&eb, "leased_dirs"), 0, "{}", eb.dump());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1193,7 +1619,8 @@ mod tests {
         eb.release(&client(1), &fd, Xdata::new()).await.unwrap();
         create(&eb, sub.gfid, "x").await;
         assert_eq!(count(&eb, "creates"), 2, "{}", eb.dump());
-        // A symlink in sub goes through and sub is no longer used as leased.
+        // A symlink without a proposed gfid goes through, and sub is no longer used as
+        // leased.
         eb.symlink(
             &client(1),
             std::path::Path::new("x"),
