@@ -270,8 +270,13 @@ fn touch(dir: &mut Iatt) {
     dir.ctime = t.max(dir.ctime);
 }
 
+/// The name of an entry `loc`, when a change of it may go behind: the brick refuses
+/// names longer than `NAME_MAX` (ENAMETOOLONG), so those go through to be told so.
 fn name_of(loc: &Loc) -> Option<Vec<u8>> {
-    loc.name.as_ref().map(|n| n.as_bytes().to_vec())
+    loc.name
+        .as_ref()
+        .map(|n| n.as_bytes().to_vec())
+        .filter(|n| !n.is_empty() && n.len() <= libc::NAME_MAX as usize)
 }
 
 fn with_postparent(dir: &Iatt) -> Xdata {
@@ -1539,6 +1544,17 @@ mod tests {
         let (_, fd) = create(&eb, d.gfid, "f").await;
         eb.release(&client(1), &fd, Xdata::new()).await.unwrap();
         assert_eq!(count(&eb, "creates"), 1);
+        // A name the brick refuses is not answered behind.
+        let long = "x".repeat(256);
+        let g2 = Gfid::random();
+        let fd2: FdRef = Fd::new(g2, libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, false);
+        let mut xd = Xdata::new();
+        xd.set(GFID_REQ_KEY, g2.0.to_vec());
+        let r = eb
+            .create(&client(1), &Loc::entry(d.gfid, &long), &fd2, 0o644, 0, xd)
+            .await;
+        assert_eq!(r.unwrap_err(), Errno::ENAMETOOLONG);
+        assert_eq!(count(&eb, "leased_dirs"), 1, "{}", eb.dump());
         let e = mkdir(&eb, Gfid::ROOT, "e").await;
         let mut acl = XattrMap::new();
         acl.insert("user.note".into(), b"x".to_vec());
