@@ -22,7 +22,9 @@
 //!   from the reply: a write-behind below may answer before the brick has the data), names
 //!   made, removed and renamed are set. A flush or fsync asks for the file's attributes
 //!   once it is done ([`POSTSTAT_KEY`]: every write of this client is below by then) and
-//!   keeps them under the race rule, so a stat after writing and closing a file is a hit.
+//!   keeps them under the race rule, so a stat after writing and closing a file is a hit;
+//!   a writer's `release` asks for them too when none are cached (its close was answered
+//!   before its writes were done: write-behind's flush-behind).
 //! - Changes made elsewhere arrive as [`Event::Upcall`] invalidations through
 //!   [`Xlator::notify`], which drop what they name (an inode: its attributes and xattrs; an
 //!   entry: that name, made `Unknown`, and the directory's attributes; `All`: everything)
