@@ -285,6 +285,42 @@ fn with_postparent(dir: &Iatt) -> Xdata {
     xd
 }
 
+/// The inode a new name made behind gets.
+#[derive(Clone, Copy)]
+enum NewInode {
+    /// A regular file of `mode` less `umask`.
+    File { mode: u32, umask: u32 },
+    /// A directory of `mode` less `umask` (leased here too).
+    Dir { mode: u32, umask: u32 },
+    /// A symlink with a target of `len` bytes (at most [`SHORT_SYMLINK`]).
+    Symlink { len: u64 },
+}
+
+/// A new name taken in a leased directory ([`EntryBehind::claim_new_name`]): what the
+/// change behind needs to be answered and sent down.
+struct NewName {
+    permit: OwnedSemaphorePermit,
+    /// The leased directory.
+    parent: Gfid,
+    /// The attributes answered for the new inode (its gfid the one the caller proposed).
+    iatt: Iatt,
+    /// The directory's attributes after the change.
+    post: Iatt,
+    job: Job,
+    /// The new directory is leased here: its mkdir must ask the brick for the lease.
+    leased: bool,
+}
+
+/// The brick's answer to a change behind that makes inode `g`: its xdata when the name
+/// now holds `g`, else what went wrong.
+fn made(r: Fop<Iatt>, g: Gfid) -> Result<Xdata, String> {
+    match r {
+        Ok((ia, rxd)) if ia.gfid == g => Ok(rxd),
+        Ok((ia, _)) => Err(format!("the name holds another inode ({})", ia.gfid)),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The translator. See the module docs.
 pub struct EntryBehind {
     name: String,
@@ -403,6 +439,103 @@ impl EntryBehind {
         });
     }
 
+    /// Takes a new name in a leased directory for a change behind: checks that `loc`'s
+    /// parent is leased here and does not hold the name, that there is room in the window
+    /// and the name limit, then enters the name, updates the parent's attributes and
+    /// numbers the change. `None` (nothing changed) when it must go through.
+    async fn claim_new_name(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        xd: &Xdata,
+        kind: NewInode,
+    ) -> Option<NewName> {
+        let (p, name, g) = (loc.parent?, name_of(loc)?, xd.get_gfid(GFID_REQ_KEY)?);
+        if g.is_null() || !self.may_behind(Some(p)) {
+            return None;
+        }
+        let permit = self.room().await?;
+        let mut st = self.state.lock();
+        if st.names >= MAX_NAMES {
+            st.forget(&p);
+            return None;
+        }
+        let dir = st.leased(Some(p))?;
+        if dir.names.contains_key(&name) {
+            return None;
+        }
+        let template = dir.template;
+        let t = now();
+        let (mode, nlink, size) = match kind {
+            NewInode::File { mode, umask } => (libc::S_IFREG | (mode & !umask & 0o7777), 1, 0),
+            NewInode::Dir { mode, umask } => {
+                (libc::S_IFDIR | (mode & !umask & 0o7777), 2, template.size)
+            }
+            NewInode::Symlink { len } => (libc::S_IFLNK | 0o777, 1, len),
+        };
+        let is_dir = matches!(kind, NewInode::Dir { .. });
+        // A new directory has the size and blocks of the first one the brick made; a
+        // file or short symlink has no blocks.
+        let iatt = Iatt {
+            gfid: g,
+            ino: g.ino(),
+            mode,
+            nlink,
+            uid: ctx.uid,
+            gid: ctx.gid,
+            rdev: 0,
+            size,
+            blocks: if is_dir { template.blocks } else { 0 },
+            atime: t,
+            mtime: t,
+            ctime: t,
+            ..template
+        };
+        dir.names.insert(
+            name.clone(),
+            Name {
+                gfid: g,
+                dir: is_dir,
+                private: true,
+            },
+        );
+        touch(&mut dir.iatt);
+        if is_dir {
+            dir.iatt.nlink += 1;
+        }
+        let post = dir.iatt;
+        st.names += 1;
+        match kind {
+            NewInode::File { .. } => st.n.creates += 1,
+            NewInode::Dir { .. } => st.n.mkdirs += 1,
+            NewInode::Symlink { .. } => st.n.symlinks += 1,
+        }
+        let leased = is_dir && st.dirs.len() < MAX_DIRS;
+        if leased {
+            st.dirs.insert(
+                g,
+                Dir {
+                    iatt,
+                    template,
+                    names: HashMap::new(),
+                },
+            );
+        }
+        let job = st.enqueue(
+            vec![Key::Name(p, name), Key::Inode(g)],
+            &[Key::Inode(p)],
+            vec![p, g],
+        );
+        Some(NewName {
+            permit,
+            parent: p,
+            iatt,
+            post,
+            job,
+            leased,
+        })
+    }
+
     /// A create in a leased directory, answered here: `Err(xd)` gives the xdata back when
     /// it must go through.
     async fn create_behind(
@@ -414,73 +547,24 @@ impl EntryBehind {
         umask: u32,
         xd: Xdata,
     ) -> Result<Fop<Iatt>, Xdata> {
-        let (Some(p), Some(name), Some(g)) = (loc.parent, name_of(loc), xd.get_gfid(GFID_REQ_KEY))
+        if xd.get_gfid(GFID_REQ_KEY) != Some(fd.gfid) {
+            return Err(xd);
+        }
+        let Some(n) = self
+            .claim_new_name(ctx, loc, &xd, NewInode::File { mode, umask })
+            .await
         else {
             return Err(xd);
         };
-        if g.is_null() || g != fd.gfid || !self.may_behind(Some(p)) {
-            return Err(xd);
-        }
-        let Some(permit) = self.room().await else {
-            return Err(xd);
-        };
-        let mut st = self.state.lock();
-        if st.names >= MAX_NAMES {
-            st.forget(&p);
-            return Err(xd);
-        }
-        let Some(dir) = st.leased(Some(p)) else {
-            return Err(xd);
-        };
-        if dir.names.contains_key(&name) {
-            return Err(xd);
-        }
-        let t = now();
-        let ia = Iatt {
-            gfid: g,
-            ino: g.ino(),
-            mode: libc::S_IFREG | (mode & !umask & 0o7777),
-            nlink: 1,
-            uid: ctx.uid,
-            gid: ctx.gid,
-            rdev: 0,
-            size: 0,
-            blksize: dir.template.blksize,
-            blocks: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-        };
-        dir.names.insert(
-            name.clone(),
-            Name {
-                gfid: g,
-                dir: false,
-                private: true,
-            },
-        );
-        touch(&mut dir.iatt);
-        let post = dir.iatt;
-        st.names += 1;
-        st.n.creates += 1;
-        let job = st.enqueue(
-            vec![Key::Name(p, name), Key::Inode(g)],
-            &[Key::Inode(p)],
-            vec![p, g],
-        );
-        drop(st);
+        let g = n.iatt.gfid;
         let (child, ctx, loc, fd) = (self.child0().clone(), ctx.clone(), loc.clone(), fd.clone());
         let what = format!("the create of {}", loc.describe());
-        self.behind(job, permit, p, what, async move {
-            match child.create(&ctx, &loc, &fd, mode, umask, xd).await {
-                Ok((ia, _)) if ia.gfid == g => Ok(()),
-                Ok((ia, _)) => Err(format!("the name holds another inode ({})", ia.gfid)),
-                Err(e) => Err(e.to_string()),
-            }
+        self.behind(n.job, n.permit, n.parent, what, async move {
+            made(child.create(&ctx, &loc, &fd, mode, umask, xd).await, g).map(drop)
         });
-        let mut out = with_postparent(&post);
+        let mut out = with_postparent(&n.post);
         out.set(PRIVATE_KEY, Vec::new());
-        Ok(Ok((ia, out)))
+        Ok(Ok((n.iatt, out)))
     }
 
     /// A mkdir in a leased directory, answered here (the new one is leased too).
@@ -492,92 +576,28 @@ impl EntryBehind {
         umask: u32,
         mut xd: Xdata,
     ) -> Result<Fop<Iatt>, Xdata> {
-        let (Some(p), Some(name), Some(g)) = (loc.parent, name_of(loc), xd.get_gfid(GFID_REQ_KEY))
+        let Some(n) = self
+            .claim_new_name(ctx, loc, &xd, NewInode::Dir { mode, umask })
+            .await
         else {
             return Err(xd);
         };
-        if g.is_null() || !self.may_behind(Some(p)) {
-            return Err(xd);
-        }
-        let Some(permit) = self.room().await else {
-            return Err(xd);
-        };
-        let mut st = self.state.lock();
-        if st.names >= MAX_NAMES {
-            st.forget(&p);
-            return Err(xd);
-        }
-        let Some(dir) = st.leased(Some(p)) else {
-            return Err(xd);
-        };
-        if dir.names.contains_key(&name) {
-            return Err(xd);
-        }
-        let t = now();
-        let template = dir.template;
-        let ia = Iatt {
-            gfid: g,
-            ino: g.ino(),
-            mode: libc::S_IFDIR | (mode & !umask & 0o7777),
-            nlink: 2,
-            uid: ctx.uid,
-            gid: ctx.gid,
-            rdev: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            ..template
-        };
-        dir.names.insert(
-            name.clone(),
-            Name {
-                gfid: g,
-                dir: true,
-                private: true,
-            },
-        );
-        touch(&mut dir.iatt);
-        dir.iatt.nlink += 1;
-        let post = dir.iatt;
-        st.names += 1;
-        st.n.mkdirs += 1;
-        let lease = st.dirs.len() < MAX_DIRS;
-        if lease {
-            st.dirs.insert(
-                g,
-                Dir {
-                    iatt: ia,
-                    template,
-                    names: HashMap::new(),
-                },
-            );
-        }
-        let job = st.enqueue(
-            vec![Key::Name(p, name), Key::Inode(g)],
-            &[Key::Inode(p)],
-            vec![p, g],
-        );
-        drop(st);
+        let (g, lease) = (n.iatt.gfid, n.leased);
         if lease {
             xd.set(LEASE_KEY, Vec::new());
         }
         let (child, ctx, loc) = (self.child0().clone(), ctx.clone(), loc.clone());
         let state = self.state.clone();
         let what = format!("the mkdir of {}", loc.describe());
-        self.behind(job, permit, p, what, async move {
-            match child.mkdir(&ctx, &loc, mode, umask, xd).await {
-                Ok((ia, rxd)) if ia.gfid == g => {
-                    if lease && !rxd.has(LEASE_KEY) {
-                        state.lock().forget(&g);
-                        return Err("the brick did not lease it".into());
-                    }
-                    Ok(())
-                }
-                Ok((ia, _)) => Err(format!("the name holds another inode ({})", ia.gfid)),
-                Err(e) => Err(e.to_string()),
+        self.behind(n.job, n.permit, n.parent, what, async move {
+            let rxd = made(child.mkdir(&ctx, &loc, mode, umask, xd).await, g)?;
+            if lease && !rxd.has(LEASE_KEY) {
+                state.lock().forget(&g);
+                return Err("the brick did not lease it".into());
             }
+            Ok(())
         });
-        Ok(Ok((ia, with_postparent(&post))))
+        Ok(Ok((n.iatt, with_postparent(&n.post))))
     }
 
     /// An unlink of a private non-directory in a leased directory, answered here.
@@ -687,73 +707,22 @@ impl EntryBehind {
         umask: u32,
         xd: Xdata,
     ) -> Result<Fop<Iatt>, Xdata> {
-        let (Some(p), Some(name), Some(g)) = (loc.parent, name_of(loc), xd.get_gfid(GFID_REQ_KEY))
-        else {
-            return Err(xd);
-        };
         let len = target.as_os_str().len();
-        if g.is_null() || len == 0 || len > SHORT_SYMLINK || !self.may_behind(Some(p)) {
+        if len == 0 || len > SHORT_SYMLINK {
             return Err(xd);
         }
-        let Some(permit) = self.room().await else {
+        let kind = NewInode::Symlink { len: len as u64 };
+        let Some(n) = self.claim_new_name(ctx, loc, &xd, kind).await else {
             return Err(xd);
         };
-        let mut st = self.state.lock();
-        if st.names >= MAX_NAMES {
-            st.forget(&p);
-            return Err(xd);
-        }
-        let Some(dir) = st.leased(Some(p)) else {
-            return Err(xd);
-        };
-        if dir.names.contains_key(&name) {
-            return Err(xd);
-        }
-        let t = now();
-        let ia = Iatt {
-            gfid: g,
-            ino: g.ino(),
-            mode: libc::S_IFLNK | 0o777,
-            nlink: 1,
-            uid: ctx.uid,
-            gid: ctx.gid,
-            rdev: 0,
-            size: len as u64,
-            blksize: dir.template.blksize,
-            blocks: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-        };
-        dir.names.insert(
-            name.clone(),
-            Name {
-                gfid: g,
-                dir: false,
-                private: true,
-            },
-        );
-        touch(&mut dir.iatt);
-        let post = dir.iatt;
-        st.names += 1;
-        st.n.symlinks += 1;
-        let job = st.enqueue(
-            vec![Key::Name(p, name), Key::Inode(g)],
-            &[Key::Inode(p)],
-            vec![p, g],
-        );
-        drop(st);
+        let g = n.iatt.gfid;
         let (child, ctx, loc) = (self.child0().clone(), ctx.clone(), loc.clone());
         let target = target.to_path_buf();
         let what = format!("the symlink {}", loc.describe());
-        self.behind(job, permit, p, what, async move {
-            match child.symlink(&ctx, &target, &loc, umask, xd).await {
-                Ok((ia, _)) if ia.gfid == g => Ok(()),
-                Ok((ia, _)) => Err(format!("the name holds another inode ({})", ia.gfid)),
-                Err(e) => Err(e.to_string()),
-            }
+        self.behind(n.job, n.permit, n.parent, what, async move {
+            made(child.symlink(&ctx, &target, &loc, umask, xd).await, g).map(drop)
         });
-        Ok(Ok((ia, with_postparent(&post))))
+        Ok(Ok((n.iatt, with_postparent(&n.post))))
     }
 
     /// A rename of a private inode within one leased directory, answered here.
