@@ -9,7 +9,7 @@
 //!   `../../PP/QQ/<parent-gfid>/<name>` through the parent's handle, so it survives renames
 //!   of any ancestor. Handle symlinks are read, never followed;
 //! - the root's handle is the symlink `../../../..` (the brick root itself);
-//! - `.weft/reap/<gfid>`: an empty marker for each handle of an unlinked file waiting to
+//! - `.weft/reap/log`: the gfids (16 bytes each) of unlinked files whose handles wait to
 //!   be removed (see [`super::reap`]). A non-directory's handle with no other link is
 //!   stale: its gfid resolves to `ESTALE`.
 //!
