@@ -234,9 +234,14 @@ impl Posix {
 /// The reply of a flush, fsync, release or writev asked for [`weft_core::POSTSTAT_KEY`]: nothing,
 /// with the file's attributes in the xdata.
 fn poststat((ia, _): (Iatt, Xdata)) -> ((), Xdata) {
+    ((), poststat_xd(ia))
+}
+
+/// Xdata holding `ia` under [`weft_core::POSTSTAT_KEY`].
+fn poststat_xd(ia: Iatt) -> Xdata {
     let mut out = Xdata::new();
     out.set(weft_core::POSTSTAT_KEY, ia.to_bytes());
-    ((), out)
+    out
 }
 
 #[async_trait]
@@ -451,32 +456,30 @@ impl Xlator for Posix {
     }
     async fn writev(&self, _: &Ctx, fd: &FdRef, data: Bytes, offset: u64, xd: Xdata) -> Fop<u64> {
         let append = xd.has(weft_core::WRITE_APPEND_KEY);
-        if xd.has(weft_core::POSTSTAT_KEY) {
-            let ((n, ia), _) = self
-                .with_file(fd, move |f| {
-                    let n = if append {
-                        f.append(&data)?
-                    } else {
-                        f.write(&data, offset)?
-                    };
-                    Ok((n, f.fstat()?))
-                })
-                .await?;
-            let ((), out) = poststat((ia, Xdata::new()));
-            return Ok((n, out));
-        }
-        if append {
-            return self.with_file(fd, move |f| f.append(&data)).await;
-        }
-        // Not where the write waits for the disk (O_SYNC, O_DSYNC, O_DIRECT).
+        let poststat = xd.has(weft_core::POSTSTAT_KEY);
+        // Not where the write waits for the disk (O_SYNC, O_DSYNC, O_DIRECT): a short one
+        // lands in the page cache in microseconds and runs in place (write-behind asks
+        // every write it sends for the attributes too: a fstat, as short).
         let to_disk = libc::O_SYNC | libc::O_DSYNC | libc::O_DIRECT;
-        if data.len() <= SHORT_WRITE && fd.flags & to_disk == 0 {
-            let file = self.file(fd)?;
-            return weft_core::blocking::run_short(move || file.write(&data, offset))
-                .await
-                .map(|n| (n, Xdata::new()));
+        let short = data.len() <= SHORT_WRITE && fd.flags & to_disk == 0;
+        let file = self.file(fd)?;
+        let write = move || -> Result<(u64, Option<Iatt>), Errno> {
+            let n = if append {
+                file.append(&data)?
+            } else {
+                file.write(&data, offset)?
+            };
+            Ok((n, if poststat { Some(file.fstat()?) } else { None }))
+        };
+        let (n, ia) = if short {
+            weft_core::blocking::run_short(write).await?
+        } else {
+            weft_core::blocking::run_blocking(write).await?
+        };
+        match ia {
+            Some(ia) => Ok((n, poststat_xd(ia))),
+            None => Ok((n, Xdata::new())),
         }
-        self.with_file(fd, move |f| f.write(&data, offset)).await
     }
     async fn flush(&self, _: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
         self.file(fd)?;
