@@ -8,6 +8,8 @@
 # Run as root. Leaves nothing mounted and no process behind. TREE=1 adds the ls -lR runs;
 # REREAD=1 times open+close and open+read+close of the files again (page cache kept);
 # FIO=1 runs 10 s of fio 4 KiB random writes (psync, as fsbench) and prints the IOPS.
+# Each phase also prints the CPU time and context switches per operation of brickd and
+# of the mount (from /proc; what went behind is counted one second after the phase).
 #   BENCH_DIR (default /tmp/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000),
 #   META=1 (rename, delete, mkdir phases), SEQ=1 (1 GiB write and read, cold random reads),
 #   WEFT=PATH (a built binary; no build), MOUNT_ARGS (extra `weft mount` arguments),
@@ -128,7 +130,32 @@ else:
 print("%s: %d files/s" % (phase, n / (time.perf_counter() - t)))
 PY
 }
+# CPU time (µs) and context switches (all threads) of brickd and of the mount so far:
+# "cpu_us cs" per process, to report per-operation costs of a phase.
+MOUNT_PID=$(pgrep -f -- "--volfile $D/client.vol" | head -1)
+usage() { # PID -> "cpu_us ctx_switches"
+  local cs=0 t
+  for t in /proc/"$1"/task/*/status; do
+    cs=$((cs + $(awk '/ctxt_switches/ {s += $2} END {print s}' "$t")))
+  done
+  echo "$(( $(awk '{print $14 + $15}' /proc/"$1"/stat) * 1000000 / $(getconf CLK_TCK) )) $cs"
+}
+costs() { # OPS LABEL BRICK_BEFORE MOUNT_BEFORE: per-operation CPU and switches since then
+  local b m
+  b=$(usage "$(cat "$D/brickd.pid")"); m=$(usage "$MOUNT_PID")
+  python3 - "$1" "$2" "$3" "$b" "$4" "$m" <<'PY'
+import sys
+n, what = int(sys.argv[1]), sys.argv[2]
+(b0, bc0), (b1, bc1) = map(int, sys.argv[3].split()), map(int, sys.argv[4].split())
+(m0, mc0), (m1, mc1) = map(int, sys.argv[5].split()), map(int, sys.argv[6].split())
+print("%s per op: brick %.0f us CPU, %.1f switches; mount %.0f us CPU, %.1f switches"
+      % (what, (b1 - b0) / n, (bc1 - bc0) / n, (m1 - m0) / n, (mc1 - mc0) / n))
+PY
+}
+B0=$(usage "$(cat "$D/brickd.pid")"); M0=$(usage "$MOUNT_PID")
 phase create
+sleep 1 # what went behind reaches the brick
+costs "$FILES" create "$B0" "$M0"
 echo "== after create: mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|low)\]|^[a-z]+ +[0-9]+ '
 "$WEFT" statedump "$D/mnt" | sed -n '/^\[e-entry-behind\]/,/^\[/p' | grep -E '^(leased_dirs|behind|creates|mkdirs|leases|waits|failures)'
 echo "== after create: brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
@@ -171,6 +198,7 @@ fi
 # files made above, 20 x 100 directories), with each phase's rate and the io-stats after.
 if [ "${META:-0}" = 1 ]; then
   for what in rename delete mkdir; do
+    B0=$(usage "$(cat "$D/brickd.pid")"); M0=$(usage "$MOUNT_PID")
     python3 - "$D/mnt" "$FILES" "$what" <<'PY'
 import os, sys, time
 root, n, what = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -188,6 +216,8 @@ else:
         for j in range(100): os.mkdir(os.path.join(p, "s%03d" % j))
 print("%s: %d per s" % (what, n / (time.perf_counter() - t)))
 PY
+    sleep 1 # what went behind reaches the brick
+    costs "$([ "$what" = mkdir ] && echo 2020 || echo "$FILES")" "$what" "$B0" "$M0"
     echo "== after $what (cumulative): mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|low)\]|^[a-z]+ +[0-9]+ '
     echo "== after $what (cumulative): brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
   done
@@ -216,7 +246,10 @@ if [ "${SEQ:-0}" = 1 ]; then
   rm -f "$D/mnt/rr"
 fi
 if [ "${FIO:-0}" = 1 ]; then
-  fio --name=r --filename="$D/mnt/fio.rand" --rw=randwrite --bs=4k --size=256m \
+  B0=$(usage "$(cat "$D/brickd.pid")"); M0=$(usage "$MOUNT_PID")
+  n=$(fio --name=r --filename="$D/mnt/fio.rand" --rw=randwrite --bs=4k --size=256m \
       --ioengine=psync --time_based --runtime=10 --output-format=json 2>/dev/null |
-    python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("randwrite 4k: %d IOPS" % j["write"]["iops"])'
+    python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("%d %d" % (j["write"]["iops"], j["write"]["total_ios"]))')
+  echo "randwrite 4k: ${n% *} IOPS"
+  costs "${n#* }" "randwrite 4k" "$B0" "$M0"
 fi
