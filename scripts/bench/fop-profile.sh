@@ -11,7 +11,8 @@
 # Each phase also prints the CPU time and context switches per operation of brickd and
 # of the mount (from /proc; what went behind is counted one second after the phase).
 #   BENCH_DIR (default /tmp/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000),
-#   META=1 (rename, delete, mkdir phases), SEQ=1 (1 GiB write and read, cold random reads),
+#   META=1 (rename, delete, mkdir phases), SEQ=1 (1 GiB write and read, cold random reads;
+#   SEQ_FSYNC=0: the write without fsync at its end, so the disk's flush does not set it),
 #   WEFT=PATH (a built binary; no build), MOUNT_ARGS (extra `weft mount` arguments),
 #   READ_AHEAD=off (performance/read-ahead passes reads down), RA_PAGES (its page-count, 8),
 #   ENTRY_BEHIND=off (performance/entry-behind asks for no lease: every change waits)
@@ -230,7 +231,7 @@ if [ "${SEQ:-0}" = 1 ]; then
   for rw in write read; do
     [ "$rw" = read ] && { sync; echo 3 >/proc/sys/vm/drop_caches; }
     fio --name=s --filename="$D/mnt/seq" --rw=$rw --bs=1M --size=1g --ioengine=psync \
-        --end_fsync=$([ $rw = write ] && echo 1 || echo 0) --output-format=json 2>/dev/null |
+        --end_fsync=$([ $rw = write ] && echo "${SEQ_FSYNC:-1}" || echo 0) --output-format=json 2>/dev/null |
       python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; s=j["read"] if j["read"]["io_bytes"] else j["write"]; print("seq '$rw': %.0f MiB/s" % (s["bw_bytes"]/1048576))'
   done
   rm -f "$D/mnt/seq"
