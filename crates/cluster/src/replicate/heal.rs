@@ -160,9 +160,10 @@ impl Replicate {
                 return Ok(HealOutcome::Partial);
             }
         }
-        if matches!(out, HealOutcome::Clean | HealOutcome::Healed) {
-            self.forget_index(g).await;
-        }
+        // Whatever the outcome: each index keeps the entry while its inode is there with
+        // a counter up, and an inode removed during the heal (a name's last unlink, a
+        // distribute link file dropped) leaves entries only a heal forgets.
+        self.forget_index(g).await;
         Ok(out)
     }
 

@@ -31,7 +31,7 @@ mod txn;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -71,6 +71,9 @@ pub const STATUS_XATTR_PREFIX: &str = "weft.afr.status:";
 const INODES_MAX: usize = 1 << 18;
 /// Background heals at most at once from lookups.
 const BACKGROUND_HEALS: usize = 8;
+/// How many more passes a sweep makes, 0.5 s, 1 s, 2 s, ... apart, when its last pass
+/// healed nothing but left some inode to a heal that may have given way.
+const SWEEP_RETRIES: u32 = 5;
 
 fn ixd() -> Xdata {
     let mut x = Xdata::new();
@@ -199,9 +202,9 @@ pub struct Replicate {
     /// Inodes a background heal is working on.
     healing: Mutex<HashSet<Gfid>>,
     /// A sweep of the indexes runs.
-    sweeping: std::sync::atomic::AtomicBool,
+    sweeping: AtomicBool,
     /// A replica came back since the running sweep's passes began.
-    sweep_again: std::sync::atomic::AtomicBool,
+    sweep_again: AtomicBool,
     stats: heal::Stats,
 }
 
@@ -233,8 +236,8 @@ impl Replicate {
             inodes: Mutex::new(HashMap::new()),
             next_owner: AtomicU64::new(seed | 1),
             healing: Mutex::new(HashSet::new()),
-            sweeping: std::sync::atomic::AtomicBool::new(false),
-            sweep_again: std::sync::atomic::AtomicBool::new(false),
+            sweeping: AtomicBool::new(false),
+            sweep_again: AtomicBool::new(false),
             stats: heal::Stats::default(),
         })
     }
@@ -528,20 +531,43 @@ impl Replicate {
             loop {
                 while me.sweep_again.swap(false, Ordering::AcqRel) {
                     let mut last = usize::MAX;
+                    let mut retries = 0;
+                    let deferred = AtomicBool::new(false);
                     loop {
                         let list = me.pending_list().await.unwrap_or_default();
                         let gfids: Vec<Gfid> =
                             list.lines().filter_map(|l| l.parse().ok()).collect();
-                        if gfids.is_empty() || gfids.len() >= last {
+                        if gfids.is_empty() {
                             break;
                         }
+                        if gfids.len() >= last {
+                            // No progress. A heal that found another at work on its inode
+                            // left it to that one, which may have given way too: with every
+                            // replica up, look again a little later, a few times.
+                            let all_up = me.up().len() == me.n();
+                            if !deferred.load(Ordering::Acquire)
+                                || !all_up
+                                || retries == SWEEP_RETRIES
+                            {
+                                break;
+                            }
+                            retries += 1;
+                            tokio::time::sleep(Duration::from_millis(250 << retries)).await;
+                        }
                         last = gfids.len();
+                        deferred.store(false, Ordering::Release);
                         futures::stream::iter(gfids)
                             .for_each_concurrent(4, |g| {
-                                let me = me.clone();
+                                let (me, deferred) = (me.clone(), &deferred);
                                 async move {
-                                    if let Err(e) = me.heal(g).await {
-                                        tracing::warn!("{}: heal of {g} failed: {e:?}", me.name);
+                                    match me.heal(g).await {
+                                        Ok(HealOutcome::Partial) => {
+                                            deferred.store(true, Ordering::Release)
+                                        }
+                                        Ok(_) => {}
+                                        Err(e) => {
+                                            tracing::warn!("{}: heal of {g} failed: {e:?}", me.name)
+                                        }
                                     }
                                 }
                             })

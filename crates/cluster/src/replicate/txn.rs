@@ -447,6 +447,14 @@ impl Replicate {
             self.abort(&batch, &ok, delta).await;
             return Err(Errno::ENOTCONN);
         }
+        // A replica this change leaves out (down when it began) is not good for its
+        // targets from now on, even if it is back already: a read must not go there on
+        // what a lookup learnt before this pre-op's counters were written.
+        for j in (0..self.n()).filter(|j| !locked.contains(j)) {
+            for &g in &batch.targets {
+                self.mark_bad(g, j);
+            }
+        }
         let lost: Vec<usize> = locked.into_iter().filter(|i| !ok.contains(i)).collect();
         if !lost.is_empty() {
             self.fail(&batch, &lost).await;
@@ -528,13 +536,22 @@ impl Replicate {
         accused.extend(new);
     }
 
-    /// Post-op and unlock of a transaction no change uses any more.
+    /// Post-op and unlock of a transaction no change uses any more; then a heal of its
+    /// targets when a replica it left pending is up (it came back while the change was
+    /// in flight, after the sweep its return started had listed the index, or the change
+    /// failed there).
     async fn finish(&self, batch: &Batch) {
         let members = batch.members();
         self.changelog_add(&batch.targets, &members, |j| {
             Self::one(batch.kind, if members.contains(&j) { -1 } else { 0 })
         })
         .await;
+        let behind_is_up = self.up().iter().any(|j| !members.contains(j));
+        if behind_is_up {
+            for &g in &batch.targets {
+                self.background_heal(g);
+            }
+        }
         match batch.kind {
             Kind::Entry => {}
             k => {
