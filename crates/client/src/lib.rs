@@ -47,8 +47,8 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use weft_core::volfile::{Volfile, VolfileError};
 use weft_core::{
-    Ctx, Dirent, Errno, Event, Fd, Gfid, Graph, Iatt, Loc, Registry, SetAttr, StatVfs, Upcall,
-    XattrMap, Xdata, XlatorRef, GFID_REQ_KEY,
+    Ctx, Dirent, Errno, Event, Fd, Graph, Iatt, Loc, Registry, SetAttr, StatVfs, Upcall, XattrMap,
+    Xdata, XlatorRef,
 };
 
 pub use file::File;
@@ -304,7 +304,7 @@ impl Volume {
         let (loc, _) = path::parent_loc(self, path, &NotNamed::all(Errno::EEXIST))
             .await
             .map_err(&e)?;
-        let (_, xd) = new_gfid_xdata();
+        let (_, xd) = weft_core::gfid_req_xdata();
         let r = self.top().mkdir(&self.ctx, &loc, mode, 0, xd).await;
         r.map(|(ia, _)| ia).map_err(e)
     }
@@ -385,7 +385,7 @@ impl Volume {
         if slash {
             return Err(e(self.slashed_new(&loc).await));
         }
-        let (_, xd) = new_gfid_xdata();
+        let (_, xd) = weft_core::gfid_req_xdata();
         let r = self.top().symlink(&self.ctx, target, &loc, 0, xd).await;
         r.map(|(ia, _)| ia).map_err(e)
     }
@@ -569,7 +569,7 @@ impl Volume {
         }
         let mut retries = 0;
         loop {
-            let (gfid, xd) = new_gfid_xdata();
+            let (gfid, xd) = weft_core::gfid_req_xdata();
             let fd = Fd::new(gfid, flags | libc::O_CREAT, false);
             let (ia, _) = self
                 .top()
@@ -623,10 +623,3 @@ impl Volume {
 
 /// The longest symlink target in bytes plus one (Linux's PATH_MAX counts the NUL).
 const PATH_MAX: usize = 4096;
-
-fn new_gfid_xdata() -> (Gfid, Xdata) {
-    let g = Gfid::random();
-    let mut xd = Xdata::new();
-    xd.set(GFID_REQ_KEY, g.0.to_vec());
-    (g, xd)
-}

@@ -5,6 +5,14 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// How many gfids in a row [`Gfid::for_new_inode`] gives the same first two bytes.
+const PREFIX_RUN: u32 = 1024;
+
+/// The first two bytes of the current run of new gfids (high half) and how many more
+/// gfids the run gives (low half); a run starts when that count is zero.
+static PREFIX_STATE: AtomicU32 = AtomicU32::new(0);
 
 /// A 128-bit file identity, stored on bricks in the `trusted.weft.gfid` xattr.
 #[derive(
@@ -21,6 +29,43 @@ impl Gfid {
     /// A fresh random (version 4) gfid.
     pub fn random() -> Gfid {
         Gfid(*uuid::Uuid::new_v4().as_bytes())
+    }
+
+    /// A fresh gfid for an inode about to be made (the gfid a create, mkdir, mknod or
+    /// symlink proposes): random, except that the gfids one process makes in a row share
+    /// their first two bytes, a random pair per run of 1,024. A brick keeps each inode's
+    /// handle in a folder named by those bytes (`.weft/handles/AB/CD`, 65,536 of them), so
+    /// a burst of creates makes one such folder per run instead of one per file on a young
+    /// brick; over time the runs spread evenly over every folder. 106 bits stay random
+    /// besides the run's 16 (the UUID version and variant bits are kept), so gfids stay
+    /// unique as random ones are.
+    pub fn for_new_inode() -> Gfid {
+        let mut g = Gfid::random();
+        let mut state = PREFIX_STATE.load(Ordering::Relaxed);
+        loop {
+            let (prefix, left) = ((state >> 16) as u16, state & 0xffff);
+            let (next, keep) = if left == 0 {
+                // A new run, named by this gfid's own random first bytes.
+                let own = u16::from_be_bytes([g.0[0], g.0[1]]);
+                ((own as u32) << 16 | (PREFIX_RUN - 1), None)
+            } else {
+                (state - 1, Some(prefix))
+            };
+            match PREFIX_STATE.compare_exchange_weak(
+                state,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    if let Some(p) = keep {
+                        g.0[..2].copy_from_slice(&p.to_be_bytes());
+                    }
+                    return g;
+                }
+                Err(now) => state = now,
+            }
+        }
     }
 
     /// Builds a gfid from exactly 16 bytes; `None` for any other length or the null gfid.
@@ -83,6 +128,28 @@ impl FromStr for Gfid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_inode_gfids_share_their_first_bytes_in_runs_and_stay_distinct() {
+        let made: Vec<Gfid> = (0..3 * PREFIX_RUN).map(|_| Gfid::for_new_inode()).collect();
+        let unique: std::collections::HashSet<&Gfid> = made.iter().collect();
+        assert_eq!(unique.len(), made.len());
+        // Other tests may take gfids from the same runs meanwhile: count prefix changes.
+        let changes = made
+            .windows(2)
+            .filter(|w| w[0].0[..2] != w[1].0[..2])
+            .count();
+        assert!(
+            (2..=(3 * PREFIX_RUN as usize) / 100).contains(&changes),
+            "{changes} prefix changes in {} gfids",
+            made.len()
+        );
+        for g in &made {
+            let u = uuid::Uuid::from_bytes(g.0);
+            assert_eq!(u.get_version_num(), 4);
+            assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
+        }
+    }
 
     #[test]
     fn root_is_inode_one_and_text_round_trips() {

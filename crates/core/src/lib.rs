@@ -70,6 +70,15 @@ pub const POSTSTAT_KEY: &str = "weft.poststat";
 /// mknod, symlink), so every replica gives the new inode the same identity. 16 bytes.
 pub const GFID_REQ_KEY: &str = "gfid-req";
 
+/// A new inode's gfid ([`Gfid::for_new_inode`]) and the xdata proposing it
+/// ([`GFID_REQ_KEY`]), for a create, mkdir, mknod or symlink.
+pub fn gfid_req_xdata() -> (Gfid, Xdata) {
+    let g = Gfid::for_new_inode();
+    let mut xd = Xdata::new();
+    xd.set(GFID_REQ_KEY, g.0.to_vec());
+    (g, xd)
+}
+
 /// Xdata key (presence only) on an `lk` call: the lock is a flock(2) lock (whole file,
 /// owned by an open file description), kept apart from POSIX locks as Linux keeps them.
 pub const LK_FLOCK_KEY: &str = "lk.flock";

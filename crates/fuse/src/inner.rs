@@ -10,7 +10,6 @@ use weft_client::Volume;
 use weft_core::inode::InodeTable;
 use weft_core::{
     Ctx, Dirent, Errno, Fd, FdRef, Gfid, Iatt, Loc, SetAttr, StatVfs, XattrMap, Xdata, XlatorRef,
-    GFID_REQ_KEY,
 };
 use weft_core::{Flock, LkCmd};
 
@@ -157,13 +156,6 @@ impl SizeHistory {
 /// How many files' kernel sizes are kept before the table starts over (an unknown size
 /// counts an O_APPEND write as an append).
 const KERNEL_SIZES_MAX: usize = 1 << 20;
-
-fn new_gfid_xdata() -> (Gfid, Xdata) {
-    let g = Gfid::random();
-    let mut xd = Xdata::new();
-    xd.set(GFID_REQ_KEY, g.0.to_vec());
-    (g, xd)
-}
 
 impl Inner {
     /// State for serving `volume`; graphs replaced later are torn down on `rt`.
@@ -535,7 +527,7 @@ impl Inner {
     ) -> Result<Iatt, Errno> {
         let _changing = self.fresh.dir_changing();
         let loc = self.entry_loc(parent, name)?;
-        let (_, xd) = new_gfid_xdata();
+        let (_, xd) = weft_core::gfid_req_xdata();
         let (ia, _) = self
             .cur()
             .top
@@ -556,7 +548,7 @@ impl Inner {
     ) -> Result<Iatt, Errno> {
         let _changing = self.fresh.dir_changing();
         let loc = self.entry_loc(parent, name)?;
-        let (_, xd) = new_gfid_xdata();
+        let (_, xd) = weft_core::gfid_req_xdata();
         let (ia, _) = self.cur().top.mkdir(ctx, &loc, mode, umask, xd).await?;
         self.remember(&ia, parent, name);
         Ok(ia)
@@ -572,7 +564,7 @@ impl Inner {
     ) -> Result<Iatt, Errno> {
         let _changing = self.fresh.dir_changing();
         let loc = self.entry_loc(parent, name)?;
-        let (_, xd) = new_gfid_xdata();
+        let (_, xd) = weft_core::gfid_req_xdata();
         let (ia, _) = self.cur().top.symlink(ctx, target, &loc, 0, xd).await?;
         self.remember(&ia, parent, name);
         Ok(ia)
@@ -676,7 +668,7 @@ impl Inner {
     ) -> Result<(Iatt, u64), Errno> {
         let _changing = self.fresh.dir_changing();
         let loc = self.entry_loc(parent, name)?;
-        let (g, xd) = new_gfid_xdata();
+        let (g, xd) = weft_core::gfid_req_xdata();
         let fd = self.new_fd(g, flags, false);
         let gen = self.cur();
         let (ia, _) = gen.top.create(ctx, &loc, &fd, mode, umask, xd).await?;

@@ -561,7 +561,7 @@ impl Brick {
         if let Some(g) = node.gfid() {
             return Ok(g); // its creator finished while we waited
         }
-        let fresh = Gfid::random();
+        let fresh = Gfid::for_new_inode();
         let g = match node.set_gfid_once(&fresh) {
             Ok(()) => fresh,
             Err(e) if e == Errno::EEXIST => node.gfid().ok_or(Errno::EIO)?,
