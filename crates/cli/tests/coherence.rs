@@ -10,6 +10,9 @@
 //!   then lost its brick while the file changed, sees the change once it reconnects.
 //! - `md_cache_stays_within_its_entries_under_many_files`: the statedump's counts stay
 //!   within `max-entries` over a tree far larger.
+//! - `changes_made_behind_under_a_lease_are_seen_*`: what entry-behind answered before the
+//!   brick did it is seen by the other mount at once, over one brick, distribute and
+//!   replicate.
 
 mod common;
 
@@ -601,8 +604,108 @@ fn md_cache_stays_within_its_entries_under_many_files() {
 #[test]
 fn changes_made_behind_under_a_lease_are_seen_by_the_other_mount_at_once() {
     let two = TwoMounts::caching("coh-lease", true);
-    let (a, b) = (two.a.mnt.clone(), two.b.mnt.clone());
     let brick = two.dir.path().join("brick");
+    changes_behind_are_seen_at_once(
+        &two.a.mnt,
+        &two.b.mnt,
+        &|rel| std::fs::read(brick.join(rel)).ok(),
+        &|| two.logs(),
+    );
+}
+
+/// The same over cluster/distribute on three brick servers: a directory is leased only
+/// when every brick's copy is, and any brick another client reaches recalls it.
+#[test]
+fn changes_made_behind_under_a_lease_are_seen_at_once_over_distribute() {
+    lease_scenario_over("coh-lease-dht", "cluster/distribute");
+}
+
+/// The same over cluster/replicate (replica 3).
+#[test]
+fn changes_made_behind_under_a_lease_are_seen_at_once_over_replicate() {
+    lease_scenario_over("coh-lease-afr", "cluster/replicate");
+}
+
+/// [`changes_behind_are_seen_at_once`] on two caching mounts of three brick servers under
+/// one cluster translator of type `cluster` (distribute: a file on one brick; replicate:
+/// on every brick).
+fn lease_scenario_over(tag: &str, cluster: &str) {
+    let dir = scratch(tag);
+    let mut servers = Vec::new();
+    let mut bricks = Vec::new();
+    let mut client = String::new();
+    for i in 0..3 {
+        let b = dir.path().join(format!("b{i}"));
+        std::fs::create_dir(&b).unwrap();
+        let sd = dir.path().join(format!("s{i}"));
+        std::fs::create_dir(&sd).unwrap();
+        let vf = sd.join("brick.vol");
+        std::fs::write(&vf, caching_brick_graph(&format!("c{i}"), &b)).unwrap();
+        let s = Brickd::start(&sd, &vf, &[]);
+        client.push_str(&client_volfile(
+            &format!("c{i}"),
+            s.port,
+            &[("cache-invalidation", "on")],
+        ));
+        client.push('\n');
+        servers.push(s);
+        bricks.push(b);
+    }
+    client.push_str(&format!(
+        "volume cl\n    type {cluster}\n    option lease-directories on\n    subvolumes c0-client c1-client c2-client\nend-volume\n\n\
+         volume eb\n    type performance/entry-behind\n    subvolumes cl\nend-volume\n\n\
+         volume wb\n    type performance/write-behind\n    subvolumes eb\nend-volume\n\n\
+         volume ra\n    type performance/read-ahead\n    subvolumes wb\nend-volume\n\n\
+         volume qr\n    type performance/quick-read\n    option cache-timeout 60\n    subvolumes ra\nend-volume\n\n\
+         volume mdc\n    type performance/md-cache\n    option cache-invalidation on\n    option md-cache-timeout 60\n    subvolumes qr\nend-volume\n",
+    ));
+    let vf = dir.path().join("client.vol");
+    std::fs::write(&vf, client).unwrap();
+    let mount = |side: &str| {
+        let mnt = dir.path().join(format!("mnt-{side}"));
+        std::fs::create_dir(&mnt).unwrap();
+        mount_volfile(&vf, &mnt, &dir.path().join(format!("{side}.log")), &[])
+    };
+    let (a, b) = (mount("a"), mount("b"));
+    let logs = || {
+        let mut out = format!(
+            "--- mount A log ---\n{}\n--- mount B log ---\n{}",
+            a.log_text(),
+            b.log_text()
+        );
+        for s in &servers {
+            out.push_str(&format!("\n--- brickd log ---\n{}", s.log_text()));
+        }
+        out
+    };
+    let every_copy = cluster == "cluster/replicate";
+    // Distribute: a file lives on the one brick its name hashes to (what is checked this
+    // way is never renamed, so no link file stands in for it). Replicate: on each.
+    let on_bricks = |rel: &str| {
+        let copies: Vec<Vec<u8>> = bricks
+            .iter()
+            .filter_map(|b| std::fs::read(b.join(rel)).ok())
+            .collect();
+        let want = if every_copy { bricks.len() } else { 1 };
+        (copies.len() == want && copies.windows(2).all(|w| w[0] == w[1])).then(|| copies[0].clone())
+    };
+    changes_behind_are_seen_at_once(&a.mnt, &b.mnt, &on_bricks, &logs);
+    // Every brick holds every directory made behind.
+    for b in &bricks {
+        for d in ["d", "d/sub", "e", "m"] {
+            assert!(b.join(d).is_dir(), "{} lacks {d}", b.display());
+        }
+    }
+}
+
+/// The lease scenario on mounts `a` and `b` of one volume; `on_bricks` reads a file's
+/// bytes on the bricks (path relative to the volume root).
+fn changes_behind_are_seen_at_once(
+    a: &Path,
+    b: &Path,
+    on_bricks: &dyn Fn(&str) -> Option<Vec<u8>>,
+    logs: &dyn Fn() -> String,
+) {
     std::fs::create_dir(a.join("d")).unwrap();
     std::fs::write(a.join("d/f"), b"one").unwrap();
     std::fs::rename(a.join("d/f"), a.join("d/g")).unwrap();
@@ -617,12 +720,12 @@ fn changes_made_behind_under_a_lease_are_seen_by_the_other_mount_at_once() {
         f.write_all(b"synced").unwrap();
         f.sync_all().unwrap();
         assert_eq!(
-            std::fs::read(brick.join("d/sub/y")).unwrap(),
-            b"synced",
+            on_bricks("d/sub/y").as_deref(),
+            Some(&b"synced"[..]),
             "fsync returned before the brick had the file"
         );
     }
-    let dump = String::from_utf8(getxattr(&a, "weft.statedump").unwrap()).unwrap();
+    let dump = String::from_utf8(getxattr(a, "weft.statedump").unwrap()).unwrap();
     for key in ["creates", "mkdirs", "renames", "unlinks"] {
         assert!(
             dump_count(&dump, key) >= 1,
@@ -630,18 +733,13 @@ fn changes_made_behind_under_a_lease_are_seen_by_the_other_mount_at_once() {
         );
     }
     // B's first look: the root's listing names d (its lease is recalled), then d's.
-    assert!(listing(&b, Path::new("")).contains(&"d".to_string()));
-    assert_eq!(
-        listing(&b, Path::new("d")),
-        vec!["g", "sub"],
-        "{}",
-        two.logs()
-    );
+    assert!(listing(b, Path::new("")).contains(&"d".to_string()));
+    assert_eq!(listing(b, Path::new("d")), vec!["g", "sub"], "{}", logs());
     assert_eq!(std::fs::read(b.join("d/g")).unwrap(), b"one");
     assert!(std::fs::metadata(b.join("d/h")).is_err(), "B sees d/h");
-    assert_eq!(listing(&b, Path::new("d/sub")), vec!["x", "y"]);
+    assert_eq!(listing(b, Path::new("d/sub")), vec!["x", "y"]);
     assert_eq!(std::fs::read(b.join("d/sub/x")).unwrap(), b"two");
-    let dump = String::from_utf8(getxattr(&a, "weft.statedump").unwrap()).unwrap();
+    let dump = String::from_utf8(getxattr(a, "weft.statedump").unwrap()).unwrap();
     assert!(
         dump_count(&dump, "recalls") >= 1,
         "A was never asked:\n{dump}"
@@ -650,7 +748,7 @@ fn changes_made_behind_under_a_lease_are_seen_by_the_other_mount_at_once() {
     std::fs::write(a.join("d/k"), b"three").unwrap();
     std::fs::rename(a.join("d/g"), a.join("d/g2")).unwrap();
     assert_eq!(std::fs::read(b.join("d/k")).unwrap(), b"three");
-    assert_eq!(listing(&b, Path::new("d")), vec!["g2", "k", "sub"]);
+    assert_eq!(listing(b, Path::new("d")), vec!["g2", "k", "sub"]);
     // A new directory B looks into by name (a lookup, not a listing) is recalled too.
     std::fs::create_dir(a.join("e")).unwrap();
     std::fs::write(a.join("e/z"), b"four").unwrap();
@@ -659,6 +757,6 @@ fn changes_made_behind_under_a_lease_are_seen_by_the_other_mount_at_once() {
     std::fs::create_dir(a.join("m")).unwrap();
     std::fs::write(a.join("m/one"), b"1").unwrap();
     std::fs::write(b.join("m/two"), b"2").unwrap();
-    assert_eq!(listing(&a, Path::new("m")), vec!["one", "two"]);
-    assert_eq!(listing(&b, Path::new("m")), vec!["one", "two"]);
+    assert_eq!(listing(a, Path::new("m")), vec!["one", "two"]);
+    assert_eq!(listing(b, Path::new("m")), vec!["one", "two"]);
 }

@@ -10,6 +10,9 @@
 //!   subvolume holding the data. Lookups follow link files and never show them.
 //! - Inode and fd FOPs go to the subvolume holding the file, remembered per gfid.
 //! - Listings are the subvolumes' listings one after another ([`doff`]).
+//! - With option `lease-directories`, a mkdir asking for a directory lease
+//!   ([`weft_core::LEASE_KEY`]) asks every subvolume for it; the answer grants it only when
+//!   every copy was made and leased. Without it the request is removed.
 //! - Distribute only uses FOPs: its subvolumes may be anything.
 
 pub mod doff;
@@ -23,6 +26,7 @@ use std::ffi::{OsStr, OsString};
 use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -255,6 +259,8 @@ pub struct Distribute {
     /// Subvolumes being removed (`decommissioned`): directories are made there too, but
     /// new layouts give them no range.
     decommissioned: Mutex<Vec<usize>>,
+    /// Option `lease-directories`: directory leases are asked of every subvolume.
+    lease_dirs: AtomicBool,
 }
 
 impl Distribute {
@@ -269,6 +275,7 @@ impl Distribute {
             layouts: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             decommissioned: Mutex::new(Vec::new()),
+            lease_dirs: AtomicBool::new(false),
         }
     }
 
@@ -1381,7 +1388,9 @@ impl Distribute {
 
     fn with_gfid_req(xd: &Xdata) -> (Xdata, Gfid) {
         let mut xd = xd.clone();
-        let g = xd.get_gfid(GFID_REQ_KEY).unwrap_or_else(Gfid::random);
+        let g = xd
+            .get_gfid(GFID_REQ_KEY)
+            .unwrap_or_else(Gfid::for_new_inode);
         xd.set(GFID_REQ_KEY, g.0.to_vec());
         (xd, g)
     }
@@ -1697,7 +1706,10 @@ impl Xlator for Distribute {
     }
 
     async fn reconfigure(&self, options: &Options) -> Result<(), String> {
-        self.set_decommissioned(options)
+        self.set_decommissioned(options)?;
+        self.lease_dirs
+            .store(options.bool("lease-directories"), Ordering::Relaxed);
+        Ok(())
     }
 
     fn dump(&self) -> String {
@@ -1896,9 +1908,15 @@ impl Xlator for Distribute {
 
     // ==== entry FOPs ====
 
-    async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, mut xd: Xdata) -> Fop<Iatt> {
-        // Directory leases are one brick's: not granted across several yet.
-        xd.0.remove(weft_core::LEASE_KEY);
+    async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
+        // A directory lease is asked of every subvolume's copy and granted only when each
+        // granted its own: another client reaches the directory through any of them, and
+        // the one it reaches recalls the lease (each brick's recall reaches the holder).
+        let mut xd = xd;
+        if !self.lease_dirs.load(Ordering::Relaxed) {
+            xd.0.remove(weft_core::LEASE_KEY);
+        }
+        let lease = xd.has(weft_core::LEASE_KEY);
         let h = self.place_new(ctx, loc).await?;
         let (p, n) = entry_of(loc)?;
         let (xd, want) = Self::with_gfid_req(&xd);
@@ -1909,7 +1927,8 @@ impl Xlator for Distribute {
             self.children[h].mkdir(ctx, loc, mode, umask, xd),
             layout_lock::lock_layout(&self.children[0], want)
         );
-        let (ia, _) = made?;
+        let (ia, hxd) = made?;
+        let leased = AtomicUsize::new(usize::from(lease && hxd.has(weft_core::LEASE_KEY)));
         let lock = match lock {
             Ok(lock) if ia.gfid == want => Some(lock),
             // The brick gave the directory another gfid (the one asked for was taken).
@@ -1923,14 +1942,22 @@ impl Xlator for Distribute {
         };
         let mut oxd = Xdata::new();
         oxd.set(GFID_REQ_KEY, ia.gfid.0.to_vec());
-        let oxd = &oxd;
+        if lease {
+            oxd.set(weft_core::LEASE_KEY, Vec::new());
+        }
+        let (oxd, leased_ref) = (&oxd, &leased);
         let rs = self
             .all(|i, c| async move {
                 if i == h {
                     return Ok(ia);
                 }
                 match c.mkdir(ctx, loc, mode, umask, oxd.clone()).await {
-                    Ok((x, _)) => Ok(x),
+                    Ok((x, rxd)) => {
+                        if rxd.has(weft_core::LEASE_KEY) {
+                            leased_ref.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(x)
+                    }
                     Err(Errno::EEXIST) => {
                         match c.lookup(ctx, &Loc::entry(p, n), Xdata::new()).await {
                             Ok((x, _)) if x.is_dir() && x.gfid == ia.gfid => Ok(x),
@@ -1971,7 +1998,11 @@ impl Xlator for Distribute {
             // Given back in the background: nothing of this mkdir waits for it.
             drop(lock);
         }
-        Ok((merge_dir(&made).unwrap_or(ia), Xdata::new()))
+        let mut rxd = Xdata::new();
+        if lease && complete && leased.load(Ordering::Relaxed) == self.n() {
+            rxd.set(weft_core::LEASE_KEY, Vec::new());
+        }
+        Ok((merge_dir(&made).unwrap_or(ia), rxd))
     }
 
     async fn rmdir(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
@@ -2615,12 +2646,20 @@ impl Xlator for Distribute {
 /// The `cluster/distribute` type for the registry.
 pub struct DistributeType;
 
-const OPTIONS: &[OptionSpec] = &[OptionSpec {
-    key: "decommissioned",
-    kind: weft_core::options::OptionKind::Str,
-    default: Some(""),
-    description: "Subvolumes being removed (names, comma separated): new directory layouts give them no range (GlusterFS's decommissioned-bricks). Changes live.",
-}];
+const OPTIONS: &[OptionSpec] = &[
+    OptionSpec {
+        key: "decommissioned",
+        kind: weft_core::options::OptionKind::Str,
+        default: Some(""),
+        description: "Subvolumes being removed (names, comma separated): new directory layouts give them no range (GlusterFS's decommissioned-bricks). Changes live.",
+    },
+    OptionSpec {
+        key: "lease-directories",
+        kind: weft_core::options::OptionKind::Bool,
+        default: Some("off"),
+        description: "A mkdir asking for a directory lease (performance/entry-behind's) asks every subvolume and is granted one when each leased its copy; off: the request is removed and entry-behind sends every change through. Changes live.",
+    },
+];
 
 impl XlatorType for DistributeType {
     fn type_name(&self) -> &'static str {
@@ -2638,6 +2677,8 @@ impl XlatorType for DistributeType {
     fn build(&self, init: XlatorInit) -> Result<XlatorRef, String> {
         let d = Distribute::new(init.name, init.children);
         d.set_decommissioned(&init.options)?;
+        d.lease_dirs
+            .store(init.options.bool("lease-directories"), Ordering::Relaxed);
         Ok(Arc::new(d))
     }
 }

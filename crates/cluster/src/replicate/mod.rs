@@ -16,6 +16,9 @@
 //!   ([`heal`]); the self-heal daemon finds the rest in the bricks' `features/index`.
 //! - Split-brain (each copy accuses the other) reads as `EIO` until it is resolved by a
 //!   command or by `favorite-child-policy`.
+//! - With option `lease-directories`, a mkdir asking for a directory lease
+//!   ([`weft_core::LEASE_KEY`]) is granted one only when every replica made and leased its
+//!   copy. Without it the request is removed.
 //! - With `arbiter-count 1` the last replica is an *arbiter* (its brick runs
 //!   `features/arbiter`): it keeps names, metadata and changelogs but no file data. It
 //!   counts for quorum and for which copy is good, but file data and attributes are never
@@ -31,7 +34,7 @@ mod txn;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -122,6 +125,7 @@ struct Config {
     post_op_delay: Duration,
     heal_on_access: bool,
     heal_on_reconnect: bool,
+    lease_dirs: bool,
 }
 
 fn config(o: &Options) -> Result<Config, String> {
@@ -148,6 +152,7 @@ fn config(o: &Options) -> Result<Config, String> {
         post_op_delay: o.duration("post-op-delay"),
         heal_on_access: o.bool("self-heal-on-access"),
         heal_on_reconnect: o.bool("self-heal-on-reconnect"),
+        lease_dirs: o.bool("lease-directories"),
     })
 }
 
@@ -1023,15 +1028,36 @@ impl Xlator for Replicate {
         .await
     }
 
-    async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, mut xd: Xdata) -> Fop<Iatt> {
-        // Directory leases are one brick's: not granted across replicas yet.
-        xd.0.remove(weft_core::LEASE_KEY);
+    async fn mkdir(&self, ctx: &Ctx, loc: &Loc, mode: u32, umask: u32, xd: Xdata) -> Fop<Iatt> {
+        // A directory lease is asked of every replica and granted only when each leased
+        // its copy: another client reaches the directory through any of them, and the one
+        // it reaches recalls the lease (each brick's recall reaches the holder).
+        let mut xd = xd;
+        if !self.cfg().lease_dirs {
+            xd.0.remove(weft_core::LEASE_KEY);
+        }
+        let lease = xd.has(weft_core::LEASE_KEY);
+        let leased = AtomicUsize::new(0);
         let xd = with_gfid_req(xd);
-        self.entry_txn(&[loc], |_, c| {
-            let xd = xd.clone();
-            async move { c.mkdir(ctx, loc, mode, umask, xd).await }
-        })
-        .await
+        let mut r = self
+            .entry_txn(&[loc], |_, c| {
+                let (xd, leased) = (xd.clone(), &leased);
+                async move {
+                    let r = c.mkdir(ctx, loc, mode, umask, xd).await;
+                    if matches!(&r, Ok((_, rxd)) if rxd.has(weft_core::LEASE_KEY)) {
+                        leased.fetch_add(1, Ordering::Relaxed);
+                    }
+                    r
+                }
+            })
+            .await;
+        if let Ok((_, rxd)) = &mut r {
+            rxd.0.remove(weft_core::LEASE_KEY);
+            if lease && leased.load(Ordering::Relaxed) == self.n() {
+                rxd.set(weft_core::LEASE_KEY, Vec::new());
+            }
+        }
+        r
     }
 
     async fn rmdir(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
@@ -1713,6 +1739,12 @@ const OPTIONS: &[OptionSpec] = &[
         kind: OptionKind::Bool,
         default: Some("on"),
         description: "Whether the pool's self-heal daemon heals this volume (mgmtd reads it; the translator only carries it).",
+    },
+    OptionSpec {
+        key: "lease-directories",
+        kind: OptionKind::Bool,
+        default: Some("off"),
+        description: "A mkdir asking for a directory lease (performance/entry-behind's) asks every replica and is granted one when each leased its copy; off: the request is removed and entry-behind sends every change through.",
     },
     OptionSpec {
         key: "self-heal-on-reconnect",
