@@ -15,7 +15,8 @@
 #   SEQ_FSYNC=0: the write without fsync at its end, so the disk's flush does not set it),
 #   WEFT=PATH (a built binary; no build), MOUNT_ARGS (extra `weft mount` arguments),
 #   READ_AHEAD=off (performance/read-ahead passes reads down), RA_PAGES (its page-count, 8),
-#   ENTRY_BEHIND=off (performance/entry-behind asks for no lease: every change waits)
+#   ENTRY_BEHIND=off (performance/entry-behind asks for no lease: every change waits),
+#   LS=1 (an `ls -l` of the files, caches dropped, between the create and read phases)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 D=${BENCH_DIR:-/tmp/weft-fop-profile}
@@ -161,6 +162,16 @@ echo "== after create: mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|l
 "$WEFT" statedump "$D/mnt" | sed -n '/^\[e-entry-behind\]/,/^\[/p' | grep -E '^(leased_dirs|behind|creates|mkdirs|leases|waits|failures)'
 echo "== after create: brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
 sync; echo 3 >/proc/sys/vm/drop_caches
+if [ "${LS:-0}" = 1 ]; then # LS=1: an `ls -l` of the files (as fsbench's), caches dropped
+  python3 - "$D/mnt/s" <<'PY'
+import os, sys, time
+t = time.perf_counter()
+with os.scandir(sys.argv[1]) as it:
+    for e in it: e.stat(follow_symlinks=False)
+print("ls -l: %.3f s" % (time.perf_counter() - t))
+PY
+  sync; echo 3 >/proc/sys/vm/drop_caches
+fi
 phase read
 echo "== after read (cumulative): mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|low)\]|^[a-z]+ +[0-9]+ '
 echo "== after read (cumulative): brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
