@@ -447,10 +447,13 @@ impl Replicate {
             self.abort(&batch, &ok, delta).await;
             return Err(Errno::ENOTCONN);
         }
-        // A replica this change leaves out (down when it began) is not good for its
-        // targets from now on, even if it is back already: a read must not go there on
-        // what a lookup learnt before this pre-op's counters were written.
-        for j in (0..self.n()).filter(|j| !locked.contains(j)) {
+        // A replica this change leaves out (down when it began) but back already is not
+        // good for its targets: a read must not go there on what a lookup learnt before
+        // this pre-op's counters were written. (One still down is read from by nobody, and
+        // its return makes every inode learnt again; not marking it keeps reads' lookups
+        // from being discarded by every change while a replica is down.)
+        let up = self.up();
+        for j in (0..self.n()).filter(|j| !locked.contains(j) && up.contains(j)) {
             for &g in &batch.targets {
                 self.mark_bad(g, j);
             }
