@@ -1683,7 +1683,7 @@ impl Replicate {
 /// same one.
 fn with_gfid_req(mut xd: Xdata) -> Xdata {
     if xd.get_gfid(GFID_REQ_KEY).is_none() {
-        xd.set(GFID_REQ_KEY, Gfid::random().0.to_vec());
+        xd.set(GFID_REQ_KEY, Gfid::for_new_inode().0.to_vec());
     }
     xd
 }

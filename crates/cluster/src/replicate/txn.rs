@@ -452,10 +452,12 @@ impl Replicate {
         // this pre-op's counters were written. (One still down is read from by nobody, and
         // its return makes every inode learnt again; not marking it keeps reads' lookups
         // from being discarded by every change while a replica is down.)
-        let up = self.up();
-        for j in (0..self.n()).filter(|j| !locked.contains(j) && up.contains(j)) {
-            for &g in &batch.targets {
-                self.mark_bad(g, j);
+        if locked.len() < self.n() {
+            let up = self.up();
+            for j in (0..self.n()).filter(|j| !locked.contains(j) && up.contains(j)) {
+                for &g in &batch.targets {
+                    self.mark_bad(g, j);
+                }
             }
         }
         let lost: Vec<usize> = locked.into_iter().filter(|i| !ok.contains(i)).collect();
@@ -549,8 +551,8 @@ impl Replicate {
             Self::one(batch.kind, if members.contains(&j) { -1 } else { 0 })
         })
         .await;
-        let behind_is_up = self.up().iter().any(|j| !members.contains(j));
-        if behind_is_up {
+        // (All replicas took part, the common case: nothing to look up.)
+        if members.len() < self.n() && self.up().iter().any(|j| !members.contains(j)) {
             for &g in &batch.targets {
                 self.background_heal(g);
             }
