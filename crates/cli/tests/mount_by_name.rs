@@ -334,9 +334,14 @@ fn a_backup_server_is_used_when_the_first_is_down_also_for_updates() {
         statedump(&m.mnt),
         m.log_text()
     );
-    assert!(m
-        .log_text()
-        .contains("volume vol0 version 2: reconfigured vol0-wb (cache-size)"));
+    // The graph takes the option before the mount logs it: wait for the line too.
+    assert!(
+        eventually(|| m
+            .log_text()
+            .contains("volume vol0 version 2: reconfigured vol0-wb (cache-size)")),
+        "{}",
+        m.log_text()
+    );
 }
 
 /// The bytes of chunk `i` of the writer's stream: a pseudo-random pattern of its own.
@@ -433,9 +438,12 @@ fn write_behind_off_and_on_reach_the_mount_live_while_a_writer_writes() {
         "{}",
         m.log_text()
     );
-    assert!(m.log_text().contains(&format!(
-        "volume vol0 version {v2}: reconfigured vol0-wb (enable)"
-    )));
+    let line = format!("volume vol0 version {v2}: reconfigured vol0-wb (enable)");
+    assert!(
+        eventually(|| m.log_text().contains(&line)),
+        "{}",
+        m.log_text()
+    );
     progress(&done, 8);
     // On again, with another window.
     let v3 = s.http.publish(
@@ -454,9 +462,12 @@ fn write_behind_off_and_on_reach_the_mount_live_while_a_writer_writes() {
         "{}",
         m.log_text()
     );
-    assert!(m.log_text().contains(&format!(
-        "volume vol0 version {v3}: reconfigured vol0-wb (cache-size, enable)"
-    )));
+    let line = format!("volume vol0 version {v3}: reconfigured vol0-wb (cache-size, enable)");
+    assert!(
+        eventually(|| m.log_text().contains(&line)),
+        "{}",
+        m.log_text()
+    );
     progress(&done, 8);
     stop.store(true, Ordering::Release);
     let n = w.join().expect("the writer never failed");
