@@ -170,6 +170,8 @@ with os.scandir(sys.argv[1]) as it:
     for e in it: e.stat(follow_symlinks=False)
 print("ls -l: %.3f s" % (time.perf_counter() - t))
 PY
+  echo "== after ls -l (cumulative): requests from the kernel"
+  "$WEFT" statedump "$D/mnt" | sed -n '/^\[e-top\]/,/^\[/p' | grep -E '^[a-z]+ +[0-9]+ '
   sync; echo 3 >/proc/sys/vm/drop_caches
 fi
 phase read

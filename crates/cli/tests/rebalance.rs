@@ -137,6 +137,7 @@ fn add_brick_then_fix_layout_keeps_every_file_and_spreads_new_ones() {
     for i in 0..60 {
         std::fs::write(mnt.join(format!("a/new{i}")), b"x").unwrap();
     }
+    settle_behind(&mnt.join("a"));
     assert!(
         data_names(&nb, "a").is_empty(),
         "{:?}",
@@ -335,6 +336,7 @@ fn rebalance_moves_files_in_use_without_losing_a_write() {
     for k in 0..12 {
         std::fs::write(mnt.join(format!("live/big{k}")), big(k)).unwrap();
     }
+    settle_behind(&mnt.join("live"));
     let before_big: Vec<usize> = (0..12)
         .map(|k| holder(&bricks, "live", &format!("big{k}")))
         .collect();
@@ -400,6 +402,7 @@ fn rebalance_moves_files_in_use_without_losing_a_write() {
     wait_until("the writer and reader to get going", 20, || {
         written.load(Ordering::Relaxed) > 20 && reads.load(Ordering::Relaxed) > 5
     });
+    settle_behind(&mnt.join("live"));
     let before_log: Vec<usize> = (0..12)
         .map(|k| holder(&bricks, "live", &format!("log{k}")))
         .collect();
@@ -670,6 +673,9 @@ fn remove_brick_moves_every_file_off_before_commit() {
             std::fs::write(mnt.join(&p), &c).unwrap();
             sums.push((p, checksum(&c)));
         }
+    }
+    for i in 0..6 {
+        settle_behind(&mnt.join(format!("d{i}")));
     }
     let on_b2 = |dir: &str| data_names(&bricks[1], dir).len();
     let before: usize = (0..6).map(|i| on_b2(&format!("d{i}"))).sum();

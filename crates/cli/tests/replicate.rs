@@ -733,6 +733,10 @@ fn pool_heals_from_the_index_keeps_quorum_and_resolves_split_brain() {
             std::fs::metadata(mnt.join("dir/big")).unwrap().len(),
             300_000
         );
+        // Made behind in a leased directory: on the bricks once fsync'd.
+        std::fs::File::open(mnt.join("dir/big"))
+            .and_then(|f| f.sync_all())
+            .unwrap();
         for b in &ab[..2] {
             assert_eq!(std::fs::read(b.join("dir/big")).unwrap(), data);
         }

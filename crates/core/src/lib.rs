@@ -122,6 +122,13 @@ pub const QUICK_READ_CONTENT_KEY: &str = "quick-read.content";
 /// check that the name still holds that gfid, falling back to the gfid otherwise.
 pub const NAME_HINT_KEY: &str = "weft.name-hint";
 
+/// Xdata key on an `xattrop`: xattr names separated by NUL bytes. A brick applies the
+/// counters of those names first, in that order, then the others (in name order). Each
+/// name is its own `setxattr`, so a brick process killed in the middle leaves a prefix of
+/// that order applied: `cluster/replicate` orders its changelogs so that such a torn
+/// update never makes one copy accuse another.
+pub const XATTROP_ORDER_KEY: &str = "weft.xattrop-order";
+
 /// Xdata key (presence only) on a `mkdir`: the caller asks for a lease on the new
 /// directory, and the reply carries the key when a brick granted it. While a client holds
 /// a directory's lease no other client knows anything cached about it: the brick recalls

@@ -53,8 +53,11 @@ pub fn is_mounted(p: &Path) -> bool {
 
 /// A temporary directory under /tmp that other users can traverse (for the EACCES tests).
 pub fn scratch(tag: &str) -> tempfile::TempDir {
+    // WEFT_TEST_KEEP=1 keeps it (bricks, logs) after the test, to look at a failure.
+    let keep = std::env::var_os("WEFT_TEST_KEEP").is_some_and(|v| v == "1");
     let d = tempfile::Builder::new()
         .prefix(&format!("weft-{tag}-"))
+        .disable_cleanup(keep)
         .tempdir_in("/tmp")
         .expect("tempdir");
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -798,4 +801,14 @@ pub fn mount_args(args: &[&std::ffi::OsStr], mnt: &Path, log: &Path) -> MountGua
         std::thread::sleep(Duration::from_millis(20));
     }
     g
+}
+
+/// Waits until every change a caching mount made behind (`performance/entry-behind`,
+/// in directories it holds a lease on) before now is on the bricks, so a test may read
+/// the bricks directly: an fsync of `dir` (a directory of the mount) waits for them.
+/// File data written behind is not covered: fsync the file for that.
+pub fn settle_behind(dir: &Path) {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .unwrap_or_else(|e| panic!("fsync of {}: {e}", dir.display()));
 }

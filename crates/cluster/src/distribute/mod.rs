@@ -10,9 +10,11 @@
 //!   subvolume holding the data. Lookups follow link files and never show them.
 //! - Inode and fd FOPs go to the subvolume holding the file, remembered per gfid.
 //! - Listings are the subvolumes' listings one after another ([`doff`]).
-//! - With option `lease-directories`, a mkdir asking for a directory lease
-//!   ([`weft_core::LEASE_KEY`]) asks every subvolume for it; the answer grants it only when
-//!   every copy was made and leased. Without it the request is removed.
+//! - A mkdir asking for a directory lease ([`weft_core::LEASE_KEY`]) asks every subvolume
+//!   for it; the answer grants it only when every copy was made and leased (option
+//!   `lease-directories`, on by default; off: the request is removed). A subvolume's
+//!   connection that drops or returns reaches the caches above as `All`, which ends every
+//!   lease there.
 //! - Distribute only uses FOPs: its subvolumes may be anything.
 
 pub mod doff;
@@ -887,7 +889,10 @@ impl Distribute {
                                 link: Some(h),
                             });
                         }
-                        Err(Errno::ENOTCONN) => return Err(Errno::ENOTCONN),
+                        // Only "not there" makes the link stale: any other error (a
+                        // replica set in split-brain answers EIO, one down ENOTCONN)
+                        // says nothing of the data, and the link must stay.
+                        Err(e) if e != Errno::ENOENT && e != Errno::ESTALE => return Err(e),
                         _ => {}
                     }
                     if let Some(done) = self.promote(h, ia.gfid).await {
@@ -2656,7 +2661,7 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "lease-directories",
         kind: weft_core::options::OptionKind::Bool,
-        default: Some("off"),
+        default: Some("on"),
         description: "A mkdir asking for a directory lease (performance/entry-behind's) asks every subvolume and is granted one when each leased its copy; off: the request is removed and entry-behind sends every change through. Changes live.",
     },
 ];

@@ -368,13 +368,14 @@ impl Replicate {
             .filter(|i| !sinks.contains(i) || healed.contains(i))
             .collect();
         for (i, _, _) in &answers {
-            let Some(attrs) = self.changelog_operand(|j| {
+            let undo = |j: usize| {
                 if settled.contains(&j) {
                     m.undo(*i, j, &[kind])
                 } else {
                     [0; 3]
                 }
-            }) else {
+            };
+            let Some(attrs) = self.changelog_operand(undo) else {
                 continue;
             };
             let _ = self.children[*i]
@@ -383,7 +384,7 @@ impl Replicate {
                     &Loc::inode(g),
                     XattropOp::AddArray32,
                     &attrs,
-                    ixd(),
+                    self.changelog_xd(*i, undo),
                 )
                 .await;
         }
@@ -880,7 +881,8 @@ impl Replicate {
         g: Gfid,
         counts: [i64; 3],
     ) -> Result<(), Errno> {
-        let Some(attrs) = self.changelog_operand(|j| if j == to { counts } else { [0; 3] }) else {
+        let delta = |j: usize| if j == to { counts } else { [0; 3] };
+        let Some(attrs) = self.changelog_operand(delta) else {
             return Ok(());
         };
         self.children[from]
@@ -889,7 +891,7 @@ impl Replicate {
                 &Loc::inode(g),
                 XattropOp::AddArray32,
                 &attrs,
-                ixd(),
+                self.changelog_xd(from, delta),
             )
             .await
             .map(drop)

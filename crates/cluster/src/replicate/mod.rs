@@ -16,9 +16,10 @@
 //!   ([`heal`]); the self-heal daemon finds the rest in the bricks' `features/index`.
 //! - Split-brain (each copy accuses the other) reads as `EIO` until it is resolved by a
 //!   command or by `favorite-child-policy`.
-//! - With option `lease-directories`, a mkdir asking for a directory lease
-//!   ([`weft_core::LEASE_KEY`]) is granted one only when every replica made and leased its
-//!   copy. Without it the request is removed.
+//! - A mkdir asking for a directory lease ([`weft_core::LEASE_KEY`]) is granted one only
+//!   when every replica made and leased its copy (option `lease-directories`, on by
+//!   default; off: the request is removed). A replica's connection that drops or returns
+//!   reaches the caches above as `protocol/client`'s `All`, which ends every lease there.
 //! - With `arbiter-count 1` the last replica is an *arbiter* (its brick runs
 //!   `features/arbiter`): it keeps names, metadata and changelogs but no file data. It
 //!   counts for quorum and for which copy is good, but file data and attributes are never
@@ -858,8 +859,15 @@ impl Xlator for Replicate {
                     self.sweep();
                 }
             }
-            if st.iter().any(Option::is_none) && !up {
-                return None;
+            if st.iter().any(Option::is_none) {
+                // Until every replica has said something, the set is up only once the
+                // replicas up make a quorum: a mount announced with one of three replicas
+                // connected would refuse its first changes (EROFS) while the others are
+                // still handshaking.
+                let ups: Vec<usize> = (0..st.len()).filter(|&j| st[j] == Some(true)).collect();
+                if !up || !self.has_quorum(&ups) {
+                    return None;
+                }
             }
             st.contains(&Some(true))
         };
@@ -1743,7 +1751,7 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "lease-directories",
         kind: OptionKind::Bool,
-        default: Some("off"),
+        default: Some("on"),
         description: "A mkdir asking for a directory lease (performance/entry-behind's) asks every replica and is granted one when each leased its copy; off: the request is removed and entry-behind sends every change through.",
     },
     OptionSpec {

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use weft_core::*;
 
-use super::changelog::{encode, key, Kind, Matrix};
+use super::changelog::{encode, key, torn_safe_order, Kind, Matrix};
 use super::{ixd, Inode, Replicate};
 
 /// Lock domain of data transactions (and of heals copying data).
@@ -331,6 +331,17 @@ impl Replicate {
         moves.then_some(attrs)
     }
 
+    /// Internal xdata for an xattrop on copy `i` adding `delta(j)` to each replica `j`'s
+    /// counters, naming the order a brick applies them in ([`XATTROP_ORDER_KEY`],
+    /// [`torn_safe_order`]). A pre-op torn the other way left a copy accusing every other
+    /// one of a change that never happened, and the file in split-brain.
+    pub(crate) fn changelog_xd(&self, i: usize, delta: impl Fn(usize) -> [i64; 3]) -> Xdata {
+        let order = torn_safe_order(&self.names, i, delta);
+        let mut xd = ixd();
+        xd.set(XATTROP_ORDER_KEY, order.join("\0").into_bytes());
+        xd
+    }
+
     /// Adds `delta(j)` to every replica `j`'s changelog of every target on each replica
     /// in `on`; returns the replicas where it succeeded for every target.
     pub(crate) async fn changelog_add(
@@ -354,12 +365,13 @@ impl Replicate {
         on: &[usize],
         delta: impl Fn(usize) -> [i64; 3],
     ) -> Vec<(usize, XattrMap)> {
-        let Some(attrs) = self.changelog_operand(delta) else {
+        let Some(attrs) = self.changelog_operand(&delta) else {
             return on.iter().map(|&i| (i, XattrMap::new())).collect();
         };
         let rs = self
-            .each(on, |_, c| {
+            .each(on, |i, c| {
                 let attrs = &attrs;
+                let xd = self.changelog_xd(i, &delta);
                 async move {
                     let mut last = XattrMap::new();
                     for &g in targets {
@@ -369,7 +381,7 @@ impl Replicate {
                                 &Loc::inode(g),
                                 XattropOp::AddArray32,
                                 attrs,
-                                ixd(),
+                                xd.clone(),
                             )
                             .await?
                             .0;

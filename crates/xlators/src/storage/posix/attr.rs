@@ -289,15 +289,38 @@ pub fn removexattr(t: Target<'_>, name: &str, xd: &Xdata) -> Result<(), Errno> {
     .map_err(ex)
 }
 
+/// The names [`weft_core::XATTROP_ORDER_KEY`] lists in `xd` (none when absent or not
+/// UTF-8).
+pub fn xattrop_order(xd: &Xdata) -> Vec<String> {
+    xd.get(weft_core::XATTROP_ORDER_KEY)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(|s| {
+            s.split('\0')
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Adds big-endian counters in `attrs` to those on disk, element-wise; the caller holds the
-/// lock that makes this atomic. Missing xattrs count as zeros.
-pub fn xattrop(t: Target<'_>, op: XattropOp, attrs: &XattrMap) -> Result<XattrMap, Errno> {
+/// lock that makes this atomic among callers. Missing xattrs count as zeros. The names in
+/// `order` go first, in that order, then the rest in name order: one `setxattr` each, so a
+/// process killed in between leaves exactly a prefix of that sequence applied.
+pub fn xattrop(
+    t: Target<'_>,
+    op: XattropOp,
+    attrs: &XattrMap,
+    order: &[String],
+) -> Result<XattrMap, Errno> {
     let width = match op {
         XattropOp::AddArray32 => 4,
         XattropOp::AddArray64 => 8,
     };
     let mut out = XattrMap::new();
-    for (n, add) in attrs {
+    let listed = order.iter().filter_map(|n| attrs.get_key_value(n));
+    let rest = attrs.iter().filter(|(n, _)| !order.contains(n));
+    for (n, add) in listed.chain(rest) {
         if add.len() % width != 0 {
             return Err(Errno::EINVAL);
         }

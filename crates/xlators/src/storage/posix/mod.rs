@@ -701,21 +701,22 @@ impl Xlator for Posix {
         loc: &Loc,
         op: XattropOp,
         attrs: &XattrMap,
-        _: Xdata,
+        xd: Xdata,
     ) -> Fop<XattrMap> {
         let (l, attrs, lock) = (loc.clone(), attrs.clone(), self.xattrop_lock.clone());
-        let (attrs2, lock2) = (attrs.clone(), lock.clone());
+        let order = attr::xattrop_order(&xd);
+        let (attrs2, lock2, order2) = (attrs.clone(), lock.clone(), order.clone());
         self.path_or_open_fd(
             loc,
             move |b| {
                 let node = b.inode(&l)?;
                 let _g = lock.lock();
-                attr::xattrop(Target::Pin(&node), op, &attrs)
+                attr::xattrop(Target::Pin(&node), op, &attrs, &order)
             },
             move |f| {
                 use std::os::fd::AsFd;
                 let _g = lock2.lock();
-                attr::xattrop(Target::Fd(f.fd.as_fd()), op, &attrs2)
+                attr::xattrop(Target::Fd(f.fd.as_fd()), op, &attrs2, &order2)
             },
         )
         .await
@@ -731,10 +732,11 @@ impl Xlator for Posix {
         match self.file(fd) {
             Ok(f) => {
                 let (attrs, lock) = (attrs.clone(), self.xattrop_lock.clone());
+                let order = attr::xattrop_order(&xd);
                 self.run(move |_| {
                     use std::os::fd::AsFd;
                     let _g = lock.lock();
-                    attr::xattrop(Target::Fd(f.fd.as_fd()), op, &attrs)
+                    attr::xattrop(Target::Fd(f.fd.as_fd()), op, &attrs, &order)
                 })
                 .await
             }
@@ -981,6 +983,58 @@ mod tests {
 
     /// A lookup asked for content gets the whole of a small regular file, with an iatt
     /// that describes it; large files, directories and plain lookups get none.
+    /// xattrop writes one name after another, the ones `XATTROP_ORDER_KEY` lists first:
+    /// stopped part way (here by a malformed operand, as a killed brick would be), exactly
+    /// the names before the stop in that order are applied.
+    #[tokio::test]
+    async fn xattrop_applies_names_in_the_order_asked() {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let p = Posix::new("p", dir.path()).unwrap();
+        let ctx = Ctx::internal();
+        std::fs::write(dir.path().join("f"), b"").unwrap();
+        let g = p
+            .lookup(&ctx, &Loc::entry(Gfid::ROOT, "f"), Xdata::new())
+            .await
+            .unwrap()
+            .0
+            .gfid;
+        let mut ops = XattrMap::new();
+        ops.insert("user.a".into(), 1u32.to_be_bytes().to_vec());
+        ops.insert("user.b".into(), vec![0, 0, 1]); // not a multiple of 4: EINVAL there
+        ops.insert("user.c".into(), 1u32.to_be_bytes().to_vec());
+        let read = |n: &str| rustix::fs::getxattr(dir.path().join("f"), n, &mut [0u8; 4]).is_ok();
+        // Name order: a is written, then b fails, c is not reached.
+        let e = p
+            .xattrop(
+                &ctx,
+                &Loc::inode(g),
+                XattropOp::AddArray32,
+                &ops,
+                Xdata::new(),
+            )
+            .await;
+        assert_eq!(e.unwrap_err(), Errno::EINVAL);
+        assert!(read("user.a") && !read("user.c"));
+        // Asked order c, b, a: c is written, b fails, a is not touched again.
+        let mut xd = Xdata::new();
+        xd.set(
+            weft_core::XATTROP_ORDER_KEY,
+            b"user.c\0user.b\0user.a".to_vec(),
+        );
+        let e = p
+            .xattrop(&ctx, &Loc::inode(g), XattropOp::AddArray32, &ops, xd)
+            .await;
+        assert_eq!(e.unwrap_err(), Errno::EINVAL);
+        assert!(read("user.c"));
+        let mut v = [0u8; 4];
+        rustix::fs::getxattr(dir.path().join("f"), "user.a", &mut v).unwrap();
+        assert_eq!(
+            u32::from_be_bytes(v),
+            1,
+            "a was applied once, by the first call only"
+        );
+    }
+
     #[tokio::test]
     async fn lookup_carries_small_file_content_when_asked() {
         let dir = tempfile::tempdir_in("/tmp").unwrap();
