@@ -12,7 +12,7 @@
 //! - Listings are the subvolumes' listings one after another ([`doff`]).
 //! - A mkdir asking for a directory lease ([`weft_core::LEASE_KEY`]) asks every subvolume
 //!   for it; the answer grants it only when every copy was made and leased (option
-//!   `lease-directories`, on by default; off: the request is removed). A subvolume's
+//!   `lease-directories`, off by default: then the request is removed). A subvolume's
 //!   connection that drops or returns reaches the caches above as `All`, which ends every
 //!   lease there.
 //! - Distribute only uses FOPs: its subvolumes may be anything.
@@ -2661,7 +2661,7 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "lease-directories",
         kind: weft_core::options::OptionKind::Bool,
-        default: Some("on"),
+        default: Some("off"),
         description: "A mkdir asking for a directory lease (performance/entry-behind's) asks every subvolume and is granted one when each leased its copy; off: the request is removed and entry-behind sends every change through. Changes live.",
     },
 ];
