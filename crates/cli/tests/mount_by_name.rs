@@ -482,6 +482,94 @@ fn write_behind_off_and_on_reach_the_mount_live_while_a_writer_writes() {
     assert!(!log.contains("unmount"), "{log}");
 }
 
+/// The caching client graph (entry-behind, write-behind, read-ahead, quick-read,
+/// md-cache: directories the mount makes are leased and files made in them go behind),
+/// with io-stats on top when `stats` (another shape: a new graph).
+fn caching_vf(port: u16, stats: bool) -> String {
+    let mut v = caching_client_volfile("vol0", port, true);
+    if stats {
+        v.push_str(
+            "\nvolume vol0-stats\n    type debug/io-stats\n    subvolumes vol0-md-cache\nend-volume\n",
+        );
+    }
+    v
+}
+
+/// Files made behind in a leased directory and kept open move to each new graph with what
+/// they hold: a writer appends to one and rewrites its first bytes (a counter) all along,
+/// through two graph switches; the brick ends with every chunk in order and the last
+/// counter, so no write of an old graph landed after the new graph's.
+#[test]
+fn files_made_behind_move_to_a_new_graph_with_their_writes() {
+    use std::os::unix::fs::FileExt;
+    let dir = scratch("byname-behind-switch");
+    let brick = dir.path().join("brick");
+    std::fs::create_dir(&brick).unwrap();
+    let sv = dir.path().join("server.vol");
+    std::fs::write(&sv, caching_brick_graph("vol0", &brick)).unwrap();
+    let brickd = Brickd::start(dir.path(), &sv, &[]);
+    let http = VolfileHttp::start();
+    http.publish("vol0", &caching_vf(brickd.port, false));
+    let mnt = dir.path().join("m");
+    std::fs::create_dir(&mnt).unwrap();
+    let spec = format!("127.0.0.1:{}:/vol0", http.port);
+    let m = mount_args(
+        &[OsStr::new(&spec), mnt.as_os_str()],
+        &mnt,
+        &dir.path().join("m.log"),
+    );
+    std::fs::create_dir(mnt.join("d")).unwrap();
+    let (stop, done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    // Chunks from offset 8 on; the first 8 bytes count them, rewritten after each.
+    let w = {
+        let (p, stop, done) = (mnt.join("d/stream"), stop.clone(), done.clone());
+        std::thread::spawn(move || {
+            let f = std::fs::File::create(&p).unwrap();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Acquire) || i < 16 {
+                f.write_all_at(&chunk(i, CHUNK), 8 + i * CHUNK as u64)
+                    .unwrap();
+                i += 1;
+                f.write_all_at(&i.to_be_bytes(), 0).unwrap();
+                done.store(i, Ordering::Release);
+                if i > 20_000 {
+                    break;
+                }
+            }
+            f.sync_all().unwrap();
+            i
+        })
+    };
+    progress(&done, 8);
+    let leased = statedump(&m.mnt);
+    assert!(leased.contains("leased_dirs = 1"), "{leased}");
+    for (k, stats) in [(2, true), (3, false)] {
+        http.publish("vol0", &caching_vf(brickd.port, stats));
+        let moved = format!("1 open file(s) moved to graph {k}");
+        assert!(
+            eventually(|| m.log_text().contains(&moved)),
+            "{}",
+            m.log_text()
+        );
+        progress(&done, 8);
+    }
+    stop.store(true, Ordering::Release);
+    let n = w.join().expect("the writer never failed");
+    let got = std::fs::read(brick.join("d/stream")).unwrap();
+    assert_eq!(got.len() as u64, 8 + n * CHUNK as u64);
+    assert_eq!(u64::from_be_bytes(got[..8].try_into().unwrap()), n);
+    let want: Vec<u8> = (0..n).flat_map(|i| chunk(i, CHUNK)).collect();
+    assert!(
+        fnv(&got[8..]) == fnv(&want),
+        "the chunks differ on the brick"
+    );
+    drop(m);
+    drop(brickd);
+}
+
 #[test]
 fn a_new_graph_takes_over_open_files_except_locked_ones() {
     let s = Setup::new("byname-switch");

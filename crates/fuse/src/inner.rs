@@ -353,8 +353,9 @@ impl Inner {
 
     /// Moves open file `fh` (`fd` on graph `g`) to graph `cur`, its requests held (see
     /// [`Inner::fd_ready`]): waits for the requests already using it to end (at most 30 s),
-    /// flushes it on `g` (write-behind's pending writes go out, so none can land after the
-    /// new graph's), opens it on `cur` and swaps it in. False if it stays on `g`.
+    /// syncs and flushes it on `g` (what write-behind and entry-behind hold goes out, so
+    /// none of it can land after the new graph's changes), opens it on `cur` and swaps it
+    /// in. False if it stays on `g`.
     async fn move_fd(&self, ctx: &Ctx, fh: u64, fd: &FdRef, g: &Arc<Gen>, cur: &Arc<Gen>) -> bool {
         // The table's reference and ours; anything more is a request still running.
         let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -364,6 +365,18 @@ impl Inner {
         if !matches!(self.fds.lock().get(&fh), Some(e) if e.0.id == fd.id)
             || self.locked.lock().contains(&fh)
         {
+            return false;
+        }
+        // An fsync, not only a flush: write-behind answers the flush of a file made behind
+        // under a directory lease at once, leaving its writes (and entry-behind its
+        // create) to go out later through this graph, possibly after the new graph's own.
+        // An fsync waits for both.
+        if let Err(e) = g.top.fsync(ctx, fd, true, Xdata::new()).await {
+            tracing::warn!(
+                "an open file ({}) stays on graph {}: syncing it failed: {e}",
+                fd.gfid,
+                g.number
+            );
             return false;
         }
         if let Err(e) = g.top.flush(ctx, fd, Xdata::new()).await {
@@ -396,8 +409,8 @@ impl Inner {
         }
     }
 
-    /// Moves the files open on older graphs to the current one: each is flushed on its
-    /// graph (what write-behind holds goes out), opened on the current graph and released
+    /// Moves the files open on older graphs to the current one: each is synced and flushed
+    /// on its graph (what write-behind holds goes out), opened on the current graph and released
     /// on the old one. A rebalance may move files to bricks only the current graph knows.
     /// Directories and files that asked for locks stay (listing offsets and locks belong to
     /// their graph). Returns how many moved.
