@@ -172,10 +172,12 @@ impl Drop for Stopped {
 /// A brickd serving one brick (posix < locks < protocol/server with `server_opts`), and
 /// two mounts of it, each in its own `weft mount` process.
 struct Net {
-    dir: tempfile::TempDir,
-    bd: Brickd,
+    // Dropped in this order: the mounts, the brick process, then the directory (removed
+    // last: while mounted it cannot be, and it was left behind in /tmp).
     a: MountGuard,
     b: MountGuard,
+    bd: Brickd,
+    dir: tempfile::TempDir,
 }
 
 impl Net {
@@ -198,7 +200,7 @@ impl Net {
             mount_volfile(&cvf, &mnt, &dir.path().join(format!("{name}.log")), &[])
         };
         let (a, b) = (mount("a"), mount("b"));
-        Net { dir, bd, a, b }
+        Net { a, b, bd, dir }
     }
 
     fn on_a(&self, name: &str) -> String {
