@@ -16,7 +16,8 @@
 #   WEFT=PATH (a built binary; no build), MOUNT_ARGS (extra `weft mount` arguments),
 #   READ_AHEAD=off (performance/read-ahead passes reads down), RA_PAGES (its page-count, 8),
 #   ENTRY_BEHIND=off (performance/entry-behind asks for no lease: every change waits),
-#   LS=1 (an `ls -l` of the files, caches dropped, between the create and read phases)
+#   LS=1 (an `ls -l` of the files, caches dropped, between the create and read phases;
+#   LS_STRACE=1 also counts brickd's system calls during it, with strace -c)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 D=${BENCH_DIR:-/tmp/weft-fop-profile}
@@ -163,6 +164,13 @@ echo "== after create: mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|l
 echo "== after create: brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
 sync; echo 3 >/proc/sys/vm/drop_caches
 if [ "${LS:-0}" = 1 ]; then # LS=1: an `ls -l` of the files (as fsbench's), caches dropped
+  # LS_STRACE=1: brickd's system calls during the listing (strace -c, all threads).
+  if [ "${LS_STRACE:-0}" = 1 ]; then
+    command -v strace >/dev/null || { echo "LS_STRACE=1 needs strace (apt-get install strace)"; exit 2; }
+    strace -c -f -p "$(cat "$D/brickd.pid")" -o "$D/strace-ls.txt" 2>/dev/null &
+    STRACE_PID=$!
+    sleep 1
+  fi
   python3 - "$D/mnt/s" <<'PY'
 import os, sys, time
 t = time.perf_counter()
@@ -170,6 +178,10 @@ with os.scandir(sys.argv[1]) as it:
     for e in it: e.stat(follow_symlinks=False)
 print("ls -l: %.3f s" % (time.perf_counter() - t))
 PY
+  if [ -n "${STRACE_PID:-}" ]; then
+    kill -INT "$STRACE_PID"; wait "$STRACE_PID" 2>/dev/null || true
+    echo "== brickd's system calls during the listing"; head -20 "$D/strace-ls.txt"
+  fi
   echo "== after ls -l (cumulative): requests from the kernel"
   "$WEFT" statedump "$D/mnt" | sed -n '/^\[e-top\]/,/^\[/p' | grep -E '^[a-z]+ +[0-9]+ '
   sync; echo 3 >/proc/sys/vm/drop_caches

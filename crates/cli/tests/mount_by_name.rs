@@ -170,15 +170,30 @@ struct Setup {
 }
 
 impl Setup {
+    /// The plain graphs: posix < locks on the brick, write-behind on the client.
     fn new(tag: &str) -> Setup {
+        Setup::with(
+            tag,
+            |brick| brick_graph("vol0", brick, &[]),
+            |port| client_vf(port, &[], false),
+        )
+    }
+
+    /// The brick graph `brick_vf` makes for the brick directory, and the client volfile
+    /// `client` makes for brickd's port.
+    fn with(
+        tag: &str,
+        brick_vf: impl Fn(&Path) -> String,
+        client: impl Fn(u16) -> String,
+    ) -> Setup {
         let dir = scratch(tag);
         let brick = dir.path().join("brick");
         std::fs::create_dir(&brick).unwrap();
         let sv = dir.path().join("server.vol");
-        std::fs::write(&sv, brick_graph("vol0", &brick, &[])).unwrap();
+        std::fs::write(&sv, brick_vf(&brick)).unwrap();
         let brickd = Brickd::start(dir.path(), &sv, &[]);
         let http = VolfileHttp::start();
-        http.publish("vol0", &client_vf(brickd.port, &[], false));
+        http.publish("vol0", &client(brickd.port));
         Setup {
             http,
             brickd,
@@ -204,6 +219,16 @@ impl Setup {
 
 fn statedump(mnt: &Path) -> String {
     String::from_utf8(getxattr(mnt, "weft.statedump").expect("statedump")).unwrap()
+}
+
+/// Waits up to 15 s for mount `m` to log `line` (it logs a graph change just after the
+/// change is in effect), failing with its log otherwise.
+fn logs_eventually(m: &MountGuard, line: &str) {
+    assert!(
+        eventually(|| m.log_text().contains(line)),
+        "no {line:?} in:\n{}",
+        m.log_text()
+    );
 }
 
 /// Waits up to 15 s for `cond`, and says whether it came true.
@@ -335,12 +360,9 @@ fn a_backup_server_is_used_when_the_first_is_down_also_for_updates() {
         m.log_text()
     );
     // The graph takes the option before the mount logs it: wait for the line too.
-    assert!(
-        eventually(|| m
-            .log_text()
-            .contains("volume vol0 version 2: reconfigured vol0-wb (cache-size)")),
-        "{}",
-        m.log_text()
+    logs_eventually(
+        &m,
+        "volume vol0 version 2: reconfigured vol0-wb (cache-size)",
     );
 }
 
@@ -438,11 +460,9 @@ fn write_behind_off_and_on_reach_the_mount_live_while_a_writer_writes() {
         "{}",
         m.log_text()
     );
-    let line = format!("volume vol0 version {v2}: reconfigured vol0-wb (enable)");
-    assert!(
-        eventually(|| m.log_text().contains(&line)),
-        "{}",
-        m.log_text()
+    logs_eventually(
+        &m,
+        &format!("volume vol0 version {v2}: reconfigured vol0-wb (enable)"),
     );
     progress(&done, 8);
     // On again, with another window.
@@ -462,11 +482,9 @@ fn write_behind_off_and_on_reach_the_mount_live_while_a_writer_writes() {
         "{}",
         m.log_text()
     );
-    let line = format!("volume vol0 version {v3}: reconfigured vol0-wb (cache-size, enable)");
-    assert!(
-        eventually(|| m.log_text().contains(&line)),
-        "{}",
-        m.log_text()
+    logs_eventually(
+        &m,
+        &format!("volume vol0 version {v3}: reconfigured vol0-wb (cache-size, enable)"),
     );
     progress(&done, 8);
     stop.store(true, Ordering::Release);
@@ -502,22 +520,13 @@ fn caching_vf(port: u16, stats: bool) -> String {
 #[test]
 fn files_made_behind_move_to_a_new_graph_with_their_writes() {
     use std::os::unix::fs::FileExt;
-    let dir = scratch("byname-behind-switch");
-    let brick = dir.path().join("brick");
-    std::fs::create_dir(&brick).unwrap();
-    let sv = dir.path().join("server.vol");
-    std::fs::write(&sv, caching_brick_graph("vol0", &brick)).unwrap();
-    let brickd = Brickd::start(dir.path(), &sv, &[]);
-    let http = VolfileHttp::start();
-    http.publish("vol0", &caching_vf(brickd.port, false));
-    let mnt = dir.path().join("m");
-    std::fs::create_dir(&mnt).unwrap();
-    let spec = format!("127.0.0.1:{}:/vol0", http.port);
-    let m = mount_args(
-        &[OsStr::new(&spec), mnt.as_os_str()],
-        &mnt,
-        &dir.path().join("m.log"),
+    let s = Setup::with(
+        "byname-behind-switch",
+        |brick| caching_brick_graph("vol0", brick),
+        |port| caching_vf(port, false),
     );
+    let m = s.mount("m", &[]);
+    let mnt = m.mnt.clone();
     std::fs::create_dir(mnt.join("d")).unwrap();
     let (stop, done) = (
         Arc::new(AtomicBool::new(false)),
@@ -547,18 +556,13 @@ fn files_made_behind_move_to_a_new_graph_with_their_writes() {
     let leased = statedump(&m.mnt);
     assert!(leased.contains("leased_dirs = 1"), "{leased}");
     for (k, stats) in [(2, true), (3, false)] {
-        http.publish("vol0", &caching_vf(brickd.port, stats));
-        let moved = format!("1 open file(s) moved to graph {k}");
-        assert!(
-            eventually(|| m.log_text().contains(&moved)),
-            "{}",
-            m.log_text()
-        );
+        s.http.publish("vol0", &caching_vf(s.brickd.port, stats));
+        logs_eventually(&m, &format!("1 open file(s) moved to graph {k}"));
         progress(&done, 8);
     }
     stop.store(true, Ordering::Release);
     let n = w.join().expect("the writer never failed");
-    let got = std::fs::read(brick.join("d/stream")).unwrap();
+    let got = std::fs::read(s.brick.join("d/stream")).unwrap();
     assert_eq!(got.len() as u64, 8 + n * CHUNK as u64);
     assert_eq!(u64::from_be_bytes(got[..8].try_into().unwrap()), n);
     let want: Vec<u8> = (0..n).flat_map(|i| chunk(i, CHUNK)).collect();
@@ -566,8 +570,6 @@ fn files_made_behind_move_to_a_new_graph_with_their_writes() {
         fnv(&got[8..]) == fnv(&want),
         "the chunks differ on the brick"
     );
-    drop(m);
-    drop(brickd);
 }
 
 #[test]
@@ -596,19 +598,13 @@ fn a_new_graph_takes_over_open_files_except_locked_ones() {
         m.log_text()
     );
     // The mount logs the switch once it returns, just after the statedump shows it.
-    let line = format!("volume vol0 version {v2}: now serving graph 2");
-    assert!(
-        eventually(|| m.log_text().contains(&line)),
-        "{}",
-        m.log_text()
+    logs_eventually(
+        &m,
+        &format!("volume vol0 version {v2}: now serving graph 2"),
     );
     let dump = statedump(&m.mnt);
     assert!(dump.contains("older, kept for open files = [1]"), "{dump}");
-    assert!(
-        eventually(|| m.log_text().contains("1 open file(s) moved to graph 2")),
-        "{}",
-        m.log_text()
-    );
+    logs_eventually(&m, "1 open file(s) moved to graph 2");
     assert!(dump.contains("[vol0-stats]"), "{dump}");
     // New files go through the new graph (io-stats counts them); the old file goes on.
     std::fs::write(m.mnt.join("new"), b"through graph 2").unwrap();
@@ -633,13 +629,7 @@ fn a_new_graph_takes_over_open_files_except_locked_ones() {
     assert!(statedump(&m.mnt).contains("older, kept for open files = [1]"));
     drop(locked);
     // Its last file released, the old graph is torn down.
-    assert!(
-        eventually(|| m
-            .log_text()
-            .contains("graph 1: no file uses it any more; torn down")),
-        "{}",
-        m.log_text()
-    );
+    logs_eventually(&m, "graph 1: no file uses it any more; torn down");
     assert!(!statedump(&m.mnt).contains("older"));
     // And the volume server's version stream went on: a later option change applies to
     // the new graph in place.

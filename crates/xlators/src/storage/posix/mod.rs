@@ -817,21 +817,27 @@ mod tests {
         xd
     }
 
+    /// A posix translator on a new brick holding file `f` with `content`, and `f`'s gfid.
+    async fn brick_with_f(content: &[u8]) -> (tempfile::TempDir, Posix, Gfid) {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let p = Posix::new("p", dir.path()).unwrap();
+        std::fs::write(dir.path().join("f"), content).unwrap();
+        let g = p
+            .lookup(&Ctx::internal(), &Loc::entry(Gfid::ROOT, "f"), Xdata::new())
+            .await
+            .unwrap()
+            .0
+            .gfid;
+        (dir, p, g)
+    }
+
     /// A truncate by gfid of a file whose name went, open here only for reading (another
     /// client's open file), truncates it: it does not fail EINVAL for the fd's mode.
     #[tokio::test]
     async fn a_truncate_of_an_unlinked_file_open_only_for_reading_truncates_it() {
         use weft_core::{Fd, SetAttr};
-        let dir = tempfile::tempdir_in("/tmp").unwrap();
-        let p = Posix::new("p", dir.path()).unwrap();
+        let (_dir, p, g) = brick_with_f(b"hello world").await;
         let ctx = Ctx::internal();
-        std::fs::write(dir.path().join("f"), b"hello world").unwrap();
-        let g = p
-            .lookup(&ctx, &Loc::entry(Gfid::ROOT, "f"), Xdata::new())
-            .await
-            .unwrap()
-            .0
-            .gfid;
         let fd = Fd::new(g, libc::O_RDONLY, false);
         p.open(&ctx, &Loc::inode(g), &fd, Xdata::new())
             .await
@@ -988,16 +994,8 @@ mod tests {
     /// the names before the stop in that order are applied.
     #[tokio::test]
     async fn xattrop_applies_names_in_the_order_asked() {
-        let dir = tempfile::tempdir_in("/tmp").unwrap();
-        let p = Posix::new("p", dir.path()).unwrap();
+        let (dir, p, g) = brick_with_f(b"").await;
         let ctx = Ctx::internal();
-        std::fs::write(dir.path().join("f"), b"").unwrap();
-        let g = p
-            .lookup(&ctx, &Loc::entry(Gfid::ROOT, "f"), Xdata::new())
-            .await
-            .unwrap()
-            .0
-            .gfid;
         let mut ops = XattrMap::new();
         ops.insert("user.a".into(), 1u32.to_be_bytes().to_vec());
         ops.insert("user.b".into(), vec![0, 0, 1]); // not a multiple of 4: EINVAL there
