@@ -681,6 +681,22 @@ fn remove_brick_moves_every_file_off_before_commit() {
     let before: usize = (0..6).map(|i| on_b2(&format!("d{i}"))).sum();
     assert!(before > 100, "{before} files on the brick to remove");
     let gone = specs[1].as_str();
+    // Files on the brick held open through it all: their fds follow them off the brick,
+    // and still work after the brick has left.
+    let held: Vec<(String, std::fs::File)> = data_names(&bricks[1], "d0")
+        .into_iter()
+        .take(5)
+        .map(|n| {
+            let p = format!("d0/{n}");
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(mnt.join(&p))
+                .unwrap();
+            (p, f)
+        })
+        .collect();
+    assert_eq!(held.len(), 5);
     // Commit before start, and a brick of no volume: refused, nothing changes.
     let e = fails(&h, t, &["volume", "remove-brick", "rv", gone, "commit"]);
     assert!(e.contains("not being removed"), "{e}");
@@ -771,6 +787,21 @@ fn remove_brick_moves_every_file_off_before_commit() {
             .step_by(11)
             .all(|(p, s)| std::fs::read(mnt.join(p)).is_ok_and(|b| checksum(&b) == *s))
     });
+    let mut sums: std::collections::HashMap<String, u64> = sums.into_iter().collect();
+    for (p, f) in &held {
+        use std::os::unix::fs::FileExt;
+        let mut c = std::fs::read(mnt.join(p)).unwrap();
+        f.write_all_at(b"after the brick left", 7)
+            .unwrap_or_else(|e| panic!("{p}: a write on an fd held across the move: {e}"));
+        c.resize(c.len().max(27), 0);
+        c[7..27].copy_from_slice(b"after the brick left");
+        let mut got = vec![0; c.len()];
+        f.read_exact_at(&mut got, 0).unwrap();
+        assert_eq!(got, c, "{p} through its held fd");
+        f.sync_all().unwrap();
+        sums.insert(p.clone(), checksum(&c));
+    }
+    drop(held);
     for (p, s) in &sums {
         let b = std::fs::read(mnt.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
         assert_eq!(checksum(&b), *s, "{p}");

@@ -12,7 +12,7 @@
 //! - Listings are the subvolumes' listings one after another ([`doff`]).
 //! - A mkdir asking for a directory lease ([`weft_core::LEASE_KEY`]) asks every subvolume
 //!   for it; the answer grants it only when every copy was made and leased (option
-//!   `lease-directories`, off by default: then the request is removed). A subvolume's
+//!   `lease-directories`, on by default; off: the request is removed). A subvolume's
 //!   connection that drops or returns reaches the caches above as `All`, which ends every
 //!   lease there.
 //! - Distribute only uses FOPs: its subvolumes may be anything.
@@ -1184,7 +1184,9 @@ impl Distribute {
     }
 
     /// Runs `f` with the subvolume and fd an open file's FOPs go to; when the file was
-    /// moved away by a rebalance (`EREMOTE`), opens it where it is now and runs `f` again.
+    /// moved away by a rebalance (`EREMOTE`; or `ENOTCONN` from a subvolume that is down,
+    /// as one being removed is after its files moved), opens it where it is now and runs
+    /// `f` again.
     async fn on_fd<T, Fut>(
         &self,
         ctx: &Ctx,
@@ -1206,8 +1208,12 @@ impl Distribute {
             }
         }
         let (i, cfd) = self.fd_file(fd)?;
-        match f(self.sub(i)?.clone(), cfd.clone()).await {
-            Err(e) if e == Errno::EREMOTE || e == Errno::EBADF => {
+        let first = match self.sub(i) {
+            Ok(c) => f(c.clone(), cfd.clone()).await,
+            Err(e) => Err(e),
+        };
+        match first {
+            Err(e) if e == Errno::EREMOTE || e == Errno::EBADF || e == Errno::ENOTCONN => {
                 if self.fd_file(fd)?.0 == i && e == Errno::EBADF {
                     return Err(e);
                 }
@@ -1218,7 +1224,17 @@ impl Distribute {
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let r = async {
                     if self.fd_file(fd)?.0 == i {
-                        self.relocate(ctx, fd, i, cfd).await?;
+                        // A subvolume that is down may be one being removed, whose
+                        // files a rebalance moved away: the file is followed if it
+                        // lives elsewhere now, and the error stands if not.
+                        let wait = e != Errno::ENOTCONN;
+                        self.relocate(ctx, fd, i, cfd, wait).await.map_err(|r| {
+                            if wait {
+                                r
+                            } else {
+                                e
+                            }
+                        })?;
                     }
                     // Sent again in the order first sent.
                     t.0.wait_turn(t.1).await;
@@ -1244,14 +1260,15 @@ impl Distribute {
 
     /// File `fd` was moved off subvolume `old` (where it is open as `old_fd`): finds it
     /// again, opens it there and sends the fd's FOPs there from now on. The mover makes
-    /// the new copy a plain file right after the move commits, so a copy not found yet is
-    /// looked for again for up to 3 s.
+    /// the new copy a plain file right after the move commits, so with `wait` a copy not
+    /// found yet is looked for again for up to 3 s; without, it is looked for once.
     async fn relocate(
         &self,
         ctx: &Ctx,
         fd: &FdRef,
         old: usize,
         old_fd: FdRef,
+        wait: bool,
     ) -> Result<(), Errno> {
         let g = fd.gfid;
         let loc = Loc::inode(g);
@@ -1262,7 +1279,7 @@ impl Distribute {
                 Ok(Found {
                     at: Where::File(j), ..
                 }) if j != old => break j,
-                Ok(_) | Err(Errno::ESTALE) | Err(Errno::ENOENT) if tries < 60 => {
+                Ok(_) | Err(Errno::ESTALE) | Err(Errno::ENOENT) if wait && tries < 60 => {
                     tries += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
@@ -2661,7 +2678,7 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "lease-directories",
         kind: weft_core::options::OptionKind::Bool,
-        default: Some("off"),
+        default: Some("on"),
         description: "A mkdir asking for a directory lease (performance/entry-behind's) asks every subvolume and is granted one when each leased its copy; off: the request is removed and entry-behind sends every change through. Changes live.",
     },
 ];

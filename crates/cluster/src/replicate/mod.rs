@@ -17,8 +17,8 @@
 //! - Split-brain (each copy accuses the other) reads as `EIO` until it is resolved by a
 //!   command or by `favorite-child-policy`.
 //! - A mkdir asking for a directory lease ([`weft_core::LEASE_KEY`]) is granted one only
-//!   when every replica made and leased its copy (option `lease-directories`, off by
-//!   default: then the request is removed). A replica's connection that drops or returns
+//!   when every replica made and leased its copy (option `lease-directories`, on by
+//!   default; off: the request is removed). A replica's connection that drops or returns
 //!   reaches the caches above as `protocol/client`'s `All`, which ends every lease there.
 //! - With `arbiter-count 1` the last replica is an *arbiter* (its brick runs
 //!   `features/arbiter`): it keeps names, metadata and changelogs but no file data. It
@@ -1751,7 +1751,7 @@ const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         key: "lease-directories",
         kind: OptionKind::Bool,
-        default: Some("off"),
+        default: Some("on"),
         description: "A mkdir asking for a directory lease (performance/entry-behind's) asks every replica and is granted one when each leased its copy; off: the request is removed and entry-behind sends every change through.",
     },
     OptionSpec {
