@@ -17,7 +17,8 @@
 #   READ_AHEAD=off (performance/read-ahead passes reads down), RA_PAGES (its page-count, 8),
 #   ENTRY_BEHIND=off (performance/entry-behind asks for no lease: every change waits),
 #   LS=1 (an `ls -l` of the files, caches dropped, between the create and read phases;
-#   LS_STRACE=1 also counts brickd's system calls during it, with strace -c)
+#   LS_STRACE=1 also counts brickd's system calls during it, with strace -c; LS_PERF=1
+#   prints where brickd's and the mount's CPU went during it, with perf record -g)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 D=${BENCH_DIR:-/tmp/weft-fop-profile}
@@ -171,6 +172,16 @@ if [ "${LS:-0}" = 1 ]; then # LS=1: an `ls -l` of the files (as fsbench's), cach
     STRACE_PID=$!
     sleep 1
   fi
+  # LS_PERF=1: where brickd's and the mount's CPU goes during the listing (perf record).
+  if [ "${LS_PERF:-0}" = 1 ]; then
+    command -v perf >/dev/null || { echo "LS_PERF=1 needs perf (apt-get install linux-perf)"; exit 2; }
+    perf record -q -g -o "$D/perf-ls-brick.data" -p "$(cat "$D/brickd.pid")" 2>/dev/null &
+    PERF_B=$!
+    perf record -q -g -o "$D/perf-ls-mount.data" -p "$MOUNT_PID" 2>/dev/null &
+    PERF_M=$!
+    sleep 1
+  fi
+  LB=$(usage "$(cat "$D/brickd.pid")"); LM=$(usage "$MOUNT_PID")
   python3 - "$D/mnt/s" <<'PY'
 import os, sys, time
 t = time.perf_counter()
@@ -178,6 +189,14 @@ with os.scandir(sys.argv[1]) as it:
     for e in it: e.stat(follow_symlinks=False)
 print("ls -l: %.3f s" % (time.perf_counter() - t))
 PY
+  costs "$FILES" "ls -l entry" "$LB" "$LM"
+  if [ -n "${PERF_B:-}" ]; then
+    kill -INT "$PERF_B" "$PERF_M"; wait "$PERF_B" "$PERF_M" 2>/dev/null || true
+    for w in brick mount; do
+      echo "== $w's CPU during the listing (perf report, children, top 25)"
+      perf report -i "$D/perf-ls-$w.data" --children --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -25
+    done
+  fi
   if [ -n "${STRACE_PID:-}" ]; then
     kill -INT "$STRACE_PID"; wait "$STRACE_PID" 2>/dev/null || true
     echo "== brickd's system calls during the listing"; head -20 "$D/strace-ls.txt"

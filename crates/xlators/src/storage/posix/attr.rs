@@ -4,6 +4,7 @@
 //! listxattr leaves them out, setxattr/removexattr say EPERM. Cluster translators that own
 //! such xattrs pass [`INTERNAL_XDATA_KEY`] in xdata to reach them.
 
+use std::ffi::OsStr;
 use std::os::fd::BorrowedFd;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, Timestamps, XattrFlags, CWD};
@@ -25,6 +26,22 @@ pub enum Target<'a> {
     Pin(&'a Pin),
     /// An open brick file.
     Fd(BorrowedFd<'a>),
+}
+
+/// Where xattrs are read from: an attribute FOP's inode, or entry `name` of a directory,
+/// read without opening it and never followed ([`super::xattr_at`]).
+#[derive(Clone, Copy)]
+pub enum Src<'a> {
+    /// A pinned inode or an open file.
+    Of(Target<'a>),
+    /// Entry `name` (one component) of the directory open as the descriptor.
+    Entry(BorrowedFd<'a>, &'a OsStr),
+}
+
+impl<'a> From<Target<'a>> for Src<'a> {
+    fn from(t: Target<'a>) -> Src<'a> {
+        Src::Of(t)
+    }
 }
 
 fn rtime(t: Option<SetTime>) -> rfs::Timespec {
@@ -173,12 +190,14 @@ fn allowed(name: &str, xd: &Xdata) -> bool {
     !internal(name) || xd.has(INTERNAL_XDATA_KEY)
 }
 
-fn get_one(t: Target<'_>, name: &str) -> Result<Vec<u8>, Errno> {
+fn get_one<'a>(t: impl Into<Src<'a>>, name: &str) -> Result<Vec<u8>, Errno> {
+    let t = t.into();
     let mut buf = vec![0u8; 256];
     loop {
         let r = match t {
-            Target::Pin(p) => rfs::getxattr(p.proc().as_str(), name, &mut buf[..]),
-            Target::Fd(fd) => rfs::fgetxattr(fd, name, &mut buf[..]),
+            Src::Of(Target::Pin(p)) => rfs::getxattr(p.proc().as_str(), name, &mut buf[..]),
+            Src::Of(Target::Fd(fd)) => rfs::fgetxattr(fd, name, &mut buf[..]),
+            Src::Entry(dir, entry) => super::xattr_at::get(dir, entry, name, &mut buf[..]),
         };
         match r {
             Ok(n) => {
@@ -191,12 +210,13 @@ fn get_one(t: Target<'_>, name: &str) -> Result<Vec<u8>, Errno> {
     }
 }
 
-fn list_names(t: Target<'_>) -> Result<Vec<String>, Errno> {
+fn list_names(t: Src<'_>) -> Result<Vec<String>, Errno> {
     let mut buf = vec![0u8; 1024];
     let n = loop {
         let r = match t {
-            Target::Pin(p) => rfs::listxattr(p.proc().as_str(), &mut buf[..]),
-            Target::Fd(fd) => rfs::flistxattr(fd, &mut buf[..]),
+            Src::Of(Target::Pin(p)) => rfs::listxattr(p.proc().as_str(), &mut buf[..]),
+            Src::Of(Target::Fd(fd)) => rfs::flistxattr(fd, &mut buf[..]),
+            Src::Entry(dir, entry) => super::xattr_at::list(dir, entry, &mut buf[..]),
         };
         match r {
             Ok(n) => break n,
@@ -213,7 +233,11 @@ fn list_names(t: Target<'_>) -> Result<Vec<String>, Errno> {
 
 /// The values of every xattr `t` lists whose name `wanted` accepts (a name removed
 /// between the listing and its read is skipped).
-fn getxattr_listed(t: Target<'_>, wanted: impl Fn(&str) -> bool) -> Result<XattrMap, Errno> {
+fn getxattr_listed<'a>(
+    t: impl Into<Src<'a>>,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<XattrMap, Errno> {
+    let t = t.into();
     let mut out = XattrMap::new();
     for n in list_names(t)? {
         if !wanted(&n) {
@@ -246,7 +270,7 @@ pub fn getxattr(t: Target<'_>, name: Option<&str>, xd: &Xdata) -> Result<XattrMa
 /// The values `t` has among `names` (one listxattr, then one getxattr per name it has;
 /// internal names are never answered): the answer to a readdirp's
 /// [`weft_core::READDIRP_XATTRS_KEY`].
-pub fn getxattr_named(t: Target<'_>, names: &[String]) -> Result<XattrMap, Errno> {
+pub fn getxattr_named<'a>(t: impl Into<Src<'a>>, names: &[String]) -> Result<XattrMap, Errno> {
     let none = Xdata::new();
     getxattr_listed(t, |n| {
         // Small values only: a listing's reply must stay near its asked size.

@@ -340,12 +340,12 @@ impl Brick {
         self.true_handles.lock().remove(g);
     }
 
-    /// Whether non-directory `node` is the inode `g`'s handle is known (in memory, from
-    /// this process's own creates and checks) to stand for.
-    pub fn is_known_handle_of(&self, g: &Gfid, node: &Pin) -> bool {
+    /// Whether the non-directory whose attributes are `st` is the inode `g`'s handle is
+    /// known (in memory, from this process's own creates and checks) to stand for.
+    pub fn is_known_handle_of(&self, g: &Gfid, st: &rfs::Stat) -> bool {
         matches!(
             self.true_handles.lock().get(g),
-            Some(HandleFor::File { dev, ino }) if *dev == node.st.st_dev && *ino == node.st.st_ino
+            Some(HandleFor::File { dev, ino }) if *dev == st.st_dev && *ino == st.st_ino
         )
     }
 

@@ -11,9 +11,9 @@ use parking_lot::Mutex;
 use rustix::fs::{self as rfs, OFlags};
 use weft_core::{Dirent, Errno, FileType, Gfid, Loc, XattrMap, GFID_XATTR};
 
-use super::attr::Target;
+use super::attr::{Src, Target};
 use super::brick::{ex, iatt, Brick, PRIVATE_DIR};
-use super::sys::{proc_path, Pin};
+use super::sys::Pin;
 
 /// Per entry of a listing (by gfid), the xattr values it has among those asked.
 pub type EntryValues = Vec<(Gfid, XattrMap)>;
@@ -155,6 +155,9 @@ impl Brick {
         want: &[String],
         xattrs: &mut EntryValues,
     ) -> Option<weft_core::Iatt> {
+        if let Some(ia) = self.known_entry_iatt(dir, name, want, xattrs) {
+            return Some(ia);
+        }
         let node = Pin::at(dir, OsStr::from_bytes(name)).ok()?;
         let g = self
             .ensure_gfid(&node, &d.gfid, OsStr::from_bytes(name))
@@ -167,6 +170,44 @@ impl Brick {
         Some(iatt(g, &node.st))
     }
 
+    /// [`Brick::entry_iatt`] without opening the entry, for a file whose gfid's handle
+    /// this process already knows to be that very inode: a stat and a gfid read relative
+    /// to the directory (and the asked xattrs the same way, then a second stat). `None`
+    /// (take the pinned way) for directories, files without a gfid or with a handle not
+    /// known yet, and an entry replaced between the calls: the attributes, gfid and
+    /// xattrs answered are always one inode's.
+    fn known_entry_iatt(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        want: &[String],
+        xattrs: &mut EntryValues,
+    ) -> Option<weft_core::Iatt> {
+        let name = OsStr::from_bytes(name);
+        let st = rfs::statat(dir, name, rfs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return None;
+        }
+        let g = entry_gfid(dir, name.as_bytes())?;
+        // The gfid read names the stat's inode only if its handle is that inode: a name
+        // replaced between the two calls gave another inode's gfid.
+        if !self.is_known_handle_of(&g, &st) {
+            return None;
+        }
+        if !want.is_empty() {
+            let m = super::attr::getxattr_named(Src::Entry(dir, name), want).ok();
+            // Replaced after the gfid was read: these may be another inode's xattrs.
+            let again = rfs::statat(dir, name, rfs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+            if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
+                return None;
+            }
+            if let Some(m) = m {
+                xattrs.push((g, m));
+            }
+        }
+        Some(iatt(g, &st))
+    }
+
     /// fsync of the directory itself.
     pub fn fsyncdir(&self, d: &PosixDir) -> Result<(), Errno> {
         let st = d.state.lock();
@@ -175,14 +216,11 @@ impl Brick {
     }
 }
 
-/// The gfid on entry `name` of `dir`, read without following it (one `lgetxattr` through
-/// the directory's /proc link: the name is resolved inside that very directory).
+/// The gfid on entry `name` of `dir`, read without opening or following it (one system
+/// call, [`super::xattr_at`]).
 fn entry_gfid(dir: BorrowedFd<'_>, name: &[u8]) -> Option<Gfid> {
-    let mut p = proc_path(dir).into_bytes();
-    p.push(b'/');
-    p.extend_from_slice(name);
     let mut buf = [0u8; 16];
-    match rfs::lgetxattr(OsStr::from_bytes(&p), GFID_XATTR, &mut buf[..]) {
+    match super::xattr_at::get(dir, OsStr::from_bytes(name), GFID_XATTR, &mut buf[..]) {
         Ok(16) => Gfid::from_slice(&buf),
         _ => None,
     }

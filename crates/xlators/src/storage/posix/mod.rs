@@ -13,6 +13,7 @@ pub mod entry;
 pub mod io;
 pub mod reap;
 pub mod sys;
+pub mod xattr_at;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -86,7 +87,7 @@ fn hinted(b: &Brick, g: Gfid, hint: &[u8]) -> Option<Pin> {
     let (parent, name) = weft_core::parse_name_hint(hint)?;
     let (dir, name) = b.entry(&Loc::entry(parent, name)).ok()?;
     let node = Pin::at(dir.fd.as_fd(), &name).ok()?;
-    (node.kind() == libc::S_IFREG && b.is_known_handle_of(&g, &node) && node.gfid() == Some(g))
+    (node.kind() == libc::S_IFREG && b.is_known_handle_of(&g, &node.st) && node.gfid() == Some(g))
         .then_some(node)
 }
 
@@ -829,6 +830,89 @@ mod tests {
             .0
             .gfid;
         (dir, p, g)
+    }
+
+    /// A listing answers each entry's own gfid, attributes and asked xattrs, whether the
+    /// brick knows the entry's handle (read without opening it) or not (pinned, and given
+    /// a gfid if it had none), also for a name replaced behind the brick's back.
+    #[tokio::test]
+    async fn a_listing_answers_each_entrys_own_gfid_attributes_and_xattrs() {
+        use weft_core::{EntryXattrs, Fd, GFID_XATTR, READDIRP_XATTRS_KEY};
+        let (dir, p, gf) = brick_with_f(b"known").await;
+        let ctx = Ctx::internal();
+        let b = dir.path();
+        std::fs::write(b.join("new"), b"never looked up").unwrap();
+        std::fs::create_dir(b.join("sub")).unwrap();
+        std::fs::write(b.join("other"), b"replaces f").unwrap();
+        let go = p
+            .lookup(&ctx, &Loc::entry(Gfid::ROOT, "other"), Xdata::new())
+            .await
+            .unwrap()
+            .0
+            .gfid;
+        // As root, a security xattr on two files: the listing hands each its own.
+        let tagged = rustix::fs::setxattr(
+            b.join("other").as_path(),
+            "security.weft-test",
+            b"other's",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_ok();
+        if tagged {
+            rustix::fs::setxattr(
+                b.join("new").as_path(),
+                "security.weft-test",
+                b"new's",
+                rustix::fs::XattrFlags::empty(),
+            )
+            .unwrap();
+        }
+        // "f" now names the inode that was "other" (whose handle the brick knows).
+        std::fs::rename(b.join("other"), b.join("f")).unwrap();
+        let fd = Fd::new(Gfid::ROOT, libc::O_RDONLY, false);
+        p.opendir(&ctx, &Loc::inode(Gfid::ROOT), &fd, Xdata::new())
+            .await
+            .unwrap();
+        let mut ask = Xdata::new();
+        ask.set(
+            READDIRP_XATTRS_KEY,
+            EntryXattrs::ask(&["security.weft-test"]),
+        );
+        let (entries, xd) = p.readdirp(&ctx, &fd, 1 << 20, 0, ask).await.unwrap();
+        let values = EntryXattrs::from_bytes(xd.get(READDIRP_XATTRS_KEY).unwrap()).unwrap();
+        let on_disk = |n: &str| {
+            let mut buf = [0u8; 16];
+            rustix::fs::lgetxattr(b.join(n).as_path(), GFID_XATTR, &mut buf).unwrap();
+            Gfid::from_slice(&buf).unwrap()
+        };
+        let mut seen = Vec::new();
+        for e in &entries {
+            let name = String::from_utf8(e.name.clone()).unwrap();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let ia = e.iatt.unwrap_or_else(|| panic!("{name}: no attributes"));
+            let st = std::fs::symlink_metadata(b.join(&name)).unwrap();
+            assert_eq!(ia.gfid, on_disk(&name), "{name}");
+            assert_eq!(ia.size, st.len(), "{name}");
+            assert_eq!(e.ino, ia.gfid.ino(), "{name}");
+            let value = values
+                .entries
+                .iter()
+                .find(|(g, _)| *g == ia.gfid)
+                .and_then(|(_, m)| m.get("security.weft-test").cloned());
+            let want: Option<&[u8]> = match name.as_str() {
+                "f" if tagged => Some(b"other's"),
+                "new" if tagged => Some(b"new's"),
+                _ => None,
+            };
+            assert_eq!(value.as_deref(), want, "{name}");
+            seen.push(name);
+        }
+        seen.sort();
+        assert_eq!(seen, ["f", "new", "sub"]);
+        assert_eq!(on_disk("f"), go);
+        assert_ne!(go, gf);
     }
 
     /// A truncate by gfid of a file whose name went, open here only for reading (another
