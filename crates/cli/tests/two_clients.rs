@@ -506,3 +506,73 @@ fn appends_from_two_mounts_do_not_tear() {
     }
     assert_eq!(counts, [n, n]);
 }
+
+/// Every entry of a `DIR` stream from where it stands, with the `telldir` position
+/// before each.
+fn read_rest(d: *mut libc::DIR) -> Vec<(libc::c_long, String)> {
+    let mut out = Vec::new();
+    // SAFETY: `d` is an open DIR stream; each entry is copied before the next call.
+    unsafe {
+        loop {
+            let at = libc::telldir(d);
+            *libc::__errno_location() = 0;
+            let e = libc::readdir64(d);
+            if e.is_null() {
+                assert_eq!(*libc::__errno_location(), 0, "readdir failed");
+                return out;
+            }
+            let n = std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_string_lossy();
+            out.push((at, n.into_owned()));
+        }
+    }
+}
+
+/// A listing long enough to take many graph calls (read ahead of the kernel) lists every
+/// name once, resumes at every `telldir` position with the same entries, and, read again
+/// from the start after the other mount changed the directory, shows the change.
+#[test]
+fn a_long_listing_resumes_where_told_and_shows_the_other_mounts_changes() {
+    let s = NetVolume::new("longlist", 2, true);
+    let dir = s.mnt(0).join("long");
+    std::fs::create_dir(&dir).unwrap();
+    let name = |i: usize| format!("an-entry-with-a-name-of-some-length-{i:05}");
+    for i in 0..3000 {
+        std::fs::write(dir.join(name(i)), b"x").unwrap();
+    }
+    let path =
+        std::ffi::CString::new(s.mnt(1).join("long").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; the stream is closed below.
+    let d = unsafe { libc::opendir(path.as_ptr()) };
+    assert!(!d.is_null());
+    let first = read_rest(d);
+    let mut names: Vec<&str> = first.iter().map(|(_, n)| n.as_str()).collect();
+    names.retain(|n| *n != "." && *n != "..");
+    names.sort();
+    let mut want: Vec<String> = (0..3000).map(name).collect();
+    want.sort();
+    assert_eq!(names, want, "every name once");
+    for k in (0..first.len()).step_by(97).chain([first.len() - 1]) {
+        // SAFETY: a position telldir gave on this stream.
+        unsafe { libc::seekdir(d, first[k].0) };
+        let rest = read_rest(d);
+        assert_eq!(rest.len(), first.len() - k, "resumed at entry {k}");
+        assert_eq!(
+            rest[..rest.len().min(5)],
+            first[k..(k + 5).min(first.len())]
+        );
+    }
+    // The other mount removes and adds names; the listing read again shows both.
+    std::fs::remove_file(dir.join(name(1234))).unwrap();
+    std::fs::write(dir.join("a-new-name"), b"y").unwrap();
+    // SAFETY: as above.
+    unsafe { libc::rewinddir(d) };
+    let again: Vec<String> = read_rest(d).into_iter().map(|(_, n)| n).collect();
+    // SAFETY: opened above, closed once.
+    unsafe { libc::closedir(d) };
+    assert!(!again.contains(&name(1234)), "a removed name listed");
+    assert!(
+        again.contains(&"a-new-name".to_string()),
+        "a new name not listed"
+    );
+    assert_eq!(again.len(), first.len());
+}

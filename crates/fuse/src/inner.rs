@@ -761,7 +761,10 @@ impl Inner {
         Ok(())
     }
 
-    /// Directory entries after `offset`.
+    /// Directory entries after `offset`. A graph call brings [`READDIR_AHEAD`] bytes of
+    /// entries, which serve the kernel's next requests; when it came back full, the next
+    /// call is made at once in the background, so the bricks read the following entries
+    /// while the kernel takes these.
     pub async fn readdir(
         &self,
         ctx: &Ctx,
@@ -770,14 +773,29 @@ impl Inner {
         plus: bool,
     ) -> Result<Vec<Dirent>, Errno> {
         let (fd, g) = self.fd_ready(fh).await?;
+        let mut next = None;
         if offset != 0 {
-            if let Some(rest) = self
-                .dir_ahead
-                .lock()
-                .get(&fh)
-                .and_then(|a| a.after(offset, plus, self.fresh.dir_seq()))
-            {
-                return Ok(rest);
+            let mut ahead = self.dir_ahead.lock();
+            if let Some(a) = ahead.get_mut(&fh) {
+                if let Some(rest) = a.after(offset, plus, self.fresh.dir_seq()) {
+                    return Ok(rest);
+                }
+                if a.next
+                    .as_ref()
+                    .is_some_and(|n| n.from == offset && n.plus == plus)
+                {
+                    next = a.next.take();
+                }
+            }
+        }
+        if let Some(n) = next {
+            let (seq, from) = (n.seq, n.from);
+            // A change or an invalidation since it was asked for: asked again below.
+            if let Ok(Ok(entries)) = n.answer.await {
+                if seq == self.fresh.dir_seq() {
+                    self.read_ahead(ctx, fh, &fd, &g, seq, plus, from, &entries);
+                    return Ok(entries);
+                }
             }
         }
         let start = self.fresh.dir_seq();
@@ -790,14 +808,56 @@ impl Inner {
                 .readdir(ctx, &fd, READDIR_AHEAD, offset, Xdata::new())
                 .await?
         };
+        self.read_ahead(ctx, fh, &fd, &g, start, plus, offset, &r.0);
+        Ok(r.0)
+    }
+
+    /// Keeps `entries` (read from `from` when the count was `seq`) for the kernel's next
+    /// requests on `fh`, and, when they filled the call, asks for the ones after them.
+    #[allow(clippy::too_many_arguments)]
+    fn read_ahead(
+        &self,
+        ctx: &Ctx,
+        fh: u64,
+        fd: &FdRef,
+        g: &Arc<Gen>,
+        seq: u64,
+        plus: bool,
+        from: u64,
+        entries: &[Dirent],
+    ) {
+        let full = listing_bytes(entries, plus) + MAX_ENTRY_BYTES > READDIR_AHEAD as usize;
+        let next = match entries.last() {
+            Some(last) if full => {
+                let (tx, answer) = tokio::sync::oneshot::channel();
+                let (top, fd, ctx, at) = (g.top.clone(), fd.clone(), ctx.clone(), last.offset);
+                g.rt.spawn(async move {
+                    let r = if plus {
+                        top.readdirp(&ctx, &fd, READDIR_AHEAD, at, Xdata::new())
+                            .await
+                    } else {
+                        top.readdir(&ctx, &fd, READDIR_AHEAD, at, Xdata::new())
+                            .await
+                    };
+                    let _ = tx.send(r.map(|(e, _)| e));
+                });
+                Some(NextChunk {
+                    seq,
+                    plus,
+                    from: at,
+                    answer,
+                })
+            }
+            _ => None,
+        };
         let ahead = DirAhead {
-            seq: start,
+            seq,
             plus,
-            from: offset,
-            entries: r.0.clone(),
+            from,
+            entries: entries.to_vec(),
+            next,
         };
         self.dir_ahead.lock().insert(fh, ahead);
-        Ok(r.0)
     }
 
     /// statfs of the volume.
@@ -981,6 +1041,30 @@ struct DirAhead {
     /// The offset it was read from.
     from: u64,
     entries: Vec<Dirent>,
+    /// The graph call for the entries after these, made before the kernel asks.
+    next: Option<NextChunk>,
+}
+
+/// A listing's next graph call, made ahead of the kernel.
+struct NextChunk {
+    /// As [`DirAhead::seq`], when it was asked for.
+    seq: u64,
+    plus: bool,
+    /// The offset it reads from (the last entry before it).
+    from: u64,
+    answer: tokio::sync::oneshot::Receiver<Result<Vec<Dirent>, Errno>>,
+}
+
+/// The most bytes one entry counts for in a listing's size (a 255-byte name with
+/// attributes): a call whose entries come within this of the size asked was cut short
+/// by the size, not by the end of the directory.
+const MAX_ENTRY_BYTES: usize = 24 + 128 + 256;
+
+/// The bytes the bricks count `entries` for against the size asked (their header, name
+/// and 8-byte alignment, and with `plus` the attributes): as `storage/posix` counts.
+fn listing_bytes(entries: &[Dirent], plus: bool) -> usize {
+    let base = if plus { 24 + 128 } else { 24 };
+    entries.iter().map(|e| (base + e.name.len() + 7) & !7).sum()
 }
 
 impl DirAhead {
