@@ -760,3 +760,74 @@ fn changes_behind_are_seen_at_once(
     assert_eq!(listing(a, Path::new("m")), vec!["one", "two"]);
     assert_eq!(listing(b, Path::new("m")), vec!["one", "two"]);
 }
+
+/// Over cluster/replicate (three brick servers), a flush, fsync or release asked for the
+/// file's attributes answers those of the copy reads use: what a stat right after
+/// answers, to the nanosecond (each copy has its own times). md-cache keeps them, so a
+/// stat after writes needs no round trip.
+#[test]
+fn replicate_answers_a_stats_attributes_after_flush_fsync_and_release() {
+    use weft_core::{Ctx, Fd, Gfid, Iatt, Loc, Xdata, GFID_REQ_KEY, POSTSTAT_KEY};
+    let dir = scratch("coh-afr-post");
+    let mut servers = Vec::new();
+    let mut client = String::new();
+    for i in 0..3 {
+        let b = dir.path().join(format!("b{i}"));
+        std::fs::create_dir(&b).unwrap();
+        let sd = dir.path().join(format!("s{i}"));
+        std::fs::create_dir(&sd).unwrap();
+        let vf = sd.join("brick.vol");
+        std::fs::write(&vf, caching_brick_graph(&format!("c{i}"), &b)).unwrap();
+        let s = Brickd::start(&sd, &vf, &[]);
+        client.push_str(&client_volfile(&format!("c{i}"), s.port, &[]));
+        client.push('\n');
+        servers.push(s);
+    }
+    client.push_str(
+        "volume cl\n    type cluster/replicate\n    subvolumes c0-client c1-client c2-client\nend-volume\n",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut reg = weft_xlators::registry();
+        weft_protocol::register(&mut reg);
+        weft_cluster::register(&mut reg);
+        let vol =
+            weft_client::Volume::from_volfile(&client, reg, weft_client::OpenOptions::default())
+                .await
+                .unwrap();
+        let (top, ctx) = (vol.top(), Ctx::internal());
+        let fd = Fd::new(Gfid::random(), libc::O_RDWR, false);
+        let mut req = Xdata::new();
+        req.set(GFID_REQ_KEY, fd.gfid.0.to_vec());
+        top.create(&ctx, &Loc::entry(Gfid::ROOT, "f"), &fd, 0o644, 0, req)
+            .await
+            .unwrap();
+        let mut ask = Xdata::new();
+        ask.set(POSTSTAT_KEY, Vec::new());
+        for (round, what) in ["flush", "fsync", "release"].iter().enumerate() {
+            let data = bytes::Bytes::from(format!("{what} after {round} rounds of writes"));
+            top.writev(&ctx, &fd, data.clone(), round as u64 * 7, Xdata::new())
+                .await
+                .unwrap();
+            let xd = match *what {
+                "flush" => top.flush(&ctx, &fd, ask.clone()).await.unwrap().1,
+                "fsync" => top.fsync(&ctx, &fd, false, ask.clone()).await.unwrap().1,
+                _ => top.release(&ctx, &fd, ask.clone()).await.unwrap().1,
+            };
+            let post = Iatt::from_bytes(
+                xd.get(POSTSTAT_KEY)
+                    .unwrap_or_else(|| panic!("{what} answered no attributes")),
+            )
+            .unwrap();
+            let mut st = top
+                .stat(&ctx, &Loc::inode(fd.gfid), Xdata::new())
+                .await
+                .unwrap()
+                .0;
+            st.atime = post.atime;
+            assert_eq!(post, st, "{what}'s attributes against a stat's");
+            assert_eq!(post.size, round as u64 * 7 + data.len() as u64, "{what}");
+        }
+        vol.close().await;
+    });
+}

@@ -627,6 +627,34 @@ impl Replicate {
     }
 
     /// The first success of a set of answers, or the error that matters most.
+    /// `rs`'s first success, answering under [`POSTSTAT_KEY`] (when `asked`) the
+    /// attributes of the copy a read of `g` uses now, as a stat right after would answer
+    /// them (each copy has its own times); without a readable copy's, none.
+    async fn first_ok_with_poststat<T>(
+        &self,
+        g: Gfid,
+        asked: bool,
+        rs: Vec<(usize, Fop<T>)>,
+    ) -> Fop<T> {
+        let post = if asked && rs.iter().any(|(_, r)| r.is_ok()) {
+            let order = self.readable(g).await.unwrap_or_default();
+            order.iter().find_map(|i| {
+                rs.iter()
+                    .find(|(j, _)| j == i)
+                    .and_then(|(_, r)| r.as_ref().ok())
+                    .and_then(|(_, xd)| xd.get(POSTSTAT_KEY).map(<[u8]>::to_vec))
+            })
+        } else {
+            None
+        };
+        let (v, mut xd) = Self::first_ok(rs)?;
+        xd.0.remove(POSTSTAT_KEY);
+        if let Some(p) = post {
+            xd.set(POSTSTAT_KEY, p);
+        }
+        Ok((v, xd))
+    }
+
     fn first_ok<T>(rs: Vec<(usize, Fop<T>)>) -> Fop<T> {
         let mut err = None;
         for (_, r) in rs {
@@ -1217,7 +1245,8 @@ impl Xlator for Replicate {
         offset: u64,
         mut xd: Xdata,
     ) -> Fop<u64> {
-        // As for flush: one copy's attributes are not the file's.
+        // Not asked of a write: each copy has its own times, and a write is a transaction
+        // (flush, fsync and release answer the readable copy's).
         xd.0.remove(POSTSTAT_KEY);
         self.txn(fd.gfid, Kind::Data, Some(fd), |_, c| {
             let (xd, data) = (xd.clone(), data.clone());
@@ -1226,9 +1255,9 @@ impl Xlator for Replicate {
         .await
     }
 
-    async fn flush(&self, ctx: &Ctx, fd: &FdRef, mut xd: Xdata) -> Fop<()> {
-        // One copy's attributes are not the file's (a copy may be behind): not asked.
-        xd.0.remove(POSTSTAT_KEY);
+    async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+        // Attributes asked for: the readable copy's (a copy may be behind).
+        let asked = xd.has(POSTSTAT_KEY);
         let open: Vec<usize> = {
             let st = self.fd_state(fd);
             let o = st.open.lock();
@@ -1240,11 +1269,11 @@ impl Xlator for Replicate {
                 async move { c.flush(ctx, fd, xd).await }
             })
             .await;
-        Self::first_ok(rs)
+        self.first_ok_with_poststat(fd.gfid, asked, rs).await
     }
 
-    async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, mut xd: Xdata) -> Fop<()> {
-        xd.0.remove(POSTSTAT_KEY);
+    async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
+        let asked = xd.has(POSTSTAT_KEY);
         // Not a change: every copy that holds good data makes it durable; a copy that
         // fails is behind already (its write failed) or down.
         let up = self.up();
@@ -1270,7 +1299,7 @@ impl Xlator for Replicate {
         if !ok.is_empty() && !self.has_quorum(&ok) && !fd.is_dir {
             return Err(Errno::EROFS);
         }
-        Self::first_ok(rs)
+        self.first_ok_with_poststat(fd.gfid, asked, rs).await
     }
 
     async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
@@ -1279,14 +1308,27 @@ impl Xlator for Replicate {
             let o = st.open.lock();
             (0..self.n()).filter(|&i| o[i]).collect()
         };
-        let _ = self
+        let asked = xd.has(POSTSTAT_KEY);
+        let rs = self
             .each(&open, |_, c| {
                 let xd = xd.clone();
                 async move { c.release(ctx, fd, xd).await }
             })
             .await;
         fd.take_ctx::<FdState>(&self.name);
-        Ok(((), Xdata::new()))
+        let post = if asked {
+            self.first_ok_with_poststat(fd.gfid, true, rs)
+                .await
+                .ok()
+                .and_then(|(_, xd)| xd.get(POSTSTAT_KEY).map(<[u8]>::to_vec))
+        } else {
+            None
+        };
+        let mut out = Xdata::new();
+        if let Some(p) = post {
+            out.set(POSTSTAT_KEY, p);
+        }
+        Ok(((), out))
     }
 
     async fn fallocate(
