@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# What the client caches do on a replica 3 volume made by mgmtd (one node on 127.88.0.9,
+# `volume create rv3 replica 3 H:/b1 H:/b2 H:/b3 force`, mounted by name): creates FILES
+# files of 4 KiB in a new directory, then stats each, and prints the rates and the
+# mount's entry-behind and md-cache counters (leases granted and recalled, creates made
+# behind, stat hits and misses) and its request latencies. Gives the "rep3: why the entry
+# rows stay near 1x" figures of docs/BENCHMARKS.md (2026-12-04, late night).
+# Run as root. Leaves nothing behind (mount, mgmtd and brickd stopped by pid at exit).
+#   BENCH_DIR (default /tmp/weft-rep3-probe), BENCH_HOST (default 127.88.0.9),
+#   FILES (default 500), SHD (on|off, default on: cluster.self-heal-daemon),
+#   WEFT=PATH (a built binary; default the release build, built if missing)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+D=${BENCH_DIR:-/tmp/weft-rep3-probe}
+H=${BENCH_HOST:-127.88.0.9}
+FILES=${FILES:-500}
+WEFT=${WEFT:-$ROOT/target/release/weft}
+cleanup() {
+  umount "$D/mnt" 2>/dev/null || umount -l "$D/mnt" 2>/dev/null || true
+  for p in "$D/mgmtd.pid" "$D/work/run/brickd.pid"; do
+    if [ -f "$p" ]; then kill "$(cat "$p")" 2>/dev/null || true; fi
+  done
+  sleep 0.5
+}
+trap cleanup EXIT
+[ -x "$WEFT" ] || (cd "$ROOT" && cargo build --release -q -p weft-cli)
+cleanup
+rm -rf "$D"
+mkdir -p "$D/mnt"
+setsid "$WEFT" mgmtd --listen "$H" --workdir "$D/work" --pid-file "$D/mgmtd.pid" \
+  </dev/null >"$D/mgmtd.out" 2>"$D/mgmtd.log" &
+for _ in $(seq 100); do grep -q "listening on" "$D/mgmtd.out" 2>/dev/null && break; sleep 0.1; done
+grep -q "listening on" "$D/mgmtd.out" || { echo "mgmtd did not start:"; cat "$D/mgmtd.log"; exit 1; }
+export WEFT_MGMT=$H WEFT_TOKEN_FILE=$D/work/token
+"$WEFT" volume create rv3 replica 3 "$H:$D/b1" "$H:$D/b2" "$H:$D/b3" force
+"$WEFT" volume set rv3 cluster.self-heal-daemon "${SHD:-on}"
+"$WEFT" volume start rv3
+"$WEFT" mount "$H:/rv3" "$D/mnt" --log-file "$D/mount.log"
+mkdir "$D/mnt/s"
+python3 - "$D/mnt/s" "$FILES" <<'PY'
+import os, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+data = os.urandom(4096)
+t = time.perf_counter()
+for i in range(n):
+    fd = os.open(os.path.join(d, "f%06d" % i), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+    os.write(fd, data); os.close(fd)
+print("create: %.0f files/s" % (n / (time.perf_counter() - t)))
+t = time.perf_counter()
+for i in range(n): os.stat(os.path.join(d, "f%06d" % i))
+print("stat: %.0f files/s" % (n / (time.perf_counter() - t)))
+PY
+"$WEFT" statedump "$D/mnt" >"$D/statedump.txt"
+echo "== the mount's requests"
+sed -n '/^\[rv3\]/,/^\[/p' "$D/statedump.txt" | grep -E '^[a-z]+ +[0-9]+ |^fop'
+echo "== entry-behind"
+sed -n '/^\[rv3-entry-behind\]/,/^\[/p' "$D/statedump.txt" | grep -E '^(leased_dirs|leases|recalls|creates|through|waits|failures) '
+echo "== md-cache"
+sed -n '/^\[rv3-md-cache\]/,/^\[/p' "$D/statedump.txt" | grep -E '^(stat|lookup)_(hits|misses)|^invalidations'
