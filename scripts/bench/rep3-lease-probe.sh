@@ -15,23 +15,14 @@ D=${BENCH_DIR:-/tmp/weft-rep3-probe}
 H=${BENCH_HOST:-127.88.0.9}
 FILES=${FILES:-500}
 WEFT=${WEFT:-$ROOT/target/release/weft}
-cleanup() {
-  umount "$D/mnt" 2>/dev/null || umount -l "$D/mnt" 2>/dev/null || true
-  for p in "$D/mgmtd.pid" "$D/work/run/brickd.pid"; do
-    if [ -f "$p" ]; then kill "$(cat "$p")" 2>/dev/null || true; fi
-  done
-  sleep 0.5
-}
-trap cleanup EXIT
+# shellcheck source=scripts/bench/mgmtd-node.sh
+. "$ROOT/scripts/bench/mgmtd-node.sh"
+trap mgmtd_node_stop EXIT
 [ -x "$WEFT" ] || (cd "$ROOT" && cargo build --release -q -p weft-cli)
-cleanup
+mgmtd_node_stop
 rm -rf "$D"
 mkdir -p "$D/mnt"
-setsid "$WEFT" mgmtd --listen "$H" --workdir "$D/work" --pid-file "$D/mgmtd.pid" \
-  </dev/null >"$D/mgmtd.out" 2>"$D/mgmtd.log" &
-for _ in $(seq 100); do grep -q "listening on" "$D/mgmtd.out" 2>/dev/null && break; sleep 0.1; done
-grep -q "listening on" "$D/mgmtd.out" || { echo "mgmtd did not start:"; cat "$D/mgmtd.log"; exit 1; }
-export WEFT_MGMT=$H WEFT_TOKEN_FILE=$D/work/token
+mgmtd_node_start
 "$WEFT" volume create rv3 replica 3 "$H:$D/b1" "$H:$D/b2" "$H:$D/b3" force
 "$WEFT" volume set rv3 cluster.self-heal-daemon "${SHD:-on}"
 "$WEFT" volume start rv3

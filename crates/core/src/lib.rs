@@ -34,7 +34,7 @@ pub use fd::{Fd, FdRef};
 pub use gfid::Gfid;
 pub use graph::{Graph, ReconfigureError, Reconfigured, Registry, XlatorInit, XlatorType};
 pub use iatt::{Dirent, FileType, Iatt, SetAttr, SetTime, StatVfs, Timespec};
-pub use loc::{Ctx, Loc};
+pub use loc::{Ctx, Loc, HEAL_PID};
 pub use lock::{
     Checksum, EntrylkCmd, EntrylkType, Flock, LkCmd, LockType, LockUse, SeekWhat, XattropOp,
 };

@@ -22,10 +22,29 @@ pub struct Ctx {
     pub client: u64,
 }
 
+/// The pid in a [`Ctx`] of self-heal's FOPs (no process has it: Linux pids stay below
+/// 2^22).
+pub const HEAL_PID: u32 = u32::MAX - 6;
+
 impl Ctx {
     /// The context of work Weft does for itself (root, pid 0).
     pub fn internal() -> Ctx {
         Ctx::default()
+    }
+
+    /// The context of self-heal's FOPs (root, [`HEAL_PID`]). Bricks recall no directory
+    /// lease for them: a heal works on what reached the bricks, which is all a lease
+    /// holder's changes behind it have to agree with (see `features/upcall`).
+    pub fn heal() -> Ctx {
+        Ctx {
+            pid: HEAL_PID,
+            ..Ctx::default()
+        }
+    }
+
+    /// Whether this is self-heal's context ([`Ctx::heal`]).
+    pub fn is_heal(&self) -> bool {
+        self.pid == HEAL_PID
     }
 }
 

@@ -358,7 +358,7 @@ async fn crawl_set(ctx: &TaskCtx, rep: &XlatorRef, prog: &mut HealProgress) -> R
     while let Some(d) = dirs.pop() {
         let _ = heal_one(rep, d).await;
         let fd = Fd::new(d, libc::O_RDONLY, true);
-        let c = Ctx::internal();
+        let c = Ctx::heal();
         if rep
             .opendir(&c, &Loc::inode(d), &fd, Xdata::new())
             .await

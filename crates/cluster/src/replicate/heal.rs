@@ -175,7 +175,7 @@ impl Replicate {
     async fn lookup_on(&self, g: Gfid, on: &[usize]) -> Result<Answers, Errno> {
         let rs = self
             .each(on, |_, c| async move {
-                c.lookup(&Ctx::internal(), &Loc::inode(g), lookup_xd(Xdata::new()))
+                c.lookup(&Ctx::heal(), &Loc::inode(g), lookup_xd(Xdata::new()))
                     .await
             })
             .await;
@@ -203,7 +203,7 @@ impl Replicate {
         self.each(&up, |_, c| {
             let attrs = &attrs;
             async move {
-                c.setxattr(&Ctx::internal(), &Loc::root(), attrs, 0, ixd())
+                c.setxattr(&Ctx::heal(), &Loc::root(), attrs, 0, ixd())
                     .await
             }
         })
@@ -380,7 +380,7 @@ impl Replicate {
             };
             let _ = self.children[*i]
                 .xattrop(
-                    &Ctx::internal(),
+                    &Ctx::heal(),
                     &Loc::inode(g),
                     XattropOp::AddArray32,
                     &attrs,
@@ -475,7 +475,7 @@ impl Replicate {
             .each(&all, |_, c| {
                 let fd = fd.clone();
                 async move {
-                    c.open(&Ctx::internal(), &Loc::inode(g), &fd, Xdata::new())
+                    c.open(&Ctx::heal(), &Loc::inode(g), &fd, Xdata::new())
                         .await
                 }
             })
@@ -495,7 +495,7 @@ impl Replicate {
         };
         self.each(&open, |_, c| {
             let fd = fd.clone();
-            async move { c.release(&Ctx::internal(), &fd, Xdata::new()).await }
+            async move { c.release(&Ctx::heal(), &fd, Xdata::new()).await }
         })
         .await;
         r
@@ -510,14 +510,14 @@ impl Replicate {
         source: usize,
         sinks: &[usize],
     ) -> Result<(), Errno> {
-        let ctx = Ctx::internal();
+        let ctx = Ctx::heal();
         let src = &self.children[source];
         let (ia, _) = src.fstat(&ctx, fd, Xdata::new()).await?;
         // Where each sink ends now: chunks past it surely differ and are copied without
         // comparing checksums (a new copy is filled without reading it back).
         let ends: Vec<(usize, u64)> = self
             .each(sinks, |_, c| async move {
-                c.fstat(&Ctx::internal(), fd, Xdata::new()).await
+                c.fstat(&Ctx::heal(), fd, Xdata::new()).await
             })
             .await
             .into_iter()
@@ -561,9 +561,8 @@ impl Replicate {
         let size = now.size;
         let rs = self
             .each(sinks, |_, c| async move {
-                c.ftruncate(&Ctx::internal(), fd, size, Xdata::new())
-                    .await?;
-                c.fsync(&Ctx::internal(), fd, false, Xdata::new()).await
+                c.ftruncate(&Ctx::heal(), fd, size, Xdata::new()).await?;
+                c.fsync(&Ctx::heal(), fd, false, Xdata::new()).await
             })
             .await;
         for (_, r) in rs {
@@ -582,7 +581,7 @@ impl Replicate {
         sinks: &[(usize, u64)],
         off: u64,
     ) -> Result<(), Errno> {
-        let ctx = Ctx::internal();
+        let ctx = Ctx::heal();
         let mut differ: Vec<usize> = sinks
             .iter()
             .filter(|(_, end)| *end <= off)
@@ -598,7 +597,7 @@ impl Replicate {
             all.extend_from_slice(&compare);
             let sums = self
                 .each(&all, |_, c| async move {
-                    c.rchecksum(&Ctx::internal(), fd, off, CHUNK as u32, Xdata::new())
+                    c.rchecksum(&Ctx::heal(), fd, off, CHUNK as u32, Xdata::new())
                         .await
                 })
                 .await;
@@ -625,10 +624,7 @@ impl Replicate {
         let rs = self
             .each(&differ, |_, c| {
                 let data = data.clone();
-                async move {
-                    c.writev(&Ctx::internal(), fd, data, off, Xdata::new())
-                        .await
-                }
+                async move { c.writev(&Ctx::heal(), fd, data, off, Xdata::new()).await }
             })
             .await;
         for (_, r) in rs {
@@ -649,7 +645,7 @@ impl Replicate {
         let Some((_, ia, _)) = answers.iter().find(|a| a.0 == source) else {
             return Vec::new();
         };
-        let ctx = Ctx::internal();
+        let ctx = Ctx::heal();
         let loc = Loc::inode(g);
         let want = match self.children[source]
             .getxattr(&ctx, &loc, None, ixd())
@@ -706,7 +702,7 @@ impl Replicate {
     /// The names of directory `dir` on replica `i`, with their attributes.
     async fn list_dir(&self, i: usize, dir: Gfid) -> Result<BTreeMap<OsString, Iatt>, Errno> {
         let c = &self.children[i];
-        let ctx = Ctx::internal();
+        let ctx = Ctx::heal();
         let fd = Fd::new(dir, libc::O_RDONLY, true);
         c.opendir(&ctx, &Loc::inode(dir), &fd, Xdata::new()).await?;
         let mut out = BTreeMap::new();
@@ -813,7 +809,7 @@ impl Replicate {
         name: &OsString,
         ia: &Iatt,
     ) -> Result<(), Errno> {
-        let ctx = Ctx::internal();
+        let ctx = Ctx::heal();
         let c = &self.children[to];
         let loc = Loc::entry(dir, name);
         let kind = ia.mode & libc::S_IFMT;
@@ -887,7 +883,7 @@ impl Replicate {
         };
         self.children[from]
             .xattrop(
-                &Ctx::internal(),
+                &Ctx::heal(),
                 &Loc::inode(g),
                 XattropOp::AddArray32,
                 &attrs,
@@ -905,7 +901,7 @@ impl Replicate {
         name: &OsString,
         ia: &Iatt,
     ) -> Result<(), Errno> {
-        let ctx = Ctx::internal();
+        let ctx = Ctx::heal();
         let c = &self.children[on];
         let loc = Loc::entry(dir, name).with_gfid(ia.gfid);
         if ia.is_dir() {
@@ -932,12 +928,7 @@ impl Replicate {
                     xd.set("weft.index.after", a.as_bytes().to_vec());
                 }
                 let Ok((m, rxd)) = self.children[i]
-                    .getxattr(
-                        &Ctx::internal(),
-                        &Loc::root(),
-                        Some(INDEX_PENDING_XATTR),
-                        xd,
-                    )
+                    .getxattr(&Ctx::heal(), &Loc::root(), Some(INDEX_PENDING_XATTR), xd)
                     .await
                 else {
                     break;

@@ -626,7 +626,6 @@ impl Replicate {
         which.iter().copied().filter(|&i| o[i]).collect()
     }
 
-    /// The first success of a set of answers, or the error that matters most.
     /// `rs`'s first success, answering under [`POSTSTAT_KEY`] (when `asked`) the
     /// attributes of the copy a read of `g` uses now, as a stat right after would answer
     /// them (each copy has its own times); without a readable copy's, none.
@@ -655,6 +654,7 @@ impl Replicate {
         Ok((v, xd))
     }
 
+    /// The first success of a set of answers, or the error that matters most.
     fn first_ok<T>(rs: Vec<(usize, Fop<T>)>) -> Fop<T> {
         let mut err = None;
         for (_, r) in rs {
@@ -1256,8 +1256,12 @@ impl Xlator for Replicate {
     }
 
     async fn flush(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
-        // Attributes asked for: the readable copy's (a copy may be behind).
+        // Attributes asked for: the readable copy's (a copy may be behind), after the
+        // post-op of the writes before (it changes the copies' ctime).
         let asked = xd.has(POSTSTAT_KEY);
+        if asked {
+            self.end_idle(fd.gfid).await;
+        }
         let open: Vec<usize> = {
             let st = self.fd_state(fd);
             let o = st.open.lock();
@@ -1274,6 +1278,9 @@ impl Xlator for Replicate {
 
     async fn fsync(&self, ctx: &Ctx, fd: &FdRef, datasync: bool, xd: Xdata) -> Fop<()> {
         let asked = xd.has(POSTSTAT_KEY);
+        if asked {
+            self.end_idle(fd.gfid).await;
+        }
         // Not a change: every copy that holds good data makes it durable; a copy that
         // fails is behind already (its write failed) or down.
         let up = self.up();
@@ -1309,6 +1316,9 @@ impl Xlator for Replicate {
             (0..self.n()).filter(|&i| o[i]).collect()
         };
         let asked = xd.has(POSTSTAT_KEY);
+        if asked {
+            self.end_idle(fd.gfid).await;
+        }
         let rs = self
             .each(&open, |_, c| {
                 let xd = xd.clone();

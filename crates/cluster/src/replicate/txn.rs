@@ -700,6 +700,16 @@ impl Replicate {
         });
     }
 
+    /// Ends now the shared transactions on `g` that no change uses (their post-op,
+    /// delayed for a sequential writer, changes every copy's ctime): attributes read
+    /// after this stay what a stat answers.
+    pub(crate) async fn end_idle(&self, g: Gfid) {
+        let ino = self.inode(g);
+        for kind in [Kind::Data, Kind::Metadata] {
+            self.end_if_idle(kind, &ino).await;
+        }
+    }
+
     /// Ends the shared transaction of `kind` on `ino` if no change uses it.
     async fn end_if_idle(&self, kind: Kind, ino: &Arc<Inode>) {
         let slot = Self::slot(ino, kind);

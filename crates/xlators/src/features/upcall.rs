@@ -29,7 +29,11 @@
 //!   the holder is sent [`Invalidation::Recall`] and the FOP waits for its
 //!   acknowledgement (the holder has sent everything it did behind under the lease), at
 //!   most `invalidation-wait`, after which the holder lapses as above. A client that
-//!   goes away loses its leases.
+//!   goes away loses its leases. Self-heal's FOPs ([`weft_core::Ctx::heal`]) recall
+//!   nothing: a heal makes copies agree with what reached the bricks, which the holder's
+//!   changes behind agree with too, and it shows nothing to applications (without this,
+//!   the self-heal daemon, which heals a directory whose entry changelog creates in
+//!   flight have raised, recalled leases in the middle of every burst).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -373,6 +377,9 @@ impl UpcallXlator {
     /// for the recalls (see the module docs). Returns those recalled.
     async fn recall_leases(&self, ctx: &Ctx, gfids: &[Option<Gfid>]) -> Vec<Gfid> {
         let mut any = Vec::new();
+        if ctx.is_heal() {
+            return any;
+        }
         for g in gfids.iter().flatten() {
             let rx = {
                 let mut t = self.table.lock();
@@ -959,6 +966,57 @@ mod tests {
             client: n,
             ..Ctx::internal()
         }
+    }
+
+    /// Self-heal's FOPs on a leased directory recall nothing; another client's lookup
+    /// of it recalls the lease.
+    #[tokio::test]
+    async fn a_heal_looks_at_a_leased_directory_without_recalling_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = graph(dir.path()).await;
+        let mut rx = g.take_events().unwrap();
+        let top = g.top().clone();
+        let loc = Loc::entry(Gfid::ROOT, "d");
+        let mut xd = Xdata::new();
+        xd.set(weft_core::GFID_REQ_KEY, Gfid::random().0.to_vec());
+        xd.set(weft_core::LEASE_KEY, Vec::new());
+        let (ia, out) = top.mkdir(&client(1), &loc, 0o755, 0, xd).await.unwrap();
+        assert!(out.has(weft_core::LEASE_KEY), "the lease is granted");
+        let heal = Ctx {
+            client: 2,
+            ..Ctx::heal()
+        };
+        top.lookup(&heal, &Loc::inode(ia.gfid), Xdata::new())
+            .await
+            .unwrap();
+        top.lookup(&heal, &loc, Xdata::new()).await.unwrap();
+        let fd = Arc::new(weft_core::Fd::new(ia.gfid, libc::O_RDONLY, true));
+        top.opendir(&heal, &Loc::inode(ia.gfid), &fd, Xdata::new())
+            .await
+            .unwrap();
+        top.readdirp(&heal, &fd, 4096, 0, Xdata::new())
+            .await
+            .unwrap();
+        assert!(rx.try_recv().is_err(), "a heal recalled the lease");
+        assert!(top.dump().contains("recalls = 0"), "{}", top.dump());
+        // Another client's look recalls it from its holder.
+        let other = tokio::spawn({
+            let top = top.clone();
+            async move {
+                top.lookup(&client(3), &Loc::inode(ia.gfid), Xdata::new())
+                    .await
+            }
+        });
+        let (_, ev) = rx.recv().await.unwrap();
+        let Event::Upcall(u) = ev else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            (u.client, u.invalidations.clone()),
+            (1, vec![Invalidation::Recall { dir: ia.gfid }])
+        );
+        drop(u);
+        other.await.unwrap().unwrap();
     }
 
     #[tokio::test]
