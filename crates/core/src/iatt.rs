@@ -165,6 +165,16 @@ pub struct Dirent {
     pub iatt: Option<Iatt>,
 }
 
+impl Dirent {
+    /// The bytes a listing's size counts an entry with a `name_len`-byte name for: what a
+    /// FUSE reply spends on it (header, name, 8-byte alignment), with `plus` the entry-out
+    /// attributes of readdirplus too. Bricks fill a reply to the size asked by it.
+    pub const fn cost(name_len: usize, plus: bool) -> usize {
+        let base = if plus { 24 + 128 } else { 24 };
+        (base + name_len + 7) & !7
+    }
+}
+
 /// Filesystem statistics, as `statvfs` reports them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatVfs {

@@ -1058,13 +1058,14 @@ struct NextChunk {
 /// The most bytes one entry counts for in a listing's size (a 255-byte name with
 /// attributes): a call whose entries come within this of the size asked was cut short
 /// by the size, not by the end of the directory.
-const MAX_ENTRY_BYTES: usize = 24 + 128 + 256;
+const MAX_ENTRY_BYTES: usize = Dirent::cost(255, true);
 
-/// The bytes the bricks count `entries` for against the size asked (their header, name
-/// and 8-byte alignment, and with `plus` the attributes): as `storage/posix` counts.
+/// The bytes the bricks count `entries` for against the size asked ([`Dirent::cost`]).
 fn listing_bytes(entries: &[Dirent], plus: bool) -> usize {
-    let base = if plus { 24 + 128 } else { 24 };
-    entries.iter().map(|e| (base + e.name.len() + 7) & !7).sum()
+    entries
+        .iter()
+        .map(|e| Dirent::cost(e.name.len(), plus))
+        .sum()
 }
 
 impl DirAhead {

@@ -34,13 +34,6 @@ struct DirState {
     at: Option<u64>,
 }
 
-/// Bytes a FUSE reply spends on one entry (header, name, 8-byte alignment), so a reply is
-/// filled but not overfilled; `plus` adds the entry-out attributes of readdirplus.
-fn entry_cost(name_len: usize, plus: bool) -> usize {
-    let base = if plus { 24 + 128 } else { 24 };
-    (base + name_len + 7) & !7
-}
-
 fn dirent_kind(t: rfs::FileType) -> FileType {
     match t {
         rfs::FileType::Directory => FileType::Directory,
@@ -110,7 +103,7 @@ impl Brick {
                 at = e.offset() as u64;
                 continue;
             }
-            let cost = entry_cost(name.len(), plus);
+            let cost = Dirent::cost(name.len(), plus);
             if used + cost > size as usize && !out.is_empty() {
                 st.at = None; // we read one entry too many
                 return Ok((out, xattrs));
