@@ -207,6 +207,13 @@ pub async fn run(cfg: Config, registry: Arc<Registry>) -> Result<(), StartError>
     if let Some(p) = &cfg.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id())).map_err(setup("pid file"))?;
     }
+    // Announced once the pool's records hold this node (a fresh one adds itself in the
+    // background, above), so a `volume create` naming it right after finds it; at most
+    // 5 s, since a node waiting to be probed into a pool is in none yet.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !node.state().peers.contains_key(&node.me.id) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     println!(
         "weft mgmtd: listening on {listen}, node {}, workdir {}",
         node.me.uuid,
