@@ -129,11 +129,7 @@ impl Replicated {
 fn pending_on(bricks: &[PathBuf]) -> usize {
     bricks
         .iter()
-        .map(|b| {
-            std::fs::read_dir(b.join(".weft/indices/pending"))
-                .map(|d| d.count())
-                .unwrap_or(0)
-        })
+        .map(|b| weft_cluster::index::pending_entries(b) as usize)
         .sum()
 }
 
@@ -147,6 +143,9 @@ fn describe_pending(bricks: &[PathBuf]) -> String {
             .flatten()
         {
             let g = e.file_name().to_string_lossy().into_owned();
+            if g == weft_cluster::index::INDEX_BASE {
+                continue;
+            }
             let h = b
                 .join(".weft/handles")
                 .join(&g[0..2])

@@ -4,9 +4,13 @@
 //! Replication keeps, on every copy of an inode, counters of the changes a copy elsewhere
 //! may have missed: the xattrs whose names start with [`PENDING_PREFIX`], changed only by
 //! `xattrop`/`fxattrop`. This translator watches those calls and keeps, in the brick
-//! directory, one empty file per inode whose counters are not all zero:
+//! directory, one name per inode whose counters are not all zero:
 //! `<directory>/.weft/indices/pending/<gfid>` (see [`INDEX_DIR`]). A self-heal daemon
-//! reads that list instead of crawling the brick.
+//! reads that list instead of crawling the brick. Each name is a hard link to one empty
+//! file, [`INDEX_BASE`] (another when the filesystem's link limit is reached), as
+//! GlusterFS's index does: every change in a replicated volume adds and removes an entry,
+//! and a new inode for each made ext4 without a journal scan past every inode freed in
+//! the last 30 s on each create, which cost more than the change itself.
 //!
 //! - An `xattrop` or `fxattrop` whose request names a counter goes down first; when it
 //!   succeeds, the index entry of the inode exists afterwards if any counter in the reply
@@ -68,6 +72,10 @@ pub const INDEX_MORE_KEY: &str = "weft.index.more";
 
 /// Where the index lives, relative to the brick directory.
 pub const INDEX_DIR: &str = ".weft/indices/pending";
+
+/// The empty file, in the index directory, that every entry is a hard link to (its name is
+/// not a gfid, so listings skip it).
+pub const INDEX_BASE: &str = "base";
 
 /// The default of the option `list-max`: the most gfids one listing returns.
 pub const DEFAULT_LIST_MAX: usize = 10_000;
@@ -308,12 +316,31 @@ fn entry_path(dir: &Path, g: Gfid) -> PathBuf {
     dir.join(g.to_string())
 }
 
+/// Makes `g`'s entry exist: a hard link to [`INDEX_BASE`] (made again if someone removed
+/// it), or an empty file of its own when the base has as many links as the filesystem
+/// allows.
 fn add_entry(dir: &Path, g: Gfid) -> Result<(), Errno> {
+    let base = dir.join(INDEX_BASE);
+    let entry = entry_path(dir, g);
+    for _ in 0..2 {
+        match std::fs::hard_link(&base, &entry) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => make_file(&base)?,
+            Err(e) if e.raw_os_error() == Some(libc::EMLINK) => break,
+            Err(e) => return Err(Errno::from_io(&e)),
+        }
+    }
+    make_file(&entry)
+}
+
+/// Makes an empty file at `p`, or finds one there.
+fn make_file(p: &Path) -> Result<(), Errno> {
     match std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(entry_path(dir, g))
+        .open(p)
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
@@ -368,6 +395,12 @@ fn scan(dir: &Path, after: Option<Gfid>, max: usize) -> Result<(Vec<Gfid>, bool)
     let more = v.len() > max;
     v.truncate(max);
     Ok((v, more))
+}
+
+/// How many inodes the index of the brick directory `brick` lists as pending (0 when it
+/// has no index), read straight from the directory: the self-heal daemon's cheap check.
+pub fn pending_entries(brick: &Path) -> u64 {
+    count_entries(&brick.join(INDEX_DIR)).unwrap_or(0)
 }
 
 fn count_entries(dir: &Path) -> Result<u64, Errno> {
@@ -808,6 +841,38 @@ mod tests {
         // Lowering what has no entry is fine.
         r.op(g, AFR_X, [0, 0, 0]).await.unwrap();
         assert!(!r.entry(g));
+    }
+
+    #[tokio::test]
+    async fn entries_are_links_to_one_base_file_made_again_when_removed() {
+        use std::os::unix::fs::MetadataExt;
+        let r = rig(DEFAULT_LIST_MAX);
+        let dir = r.brick.0.join(INDEX_DIR);
+        let gs: Vec<Gfid> = (0..3).map(|_| Gfid::random()).collect();
+        for &g in &gs {
+            r.mem.add(g);
+            r.op(g, AFR_X, [1, 0, 0]).await.unwrap();
+        }
+        let base = std::fs::metadata(dir.join(INDEX_BASE)).unwrap();
+        for &g in &gs {
+            let m = std::fs::metadata(dir.join(g.to_string())).unwrap();
+            assert_eq!(m.ino(), base.ino(), "the entry is a link to the base");
+        }
+        assert_eq!(base.nlink(), 4);
+        // The base is no entry, and gone it is made again.
+        assert_eq!(r.count().await, 3);
+        std::fs::remove_file(dir.join(INDEX_BASE)).unwrap();
+        let g = Gfid::random();
+        r.mem.add(g);
+        r.op(g, AFR_X, [0, 0, 1]).await.unwrap();
+        assert!(r.entry(g));
+        assert!(dir.join(INDEX_BASE).exists());
+        assert_eq!(r.list(None).await.0.len(), 4);
+        // Lowered to zero, an entry goes and the others stay.
+        r.op(gs[0], AFR_X, [u32::MAX, 0, 0]).await.unwrap();
+        assert!(!r.entry(gs[0]));
+        assert!(r.entry(gs[1]));
+        assert_eq!(r.count().await, 3);
     }
 
     #[tokio::test]

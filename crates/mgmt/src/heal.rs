@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use weft_cluster::distribute::INTERNAL_XDATA_KEY;
 use weft_cluster::index::{
-    INDEX_AFTER_KEY, INDEX_COUNT_XATTR, INDEX_DIR, INDEX_MORE_KEY, INDEX_PENDING_XATTR,
+    INDEX_AFTER_KEY, INDEX_COUNT_XATTR, INDEX_MORE_KEY, INDEX_PENDING_XATTR,
 };
 use weft_cluster::replicate::{HEAL_XATTR, RESOLVE_XATTR, STATUS_XATTR_PREFIX};
 use weft_core::*;
@@ -152,9 +152,7 @@ pub async fn wait_connected(vol: &weft_client::Volume, children: &[String]) {
 /// Entries in the index folder of a local brick (no graph needed: the self-heal daemon's
 /// cheap check).
 pub fn local_index_count(brick: &std::path::Path) -> usize {
-    std::fs::read_dir(brick.join(INDEX_DIR))
-        .map(|rd| rd.count())
-        .unwrap_or(0)
+    weft_cluster::index::pending_entries(brick) as usize
 }
 
 /// Asks replicate `rep` what is pending on inode `g` (`clean`, the kinds, `split-brain`,
