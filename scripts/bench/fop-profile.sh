@@ -10,7 +10,7 @@
 # FIO=1 runs 10 s of fio 4 KiB random writes (psync, as fsbench) and prints the IOPS.
 # Each phase also prints the CPU time and context switches per operation of brickd and
 # of the mount (from /proc; what went behind is counted one second after the phase).
-#   BENCH_DIR (default /tmp/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000),
+#   BENCH_DIR (default /srv/weft-fop-profile), BENCH_PORT (default 24790), FILES (2000),
 #   META=1 (rename, delete, mkdir phases), SEQ=1 (1 GiB write and read, cold random reads;
 #   SEQ_FSYNC=0: the write without fsync at its end, so the disk's flush does not set it),
 #   WEFT=PATH (a built binary; no build), MOUNT_ARGS (extra `weft mount` arguments),
@@ -18,10 +18,11 @@
 #   ENTRY_BEHIND=off (performance/entry-behind asks for no lease: every change waits),
 #   LS=1 (an `ls -l` of the files, caches dropped, between the create and read phases;
 #   LS_STRACE=1 also counts brickd's system calls during it, with strace -c; LS_PERF=1
-#   prints where brickd's and the mount's CPU went during it, with perf record -g)
+#   prints where brickd's and the mount's CPU went during it, with perf record -g),
+#   CREATE_PERF=1 (the same perf report for the create phase)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-D=${BENCH_DIR:-/tmp/weft-fop-profile}
+D=${BENCH_DIR:-/srv/weft-fop-profile}
 PORT=${BENCH_PORT:-24790}
 FILES=${FILES:-2000}
 # WEFT=PATH runs that binary (no build): A/B runs of two builds, copied aside.
@@ -156,10 +157,30 @@ print("%s per op: brick %.0f us CPU, %.1f switches; mount %.0f us CPU, %.1f swit
       % (what, (b1 - b0) / n, (bc1 - bc0) / n, (m1 - m0) / n, (mc1 - mc0) / n))
 PY
 }
+# perf_start PHASE / perf_report PHASE WHAT: perf record -g of brickd and of the mount
+# during a phase, then the top of each report (children).
+perf_start() {
+  command -v perf >/dev/null || { echo "perf is needed (apt-get install linux-perf)"; exit 2; }
+  perf record -q -g -o "$D/perf-$1-brick.data" -p "$(cat "$D/brickd.pid")" 2>/dev/null &
+  PERF_B=$!
+  perf record -q -g -o "$D/perf-$1-mount.data" -p "$MOUNT_PID" 2>/dev/null &
+  PERF_M=$!
+  sleep 1
+}
+perf_report() {
+  kill -INT "$PERF_B" "$PERF_M"; wait "$PERF_B" "$PERF_M" 2>/dev/null || true
+  local w
+  for w in brick mount; do
+    echo "== $w's CPU during $2 (perf report, children, top 40)"
+    perf report -i "$D/perf-$1-$w.data" --children --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -40
+  done
+}
+if [ "${CREATE_PERF:-0}" = 1 ]; then perf_start create; fi
 B0=$(usage "$(cat "$D/brickd.pid")"); M0=$(usage "$MOUNT_PID")
 phase create
 sleep 1 # what went behind reaches the brick
 costs "$FILES" create "$B0" "$M0"
+if [ "${CREATE_PERF:-0}" = 1 ]; then perf_report create "the creates"; fi
 echo "== after create: mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|low)\]|^[a-z]+ +[0-9]+ '
 "$WEFT" statedump "$D/mnt" | sed -n '/^\[e-entry-behind\]/,/^\[/p' | grep -E '^(leased_dirs|behind|creates|mkdirs|leases|waits|failures)'
 echo "== after create: brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
@@ -173,14 +194,7 @@ if [ "${LS:-0}" = 1 ]; then # LS=1: an `ls -l` of the files (as fsbench's), cach
     sleep 1
   fi
   # LS_PERF=1: where brickd's and the mount's CPU goes during the listing (perf record).
-  if [ "${LS_PERF:-0}" = 1 ]; then
-    command -v perf >/dev/null || { echo "LS_PERF=1 needs perf (apt-get install linux-perf)"; exit 2; }
-    perf record -q -g -o "$D/perf-ls-brick.data" -p "$(cat "$D/brickd.pid")" 2>/dev/null &
-    PERF_B=$!
-    perf record -q -g -o "$D/perf-ls-mount.data" -p "$MOUNT_PID" 2>/dev/null &
-    PERF_M=$!
-    sleep 1
-  fi
+  if [ "${LS_PERF:-0}" = 1 ]; then perf_start ls; fi
   LB=$(usage "$(cat "$D/brickd.pid")"); LM=$(usage "$MOUNT_PID")
   python3 - "$D/mnt/s" <<'PY'
 import os, sys, time
@@ -190,13 +204,7 @@ with os.scandir(sys.argv[1]) as it:
 print("ls -l: %.3f s" % (time.perf_counter() - t))
 PY
   costs "$FILES" "ls -l entry" "$LB" "$LM"
-  if [ -n "${PERF_B:-}" ]; then
-    kill -INT "$PERF_B" "$PERF_M"; wait "$PERF_B" "$PERF_M" 2>/dev/null || true
-    for w in brick mount; do
-      echo "== $w's CPU during the listing (perf report, children, top 25)"
-      perf report -i "$D/perf-ls-$w.data" --children --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -25
-    done
-  fi
+  if [ "${LS_PERF:-0}" = 1 ]; then perf_report ls "the listing"; fi
   if [ -n "${STRACE_PID:-}" ]; then
     kill -INT "$STRACE_PID"; wait "$STRACE_PID" 2>/dev/null || true
     echo "== brickd's system calls during the listing"; head -20 "$D/strace-ls.txt"

@@ -12,12 +12,12 @@
 #   `gluster volume start rep3 force` (its self-heal daemon heals).
 # Prints one line per system and appends JSON lines to BENCH_OUT. Run as root. Leaves
 # nothing of Weft behind; the GlusterFS anchor stays mounted (gluster-anchor-teardown.sh).
-#   FILES (default 1000), SIZE_MB (default 1), BENCH_DIR (default /tmp/weft-bench-heal),
+#   FILES (default 1000), SIZE_MB (default 1), BENCH_DIR (default /srv/weft-bench-heal),
 #   BENCH_OUT (default $BENCH_DIR/heal.jsonl), BENCH_SKIP_BUILD=1, SKIP_GLUSTER=1
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
-D=${BENCH_DIR:-/tmp/weft-bench-heal}
+D=${BENCH_DIR:-/srv/weft-bench-heal}
 OUT=${BENCH_OUT:-$D/heal.jsonl}
 FILES=${FILES:-1000}
 SIZE_MB=${SIZE_MB:-1}

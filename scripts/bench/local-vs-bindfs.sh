@@ -7,12 +7,12 @@
 # out), mounts bindfs over another directory, runs ../shared/bench/fsbench.sh on the three
 # and prints the table (ratios to bindfs).
 # Run as root from anywhere. Leaves nothing mounted and no process behind.
-#   BENCH_DIR (default /tmp/weft-bench-local), BENCH_OUT (default $BENCH_DIR/results.jsonl),
+#   BENCH_DIR (default /srv/weft-bench-local), BENCH_OUT (default $BENCH_DIR/results.jsonl),
 #   BENCH_CACHES (on|off, default on)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
-D=${BENCH_DIR:-/tmp/weft-bench-local}
+D=${BENCH_DIR:-/srv/weft-bench-local}
 OUT=${BENCH_OUT:-$D/results.jsonl}
 CACHES=${BENCH_CACHES:-on}
 WEFT=$ROOT/target/release/weft

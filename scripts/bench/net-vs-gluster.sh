@@ -10,7 +10,7 @@
 # ../shared/bench/fsbench.sh on both and prints the table (ratios to GlusterFS).
 # Run as root from anywhere. Leaves nothing behind: brickd and the mount are stopped at
 # exit (the GlusterFS anchor stays mounted; gluster-anchor-teardown.sh removes it).
-#   BENCH_DIR (default /tmp/weft-bench-net), BENCH_PORT (default 24650),
+#   BENCH_DIR (default /srv/weft-bench-net), BENCH_PORT (default 24650),
 #   BENCH_OUT (default $BENCH_DIR/results.jsonl), BENCH_CACHES (on|off, default on),
 #   BENCH_LABEL (default weft-net, or weft-net-nocache with BENCH_CACHES=off),
 #   BENCH_READ_AHEAD (on|off, default on: performance/read-ahead's enable),
@@ -22,7 +22,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
-D=${BENCH_DIR:-/tmp/weft-bench-net}
+D=${BENCH_DIR:-/srv/weft-bench-net}
 PORT=${BENCH_PORT:-24650}
 OUT=${BENCH_OUT:-$D/results.jsonl}
 CACHES=${BENCH_CACHES:-on}

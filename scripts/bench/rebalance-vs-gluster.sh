@@ -9,12 +9,12 @@
 #     `find | wc -l` and `ls -lR`, each twice (kernel caches dropped before the first).
 # Prints one line per measurement and writes them to $BENCH_OUT (JSON lines).
 # Run as root. Stops what it started (Weft by pid, the GlusterFS volume deleted).
-#   BENCH_DIR (default /tmp/weft-bench-rebal), BENCH_HOST (default 127.89.0.1),
+#   BENCH_DIR (default /srv/weft-bench-rebal), BENCH_HOST (default 127.89.0.1),
 #   BENCH_OUT (default $BENCH_DIR/results.jsonl), BENCH_SKIP_BUILD=1,
 #   BENCH_FILES (default 10000), BENCH_TREE (default 50000)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-D=${BENCH_DIR:-/tmp/weft-bench-rebal}
+D=${BENCH_DIR:-/srv/weft-bench-rebal}
 H=${BENCH_HOST:-127.89.0.1}
 OUT=${BENCH_OUT:-$D/results.jsonl}
 FILES=${BENCH_FILES:-10000}

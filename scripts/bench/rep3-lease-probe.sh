@@ -7,13 +7,13 @@
 # brick process spent per create. Gives the "rep3: why the entry
 # rows stay near 1x" figures of docs/BENCHMARKS.md (2026-12-04, late night).
 # Run as root. Leaves nothing behind (mount, mgmtd and brickd stopped by pid at exit).
-#   BENCH_DIR (default /tmp/weft-rep3-probe), BENCH_HOST (default 127.88.0.9),
+#   BENCH_DIR (default /srv/weft-rep3-probe), BENCH_HOST (default 127.88.0.9),
 #   FILES (default 500), SHD (on|off, default on: cluster.self-heal-daemon),
 #   WEFT=PATH (a built binary; default the release build, built if missing),
 #   PERF=1 (where the mount's and brickd's CPU went, by perf record -g)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-D=${BENCH_DIR:-/tmp/weft-rep3-probe}
+D=${BENCH_DIR:-/srv/weft-rep3-probe}
 H=${BENCH_HOST:-127.88.0.9}
 FILES=${FILES:-500}
 WEFT=${WEFT:-$ROOT/target/release/weft}

@@ -6,12 +6,12 @@
 # ../shared/bench/fsbench.sh on both and prints the table (ratios to GlusterFS).
 # Run as root. Leaves nothing of Weft behind (mount, mgmtd and brickd stopped by pid at
 # exit); the GlusterFS anchor stays mounted (gluster-anchor-teardown.sh removes it).
-#   BENCH_DIR (default /tmp/weft-bench-rep3), BENCH_HOST (default 127.88.0.3),
+#   BENCH_DIR (default /srv/weft-bench-rep3), BENCH_HOST (default 127.88.0.3),
 #   BENCH_OUT (default $BENCH_DIR/results.jsonl), BENCH_SKIP_BUILD=1 to use the built binary
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
-D=${BENCH_DIR:-/tmp/weft-bench-rep3}
+D=${BENCH_DIR:-/srv/weft-bench-rep3}
 H=${BENCH_HOST:-127.88.0.3}
 OUT=${BENCH_OUT:-$D/results.jsonl}
 WEFT=$ROOT/target/release/weft

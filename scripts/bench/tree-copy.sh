@@ -4,11 +4,11 @@
 # statedump after each. Gives the "Trees" figures of docs/BENCHMARKS.md (2026-12-04).
 # Run as root (for cp -a's owners). Leaves nothing mounted and no process behind.
 #   ENTRY_BEHIND (on|off, default on: performance/entry-behind's enable),
-#   SRC (default /usr/share/doc), BENCH_DIR (default /tmp/weft-tree-copy),
+#   SRC (default /usr/share/doc), BENCH_DIR (default /srv/weft-tree-copy),
 #   BENCH_PORT (default 24795), WEFT=PATH (a built binary; no build)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-D=${BENCH_DIR:-/tmp/weft-tree-copy}
+D=${BENCH_DIR:-/srv/weft-tree-copy}
 PORT=${BENCH_PORT:-24795}
 SRC=${SRC:-/usr/share/doc}
 WEFT=${WEFT:-}
