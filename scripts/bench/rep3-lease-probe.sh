@@ -75,9 +75,12 @@ if [ -n "${PERF_B:-}" ]; then
   done
 fi
 "$WEFT" statedump "$D/mnt" >"$D/statedump.txt"
+"$WEFT" brickd statedump --control "$D/work/run/brickd.sock" >"$D/brick-statedump.txt" || true
 echo "== the mount's requests"
 sed -n '/^\[rv3\]/,/^\[/p' "$D/statedump.txt" | grep -E '^[a-z]+ +[0-9]+ |^fop'
 echo "== entry-behind"
 sed -n '/^\[rv3-entry-behind\]/,/^\[/p' "$D/statedump.txt" | grep -E '^(leased_dirs|leases|recalls|creates|through|waits|failures) '
+echo "== the bricks' requests (all three, from brickd's statedump)"
+awk '/^fop +calls/ {t=1; next} t && /^[a-z]+ +[0-9]+ / {c[$1]+=$2} /^$/ {t=0} END {for (f in c) printf "%-12s %d\n", f, c[f]}' "$D/brick-statedump.txt" | sort -k2 -nr
 echo "== md-cache"
 sed -n '/^\[rv3-md-cache\]/,/^\[/p' "$D/statedump.txt" | grep -E '^(stat|lookup)_(hits|misses)|^invalidations'

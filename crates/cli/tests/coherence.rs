@@ -830,3 +830,124 @@ fn replicate_answers_a_stats_attributes_after_flush_fsync_and_release() {
         vol.close().await;
     });
 }
+
+/// The changelog xattrs of `p` on a brick (`getfattr` text, hex values).
+fn changelogs_of(p: &Path) -> String {
+    let o = std::process::Command::new("getfattr")
+        .args(["-d", "-m", "trusted.weft.afr", "-e", "hex"])
+        .arg(p)
+        .output()
+        .expect("run getfattr");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Entry changes sent from under a directory lease (`LEASED_DIR_KEY`, as entry-behind
+/// sends them) share one replicate transaction per directory: a burst of creates takes
+/// the directory's entry lock a few times per brick, not twice per name. Another client's
+/// creates in that directory meanwhile (each locking its own name) wait for it and
+/// succeed. Afterwards every brick holds every name, and the directory's changelog is
+/// back to zero on each (the shared post-op ran).
+#[test]
+fn leased_creates_share_one_directory_transaction_and_let_another_client_in() {
+    use weft_core::{Ctx, Fd, Gfid, Loc, Xdata, GFID_REQ_KEY, LEASED_DIR_KEY};
+    const OURS: usize = 120;
+    const THEIRS: usize = 20;
+    let dir = scratch("coh-afr-shared");
+    let (_servers, bricks, mut client) = three_brick_servers(dir.path(), &[]);
+    for i in 0..3 {
+        client.push_str(&format!(
+            "volume s{i}\n    type debug/io-stats\n    subvolumes c{i}-client\nend-volume\n\n"
+        ));
+    }
+    client.push_str("volume cl\n    type cluster/replicate\n    subvolumes s0 s1 s2\nend-volume\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let open = || async {
+            let mut reg = weft_xlators::registry();
+            weft_protocol::register(&mut reg);
+            weft_cluster::register(&mut reg);
+            weft_client::Volume::from_volfile(&client, reg, weft_client::OpenOptions::default())
+                .await
+                .unwrap()
+        };
+        let (a, b) = (open().await, open().await);
+        let d = a.mkdir("/d", 0o755).await.unwrap();
+        let ctx = Ctx::internal();
+        let ours = futures::future::join_all((0..OURS).map(|i| {
+            let (top, ctx) = (a.top().clone(), ctx.clone());
+            async move {
+                let fd = Fd::new(Gfid::random(), libc::O_RDWR, false);
+                let mut xd = Xdata::new();
+                xd.set(GFID_REQ_KEY, fd.gfid.0.to_vec());
+                xd.set(LEASED_DIR_KEY, Vec::new());
+                let loc = Loc::entry(d.gfid, format!("a{i}"));
+                top.create(&ctx, &loc, &fd, 0o644, 0, xd).await?;
+                top.release(&ctx, &fd, Xdata::new()).await.map(drop)
+            }
+        }));
+        let theirs = futures::future::join_all((0..THEIRS).map(|i| {
+            let b = &b;
+            async move {
+                let f = b.create(format!("/d/b{i}"), libc::O_RDWR, 0o644).await?;
+                f.close().await
+            }
+        }));
+        let (ours, theirs) = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            futures::future::join(ours, theirs),
+        )
+        .await
+        .expect("the creates of both clients finish");
+        for r in ours {
+            r.expect("a create from under the lease");
+        }
+        for r in theirs {
+            r.expect("the other client's create");
+        }
+        let s0 = a.graph().get("s0").unwrap().dump();
+        let entrylks: u64 = s0
+            .lines()
+            .find(|l| l.starts_with("entrylk "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(|n| n.parse().unwrap())
+            .unwrap_or(0);
+        assert!(
+            entrylks <= 20,
+            "{OURS} creates from under the lease took {entrylks} entry locks on one brick:\n{s0}"
+        );
+        a.close().await;
+        b.close().await;
+    });
+    let mut want: Vec<String> = (0..OURS).map(|i| format!("a{i}")).collect();
+    want.extend((0..THEIRS).map(|i| format!("b{i}")));
+    want.sort();
+    for brick in &bricks {
+        let mut got: Vec<String> = std::fs::read_dir(brick.join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "names on {}", brick.display());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let text = changelogs_of(&brick.join("d"));
+            let raised = text
+                .lines()
+                .filter(|l| l.starts_with("trusted.weft.afr"))
+                .any(|l| {
+                    l.split('=')
+                        .nth(1)
+                        .is_some_and(|v| v.trim_start_matches("0x").chars().any(|c| c != '0'))
+                });
+            if !raised {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the directory's changelog on {} stays raised:\n{text}",
+                brick.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}

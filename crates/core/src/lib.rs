@@ -145,6 +145,14 @@ pub const LEASE_KEY: &str = "weft.lease";
 /// its writes either.
 pub const PRIVATE_KEY: &str = "weft.private";
 
+/// Xdata key (presence only) on a change of names (`create`, `mkdir`, `unlink`, `rmdir`,
+/// `symlink`, `rename` within one directory) sent by `performance/entry-behind` from a
+/// directory whose lease this client holds: no other client acts in that directory now.
+/// Only a hint, never needed for correctness: `cluster/replicate` then lets the changes in
+/// flight there share one transaction on the directory (one lock and one pre-op for a
+/// burst), which would make another client's changes there wait.
+pub const LEASED_DIR_KEY: &str = "weft.leased-dir";
+
 /// The value of [`NAME_HINT_KEY`] for `name` in directory `parent`.
 pub fn name_hint(parent: Gfid, name: &std::ffi::OsStr) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;

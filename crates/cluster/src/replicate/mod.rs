@@ -170,6 +170,24 @@ struct Known {
     file: bool,
 }
 
+/// Which replicas made the new inode a create, mkdir, symlink or mknod asked for (its
+/// requested gfid, so an inode that was there already does not count).
+struct MadeOn {
+    want: Option<Gfid>,
+    /// The event generation when the change began.
+    gen: u64,
+    on: Mutex<Vec<usize>>,
+}
+
+impl MadeOn {
+    /// Notes replica `i`'s answer.
+    fn record(&self, i: usize, r: &Fop<Iatt>) {
+        if matches!(r, Ok((ia, _)) if Some(ia.gfid) == self.want) {
+            self.on.lock().push(i);
+        }
+    }
+}
+
 /// Per-inode state.
 #[derive(Default)]
 struct Inode {
@@ -179,6 +197,9 @@ struct Inode {
     epoch: AtomicU64,
     data: txn::Slot,
     meta: txn::Slot,
+    /// A directory's entry changes sent from under its lease (see
+    /// [`weft_core::LEASED_DIR_KEY`]).
+    entry: txn::Slot,
 }
 
 /// Which replicas an fd is open on.
@@ -444,6 +465,38 @@ impl Replicate {
             self.background_heal(g);
         }
         Ok(answers)
+    }
+
+    /// Starts noting which replicas make the inode a change with request xdata `xd` asks
+    /// for (see [`Replicate::learn_made`]).
+    fn made_on(&self, xd: &Xdata) -> MadeOn {
+        MadeOn {
+            want: xd.get_gfid(GFID_REQ_KEY),
+            gen: self.gen.load(Ordering::Acquire),
+            on: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// After a change that made a new inode succeeded: its copies are the ones just made
+    /// (new, so alike), and reads need no lookup to learn that.
+    fn learn_made(&self, r: &Fop<Iatt>, made: MadeOn) {
+        let Ok((ia, _)) = r else { return };
+        let on = made.on.into_inner();
+        if Some(ia.gfid) != made.want || on.is_empty() {
+            return;
+        }
+        let mut good = vec![false; self.n()];
+        for i in on {
+            good[i] = true;
+        }
+        let known = Known {
+            gen: made.gen,
+            good,
+            split_brain: false,
+            file: ia.mode & libc::S_IFMT == libc::S_IFREG,
+        };
+        let epoch = self.inode(ia.gfid).epoch.load(Ordering::Acquire);
+        self.learn(ia.gfid, known, epoch);
     }
 
     /// Marks copy `c` of `g` as not good (a change failed there).
@@ -1074,19 +1127,23 @@ impl Xlator for Replicate {
         }
         let lease = xd.has(weft_core::LEASE_KEY);
         let leased = AtomicUsize::new(0);
+        let under_lease = take_leased(&mut xd);
         let xd = with_gfid_req(xd);
+        let made = self.made_on(&xd);
         let mut r = self
-            .entry_txn(&[loc], |_, c| {
-                let (xd, leased) = (xd.clone(), &leased);
+            .entry_txn(&[loc], under_lease, |i, c| {
+                let (xd, leased, made) = (xd.clone(), &leased, &made);
                 async move {
                     let r = c.mkdir(ctx, loc, mode, umask, xd).await;
                     if matches!(&r, Ok((_, rxd)) if rxd.has(weft_core::LEASE_KEY)) {
                         leased.fetch_add(1, Ordering::Relaxed);
                     }
+                    made.record(i, &r);
                     r
                 }
             })
             .await;
+        self.learn_made(&r, made);
         if let Ok((_, rxd)) = &mut r {
             rxd.0.remove(weft_core::LEASE_KEY);
             if lease && leased.load(Ordering::Relaxed) == self.n() {
@@ -1096,9 +1153,10 @@ impl Xlator for Replicate {
         r
     }
 
-    async fn rmdir(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
+    async fn rmdir(&self, ctx: &Ctx, loc: &Loc, mut xd: Xdata) -> Fop<()> {
+        let leased = take_leased(&mut xd);
         let r = self
-            .entry_txn(&[loc], |_, c| {
+            .entry_txn(&[loc], leased, |_, c| {
                 let xd = xd.clone();
                 async move { c.rmdir(ctx, loc, xd).await }
             })
@@ -1109,24 +1167,27 @@ impl Xlator for Replicate {
         r
     }
 
-    async fn unlink(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<()> {
-        self.entry_txn(&[loc], |_, c| {
+    async fn unlink(&self, ctx: &Ctx, loc: &Loc, mut xd: Xdata) -> Fop<()> {
+        let leased = take_leased(&mut xd);
+        self.entry_txn(&[loc], leased, |_, c| {
             let xd = xd.clone();
             async move { c.unlink(ctx, loc, xd).await }
         })
         .await
     }
 
-    async fn rename(&self, ctx: &Ctx, old: &Loc, new: &Loc, flags: u32, xd: Xdata) -> Fop<()> {
-        self.entry_txn(&[old, new], |_, c| {
+    async fn rename(&self, ctx: &Ctx, old: &Loc, new: &Loc, flags: u32, mut xd: Xdata) -> Fop<()> {
+        let leased = take_leased(&mut xd);
+        self.entry_txn(&[old, new], leased, |_, c| {
             let xd = xd.clone();
             async move { c.rename(ctx, old, new, flags, xd).await }
         })
         .await
     }
 
-    async fn link(&self, ctx: &Ctx, old: &Loc, new: &Loc, xd: Xdata) -> Fop<Iatt> {
-        self.entry_txn(&[new], |_, c| {
+    async fn link(&self, ctx: &Ctx, old: &Loc, new: &Loc, mut xd: Xdata) -> Fop<Iatt> {
+        let leased = take_leased(&mut xd);
+        self.entry_txn(&[new], leased, |_, c| {
             let xd = xd.clone();
             async move { c.link(ctx, old, new, xd).await }
         })
@@ -1139,14 +1200,23 @@ impl Xlator for Replicate {
         target: &std::path::Path,
         loc: &Loc,
         umask: u32,
-        xd: Xdata,
+        mut xd: Xdata,
     ) -> Fop<Iatt> {
+        let leased = take_leased(&mut xd);
         let xd = with_gfid_req(xd);
-        self.entry_txn(&[loc], |_, c| {
-            let xd = xd.clone();
-            async move { c.symlink(ctx, target, loc, umask, xd).await }
-        })
-        .await
+        let made = self.made_on(&xd);
+        let r = self
+            .entry_txn(&[loc], leased, |i, c| {
+                let (xd, made) = (xd.clone(), &made);
+                async move {
+                    let r = c.symlink(ctx, target, loc, umask, xd).await;
+                    made.record(i, &r);
+                    r
+                }
+            })
+            .await;
+        self.learn_made(&r, made);
+        r
     }
 
     async fn mknod(
@@ -1156,14 +1226,23 @@ impl Xlator for Replicate {
         mode: u32,
         rdev: u64,
         umask: u32,
-        xd: Xdata,
+        mut xd: Xdata,
     ) -> Fop<Iatt> {
+        let leased = take_leased(&mut xd);
         let xd = with_gfid_req(xd);
-        self.entry_txn(&[loc], |_, c| {
-            let xd = xd.clone();
-            async move { c.mknod(ctx, loc, mode, rdev, umask, xd).await }
-        })
-        .await
+        let made = self.made_on(&xd);
+        let r = self
+            .entry_txn(&[loc], leased, |i, c| {
+                let (xd, made) = (xd.clone(), &made);
+                async move {
+                    let r = c.mknod(ctx, loc, mode, rdev, umask, xd).await;
+                    made.record(i, &r);
+                    r
+                }
+            })
+            .await;
+        self.learn_made(&r, made);
+        r
     }
 
     async fn open(&self, ctx: &Ctx, loc: &Loc, fd: &FdRef, xd: Xdata) -> Fop<()> {
@@ -1212,21 +1291,27 @@ impl Xlator for Replicate {
         fd: &FdRef,
         mode: u32,
         umask: u32,
-        xd: Xdata,
+        mut xd: Xdata,
     ) -> Fop<Iatt> {
+        let leased = take_leased(&mut xd);
         let xd = with_gfid_req(xd);
         let st = self.fd_state(fd);
-        self.entry_txn(&[loc], |i, c| {
-            let (xd, st) = (xd.clone(), st.clone());
-            async move {
-                let r = c.create(ctx, loc, fd, mode, umask, xd).await;
-                if r.is_ok() {
-                    st.open.lock()[i] = true;
+        let made = self.made_on(&xd);
+        let r = self
+            .entry_txn(&[loc], leased, |i, c| {
+                let (xd, st, made) = (xd.clone(), st.clone(), &made);
+                async move {
+                    let r = c.create(ctx, loc, fd, mode, umask, xd).await;
+                    if r.is_ok() {
+                        st.open.lock()[i] = true;
+                    }
+                    made.record(i, &r);
+                    r
                 }
-                r
-            }
-        })
-        .await
+            })
+            .await;
+        self.learn_made(&r, made);
+        r
     }
 
     async fn readv(&self, ctx: &Ctx, fd: &FdRef, size: u32, offset: u64, xd: Xdata) -> Fop<Bytes> {
@@ -1741,6 +1826,12 @@ impl Replicate {
 
 /// Makes sure a creating call carries a gfid, so every replica gives the new inode the
 /// same one.
+/// Whether a change comes from under its directory's lease ([`weft_core::LEASED_DIR_KEY`]);
+/// the key goes no further down.
+fn take_leased(xd: &mut Xdata) -> bool {
+    xd.0.remove(weft_core::LEASED_DIR_KEY).is_some()
+}
+
 fn with_gfid_req(mut xd: Xdata) -> Xdata {
     if xd.get_gfid(GFID_REQ_KEY).is_none() {
         xd.set(GFID_REQ_KEY, Gfid::for_new_inode().0.to_vec());

@@ -17,8 +17,11 @@
 //! Data and metadata changes of one inode in flight together share one transaction
 //! (a [`Slot`] holds it): the first takes the lock and does the pre-op, the last one out
 //! does the post-op, after `post-op-delay` so that the next write of a sequential writer
-//! finds it still held (eager locking). Entry changes each have their own; their post-op
-//! and unlock happen after the answer.
+//! finds it still held (eager locking). Entry changes each have their own, locking only
+//! their names; their post-op and unlock happen after the answer. Entry changes sent from
+//! under a directory lease ([`weft_core::LEASED_DIR_KEY`]: no other client acts there)
+//! share one per directory the same way, under an entry lock on the whole directory, so a
+//! burst of creates takes one lock and does one pre-op and post-op on the directory.
 
 use std::ffi::OsString;
 use std::future::Future;
@@ -75,6 +78,9 @@ pub(crate) struct Batch {
     /// The inodes whose changelogs it moves: the inode itself, or the parent directories.
     targets: Vec<Gfid>,
     owner: u64,
+    /// An entry transaction shared by a directory's changes: it holds the entry lock on
+    /// the whole directory (otherwise each entry change locks its names itself).
+    dir_lock: bool,
     /// Replicas it holds the lock on.
     locked: Vec<usize>,
     /// Replicas every change so far succeeded on (the post-op lowers their counters).
@@ -419,6 +425,7 @@ impl Replicate {
         kind: Kind,
         targets: Vec<Gfid>,
         owner: u64,
+        dir_lock: bool,
         locked: Vec<usize>,
     ) -> Result<Arc<Batch>, Errno> {
         let delta = |j: usize| Self::one(kind, if locked.contains(&j) { 1 } else { 2 });
@@ -431,6 +438,7 @@ impl Replicate {
             closed: std::sync::atomic::AtomicBool::new(false),
             targets,
             owner,
+            dir_lock,
             locked: locked.clone(),
             members: Mutex::new(ok.clone()),
             accused: tokio::sync::Mutex::new(Vec::new()),
@@ -498,15 +506,28 @@ impl Replicate {
     async fn abort(&self, batch: &Batch, ok: &[usize], delta: impl Fn(usize) -> [i64; 3]) {
         self.changelog_add(&batch.targets, ok, |j| delta(j).map(|v| -v))
             .await;
-        if batch.kind != Kind::Entry {
-            self.unlock_inode(
-                domain(batch.kind),
-                batch.targets[0],
-                batch.owner,
-                (0, 0),
-                &batch.locked,
-            )
-            .await;
+        self.unlock_batch(batch).await;
+    }
+
+    /// Gives back the lock a shared transaction holds (an entry transaction of its own
+    /// holds none here: its change gives back its names).
+    async fn unlock_batch(&self, batch: &Batch) {
+        match batch.kind {
+            Kind::Entry if batch.dir_lock => {
+                self.unlock_entries(batch.owner, &[(batch.targets[0], None)], &batch.locked)
+                    .await
+            }
+            Kind::Entry => {}
+            k => {
+                self.unlock_inode(
+                    domain(k),
+                    batch.targets[0],
+                    batch.owner,
+                    (0, 0),
+                    &batch.locked,
+                )
+                .await
+            }
         }
     }
 
@@ -569,19 +590,7 @@ impl Replicate {
                 self.background_heal(g);
             }
         }
-        match batch.kind {
-            Kind::Entry => {}
-            k => {
-                self.unlock_inode(
-                    super::txn::domain(k),
-                    batch.targets[0],
-                    batch.owner,
-                    (0, 0),
-                    &batch.locked,
-                )
-                .await
-            }
-        }
+        self.unlock_batch(batch).await;
     }
 
     /// Runs the change `op` of `kind` (data or metadata) on inode `g` on every replica, in
@@ -619,10 +628,10 @@ impl Replicate {
     }
 
     fn slot(ino: &Inode, kind: Kind) -> &Slot {
-        if kind == Kind::Data {
-            &ino.data
-        } else {
-            &ino.meta
+        match kind {
+            Kind::Data => &ino.data,
+            Kind::Metadata => &ino.meta,
+            Kind::Entry => &ino.entry,
         }
     }
 
@@ -657,17 +666,27 @@ impl Replicate {
             return Err(Errno::EROFS);
         }
         let owner = self.owner();
-        let locked = self.lock_inode(domain(kind), g, owner, (0, 0), &up).await;
+        let dir_lock = kind == Kind::Entry;
+        let whole_dir = [(g, None)];
+        let locked = if dir_lock {
+            self.lock_entries(owner, &whole_dir, &up).await
+        } else {
+            self.lock_inode(domain(kind), g, owner, (0, 0), &up).await
+        };
         if !self.has_quorum(&locked) {
-            self.unlock_inode(domain(kind), g, owner, (0, 0), &locked)
-                .await;
+            if dir_lock {
+                self.unlock_entries(owner, &whole_dir, &locked).await;
+            } else {
+                self.unlock_inode(domain(kind), g, owner, (0, 0), &locked)
+                    .await;
+            }
             return Err(if locked.is_empty() {
                 Errno::ENOTCONN
             } else {
                 Errno::EROFS
             });
         }
-        let b = self.preop(kind, vec![g], owner, locked).await?;
+        let b = self.preop(kind, vec![g], owner, dir_lock, locked).await?;
         *cur = Some(b.clone());
         slot.active.fetch_add(1, Ordering::AcqRel);
         Ok(b)
@@ -682,7 +701,9 @@ impl Replicate {
         }
         let Some(me) = self.me.upgrade() else { return };
         let cfg = self.cfg();
-        let delay = if cfg.eager_lock && kind == Kind::Data {
+        // A directory's entry transaction waits too: the next change of a burst from
+        // under its lease finds it still held.
+        let delay = if cfg.eager_lock && kind != Kind::Metadata {
             cfg.post_op_delay
         } else {
             std::time::Duration::ZERO
@@ -778,12 +799,25 @@ impl Replicate {
     }
 
     /// Runs the entry change `op` (names in `locs`, which must name their parent and
-    /// name) on every replica in its own transaction.
-    pub(crate) async fn entry_txn<T, F, Fut>(&self, locs: &[&Loc], op: F) -> Fop<T>
+    /// name) on every replica: in its own transaction, or, when `leased` (sent from
+    /// under the lease of its one directory) and all its names are in one directory, in
+    /// the transaction that directory's changes share.
+    pub(crate) async fn entry_txn<T, F, Fut>(&self, locs: &[&Loc], leased: bool, op: F) -> Fop<T>
     where
         F: Fn(usize, XlatorRef) -> Fut,
         Fut: Future<Output = Fop<T>>,
     {
+        let parent = locs.first().and_then(|l| l.parent);
+        if let Some(p) = parent.filter(|_| leased) {
+            if locs.iter().all(|l| l.parent == Some(p) && l.name.is_some()) {
+                let ino = self.inode(p);
+                let batch = self.join(p, Kind::Entry, &ino).await?;
+                let rs = self.each(&batch.members(), op).await;
+                let out = self.settle(&batch, rs).await;
+                self.leave(Kind::Entry, ino, batch);
+                return out;
+            }
+        }
         let mut names = Vec::new();
         for l in locs {
             match (l.parent, &l.name) {
@@ -809,7 +843,7 @@ impl Replicate {
         }
         let mut parents: Vec<Gfid> = names.iter().map(|(p, _)| *p).collect();
         parents.dedup();
-        let batch = match self.preop(Kind::Entry, parents, owner, locked).await {
+        let batch = match self.preop(Kind::Entry, parents, owner, false, locked).await {
             Ok(b) => b,
             Err(e) => {
                 self.unlock_entries(owner, &names, &up).await;

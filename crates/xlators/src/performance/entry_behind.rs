@@ -18,7 +18,8 @@
 //!   after umask, the times of this client's clock; a new directory has the size of the
 //!   first one the brick made), and sent down in the background. A new directory is
 //!   leased too. A create's answer carries [`PRIVATE_KEY`], so write-behind above can
-//!   answer its close without waiting for its writes.
+//!   answer its close without waiting for its writes. What goes down carries
+//!   [`LEASED_DIR_KEY`], so replication below may let a burst share one transaction.
 //! - **Order.** A change behind waits, before it goes down, for the earlier ones on the
 //!   same names and inodes (and for its directory's own `mkdir`; an `rmdir` for every
 //!   change made before it); others go down together.
@@ -272,6 +273,13 @@ fn touch(dir: &mut Iatt) {
 
 /// The name of an entry `loc`, when a change of it may go behind: the brick refuses
 /// names longer than `NAME_MAX` (ENAMETOOLONG), so those go through to be told so.
+/// The xdata of a change sent down from under its directory's lease: says so
+/// ([`LEASED_DIR_KEY`]), so replication may let a burst share one transaction.
+fn leased(mut xd: Xdata) -> Xdata {
+    xd.set(LEASED_DIR_KEY, Vec::new());
+    xd
+}
+
 fn name_of(loc: &Loc) -> Option<Vec<u8>> {
     loc.name
         .as_ref()
@@ -560,7 +568,11 @@ impl EntryBehind {
         let (child, ctx, loc, fd) = (self.child0().clone(), ctx.clone(), loc.clone(), fd.clone());
         let what = format!("the create of {}", loc.describe());
         self.behind(n.job, n.permit, n.parent, what, async move {
-            made(child.create(&ctx, &loc, &fd, mode, umask, xd).await, g).map(drop)
+            made(
+                child.create(&ctx, &loc, &fd, mode, umask, leased(xd)).await,
+                g,
+            )
+            .map(drop)
         });
         let mut out = with_postparent(&n.post);
         out.set(PRIVATE_KEY, Vec::new());
@@ -590,7 +602,7 @@ impl EntryBehind {
         let state = self.state.clone();
         let what = format!("the mkdir of {}", loc.describe());
         self.behind(n.job, n.permit, n.parent, what, async move {
-            let rxd = made(child.mkdir(&ctx, &loc, mode, umask, xd).await, g)?;
+            let rxd = made(child.mkdir(&ctx, &loc, mode, umask, leased(xd)).await, g)?;
             if lease && !rxd.has(LEASE_KEY) {
                 state.lock().forget(&g);
                 return Err("the brick did not lease it".into());
@@ -639,7 +651,7 @@ impl EntryBehind {
         let what = format!("the unlink of {}", loc.describe());
         self.behind(job, permit, p, what, async move {
             child
-                .unlink(&ctx, &loc, xd)
+                .unlink(&ctx, &loc, leased(xd))
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -689,7 +701,7 @@ impl EntryBehind {
         let what = format!("the rmdir of {}", loc.describe());
         self.behind(job, permit, p, what, async move {
             child
-                .rmdir(&ctx, &loc, xd)
+                .rmdir(&ctx, &loc, leased(xd))
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -720,7 +732,11 @@ impl EntryBehind {
         let target = target.to_path_buf();
         let what = format!("the symlink {}", loc.describe());
         self.behind(n.job, n.permit, n.parent, what, async move {
-            made(child.symlink(&ctx, &target, &loc, umask, xd).await, g).map(drop)
+            made(
+                child.symlink(&ctx, &target, &loc, umask, leased(xd)).await,
+                g,
+            )
+            .map(drop)
         });
         Ok(Ok((n.iatt, with_postparent(&n.post))))
     }
@@ -779,7 +795,7 @@ impl EntryBehind {
         let what = format!("the rename of {} to {}", old.describe(), new.describe());
         self.behind(job, permit, p, what, async move {
             child
-                .rename(&ctx, &old, &new, flags, xd)
+                .rename(&ctx, &old, &new, flags, leased(xd))
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
