@@ -172,7 +172,7 @@ perf_report() {
   local w
   for w in brick mount; do
     echo "== $w's CPU during $2 (perf report, children, top 40)"
-    perf report -i "$D/perf-$1-$w.data" --children --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -40
+    perf report -i "$D/perf-$1-$w.data" --children --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -40 || true
   done
 }
 if [ "${CREATE_PERF:-0}" = 1 ]; then perf_start create; fi

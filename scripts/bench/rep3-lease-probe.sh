@@ -10,7 +10,8 @@
 #   BENCH_DIR (default /srv/weft-rep3-probe), BENCH_HOST (default 127.88.0.9),
 #   FILES (default 500), SHD (on|off, default on: cluster.self-heal-daemon),
 #   WEFT=PATH (a built binary; default the release build, built if missing),
-#   PERF=1 (where the mount's and brickd's CPU went, by perf record -g)
+#   PERF=1 (where the mount's and brickd's CPU went, by perf record -g),
+#   MKDIRS=1 (directories instead of files: "create" is then mkdir)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 D=${BENCH_DIR:-/srv/weft-rep3-probe}
@@ -40,10 +41,11 @@ if [ "${PERF:-0}" = 1 ]; then
   PERF_M=$!
   sleep 1
 fi
-python3 - "$D/mnt/s" "$FILES" "$MOUNT_PID" "$(cat "$D/work/run/brickd.pid")" <<'PY'
+python3 - "$D/mnt/s" "$FILES" "$MOUNT_PID" "$(cat "$D/work/run/brickd.pid")" "${MKDIRS:-0}" <<'PY'
 import os, sys, time
 d, n = sys.argv[1], int(sys.argv[2])
 pids = {"mount": sys.argv[3], "brickd": sys.argv[4]}
+mkdirs = sys.argv[5] == "1"
 def cpu():
     # utime + stime of each process, in seconds
     out = {}
@@ -55,6 +57,9 @@ data = os.urandom(4096)
 c0 = cpu()
 t = time.perf_counter()
 for i in range(n):
+    if mkdirs:
+        os.mkdir(os.path.join(d, "f%06d" % i))
+        continue
     fd = os.open(os.path.join(d, "f%06d" % i), os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
     os.write(fd, data); os.close(fd)
 wall = time.perf_counter() - t
@@ -71,7 +76,7 @@ if [ -n "${PERF_B:-}" ]; then
   kill -INT "$PERF_B" "$PERF_M"; wait "$PERF_B" "$PERF_M" 2>/dev/null || true
   for w in brick mount; do
     echo "== $w's CPU during the creates and stats (perf report, children, top 40)"
-    perf report -i "$D/perf-$w.data" --children --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -40
+    perf report -i "$D/perf-$w.data" --children --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -40 || true
   done
 fi
 "$WEFT" statedump "$D/mnt" >"$D/statedump.txt"
