@@ -1217,3 +1217,112 @@ fn a_mount_killed_mid_burst_leaves_replicas_that_heal_identical() {
         );
     }
 }
+
+/// A create from under a directory lease starts its new file's data transaction on each
+/// brick (features/locks takes the data lock, features/index does the pre-op): the
+/// file's write and release then cost no lock and no pre-op of their own, only the
+/// post-op and the unlock. Over three `weft brickd` with the index, 60 such files: one
+/// inode-lock request per file and brick (the unlock), not two; then every copy holds the
+/// data, every changelog is back to zero and every index is empty.
+#[test]
+fn a_create_from_under_a_lease_starts_its_files_data_transaction() {
+    use weft_core::{Ctx, Fd, Gfid, Loc, Xdata, GFID_REQ_KEY, LEASED_DIR_KEY, POSTSTAT_KEY};
+    const FILES: usize = 60;
+    let dir = scratch("rep-create-txn");
+    let mut servers = Vec::new();
+    let mut bricks = Vec::new();
+    let mut client = String::new();
+    for i in 0..3 {
+        let b = dir.path().join(format!("b{i}"));
+        std::fs::create_dir(&b).unwrap();
+        let sd = dir.path().join(format!("s{i}"));
+        std::fs::create_dir(&sd).unwrap();
+        let vf = sd.join("brick.vol");
+        std::fs::write(&vf, replica_brick_graph(&format!("r{i}"), &b, false)).unwrap();
+        let s = Brickd::start(&sd, &vf, &[]);
+        client.push_str(&client_volfile(&format!("r{i}"), s.port, &[]));
+        client.push_str(&format!(
+            "\nvolume s{i}\n    type debug/io-stats\n    subvolumes r{i}-client\nend-volume\n\n"
+        ));
+        servers.push(s);
+        bricks.push(b);
+    }
+    client.push_str("volume cl\n    type cluster/replicate\n    subvolumes s0 s1 s2\nend-volume\n");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut reg = weft_xlators::registry();
+        weft_protocol::register(&mut reg);
+        weft_cluster::register(&mut reg);
+        let vol =
+            weft_client::Volume::from_volfile(&client, reg, weft_client::OpenOptions::default())
+                .await
+                .unwrap();
+        let d = vol.mkdir("/d", 0o755).await.unwrap();
+        let (top, ctx) = (vol.top().clone(), Ctx::internal());
+        let inodelks = |vol: &weft_client::Volume| {
+            let s0 = vol.graph().get("s0").unwrap().dump();
+            s0.lines()
+                .find(|l| l.starts_with("inodelk "))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .map(|n| n.parse::<u64>().unwrap())
+                .unwrap_or(0)
+        };
+        let before = inodelks(&vol);
+        for i in 0..FILES {
+            let fd = Fd::new(Gfid::random(), libc::O_RDWR, false);
+            let mut xd = Xdata::new();
+            xd.set(GFID_REQ_KEY, fd.gfid.0.to_vec());
+            xd.set(LEASED_DIR_KEY, Vec::new());
+            let loc = Loc::entry(d.gfid, format!("f{i}"));
+            top.create(&ctx, &loc, &fd, 0o644, 0, xd).await.unwrap();
+            let data = bytes::Bytes::from(format!("file {i} ").repeat(i + 1));
+            top.writev(&ctx, &fd, data, 0, Xdata::new()).await.unwrap();
+            let mut ask = Xdata::new();
+            ask.set(POSTSTAT_KEY, Vec::new());
+            top.release(&ctx, &fd, ask).await.unwrap();
+        }
+        let taken = inodelks(&vol) - before;
+        assert!(
+            taken <= FILES as u64 + 5,
+            "{FILES} files made and written from under a lease cost {taken} inode-lock requests on one brick"
+        );
+        vol.close().await;
+    });
+    for b in &bricks {
+        for i in 0..FILES {
+            let p = b.join(format!("d/f{i}"));
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                format!("file {i} ").repeat(i + 1).into_bytes(),
+                "{}",
+                p.display()
+            );
+            let x = std::process::Command::new("getfattr")
+                .args(["-d", "-m", "trusted.weft.afr", "-e", "hex"])
+                .arg(&p)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&x.stdout);
+            assert!(
+                text.lines()
+                    .filter(|l| l.starts_with("trusted.weft.afr"))
+                    .all(|l| l
+                        .split('=')
+                        .nth(1)
+                        .is_some_and(|v| v.trim_start_matches("0x").chars().all(|c| c == '0'))),
+                "{}: {text}",
+                p.display()
+            );
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending_on(&bricks) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "pending: {}",
+            describe_pending(&bricks)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(servers);
+}

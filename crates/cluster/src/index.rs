@@ -299,6 +299,35 @@ fn any_pending(values: &XattrMap) -> Option<bool> {
     Some(counters.any(|(_, v)| v.iter().any(|&b| b != 0)))
 }
 
+/// Takes a create's [`CREATE_XATTROP_PREFIX`] counters (replication counters only) out of
+/// its xdata: the xattrop operand and the internal xdata (with the order) to apply them
+/// with; `None` when it names none.
+fn take_create_xattrop(xd: &mut Xdata) -> Option<(XattrMap, Xdata)> {
+    let keys: Vec<String> =
+        xd.0.keys()
+            .filter(|k| k.starts_with(CREATE_XATTROP_PREFIX))
+            .cloned()
+            .collect();
+    let order = xd.0.remove(CREATE_XATTROP_ORDER_KEY);
+    let mut attrs = XattrMap::new();
+    for k in keys {
+        let v = xd.0.remove(&k)?;
+        let name = &k[CREATE_XATTROP_PREFIX.len()..];
+        if name.starts_with(PENDING_PREFIX) {
+            attrs.insert(name.to_string(), v);
+        }
+    }
+    if attrs.is_empty() {
+        return None;
+    }
+    let mut oxd = Xdata::new();
+    oxd.set(INTERNAL_XDATA_KEY, Vec::new());
+    if let Some(o) = order {
+        oxd.set(XATTROP_ORDER_KEY, o);
+    }
+    Some((attrs, oxd))
+}
+
 /// A gfid given as text (surrounding whitespace allowed); `EINVAL` for anything else.
 fn parse_gfid_text(v: &[u8]) -> Result<Gfid, Errno> {
     let s = std::str::from_utf8(v).map_err(|_| Errno::EINVAL)?;
@@ -436,6 +465,42 @@ impl Xlator for Index {
         let max = usize::try_from(options.int("list-max")).unwrap_or(DEFAULT_LIST_MAX);
         self.list_max.store(max.max(1), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// A create carrying [`CREATE_XATTROP_PREFIX`] counters gets them applied to the new
+    /// inode right after it is made (an xattrop through this translator, so the index
+    /// follows); the reply then carries [`CREATE_XATTROP_DONE_KEY`].
+    async fn create(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        fd: &FdRef,
+        mode: u32,
+        umask: u32,
+        mut xd: Xdata,
+    ) -> Fop<Iatt> {
+        let pre = take_create_xattrop(&mut xd);
+        let (ia, mut rxd) = self.child()?.create(ctx, loc, fd, mode, umask, xd).await?;
+        if let Some((attrs, oxd)) = pre {
+            let r = self
+                .xattrop(
+                    &Ctx::internal(),
+                    &Loc::inode(ia.gfid),
+                    XattropOp::AddArray32,
+                    &attrs,
+                    oxd,
+                )
+                .await;
+            match r {
+                Ok(_) => rxd.set(CREATE_XATTROP_DONE_KEY, Vec::new()),
+                Err(e) => tracing::warn!(
+                    "{}: the pre-op of new file {}: {e:?}",
+                    self.shared.name,
+                    ia.gfid
+                ),
+            }
+        }
+        Ok((ia, rxd))
     }
 
     async fn xattrop(

@@ -153,6 +153,45 @@ pub const PRIVATE_KEY: &str = "weft.private";
 /// burst), which would make another client's changes there wait.
 pub const LEASED_DIR_KEY: &str = "weft.leased-dir";
 
+/// Xdata key on a `create`: `features/locks` on the brick takes a whole-file write
+/// inode lock on the new inode right after it is made, for this client and the lock owner
+/// and domain in the value ([`create_inodelk_value`]), and answers with the key when it
+/// holds it. `cluster/replicate` so starts a new file's data transaction with its create.
+pub const CREATE_INODELK_KEY: &str = "weft.create-inodelk";
+
+/// Prefix of xdata keys on a `create`: `features/index` on the brick applies, right after
+/// the inode is made, an `xattrop` (add arrays of 32-bit counters) of the replication
+/// counters named after the prefix, with those values, applying them in the order
+/// [`CREATE_XATTROP_ORDER_KEY`] gives (see [`XATTROP_ORDER_KEY`]), and answers with
+/// [`CREATE_XATTROP_DONE_KEY`] when it did: the new file's pre-op.
+pub const CREATE_XATTROP_PREFIX: &str = "weft.create-xattrop.";
+
+/// Xdata key on a `create`: the order of [`CREATE_XATTROP_PREFIX`]'s counters (as
+/// [`XATTROP_ORDER_KEY`]'s value).
+pub const CREATE_XATTROP_ORDER_KEY: &str = "weft.create-xattrop-order";
+
+/// Reply xdata key (presence only) of a `create` whose [`CREATE_XATTROP_PREFIX`] counters
+/// were applied.
+pub const CREATE_XATTROP_DONE_KEY: &str = "weft.create-xattrop-done";
+
+/// The value of [`CREATE_INODELK_KEY`]: the lock owner (8 bytes, big-endian), then the
+/// domain.
+pub fn create_inodelk_value(owner: u64, domain: &str) -> Vec<u8> {
+    let mut v = owner.to_be_bytes().to_vec();
+    v.extend_from_slice(domain.as_bytes());
+    v
+}
+
+/// Reads a [`CREATE_INODELK_KEY`] value: the owner and a non-empty UTF-8 domain.
+pub fn parse_create_inodelk(v: &[u8]) -> Option<(u64, String)> {
+    let (owner, domain) = (v.get(..8)?, v.get(8..)?);
+    let domain = std::str::from_utf8(domain).ok().filter(|d| !d.is_empty())?;
+    Some((
+        u64::from_be_bytes(owner.try_into().ok()?),
+        domain.to_string(),
+    ))
+}
+
 /// The value of [`NAME_HINT_KEY`] for `name` in directory `parent`.
 pub fn name_hint(parent: Gfid, name: &std::ffi::OsStr) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;

@@ -177,13 +177,24 @@ struct MadeOn {
     /// The event generation when the change began.
     gen: u64,
     on: Mutex<Vec<usize>>,
+    /// Each replica that answered a create: the gfid it made, and whether it took the
+    /// data lock and did the pre-op the create asked for ([`txn::CreateData`]).
+    prepared: Mutex<Vec<(usize, Gfid, bool, bool)>>,
 }
 
 impl MadeOn {
     /// Notes replica `i`'s answer.
     fn record(&self, i: usize, r: &Fop<Iatt>) {
-        if matches!(r, Ok((ia, _)) if Some(ia.gfid) == self.want) {
-            self.on.lock().push(i);
+        if let Ok((ia, rxd)) = r {
+            if Some(ia.gfid) == self.want {
+                self.on.lock().push(i);
+            }
+            self.prepared.lock().push((
+                i,
+                ia.gfid,
+                rxd.has(CREATE_INODELK_KEY),
+                rxd.has(CREATE_XATTROP_DONE_KEY),
+            ));
         }
     }
 }
@@ -225,6 +236,9 @@ pub struct Replicate {
     /// The arbiter's index (the last child) when there is one.
     arbiter: Option<usize>,
     inodes: Mutex<HashMap<Gfid, Arc<Inode>>>,
+    /// Post-ops and unlocks running after their change was answered (entry
+    /// transactions of their own); `fini` waits for them.
+    finishing: tokio::sync::watch::Sender<usize>,
     next_owner: AtomicU64,
     /// Inodes a background heal is working on.
     healing: Mutex<HashSet<Gfid>>,
@@ -261,6 +275,7 @@ impl Replicate {
             cfg: RwLock::new(cfg),
             arbiter,
             inodes: Mutex::new(HashMap::new()),
+            finishing: tokio::sync::watch::channel(0).0,
             next_owner: AtomicU64::new(seed | 1),
             healing: Mutex::new(HashSet::new()),
             sweeping: AtomicBool::new(false),
@@ -474,6 +489,7 @@ impl Replicate {
             want: xd.get_gfid(GFID_REQ_KEY),
             gen: self.gen.load(Ordering::Acquire),
             on: Mutex::new(Vec::new()),
+            prepared: Mutex::new(Vec::new()),
         }
     }
 
@@ -908,6 +924,20 @@ impl Xlator for Replicate {
         &self.children
     }
 
+    /// Ends every shared transaction left open for a next change (eager locking) and waits
+    /// for the post-ops running after their answers, while the bricks are still there
+    /// (the graph goes down top first): a clean unmount leaves no counter raised.
+    async fn fini(&self) {
+        let inodes: Vec<Arc<Inode>> = self.inodes.lock().values().cloned().collect();
+        for ino in inodes {
+            for kind in [Kind::Data, Kind::Metadata, Kind::Entry] {
+                self.end_if_idle(kind, &ino).await;
+            }
+        }
+        let mut rx = self.finishing.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|n| *n == 0)).await;
+    }
+
     async fn notify(&self, from: &str, event: Event) -> Option<Event> {
         let idx = self.children.iter().position(|c| c.name() == from);
         let (Some(i), up) = (
@@ -1297,9 +1327,16 @@ impl Xlator for Replicate {
         let xd = with_gfid_req(xd);
         let st = self.fd_state(fd);
         let made = self.made_on(&xd);
-        let r = self
+        // From under a lease the new file is private and its writes follow: its create
+        // also takes its data lock and does its data pre-op on each brick.
+        let data = (leased && self.arbiter.is_none() && self.cfg().eager_lock)
+            .then(|| self.create_data_txn());
+        let mut r = self
             .entry_txn(&[loc], leased, |i, c| {
-                let (xd, st, made) = (xd.clone(), st.clone(), &made);
+                let (mut xd, st, made) = (xd.clone(), st.clone(), &made);
+                if let Some(d) = &data {
+                    d.ask(&self.names, i, &mut xd);
+                }
                 async move {
                     let r = c.create(ctx, loc, fd, mode, umask, xd).await;
                     if r.is_ok() {
@@ -1310,7 +1347,16 @@ impl Xlator for Replicate {
                 }
             })
             .await;
+        let (want, prepared) = (made.want, std::mem::take(&mut *made.prepared.lock()));
         self.learn_made(&r, made);
+        if let Some(d) = data {
+            let want = want.filter(|_| r.is_ok());
+            self.adopt_created(want, d, prepared).await;
+        }
+        if let Ok((_, rxd)) = &mut r {
+            rxd.0.remove(CREATE_INODELK_KEY);
+            rxd.0.remove(CREATE_XATTROP_DONE_KEY);
+        }
         r
     }
 

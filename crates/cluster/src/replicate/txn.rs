@@ -699,19 +699,20 @@ impl Replicate {
         if slot.active.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
+        self.end_later(kind, ino, batch.closed.load(Ordering::Acquire));
+    }
+
+    /// Ends the shared transaction of `kind` on `ino` once no change uses it: after
+    /// `post-op-delay` (eager locking; at once when `closed` or for metadata).
+    fn end_later(&self, kind: Kind, ino: Arc<Inode>, closed: bool) {
         let Some(me) = self.me.upgrade() else { return };
         let cfg = self.cfg();
         // A directory's entry transaction waits too: the next change of a burst from
         // under its lease finds it still held.
-        let delay = if cfg.eager_lock && kind != Kind::Metadata {
+        let delay = if cfg.eager_lock && kind != Kind::Metadata && !closed {
             cfg.post_op_delay
         } else {
             std::time::Duration::ZERO
-        };
-        let delay = if batch.closed.load(Ordering::Acquire) {
-            std::time::Duration::ZERO
-        } else {
-            delay
         };
         tokio::spawn(async move {
             if !delay.is_zero() {
@@ -732,7 +733,7 @@ impl Replicate {
     }
 
     /// Ends the shared transaction of `kind` on `ino` if no change uses it.
-    async fn end_if_idle(&self, kind: Kind, ino: &Arc<Inode>) {
+    pub(super) async fn end_if_idle(&self, kind: Kind, ino: &Arc<Inode>) {
         let slot = Self::slot(ino, kind);
         let mut cur = slot.current.lock().await;
         if slot.active.load(Ordering::Acquire) != 0 {
@@ -798,6 +799,73 @@ impl Replicate {
         Self::first_ok(rs)
     }
 
+    /// Starts a new file's data transaction that its create does on each brick (see
+    /// [`CreateData`]).
+    pub(crate) fn create_data_txn(&self) -> CreateData {
+        let (up, gen) = self.up_at();
+        let delta = |j: usize| Self::one(Kind::Data, if up.contains(&j) { 1 } else { 2 });
+        CreateData {
+            owner: self.owner(),
+            gen,
+            operand: self.changelog_operand(delta).unwrap_or_default(),
+            up,
+        }
+    }
+
+    /// After a create that asked for its data transaction ([`CreateData::ask`]):
+    /// `prepared` holds, for each replica that answered the create, the gfid it made and
+    /// whether it took the lock and did the pre-op. When every one did both on the gfid
+    /// asked for (`want`), and they are a quorum, the transaction is the new file's: its
+    /// writes join it, and it ends after `post-op-delay` unless one does (as [`leave`]).
+    /// Otherwise what was done is undone (pre-op, then lock), and the first write starts
+    /// a transaction of its own.
+    ///
+    /// [`leave`]: Replicate::leave
+    pub(crate) async fn adopt_created(
+        &self,
+        want: Option<Gfid>,
+        d: CreateData,
+        prepared: Vec<(usize, Gfid, bool, bool)>,
+    ) {
+        let on: Vec<usize> = prepared.iter().map(|p| p.0).collect();
+        let whole = !prepared.is_empty()
+            && prepared.iter().all(|p| Some(p.1) == want && p.2 && p.3)
+            && self.has_quorum(&on)
+            && d.gen == self.gen.load(Ordering::Acquire);
+        if let (true, Some(g)) = (whole, want) {
+            let ino = self.inode(g);
+            let slot = Self::slot(&ino, Kind::Data);
+            let mut cur = slot.current.lock().await;
+            if cur.is_none() {
+                *cur = Some(Arc::new(Batch {
+                    kind: Kind::Data,
+                    started: std::time::Instant::now(),
+                    gen: d.gen,
+                    closed: std::sync::atomic::AtomicBool::new(false),
+                    targets: vec![g],
+                    owner: d.owner,
+                    dir_lock: false,
+                    locked: on.clone(),
+                    members: Mutex::new(on),
+                    accused: tokio::sync::Mutex::new(Vec::new()),
+                }));
+                drop(cur);
+                self.end_later(Kind::Data, ino, false);
+                return;
+            }
+        }
+        let undo = |j: usize| d.delta(j).map(|v| -v);
+        for (i, g, locked, preop) in prepared {
+            if preop {
+                self.changelog_add(&[g], &[i], undo).await;
+            }
+            if locked {
+                self.unlock_inode(DATA_DOMAIN, g, d.owner, (0, 0), &[i])
+                    .await;
+            }
+        }
+    }
+
     /// Runs the entry change `op` (names in `locs`, which must name their parent and
     /// name) on every replica: in its own transaction, or, when `leased` (sent from
     /// under the lease of its one directory) and all its names are in one directory, in
@@ -854,11 +922,47 @@ impl Replicate {
         let rs = self.each(&members, op).await;
         let out = self.settle(&batch, rs).await;
         if let Some(me) = self.me.upgrade() {
+            self.finishing.send_modify(|n| *n += 1);
             tokio::spawn(async move {
                 me.finish(&batch).await;
                 me.unlock_entries(batch.owner, &names, &batch.locked).await;
+                me.finishing.send_modify(|n| *n -= 1);
             });
         }
         out
+    }
+}
+
+/// A new file's data transaction, begun by its create on each brick: the create asks
+/// `features/locks` for the data lock ([`CREATE_INODELK_KEY`]) and `features/index` for
+/// the pre-op ([`CREATE_XATTROP_PREFIX`]), so the file's first writes need neither. Used
+/// for creates from under a directory lease (a private new file: its writes follow at
+/// once).
+pub(crate) struct CreateData {
+    owner: u64,
+    /// The event generation and the replicas up when it began.
+    gen: u64,
+    up: Vec<usize>,
+    /// The pre-op: every replica's data counter up by one, by two for one down.
+    operand: XattrMap,
+}
+
+impl CreateData {
+    /// The pre-op's change of replica `j`'s counters.
+    fn delta(&self, j: usize) -> [i64; 3] {
+        Replicate::one(Kind::Data, if self.up.contains(&j) { 1 } else { 2 })
+    }
+
+    /// Adds the asks to the create sent to replica `i` of `names`.
+    pub(crate) fn ask(&self, names: &[String], i: usize, xd: &mut Xdata) {
+        xd.set(
+            CREATE_INODELK_KEY,
+            create_inodelk_value(self.owner, DATA_DOMAIN),
+        );
+        for (k, v) in &self.operand {
+            xd.set(format!("{CREATE_XATTROP_PREFIX}{k}"), v.clone());
+        }
+        let order = torn_safe_order(names, i, |j| self.delta(j));
+        xd.set(CREATE_XATTROP_ORDER_KEY, order.join("\0").into_bytes());
     }
 }

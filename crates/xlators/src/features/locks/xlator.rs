@@ -170,6 +170,46 @@ impl Xlator for Locks {
         }
     }
 
+    /// A create asking for [`CREATE_INODELK_KEY`] takes that inode lock on the new inode
+    /// (nobody else can hold it yet; an existing file opened by the create may be held,
+    /// and then the reply just lacks the key).
+    async fn create(
+        &self,
+        ctx: &Ctx,
+        loc: &Loc,
+        fd: &FdRef,
+        mode: u32,
+        umask: u32,
+        mut xd: Xdata,
+    ) -> Fop<Iatt> {
+        let ask =
+            xd.0.remove(CREATE_INODELK_KEY)
+                .and_then(|v| parse_create_inodelk(&v));
+        let child = self.children.first().ok_or(Errno::ENOTCONN)?;
+        let (ia, mut rxd) = child.create(ctx, loc, fd, mode, umask, xd).await?;
+        if let Some((owner, domain)) = ask {
+            let lctx = Ctx {
+                lk_owner: owner,
+                ..ctx.clone()
+            };
+            let lock = Flock {
+                kind: LockType::Write,
+                start: 0,
+                len: 0,
+                pid: 0,
+                owner,
+            };
+            if self
+                .inode_op(&lctx, &domain, ia.gfid, LkCmd::Set, &lock)
+                .await
+                .is_ok()
+            {
+                rxd.set(CREATE_INODELK_KEY, Vec::new());
+            }
+        }
+        Ok((ia, rxd))
+    }
+
     async fn lk(&self, ctx: &Ctx, fd: &FdRef, cmd: LkCmd, lock: &Flock, xd: Xdata) -> Fop<Flock> {
         let owner = Owner {
             client: ctx.client,
