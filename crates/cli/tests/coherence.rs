@@ -783,13 +783,7 @@ fn replicate_answers_a_stats_attributes_after_flush_fsync_and_release() {
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut reg = weft_xlators::registry();
-        weft_protocol::register(&mut reg);
-        weft_cluster::register(&mut reg);
-        let vol =
-            weft_client::Volume::from_volfile(&client, reg, weft_client::OpenOptions::default())
-                .await
-                .unwrap();
+        let vol = open_volume(&client).await;
         let (top, ctx) = (vol.top(), Ctx::internal());
         let fd = Fd::new(Gfid::random(), libc::O_RDWR, false);
         let mut req = Xdata::new();
@@ -831,16 +825,6 @@ fn replicate_answers_a_stats_attributes_after_flush_fsync_and_release() {
     });
 }
 
-/// The changelog xattrs of `p` on a brick (`getfattr` text, hex values).
-fn changelogs_of(p: &Path) -> String {
-    let o = std::process::Command::new("getfattr")
-        .args(["-d", "-m", "trusted.weft.afr", "-e", "hex"])
-        .arg(p)
-        .output()
-        .expect("run getfattr");
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// Entry changes sent from under a directory lease (`LEASED_DIR_KEY`, as entry-behind
 /// sends them) share one replicate transaction per directory: a burst of creates takes
 /// the directory's entry lock a few times per brick, not twice per name. Another client's
@@ -862,15 +846,7 @@ fn leased_creates_share_one_directory_transaction_and_let_another_client_in() {
     client.push_str("volume cl\n    type cluster/replicate\n    subvolumes s0 s1 s2\nend-volume\n");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let open = || async {
-            let mut reg = weft_xlators::registry();
-            weft_protocol::register(&mut reg);
-            weft_cluster::register(&mut reg);
-            weft_client::Volume::from_volfile(&client, reg, weft_client::OpenOptions::default())
-                .await
-                .unwrap()
-        };
-        let (a, b) = (open().await, open().await);
+        let (a, b) = (open_volume(&client).await, open_volume(&client).await);
         let d = a.mkdir("/d", 0o755).await.unwrap();
         let ctx = Ctx::internal();
         let ours = futures::future::join_all((0..OURS).map(|i| {
@@ -905,12 +881,7 @@ fn leased_creates_share_one_directory_transaction_and_let_another_client_in() {
             r.expect("the other client's create");
         }
         let s0 = a.graph().get("s0").unwrap().dump();
-        let entrylks: u64 = s0
-            .lines()
-            .find(|l| l.starts_with("entrylk "))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .map(|n| n.parse().unwrap())
-            .unwrap_or(0);
+        let entrylks = fop_calls(&s0, "entrylk");
         assert!(
             entrylks <= 20,
             "{OURS} creates from under the lease took {entrylks} entry locks on one brick:\n{s0}"
@@ -929,19 +900,7 @@ fn leased_creates_share_one_directory_transaction_and_let_another_client_in() {
         got.sort();
         assert_eq!(got, want, "names on {}", brick.display());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            let text = changelogs_of(&brick.join("d"));
-            let raised = text
-                .lines()
-                .filter(|l| l.starts_with("trusted.weft.afr"))
-                .any(|l| {
-                    l.split('=')
-                        .nth(1)
-                        .is_some_and(|v| v.trim_start_matches("0x").chars().any(|c| c != '0'))
-                });
-            if !raised {
-                break;
-            }
+        while let Some(text) = raised_changelogs(&brick.join("d")) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the directory's changelog on {} stays raised:\n{text}",

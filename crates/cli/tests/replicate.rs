@@ -1250,23 +1250,11 @@ fn a_create_from_under_a_lease_starts_its_files_data_transaction() {
     client.push_str("volume cl\n    type cluster/replicate\n    subvolumes s0 s1 s2\nend-volume\n");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut reg = weft_xlators::registry();
-        weft_protocol::register(&mut reg);
-        weft_cluster::register(&mut reg);
-        let vol =
-            weft_client::Volume::from_volfile(&client, reg, weft_client::OpenOptions::default())
-                .await
-                .unwrap();
+        let vol = open_volume(&client).await;
         let d = vol.mkdir("/d", 0o755).await.unwrap();
         let (top, ctx) = (vol.top().clone(), Ctx::internal());
-        let inodelks = |vol: &weft_client::Volume| {
-            let s0 = vol.graph().get("s0").unwrap().dump();
-            s0.lines()
-                .find(|l| l.starts_with("inodelk "))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .map(|n| n.parse::<u64>().unwrap())
-                .unwrap_or(0)
-        };
+        let inodelks =
+            |vol: &weft_client::Volume| fop_calls(&vol.graph().get("s0").unwrap().dump(), "inodelk");
         let before = inodelks(&vol);
         for i in 0..FILES {
             let fd = Fd::new(Gfid::random(), libc::O_RDWR, false);
@@ -1297,22 +1285,9 @@ fn a_create_from_under_a_lease_starts_its_files_data_transaction() {
                 "{}",
                 p.display()
             );
-            let x = std::process::Command::new("getfattr")
-                .args(["-d", "-m", "trusted.weft.afr", "-e", "hex"])
-                .arg(&p)
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&x.stdout);
-            assert!(
-                text.lines()
-                    .filter(|l| l.starts_with("trusted.weft.afr"))
-                    .all(|l| l
-                        .split('=')
-                        .nth(1)
-                        .is_some_and(|v| v.trim_start_matches("0x").chars().all(|c| c == '0'))),
-                "{}: {text}",
-                p.display()
-            );
+            if let Some(text) = raised_changelogs(&p) {
+                panic!("{}: {text}", p.display());
+            }
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);

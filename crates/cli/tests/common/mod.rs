@@ -812,3 +812,44 @@ pub fn settle_behind(dir: &Path) {
         .and_then(|f| f.sync_all())
         .unwrap_or_else(|e| panic!("fsync of {}: {e}", dir.display()));
 }
+
+/// A client volume from volfile text, every translator type registered (the generic ones,
+/// protocol/client and the cluster family); panics when it cannot be opened.
+pub async fn open_volume(volfile: &str) -> weft_client::Volume {
+    let mut reg = weft_xlators::registry();
+    weft_protocol::register(&mut reg);
+    weft_cluster::register(&mut reg);
+    weft_client::Volume::from_volfile(volfile, reg, weft_client::OpenOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("open the volume: {e}"))
+}
+
+/// How many `fop` calls a `debug/io-stats` statedump (`Xlator::dump`) counts (0 when it
+/// lists none).
+pub fn fop_calls(dump: &str, fop: &str) -> u64 {
+    dump.lines()
+        .find(|l| l.split_whitespace().next() == Some(fop))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The replication changelogs of `p` on a brick (`getfattr -d -m trusted.weft.afr -e hex`)
+/// when any counter in them is not zero; `None` when all are.
+pub fn raised_changelogs(p: &Path) -> Option<String> {
+    let o = Command::new("getfattr")
+        .args(["-d", "-m", "trusted.weft.afr", "-e", "hex"])
+        .arg(p)
+        .output()
+        .expect("run getfattr");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let raised = text
+        .lines()
+        .filter(|l| l.starts_with("trusted.weft.afr"))
+        .any(|l| {
+            l.split('=')
+                .nth(1)
+                .is_some_and(|v| v.trim_start_matches("0x").chars().any(|c| c != '0'))
+        });
+    raised.then_some(text)
+}
