@@ -299,20 +299,20 @@ fn any_pending(values: &XattrMap) -> Option<bool> {
     Some(counters.any(|(_, v)| v.iter().any(|&b| b != 0)))
 }
 
-/// Takes a create's [`CREATE_XATTROP_PREFIX`] counters (replication counters only) out of
+/// Takes a create's or release's [`WITH_XATTROP_PREFIX`] counters (replication counters only) out of
 /// its xdata: the xattrop operand and the internal xdata (with the order) to apply them
 /// with; `None` when it names none.
-fn take_create_xattrop(xd: &mut Xdata) -> Option<(XattrMap, Xdata)> {
+fn take_with_xattrop(xd: &mut Xdata) -> Option<(XattrMap, Xdata)> {
     let keys: Vec<String> =
         xd.0.keys()
-            .filter(|k| k.starts_with(CREATE_XATTROP_PREFIX))
+            .filter(|k| k.starts_with(WITH_XATTROP_PREFIX))
             .cloned()
             .collect();
-    let order = xd.0.remove(CREATE_XATTROP_ORDER_KEY);
+    let order = xd.0.remove(WITH_XATTROP_ORDER_KEY);
     let mut attrs = XattrMap::new();
     for k in keys {
         let v = xd.0.remove(&k)?;
-        let name = &k[CREATE_XATTROP_PREFIX.len()..];
+        let name = &k[WITH_XATTROP_PREFIX.len()..];
         if name.starts_with(PENDING_PREFIX) {
             attrs.insert(name.to_string(), v);
         }
@@ -467,9 +467,9 @@ impl Xlator for Index {
         Ok(())
     }
 
-    /// A create carrying [`CREATE_XATTROP_PREFIX`] counters gets them applied to the new
+    /// A create carrying [`WITH_XATTROP_PREFIX`] counters gets them applied to the new
     /// inode right after it is made (an xattrop through this translator, so the index
-    /// follows); the reply then carries [`CREATE_XATTROP_DONE_KEY`].
+    /// follows); the reply then carries [`WITH_XATTROP_DONE_KEY`].
     async fn create(
         &self,
         ctx: &Ctx,
@@ -479,7 +479,7 @@ impl Xlator for Index {
         umask: u32,
         mut xd: Xdata,
     ) -> Fop<Iatt> {
-        let pre = take_create_xattrop(&mut xd);
+        let pre = take_with_xattrop(&mut xd);
         let (ia, mut rxd) = self.child()?.create(ctx, loc, fd, mode, umask, xd).await?;
         if let Some((attrs, oxd)) = pre {
             let r = self
@@ -492,7 +492,7 @@ impl Xlator for Index {
                 )
                 .await;
             match r {
-                Ok(_) => rxd.set(CREATE_XATTROP_DONE_KEY, Vec::new()),
+                Ok(_) => rxd.set(WITH_XATTROP_DONE_KEY, Vec::new()),
                 Err(e) => tracing::warn!(
                     "{}: the pre-op of new file {}: {e:?}",
                     self.shared.name,
@@ -501,6 +501,37 @@ impl Xlator for Index {
             }
         }
         Ok((ia, rxd))
+    }
+
+    /// A release carrying [`WITH_XATTROP_PREFIX`] counters first applies them to the fd's
+    /// inode (the post-op of a replicate transaction it ends); the reply then carries
+    /// [`WITH_XATTROP_DONE_KEY`]. When that fails, the lock the release would give back
+    /// ([`WITH_INODELK_KEY`]) stays held: no one may take it with the counters still up.
+    async fn release(&self, ctx: &Ctx, fd: &FdRef, mut xd: Xdata) -> Fop<()> {
+        let post = take_with_xattrop(&mut xd);
+        let asked = post.is_some();
+        let done = match post {
+            Some((attrs, oxd)) => self
+                .xattrop(
+                    &Ctx::internal(),
+                    &Loc::inode(fd.gfid),
+                    XattropOp::AddArray32,
+                    &attrs,
+                    oxd,
+                )
+                .await
+                .is_ok(),
+            None => false,
+        };
+        if asked && !done {
+            // No post-op: the lock stays (its holder does the post-op, then gives it back).
+            xd.0.remove(WITH_INODELK_KEY);
+        }
+        let (v, mut rxd) = self.child()?.release(ctx, fd, xd).await?;
+        if done {
+            rxd.set(WITH_XATTROP_DONE_KEY, Vec::new());
+        }
+        Ok((v, rxd))
     }
 
     async fn xattrop(

@@ -153,37 +153,40 @@ pub const PRIVATE_KEY: &str = "weft.private";
 /// burst), which would make another client's changes there wait.
 pub const LEASED_DIR_KEY: &str = "weft.leased-dir";
 
-/// Xdata key on a `create`: `features/locks` on the brick takes a whole-file write
-/// inode lock on the new inode right after it is made, for this client and the lock owner
-/// and domain in the value ([`create_inodelk_value`]), and answers with the key when it
-/// holds it. `cluster/replicate` so starts a new file's data transaction with its create.
-pub const CREATE_INODELK_KEY: &str = "weft.create-inodelk";
+/// Xdata key on a `create` or a `release`, value [`with_inodelk_value`]: on a create,
+/// `features/locks` on the brick takes a whole-file write inode lock on the new inode
+/// right after it is made, for this client and that lock owner and domain; on a release,
+/// it gives that lock back before the fd closes. The reply carries the key when it did.
+/// `cluster/replicate` so begins a new file's data transaction with its create, and ends
+/// one with the release of its fd.
+pub const WITH_INODELK_KEY: &str = "weft.with-inodelk";
 
-/// Prefix of xdata keys on a `create`: `features/index` on the brick applies, right after
-/// the inode is made, an `xattrop` (add arrays of 32-bit counters) of the replication
-/// counters named after the prefix, with those values, applying them in the order
-/// [`CREATE_XATTROP_ORDER_KEY`] gives (see [`XATTROP_ORDER_KEY`]), and answers with
-/// [`CREATE_XATTROP_DONE_KEY`] when it did: the new file's pre-op.
-pub const CREATE_XATTROP_PREFIX: &str = "weft.create-xattrop.";
+/// Prefix of xdata keys on a `create` or a `release`: `features/index` on the brick
+/// applies an `xattrop` (add arrays of 32-bit counters) of the replication counters named
+/// after the prefix, with those values, to the new inode right after a create, or to the
+/// fd's inode before a release, in the order [`WITH_XATTROP_ORDER_KEY`] gives (see
+/// [`XATTROP_ORDER_KEY`]); the reply carries [`WITH_XATTROP_DONE_KEY`] when it did (a
+/// transaction's pre-op, or its post-op).
+pub const WITH_XATTROP_PREFIX: &str = "weft.with-xattrop.";
 
-/// Xdata key on a `create`: the order of [`CREATE_XATTROP_PREFIX`]'s counters (as
-/// [`XATTROP_ORDER_KEY`]'s value).
-pub const CREATE_XATTROP_ORDER_KEY: &str = "weft.create-xattrop-order";
+/// Xdata key on a `create` or a `release`: the order of [`WITH_XATTROP_PREFIX`]'s
+/// counters (as [`XATTROP_ORDER_KEY`]'s value).
+pub const WITH_XATTROP_ORDER_KEY: &str = "weft.with-xattrop-order";
 
-/// Reply xdata key (presence only) of a `create` whose [`CREATE_XATTROP_PREFIX`] counters
-/// were applied.
-pub const CREATE_XATTROP_DONE_KEY: &str = "weft.create-xattrop-done";
+/// Reply xdata key (presence only) of a `create` or `release` whose
+/// [`WITH_XATTROP_PREFIX`] counters were applied.
+pub const WITH_XATTROP_DONE_KEY: &str = "weft.with-xattrop-done";
 
-/// The value of [`CREATE_INODELK_KEY`]: the lock owner (8 bytes, big-endian), then the
+/// The value of [`WITH_INODELK_KEY`]: the lock owner (8 bytes, big-endian), then the
 /// domain.
-pub fn create_inodelk_value(owner: u64, domain: &str) -> Vec<u8> {
+pub fn with_inodelk_value(owner: u64, domain: &str) -> Vec<u8> {
     let mut v = owner.to_be_bytes().to_vec();
     v.extend_from_slice(domain.as_bytes());
     v
 }
 
-/// Reads a [`CREATE_INODELK_KEY`] value: the owner and a non-empty UTF-8 domain.
-pub fn parse_create_inodelk(v: &[u8]) -> Option<(u64, String)> {
+/// Reads a [`WITH_INODELK_KEY`] value: the owner and a non-empty UTF-8 domain.
+pub fn parse_with_inodelk(v: &[u8]) -> Option<(u64, String)> {
     let (owner, domain) = (v.get(..8)?, v.get(8..)?);
     let domain = std::str::from_utf8(domain).ok().filter(|d| !d.is_empty())?;
     Some((

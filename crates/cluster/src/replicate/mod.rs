@@ -192,8 +192,8 @@ impl MadeOn {
             self.prepared.lock().push((
                 i,
                 ia.gfid,
-                rxd.has(CREATE_INODELK_KEY),
-                rxd.has(CREATE_XATTROP_DONE_KEY),
+                rxd.has(WITH_INODELK_KEY),
+                rxd.has(WITH_XATTROP_DONE_KEY),
             ));
         }
     }
@@ -1354,8 +1354,8 @@ impl Xlator for Replicate {
             self.adopt_created(want, d, prepared).await;
         }
         if let Ok((_, rxd)) = &mut r {
-            rxd.0.remove(CREATE_INODELK_KEY);
-            rxd.0.remove(CREATE_XATTROP_DONE_KEY);
+            rxd.0.remove(WITH_INODELK_KEY);
+            rxd.0.remove(WITH_XATTROP_DONE_KEY);
         }
         r
     }
@@ -1448,14 +1448,10 @@ impl Xlator for Replicate {
         };
         let asked = xd.has(POSTSTAT_KEY);
         if asked {
-            self.end_idle(fd.gfid).await;
+            // The data transaction ends with the release itself (below).
+            self.end_if_idle(Kind::Metadata, &self.inode(fd.gfid)).await;
         }
-        let rs = self
-            .each(&open, |_, c| {
-                let xd = xd.clone();
-                async move { c.release(ctx, fd, xd).await }
-            })
-            .await;
+        let rs = self.release_ending_data(ctx, fd, &open, &xd).await;
         fd.take_ctx::<FdState>(&self.name);
         let post = if asked {
             self.first_ok_with_poststat(fd.gfid, true, rs)

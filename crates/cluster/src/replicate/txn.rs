@@ -866,6 +866,105 @@ impl Replicate {
         }
     }
 
+    /// Releases `fd` on `open` (each answer with its replica), ending the idle shared data
+    /// transaction of its inode on the way: each release also asks its brick for the
+    /// transaction's post-op (features/index, [`WITH_XATTROP_PREFIX`]) and then its unlock
+    /// (features/locks, [`WITH_INODELK_KEY`]), both before the fd closes, so the three
+    /// cost one request. What a brick did not confirm is done by separate requests
+    /// afterwards, post-op before unlock. Without an idle transaction, a plain release.
+    pub(crate) async fn release_ending_data(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        open: &[usize],
+        xd: &Xdata,
+    ) -> Vec<(usize, Fop<()>)> {
+        let g = fd.gfid;
+        let ino = self.inode(g);
+        let slot = Self::slot(&ino, Kind::Data);
+        let mut cur = slot.current.lock().await;
+        let batch = if slot.active.load(Ordering::Acquire) == 0 {
+            cur.take()
+        } else {
+            None
+        };
+        let Some(batch) = batch else {
+            drop(cur);
+            return self
+                .each(open, |_, c| {
+                    let xd = xd.clone();
+                    async move { c.release(ctx, fd, xd).await }
+                })
+                .await;
+        };
+        let members = batch.members();
+        let delta = |j: usize| Self::one(Kind::Data, if members.contains(&j) { -1 } else { 0 });
+        let operand = self.changelog_operand(delta);
+        let rs = self
+            .each(open, |i, c| {
+                let mut xd = xd.clone();
+                if let (Some(op), true) = (&operand, members.contains(&i)) {
+                    for (k, v) in op {
+                        xd.set(format!("{WITH_XATTROP_PREFIX}{k}"), v.clone());
+                    }
+                    let order = torn_safe_order(&self.names, i, delta);
+                    xd.set(WITH_XATTROP_ORDER_KEY, order.join("\0").into_bytes());
+                }
+                if batch.locked.contains(&i) {
+                    xd.set(
+                        WITH_INODELK_KEY,
+                        with_inodelk_value(batch.owner, DATA_DOMAIN),
+                    );
+                }
+                async move { c.release(ctx, fd, xd).await }
+            })
+            .await;
+        let confirmed = |key: &str| -> Vec<usize> {
+            rs.iter()
+                .filter(|(_, r)| matches!(r, Ok((_, x)) if x.has(key)))
+                .map(|(i, _)| *i)
+                .collect()
+        };
+        let (posted, unlocked) = (
+            confirmed(WITH_XATTROP_DONE_KEY),
+            confirmed(WITH_INODELK_KEY),
+        );
+        let post_rest: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|i| operand.is_some() && !posted.contains(i))
+            .collect();
+        if !post_rest.is_empty() {
+            self.changelog_add(&batch.targets, &post_rest, delta).await;
+        }
+        let unlock_rest: Vec<usize> = batch
+            .locked
+            .iter()
+            .copied()
+            .filter(|i| !unlocked.contains(i))
+            .collect();
+        if !unlock_rest.is_empty() {
+            self.unlock_inode(DATA_DOMAIN, g, batch.owner, (0, 0), &unlock_rest)
+                .await;
+        }
+        // As `finish`: a replica left pending that is up gets its heal.
+        if members.len() < self.n() && self.up().iter().any(|j| !members.contains(j)) {
+            self.background_heal(g);
+        }
+        drop(cur);
+        slot.ended.notify_waiters();
+        rs.into_iter()
+            .map(|(i, r)| {
+                let r = r.map(|(v, mut x)| {
+                    x.0.remove(WITH_XATTROP_DONE_KEY);
+                    x.0.remove(WITH_INODELK_KEY);
+                    (v, x)
+                });
+                (i, r)
+            })
+            .collect()
+    }
+
     /// Runs the entry change `op` (names in `locs`, which must name their parent and
     /// name) on every replica: in its own transaction, or, when `leased` (sent from
     /// under the lease of its one directory) and all its names are in one directory, in
@@ -934,8 +1033,8 @@ impl Replicate {
 }
 
 /// A new file's data transaction, begun by its create on each brick: the create asks
-/// `features/locks` for the data lock ([`CREATE_INODELK_KEY`]) and `features/index` for
-/// the pre-op ([`CREATE_XATTROP_PREFIX`]), so the file's first writes need neither. Used
+/// `features/locks` for the data lock ([`WITH_INODELK_KEY`]) and `features/index` for
+/// the pre-op ([`WITH_XATTROP_PREFIX`]), so the file's first writes need neither. Used
 /// for creates from under a directory lease (a private new file: its writes follow at
 /// once).
 pub(crate) struct CreateData {
@@ -956,13 +1055,13 @@ impl CreateData {
     /// Adds the asks to the create sent to replica `i` of `names`.
     pub(crate) fn ask(&self, names: &[String], i: usize, xd: &mut Xdata) {
         xd.set(
-            CREATE_INODELK_KEY,
-            create_inodelk_value(self.owner, DATA_DOMAIN),
+            WITH_INODELK_KEY,
+            with_inodelk_value(self.owner, DATA_DOMAIN),
         );
         for (k, v) in &self.operand {
-            xd.set(format!("{CREATE_XATTROP_PREFIX}{k}"), v.clone());
+            xd.set(format!("{WITH_XATTROP_PREFIX}{k}"), v.clone());
         }
         let order = torn_safe_order(names, i, |j| self.delta(j));
-        xd.set(CREATE_XATTROP_ORDER_KEY, order.join("\0").into_bytes());
+        xd.set(WITH_XATTROP_ORDER_KEY, order.join("\0").into_bytes());
     }
 }

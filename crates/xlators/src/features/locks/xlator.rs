@@ -170,7 +170,7 @@ impl Xlator for Locks {
         }
     }
 
-    /// A create asking for [`CREATE_INODELK_KEY`] takes that inode lock on the new inode
+    /// A create asking for [`WITH_INODELK_KEY`] takes that inode lock on the new inode
     /// (nobody else can hold it yet; an existing file opened by the create may be held,
     /// and then the reply just lacks the key).
     async fn create(
@@ -183,8 +183,8 @@ impl Xlator for Locks {
         mut xd: Xdata,
     ) -> Fop<Iatt> {
         let ask =
-            xd.0.remove(CREATE_INODELK_KEY)
-                .and_then(|v| parse_create_inodelk(&v));
+            xd.0.remove(WITH_INODELK_KEY)
+                .and_then(|v| parse_with_inodelk(&v));
         let child = self.children.first().ok_or(Errno::ENOTCONN)?;
         let (ia, mut rxd) = child.create(ctx, loc, fd, mode, umask, xd).await?;
         if let Some((owner, domain)) = ask {
@@ -204,7 +204,7 @@ impl Xlator for Locks {
                 .await
                 .is_ok()
             {
-                rxd.set(CREATE_INODELK_KEY, Vec::new());
+                rxd.set(WITH_INODELK_KEY, Vec::new());
             }
         }
         Ok((ia, rxd))
@@ -347,8 +347,40 @@ impl Xlator for Locks {
         self.child()?.flush(ctx, fd, xd).await
     }
 
-    async fn release(&self, ctx: &Ctx, fd: &FdRef, xd: Xdata) -> Fop<()> {
+    /// A release asking for [`WITH_INODELK_KEY`] first gives that inode lock back (the
+    /// end of a replicate transaction that the release carries), unless a post-op it also
+    /// asked for is still undone.
+    async fn release(&self, ctx: &Ctx, fd: &FdRef, mut xd: Xdata) -> Fop<()> {
+        // A post-op asked of the release and not done above (no features/index there)
+        // keeps the lock: no one may take it with the counters still up.
+        let post_op_left = xd.0.keys().any(|k| k.starts_with(WITH_XATTROP_PREFIX));
+        let give_back =
+            xd.0.remove(WITH_INODELK_KEY)
+                .and_then(|v| parse_with_inodelk(&v))
+                .filter(|_| !post_op_left);
+        let mut unlocked = false;
+        if let Some((owner, domain)) = give_back {
+            let lctx = Ctx {
+                lk_owner: owner,
+                ..ctx.clone()
+            };
+            let lock = Flock {
+                kind: LockType::Unlock,
+                start: 0,
+                len: 0,
+                pid: 0,
+                owner,
+            };
+            unlocked = self
+                .inode_op(&lctx, &domain, fd.gfid, LkCmd::Set, &lock)
+                .await
+                .is_ok();
+        }
         self.state.lock().release_fd(fd.gfid, fd.id);
-        self.child()?.release(ctx, fd, xd).await
+        let (v, mut rxd) = self.child()?.release(ctx, fd, xd).await?;
+        if unlocked {
+            rxd.set(WITH_INODELK_KEY, Vec::new());
+        }
+        Ok((v, rxd))
     }
 }
