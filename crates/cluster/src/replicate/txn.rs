@@ -904,11 +904,7 @@ impl Replicate {
             .each(open, |i, c| {
                 let mut xd = xd.clone();
                 if let (Some(op), true) = (&operand, members.contains(&i)) {
-                    for (k, v) in op {
-                        xd.set(format!("{WITH_XATTROP_PREFIX}{k}"), v.clone());
-                    }
-                    let order = torn_safe_order(&self.names, i, delta);
-                    xd.set(WITH_XATTROP_ORDER_KEY, order.join("\0").into_bytes());
+                    ask_xattrop(&mut xd, op, &self.names, i, delta);
                 }
                 if batch.locked.contains(&i) {
                     xd.set(
@@ -1058,10 +1054,23 @@ impl CreateData {
             WITH_INODELK_KEY,
             with_inodelk_value(self.owner, DATA_DOMAIN),
         );
-        for (k, v) in &self.operand {
-            xd.set(format!("{WITH_XATTROP_PREFIX}{k}"), v.clone());
-        }
-        let order = torn_safe_order(names, i, |j| self.delta(j));
-        xd.set(WITH_XATTROP_ORDER_KEY, order.join("\0").into_bytes());
+        ask_xattrop(xd, &self.operand, names, i, |j| self.delta(j));
     }
+}
+
+/// Asks, in the xdata of a create or release sent to replica `i` of `names`, for the
+/// changelog xattrop `operand` (which adds `delta(j)` to each replica `j`'s counters) on
+/// that brick ([`WITH_XATTROP_PREFIX`], in the torn-safe order).
+fn ask_xattrop(
+    xd: &mut Xdata,
+    operand: &XattrMap,
+    names: &[String],
+    i: usize,
+    delta: impl Fn(usize) -> [i64; 3],
+) {
+    for (k, v) in operand {
+        xd.set(format!("{WITH_XATTROP_PREFIX}{k}"), v.clone());
+    }
+    let order = torn_safe_order(names, i, delta);
+    xd.set(WITH_XATTROP_ORDER_KEY, order.join("\0").into_bytes());
 }

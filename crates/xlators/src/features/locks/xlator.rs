@@ -145,6 +145,35 @@ impl Locks {
     }
 }
 
+impl Locks {
+    /// Takes (`Write`) or gives back (`Unlock`) a whole-file inode lock on `gfid` in
+    /// `domain` for `ctx`'s client and lock owner `owner`, without waiting ([`WITH_INODELK_KEY`]);
+    /// whether it did.
+    async fn whole_inode(
+        &self,
+        ctx: &Ctx,
+        owner: u64,
+        domain: &str,
+        gfid: Gfid,
+        kind: LockType,
+    ) -> bool {
+        let lctx = Ctx {
+            lk_owner: owner,
+            ..ctx.clone()
+        };
+        let lock = Flock {
+            kind,
+            start: 0,
+            len: 0,
+            pid: 0,
+            owner,
+        };
+        self.inode_op(&lctx, domain, gfid, LkCmd::Set, &lock)
+            .await
+            .is_ok()
+    }
+}
+
 #[async_trait]
 impl Xlator for Locks {
     fn name(&self) -> &str {
@@ -188,21 +217,9 @@ impl Xlator for Locks {
         let child = self.children.first().ok_or(Errno::ENOTCONN)?;
         let (ia, mut rxd) = child.create(ctx, loc, fd, mode, umask, xd).await?;
         if let Some((owner, domain)) = ask {
-            let lctx = Ctx {
-                lk_owner: owner,
-                ..ctx.clone()
-            };
-            let lock = Flock {
-                kind: LockType::Write,
-                start: 0,
-                len: 0,
-                pid: 0,
-                owner,
-            };
             if self
-                .inode_op(&lctx, &domain, ia.gfid, LkCmd::Set, &lock)
+                .whole_inode(ctx, owner, &domain, ia.gfid, LockType::Write)
                 .await
-                .is_ok()
             {
                 rxd.set(WITH_INODELK_KEY, Vec::new());
             }
@@ -360,21 +377,9 @@ impl Xlator for Locks {
                 .filter(|_| !post_op_left);
         let mut unlocked = false;
         if let Some((owner, domain)) = give_back {
-            let lctx = Ctx {
-                lk_owner: owner,
-                ..ctx.clone()
-            };
-            let lock = Flock {
-                kind: LockType::Unlock,
-                start: 0,
-                len: 0,
-                pid: 0,
-                owner,
-            };
             unlocked = self
-                .inode_op(&lctx, &domain, fd.gfid, LkCmd::Set, &lock)
-                .await
-                .is_ok();
+                .whole_inode(ctx, owner, &domain, fd.gfid, LockType::Unlock)
+                .await;
         }
         self.state.lock().release_fd(fd.gfid, fd.id);
         let (v, mut rxd) = self.child()?.release(ctx, fd, xd).await?;
