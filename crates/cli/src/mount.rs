@@ -154,6 +154,17 @@ pub fn run(a: MountArgs) -> Result<()> {
         read_ahead_kb: a.read_ahead_kb,
         ..Default::default()
     };
+    // Watched before the mount exists: a SIGTERM or SIGINT that comes as soon as the
+    // mountpoint answers (before the loop below) still unmounts cleanly instead of
+    // killing the process with the mount left behind.
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _in_rt = rt.enter();
+        (
+            signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+            signal(SignalKind::interrupt()).context("cannot watch SIGINT")?,
+        )
+    };
     let mount = Arc::new(weft_fuse::mount(volume, &mp, &cfg, rt.handle().clone())?);
     tracing::info!(
         "mounted {}{} at {}",
@@ -170,9 +181,6 @@ pub fn run(a: MountArgs) -> Result<()> {
         _ => None,
     };
     rt.block_on(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
