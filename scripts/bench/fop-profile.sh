@@ -182,7 +182,7 @@ sleep 1 # what went behind reaches the brick
 costs "$FILES" create "$B0" "$M0"
 if [ "${CREATE_PERF:-0}" = 1 ]; then perf_report create "the creates"; fi
 echo "== after create: mount"; "$WEFT" statedump "$D/mnt" | grep -E '^\[e-(top|low)\]|^[a-z]+ +[0-9]+ '
-"$WEFT" statedump "$D/mnt" | sed -n '/^\[e-entry-behind\]/,/^\[/p' | grep -E '^(leased_dirs|behind|creates|mkdirs|leases|waits|failures)'
+"$WEFT" statedump "$D/mnt" | sed -n '/^\[e-entry-behind\]/,/^\[/p' | grep -E '^(leased_dirs|behind|creates|creates_with_content|mkdirs|leases|waits|failures)'
 echo "== after create: brick"; "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^[a-z]+ +[0-9]+ '
 sync; echo 3 >/proc/sys/vm/drop_caches
 if [ "${LS:-0}" = 1 ]; then # LS=1: an `ls -l` of the files (as fsbench's), caches dropped
@@ -280,15 +280,25 @@ fi
 # file for 8 s (IOPS); and the kernel's read-ahead window of the mount.
 if [ "${SEQ:-0}" = 1 ]; then
   echo "read-ahead: $(cat "/sys/class/bdi/$(mountpoint -d "$D/mnt")/read_ahead_kb") KiB"
+  # The disk's reads during the read phase: how many, and their mean size.
+  DEV=$(lsblk -no PKNAME,KNAME "$(findmnt -no SOURCE --target "$D")" 2>/dev/null | awk 'NR==1{print ($1 != "" ? $1 : $2)}')
+  disk_reads() { awk -v d="$DEV" '$3 == d {print $4, $6}' /proc/diskstats; }
   for rw in write read; do
-    [ "$rw" = read ] && { sync; echo 3 >/proc/sys/vm/drop_caches; }
+    [ "$rw" = read ] && { sync; echo 3 >/proc/sys/vm/drop_caches; read -r R0 S0 < <(disk_reads)
+      B0=$(usage "$(cat "$D/brickd.pid")"); M0=$(usage "$MOUNT_PID")
+      if [ "${SEQ_PERF:-0}" = 1 ]; then perf_start seqread; fi; }
     fio --name=s --filename="$D/mnt/seq" --rw=$rw --bs=1M --size=1g --ioengine=psync \
         --end_fsync=$([ $rw = write ] && echo "${SEQ_FSYNC:-1}" || echo 0) --output-format=json 2>/dev/null |
       python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; s=j["read"] if j["read"]["io_bytes"] else j["write"]; print("seq '$rw': %.0f MiB/s" % (s["bw_bytes"]/1048576))'
   done
+  read -r R1 S1 < <(disk_reads)
+  costs 1024 "seq read of 1 MiB" "$B0" "$M0"
+  if [ "${SEQ_PERF:-0}" = 1 ]; then perf_report seqread "the sequential read"; fi
+  echo "disk reads during the read: $((R1 - R0)), $(( (S1 - S0) / 2 / ((R1 - R0) > 0 ? R1 - R0 : 1) )) KiB each"
   rm -f "$D/mnt/seq"
   "$WEFT" statedump "$D/mnt" | sed -n '/^\[e-read-ahead\]/,/^\[/p' | grep -E '^(hits|misses|pages_|evictions)'
   "$WEFT" statedump "$D/mnt" | sed -n '/^\[e-low\]/,/^\[/p' | grep -E '^readv '
+  "$WEFT" brickd statedump --control "$D/brickd.sock" | grep -E '^\[e(-bottom)?\]|^readv '
   fio --name=r --filename="$D/mnt/rr" --rw=randwrite --bs=4k --size=256m --ioengine=psync \
       --time_based --runtime=3 --fsync_on_close=1 --output-format=json >/dev/null 2>&1
   sync; echo 3 >/proc/sys/vm/drop_caches

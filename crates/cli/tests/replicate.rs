@@ -1310,6 +1310,99 @@ fn a_leased_create_begins_and_its_release_ends_its_files_data_transaction() {
     drop(servers);
 }
 
+/// A create carrying its file's content (as entry-behind sends a file's first write with
+/// its create) over three brick servers: each data brick writes the content into the file
+/// it makes and the answer says so, the arbiter (when there is one) keeps its copy empty,
+/// no write goes on the wire, and the copies end with their changelogs at zero.
+#[test]
+fn a_create_with_content_writes_every_data_copy_and_not_the_arbiter() {
+    use weft_core::{Ctx, Fd, Gfid, Loc, Xdata, CREATE_CONTENT_KEY, GFID_REQ_KEY, LEASED_DIR_KEY};
+    const FILES: usize = 20;
+    for arbiter in [false, true] {
+        let dir = scratch("rep-create-content");
+        let mut servers = Vec::new();
+        let mut bricks = Vec::new();
+        let mut client = String::new();
+        for i in 0..3 {
+            let b = dir.path().join(format!("b{i}"));
+            std::fs::create_dir(&b).unwrap();
+            let sd = dir.path().join(format!("s{i}"));
+            std::fs::create_dir(&sd).unwrap();
+            let vf = sd.join("brick.vol");
+            let graph = replica_brick_graph(&format!("r{i}"), &b, arbiter && i == 2);
+            std::fs::write(&vf, graph).unwrap();
+            let s = Brickd::start(&sd, &vf, &[]);
+            client.push_str(&client_volfile(&format!("r{i}"), s.port, &[]));
+            client.push_str(&format!(
+                "\nvolume s{i}\n    type debug/io-stats\n    subvolumes r{i}-client\nend-volume\n\n"
+            ));
+            servers.push(s);
+            bricks.push(b);
+        }
+        client.push_str(&format!(
+            "volume cl\n    type cluster/replicate\n    option arbiter-count {}\n    subvolumes s0 s1 s2\nend-volume\n",
+            u8::from(arbiter)
+        ));
+        let content = |i: usize| format!("file {i} ").repeat(i * 50 + 1).into_bytes();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let vol = open_volume(&client).await;
+            let d = vol.mkdir("/d", 0o755).await.unwrap();
+            let (top, ctx) = (vol.top().clone(), Ctx::internal());
+            for i in 0..FILES {
+                let fd = Fd::new(
+                    Gfid::random(),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                    false,
+                );
+                let mut xd = Xdata::new();
+                xd.set(GFID_REQ_KEY, fd.gfid.0.to_vec());
+                xd.set(LEASED_DIR_KEY, Vec::new());
+                xd.set(CREATE_CONTENT_KEY, content(i));
+                let loc = Loc::entry(d.gfid, format!("f{i}"));
+                let (ia, rxd) = top.create(&ctx, &loc, &fd, 0o644, 0, xd).await.unwrap();
+                assert!(rxd.has(CREATE_CONTENT_KEY), "arbiter {arbiter}: {rxd:?}");
+                assert_eq!(ia.size, content(i).len() as u64);
+                top.release(&ctx, &fd, Xdata::new()).await.unwrap();
+            }
+            for s in ["s0", "s1", "s2"] {
+                let dump = vol.graph().get(s).unwrap().dump();
+                assert_eq!(fop_calls(&dump, "writev"), 0, "{s}: {dump}");
+            }
+            for i in 0..FILES {
+                let f = vol.open(format!("/d/f{i}"), libc::O_RDONLY).await.unwrap();
+                assert_eq!(f.read_to_end().await.unwrap(), content(i));
+                f.close().await.unwrap();
+            }
+            vol.close().await;
+        });
+        for (k, b) in bricks.iter().enumerate() {
+            for i in 0..FILES {
+                let p = b.join(format!("d/f{i}"));
+                let want = if arbiter && k == 2 {
+                    Vec::new()
+                } else {
+                    content(i)
+                };
+                assert_eq!(std::fs::read(&p).unwrap(), want, "{}", p.display());
+                if let Some(text) = raised_changelogs(&p) {
+                    panic!("{}: {text}", p.display());
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pending_on(&bricks) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "pending: {}",
+                describe_pending(&bricks)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(servers);
+    }
+}
+
 /// A replica 3 volume over three mgmtd nodes (leases and entry-behind on, as generated):
 /// one brick process is SIGKILLed in the middle of a burst of creates and writes in a new
 /// directory (changes behind under its lease, sharing replicate transactions, each create

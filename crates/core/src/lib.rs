@@ -177,6 +177,21 @@ pub const WITH_XATTROP_ORDER_KEY: &str = "weft.with-xattrop-order";
 /// [`WITH_XATTROP_PREFIX`] counters were applied.
 pub const WITH_XATTROP_DONE_KEY: &str = "weft.with-xattrop-done";
 
+/// Xdata key on a `create`: the new file's first bytes (at most
+/// [`MAX_CREATE_CONTENT`]), to be written at offset 0 before the create is answered, so a
+/// small file made from under a directory lease costs the brick one request less (sent by
+/// `performance/entry-behind` when the file's first write comes while its create is still
+/// behind). A brick that wrote them all into the file it made answers the key (empty) in
+/// the reply, and the iatt it answers describes the file with them; with
+/// [`POSTSTAT_KEY`] also asked, it answers that key too, as a write's. Without the key in
+/// the reply the caller must write the bytes itself (an older brick, a name that existed,
+/// a write that failed). `cluster/replicate` answers the key only when every brick that
+/// made the file did.
+pub const CREATE_CONTENT_KEY: &str = "weft.create-content";
+
+/// The most bytes [`CREATE_CONTENT_KEY`] carries.
+pub const MAX_CREATE_CONTENT: usize = 64 << 10;
+
 /// The value of [`WITH_INODELK_KEY`]: the lock owner (8 bytes, big-endian), then the
 /// domain.
 pub fn with_inodelk_value(owner: u64, domain: &str) -> Vec<u8> {

@@ -2230,7 +2230,10 @@ impl Xlator for Distribute {
     ) -> Fop<Iatt> {
         let (parent, name) = entry_of(loc)?;
         let l = self.layout(ctx, parent).await?;
-        let (xd, want) = Self::with_gfid_req(&xd);
+        let (mut xd, want) = Self::with_gfid_req(&xd);
+        // Not asked of a create with content, as of a write: a rebalance may be moving
+        // the file.
+        xd.0.remove(POSTSTAT_KEY);
         let mut at = None;
         if l.complete {
             let h = self.hashed(&l, name)?;

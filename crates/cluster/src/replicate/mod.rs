@@ -1324,9 +1324,16 @@ impl Xlator for Replicate {
         mut xd: Xdata,
     ) -> Fop<Iatt> {
         let leased = take_leased(&mut xd);
+        // Not asked of a create with content either: each copy has its own times (as
+        // for a write).
+        xd.0.remove(POSTSTAT_KEY);
         let xd = with_gfid_req(xd);
         let st = self.fd_state(fd);
         let made = self.made_on(&xd);
+        // With content: answered as written only if every brick that made the file wrote
+        // it (else the caller writes it again, through a data transaction).
+        let content = xd.has(CREATE_CONTENT_KEY);
+        let (written, unwritten) = (AtomicBool::new(false), AtomicBool::new(false));
         // From under a lease the new file is private and its writes follow: its create
         // also takes its data lock and does its data pre-op on each brick.
         let data = (leased && self.arbiter.is_none() && self.cfg().eager_lock)
@@ -1337,10 +1344,22 @@ impl Xlator for Replicate {
                 if let Some(d) = &data {
                     d.ask(&self.names, i, &mut xd);
                 }
+                // An arbiter keeps no data.
+                let content = content && self.holds_data(i);
+                if !content {
+                    xd.0.remove(CREATE_CONTENT_KEY);
+                }
+                let (written, unwritten) = (&written, &unwritten);
                 async move {
                     let r = c.create(ctx, loc, fd, mode, umask, xd).await;
-                    if r.is_ok() {
+                    if let Ok((_, rxd)) = &r {
                         st.open.lock()[i] = true;
+                        if content {
+                            match rxd.has(CREATE_CONTENT_KEY) {
+                                true => written.store(true, Ordering::Release),
+                                false => unwritten.store(true, Ordering::Release),
+                            }
+                        }
                     }
                     made.record(i, &r);
                     r
@@ -1356,6 +1375,11 @@ impl Xlator for Replicate {
         if let Ok((_, rxd)) = &mut r {
             rxd.0.remove(WITH_INODELK_KEY);
             rxd.0.remove(WITH_XATTROP_DONE_KEY);
+            rxd.0.remove(POSTSTAT_KEY);
+            rxd.0.remove(CREATE_CONTENT_KEY);
+            if written.load(Ordering::Acquire) && !unwritten.load(Ordering::Acquire) {
+                rxd.set(CREATE_CONTENT_KEY, Vec::new());
+            }
         }
         r
     }

@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use weft_core::options::{OptionKind, OptionSpec, Options};
 use weft_core::*;
 
@@ -63,6 +63,11 @@ const SHORT_SYMLINK: usize = 59;
 /// The most leased directories used as such; a lease granted beyond it is not used (its
 /// directory's FOPs go through).
 const MAX_DIRS: usize = 50_000;
+
+/// How long a create behind waits for its file's first write before it goes down alone.
+/// The write of a file made and written at once comes in microseconds; anything else that
+/// waits for the create sends it at once.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(5);
 
 const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
@@ -138,6 +143,8 @@ struct Dir {
 #[derive(Default)]
 struct Counters {
     creates: u64,
+    /// Creates that carried their file's first write down ([`CREATE_CONTENT_KEY`]).
+    with_content: u64,
     mkdirs: u64,
     unlinks: u64,
     renames: u64,
@@ -165,7 +172,27 @@ struct State {
     /// Counts recalls and `All`s: a lease granted to a mkdir that went through is used
     /// only if none came while it ran (its recall may have come before its answer).
     recalls: u64,
+    /// Creates behind not yet sent down, by the new file's gfid.
+    held: HashMap<Gfid, Held>,
     n: Counters,
+}
+
+/// A create behind not yet sent down: it waits up to [`HOLD`] for its file's first write
+/// to go with it ([`CREATE_CONTENT_KEY`]), and goes at once when anything else waits for
+/// it ([`State::send_held`]).
+struct Held {
+    /// Sends the create now.
+    go: Arc<Notify>,
+    /// The first write, when it came in time.
+    write: Option<JoinedWrite>,
+}
+
+/// A write that joined its file's create behind.
+struct JoinedWrite {
+    data: bytes::Bytes,
+    xd: Xdata,
+    /// Where its answer goes once the create is done.
+    answer: oneshot::Sender<Fop<u64>>,
 }
 
 /// One change behind, from when it is answered until it is done.
@@ -182,6 +209,13 @@ struct Job {
 }
 
 impl State {
+    /// Sends every create held for its first write now: something waits for them.
+    fn send_held(&self) {
+        for h in self.held.values() {
+            h.go.notify_one();
+        }
+    }
+
     /// Stops using directory `g` as leased.
     fn forget(&mut self, g: &Gfid) {
         if let Some(d) = self.dirs.remove(g) {
@@ -367,6 +401,7 @@ impl EntryBehind {
                 return;
             }
             st.n.waits += 1;
+            st.send_held();
             st.next
         };
         let mut rx = self.done.subscribe();
@@ -388,7 +423,11 @@ impl EntryBehind {
 
     /// Holds `ack` until every change behind made so far is done.
     fn hold(&self, ack: Ack) {
-        let upto = self.state.lock().next;
+        let upto = {
+            let st = self.state.lock();
+            st.send_held();
+            st.next
+        };
         let mut rx = self.done.subscribe();
         tokio::spawn(async move {
             let _ = rx.wait_for(|mark| *mark >= upto).await;
@@ -565,18 +604,87 @@ impl EntryBehind {
             return Err(xd);
         };
         let g = n.iatt.gfid;
+        let go = Arc::new(Notify::new());
+        let state = self.state.clone();
+        state.lock().held.insert(
+            g,
+            Held {
+                go: go.clone(),
+                write: None,
+            },
+        );
         let (child, ctx, loc, fd) = (self.child0().clone(), ctx.clone(), loc.clone(), fd.clone());
         let what = format!("the create of {}", loc.describe());
         self.behind(n.job, n.permit, n.parent, what, async move {
-            made(
-                child.create(&ctx, &loc, &fd, mode, umask, leased(xd)).await,
-                g,
-            )
-            .map(drop)
+            tokio::select! {
+                _ = go.notified() => {}
+                _ = tokio::time::sleep(HOLD) => {}
+            }
+            let write = state.lock().held.remove(&g).and_then(|h| h.write);
+            let mut xd = leased(xd);
+            if let Some(w) = &write {
+                xd.set(CREATE_CONTENT_KEY, w.data.to_vec());
+                if w.xd.has(POSTSTAT_KEY) {
+                    xd.set(POSTSTAT_KEY, Vec::new());
+                }
+                state.lock().n.with_content += 1;
+            }
+            let r = child.create(&ctx, &loc, &fd, mode, umask, xd).await;
+            let Some(w) = write else {
+                return made(r, g).map(drop);
+            };
+            let answer = match &r {
+                Ok((ia, rxd)) if ia.gfid == g && rxd.has(CREATE_CONTENT_KEY) => {
+                    let mut out = Xdata::new();
+                    if let Some(post) = rxd.get(POSTSTAT_KEY).filter(|_| w.xd.has(POSTSTAT_KEY)) {
+                        out.set(POSTSTAT_KEY, post.to_vec());
+                    }
+                    Ok((w.data.len() as u64, out))
+                }
+                // Made, but the bytes are not all there: written as asked, still before
+                // anything waiting for this create.
+                Ok((ia, _)) if ia.gfid == g => child.writev(&ctx, &fd, w.data, 0, w.xd).await,
+                Ok(_) => Err(Errno::EIO),
+                Err(e) => Err(*e),
+            };
+            let _ = w.answer.send(answer);
+            made(r, g).map(drop)
         });
         let mut out = with_postparent(&n.post);
         out.set(PRIVATE_KEY, Vec::new());
         Ok(Ok((n.iatt, out)))
+    }
+
+    /// The first write of a file whose create is still held here goes down with it when it
+    /// starts the file (offset 0, at most [`MAX_CREATE_CONTENT`] bytes, asking nothing but
+    /// the attributes after it) and its fd does not write through: the create is sent now,
+    /// and its answer answers the write.
+    fn join_create(
+        &self,
+        fd: &FdRef,
+        data: &bytes::Bytes,
+        offset: u64,
+        xd: &Xdata,
+    ) -> Option<oneshot::Receiver<Fop<u64>>> {
+        let through = libc::O_SYNC | libc::O_DSYNC | libc::O_DIRECT;
+        if offset != 0
+            || data.is_empty()
+            || data.len() > MAX_CREATE_CONTENT
+            || fd.flags & through != 0
+            || xd.0.keys().any(|k| k != POSTSTAT_KEY)
+        {
+            return None;
+        }
+        let mut st = self.state.lock();
+        let held = st.held.get_mut(&fd.gfid).filter(|h| h.write.is_none())?;
+        let (tx, rx) = oneshot::channel();
+        held.write = Some(JoinedWrite {
+            data: data.clone(),
+            xd: xd.clone(),
+            answer: tx,
+        });
+        held.go.notify_one();
+        Some(rx)
     }
 
     /// A mkdir in a leased directory, answered here (the new one is leased too).
@@ -696,6 +804,7 @@ impl EntryBehind {
             vec![p, c],
         );
         job.barrier = true;
+        st.send_held();
         drop(st);
         let (child, ctx, loc) = (self.child0().clone(), ctx.clone(), loc.clone());
         let what = format!("the rmdir of {}", loc.describe());
@@ -878,13 +987,14 @@ settle_then_pass! {
         let st = self.state.lock();
         let n = &st.n;
         format!(
-            "enable = {}\nwindow = {}\nleased_dirs = {}\nnames = {}\nbehind = {}\ncreates = {}\nmkdirs = {}\nunlinks = {}\nrenames = {}\nrmdirs = {}\nsymlinks = {}\nleases = {}\nthrough = {}\nwaits = {}\nrecalls = {}\nfailures = {}\n",
+            "enable = {}\nwindow = {}\nleased_dirs = {}\nnames = {}\nbehind = {}\ncreates = {}\ncreates_with_content = {}\nmkdirs = {}\nunlinks = {}\nrenames = {}\nrmdirs = {}\nsymlinks = {}\nleases = {}\nthrough = {}\nwaits = {}\nrecalls = {}\nfailures = {}\n",
             if self.enabled.load(Ordering::Acquire) { "on" } else { "off" },
             self.window_size.load(Ordering::Acquire),
             st.dirs.len(),
             st.names,
             st.open.len(),
             n.creates,
+            n.with_content,
             n.mkdirs,
             n.unlinks,
             n.renames,
@@ -898,7 +1008,11 @@ settle_then_pass! {
         )
     }
     async fn fini(&self) {
-        let upto = self.state.lock().next;
+        let upto = {
+            let st = self.state.lock();
+            st.send_held();
+            st.next
+        };
         let mut rx = self.done.subscribe();
         let _ = rx.wait_for(|mark| *mark >= upto).await;
     }
@@ -1122,6 +1236,20 @@ settle_then_pass! {
     async fn statfs(&self, ctx: &Ctx, loc: &Loc, xd: Xdata) -> Fop<StatVfs> {
         self.child0().statfs(ctx, loc, xd).await
     }
+    async fn writev(
+        &self,
+        ctx: &Ctx,
+        fd: &FdRef,
+        data: bytes::Bytes,
+        offset: u64,
+        xd: Xdata,
+    ) -> Fop<u64> {
+        if let Some(answer) = self.join_create(fd, &data, offset, &xd) {
+            return answer.await.unwrap_or(Err(Errno::EIO));
+        }
+        self.settle(&[Some(fd.gfid)]).await;
+        self.child0().writev(ctx, fd, data, offset, xd).await
+    }
     async fn entrylk(
         &self,
         ctx: &Ctx,
@@ -1148,7 +1276,6 @@ settle_then_pass! {
         readlink [loc] (loc: &Loc) -> std::path::PathBuf;
         open [loc, fd] (loc: &Loc, fd: &FdRef) -> ();
         readv [fd] (fd: &FdRef, size: u32, offset: u64) -> bytes::Bytes;
-        writev [fd] (fd: &FdRef, data: bytes::Bytes, offset: u64) -> u64;
         flush [fd] (fd: &FdRef) -> ();
         fsync [fd] (fd: &FdRef, datasync: bool) -> ();
         release [fd] (fd: &FdRef) -> ();
@@ -1572,6 +1699,103 @@ mod tests {
             .await
             .ok();
         assert_eq!(count(&eb, "leased_dirs"), 0, "{}", eb.dump());
+    }
+
+    /// A new file's first write goes down with its create when it starts the file, fits
+    /// and its fd does not write through; any other write goes down as a write, and a
+    /// create nobody writes goes down when something waits for it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_files_first_write_goes_down_with_its_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "volume p\n type storage/posix\n option directory {}\nend-volume\n\
+             volume u\n type features/upcall\n option cache-invalidation on\n subvolumes p\nend-volume\n\
+             volume s\n type debug/io-stats\n subvolumes u\nend-volume\n\
+             volume eb\n type performance/entry-behind\n subvolumes s\nend-volume\n",
+            dir.path().display()
+        );
+        let vf = weft_core::volfile::Volfile::parse(&text).unwrap();
+        let g = Graph::build(&vf, &crate::registry()).unwrap();
+        let (eb, stats) = (g.top().clone(), g.get("s").unwrap().clone());
+        let writes = || {
+            stats
+                .dump()
+                .lines()
+                .find_map(|l| l.strip_prefix("writev "))
+                .map_or(0, |l| l.split_whitespace().next().unwrap().parse().unwrap())
+        };
+        let d = mkdir(&eb, Gfid::ROOT, "d").await;
+        let mut ask = Xdata::new();
+        ask.set(POSTSTAT_KEY, Vec::new());
+        // Joined: answered with the attributes after it.
+        let (_, fd) = create(&eb, d.gfid, "small").await;
+        let data = bytes::Bytes::from(vec![7u8; 4096]);
+        let (n, xd) = eb
+            .writev(&client(1), &fd, data.clone(), 0, ask.clone())
+            .await
+            .unwrap();
+        let post = Iatt::from_bytes(xd.get(POSTSTAT_KEY).expect("attributes")).unwrap();
+        assert_eq!((n, post.size, post.gfid), (4096, 4096, fd.gfid));
+        let more = bytes::Bytes::from_static(b"tail");
+        eb.writev(&client(1), &fd, more, 4096, Xdata::new())
+            .await
+            .unwrap();
+        eb.release(&client(1), &fd, Xdata::new()).await.unwrap();
+        assert_eq!(count(&eb, "creates_with_content"), 1, "{}", eb.dump());
+        assert_eq!(writes(), 1, "only the second write went down as one");
+        let mut want = vec![7u8; 4096];
+        want.extend_from_slice(b"tail");
+        assert_eq!(std::fs::read(dir.path().join("d/small")).unwrap(), want);
+        // Too big, not at the start, or through an O_SYNC fd: written as asked.
+        let big = bytes::Bytes::from(vec![1u8; MAX_CREATE_CONTENT + 1]);
+        let (_, fd) = create(&eb, d.gfid, "big").await;
+        eb.writev(&client(1), &fd, big.clone(), 0, Xdata::new())
+            .await
+            .unwrap();
+        eb.release(&client(1), &fd, Xdata::new()).await.unwrap();
+        let (_, fd) = create(&eb, d.gfid, "sparse").await;
+        eb.writev(&client(1), &fd, data.clone(), 10, Xdata::new())
+            .await
+            .unwrap();
+        eb.release(&client(1), &fd, Xdata::new()).await.unwrap();
+        let g = Gfid::random();
+        let fd: FdRef = Fd::new(
+            g,
+            libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_SYNC,
+            false,
+        );
+        let mut xd = Xdata::new();
+        xd.set(GFID_REQ_KEY, g.0.to_vec());
+        eb.create(
+            &client(1),
+            &Loc::entry(d.gfid, "sync"),
+            &fd,
+            0o644,
+            0o022,
+            xd,
+        )
+        .await
+        .unwrap();
+        eb.writev(&client(1), &fd, data.clone(), 0, Xdata::new())
+            .await
+            .unwrap();
+        eb.release(&client(1), &fd, Xdata::new()).await.unwrap();
+        assert_eq!(count(&eb, "creates_with_content"), 1, "{}", eb.dump());
+        assert_eq!(writes(), 4);
+        assert_eq!(std::fs::read(dir.path().join("d/big")).unwrap(), big);
+        assert_eq!(
+            std::fs::read(dir.path().join("d/sparse")).unwrap().len(),
+            4106
+        );
+        assert_eq!(std::fs::read(dir.path().join("d/sync")).unwrap(), data);
+        // Never written: a stat of it sends the create down first.
+        let (ia, _fd) = create(&eb, d.gfid, "empty").await;
+        let (st, _) = eb
+            .stat(&client(1), &Loc::inode(ia.gfid), Xdata::new())
+            .await
+            .unwrap();
+        assert_eq!((st.gfid, st.size), (ia.gfid, 0));
+        assert_eq!(count(&eb, "creates"), 5, "{}", eb.dump());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -439,15 +439,35 @@ impl Xlator for Posix {
             xd.get_gfid(GFID_REQ_KEY),
         );
         let parent = loc.parent;
-        let ((file, ia), xd) = self
+        let content = xd.get(weft_core::CREATE_CONTENT_KEY).map(<[u8]>::to_vec);
+        let poststat = xd.has(weft_core::POSTSTAT_KEY);
+        let ((file, ia, wrote), mut xd) = self
             .run_entry(parent, move |b| {
-                b.create(&ctx, &loc, flags, mode, umask, want)
+                let (fd, ia) = b.create(&ctx, &loc, flags, mode, umask, want)?;
+                let file = PosixFile { fd, gfid: ia.gfid };
+                match content {
+                    // Only into the file this create made (a name that existed keeps its
+                    // content: the caller then writes, and the kernel checked that).
+                    Some(c) if want == Some(ia.gfid) && ia.size == 0 => {
+                        match file.write(&c, 0).and_then(|_| file.fstat()) {
+                            Ok(ia) => Ok((file, ia, true)),
+                            Err(e) => {
+                                tracing::debug!("a create's content was not written: {e}");
+                                Ok((file, ia, false))
+                            }
+                        }
+                    }
+                    _ => Ok((file, ia, false)),
+                }
             })
             .await?;
-        let file = Arc::new(PosixFile {
-            fd: file,
-            gfid: ia.gfid,
-        });
+        if wrote {
+            xd.set(weft_core::CREATE_CONTENT_KEY, Vec::new());
+            if poststat {
+                xd.set(weft_core::POSTSTAT_KEY, ia.to_bytes());
+            }
+        }
+        let file = Arc::new(file);
         self.track_open(&file);
         fd.set_ctx(&self.name, file);
         Ok((ia, xd))
@@ -987,6 +1007,48 @@ mod tests {
         );
         let (_, xd) = p.flush(&ctx, &fd, Xdata::new()).await.unwrap();
         assert!(!xd.has(POSTSTAT_KEY));
+    }
+
+    /// A create with content writes it into the file it makes and says so, answering the
+    /// attributes with it; a create that opens a name that existed leaves its content
+    /// alone and does not say so.
+    #[tokio::test]
+    async fn a_create_with_content_writes_it_only_into_the_file_it_makes() {
+        use weft_core::{Fd, CREATE_CONTENT_KEY, POSTSTAT_KEY};
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let p = Posix::new("p", dir.path()).unwrap();
+        let ctx = Ctx::internal();
+        let create = |flags: i32, gfid: Gfid, content: &[u8]| {
+            let fd = Fd::new(gfid, flags, false);
+            let mut req = Xdata::new();
+            req.set(GFID_REQ_KEY, gfid.0.to_vec());
+            req.set(CREATE_CONTENT_KEY, content.to_vec());
+            req.set(POSTSTAT_KEY, Vec::new());
+            let p = &p;
+            let ctx = ctx.clone();
+            async move {
+                let r = p
+                    .create(&ctx, &Loc::entry(Gfid::ROOT, "f"), &fd, 0o644, 0, req)
+                    .await;
+                (r, fd)
+            }
+        };
+        let g = Gfid::random();
+        let (r, fd) = create(libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, g, b"first").await;
+        let (ia, xd) = r.unwrap();
+        assert!(xd.has(CREATE_CONTENT_KEY));
+        assert_eq!((ia.gfid, ia.size), (g, 5));
+        let post = Iatt::from_bytes(xd.get(POSTSTAT_KEY).unwrap()).unwrap();
+        assert_eq!((post.size, post.mtime), (5, ia.mtime));
+        p.release(&ctx, &fd, Xdata::new()).await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"first");
+        // The name exists: without O_EXCL the create opens it; its content stays.
+        let (r, fd) = create(libc::O_CREAT | libc::O_WRONLY, Gfid::random(), b"other!").await;
+        let (ia, xd) = r.unwrap();
+        assert!(!xd.has(CREATE_CONTENT_KEY) && !xd.has(POSTSTAT_KEY));
+        assert_eq!((ia.gfid, ia.size), (g, 5));
+        p.release(&ctx, &fd, Xdata::new()).await.unwrap();
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"first");
     }
 
     /// A content lookup by gfid with a name hint reads the file through the name when it
