@@ -20,6 +20,13 @@
 //!   leased too. A create's answer carries [`PRIVATE_KEY`], so write-behind above can
 //!   answer its close without waiting for its writes. What goes down carries
 //!   [`LEASED_DIR_KEY`], so replication below may let a burst share one transaction.
+//! - **A new file's content with its create.** A create behind waits up to [`HOLD`] before
+//!   it goes down. The file's first write, when it comes meanwhile, starts the file, is at
+//!   most [`MAX_CREATE_CONTENT`] bytes, asks nothing but the attributes after it, and its
+//!   fd does not write through, goes down with it ([`CREATE_CONTENT_KEY`]), and is
+//!   answered by the create's answer; a brick that did not write it gets it as a write,
+//!   before anything that waits for the create. Anything that waits for a change behind
+//!   sends every held create first.
 //! - **Order.** A change behind waits, before it goes down, for the earlier ones on the
 //!   same names and inodes (and for its directory's own `mkdir`; an `rmdir` for every
 //!   change made before it); others go down together.
