@@ -1287,11 +1287,23 @@ fn a_leased_create_begins_and_its_release_ends_its_files_data_transaction() {
     for b in &bricks {
         for i in 0..FILES {
             let p = b.join(format!("d/f{i}"));
-            assert_eq!(
+            let (got, want) = (
                 std::fs::read(&p).unwrap(),
                 format!("file {i} ").repeat(i + 1).into_bytes(),
-                "{}",
-                p.display()
+            );
+            assert!(
+                got == want,
+                "{}: {} bytes, {} written; changelogs {:?}; pending {}; brick logs:\n{}",
+                p.display(),
+                got.len(),
+                want.len(),
+                raised_changelogs(&p),
+                describe_pending(&bricks),
+                servers
+                    .iter()
+                    .map(Brickd::log_text)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
             if let Some(text) = raised_changelogs(&p) {
                 panic!("{}: {text}", p.display());

@@ -1335,8 +1335,12 @@ impl Xlator for Replicate {
         let content = xd.has(CREATE_CONTENT_KEY);
         let (written, unwritten) = (AtomicBool::new(false), AtomicBool::new(false));
         // From under a lease the new file is private and its writes follow: its create
-        // also takes its data lock and does its data pre-op on each brick.
-        let data = (leased && self.arbiter.is_none() && self.cfg().eager_lock)
+        // also takes its data lock and does its data pre-op on each brick. Not when it
+        // carries its content: that is in the create itself, which the directory's entry
+        // transaction covers (a brick that missed it gets the file, content and all, from
+        // entry heal; one that made it without writing it all gets the bytes again as a
+        // write), and a small file is mostly written at once.
+        let data = (leased && !content && self.arbiter.is_none() && self.cfg().eager_lock)
             .then(|| self.create_data_txn());
         let mut r = self
             .entry_txn(&[loc], leased, |i, c| {

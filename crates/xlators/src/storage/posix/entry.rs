@@ -267,7 +267,12 @@ impl Brick {
     }
 
     /// Creates and opens a regular file. With O_EXCL an existing name fails with EEXIST;
-    /// without it an existing file is opened.
+    /// without it an existing file is opened. `content`, if any, is written at offset 0
+    /// of a file this call makes (never of one that existed), before the file gets its
+    /// gfid: a brick killed meanwhile leaves a name without an identity, which lookups and
+    /// heal treat as a create that did not finish, never one that claims its gfid without
+    /// its content. The answer says whether all of it was written.
+    #[allow(clippy::too_many_arguments)]
     pub fn create(
         &self,
         ctx: &Ctx,
@@ -276,8 +281,9 @@ impl Brick {
         mode: u32,
         umask: u32,
         want: Option<Gfid>,
-    ) -> Result<(OwnedFd, Iatt), Errno> {
-        self.create_at_depth(ctx, loc, flags, mode, umask, want, 0)
+        content: Option<&[u8]>,
+    ) -> Result<(OwnedFd, Iatt, bool), Errno> {
+        self.create_at_depth(ctx, loc, flags, mode, umask, want, content, 0)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -289,9 +295,11 @@ impl Brick {
         mode: u32,
         umask: u32,
         want: Option<Gfid>,
+        content: Option<&[u8]>,
         depth: u32,
-    ) -> Result<(OwnedFd, Iatt), Errno> {
+    ) -> Result<(OwnedFd, Iatt, bool), Errno> {
         let base = super::io::open_flags(flags) & !(OFlags::CREATE | OFlags::EXCL);
+        let mut wrote = false;
         let made = self.make_entry(
             ctx,
             loc,
@@ -306,20 +314,27 @@ impl Brick {
                     Mode::from_raw_mode(perm),
                 )
                 .map_err(ex)?;
+                if let Some(c) = content {
+                    match super::io::write_all_at(fd.as_fd(), c, 0) {
+                        Ok(()) => wrote = true,
+                        // The caller writes it then, as a write.
+                        Err(e) => tracing::debug!("a create's content was not written: {e}"),
+                    }
+                }
                 Ok(Some(fd))
             },
         );
         match made {
-            Ok((Some(fd), ia)) => Ok((fd, ia)),
+            Ok((Some(fd), ia)) => Ok((fd, ia, wrote)),
             Ok((None, _)) => Err(Errno::EIO),
             Err(e) if e == Errno::EEXIST && flags & libc::O_EXCL == 0 => {
                 match self.open_existing(ctx, loc, flags, base) {
                     // The existing file went between our create and our open of it (another
                     // client removed or replaced it): create again.
                     Err(e) if e == Errno::ENOENT && depth < 3 => {
-                        self.create_at_depth(ctx, loc, flags, mode, umask, want, depth + 1)
+                        self.create_at_depth(ctx, loc, flags, mode, umask, want, content, depth + 1)
                     }
-                    r => r,
+                    r => r.map(|(fd, ia)| (fd, ia, false)),
                 }
             }
             Err(e) => Err(e),

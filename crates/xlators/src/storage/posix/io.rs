@@ -1,7 +1,6 @@
 //! File I/O FOPs on a brick: open, read, write, sync, allocate, seek, checksum.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use bytes::Bytes;
 use rustix::fs::{self as rfs, FallocateFlags, OFlags, SeekFrom};
@@ -40,6 +39,20 @@ pub fn open_flags(flags: i32) -> OFlags {
     f
 }
 
+/// Writes all of `data` at `offset` of `fd`.
+pub fn write_all_at(fd: BorrowedFd<'_>, data: &[u8], offset: u64) -> Result<(), Errno> {
+    let mut done = 0usize;
+    while done < data.len() {
+        match rustix::io::pwrite(fd, &data[done..], offset + done as u64) {
+            Ok(0) => return Err(Errno::EIO),
+            Ok(n) => done += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(ex(e)),
+        }
+    }
+    Ok(())
+}
+
 impl Brick {
     /// Opens the inode `loc` names with the client's `flags` (a regular file or a
     /// directory; the brick never opens a FIFO or device, nor follows a symlink).
@@ -57,12 +70,6 @@ impl PosixFile {
     pub fn fstat(&self) -> Result<Iatt, Errno> {
         let st = rfs::fstat(&self.fd).map_err(ex)?;
         Ok(iatt(self.gfid, &st))
-    }
-
-    fn file(&self) -> std::mem::ManuallyDrop<std::fs::File> {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        // SAFETY: the File is never dropped (ManuallyDrop), so the fd stays owned by self.
-        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(self.fd.as_raw_fd()) })
     }
 
     /// Reads up to `size` bytes at `offset`, short only at end of file. The buffer is not
@@ -83,9 +90,7 @@ impl PosixFile {
 
     /// Writes all of `data` at `offset`.
     pub fn write(&self, data: &[u8], offset: u64) -> Result<u64, Errno> {
-        self.file()
-            .write_all_at(data, offset)
-            .map_err(|e| Errno::from_io(&e))?;
+        write_all_at(self.fd.as_fd(), data, offset)?;
         Ok(data.len() as u64)
     }
 

@@ -443,22 +443,9 @@ impl Xlator for Posix {
         let poststat = xd.has(weft_core::POSTSTAT_KEY);
         let ((file, ia, wrote), mut xd) = self
             .run_entry(parent, move |b| {
-                let (fd, ia) = b.create(&ctx, &loc, flags, mode, umask, want)?;
-                let file = PosixFile { fd, gfid: ia.gfid };
-                match content {
-                    // Only into the file this create made (a name that existed keeps its
-                    // content: the caller then writes, and the kernel checked that).
-                    Some(c) if want == Some(ia.gfid) && ia.size == 0 => {
-                        match file.write(&c, 0).and_then(|_| file.fstat()) {
-                            Ok(ia) => Ok((file, ia, true)),
-                            Err(e) => {
-                                tracing::debug!("a create's content was not written: {e}");
-                                Ok((file, ia, false))
-                            }
-                        }
-                    }
-                    _ => Ok((file, ia, false)),
-                }
+                let (fd, ia, wrote) =
+                    b.create(&ctx, &loc, flags, mode, umask, want, content.as_deref())?;
+                Ok((PosixFile { fd, gfid: ia.gfid }, ia, wrote))
             })
             .await?;
         if wrote {
