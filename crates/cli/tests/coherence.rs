@@ -734,7 +734,13 @@ fn changes_behind_are_seen_at_once(
         );
     }
     let dump = String::from_utf8(getxattr(a, "weft.statedump").unwrap()).unwrap();
-    for key in ["creates", "mkdirs", "renames", "unlinks"] {
+    for key in [
+        "creates",
+        "creates_with_content",
+        "mkdirs",
+        "renames",
+        "unlinks",
+    ] {
         assert!(
             dump_count(&dump, key) >= 1,
             "mount A made no {key} behind (no lease?):\n{dump}"

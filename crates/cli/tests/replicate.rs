@@ -1230,28 +1230,11 @@ fn a_leased_create_begins_and_its_release_ends_its_files_data_transaction() {
     use weft_core::{Ctx, Fd, Gfid, Loc, Xdata, GFID_REQ_KEY, LEASED_DIR_KEY, POSTSTAT_KEY};
     const FILES: usize = 60;
     let dir = scratch("rep-create-txn");
-    let mut servers = Vec::new();
-    let mut bricks = Vec::new();
-    let mut client = String::new();
-    for i in 0..3 {
-        let b = dir.path().join(format!("b{i}"));
-        std::fs::create_dir(&b).unwrap();
-        let sd = dir.path().join(format!("s{i}"));
-        std::fs::create_dir(&sd).unwrap();
-        let vf = sd.join("brick.vol");
-        std::fs::write(&vf, replica_brick_graph(&format!("r{i}"), &b, false)).unwrap();
-        let s = Brickd::start(&sd, &vf, &[]);
-        client.push_str(&client_volfile(&format!("r{i}"), s.port, &[]));
-        client.push_str(&format!(
-            "\nvolume s{i}\n    type debug/io-stats\n    subvolumes r{i}-client\nend-volume\n\n"
-        ));
-        servers.push(s);
-        bricks.push(b);
-    }
-    client.push_str("volume cl\n    type cluster/replicate\n    subvolumes s0 s1 s2\nend-volume\n");
+    let (servers, bricks, client) = three_brick_servers(dir.path(), false);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let vol = open_volume(&client).await;
+        all_replicas_up(&vol).await;
         let d = vol.mkdir("/d", 0o755).await.unwrap();
         let (top, ctx) = (vol.top().clone(), Ctx::internal());
         let calls = |vol: &weft_client::Volume, fop: &str| {
@@ -1310,15 +1293,7 @@ fn a_leased_create_begins_and_its_release_ends_its_files_data_transaction() {
             }
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pending_on(&bricks) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "pending: {}",
-            describe_pending(&bricks)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_nothing_pending(&bricks);
     drop(servers);
 }
 
@@ -1332,33 +1307,12 @@ fn a_create_with_content_writes_every_data_copy_and_not_the_arbiter() {
     const FILES: usize = 20;
     for arbiter in [false, true] {
         let dir = scratch("rep-create-content");
-        let mut servers = Vec::new();
-        let mut bricks = Vec::new();
-        let mut client = String::new();
-        for i in 0..3 {
-            let b = dir.path().join(format!("b{i}"));
-            std::fs::create_dir(&b).unwrap();
-            let sd = dir.path().join(format!("s{i}"));
-            std::fs::create_dir(&sd).unwrap();
-            let vf = sd.join("brick.vol");
-            let graph = replica_brick_graph(&format!("r{i}"), &b, arbiter && i == 2);
-            std::fs::write(&vf, graph).unwrap();
-            let s = Brickd::start(&sd, &vf, &[]);
-            client.push_str(&client_volfile(&format!("r{i}"), s.port, &[]));
-            client.push_str(&format!(
-                "\nvolume s{i}\n    type debug/io-stats\n    subvolumes r{i}-client\nend-volume\n\n"
-            ));
-            servers.push(s);
-            bricks.push(b);
-        }
-        client.push_str(&format!(
-            "volume cl\n    type cluster/replicate\n    option arbiter-count {}\n    subvolumes s0 s1 s2\nend-volume\n",
-            u8::from(arbiter)
-        ));
+        let (servers, bricks, client) = three_brick_servers(dir.path(), arbiter);
         let content = |i: usize| format!("file {i} ").repeat(i * 50 + 1).into_bytes();
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let vol = open_volume(&client).await;
+            all_replicas_up(&vol).await;
             let d = vol.mkdir("/d", 0o755).await.unwrap();
             let (top, ctx) = (vol.top().clone(), Ctx::internal());
             for i in 0..FILES {
@@ -1402,16 +1356,71 @@ fn a_create_with_content_writes_every_data_copy_and_not_the_arbiter() {
                 }
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pending_on(&bricks) > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "pending: {}",
-                describe_pending(&bricks)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until_nothing_pending(&bricks);
         drop(servers);
+    }
+}
+
+/// Three brick servers (the last with features/arbiter when `arbiter`), each seen through
+/// a debug/io-stats `s{i}` under cluster/replicate `cl` (arbiter-count 1 when `arbiter`):
+/// the servers, their brick directories and the client volfile.
+fn three_brick_servers(dir: &Path, arbiter: bool) -> (Vec<Brickd>, Vec<PathBuf>, String) {
+    let mut servers = Vec::new();
+    let mut bricks = Vec::new();
+    let mut client = String::new();
+    for i in 0..3 {
+        let b = dir.join(format!("b{i}"));
+        std::fs::create_dir(&b).unwrap();
+        let sd = dir.join(format!("s{i}"));
+        std::fs::create_dir(&sd).unwrap();
+        let vf = sd.join("brick.vol");
+        let graph = replica_brick_graph(&format!("r{i}"), &b, arbiter && i == 2);
+        std::fs::write(&vf, graph).unwrap();
+        let s = Brickd::start(&sd, &vf, &[]);
+        client.push_str(&client_volfile(&format!("r{i}"), s.port, &[]));
+        client.push_str(&format!(
+            "\nvolume s{i}\n    type debug/io-stats\n    subvolumes r{i}-client\nend-volume\n\n"
+        ));
+        servers.push(s);
+        bricks.push(b);
+    }
+    client.push_str(&format!(
+        "volume cl\n    type cluster/replicate\n    option arbiter-count {}\n    subvolumes s0 s1 s2\nend-volume\n",
+        u8::from(arbiter)
+    ));
+    (servers, bricks, client)
+}
+
+/// Waits (10 s at most) until replicate `cl` of `vol` has every replica up: a volume opens
+/// once a quorum is, and a test that reads every brick afterwards wants all of them in
+/// every change.
+async fn all_replicas_up(vol: &weft_client::Volume) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dump = vol.graph().get("cl").unwrap().dump();
+        if dump
+            .lines()
+            .filter(|l| l.starts_with("replica ") && l.ends_with(" up"))
+            .count()
+            == 3
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "replicas not all up: {dump}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (10 s at most) until no brick's index holds a pending entry.
+fn wait_until_nothing_pending(bricks: &[PathBuf]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pending_on(bricks) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "pending: {}",
+            describe_pending(bricks)
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
