@@ -633,23 +633,12 @@ fn three_brick_servers(
     dir: &Path,
     options: &[(&str, &str)],
 ) -> (Vec<Brickd>, Vec<PathBuf>, String) {
-    let mut servers = Vec::new();
-    let mut bricks = Vec::new();
-    let mut client = String::new();
-    for i in 0..3 {
-        let b = dir.join(format!("b{i}"));
-        std::fs::create_dir(&b).unwrap();
-        let sd = dir.join(format!("s{i}"));
-        std::fs::create_dir(&sd).unwrap();
-        let vf = sd.join("brick.vol");
-        std::fs::write(&vf, caching_brick_graph(&format!("c{i}"), &b)).unwrap();
-        let s = Brickd::start(&sd, &vf, &[]);
-        client.push_str(&client_volfile(&format!("c{i}"), s.port, options));
-        client.push('\n');
-        servers.push(s);
-        bricks.push(b);
-    }
-    (servers, bricks, client)
+    let graph = |i: usize, b: &Path| {
+        let name = format!("c{i}");
+        let text = caching_brick_graph(&name, b);
+        (name, text)
+    };
+    three_brick_servers_with(dir, &graph, options)
 }
 
 /// [`changes_behind_are_seen_at_once`] on two caching mounts of three brick servers under

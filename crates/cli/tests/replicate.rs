@@ -1365,24 +1365,16 @@ fn a_create_with_content_writes_every_data_copy_and_not_the_arbiter() {
 /// a debug/io-stats `s{i}` under cluster/replicate `cl` (arbiter-count 1 when `arbiter`):
 /// the servers, their brick directories and the client volfile.
 fn three_brick_servers(dir: &Path, arbiter: bool) -> (Vec<Brickd>, Vec<PathBuf>, String) {
-    let mut servers = Vec::new();
-    let mut bricks = Vec::new();
-    let mut client = String::new();
+    let graph = |i: usize, b: &Path| {
+        let name = format!("r{i}");
+        let text = replica_brick_graph(&name, b, arbiter && i == 2);
+        (name, text)
+    };
+    let (servers, bricks, mut client) = three_brick_servers_with(dir, &graph, &[]);
     for i in 0..3 {
-        let b = dir.join(format!("b{i}"));
-        std::fs::create_dir(&b).unwrap();
-        let sd = dir.join(format!("s{i}"));
-        std::fs::create_dir(&sd).unwrap();
-        let vf = sd.join("brick.vol");
-        let graph = replica_brick_graph(&format!("r{i}"), &b, arbiter && i == 2);
-        std::fs::write(&vf, graph).unwrap();
-        let s = Brickd::start(&sd, &vf, &[]);
-        client.push_str(&client_volfile(&format!("r{i}"), s.port, &[]));
         client.push_str(&format!(
             "\nvolume s{i}\n    type debug/io-stats\n    subvolumes r{i}-client\nend-volume\n\n"
         ));
-        servers.push(s);
-        bricks.push(b);
     }
     client.push_str(&format!(
         "volume cl\n    type cluster/replicate\n    option arbiter-count {}\n    subvolumes s0 s1 s2\nend-volume\n",

@@ -289,6 +289,35 @@ pub fn caching_client_volfile(brick: &str, port: u16, write_behind: bool) -> Str
     v
 }
 
+/// Three brick servers in `dir`, each in its own folder (`s0`..`s2`) serving brick
+/// directory `b0`..`b2`: `graph(i, brick)` gives server `i`'s brick name and volfile. Also
+/// the client volfile text of a `protocol/client` (`<name>-client`) to each, with
+/// `options`.
+pub fn three_brick_servers_with(
+    dir: &Path,
+    graph: &dyn Fn(usize, &Path) -> (String, String),
+    options: &[(&str, &str)],
+) -> (Vec<Brickd>, Vec<PathBuf>, String) {
+    let mut servers = Vec::new();
+    let mut bricks = Vec::new();
+    let mut client = String::new();
+    for i in 0..3 {
+        let b = dir.join(format!("b{i}"));
+        std::fs::create_dir(&b).unwrap();
+        let sd = dir.join(format!("s{i}"));
+        std::fs::create_dir(&sd).unwrap();
+        let vf = sd.join("brick.vol");
+        let (name, text) = graph(i, &b);
+        std::fs::write(&vf, text).unwrap();
+        let s = Brickd::start(&sd, &vf, &[]);
+        client.push_str(&client_volfile(&name, s.port, options));
+        client.push('\n');
+        servers.push(s);
+        bricks.push(b);
+    }
+    (servers, bricks, client)
+}
+
 /// A client volfile reaching brick `brick` at 127.0.0.1:`port`, with extra options.
 pub fn client_volfile(brick: &str, port: u16, extra: &[(&str, &str)]) -> String {
     let opts: String = extra
