@@ -29,8 +29,24 @@ impl Tmpfs {
             .status()
             .unwrap();
         assert!(st.success(), "mount tmpfs");
+        let on = mounted_at(dir);
+        assert!(
+            on.starts_with("tmpfs"),
+            "no tmpfs at {}: {on:?}",
+            dir.display()
+        );
         Tmpfs(dir.to_path_buf())
     }
+}
+
+/// What `findmnt` says is mounted at `dir` (empty when nothing is).
+fn mounted_at(dir: &Path) -> String {
+    Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE,SIZE,USED,OPTIONS", "--mountpoint"])
+        .arg(dir)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 impl Drop for Tmpfs {
@@ -110,7 +126,9 @@ fn a_full_brick_is_reported_to_the_writer_not_to_a_reader() {
         .unwrap_or(0);
     assert!(
         on_brick < 2 << 20,
-        "the brick was not full: {on_brick} bytes"
+        "the brick was not full: {on_brick} bytes; the writer said {last}; the brick's filesystem: {}\n{}",
+        mounted_at(&fs.0),
+        m.log_text()
     );
     let wrote_all = last.contains(&format!("write={}", 2 << 20));
     let reported = last.contains("fsync=err") || last.contains("close=err");
