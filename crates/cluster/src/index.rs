@@ -438,6 +438,26 @@ fn count_entries(dir: &Path) -> Result<u64, Errno> {
     Ok(n)
 }
 
+impl Index {
+    /// Applies counters taken from a create's or release's xdata ([`take_with_xattrop`])
+    /// to inode `g`, through this translator's own xattrop (so the index follows).
+    async fn apply_with_xattrop(
+        &self,
+        g: Gfid,
+        (attrs, oxd): (XattrMap, Xdata),
+    ) -> Result<(), Errno> {
+        self.xattrop(
+            &Ctx::internal(),
+            &Loc::inode(g),
+            XattropOp::AddArray32,
+            &attrs,
+            oxd,
+        )
+        .await
+        .map(drop)
+    }
+}
+
 #[async_trait]
 impl Xlator for Index {
     fn name(&self) -> &str {
@@ -481,18 +501,9 @@ impl Xlator for Index {
     ) -> Fop<Iatt> {
         let pre = take_with_xattrop(&mut xd);
         let (ia, mut rxd) = self.child()?.create(ctx, loc, fd, mode, umask, xd).await?;
-        if let Some((attrs, oxd)) = pre {
-            let r = self
-                .xattrop(
-                    &Ctx::internal(),
-                    &Loc::inode(ia.gfid),
-                    XattropOp::AddArray32,
-                    &attrs,
-                    oxd,
-                )
-                .await;
-            match r {
-                Ok(_) => rxd.set(WITH_XATTROP_DONE_KEY, Vec::new()),
+        if let Some(pre) = pre {
+            match self.apply_with_xattrop(ia.gfid, pre).await {
+                Ok(()) => rxd.set(WITH_XATTROP_DONE_KEY, Vec::new()),
                 Err(e) => tracing::warn!(
                     "{}: the pre-op of new file {}: {e:?}",
                     self.shared.name,
@@ -511,16 +522,7 @@ impl Xlator for Index {
         let post = take_with_xattrop(&mut xd);
         let asked = post.is_some();
         let done = match post {
-            Some((attrs, oxd)) => self
-                .xattrop(
-                    &Ctx::internal(),
-                    &Loc::inode(fd.gfid),
-                    XattropOp::AddArray32,
-                    &attrs,
-                    oxd,
-                )
-                .await
-                .is_ok(),
+            Some(post) => self.apply_with_xattrop(fd.gfid, post).await.is_ok(),
             None => false,
         };
         if asked && !done {

@@ -26,6 +26,20 @@ pub struct Flock {
     pub owner: u64,
 }
 
+impl Flock {
+    /// A lock of `kind` over the whole file (from byte 0 to the end and beyond) for lock
+    /// owner `owner`, with no pid.
+    pub fn whole(kind: LockType, owner: u64) -> Flock {
+        Flock {
+            kind,
+            start: 0,
+            len: 0,
+            pid: 0,
+            owner,
+        }
+    }
+}
+
 /// What an `lk` or `inodelk` call does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LkCmd {

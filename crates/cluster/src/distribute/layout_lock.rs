@@ -35,19 +35,12 @@ async fn layout_inodelk(
         lk_owner: owner,
         ..Ctx::internal()
     };
-    let lock = Flock {
-        kind,
-        start: 0,
-        len: 0,
-        pid: 0,
-        owner,
-    };
     sub.inodelk(
         &ctx,
         LAYOUT_LOCK_DOMAIN,
         &Loc::inode(dir),
         cmd,
-        &lock,
+        &Flock::whole(kind, owner),
         Xdata::new(),
     )
     .await

@@ -627,14 +627,18 @@ impl EntryBehind {
                 _ = go.notified() => {}
                 _ = tokio::time::sleep(HOLD) => {}
             }
-            let write = state.lock().held.remove(&g).and_then(|h| h.write);
+            let write = {
+                let mut st = state.lock();
+                let write = st.held.remove(&g).and_then(|h| h.write);
+                st.n.with_content += u64::from(write.is_some());
+                write
+            };
             let mut xd = leased(xd);
             if let Some(w) = &write {
                 xd.set(CREATE_CONTENT_KEY, w.data.to_vec());
                 if w.xd.has(POSTSTAT_KEY) {
                     xd.set(POSTSTAT_KEY, Vec::new());
                 }
-                state.lock().n.with_content += 1;
             }
             let r = child.create(&ctx, &loc, &fd, mode, umask, xd).await;
             let Some(w) = write else {

@@ -161,14 +161,7 @@ impl Locks {
             lk_owner: owner,
             ..ctx.clone()
         };
-        let lock = Flock {
-            kind,
-            start: 0,
-            len: 0,
-            pid: 0,
-            owner,
-        };
-        self.inode_op(&lctx, domain, gfid, LkCmd::Set, &lock)
+        self.inode_op(&lctx, domain, gfid, LkCmd::Set, &Flock::whole(kind, owner))
             .await
             .is_ok()
     }

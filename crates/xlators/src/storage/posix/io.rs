@@ -39,18 +39,16 @@ pub fn open_flags(flags: i32) -> OFlags {
     f
 }
 
-/// Writes all of `data` at `offset` of `fd`.
+/// Writes all of `data` at `offset` of `fd` (std's `write_all_at`: short writes go on,
+/// EINTR is retried).
 pub fn write_all_at(fd: BorrowedFd<'_>, data: &[u8], offset: u64) -> Result<(), Errno> {
-    let mut done = 0usize;
-    while done < data.len() {
-        match rustix::io::pwrite(fd, &data[done..], offset + done as u64) {
-            Ok(0) => return Err(Errno::EIO),
-            Ok(n) => done += n,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(ex(e)),
-        }
-    }
-    Ok(())
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::fs::FileExt;
+    // SAFETY: the File is never dropped (ManuallyDrop), so the fd stays owned by its owner,
+    // which outlives this call (`fd` borrows it).
+    let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd.as_raw_fd()) });
+    file.write_all_at(data, offset)
+        .map_err(|e| Errno::from_io(&e))
 }
 
 impl Brick {
